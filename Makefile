@@ -1,0 +1,63 @@
+# The two commands a user needs: `make demo` and `make test`. Everything else is a step they call.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The install stamp changes with pyproject.toml, so a dependency change reinstalls and nothing else does.
+INSTALL_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-unit test-integration venv lint typecheck system engine images \
+        sites-up sites-down docs clean
+
+demo: venv
+	$(PY) examples/demo.py
+
+test: images lint typecheck
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Fast tier: no Docker, no Slurm sites.
+test-unit: lint typecheck
+	$(VENV)/bin/pytest -m "not slurm and not docker" $(PYTEST_ARGS)
+
+test-integration: images venv
+	$(VENV)/bin/pytest -m "slurm or docker" $(PYTEST_ARGS)
+
+venv: $(INSTALL_STAMP)
+
+$(INSTALL_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+system:
+	bash ci/install-system.sh
+
+engine: system
+	bash ci/docker-engine.sh
+
+images: engine venv
+	$(PY) ci/images.py all
+
+sites-up: images
+	$(PY) ci/slurm-cluster/slurmsite.py up alpha
+	$(PY) ci/slurm-cluster/slurmsite.py up beta
+
+sites-down: venv
+	$(PY) ci/slurm-cluster/slurmsite.py down alpha
+	$(PY) ci/slurm-cluster/slurmsite.py down beta
+
+docs: venv
+	$(PY) -m pip install --quiet 'mkdocs>=1.6,<2'
+	$(VENV)/bin/mkdocs build --strict
+
+clean:
+	rm -rf build dist site .mypy_cache .ruff_cache .pytest_cache

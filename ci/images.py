@@ -1,0 +1,162 @@
+"""Build the project's container images without a registry, cached by content hash.
+
+Each image is tagged with a hash of everything that defines it (the bootstrap command for the base image;
+the parent tag, Dockerfile and build context for the others), so a second run finds the tag and skips the
+build. Debian package versions inside an image are whatever the mirror served when it was built; delete
+the image (``docker rmi``) to force a rebuild.
+
+Usage: ``python ci/images.py [base|slurm|all]`` prints each image's tag, whether it was cached, and how
+long it took.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CI_DIR = Path(__file__).resolve().parent
+MIRROR = "http://deb.debian.org/debian"
+SUITE = "bookworm"
+BASE_REPO = "metasched/base"
+BASE_ARGV_TEMPLATE = (
+    "mmdebstrap",
+    "--variant=minbase",
+    "--include=ca-certificates",
+    "--quiet",
+    SUITE,
+    "{tar}",
+    MIRROR,
+)
+BUILD_TIMEOUT_S = 1800
+
+
+class ImageBuildError(RuntimeError):
+    """An image could not be built; the message carries the failing command's output tail."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuiltImage:
+    """The outcome of ensuring one image exists."""
+
+    tag: str
+    cached: bool
+    seconds: float
+
+
+def _run(argv: list[str], *, timeout: float = BUILD_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise ImageBuildError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+def image_exists(tag: str) -> bool:
+    """Return True if the local Docker engine has an image with this tag."""
+    proc = subprocess.run(
+        ["docker", "image", "inspect", tag], capture_output=True, text=True, timeout=60, check=False
+    )
+    return proc.returncode == 0
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()[:16]
+
+
+def context_digest(context: Path, *extra: str) -> str:
+    """Hash every file under a build context (path and content) plus extra strings."""
+    parts: list[bytes] = [e.encode() for e in extra]
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        parts.append(str(path.relative_to(context)).encode())
+        parts.append(path.read_bytes())
+    return _digest(*parts)
+
+
+def base_tag() -> str:
+    """The tag of the Debian base image for the current bootstrap definition."""
+    return f"{BASE_REPO}:{SUITE}-{_digest(' '.join(BASE_ARGV_TEMPLATE).encode())}"
+
+
+def ensure_base() -> BuiltImage:
+    """Bootstrap a minimal Debian with mmdebstrap and import it, unless already present."""
+    tag = base_tag()
+    start = time.monotonic()
+    if image_exists(tag):
+        return BuiltImage(tag=tag, cached=True, seconds=time.monotonic() - start)
+    with tempfile.TemporaryDirectory(prefix="metasched-base-") as tmp:
+        # Write to a file first: piping into `docker import` turns a failed bootstrap into an empty image.
+        tar = Path(tmp) / "base.tar"
+        _run([arg.format(tar=tar) for arg in BASE_ARGV_TEMPLATE])
+        if tar.stat().st_size < 50_000_000:
+            raise ImageBuildError(f"mmdebstrap produced a suspiciously small {tar} ({tar.stat().st_size} B)")
+        _run(["docker", "import", str(tar), tag])
+    return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)
+
+
+def ensure_image(repo: str, context: Path, parent: str) -> BuiltImage:
+    """Build ``context``'s Dockerfile FROM ``parent`` (passed as build arg BASE), unless cached."""
+    tag = f"{repo}:{context_digest(context, parent)}"
+    start = time.monotonic()
+    if image_exists(tag):
+        return BuiltImage(tag=tag, cached=True, seconds=time.monotonic() - start)
+    _run(
+        [
+            "docker",
+            "build",
+            "--network",
+            "host",
+            "--build-arg",
+            f"BASE={parent}",
+            "--tag",
+            tag,
+            str(context),
+        ]
+    )
+    return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)
+
+
+def slurm_image_tag() -> str:
+    """The tag the Slurm image has (or will have) for the current sources."""
+    return f"metasched/slurm:{context_digest(CI_DIR / 'slurm-cluster' / 'image', base_tag())}"
+
+
+def ensure_slurm() -> BuiltImage:
+    """Ensure the base image and the Slurm image built FROM it exist."""
+    base = ensure_base()
+    _report("base", base)
+    return ensure_image("metasched/slurm", CI_DIR / "slurm-cluster" / "image", base.tag)
+
+
+def _report(name: str, built: BuiltImage) -> None:
+    how = "cached" if built.cached else "built"
+    print(f"image {name}: {built.tag} {how} in {built.seconds:.1f} s", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: build the named images (default: all)."""
+    what = argv[0] if argv else "all"
+    try:
+        if what == "base":
+            _report("base", ensure_base())
+        elif what in ("slurm", "all"):
+            _report("slurm", ensure_slurm())
+        else:
+            print(f"usage: images.py [base|slurm|all] (got {what!r})", file=sys.stderr)
+            return 2
+    except ImageBuildError as exc:
+        print(f"image build failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

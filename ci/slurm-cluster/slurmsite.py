@@ -1,0 +1,397 @@
+"""Bring containerized Slurm sites up and down on this machine, with no registry and no bridge network.
+
+A site is one controller container (munged + slurmctld) and N compute containers (one slurmd each), all
+running with ``--network host`` and talking over 127.0.0.1 on ports that belong to that site alone. Each
+site has its own directory, mounted at the same absolute path in its containers and on the host::
+
+    <root>/<name>/site.json        what `up` decided: ports, nodes, image, paths
+    <root>/<name>/etc/slurm.conf   the site's configuration; SLURM_CONF for daemons *and* host clients
+    <root>/<name>/munge/           the site's own munge key and munged socket (AuthInfo=socket=...)
+    <root>/<name>/state/           StateSaveLocation
+    <root>/<name>/spool/<node>/    SlurmdSpoolDir per node
+    <root>/<name>/log/             slurmctld.log, slurmd-<node>.log, munged.log, jobcomp.log
+    <root>/<name>/shared/          the site's shared filesystem (like an HPC scratch directory)
+
+The host is every site's login node: ``SLURM_CONF=<root>/<name>/etc/slurm.conf sbatch ...`` submits to
+that site, authenticated through the site's munged socket. Two sites have different keys, ports and
+cluster names and do not see each other's jobs.
+
+Usage: ``python ci/slurm-cluster/slurmsite.py up|down|status|env NAME [--nodes N] [--cpus C] [--fresh]``.
+The root defaults to /var/tmp/metasched-sites (override with METASCHED_SITES_DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import images  # noqa: E402  (ci/images.py, found through the path set just above)
+
+DEFAULT_ROOT = Path("/var/tmp/metasched-sites")
+FIRST_PORT = 16800
+PORT_BLOCK = 20
+MAX_BLOCKS = 200
+LABEL = "metasched.site"
+COMMAND_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 90.0
+
+
+class SiteError(RuntimeError):
+    """A site could not be brought up, inspected or taken down; the message says what to look at."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteInfo:
+    """Everything a client needs to use one site; persisted as site.json."""
+
+    name: str
+    directory: str
+    slurm_conf: str
+    shared_dir: str
+    controller_port: int
+    node_ports: dict[str, int]
+    cpus_per_node: int
+    memory_mb_per_node: int
+    partition: str
+    image: str
+
+    @property
+    def nodes(self) -> list[str]:
+        """Node names in port order."""
+        return sorted(self.node_ports, key=self.node_ports.__getitem__)
+
+    def client_env(self) -> dict[str, str]:
+        """The environment for a host Slurm command aimed at this site (os.environ + SLURM_CONF)."""
+        return {**os.environ, "SLURM_CONF": self.slurm_conf}
+
+    @classmethod
+    def load(cls, path: Path) -> SiteInfo:
+        """Read a site.json written by `up`."""
+        data = json.loads(path.read_text())
+        return cls(**data)
+
+
+def sites_root() -> Path:
+    """The directory holding every site's directory."""
+    return Path(os.environ.get("METASCHED_SITES_DIR", str(DEFAULT_ROOT)))
+
+
+def _site_dir(name: str) -> Path:
+    if not name.isidentifier() or not name.islower():
+        raise SiteError(f"site name {name!r} must be a lowercase identifier (e.g. 'alpha')")
+    return sites_root() / name
+
+
+def _run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        output = proc.stderr.strip() or proc.stdout.strip()
+        raise SiteError(f"command {argv!r} failed with exit {proc.returncode}: {output}")
+    return proc
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ports_taken_by_other_sites(name: str) -> set[int]:
+    taken: set[int] = set()
+    root = sites_root()
+    if not root.is_dir():
+        return taken
+    for info_file in root.glob("*/site.json"):
+        if info_file.parent.name == name:
+            continue
+        try:
+            other = SiteInfo.load(info_file)
+        except (OSError, ValueError, TypeError):
+            continue
+        taken.add(other.controller_port)
+        taken.update(other.node_ports.values())
+    return taken
+
+
+def _allocate_ports(name: str, count: int) -> list[int]:
+    """Pick a block of `count` ports no other site uses and nothing listens on."""
+    taken = _ports_taken_by_other_sites(name)
+    for block in range(MAX_BLOCKS):
+        ports = [FIRST_PORT + block * PORT_BLOCK + i for i in range(count)]
+        if not taken.intersection(ports) and all(_port_free(p) for p in ports):
+            return ports
+    raise SiteError(f"no free block of {count} ports on 127.0.0.1 from {FIRST_PORT} for site {name!r}")
+
+
+def render_slurm_conf(info: SiteInfo) -> str:
+    """The slurm.conf of a site; every address is 127.0.0.1 and every path is inside the site directory."""
+    d = info.directory
+    lines = [
+        f"# Generated by ci/slurm-cluster/slurmsite.py for site {info.name}; rewritten on every `up`.",
+        f"ClusterName={info.name}",
+        "SlurmctldHost=localhost(127.0.0.1)",
+        f"SlurmctldPort={info.controller_port}",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={d}/munge/munged.sock",
+        "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",
+        "SlurmdParameters=config_overrides",
+        f"StateSaveLocation={d}/state",
+        f"SlurmdSpoolDir={d}/spool/%n",
+        f"SlurmctldPidFile={d}/run/slurmctld.pid",
+        f"SlurmdPidFile={d}/run/slurmd-%n.pid",
+        f"SlurmctldLogFile={d}/log/slurmctld.log",
+        f"SlurmdLogFile={d}/log/slurmd-%n.log",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "JobCompType=jobcomp/filetxt",
+        f"JobCompLoc={d}/log/jobcomp.log",
+        "PropagateResourceLimits=NONE",
+        "MpiDefault=none",
+        "ReturnToService=2",
+        "SchedulerType=sched/backfill",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core_Memory",
+        "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0",
+        "MinJobAge=300",
+        "KillWait=5",
+        "InactiveLimit=0",
+    ]
+    for node in info.nodes:
+        lines.append(
+            f"NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 Port={info.node_ports[node]} "
+            f"CPUs={info.cpus_per_node} RealMemory={info.memory_mb_per_node} State=UNKNOWN"
+        )
+    lines.append(
+        f"PartitionName={info.partition} Nodes={','.join(info.nodes)} Default=YES MaxTime=INFINITE State=UP"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _container_name(site: str, role: str) -> str:
+    # Compute roles are node names, which already start with the site name.
+    return f"metasched-slurm-{role}" if role.startswith(f"{site}-") else f"metasched-slurm-{site}-{role}"
+
+
+def _site_containers(name: str) -> list[dict[str, str]]:
+    """Containers labelled for this site: name, state, image."""
+    proc = _run(
+        ["docker", "ps", "-a", "--filter", f"label={LABEL}={name}",
+         "--format", "{{.Names}}\t{{.State}}\t{{.Image}}"],
+    )
+    rows = []
+    for line in proc.stdout.splitlines():
+        cname, state, image = line.split("\t")
+        rows.append({"name": cname, "state": state, "image": image})
+    return rows
+
+
+def _prepare_directory(info: SiteInfo, *, fresh: bool) -> None:
+    d = Path(info.directory)
+    if fresh:
+        for sub in ("state", "spool", "log", "run", "shared"):
+            shutil.rmtree(d / sub, ignore_errors=True)
+    for sub in ("etc", "munge", "state", "spool", "log", "run", "shared"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    sites_root().chmod(0o755)
+    d.chmod(0o755)
+    (d / "munge").chmod(0o700)  # munged refuses a key directory others can read
+    key = d / "munge" / "munge.key"
+    if not key.exists():
+        key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    (d / "etc" / "slurm.conf").write_text(render_slurm_conf(info))
+    (d / "site.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
+
+
+def _start_container(info: SiteInfo, role: str, *args: str) -> None:
+    _run(
+        [
+            "docker", "run", "--detach", "--init", "--network", "host",
+            "--name", _container_name(info.name, role),
+            "--label", f"{LABEL}={info.name}",
+            "--label", f"metasched.role={role}",
+            "--volume", f"{info.directory}:{info.directory}",
+            info.image, *args,
+        ]
+    )
+
+
+def _log_tail(info: SiteInfo, lines: int = 25) -> str:
+    chunks = []
+    for log in sorted(Path(info.directory, "log").glob("*.log")):
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        chunks.append(f"--- {log} (last {len(text)} lines)\n" + "\n".join(text))
+    for c in _site_containers(info.name):
+        if c["state"] != "running":
+            out = _run(["docker", "logs", "--tail", str(lines), c["name"]], check=False)
+            chunks.append(f"--- docker logs {c['name']} ({c['state']})\n{out.stdout}{out.stderr}")
+    return "\n".join(chunks)
+
+
+def _idle_nodes(info: SiteInfo) -> list[str]:
+    proc = _run(["sinfo", "--noheader", "--Node", "--format=%N %t"], env=info.client_env(), check=False)
+    if proc.returncode != 0:
+        return []
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.split()[1:] == ["idle"]]
+
+
+def wait_ready(info: SiteInfo, timeout: float = READY_TIMEOUT_S) -> float:
+    """Wait until every node is idle and a trivial job completes; return the seconds it took."""
+    start = time.monotonic()
+    deadline = start + timeout
+    idle = _idle_nodes(info)
+    while sorted(idle) != sorted(info.nodes):
+        if time.monotonic() > deadline:
+            raise SiteError(
+                f"site {info.name!r}: nodes not idle after {timeout:.0f} s "
+                f"(idle: {idle}, expected {info.nodes}).\n{_log_tail(info)}"
+            )
+        time.sleep(0.5)
+        idle = _idle_nodes(info)
+    probe = _run(
+        ["sbatch", "--parsable", "--job-name=metasched-ready", "--output=/dev/null", "--wrap", "true"],
+        env=info.client_env(), check=False,
+    )
+    job_id = probe.stdout.strip().split(";")[0]
+    state = "NOT SUBMITTED"
+    while probe.returncode == 0 and time.monotonic() < deadline:
+        # Poll quickly ourselves: `sbatch --wait` backs off to ~10 s between checks.
+        shown = _run(["scontrol", "--oneliner", "show", "job", job_id], env=info.client_env(), check=False)
+        found = re.search(r"\bJobState=(\S+)", shown.stdout)
+        state = found.group(1) if found else "UNKNOWN"
+        if state == "COMPLETED":
+            return time.monotonic() - start
+        if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY"):
+            break
+        time.sleep(0.2)
+    raise SiteError(
+        f"site {info.name!r}: the readiness job did not complete (sbatch exit {probe.returncode}, "
+        f"state {state}): {probe.stderr.strip()}\n{_log_tail(info)}"
+    )
+    return time.monotonic() - start
+
+
+def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh: bool = False) -> SiteInfo:
+    """Bring a site up (or confirm it is up) and return its description once a job can run."""
+    directory = _site_dir(name)
+    image = images.ensure_slurm().tag
+    existing = directory / "site.json"
+    info: SiteInfo | None = SiteInfo.load(existing) if existing.exists() else None
+    running = [c for c in _site_containers(name) if c["state"] == "running"]
+    if (
+        not fresh
+        and info is not None
+        and info.image == image
+        and len(info.node_ports) == nodes
+        and len(running) == nodes + 1
+        and all(c["image"] == image for c in running)
+    ):
+        wait_ready(info)
+        return info
+    down(name)
+    ports = _allocate_ports(name, nodes + 1)
+    info = SiteInfo(
+        name=name,
+        directory=str(directory),
+        slurm_conf=str(directory / "etc" / "slurm.conf"),
+        shared_dir=str(directory / "shared"),
+        controller_port=ports[0],
+        node_ports={f"{name}-c{i + 1}": port for i, port in enumerate(ports[1:])},
+        cpus_per_node=cpus,
+        memory_mb_per_node=memory_mb,
+        partition="debug",
+        image=image,
+    )
+    _prepare_directory(info, fresh=fresh)
+    _start_container(info, "controller", "controller", info.directory)
+    for node in info.nodes:
+        _start_container(info, node, "compute", info.directory, node)
+    wait_ready(info)
+    return info
+
+
+def down(name: str, *, purge: bool = False) -> None:
+    """Remove a site's containers; with purge, its directory too (logs, state, shared files)."""
+    directory = _site_dir(name)
+    containers = [c["name"] for c in _site_containers(name)]
+    if containers:
+        _run(["docker", "rm", "--force", *containers], timeout=120)
+    if purge and directory.exists():
+        shutil.rmtree(directory)
+
+
+def status(name: str) -> str:
+    """A human-readable status: containers, and sinfo from the login node."""
+    directory = _site_dir(name)
+    lines = [f"site {name}: {directory}"]
+    containers = _site_containers(name)
+    if not containers:
+        lines.append("  no containers (site is down)")
+    for c in containers:
+        lines.append(f"  {c['name']}: {c['state']} ({c['image']})")
+    info_file = directory / "site.json"
+    if info_file.exists() and containers:
+        info = SiteInfo.load(info_file)
+        lines.append(f"  SLURM_CONF={info.slurm_conf}  controller 127.0.0.1:{info.controller_port}")
+        proc = _run(["sinfo", "--Node", "--long"], env=info.client_env(), check=False)
+        lines.extend("  " + line for line in (proc.stdout or proc.stderr).splitlines())
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="slurmsite", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["up", "down", "status", "env"])
+    parser.add_argument("name")
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--cpus", type=int, default=8, help="CPUs each node claims")
+    parser.add_argument("--memory-mb", type=int, default=8000, help="memory each node claims")
+    parser.add_argument("--fresh", action="store_true", help="up: wipe state, logs and shared files")
+    parser.add_argument("--purge", action="store_true", help="down: delete the site directory too")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            start = time.monotonic()
+            info = up(args.name, nodes=args.nodes, cpus=args.cpus, memory_mb=args.memory_mb,
+                      fresh=args.fresh)
+            print(f"site {info.name} ready in {time.monotonic() - start:.1f} s: "
+                  f"nodes {', '.join(info.nodes)}; shared dir {info.shared_dir}")
+            print(f"export SLURM_CONF={info.slurm_conf}")
+        elif args.action == "down":
+            down(args.name, purge=args.purge)
+            print(f"site {args.name} down" + (" and purged" if args.purge else ""))
+        elif args.action == "status":
+            print(status(args.name))
+        else:
+            info = SiteInfo.load(_site_dir(args.name) / "site.json")
+            print(f"export SLURM_CONF={info.slurm_conf}")
+    except (SiteError, images.ImageBuildError, FileNotFoundError) as exc:
+        print(f"slurmsite {args.action} {args.name}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

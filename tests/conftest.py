@@ -1,0 +1,65 @@
+"""Shared fixtures: containerized Slurm sites for integration tests (session scoped).
+
+The sites come from ci/slurm-cluster/slurmsite.py. A test marked ``slurm`` that runs where the Docker
+engine or the host Slurm client is missing is skipped with the reason printed; CI (`make test`) installs
+and starts both, so nothing is skipped there. Set METASCHED_KEEP_SITES=1 to leave the sites running
+after the session (handy when debugging by hand).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "ci"))
+sys.path.insert(0, str(ROOT / "ci" / "slurm-cluster"))
+
+import slurmsite  # noqa: E402  (ci/slurm-cluster/slurmsite.py)
+
+SITE_NAMES = ("alpha", "beta")
+
+
+def _docker_unavailable_reason() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker client not installed (make test installs docker.io)"
+    proc = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        return "Docker engine not running (make test starts it with ci/docker-engine.sh)"
+    return None
+
+
+def _slurm_unavailable_reason() -> str | None:
+    reason = _docker_unavailable_reason()
+    if reason is None and shutil.which("sbatch") is None:
+        reason = "host Slurm client not installed (make test installs slurm-client)"
+    return reason
+
+
+@pytest.fixture(scope="session")
+def slurm_sites() -> Iterator[dict[str, slurmsite.SiteInfo]]:
+    """Bring up the sites `alpha` and `beta` (fresh state) and return their SiteInfo by name."""
+    reason = _slurm_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    sites = {name: slurmsite.up(name, fresh=True) for name in SITE_NAMES}
+    yield sites
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        for name in SITE_NAMES:
+            slurmsite.down(name)
+
+
+@pytest.fixture
+def alpha(slurm_sites: dict[str, slurmsite.SiteInfo]) -> slurmsite.SiteInfo:
+    return slurm_sites["alpha"]
+
+
+@pytest.fixture
+def beta(slurm_sites: dict[str, slurmsite.SiteInfo]) -> slurmsite.SiteInfo:
+    return slurm_sites["beta"]
