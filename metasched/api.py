@@ -1,0 +1,582 @@
+"""The Python workflow API: campaigns, task functions, command tasks and their futures.
+
+    with ms.Campaign("sweep", sites=[ms.LocalSite("local", cores=2)], journal="sweep.db") as c:
+        @c.task(cores=1, walltime="00:10:00", retries=2)
+        def square(x: int) -> int:
+            return x * x
+
+        total = c.task()(sum)([square(i) for i in range(100)])
+        print(total.result())
+
+Calling a task function returns a ``TaskFuture`` at once; a future anywhere in the arguments (also
+inside lists, tuples and dicts) is a dependency. Submissions are sent to the scheduler in batches by a
+background thread; ``Campaign.flush()`` returns once everything submitted so far is in the journal.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import hashlib
+import os
+import re
+import sys
+import sysconfig
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar
+
+import cloudpickle
+
+from metasched.errors import ConfigurationError, MetaschedError, TaskError
+from metasched.journal import Journal
+from metasched.records import (
+    CommandResult,
+    CommandSpec,
+    Resources,
+    SiteName,
+    TaskId,
+    TaskKind,
+    TaskRef,
+    TaskSpec,
+    parse_walltime,
+)
+from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
+from metasched.scheduler.service import SiteSummary, TaskEvent
+from metasched.scheduler.states import TaskState
+from site_agents.local import LocalSite
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_FLUSH_BATCH = 1000
+_FLUSH_INTERVAL_S = 0.002
+_EVENT_POLL_S = 0.5
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
+_LIBRARY_PATHS = tuple(
+    p for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+                sysconfig.get_paths()["platlib"]} if p
+)
+
+
+class TaskFuture(concurrent.futures.Future[R]):
+    """The future result of one task; works with ``ms.wait`` and ``ms.as_completed``.
+
+    ``cancel()`` asks the scheduler to cancel the task (it then fails with TaskCancelledError) and
+    returns False if the task had already finished.
+    """
+
+    def __init__(self, campaign: Campaign, task_id: TaskId, name: str) -> None:
+        super().__init__()
+        self.campaign = campaign
+        self.task_id = task_id
+        self.name = name
+
+    def cancel(self) -> bool:
+        """Ask the scheduler to cancel this task."""
+        if self.done():
+            return False
+        self.campaign.cancel(self)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<TaskFuture {self.name} ({self.task_id}) {self._state.lower()}>"
+
+
+class TaskFunction(Generic[P, R]):
+    """A function registered with a campaign: calling it submits a task and returns its future."""
+
+    def __init__(self, campaign: Campaign, fn: Callable[P, R], options: dict[str, Any]) -> None:
+        self.campaign = campaign
+        self.fn = fn
+        self.options = options
+        self.__wrapped__ = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
+        """Submit one task calling the function with these arguments."""
+        return self.campaign._submit_function(self.fn, args, kwargs, self.options)
+
+
+def parse_memory(value: int | str | None) -> int:
+    """Memory in MB from an int (MB) or a string like '500M', '4G', '4GB'."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    match = _MEMORY.match(value)
+    if match is None:
+        raise ConfigurationError(f"memory {value!r} is not understood; use MB as a number or e.g. '4G'.")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    factor = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    return int(number * factor)
+
+
+def _resources(options: dict[str, Any]) -> Resources:
+    return Resources(
+        cores=int(options.get("cores", 1)),
+        memory_mb=parse_memory(options.get("memory")),
+        gpus=int(options.get("gpus", 0)),
+        nodes=int(options.get("nodes", 1)),
+        walltime_s=parse_walltime(options.get("walltime")),
+    )
+
+
+_TASK_OPTIONS = frozenset(
+    {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name"}
+)
+
+
+def _check_options(options: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(options) - _TASK_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_TASK_OPTIONS))}."
+        )
+    retries = options.get("retries", 0)
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigurationError(f"{where}: retries must be a non-negative integer, got {retries!r}.")
+
+
+def _is_library_module(module_name: str) -> bool:
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if module is None or path is None or module_name in ("__main__", "builtins"):
+        return module_name == "builtins"
+    return bool(os.path.abspath(path).startswith(_LIBRARY_PATHS))
+
+
+class Campaign:
+    """A set of tasks scheduled across sites, journaled so it can be resumed after a crash.
+
+    Args:
+        name: the campaign's name (also names its scheduler actor: ``metasched.<name>``).
+        sites: where tasks may run; default one LocalSite named "local" with every core.
+        journal: the SQLite journal path; default ``<name>.db`` in the current directory.
+        address: None starts an embedded Ray on this machine (127.0.0.1, small footprint); "auto" or
+            "ray://host:port" joins an existing Ray cluster.
+        policy: placement policy, "default" or "round-robin".
+        object_store_mb: object store size of the embedded Ray.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        sites: Sequence[Any] | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        address: str | None = None,
+        policy: str = "default",
+        object_store_mb: int = 256,
+        _resume: bool = False,
+    ) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigurationError(f"campaign name {name!r} may hold only letters, digits, '_', '.', '-'.")
+        self.name = name
+        self.sites = list(sites) if sites is not None else [LocalSite(name="local")]
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"campaign {name!r}: site names must be unique, got {names}.")
+        self.journal_path = Path(journal if journal is not None else f"{name}.db").resolve()
+        self.address = address
+        self.policy = policy
+        self.object_store_mb = object_store_mb
+        self._resume = _resume
+        self._futures: dict[TaskId, TaskFuture[Any]] = {}
+        self._functions: dict[Any, tuple[str, bytes]] = {}
+        self._sent_digests: set[str] = set()
+        self._buffer: list[TaskSpec] = []
+        self._buffer_functions: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._flushed = threading.Condition(self._lock)
+        self._flush_requested = 0
+        self._flush_done = 0
+        self._started = False
+        self._closing = False
+        self._owns_ray = False
+        self._actor: Any = None
+        self._threads: list[threading.Thread] = []
+        self._background_error: BaseException | None = None
+
+    # -------------------------------------------------------------------------------- lifecycle
+    @classmethod
+    def resume(
+        cls,
+        journal: str | os.PathLike[str],
+        *,
+        sites: Sequence[Any] | None = None,
+        address: str | None = None,
+        policy: str = "default",
+    ) -> Campaign:
+        """Reopen a campaign from its journal and start it.
+
+        Finished tasks keep their results, lost attempts are resubmitted, pending tasks are scheduled.
+        Sites default to the journaled ones.
+        """
+        path = Path(journal)
+        if not path.exists():
+            raise ConfigurationError(f"cannot resume: journal {path} does not exist.")
+        stored = Journal(path).open()
+        try:
+            name = stored.get_meta("campaign")
+            journaled_sites = stored.get_meta("sites")
+            tasks = [(t.spec.task_id, t.spec.name) for t in stored.tasks()]
+        finally:
+            stored.close()
+        if name is None:
+            raise ConfigurationError(f"cannot resume: {path} is not a metasched campaign journal.")
+        campaign = cls(name, sites=sites or journaled_sites, journal=path, address=address, policy=policy,
+                       _resume=True)
+        for task_id, task_name in tasks:
+            campaign._futures[task_id] = TaskFuture(campaign, task_id, task_name)
+        campaign.start()
+        return campaign
+
+    def start(self) -> Campaign:
+        """Start Ray (embedded unless `address`), the scheduler actor and the driver threads."""
+        if self._started:
+            return self
+        if not self._resume:
+            self._claim_journal()
+        import ray
+
+        if not ray.is_initialized():
+            self._init_ray(ray)
+        existing = self._existing_actor(ray)
+        if existing is not None:
+            raise ConfigurationError(
+                f"campaign {self.name!r} is already running (Ray actor {actor_name(self.name)!r}); "
+                "close it first or use another name."
+            )
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(SchedulerActor)
+        self._actor = actor_cls.options(
+            name=actor_name(self.name), namespace=NAMESPACE, lifetime="non_detached",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                               soft=False),
+        ).remote(journal_path=str(self.journal_path), sites=self.sites, policy=self.policy,
+                 resume=self._resume)
+        ray.get(self._actor.start.remote())
+        self._started = True
+        for target, label in ((self._flush_loop, "flush"), (self._event_loop, "events")):
+            thread = threading.Thread(target=target, name=f"metasched-{self.name}-{label}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _claim_journal(self) -> None:
+        journal = Journal(self.journal_path).open()
+        try:
+            owner = journal.get_meta("campaign")
+            count = sum(1 for _ in journal.tasks())
+            if owner is not None and count:
+                raise ConfigurationError(
+                    f"journal {self.journal_path} already holds campaign {owner!r} with {count} task(s); "
+                    f"use Campaign.resume({str(self.journal_path)!r}) or another journal path."
+                )
+            journal.set_meta("campaign", self.name)
+        finally:
+            journal.close()
+
+    def _init_ray(self, ray: Any) -> None:
+        if self.address is None:
+            local = [s for s in self.sites if isinstance(s, LocalSite)]
+            ray.init(
+                address="local",  # always a new cluster, even if a killed one left its address file
+                num_cpus=max([1, *(s.cores for s in local)]),
+                resources={s.ray_resource: float(s.cores) for s in local},
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                object_store_memory=self.object_store_mb * 2**20,
+                namespace=NAMESPACE,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address=self.address, namespace=NAMESPACE)
+        self._owns_ray = True
+
+    def _existing_actor(self, ray: Any) -> Any:
+        try:
+            return ray.get_actor(actor_name(self.name), namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def __enter__(self) -> Campaign:
+        return self.start()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(wait=exc_type is None)
+
+    def close(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop the campaign.
+
+        With wait, first wait for every task to finish; without, cancel what runs (unfinished tasks
+        stay in the journal for ``Campaign.resume``).
+        """
+        if not self._started or self._closing:
+            return
+        try:
+            self.flush()
+            if wait:
+                concurrent.futures.wait(list(self._futures.values()), timeout=timeout)
+        finally:
+            self._closing = True
+            with self._lock:
+                self._wake.notify_all()
+            import ray
+
+            try:
+                ray.get(self._actor.close.remote(), timeout=60)
+            finally:
+                ray.kill(self._actor)
+                for thread in self._threads:
+                    thread.join(timeout=5)
+                if self._owns_ray:
+                    ray.shutdown()
+                for future in self._futures.values():
+                    if not future.done():
+                        future.set_exception(MetaschedError(
+                            f"campaign {self.name!r} was closed before task {future.name!r} "
+                            f"({future.task_id}) finished; it stays in the journal: resume with "
+                            f"Campaign.resume({str(self.journal_path)!r})."))
+
+    # ------------------------------------------------------------------------------- submitting
+    def task(self, fn: Callable[P, R] | None = None, **options: Any) -> Any:
+        """Register a function as a task: ``@c.task`` or ``@c.task(cores=2)``.
+
+        Options: cores, memory, gpus, walltime, nodes, retries, sites (allowed site names), tags
+        (dict), name.
+        """
+        _check_options(options, "task options")
+
+        def register(f: Callable[P, R]) -> TaskFunction[P, R]:
+            return TaskFunction(self, f, options)
+
+        return register(fn) if fn is not None else register
+
+    def command(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        check: bool = True,
+        after: Sequence[TaskFuture[Any]] = (),
+        **options: Any,
+    ) -> TaskFuture[CommandResult]:
+        """Submit a command task (an argv list, never a shell string); its result is a CommandResult.
+
+        With check (the default) a non-zero exit status fails the task. `after` adds dependencies.
+        """
+        if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ConfigurationError(
+                f"command argv must be a non-empty list of strings (no shell string), got {argv!r}."
+            )
+        _check_options(options, f"command {argv[0]!r}")
+        deps = [self._ref(f) for f in after]
+        spec_cmd = CommandSpec(argv=tuple(argv), env=tuple(sorted((env or {}).items())),
+                               cwd=os.fspath(cwd) if cwd is not None else None, check=check)
+        name = str(options.get("name") or os.path.basename(argv[0]))
+        return self._enqueue(name, TaskKind.COMMAND, options, deps=[d.task_id for d in deps],
+                             command=spec_cmd)
+
+    def _submit_function(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                         options: dict[str, Any]) -> TaskFuture[Any]:
+        deps: list[TaskId] = []
+        args = self._replace_futures(args, deps)
+        kwargs = self._replace_futures(kwargs, deps)
+        digest, blob = self._pickled_function(fn)
+        name = str(options.get("name") or getattr(fn, "__name__", "task"))
+        try:
+            payload = cloudpickle.dumps((args, kwargs))
+        except Exception as exc:
+            raise ConfigurationError(f"the arguments of task {name!r} cannot be pickled: {exc}") from exc
+        return self._enqueue(name, TaskKind.FUNCTION, options, deps=deps, digest=digest, blob=blob,
+                             payload=payload)
+
+    def _enqueue(self, name: str, kind: TaskKind, options: dict[str, Any], *, deps: list[TaskId],
+                 digest: str | None = None, blob: bytes | None = None, payload: bytes = b"",
+                 command: CommandSpec | None = None) -> TaskFuture[Any]:
+        self._check_running()
+        spec = TaskSpec(
+            task_id=TaskId(uuid.uuid4().hex[:16]), name=name, kind=kind, resources=_resources(options),
+            retries=int(options.get("retries", 0)),
+            sites=tuple(SiteName(s) for s in options.get("sites", ()) or ()),
+            tags=tuple(sorted((str(k), str(v)) for k, v in (options.get("tags") or {}).items())),
+            depends_on=tuple(dict.fromkeys(deps)), function_digest=digest, payload=payload, command=command,
+        )
+        future: TaskFuture[Any] = TaskFuture(self, spec.task_id, name)
+        with self._lock:
+            self._futures[spec.task_id] = future
+            if digest is not None and blob is not None and digest not in self._sent_digests:
+                self._buffer_functions[digest] = blob
+                self._sent_digests.add(digest)
+            self._buffer.append(spec)
+            if len(self._buffer) in (1, _FLUSH_BATCH):
+                self._wake.notify()
+        return future
+
+    def _ref(self, future: Any) -> TaskRef:
+        if not isinstance(future, TaskFuture) or future.campaign is not self:
+            raise ConfigurationError(f"{future!r} is not a future of campaign {self.name!r}.")
+        return TaskRef(future.task_id)
+
+    def _replace_futures(self, value: Any, deps: list[TaskId]) -> Any:
+        if isinstance(value, TaskFuture):
+            ref = self._ref(value)
+            deps.append(ref.task_id)
+            return ref
+        if type(value) is list:
+            return [self._replace_futures(v, deps) for v in value]
+        if type(value) is tuple:
+            return tuple(self._replace_futures(v, deps) for v in value)
+        if type(value) is dict:
+            return {k: self._replace_futures(v, deps) for k, v in value.items()}
+        return value
+
+    def _pickled_function(self, fn: Callable[..., Any]) -> tuple[str, bytes]:
+        cached = self._functions.get(fn)
+        if cached is not None:
+            return cached
+        module = getattr(fn, "__module__", None)
+        if module and not _is_library_module(module) and module != "__main__":
+            # Store the user's own code by value, so a resumed process can run it as it was submitted.
+            cloudpickle.register_pickle_by_value(sys.modules[module])
+        try:
+            blob = cloudpickle.dumps(fn)
+        except Exception as exc:
+            raise ConfigurationError(f"task function {fn!r} cannot be pickled: {exc}") from exc
+        entry = (hashlib.sha256(blob).hexdigest()[:20], blob)
+        self._functions[fn] = entry
+        return entry
+
+    def _check_running(self) -> None:
+        if not self._started or self._closing:
+            raise ConfigurationError(f"campaign {self.name!r} is not running; use it inside `with` or "
+                                     "call start() first.")
+        if self._background_error is not None:
+            raise MetaschedError(f"campaign {self.name!r} stopped: {self._background_error}")
+
+    # ------------------------------------------------------------------------------ background
+    def flush(self) -> None:
+        """Return once every task submitted so far is accepted and journaled by the scheduler."""
+        if not self._started:
+            return
+        with self._lock:
+            self._flush_requested += 1
+            ticket = self._flush_requested
+            self._wake.notify()
+            while self._flush_done < ticket and self._background_error is None:
+                self._flushed.wait(timeout=1.0)
+        if self._background_error is not None:
+            raise MetaschedError(f"campaign {self.name!r} stopped: {self._background_error}")
+
+    def _flush_loop(self) -> None:
+        import ray
+
+        while True:
+            with self._lock:
+                while not self._buffer and self._flush_done >= self._flush_requested and not self._closing:
+                    self._wake.wait()
+                if self._closing and not self._buffer and self._flush_done >= self._flush_requested:
+                    return
+                accumulate = len(self._buffer) < _FLUSH_BATCH and self._flush_done >= self._flush_requested
+            if accumulate:  # let a burst of submissions gather into one batch
+                time.sleep(_FLUSH_INTERVAL_S)
+            with self._lock:
+                specs, self._buffer = self._buffer, []
+                functions, self._buffer_functions = self._buffer_functions, {}
+                ticket = self._flush_requested
+            if specs or functions:
+                try:
+                    refused = ray.get(self._actor.submit.remote(specs, functions))
+                except Exception as exc:
+                    self._fail_background(exc)
+                    return
+                for task_id, why in refused.items():
+                    self._futures[task_id].set_exception(
+                        ConfigurationError(f"task {self._futures[task_id].name!r} was refused: {why}"))
+            with self._lock:
+                self._flush_done = max(self._flush_done, ticket)
+                self._flushed.notify_all()
+
+    def _event_loop(self) -> None:
+        import ray
+
+        cursor = 0
+        while not (self._closing and all(f.done() for f in self._futures.values())):
+            try:
+                cursor, events = ray.get(self._actor.events.remote(cursor, _EVENT_POLL_S))
+            except Exception as exc:
+                if not self._closing:
+                    self._fail_background(exc)
+                return
+            for event in events:
+                self._resolve(event)
+
+    def _resolve(self, event: TaskEvent) -> None:
+        future = self._futures.get(event.task_id)
+        if future is None or future.done():
+            return
+        if event.state is TaskState.DONE and event.result is not None:
+            try:
+                future.set_result(cloudpickle.loads(event.result))
+            except Exception as exc:
+                future.set_exception(TaskError(
+                    f"the result of task {future.name!r} ({future.task_id}) cannot be unpickled here: {exc}",
+                    task_id=future.task_id, task_name=future.name))
+        else:
+            future.set_exception(event.error or TaskError(
+                f"task {future.name!r} ({future.task_id}) ended {event.state.value} without an error.",
+                task_id=future.task_id, task_name=future.name))
+
+    def _fail_background(self, exc: BaseException) -> None:
+        with self._lock:
+            self._background_error = exc
+            self._flushed.notify_all()
+        for future in list(self._futures.values()):
+            if not future.done():
+                future.set_exception(MetaschedError(
+                    f"campaign {self.name!r} lost its scheduler: {exc}. Resume it with "
+                    f"Campaign.resume({str(self.journal_path)!r})."))
+
+    # --------------------------------------------------------------------------------- queries
+    def futures(self) -> list[TaskFuture[Any]]:
+        """Every task's future, in submission order (also after a resume)."""
+        return list(self._futures.values())
+
+    def cancel(self, *futures: TaskFuture[Any]) -> int:
+        """Cancel tasks (their dependents fail with DependencyError). Returns how many were unfinished."""
+        import ray
+
+        self.flush()
+        count: int = ray.get(self._actor.cancel.remote([self._ref(f).task_id for f in futures]))
+        return count
+
+    def status(self) -> list[SiteSummary]:
+        """Per-site counts of queued, running, done and failed tasks."""
+        import ray
+
+        self.flush()
+        rows: list[SiteSummary] = ray.get(self._actor.summary.remote())
+        return rows
+
+    def __iter__(self) -> Iterator[TaskFuture[Any]]:
+        return iter(self.futures())
+
+
+def wait(
+    futures: Sequence[TaskFuture[Any]], timeout: float | None = None, return_when: str = "ALL_COMPLETED"
+) -> concurrent.futures._base.DoneAndNotDoneFutures[Any]:
+    """``concurrent.futures.wait`` for task futures."""
+    return concurrent.futures.wait(futures, timeout=timeout, return_when=return_when)
+
+
+def as_completed(futures: Sequence[TaskFuture[Any]], timeout: float | None = None) -> Iterator[Any]:
+    """``concurrent.futures.as_completed`` for task futures."""
+    return concurrent.futures.as_completed(futures, timeout=timeout)

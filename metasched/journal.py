@@ -1,0 +1,235 @@
+"""The campaign journal: SQLite in WAL mode, one transaction per scheduler step.
+
+It holds every task (its spec, pickled), every function (cloudpickled by value, once), every attempt and
+every state transition, and each task's final result or error. A resumed scheduler rebuilds its state
+from it. A terminal state is written with a guarded UPDATE (only from a non-terminal state), so a result
+is recorded exactly once even if a step is replayed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metasched.errors import JournalError, TaskError
+from metasched.records import AttemptId, SiteName, TaskId, TaskSpec
+from metasched.scheduler.core import Attempt, Transition
+from metasched.scheduler.states import TERMINAL, AttemptState, TaskState
+
+SCHEMA_VERSION = "1"
+_TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS functions (digest TEXT PRIMARY KEY, blob BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT UNIQUE NOT NULL,
+    name TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    state TEXT NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    site TEXT,
+    result BLOB,
+    error BLOB,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    attempt_id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    native_id TEXT,
+    submitted_at REAL NOT NULL,
+    ended_at REAL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    attempt_id TEXT,
+    site TEXT,
+    old TEXT,
+    new TEXT NOT NULL,
+    at REAL NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
+CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task_id);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredTask:
+    """One task as the journal has it."""
+
+    spec: TaskSpec
+    state: TaskState
+    tries: int
+    attempts: int
+    result: bytes | None
+    error: TaskError | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinalRecord:
+    """A task's terminal state and what it produced, to be written once."""
+
+    task_id: TaskId
+    state: TaskState
+    result: bytes | None = None
+    error: TaskError | None = None
+
+
+class Journal:
+    """One campaign's journal file. Not thread-safe: the scheduler owns it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> Journal:
+        """Open (creating if needed) the journal file."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {self.path}: {exc}.") from exc
+        self._db = db
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif version != SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {self.path} has schema version {version!r}; this metasched reads "
+                f"{SCHEMA_VERSION!r}. Use the metasched version that wrote it."
+            )
+        return self
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open connection."""
+        if self._db is None:
+            raise JournalError(f"journal {self.path} is not open.")
+        return self._db
+
+    def close(self) -> None:
+        """Close the file (a no-op if already closed)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # ------------------------------------------------------------------------------------------- meta
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a picklable value under `key`."""
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, pickle.dumps(value)))
+
+    def get_meta(self, key: str) -> Any:
+        """The value stored under `key`, or None."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return pickle.loads(row[0]) if row else None
+
+    # ---------------------------------------------------------------------------------------- writing
+    def write_step(
+        self,
+        *,
+        functions: dict[str, bytes] | None = None,
+        new_tasks: Sequence[TaskSpec] = (),
+        attempts: Sequence[Attempt] = (),
+        transitions: Sequence[Transition] = (),
+        finals: Sequence[FinalRecord] = (),
+        counters: Iterable[tuple[TaskId, int, int, SiteName | None]] = (),
+    ) -> list[TaskId]:
+        """Record one scheduler step atomically; returns the tasks whose final state was newly written."""
+        db = self.db
+        written: list[TaskId] = []
+        try:
+            db.execute("BEGIN")
+            if functions:
+                db.executemany("INSERT OR IGNORE INTO functions (digest, blob) VALUES (?, ?)",
+                               functions.items())
+            if new_tasks:
+                db.executemany(
+                    "INSERT INTO tasks (task_id, name, spec, state) VALUES (?, ?, ?, ?)",
+                    [(s.task_id, s.name, pickle.dumps(s), TaskState.PENDING.value) for s in new_tasks],
+                )
+            if attempts:
+                db.executemany(
+                    "INSERT OR REPLACE INTO attempts (attempt_id, task_id, site, number, state, "
+                    "submitted_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(a.attempt_id, a.task_id, a.site, a.number, a.state.value, a.submitted_at, a.ended_at)
+                     for a in attempts],
+                )
+            if transitions:
+                db.executemany(
+                    "INSERT INTO transitions (task_id, attempt_id, site, old, new, at, detail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(t.task_id, t.attempt_id, t.site, t.old.value if t.old else None, t.new.value, t.at,
+                      t.detail) for t in transitions],
+                )
+                live = [(t.new.value, t.task_id) for t in transitions if t.new not in TERMINAL]
+                db.executemany(
+                    f"UPDATE tasks SET state = ? WHERE task_id = ? AND state NOT IN {_TERMINAL_VALUES}", live
+                )
+            if counters:
+                db.executemany("UPDATE tasks SET tries = ?, attempts = ?, site = ? WHERE task_id = ?",
+                               [(tries, n, site, tid) for tid, tries, n, site in counters])
+            now = time.time()
+            for final in finals:
+                cur = db.execute(
+                    "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ? "
+                    f"WHERE task_id = ? AND state NOT IN {_TERMINAL_VALUES}",
+                    (final.state.value, final.result,
+                     pickle.dumps(final.error) if final.error is not None else None, now, final.task_id),
+                )
+                if cur.rowcount == 1:
+                    written.append(final.task_id)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise JournalError(f"cannot write to the journal {self.path}: {exc}.") from exc
+        return written
+
+    def mark_attempts_lost(self, attempt_ids: Sequence[AttemptId]) -> None:
+        """Record attempts the previous scheduler left behind as LOST."""
+        self.db.executemany(
+            "UPDATE attempts SET state = ?, ended_at = ? WHERE attempt_id = ?",
+            [(AttemptState.LOST.value, time.time(), a) for a in attempt_ids],
+        )
+
+    # ---------------------------------------------------------------------------------------- reading
+    def functions(self) -> dict[str, bytes]:
+        """Every stored function by digest."""
+        return dict(self.db.execute("SELECT digest, blob FROM functions"))
+
+    def tasks(self) -> Iterator[StoredTask]:
+        """Every task in submission order."""
+        rows = self.db.execute("SELECT spec, state, tries, attempts, result, error FROM tasks ORDER BY seq")
+        for spec, state, tries, attempts, result, error in rows:
+            yield StoredTask(
+                spec=pickle.loads(spec), state=TaskState(state), tries=tries, attempts=attempts,
+                result=result, error=pickle.loads(error) if error is not None else None,
+            )
+
+    def live_attempts(self) -> list[tuple[AttemptId, TaskId, SiteName]]:
+        """Attempts recorded as submitted or running (what a restarted scheduler must reconcile)."""
+        rows = self.db.execute(
+            "SELECT attempt_id, task_id, site FROM attempts WHERE state IN (?, ?)",
+            (AttemptState.SUBMITTED.value, AttemptState.RUNNING.value),
+        )
+        return [(AttemptId(a), TaskId(t), SiteName(s)) for a, t, s in rows]
+
+    def terminal_transition_counts(self) -> dict[TaskId, int]:
+        """How many terminal transitions each task has (exactly one for a finished task)."""
+        rows = self.db.execute(
+            f"SELECT task_id, COUNT(*) FROM transitions WHERE new IN {_TERMINAL_VALUES} GROUP BY task_id"
+        )
+        return {TaskId(t): n for t, n in rows}

@@ -1,0 +1,156 @@
+"""Typed records shared by the API, the scheduler, the journal and the site agents."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import NewType
+
+from metasched.errors import ConfigurationError
+
+TaskId = NewType("TaskId", str)
+AttemptId = NewType("AttemptId", str)
+SiteName = NewType("SiteName", str)
+
+
+class TaskKind(enum.Enum):
+    """What a task runs."""
+
+    FUNCTION = "function"
+    COMMAND = "command"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """What one attempt of a task needs from a site."""
+
+    cores: int = 1
+    memory_mb: int = 0
+    gpus: int = 0
+    nodes: int = 1
+    walltime_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cores", "nodes"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("memory_mb", "gpus"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name} must not be negative, got {getattr(self, name)}.")
+        if self.walltime_s is not None and self.walltime_s <= 0:
+            raise ConfigurationError(f"walltime must be positive, got {self.walltime_s} s.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandSpec:
+    """A command task: an argv list (never a shell string), its environment and working directory."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    check: bool = True  # a non-zero exit status fails the attempt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandResult:
+    """What a command task produced."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """Everything needed to run a task, on any site, in any process: the journal stores it as is.
+
+    ``payload`` is the cloudpickled ``(args, kwargs)`` for function tasks, with every dependency replaced
+    by a ``TaskRef``; ``function_digest`` names the cloudpickled function, stored once per campaign.
+    """
+
+    task_id: TaskId
+    name: str
+    kind: TaskKind
+    resources: Resources
+    retries: int = 0
+    sites: tuple[SiteName, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    depends_on: tuple[TaskId, ...] = ()
+    function_digest: str | None = None
+    payload: bytes = b""
+    command: CommandSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """Stands in a task's arguments for the result of another task (a DAG edge)."""
+
+    task_id: TaskId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteFailure:
+    """How a task's own code failed, in a form any process can read without the task's libraries."""
+
+    error_type: str
+    message: str
+    traceback: str
+    walltime_exceeded: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOutcome:
+    """The end of one attempt as a site reports it: a pickled result, or a failure."""
+
+    result: bytes | None = None
+    failure: RemoteFailure | None = None
+    lost: bool = False
+    cancelled: bool = False
+    detail: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class SiteLoad:
+    """A site's current capacity as its agent reports it; the input of placement."""
+
+    site: SiteName
+    total_cores: int
+    max_cores_per_task: int
+    max_memory_mb: int
+    gpus: int
+    nodes: int
+    inflight: int
+    max_inflight: int
+    est_wait_s: float = 0.0
+    capabilities: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def free_slots(self) -> int:
+        """How many more attempts the agent accepts now."""
+        return max(0, self.max_inflight - self.inflight)
+
+
+_WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")
+
+
+def parse_walltime(value: str | float | int | None) -> float | None:
+    """Parse a walltime: seconds, or Slurm-style ``[D-]HH:MM:SS`` / ``MM:SS``.
+
+    >>> parse_walltime("01:30:00")
+    5400.0
+    >>> parse_walltime("1-00:00:00")
+    86400.0
+    """
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    match = _WALLTIME.match(value.strip())
+    if match is None:
+        raise ConfigurationError(
+            f"walltime {value!r} is not understood; use seconds or [D-]HH:MM:SS, e.g. '00:10:00'."
+        )
+    days, hours, minutes, seconds = (int(match.group(k) or 0) for k in ("d", "h", "m", "s"))
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)

@@ -1,0 +1,351 @@
+"""The scheduler's synchronous core: tasks, attempts, dependencies and the transitions between states.
+
+No I/O and no Ray: the actor (``metasched.scheduler.actor``) feeds it events and acts on what it says,
+and unit tests drive it directly. Every state change goes through ``_move``, which enforces the
+``ALLOWED`` table and records a ``Transition`` for the journal; an outcome for an attempt that is no
+longer the task's current attempt is ignored, so a task reaches a terminal state exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from metasched.errors import (
+    AttemptLostError,
+    ConfigurationError,
+    DependencyError,
+    MetaschedError,
+    TaskCancelledError,
+    TaskError,
+)
+from metasched.records import AttemptId, SiteName, TaskId, TaskSpec
+from metasched.scheduler.states import ALLOWED, AttemptState, TaskState
+
+
+class TransitionError(MetaschedError):
+    """A state change the transition table forbids was asked for: a bug in metasched, not in the task."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """One recorded state change of a task (and, where one is involved, of its attempt)."""
+
+    task_id: TaskId
+    old: TaskState | None
+    new: TaskState
+    at: float
+    attempt_id: AttemptId | None = None
+    site: SiteName | None = None
+    detail: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt:
+    """One try of a task at one site."""
+
+    attempt_id: AttemptId
+    task_id: TaskId
+    site: SiteName
+    number: int
+    state: AttemptState = AttemptState.SUBMITTED
+    submitted_at: float = 0.0
+    ended_at: float | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskRecord:
+    """The scheduler's view of one task."""
+
+    spec: TaskSpec
+    state: TaskState
+    tries: int = 0  # attempts that counted against `retries`
+    attempts: int = 0  # every attempt ever made
+    current: Attempt | None = None
+    waiting_on: set[TaskId] = field(default_factory=set)
+    dependents: list[TaskId] = field(default_factory=list)
+    result: bytes | None = None
+    error: TaskError | None = None
+    last_site: SiteName | None = None
+
+
+class SchedulerCore:
+    """The state machine of one campaign."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[TaskId, TaskRecord] = {}
+        self.order: list[TaskId] = []
+        self.ready: deque[TaskId] = deque()
+        self.attempts: dict[AttemptId, Attempt] = {}
+        self.transitions: list[Transition] = []
+
+    # ----------------------------------------------------------------------------------------- inputs
+    def add(self, spec: TaskSpec) -> TaskRecord:
+        """Accept a new task; it becomes READY at once if every dependency is already DONE."""
+        if spec.task_id in self.tasks:
+            raise ConfigurationError(f"task id {spec.task_id!r} ({spec.name}) was submitted twice.")
+        missing = [d for d in spec.depends_on if d not in self.tasks]
+        if missing:
+            raise ConfigurationError(
+                f"task {spec.name!r} ({spec.task_id}) depends on unknown task(s) {', '.join(missing)}; "
+                "submit dependencies before the tasks that use them."
+            )
+        record = TaskRecord(spec=spec, state=TaskState.PENDING)
+        self.tasks[spec.task_id] = record
+        self.order.append(spec.task_id)
+        self._record(Transition(task_id=spec.task_id, old=None, new=TaskState.PENDING, at=time.time()))
+        for dep_id in dict.fromkeys(spec.depends_on):
+            dep = self.tasks[dep_id]
+            dep.dependents.append(spec.task_id)
+            if dep.state is not TaskState.DONE:
+                record.waiting_on.add(dep_id)
+        failed_dep = next(
+            (self.tasks[d] for d in spec.depends_on if self.tasks[d].state in (TaskState.FAILED,
+                                                                              TaskState.CANCELLED)),
+            None,
+        )
+        if failed_dep is not None:
+            self._fail_dependents_of(failed_dep, only=[spec.task_id])
+        elif not record.waiting_on:
+            self._make_ready(record)
+        return record
+
+    def restore(
+        self,
+        spec: TaskSpec,
+        *,
+        state: TaskState,
+        tries: int,
+        attempts: int,
+        result: bytes | None,
+        error: TaskError | None,
+    ) -> TaskRecord:
+        """Rebuild a task from the journal without recording transitions (they are already recorded).
+
+        Terminal tasks keep their state and result. Any other task starts over from PENDING/READY
+        (its attempts were lost with the previous scheduler; the actor records that), keeping its
+        retry count.
+        """
+        record = TaskRecord(spec=spec, state=TaskState.PENDING, tries=tries, attempts=attempts)
+        self.tasks[spec.task_id] = record
+        self.order.append(spec.task_id)
+        for dep_id in dict.fromkeys(spec.depends_on):
+            dep = self.tasks[dep_id]
+            dep.dependents.append(spec.task_id)
+            if dep.state is not TaskState.DONE:
+                record.waiting_on.add(dep_id)
+        if state.terminal:
+            record.state, record.result, record.error = state, result, error
+        elif not record.waiting_on:
+            record.state = TaskState.READY
+            self.ready.append(spec.task_id)
+        return record
+
+    def fail_orphans(self) -> None:
+        """After a restore: fail unfinished tasks downstream of a failed or cancelled task."""
+        for record in list(self.tasks.values()):
+            if record.state in (TaskState.FAILED, TaskState.CANCELLED):
+                self._fail_dependents_of(record)
+
+    def start_attempt(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId) -> Attempt:
+        """READY -> SUBMITTED: the actor hands an attempt to `site`."""
+        record = self.tasks[task_id]
+        attempt = Attempt(
+            attempt_id=attempt_id, task_id=task_id, site=site, number=record.attempts + 1,
+            submitted_at=time.time(),
+        )
+        self._move(record, TaskState.SUBMITTED, attempt=attempt, detail=f"attempt {attempt.number}")
+        record.attempts += 1
+        record.tries += 1
+        record.current = attempt
+        record.last_site = site
+        self.attempts[attempt_id] = attempt
+        return attempt
+
+    def attempt_running(self, attempt_id: AttemptId) -> bool:
+        """The site reports the attempt running."""
+        record = self._current(attempt_id)
+        if record is None or record.state is not TaskState.SUBMITTED:
+            return False
+        self.attempts[attempt_id].state = AttemptState.RUNNING
+        self._move(record, TaskState.RUNNING, attempt=record.current)
+        return True
+
+    def attempt_succeeded(self, attempt_id: AttemptId, result: bytes) -> bool:
+        """The attempt produced a result: the task is DONE and dependents may become READY."""
+        record = self._current(attempt_id)
+        if record is None:
+            return False
+        self._end_attempt(attempt_id, AttemptState.SUCCEEDED)
+        record.result = result
+        self._move(record, TaskState.DONE, attempt=self.attempts[attempt_id])
+        for dep_id in record.dependents:
+            dependent = self.tasks[dep_id]
+            dependent.waiting_on.discard(record.spec.task_id)
+            if dependent.state is TaskState.PENDING and not dependent.waiting_on:
+                self._make_ready(dependent)
+        return True
+
+    def attempt_failed(self, attempt_id: AttemptId, error: TaskError, *, retryable: bool = True) -> bool:
+        """The attempt failed: retry while retries are left, else FAIL the task and its dependents."""
+        record = self._current(attempt_id)
+        if record is None:
+            return False
+        self._end_attempt(attempt_id, AttemptState.FAILED)
+        attempt = self.attempts[attempt_id]
+        if retryable and record.tries <= record.spec.retries:
+            self._move(record, TaskState.READY, attempt=attempt,
+                       detail=f"retry {record.tries}/{record.spec.retries} after: {error.message}")
+            self.ready.append(record.spec.task_id)
+        else:
+            self._finish_failed(record, error, attempt=attempt)
+        return True
+
+    def attempt_lost(self, attempt_id: AttemptId, *, reason: str, counts_as_try: bool = True) -> bool:
+        """The site no longer knows the attempt: run it again.
+
+        A lost attempt consumes a retry unless the loss was ours (e.g. a scheduler restart).
+        """
+        record = self._current(attempt_id)
+        if record is None:
+            return False
+        self._end_attempt(attempt_id, AttemptState.LOST)
+        if not counts_as_try:
+            record.tries -= 1
+        attempt = self.attempts[attempt_id]
+        if record.tries <= record.spec.retries:
+            self._move(record, TaskState.READY, attempt=attempt, detail=f"resubmitting: {reason}")
+            self.ready.append(record.spec.task_id)
+        else:
+            error = AttemptLostError(
+                f"task {record.spec.name!r} ({record.spec.task_id}) was lost at site {attempt.site} "
+                f"({reason}) and has no retries left (retries={record.spec.retries}).",
+                task_id=record.spec.task_id, task_name=record.spec.name,
+            )
+            self._finish_failed(record, error, attempt=attempt)
+        return True
+
+    def fail(self, task_id: TaskId, error: TaskError) -> bool:
+        """Fail a task that cannot run at all (e.g. no site can ever place it)."""
+        record = self.tasks[task_id]
+        if record.state.terminal:
+            return False
+        self._discard_ready(record)
+        self._finish_failed(record, error, attempt=record.current)
+        return True
+
+    def cancel(self, task_id: TaskId) -> Attempt | None:
+        """Cancel a task; returns its live attempt (for the actor to cancel at the site), if any."""
+        record = self.tasks[task_id]
+        if record.state.terminal:
+            return None
+        live = record.current if record.state in (TaskState.SUBMITTED, TaskState.RUNNING) else None
+        if live is not None:
+            self._end_attempt(live.attempt_id, AttemptState.CANCELLED)
+        self._discard_ready(record)
+        record.error = TaskCancelledError(
+            f"task {record.spec.name!r} ({task_id}) was cancelled.", task_id=task_id,
+            task_name=record.spec.name,
+        )
+        self._move(record, TaskState.CANCELLED, attempt=live, detail="cancelled by user")
+        record.current = None
+        self._fail_dependents_of(record)
+        return live
+
+    # ---------------------------------------------------------------------------------------- queries
+    def take_transitions(self) -> list[Transition]:
+        """The transitions recorded since the last call (the actor journals them)."""
+        out, self.transitions = self.transitions, []
+        return out
+
+    def counts(self) -> dict[TaskState, int]:
+        """How many tasks are in each state."""
+        counts = dict.fromkeys(TaskState, 0)
+        for record in self.tasks.values():
+            counts[record.state] += 1
+        return counts
+
+    def unfinished(self) -> int:
+        """Tasks not yet in a terminal state."""
+        return sum(1 for r in self.tasks.values() if not r.state.terminal)
+
+    def live_attempts(self) -> Iterable[Attempt]:
+        """Attempts currently SUBMITTED or RUNNING at a site."""
+        for record in self.tasks.values():
+            if record.current is not None and record.state in (TaskState.SUBMITTED, TaskState.RUNNING):
+                yield record.current
+
+    # -------------------------------------------------------------------------------------- internals
+    def _record(self, transition: Transition) -> None:
+        self.transitions.append(transition)
+
+    def _move(self, record: TaskRecord, new: TaskState, *, attempt: Attempt | None = None,
+              detail: str = "") -> None:
+        old = record.state
+        if new not in ALLOWED[old]:
+            raise TransitionError(
+                f"task {record.spec.task_id} cannot go from {old.value} to {new.value}; this is a bug in "
+                "metasched, please report it with the campaign journal."
+            )
+        record.state = new
+        self._record(Transition(
+            task_id=record.spec.task_id, old=old, new=new, at=time.time(),
+            attempt_id=attempt.attempt_id if attempt else None, site=attempt.site if attempt else None,
+            detail=detail,
+        ))
+
+    def _make_ready(self, record: TaskRecord) -> None:
+        self._move(record, TaskState.READY)
+        self.ready.append(record.spec.task_id)
+
+    def _discard_ready(self, record: TaskRecord) -> None:
+        if record.state is TaskState.READY:
+            with contextlib.suppress(ValueError):
+                self.ready.remove(record.spec.task_id)
+
+    def _current(self, attempt_id: AttemptId) -> TaskRecord | None:
+        attempt = self.attempts.get(attempt_id)
+        if attempt is None:
+            return None
+        record = self.tasks[attempt.task_id]
+        if record.current is None or record.current.attempt_id != attempt_id or record.state.terminal:
+            return None
+        if record.state not in (TaskState.SUBMITTED, TaskState.RUNNING):
+            return None
+        return record
+
+    def _end_attempt(self, attempt_id: AttemptId, state: AttemptState) -> None:
+        attempt = self.attempts[attempt_id]
+        attempt.state = state
+        attempt.ended_at = time.time()
+
+    def _finish_failed(self, record: TaskRecord, error: TaskError, *, attempt: Attempt | None) -> None:
+        record.error = error
+        self._move(record, TaskState.FAILED, attempt=attempt, detail=error.message)
+        record.current = None
+        self._fail_dependents_of(record)
+
+    def _fail_dependents_of(self, root: TaskRecord, *, only: list[TaskId] | None = None) -> None:
+        """Fail every unfinished task downstream of `root`, naming the root cause task."""
+        root_id: str = root.spec.task_id
+        root_name = root.spec.name
+        if isinstance(root.error, DependencyError):  # name the original cause, not the messenger
+            root_id, root_name = root.error.root_task_id, root.error.root_task_name
+        how = "was cancelled" if root.state is TaskState.CANCELLED else "failed"
+        stack = list(only if only is not None else root.dependents)
+        while stack:
+            record = self.tasks[stack.pop()]
+            if record.state.terminal:
+                continue
+            self._discard_ready(record)
+            record.error = DependencyError(
+                f"task {record.spec.name!r} ({record.spec.task_id}) did not run because the task it "
+                f"depends on, {root_name!r} ({root_id}), {how}.",
+                task_id=record.spec.task_id, task_name=record.spec.name,
+                root_task_id=root_id, root_task_name=root_name,
+            )
+            self._move(record, TaskState.FAILED, detail=record.error.message)
+            stack.extend(record.dependents)

@@ -1,0 +1,298 @@
+"""The scheduler loop without Ray around it: poll sites, apply outcomes, place ready tasks, journal.
+
+``SchedulerService.step()`` does one round. Everything it decides is written to the journal in one
+transaction before the driver hears of it, so what a user has seen finished is durable.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from metasched.errors import (
+    ConfigurationError,
+    MetaschedError,
+    PlacementError,
+    RemoteTaskError,
+    SiteAgentError,
+    TaskError,
+    WalltimeExceededError,
+)
+from metasched.journal import FinalRecord, Journal
+from metasched.placement import PlacementPolicy, feasible_sites
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskOutcome, TaskSpec
+from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord
+from metasched.scheduler.states import TERMINAL, TaskState
+from site_agents.base import AttemptUpdate, SiteAgent, Submission
+
+_MAX_DEFERRED_PER_STEP = 2000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEvent:
+    """A task reached a terminal state (sent to the driver to resolve its future)."""
+
+    task_id: TaskId
+    state: TaskState
+    result: bytes | None = None
+    error: TaskError | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteSummary:
+    """Counts for one site (or for tasks not yet placed, under site ``"-"``)."""
+
+    site: str
+    queued: int
+    running: int
+    done: int
+    failed: int
+
+
+class SchedulerService:
+    """Owns the core, the agents, the policy and the journal of one campaign."""
+
+    def __init__(self, *, journal: Journal, agents: Sequence[SiteAgent], policy: PlacementPolicy) -> None:
+        self.journal = journal
+        self.agents: dict[SiteName, SiteAgent] = {a.name: a for a in agents}
+        self.policy = policy
+        self.core = SchedulerCore()
+        self.functions: dict[str, bytes] = {}
+        self._events: list[TaskEvent] = []
+        self._event_base = 0
+        self._new_attempts: list[Attempt] = []
+        self._ended_attempts: list[Attempt] = []
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    def start(self, *, resume: bool) -> int:
+        """Start every agent; when resuming, rebuild state from the journal. Returns tasks restored."""
+        for agent in self.agents.values():
+            agent.start()
+        return self._restore() if resume else 0
+
+    def close(self) -> None:
+        """Close agents (cancelling what still runs there) and the journal."""
+        errors: list[str] = []
+        for agent in self.agents.values():
+            try:
+                agent.close()
+            except MetaschedError as exc:
+                errors.append(str(exc))
+        self.journal.close()
+        if errors:
+            raise SiteAgentError("closing sites failed: " + "; ".join(errors), site="*")
+
+    def _restore(self) -> int:
+        self.functions.update(self.journal.functions())
+        lost = self.journal.live_attempts()
+        lost_tasks = {task_id for _, task_id, _ in lost}
+        restored = 0
+        for stored in self.journal.tasks():
+            tries = stored.tries - (1 if stored.spec.task_id in lost_tasks else 0)
+            record = self.core.restore(stored.spec, state=stored.state, tries=max(0, tries),
+                                       attempts=stored.attempts, result=stored.result, error=stored.error)
+            if record.state.terminal:
+                self._events.append(TaskEvent(task_id=stored.spec.task_id, state=record.state,
+                                              result=record.result, error=record.error))
+            restored += 1
+        self.journal.mark_attempts_lost([attempt_id for attempt_id, _, _ in lost])
+        self.core.fail_orphans()
+        self._flush()
+        return restored
+
+    # ------------------------------------------------------------------------------------- inputs
+    def submit(self, specs: Sequence[TaskSpec], functions: dict[str, bytes]) -> dict[TaskId, str]:
+        """Accept tasks; returns the ones refused, with why. Accepted tasks are journaled at once."""
+        self.functions.update(functions)
+        accepted: list[TaskSpec] = []
+        refused: dict[TaskId, str] = {}
+        for spec in specs:
+            if spec.function_digest is not None and spec.function_digest not in self.functions:
+                refused[spec.task_id] = f"task {spec.name!r} refers to a function that was never sent"
+                continue
+            try:
+                self.core.add(spec)
+            except ConfigurationError as exc:
+                refused[spec.task_id] = str(exc)
+                continue
+            accepted.append(spec)
+        self._flush(new_tasks=accepted, functions=functions)
+        return refused
+
+    def cancel(self, task_ids: Sequence[TaskId]) -> int:
+        """Cancel tasks (and, through dependency failure, what depends on them). Returns how many."""
+        by_site: dict[SiteName, list[AttemptId]] = defaultdict(list)
+        cancelled = 0
+        for task_id in task_ids:
+            if task_id not in self.core.tasks or self.core.tasks[task_id].state.terminal:
+                continue
+            live = self.core.cancel(task_id)
+            cancelled += 1
+            if live is not None:
+                by_site[live.site].append(live.attempt_id)
+                self._ended_attempts.append(live)
+        for site, attempt_ids in by_site.items():
+            self.agents[site].cancel(attempt_ids)
+        self._flush()
+        return cancelled
+
+    # --------------------------------------------------------------------------------------- loop
+    def step(self) -> bool:
+        """One round: poll every site once, apply what changed, place ready tasks, journal it all."""
+        changed = False
+        for agent in self.agents.values():
+            updates = agent.poll()
+            for update in updates:
+                self._apply(agent.name, update)
+            changed = changed or bool(updates)
+        changed = self._dispatch() or changed
+        if changed or self.core.transitions:
+            self._flush()
+        return changed
+
+    def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
+        core = self.core
+        if update.outcome is None:
+            if update.running:
+                core.attempt_running(update.attempt_id)
+            return
+        attempt = core.attempts.get(update.attempt_id)
+        outcome: TaskOutcome = update.outcome
+        if attempt is None:
+            return
+        record = core.tasks[attempt.task_id]
+        applied = False
+        if outcome.result is not None:
+            applied = core.attempt_succeeded(update.attempt_id, outcome.result)
+        elif outcome.lost or outcome.cancelled:
+            reason = outcome.detail or ("cancelled at the site" if outcome.cancelled else "lost")
+            applied = core.attempt_lost(update.attempt_id, reason=f"{reason} (site {site})")
+        elif outcome.failure is not None:
+            applied = core.attempt_failed(update.attempt_id, self._task_error(record, site, outcome))
+        if applied:
+            self._ended_attempts.append(attempt)
+
+    @staticmethod
+    def _task_error(record: TaskRecord, site: SiteName, outcome: TaskOutcome) -> TaskError:
+        failure = outcome.failure
+        assert failure is not None  # noqa: S101  (checked by the caller)
+        spec = record.spec
+        where = f"at site {site} (attempt {record.attempts})"
+        if failure.walltime_exceeded:
+            return WalltimeExceededError(
+                f"task {spec.name!r} ({spec.task_id}) was stopped {where}: {failure.message}. "
+                "Raise its walltime or split the work.",
+                task_id=spec.task_id, task_name=spec.name,
+            )
+        return RemoteTaskError(
+            f"task {spec.name!r} ({spec.task_id}) failed {where}: {failure.error_type}: {failure.message}",
+            task_id=spec.task_id, task_name=spec.name, site=site, error_type=failure.error_type,
+            remote_traceback=failure.traceback,
+        )
+
+    def _dispatch(self) -> bool:
+        core = self.core
+        if not core.ready:
+            return False
+        loads: dict[SiteName, SiteLoad] = {name: agent.load() for name, agent in self.agents.items()}
+        load_list = list(loads.values())
+        batches: dict[SiteName, list[Submission]] = defaultdict(list)
+        deferred: list[TaskId] = []
+        while core.ready and len(deferred) < _MAX_DEFERRED_PER_STEP:
+            if not any(load.free_slots > 0 for load in load_list):
+                break
+            task_id = core.ready.popleft()
+            record = core.tasks[task_id]
+            if record.state is not TaskState.READY:
+                continue
+            try:
+                candidates = feasible_sites(record.spec, load_list)
+            except PlacementError as exc:
+                core.fail(task_id, exc)
+                continue
+            site = self.policy.choose(record.spec, candidates)
+            if site is None:
+                deferred.append(task_id)
+                continue
+            attempt = core.start_attempt(task_id, site, AttemptId(f"{task_id}.{record.attempts + 1}"))
+            self._new_attempts.append(attempt)
+            loads[site].inflight += 1
+            spec = record.spec
+            batches[site].append(Submission(
+                attempt_id=attempt.attempt_id,
+                spec=spec,
+                function=self.functions.get(spec.function_digest) if spec.function_digest else None,
+                dependency_results={d: self._result_of(d) for d in spec.depends_on},
+            ))
+        core.ready.extendleft(reversed(deferred))
+        for site, submissions in batches.items():
+            try:
+                self.agents[site].submit(submissions)
+            except SiteAgentError as exc:
+                for sub in submissions:
+                    core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}")
+        return bool(batches)
+
+    def _result_of(self, task_id: TaskId) -> bytes:
+        result = self.core.tasks[task_id].result
+        assert result is not None  # noqa: S101  (a READY task's dependencies are all DONE)
+        return result
+
+    def _flush(
+        self, *, new_tasks: Sequence[TaskSpec] = (), functions: dict[str, bytes] | None = None
+    ) -> None:
+        core = self.core
+        transitions = core.take_transitions()
+        finals = [
+            FinalRecord(task_id=t.task_id, state=t.new, result=core.tasks[t.task_id].result,
+                        error=core.tasks[t.task_id].error)
+            for t in transitions if t.new in TERMINAL
+        ]
+        counters = {
+            a.task_id: (a.task_id, core.tasks[a.task_id].tries, core.tasks[a.task_id].attempts, a.site)
+            for a in self._new_attempts
+        }
+        attempts = self._new_attempts + self._ended_attempts
+        self._new_attempts, self._ended_attempts = [], []
+        if not (new_tasks or transitions or attempts or functions):
+            return
+        written = self.journal.write_step(
+            functions=functions, new_tasks=new_tasks, attempts=attempts, transitions=transitions,
+            finals=finals, counters=counters.values(),
+        )
+        for task_id in written:
+            record = core.tasks[task_id]
+            self._events.append(TaskEvent(task_id=task_id, state=record.state, result=record.result,
+                                          error=record.error))
+
+    # ------------------------------------------------------------------------------------ queries
+    def events_since(self, cursor: int) -> tuple[int, list[TaskEvent]]:
+        """Terminal events after `cursor`; events before it are acknowledged and dropped."""
+        if cursor > self._event_base:
+            drop = min(cursor - self._event_base, len(self._events))
+            del self._events[:drop]
+            self._event_base += drop
+        start = max(0, cursor - self._event_base)
+        events = self._events[start:]
+        return self._event_base + len(self._events), events
+
+    def summary(self) -> list[SiteSummary]:
+        """Per-site counts; tasks never placed are counted under site "-"."""
+        rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for record in self.core.tasks.values():
+            site = record.last_site or "-"
+            state = record.state
+            column = {TaskState.PENDING: 0, TaskState.READY: 0, TaskState.SUBMITTED: 1,
+                      TaskState.RUNNING: 1, TaskState.DONE: 2}.get(state, 3)
+            rows[site][column] += 1
+        return [SiteSummary(site=s, queued=r[0], running=r[1], done=r[2], failed=r[3])
+                for s, r in sorted(rows.items())]
+
+    def idle(self) -> bool:
+        """True when no task is unfinished."""
+        return self.core.unfinished() == 0
+
+    def pause_hint(self) -> float:
+        """How long the loop may sleep when a step changed nothing."""
+        return 0.002 if any(a.load().inflight for a in self.agents.values()) else 0.02

@@ -1,0 +1,180 @@
+"""Runs one attempt of a task wherever it lands (a Ray worker today; a batch job on a cluster later).
+
+The worker never raises for the task's own failures: it returns a ``TaskOutcome`` carrying either the
+cloudpickled result or a ``RemoteFailure`` (type, message, traceback as text), so the scheduler can
+record both without importing the task's libraries. Walltime is enforced here: a command's process
+group is killed, a Python function is interrupted by SIGALRM (when it runs in the main thread, as Ray
+tasks do) and reported as ``walltime_exceeded``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import cloudpickle
+
+from metasched.records import (
+    CommandResult,
+    CommandSpec,
+    RemoteFailure,
+    TaskKind,
+    TaskOutcome,
+    TaskRef,
+    TaskSpec,
+)
+
+_FUNCTION_CACHE: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+_FUNCTION_CACHE_SIZE = 256
+_KILL_GRACE_S = 2.0
+_PR_SET_PDEATHSIG = 1
+
+
+class _WalltimeExceeded(BaseException):
+    """Raised inside a Python task when its walltime runs out (BaseException: user code rarely catches it)."""
+
+
+def load_function(digest: str, blob: bytes) -> Callable[..., Any]:
+    """Unpickle a task function once per worker process."""
+    fn = _FUNCTION_CACHE.get(digest)
+    if fn is None:
+        fn = cloudpickle.loads(blob)
+        _FUNCTION_CACHE[digest] = fn
+        if len(_FUNCTION_CACHE) > _FUNCTION_CACHE_SIZE:
+            _FUNCTION_CACHE.popitem(last=False)
+    else:
+        _FUNCTION_CACHE.move_to_end(digest)
+    return fn
+
+
+def substitute(value: Any, results: dict[str, Any]) -> Any:
+    """Replace every TaskRef in value (inside lists, tuples and dicts too) by that task's result."""
+    if isinstance(value, TaskRef):
+        return results[value.task_id]
+    if type(value) is list:
+        return [substitute(v, results) for v in value]
+    if type(value) is tuple:
+        return tuple(substitute(v, results) for v in value)
+    if type(value) is dict:
+        return {k: substitute(v, results) for k, v in value.items()}
+    return value
+
+
+@contextmanager
+def _alarm(seconds: float | None) -> Iterator[None]:
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise _WalltimeExceeded()
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _failure(exc: BaseException, *, walltime_exceeded: bool = False) -> RemoteFailure:
+    return RemoteFailure(
+        error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        walltime_exceeded=walltime_exceeded,
+    )
+
+
+def run_function(spec: TaskSpec, function: bytes, dependency_results: dict[str, bytes]) -> TaskOutcome:
+    """Run a Python function task and return its outcome."""
+    assert spec.function_digest is not None  # noqa: S101  (built by the API, never from outside input)
+    try:
+        fn = load_function(spec.function_digest, function)
+        results = {tid: cloudpickle.loads(blob) for tid, blob in dependency_results.items()}
+        args, kwargs = cloudpickle.loads(spec.payload)
+        args, kwargs = substitute(args, results), substitute(kwargs, results)
+        with _alarm(spec.resources.walltime_s):
+            value = fn(*args, **kwargs)
+        return TaskOutcome(result=cloudpickle.dumps(value))
+    except _WalltimeExceeded:
+        message = f"walltime of {spec.resources.walltime_s:g} s exceeded"
+        return TaskOutcome(failure=RemoteFailure(
+            error_type="WalltimeExceeded", message=message, traceback="", walltime_exceeded=True,
+        ))
+    except Exception as exc:  # the task's own failure: report it, never crash the worker
+        return TaskOutcome(failure=_failure(exc))
+
+
+def run_command(spec: TaskSpec) -> TaskOutcome:
+    """Run a command task (argv list, no shell) in its own process group and return its outcome."""
+    command: CommandSpec | None = spec.command
+    if command is None:
+        return TaskOutcome(failure=RemoteFailure(
+            error_type="ConfigurationError", message="command task without a command", traceback=""))
+    env = {**os.environ, **dict(command.env)}
+    try:
+        proc = subprocess.Popen(
+            list(command.argv), cwd=command.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+    except OSError as exc:
+        return TaskOutcome(failure=_failure(exc))
+    try:
+        stdout, stderr = proc.communicate(timeout=spec.resources.walltime_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        stdout, stderr = proc.communicate()
+        message = (f"walltime of {spec.resources.walltime_s:g} s exceeded; process group of "
+                   f"{command.argv[0]!r} killed")
+        return TaskOutcome(failure=RemoteFailure(
+            error_type="WalltimeExceeded", message=message, traceback=stderr[-4000:],
+            walltime_exceeded=True,
+        ))
+    result = CommandResult(argv=command.argv, returncode=proc.returncode, stdout=stdout, stderr=stderr)
+    if command.check and proc.returncode != 0:
+        return TaskOutcome(failure=RemoteFailure(
+            error_type="CommandFailed",
+            message=f"command {list(command.argv)!r} exited with status {proc.returncode}",
+            traceback=stderr[-4000:],
+        ))
+    return TaskOutcome(result=cloudpickle.dumps(result))
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the worker dies (e.g. force-cancelled), so commands never outlive it."""
+    with contextlib.suppress(OSError):  # not Linux/glibc: the walltime group kill still applies
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=_KILL_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: dict[str, bytes]) -> TaskOutcome:
+    """Entry point for any site: run one attempt of `spec`."""
+    if spec.kind is TaskKind.COMMAND:
+        return run_command(spec)
+    if function is None:
+        return TaskOutcome(failure=RemoteFailure(
+            error_type="ConfigurationError", message="function task without a function", traceback=""))
+    return run_function(spec, function, dependency_results)

@@ -1,0 +1,81 @@
+"""The seam between the global scheduler and every kind of site.
+
+A site kind is a configuration record (``SiteConfig``: data only, picklable) and an agent class
+(``SiteAgent``) built from it. Agents are found through the entry-point group ``metasched.site_agents``,
+keyed by the config's ``kind``, so an external package adds a site kind without touching metasched.
+Agents do no I/O in their constructor; ``start`` connects, ``close`` releases everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskOutcome, TaskSpec
+
+
+@runtime_checkable
+class SiteConfig(Protocol):
+    """What every site configuration has: a unique name and the kind of agent that serves it."""
+
+    kind: ClassVar[str]
+
+    @property
+    def name(self) -> str:
+        """The site's unique name within a campaign."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submission:
+    """One attempt handed to an agent: the task, its function (if any) and its dependencies' results."""
+
+    attempt_id: AttemptId
+    spec: TaskSpec
+    function: bytes | None = None
+    dependency_results: dict[TaskId, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptUpdate:
+    """What a poll learned about one attempt: it started running, or it ended with `outcome`."""
+
+    attempt_id: AttemptId
+    running: bool = False
+    outcome: TaskOutcome | None = None
+    native_id: str | None = None
+
+
+@runtime_checkable
+class SiteAgent(Protocol):
+    """Submits, watches and cancels attempts at one site. Polling is batched: one call per site."""
+
+    @property
+    def name(self) -> SiteName:
+        """The site this agent serves."""
+        ...
+
+    def start(self) -> None:
+        """Connect to the site; raise SiteAgentError with a fix if it cannot be used."""
+        ...
+
+    def submit(self, submissions: Sequence[Submission]) -> None:
+        """Hand attempts to the site. Must not block on the attempts running."""
+        ...
+
+    def poll(self) -> list[AttemptUpdate]:
+        """Report every attempt that started or ended since the last poll, in one batched call."""
+        ...
+
+    def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
+        """Stop attempts; unknown or finished ids are ignored."""
+        ...
+
+    def load(self) -> SiteLoad:
+        """The site's capacity, what is in flight and the estimated wait for a new attempt."""
+        ...
+
+    def close(self) -> None:
+        """Cancel what is still running and release the site's resources."""
+        ...

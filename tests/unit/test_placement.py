@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from metasched.errors import PlacementError
+from metasched.placement import DefaultPolicy, RoundRobinPolicy, feasible_sites, policy_named
+from metasched.records import Resources, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
+
+
+def load(name: str, *, cores: int = 8, gpus: int = 0, inflight: int = 0, max_inflight: int = 10,
+         wait: float = 0.0) -> SiteLoad:
+    return SiteLoad(site=SiteName(name), total_cores=cores, max_cores_per_task=cores, max_memory_mb=16000,
+                    gpus=gpus, nodes=1, inflight=inflight, max_inflight=max_inflight, est_wait_s=wait)
+
+
+def task(**res: int) -> TaskSpec:
+    sites = res.pop("sites", None)
+    return TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND, resources=Resources(**res),
+                    sites=(SiteName("beta"),) if sites else ())
+
+
+def test_infeasible_everywhere_names_the_requirement_per_site() -> None:
+    with pytest.raises(PlacementError) as excinfo:
+        feasible_sites(task(gpus=1), [load("alpha"), load("beta", cores=4)])
+    message = str(excinfo.value)
+    assert "'sim' (t1)" in message
+    assert "alpha: needs gpus=1, offers 0" in message
+    assert "beta: needs gpus=1, offers 0" in message
+    assert excinfo.value.requirement == "needs gpus=1, offers 0"
+
+
+def test_feasibility_filters_by_cores_and_allowed_sites() -> None:
+    assert [s.site for s in feasible_sites(task(cores=6), [load("a", cores=4), load("b", cores=8)])] == ["b"]
+    assert [s.site for s in feasible_sites(task(sites=1), [load("alpha"), load("beta")])] == ["beta"]
+
+
+def test_default_policy_prefers_free_capacity_and_short_waits() -> None:
+    policy = DefaultPolicy()
+    busy, idle = load("busy", inflight=9), load("idle", inflight=1)
+    assert policy.choose(task(), [busy, idle]) == "idle"
+    slow = load("slow", wait=600)
+    assert policy.choose(task(), [slow, load("fast", inflight=5)]) == "fast"
+    assert policy.choose(task(), [load("full", inflight=10)]) is None
+
+
+def test_round_robin_rotates_among_open_sites() -> None:
+    policy = policy_named("round-robin")
+    assert isinstance(policy, RoundRobinPolicy)
+    sites = [load("a"), load("b"), load("c", inflight=10)]
+    picks = [policy.choose(task(), sites) for _ in range(4)]
+    assert set(picks) == {"a", "b"}
+    assert picks[0] != picks[1]
