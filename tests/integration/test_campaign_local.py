@@ -153,7 +153,8 @@ def test_cancel_stops_a_running_command(campaign: ms.Campaign, tmp_path: Path) -
     assert isinstance(future.exception(timeout=30), ms.TaskCancelledError)
 
     def still_running() -> list[psutil.Process]:
-        return [p for p in psutil.process_iter(["cmdline"]) if str(marker) in " ".join(p.info["cmdline"] or [])]
+        return [p for p in psutil.process_iter(["cmdline"])
+                if str(marker) in " ".join(p.info["cmdline"] or [])]
 
     deadline = time.monotonic() + 15
     while still_running() and time.monotonic() < deadline:
