@@ -108,6 +108,7 @@ class TaskOutcome:
     failure: RemoteFailure | None = None
     lost: bool = False
     cancelled: bool = False
+    charge_retry: bool = True  # False when the loss was not the task's doing (e.g. a packed neighbour)
     detail: str = ""
 
 

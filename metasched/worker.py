@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pickle
 import signal
 import subprocess
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -168,6 +170,24 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def run_packed(packed: bytes) -> bytes:
+    """Run a pack of attempts one after the other (Ray task entry point of the local site).
+
+    `packed` is ``pickle.dumps((functions_by_digest, [(attempt_id, spec, dependency_results), ...]))``;
+    the answer is ``pickle.dumps([(attempt_id, outcome, run_seconds), ...])``. Plain bytes in and out
+    keep Ray's per-task serialization cost low; packing several short attempts into one Ray task
+    amortizes Ray's per-task overhead (see site_agents.local).
+    """
+    functions, items = pickle.loads(packed)
+    out = []
+    for attempt_id, spec, dependency_results in items:
+        start = time.perf_counter()
+        function = functions.get(spec.function_digest) if spec.function_digest else None
+        outcome = run_attempt(spec, function, dependency_results)
+        out.append((attempt_id, outcome, time.perf_counter() - start))
+    return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: dict[str, bytes]) -> TaskOutcome:

@@ -9,14 +9,16 @@ nodes with ``--resources '{"site:<name>": N}'``.
 from __future__ import annotations
 
 import os
+import pickle
 import time
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
 from metasched.errors import SiteAgentError
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskKind, TaskOutcome
-from metasched.worker import run_attempt
+from metasched.worker import run_packed
 from site_agents.base import AttemptUpdate, Submission
 
 _DURATION_SMOOTHING = 0.2
@@ -33,6 +35,7 @@ class LocalSite:
         memory_mb: the most memory one task may ask for (default: this machine's memory).
         max_inflight: attempts handed to Ray ahead of free cores (default 64 x cores, at least 256),
             which keeps Ray's pipeline full without flooding it.
+        max_pack: the most short function attempts that may share one Ray task (1 turns packing off).
     """
 
     kind: ClassVar[str] = "local"
@@ -42,6 +45,7 @@ class LocalSite:
     gpus: int = 0
     memory_mb: int = 0
     max_inflight: int = 0
+    max_pack: int = 32
 
     def __post_init__(self) -> None:
         if self.cores == 0:
@@ -59,22 +63,34 @@ class LocalSite:
 
 
 @dataclass(slots=True, kw_only=True)
-class _Live:
-    attempt_id: AttemptId
-    ref: Any
+class _Pack:
+    """One Ray task running one or more attempts in sequence."""
+
+    attempt_ids: list[AttemptId]
     submitted_at: float
+    cancelled: set[AttemptId] = field(default_factory=set)
 
 
 class LocalAgent:
-    """Runs attempts as Ray tasks; cancel uses ``ray.cancel(force=True)``."""
+    """Runs attempts as Ray tasks; cancel uses ``ray.cancel(force=True)``.
+
+    Short function tasks are packed: once the mean run time of recent attempts is below
+    ``PACK_BELOW_S``, up to ``LocalSite.max_pack`` attempts with the same resource request share one Ray task
+    (run one after the other), which amortizes Ray's per-task overhead. Commands and longer tasks get
+    one Ray task each. Cancelling one attempt of a pack kills the pack; its other attempts come back
+    as lost without using up a retry, and are resubmitted.
+    """
+
+    PACK_BELOW_S = 0.02
 
     def __init__(self, config: LocalSite) -> None:
         self.config = config
-        self._live: dict[Any, _Live] = {}
+        self._packs: dict[Any, _Pack] = {}
         self._by_attempt: dict[AttemptId, Any] = {}
         self._remote: Any = None
+        self._remotes: dict[tuple[int, int], Any] = {}
         self._ray: Any = None
-        self._mean_duration_s = 0.0
+        self._mean_run_s: float | None = None
 
     @property
     def name(self) -> SiteName:
@@ -94,64 +110,96 @@ class LocalAgent:
                 f"--resources '{{\"{self.config.ray_resource}\": {self.config.cores}}}'.",
                 site=self.config.name,
             )
-        self._remote = ray.remote(max_retries=0, num_cpus=0)(run_attempt)
+        self._remote = ray.remote(max_retries=0, num_cpus=0)(run_packed)
 
     def submit(self, submissions: Sequence[Submission]) -> None:
-        """Start one Ray task per attempt."""
-        now = time.monotonic()
+        """Start Ray tasks for these attempts, packing short function tasks."""
+        groups: dict[tuple[int, int, bool], list[Submission]] = defaultdict(list)
         for sub in submissions:
-            resources = {self.config.ray_resource: float(sub.spec.resources.cores)}
-            options: dict[str, Any] = {"resources": resources, "name": f"{sub.spec.name}:{sub.attempt_id}"}
-            if sub.spec.resources.gpus:
-                options["num_gpus"] = sub.spec.resources.gpus
-            function = sub.function if sub.spec.kind is TaskKind.FUNCTION else None
-            ref = self._remote.options(**options).remote(sub.spec, function, sub.dependency_results)
-            self._live[ref] = _Live(attempt_id=sub.attempt_id, ref=ref, submitted_at=now)
-            self._by_attempt[sub.attempt_id] = ref
+            res = sub.spec.resources
+            groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
+        now = time.monotonic()
+        for (cores, gpus, is_function), subs in groups.items():
+            size = self._pack_size(len(subs)) if is_function else 1
+            remote = self._remote_for(cores, gpus)
+            for i in range(0, len(subs), size):
+                chunk = subs[i:i + size]
+                functions = {s.spec.function_digest: s.function for s in chunk
+                             if s.spec.function_digest and s.function is not None}
+                items = [(s.attempt_id, s.spec, s.dependency_results) for s in chunk]
+                ref = remote.remote(pickle.dumps((functions, items), protocol=pickle.HIGHEST_PROTOCOL))
+                self._packs[ref] = _Pack(attempt_ids=[s.attempt_id for s in chunk], submitted_at=now)
+                for s in chunk:
+                    self._by_attempt[s.attempt_id] = ref
+
+    def _pack_size(self, count: int) -> int:
+        if self._mean_run_s is None or self._mean_run_s >= self.PACK_BELOW_S:
+            return 1
+        return max(1, min(self.config.max_pack, count // (2 * self.config.cores)))
+
+    def _remote_for(self, cores: int, gpus: int) -> Any:
+        """The Ray remote function with this resource request (``.options`` is costly: build it once)."""
+        key = (cores, gpus)
+        remote = self._remotes.get(key)
+        if remote is None:
+            options: dict[str, Any] = {"resources": {self.config.ray_resource: float(cores)}}
+            if gpus:
+                options["num_gpus"] = gpus
+            remote = self._remotes[key] = self._remote.options(**options)
+        return remote
 
     def poll(self) -> list[AttemptUpdate]:
-        """Collect every finished attempt with one ray.wait over all live refs."""
-        if not self._live:
+        """Collect every finished pack with one ray.wait over all live refs."""
+        if not self._packs:
             return []
         ray = self._ray
-        refs = list(self._live)
+        refs = list(self._packs)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        if not ready:
-            return []
-        try:
-            outcomes: list[Any] = ray.get(ready)
-        except Exception:  # one of them failed at the Ray level: take them one by one
-            outcomes = [self._get_one(ref) for ref in ready]
-        now = time.monotonic()
-        updates = []
-        for ref, outcome in zip(ready, outcomes, strict=True):
-            live = self._live.pop(ref)
-            self._by_attempt.pop(live.attempt_id, None)
-            duration = now - live.submitted_at
-            self._mean_duration_s += _DURATION_SMOOTHING * (duration - self._mean_duration_s)
-            updates.append(AttemptUpdate(attempt_id=live.attempt_id, outcome=outcome))
+        updates: list[AttemptUpdate] = []
+        for ref in ready:
+            pack = self._packs.pop(ref)
+            for attempt_id in pack.attempt_ids:
+                self._by_attempt.pop(attempt_id, None)
+            updates.extend(self._collect(ref, pack))
         return updates
 
-    def _get_one(self, ref: Any) -> TaskOutcome:
+    def _collect(self, ref: Any, pack: _Pack) -> list[AttemptUpdate]:
         ray = self._ray
         try:
-            outcome: TaskOutcome = ray.get(ref)
-            return outcome
+            results: list[tuple[AttemptId, TaskOutcome, float]] = pickle.loads(ray.get(ref))
         except ray.exceptions.TaskCancelledError:
-            return TaskOutcome(cancelled=True, detail="cancelled")
+            return [self._interrupted(a, pack, "cancelled") for a in pack.attempt_ids]
         except ray.exceptions.RayError as exc:  # worker died, node lost, object lost
-            return TaskOutcome(lost=True, detail=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            return [self._interrupted(a, pack, reason) for a in pack.attempt_ids]
+        for _, _, run_s in results:
+            if self._mean_run_s is None:
+                self._mean_run_s = run_s
+            else:
+                self._mean_run_s += _DURATION_SMOOTHING * (run_s - self._mean_run_s)
+        return [AttemptUpdate(attempt_id=a, outcome=outcome) for a, outcome, _ in results]
+
+    @staticmethod
+    def _interrupted(attempt_id: AttemptId, pack: _Pack, reason: str) -> AttemptUpdate:
+        if attempt_id in pack.cancelled:
+            return AttemptUpdate(attempt_id=attempt_id, outcome=TaskOutcome(cancelled=True, detail=reason))
+        # A neighbour in the pack was cancelled, or the worker died: not this task's fault if it
+        # shared the pack; a lone attempt whose worker died is charged a retry.
+        charge = len(pack.attempt_ids) == 1 and not pack.cancelled
+        return AttemptUpdate(attempt_id=attempt_id,
+                             outcome=TaskOutcome(lost=True, charge_retry=charge, detail=reason))
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Force-cancel the Ray tasks of these attempts (kills their worker processes if running)."""
         for attempt_id in attempt_ids:
             ref = self._by_attempt.get(attempt_id)
             if ref is not None:
+                self._packs[ref].cancelled.add(attempt_id)
                 self._ray.cancel(ref, force=True)
 
     def load(self) -> SiteLoad:
-        """Capacity from the configuration; wait estimated from recent attempt durations."""
-        inflight = len(self._live)
+        """Capacity from the configuration; wait estimated from recent attempt run times."""
+        inflight = len(self._by_attempt)
         backlog = max(0, inflight - self.config.cores)
         return SiteLoad(
             site=self.name,
@@ -162,13 +210,13 @@ class LocalAgent:
             nodes=1,
             inflight=inflight,
             max_inflight=self.config.max_inflight,
-            est_wait_s=backlog * self._mean_duration_s / self.config.cores,
+            est_wait_s=backlog * (self._mean_run_s or 0.0) / self.config.cores,
         )
 
     def close(self) -> None:
         """Cancel every attempt still in flight."""
         if self._ray is not None:
-            for ref in list(self._live):
+            for ref in list(self._packs):
                 self._ray.cancel(ref, force=True)
-        self._live.clear()
+        self._packs.clear()
         self._by_attempt.clear()

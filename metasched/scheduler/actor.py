@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,9 @@ class SchedulerActor:
     """Wrapped with ``ray.remote`` by the campaign; see the module docstring."""
 
     def __init__(self, *, journal_path: str, sites: Sequence[Any], policy: str, resume: bool) -> None:
+        # Site agents call ray.get/ray.wait on the scheduler thread, never on the event loop; Ray's
+        # warning about blocking calls in async actors does not apply.
+        os.environ["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] = "0"
         self._journal_path = journal_path
         self._sites = list(sites)
         self._policy = policy

@@ -167,7 +167,8 @@ class SchedulerService:
             applied = core.attempt_succeeded(update.attempt_id, outcome.result)
         elif outcome.lost or outcome.cancelled:
             reason = outcome.detail or ("cancelled at the site" if outcome.cancelled else "lost")
-            applied = core.attempt_lost(update.attempt_id, reason=f"{reason} (site {site})")
+            applied = core.attempt_lost(update.attempt_id, reason=f"{reason} (site {site})",
+                                        counts_as_try=outcome.charge_retry)
         elif outcome.failure is not None:
             applied = core.attempt_failed(update.attempt_id, self._task_error(record, site, outcome))
         if applied:

@@ -1,0 +1,73 @@
+"""The local site agent on a real embedded Ray: packing of short tasks and what cancel does to a pack."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+from metasched.records import AttemptId, Resources, TaskId, TaskKind, TaskOutcome, TaskSpec
+from site_agents.base import AttemptUpdate, Submission
+from site_agents.local import LocalAgent, LocalSite
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_local")]
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this module
+
+
+def submission(i: int, seconds: float) -> Submission:
+    spec = TaskSpec(task_id=TaskId(f"t{i}"), name="nap", kind=TaskKind.FUNCTION, resources=Resources(),
+                    function_digest="nap", payload=cloudpickle.dumps(((seconds,), {})))
+    return Submission(attempt_id=AttemptId(f"t{i}.1"), spec=spec, function=cloudpickle.dumps(nap))
+
+
+def drain(agent: LocalAgent, count: int, timeout: float = 60) -> dict[str, TaskOutcome]:
+    outcomes: dict[str, TaskOutcome] = {}
+    deadline = time.monotonic() + timeout
+    while len(outcomes) < count and time.monotonic() < deadline:
+        update: AttemptUpdate
+        for update in agent.poll():
+            assert update.outcome is not None
+            outcomes[update.attempt_id] = update.outcome
+        time.sleep(0.01)
+    return outcomes
+
+
+def test_short_tasks_are_packed_and_a_cancel_spares_the_neighbours_retry() -> None:
+    agent = LocalAgent(LocalSite("local", cores=1, max_pack=32))
+    agent.start()
+    agent.submit([submission(i, 0.0) for i in range(4)])  # learn that tasks are short
+    assert all(o.result is not None for o in drain(agent, 4).values())
+    assert agent._mean_run_s is not None
+    assert agent._mean_run_s < LocalAgent.PACK_BELOW_S
+
+    agent.submit([submission(10, 30.0)] + [submission(i, 0.0) for i in range(11, 18)])
+    assert agent.load().inflight == 8
+    assert len(agent._packs) == 2, "8 short attempts on 1 core should share 2 Ray tasks"
+    time.sleep(1.0)  # the sleeper (first of its pack) is running now
+    agent.cancel([AttemptId("t10.1")])
+    outcomes = drain(agent, 8)
+    assert outcomes["t10.1"].cancelled
+    neighbours = [outcomes[f"t{i}.1"] for i in range(11, 14)]
+    assert all(o.lost and not o.charge_retry for o in neighbours), neighbours
+    assert all(outcomes[f"t{i}.1"].result is not None for i in range(14, 18))
+    agent.close()
+
+
+def test_packing_off_gives_one_ray_task_per_attempt() -> None:
+    agent = LocalAgent(LocalSite("local", cores=1, max_pack=1))
+    agent.start()
+    agent.submit([submission(i, 0.0) for i in range(4)])
+    drain(agent, 4)
+    agent.submit([submission(i, 0.0) for i in range(10, 18)])
+    assert len(agent._packs) == 8
+    assert len(drain(agent, 8)) == 8
+    agent.close()
