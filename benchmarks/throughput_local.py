@@ -16,9 +16,8 @@ import os
 import tempfile
 import time
 
-import ray
-
 import metasched as ms
+from metasched.runtime import init_embedded_ray
 
 
 def noop() -> None:
@@ -26,6 +25,8 @@ def noop() -> None:
 
 
 def raw_ray(n: int) -> float:
+    import ray
+
     remote = ray.remote(num_cpus=1)(noop)
     start = time.perf_counter()
     ray.get([remote.remote() for _ in range(n)])
@@ -53,9 +54,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    ray.init(address="local", num_cpus=2, resources={"site:local": 2.0}, include_dashboard=False,
-             _node_ip_address="127.0.0.1", object_store_memory=256 * 2**20, configure_logging=False,
-             namespace="metasched")
+    init_embedded_ray(num_cpus=2, resources={"site:local": 2.0}, object_store_mb=256, namespace="metasched")
     raw_ray(500)  # warm up the worker pool
     rows = []
     for round_no in range(args.rounds):
@@ -71,6 +70,8 @@ def main() -> None:
     print(f"best of {args.rounds}: raw Ray {raw_best:.0f} tasks/s; metasched default {packed_best:.0f} "
           f"tasks/s, ratio {packed_best / raw_best:.2f} (target >= 0.70); packing off "
           f"{unpacked_best:.0f} tasks/s, ratio {unpacked_best / raw_best:.2f}")
+    import ray
+
     ray.shutdown()
 
 

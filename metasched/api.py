@@ -44,6 +44,7 @@ from metasched.records import (
     TaskSpec,
     parse_walltime,
 )
+from metasched.runtime import init_embedded_ray
 from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
 from metasched.scheduler.service import SiteSummary, TaskEvent
 from metasched.scheduler.states import TaskState
@@ -242,10 +243,10 @@ class Campaign:
             return self
         if not self._resume:
             self._claim_journal()
+        if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
+            self._init_ray()
         import ray
 
-        if not ray.is_initialized():
-            self._init_ray(ray)
         existing = self._existing_actor(ray)
         if existing is not None:
             raise ConfigurationError(
@@ -283,20 +284,18 @@ class Campaign:
         finally:
             journal.close()
 
-    def _init_ray(self, ray: Any) -> None:
+    def _init_ray(self) -> None:
         if self.address is None:
             local = [s for s in self.sites if isinstance(s, LocalSite)]
-            ray.init(
-                address="local",  # always a new cluster, even if a killed one left its address file
+            init_embedded_ray(
                 num_cpus=max([1, *(s.cores for s in local)]),
                 resources={s.ray_resource: float(s.cores) for s in local},
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                object_store_memory=self.object_store_mb * 2**20,
+                object_store_mb=self.object_store_mb,
                 namespace=NAMESPACE,
-                configure_logging=False,
             )
         else:
+            import ray
+
             ray.init(address=self.address, namespace=NAMESPACE)
         self._owns_ray = True
 

@@ -68,12 +68,9 @@ def beta(slurm_sites: dict[str, slurmsite.SiteInfo]) -> slurmsite.SiteInfo:
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """One embedded Ray for the session's in-process campaigns, offering the site `local` (2 cores)."""
-    import ray
+    from metasched.runtime import init_embedded_ray
 
-    ray.init(
-        address="local", num_cpus=2, resources={"site:local": 2.0}, include_dashboard=False,
-        _node_ip_address="127.0.0.1", object_store_memory=256 * 2**20, namespace="metasched",
-        configure_logging=False,
-    )
+    ray = init_embedded_ray(num_cpus=2, resources={"site:local": 2.0}, object_store_mb=256,
+                            namespace="metasched")
     yield
     ray.shutdown()
