@@ -44,7 +44,7 @@ from metasched.records import (
     TaskSpec,
     parse_walltime,
 )
-from metasched.runtime import init_embedded_ray
+from metasched.runtime import connect_ray, init_embedded_ray
 from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
 from metasched.scheduler.service import SiteSummary, TaskEvent
 from metasched.scheduler.states import TaskState
@@ -294,9 +294,7 @@ class Campaign:
                 namespace=NAMESPACE,
             )
         else:
-            import ray
-
-            ray.init(address=self.address, namespace=NAMESPACE)
+            connect_ray(self.address, namespace=NAMESPACE)
         self._owns_ray = True
 
     def _existing_actor(self, ray: Any) -> Any:

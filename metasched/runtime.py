@@ -44,3 +44,22 @@ def init_embedded_ray(*, num_cpus: int, resources: dict[str, float], object_stor
         configure_logging=False,
     )
     return ray
+
+
+def connect_ray(address: str, *, namespace: str) -> Any:
+    """Join an existing Ray cluster at `address` ("auto", "host:port" or "ray://host:port").
+
+    Token authentication stays on: Ray's client side does not assume it by itself, so RAY_AUTH_MODE
+    defaults to "token" here (the token comes from ~/.ray/auth_token, RAY_AUTH_TOKEN or
+    RAY_AUTH_TOKEN_PATH). A cluster addressed through a loopback address runs on this machine, bound to
+    127.0.0.1: the driver must then see itself as 127.0.0.1 too, or it looks for a raylet at the
+    machine's external address and waits forever.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        os.environ.setdefault(SINGLE_MACHINE_ENV, "0")
+    import ray
+
+    ray.init(address=address, namespace=namespace)
+    return ray
