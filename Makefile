@@ -56,7 +56,6 @@ sites-down: venv
 	$(PY) ci/slurm-cluster/slurmsite.py down beta
 
 docs: venv
-	$(PY) -m pip install --quiet 'mkdocs>=1.6,<2'
 	$(VENV)/bin/mkdocs build --strict
 
 clean:

@@ -198,3 +198,24 @@ def test_allowed_sites_must_exist(campaign: ms.Campaign) -> None:
     error = future.exception(timeout=30)
     assert isinstance(error, ms.PlacementError)
     assert "not among the task's allowed sites (nowhere)" in str(error)
+
+
+def test_command_env_and_cwd(campaign: ms.Campaign, tmp_path: Path) -> None:
+    future = campaign.command(
+        ["python3", "-c", "import os; print(os.getcwd(), os.environ['METASCHED_TEST_VALUE'])"],
+        env={"METASCHED_TEST_VALUE": "hello"}, cwd=tmp_path,
+    )
+    assert future.result(timeout=60).stdout.split() == [str(tmp_path), "hello"]
+
+
+def test_scheduler_actor_is_found_by_name(campaign: ms.Campaign) -> None:
+    import ray
+
+    from metasched.scheduler.actor import NAMESPACE, actor_name
+
+    campaign.command(["true"]).result(timeout=60)
+    actor = ray.get_actor(actor_name(campaign.name), namespace=NAMESPACE)
+    rows = ray.get(actor.summary.remote())
+    assert [(r.site, r.done) for r in rows] == [("local", 1)]
+    with pytest.raises(ms.ConfigurationError, match="already running"):
+        ms.Campaign(campaign.name, journal=campaign.journal_path.with_name("other.db")).start()
