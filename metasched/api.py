@@ -43,6 +43,7 @@ from metasched.records import (
     TaskRef,
     TaskSpec,
     parse_walltime,
+    replace_nested,
 )
 from metasched.runtime import connect_ray, init_embedded_ray
 from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
@@ -424,17 +425,12 @@ class Campaign:
         return TaskRef(future.task_id)
 
     def _replace_futures(self, value: Any, deps: list[TaskId]) -> Any:
-        if isinstance(value, TaskFuture):
-            ref = self._ref(value)
+        def to_ref(future: TaskFuture[Any]) -> TaskRef:
+            ref = self._ref(future)
             deps.append(ref.task_id)
             return ref
-        if type(value) is list:
-            return [self._replace_futures(v, deps) for v in value]
-        if type(value) is tuple:
-            return tuple(self._replace_futures(v, deps) for v in value)
-        if type(value) is dict:
-            return {k: self._replace_futures(v, deps) for k, v in value.items()}
-        return value
+
+        return replace_nested(value, TaskFuture, to_ref)
 
     def _pickled_function(self, fn: Callable[..., Any]) -> tuple[str, bytes]:
         cached = self._functions.get(fn)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import Any, NewType, TypeVar
 
 from metasched.errors import ConfigurationError
 
 TaskId = NewType("TaskId", str)
 AttemptId = NewType("AttemptId", str)
 SiteName = NewType("SiteName", str)
+T = TypeVar("T")
 
 
 class TaskKind(enum.Enum):
@@ -88,6 +90,23 @@ class TaskRef:
     """Stands in a task's arguments for the result of another task (a DAG edge)."""
 
     task_id: TaskId
+
+
+def replace_nested(value: Any, kind: type[T], replace: Callable[[T], Any]) -> Any:
+    """Replace every instance of `kind` in value, also inside (plain) lists, tuples and dicts.
+
+    This is where a DAG edge may hide in a task's arguments: the API turns futures into TaskRefs with
+    it, the worker turns TaskRefs into results.
+    """
+    if isinstance(value, kind):
+        return replace(value)
+    if type(value) is list:
+        return [replace_nested(v, kind, replace) for v in value]
+    if type(value) is tuple:
+        return tuple(replace_nested(v, kind, replace) for v in value)
+    if type(value) is dict:
+        return {k: replace_nested(v, kind, replace) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,6 +33,7 @@ from metasched.records import (
     TaskOutcome,
     TaskRef,
     TaskSpec,
+    replace_nested,
 )
 
 _FUNCTION_CACHE: OrderedDict[str, Callable[..., Any]] = OrderedDict()
@@ -60,15 +61,7 @@ def load_function(digest: str, blob: bytes) -> Callable[..., Any]:
 
 def substitute(value: Any, results: dict[str, Any]) -> Any:
     """Replace every TaskRef in value (inside lists, tuples and dicts too) by that task's result."""
-    if isinstance(value, TaskRef):
-        return results[value.task_id]
-    if type(value) is list:
-        return [substitute(v, results) for v in value]
-    if type(value) is tuple:
-        return tuple(substitute(v, results) for v in value)
-    if type(value) is dict:
-        return {k: substitute(v, results) for k, v in value.items()}
-    return value
+    return replace_nested(value, TaskRef, lambda ref: results[ref.task_id])
 
 
 @contextmanager
