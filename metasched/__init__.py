@@ -21,6 +21,7 @@ from metasched.errors import (
 from metasched.records import CommandResult
 from metasched.scheduler.states import TaskState
 from site_agents.local import LocalSite
+from site_agents.slurm.config import SlurmSite
 
 __all__ = [
     "AttemptLostError",
@@ -34,6 +35,7 @@ __all__ = [
     "PlacementError",
     "RemoteTaskError",
     "SiteAgentError",
+    "SlurmSite",
     "TaskCancelledError",
     "TaskError",
     "TaskFuture",

@@ -230,9 +230,10 @@ class SchedulerService:
         for site, submissions in batches.items():
             try:
                 self.agents[site].submit(submissions)
-            except SiteAgentError as exc:
+            except SiteAgentError as exc:  # attempts the agent accepted before the error are tracked
                 for sub in submissions:
-                    core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}")
+                    core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}",
+                                      counts_as_try=not exc.transient)
         return bool(batches)
 
     def _result_of(self, task_id: TaskId) -> bytes:

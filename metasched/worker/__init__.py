@@ -1,4 +1,4 @@
-"""Runs one attempt of a task wherever it lands (a Ray worker today; a batch job on a cluster later).
+"""Runs one attempt of a task wherever it lands: a Ray worker, or a batch job on a cluster.
 
 The worker never raises for the task's own failures: it returns a ``TaskOutcome`` carrying either the
 cloudpickled result or a ``RemoteFailure`` (type, message, traceback as text), so the scheduler can
@@ -15,12 +15,14 @@ import os
 import pickle
 import signal
 import subprocess
+import sys
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -29,6 +31,7 @@ from metasched.records import (
     CommandResult,
     CommandSpec,
     RemoteFailure,
+    TaskId,
     TaskKind,
     TaskOutcome,
     TaskRef,
@@ -191,3 +194,54 @@ def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: dict
         return TaskOutcome(failure=RemoteFailure(
             error_type="ConfigurationError", message="function task without a function", traceback=""))
     return run_function(spec, function, dependency_results)
+
+
+# ------------------------------------------------------------------ attempts in a shared directory
+ATTEMPT_FILE = "attempt.pkl"
+OUTCOME_FILE = "outcome.pkl"
+WALLTIME_WARNING_FILE = "walltime-warning"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_attempt(directory: Path, spec: TaskSpec, function: bytes | None,
+                  dependency_results: Mapping[TaskId, bytes]) -> None:
+    """Store an attempt where a batch job's worker will read it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomically(directory / ATTEMPT_FILE,
+                      pickle.dumps((spec, function, dict(dependency_results)),
+                                   protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def read_outcome(directory: Path) -> TaskOutcome | None:
+    """The outcome a worker wrote, or None if there is none (yet)."""
+    try:
+        data = (directory / OUTCOME_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    outcome: TaskOutcome = pickle.loads(data)
+    return outcome
+
+
+def main(argv: list[str]) -> int:
+    """``python -m metasched.worker DIR``: run the attempt stored in DIR and write its outcome there.
+
+    SIGUSR1 (Slurm's ``--signal=B:USR1@lead`` before walltime) is recorded in DIR/walltime-warning.
+    """
+    if len(argv) != 1:
+        print("usage: python -m metasched.worker ATTEMPT_DIR", file=sys.stderr)
+        return 2
+    directory = Path(argv[0])
+
+    def _warned(signum: int, frame: object) -> None:
+        (directory / WALLTIME_WARNING_FILE).write_text(f"{time.time()}\n")
+
+    signal.signal(signal.SIGUSR1, _warned)
+    spec, function, dependency_results = pickle.loads((directory / ATTEMPT_FILE).read_bytes())
+    outcome = run_attempt(spec, function, dependency_results)
+    _write_atomically(directory / OUTCOME_FILE, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    return 0

@@ -1,0 +1,69 @@
+"""The one place site agents run external commands: argv lists only, always with a timeout.
+
+Scheduler-specific modules build argv lists and parse output (pure functions); this runner does the I/O
+and turns "could not run it at all" (missing binary, timeout) into a transient ``SiteAgentError``.
+Every call is counted per program name, so tests can check how many scheduler commands a poll costs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from metasched.errors import SiteAgentError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandOutput:
+    """What a finished command printed and returned."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        """True if the command exited 0."""
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        """One line for error messages: the program, its exit status and its stderr."""
+        err = self.stderr.strip().replace("\n", " | ")[:500]
+        return f"{self.argv[0]} exited {self.returncode}: {err or self.stdout.strip()[:200]}"
+
+
+class CommandRunner:
+    """Runs argv lists with an environment overlay and a timeout, counting calls per program."""
+
+    def __init__(self, *, site: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> None:
+        self.site = site
+        self.env = dict(env or {})
+        self.timeout_s = timeout_s
+        self.calls: Counter[str] = Counter()
+
+    def run(self, argv: Sequence[str], *, timeout_s: float | None = None, input_text: str | None = None
+            ) -> CommandOutput:
+        """Run `argv` (never through a shell) and return its output; raise only if it could not run."""
+        program = os.path.basename(argv[0])
+        self.calls[program] += 1
+        try:
+            proc = subprocess.run(
+                list(argv), capture_output=True, text=True, env={**os.environ, **self.env},
+                timeout=timeout_s or self.timeout_s, input=input_text, check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SiteAgentError(
+                f"site {self.site}: {program} did not answer within {exc.timeout:.0f} s.",
+                site=self.site, transient=True,
+            ) from exc
+        except OSError as exc:
+            raise SiteAgentError(
+                f"site {self.site}: cannot run {program}: {exc.strerror}. Is the scheduler's client "
+                "installed on this machine?", site=self.site, transient=False,
+            ) from exc
+        return CommandOutput(argv=tuple(argv), returncode=proc.returncode, stdout=proc.stdout,
+                             stderr=proc.stderr)

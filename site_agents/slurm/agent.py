@@ -1,0 +1,319 @@
+"""The Slurm site agent, batch mode: one Slurm job per attempt, one squeue call per poll.
+
+Each attempt gets a directory in the site's shared filesystem (``<shared_dir>/.metasched/attempts/<id>``)
+holding the pickled attempt, the job script, the job's stdout/stderr and, when the worker is done, its
+outcome file. The outcome file is the source of truth for how an attempt ended; squeue says whether the
+job is still queued or running, and why a job that left no outcome died (TIMEOUT, NODE_FAIL, ...). A job
+that disappears from squeue without an outcome becomes VANISHED after ``vanish_after_polls`` polls and
+is reported lost (the scheduler resubmits it per the retry policy).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cloudpickle
+
+import metasched
+import site_agents
+from metasched.errors import SiteAgentError
+from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskOutcome
+from metasched.worker import WALLTIME_WARNING_FILE, read_outcome, write_attempt
+from site_agents.base import AttemptUpdate, Submission
+from site_agents.runner import CommandOutput, CommandRunner
+from site_agents.slurm import commands, parsers
+from site_agents.slurm.config import SlurmSite
+from site_agents.slurm.parsers import JobState
+
+log = logging.getLogger(__name__)
+_UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
+                "Connection refused", "Transport endpoint")
+_OUTCOME_GRACE_POLLS = 3  # a finished job's outcome file may appear a little later on a shared FS
+_SUBMIT_THREADS = 4
+
+
+@dataclass(slots=True, kw_only=True)
+class _Job:
+    attempt_id: AttemptId
+    job_id: str
+    directory: Path
+    submitted_at: float
+    reported_running: bool = False
+    cancelled: bool = False
+    finished_polls: int = 0
+    missing_polls: int = 0
+
+
+class SlurmAgent:
+    """Submits each attempt as a Slurm batch job and tracks all of them with one squeue per poll."""
+
+    def __init__(self, config: SlurmSite) -> None:
+        self.config = config
+        self.runner = CommandRunner(site=config.name, env={"SLURM_CONF": config.slurm_conf},
+                                    timeout_s=config.command_timeout_s)
+        self.available = True
+        self.unavailable_reason = ""
+        self.walltime_warnings: dict[AttemptId, float] = {}
+        self._jobs: dict[AttemptId, _Job] = {}
+        self._pending_updates: list[AttemptUpdate] = []
+        self._last_poll = 0.0
+        self._total_cores = 0
+        self._max_cores = 0
+        self._max_memory_mb = 0
+        self._nodes = 0
+        self._mean_run_s = 0.0
+        self._user = ""
+        self._pythonpath = ""
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def name(self) -> SiteName:
+        """The site this agent serves."""
+        return SiteName(self.config.name)
+
+    @property
+    def attempts_dir(self) -> Path:
+        """Where attempt directories live, in the site's shared filesystem."""
+        return Path(self.config.shared_dir) / ".metasched" / "attempts"
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Check the site answers, learn its nodes, stage the worker where compute nodes can import it."""
+        if not Path(self.config.slurm_conf).is_file():
+            raise SiteAgentError(
+                f"site {self.config.name}: slurm_conf {self.config.slurm_conf} does not exist.",
+                site=self.config.name)
+        if not Path(self.config.shared_dir).is_dir():
+            raise SiteAgentError(f"site {self.config.name}: shared_dir {self.config.shared_dir} is not a "
+                                 "directory.", site=self.config.name)
+        self._user = getpass.getuser()
+        self._refresh_nodes(required=True)
+        self.attempts_dir.mkdir(parents=True, exist_ok=True)
+        self._pythonpath = self.config.worker_pythonpath or str(self._stage_worker())
+        self._pool = ThreadPoolExecutor(max_workers=_SUBMIT_THREADS,
+                                        thread_name_prefix=f"sbatch-{self.name}")
+
+    def _refresh_nodes(self, *, required: bool = False) -> None:
+        out = self.runner.run(commands.sinfo_argv(self.config.partition))
+        nodes = parsers.parse_sinfo_nodes(out.stdout) if out.ok else []
+        if not nodes:
+            if required:
+                raise SiteAgentError(
+                    f"site {self.config.name}: cannot list its nodes ({out.describe()}). Check that the "
+                    f"controller in {self.config.slurm_conf} is up and the partition exists.",
+                    site=self.config.name, transient=not out.ok)
+            return
+        self._nodes = len(nodes)
+        self._total_cores = sum(n.cpus for n in nodes)
+        self._max_cores = max(n.cpus for n in nodes)
+        self._max_memory_mb = max(n.memory_mb for n in nodes)
+
+    def _stage_worker(self) -> Path:
+        """Copy metasched (pure Python) and cloudpickle into the shared filesystem, once per content."""
+        sources = [Path(metasched.__file__).parent, Path(site_agents.__file__).parent,
+                   Path(cloudpickle.__file__).parent]
+        digest = hashlib.sha256()
+        files = sorted((src, path) for src in sources for path in src.rglob("*.py"))
+        for src, path in files:
+            digest.update(str(path.relative_to(src.parent)).encode())
+            digest.update(path.read_bytes())
+        target = Path(self.config.shared_dir) / ".metasched" / f"lib-{digest.hexdigest()[:16]}"
+        if not target.exists():
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            for src in sources:
+                shutil.copytree(src, tmp / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+            tmp.rename(target)
+        return target
+
+    def close(self) -> None:
+        """Cancel every job still queued or running."""
+        live = [job.job_id for job in self._jobs.values()]
+        if live:
+            try:
+                self.runner.run(commands.scancel_argv(live))
+            except SiteAgentError as exc:
+                log.warning("could not cancel jobs at %s: %s", self.config.name, exc)
+        self._jobs.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    # --------------------------------------------------------------------------------- submit
+    def submit(self, submissions: Sequence[Submission]) -> None:
+        """Write each attempt to the shared filesystem and sbatch it (a few sbatch calls in parallel)."""
+        if self._pool is None:
+            raise SiteAgentError(f"site {self.config.name}: agent not started.", site=self.config.name)
+        results = list(self._pool.map(self._submit_one, submissions))
+        for sub, error in zip(submissions, results, strict=True):
+            if error is not None:  # the controller did not answer: try again later, at no cost
+                self._mark_unavailable(error)
+                self._pending_updates.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=TaskOutcome(
+                    lost=True, charge_retry=False, detail=error)))
+
+    def _submit_one(self, sub: Submission) -> str | None:
+        directory = self.attempts_dir / sub.attempt_id
+        spec = commands.launch_spec(sub.spec)
+        write_attempt(directory, spec, sub.function, sub.dependency_results)
+        script = directory / "job.sh"
+        script.write_text(commands.job_script(
+            attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory), python=self.config.python,
+            pythonpath=self._pythonpath))
+        argv = commands.sbatch_argv(
+            spec=spec, name=commands.job_name(self.config.name, sub.attempt_id), attempt_dir=str(directory),
+            script=str(script), partition=self.config.partition, account=self.config.account,
+            qos=self.config.qos, signal_lead_s=self.config.signal_lead_s,
+        )
+        out = self.runner.run(argv)
+        if not out.ok:
+            if _unreachable(out):
+                return f"site {self.config.name}: sbatch could not reach the controller ({out.describe()})"
+            self._pending_updates.append(_failed(sub.attempt_id, "SubmitError",
+                                                 f"sbatch refused the job: {out.describe()}"))
+            return None
+        job_id = parsers.parse_sbatch_parsable(out.stdout)
+        self._jobs[sub.attempt_id] = _Job(attempt_id=sub.attempt_id, job_id=job_id, directory=directory,
+                                          submitted_at=time.monotonic())
+        return None
+
+    # ----------------------------------------------------------------------------------- poll
+    def poll(self) -> list[AttemptUpdate]:
+        """At most once per poll_interval: one squeue call, then outcome files for finished jobs."""
+        updates, self._pending_updates = self._pending_updates, []
+        now = time.monotonic()
+        if not self._jobs or now - self._last_poll < self.config.poll_interval:
+            return updates
+        self._last_poll = now
+        try:
+            out = self.runner.run(commands.squeue_argv(self._user))
+        except SiteAgentError as exc:
+            self._mark_unavailable(str(exc))
+            return updates
+        if not out.ok:
+            self._mark_unavailable(out.describe())
+            return updates
+        if not self.available:
+            log.info("site %s answers again", self.config.name)
+            self._refresh_nodes()
+        self.available, self.unavailable_reason = True, ""
+        statuses = parsers.parse_squeue(out.stdout)
+        never_start: list[str] = []
+        for job in list(self._jobs.values()):
+            update = self._check(job, statuses.get(job.job_id), never_start)
+            if update is not None:
+                updates.append(update)
+                if update.outcome is not None:
+                    del self._jobs[job.attempt_id]
+        if never_start:
+            self.runner.run(commands.scancel_argv(never_start))
+        return updates
+
+    def _check(self, job: _Job, status: parsers.JobStatus | None,
+               never_start: list[str]) -> AttemptUpdate | None:
+        warning = job.directory / WALLTIME_WARNING_FILE
+        if job.attempt_id not in self.walltime_warnings and warning.exists():
+            self.walltime_warnings[job.attempt_id] = time.time()
+        outcome = read_outcome(job.directory)
+        if outcome is not None:
+            run_s = time.monotonic() - job.submitted_at
+            self._mean_run_s += 0.2 * (run_s - self._mean_run_s)
+            return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id)
+        if status is None:
+            job.missing_polls += 1
+            if job.missing_polls >= self.config.vanish_after_polls:
+                return _lost(job, f"VANISHED: job {job.job_id} left squeue without an outcome file",
+                             charge=True)
+            return None
+        job.missing_polls = 0
+        if status.state is JobState.QUEUED and status.reason in parsers.NEVER_STARTS:
+            never_start.append(job.job_id)
+            return _failed(job.attempt_id, "SubmitError",
+                           f"job {job.job_id} can never start at site {self.config.name} "
+                           f"(Slurm reason {status.reason}); lower the request or pick another partition",
+                           native_id=job.job_id)
+        if status.state is JobState.RUNNING and not job.reported_running:
+            job.reported_running = True
+            return AttemptUpdate(attempt_id=job.attempt_id, running=True, native_id=job.job_id)
+        if not status.state.finished:
+            return None
+        job.finished_polls += 1
+        if job.finished_polls < _OUTCOME_GRACE_POLLS:
+            return None
+        return self._explain_finished_without_outcome(job, status)
+
+    def _explain_finished_without_outcome(self, job: _Job, status: parsers.JobStatus) -> AttemptUpdate:
+        err = _tail(job.directory / "job.err")
+        where = f"job {job.job_id} at site {self.config.name}"
+        if status.state is JobState.TIMEOUT:
+            return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id, outcome=TaskOutcome(
+                failure=RemoteFailure(error_type="WalltimeExceeded", traceback=err, walltime_exceeded=True,
+                                      message=f"{where} hit its Slurm time limit")))
+        if status.state is JobState.CANCELLED:
+            if job.cancelled:
+                return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id,
+                                     outcome=TaskOutcome(cancelled=True, detail=f"{where} cancelled"))
+            return _lost(job, f"{where} was cancelled outside metasched ({status.native_state})", charge=True)
+        if status.state is JobState.NODE_FAIL:
+            return _lost(job, f"{where}: node failure", charge=True)
+        return _failed(job.attempt_id, f"Slurm{status.state.value.title()}",
+                       f"{where} ended {status.native_state} ({status.reason}) without a result; its stderr "
+                       f"is below and in {job.directory}/job.err", traceback=err, native_id=job.job_id)
+
+    def _mark_unavailable(self, reason: str) -> None:
+        if self.available:
+            log.warning("site %s unavailable: %s", self.config.name, reason)
+        self.available, self.unavailable_reason = False, reason
+
+    # ------------------------------------------------------------------------------ cancel/load
+    def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
+        """Scancel the jobs of these attempts in one call."""
+        jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs]
+        for job in jobs:
+            job.cancelled = True
+        if jobs:
+            self.runner.run(commands.scancel_argv([j.job_id for j in jobs]))
+
+    def load(self) -> SiteLoad:
+        """Capacity from sinfo; no free slots while the controller does not answer."""
+        inflight = len(self._jobs)
+        backlog = max(0, inflight - self._total_cores)
+        return SiteLoad(
+            site=self.name,
+            total_cores=self._total_cores,
+            max_cores_per_task=self._max_cores,
+            max_memory_mb=self._max_memory_mb,
+            gpus=self.config.gpus_per_node,
+            nodes=self._nodes,
+            inflight=inflight,
+            max_inflight=self.config.max_jobs if self.available else inflight,
+            est_wait_s=backlog * self._mean_run_s / max(1, self._total_cores),
+        )
+
+
+def _unreachable(out: CommandOutput) -> bool:
+    return any(marker in out.stderr for marker in _UNREACHABLE)
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def _failed(attempt_id: AttemptId, error_type: str, message: str, *, traceback: str = "",
+            native_id: str | None = None) -> AttemptUpdate:
+    return AttemptUpdate(attempt_id=attempt_id, native_id=native_id, outcome=TaskOutcome(
+        failure=RemoteFailure(error_type=error_type, message=message, traceback=traceback)))
+
+
+def _lost(job: _Job, detail: str, *, charge: bool) -> AttemptUpdate:
+    return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id,
+                         outcome=TaskOutcome(lost=True, charge_retry=charge, detail=detail))

@@ -1,0 +1,60 @@
+"""Configuration of a Slurm site (data only: picklable, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar, Literal
+
+from metasched.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmSite:
+    """A Slurm cluster reached from this machine with its own ``SLURM_CONF``.
+
+    Args:
+        name: the site's name within the campaign.
+        slurm_conf: the slurm.conf every Slurm command for this site runs with.
+        shared_dir: a directory this machine and the compute nodes share (same path on both); attempts,
+            their outputs and the staged worker live under ``<shared_dir>/.metasched``.
+        partition, account, qos: passed to sbatch when set.
+        mode: "batch" (one Slurm job per attempt). "pilot" is not available yet.
+        max_jobs: the most jobs metasched keeps queued or running at this site.
+        poll_interval: seconds between squeue calls (one call per interval, whatever the task count).
+        python: the Python on the compute nodes (same minor version as this machine's).
+        worker_pythonpath: where compute nodes import metasched from; default: a copy staged in
+            shared_dir (metasched and cloudpickle are pure Python).
+        gpus_per_node: GPUs a node offers (for feasibility; Slurm is asked with --gres=gpu:N).
+        signal_lead_s: seconds before the time limit at which Slurm sends USR1 (recorded as a warning).
+        vanish_after_polls: polls a job may be missing from squeue, without an outcome file, before it
+            is declared VANISHED and resubmitted.
+        command_timeout_s: timeout of each Slurm command.
+    """
+
+    kind: ClassVar[str] = "slurm"
+    name: str
+    _: KW_ONLY
+    slurm_conf: str
+    shared_dir: str
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    mode: Literal["batch", "pilot"] = "batch"
+    max_jobs: int = 100
+    poll_interval: float = 1.0
+    python: str = "python3"
+    worker_pythonpath: str | None = None
+    gpus_per_node: int = 0
+    signal_lead_s: int = 60
+    vanish_after_polls: int = 3
+    command_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.mode != "batch":
+            raise ConfigurationError(
+                f"site {self.name}: mode={self.mode!r} is not available yet; use mode='batch'."
+            )
+        if self.max_jobs < 1:
+            raise ConfigurationError(f"site {self.name}: max_jobs must be at least 1, got {self.max_jobs}.")
+        if self.poll_interval <= 0:
+            raise ConfigurationError(f"site {self.name}: poll_interval must be positive.")

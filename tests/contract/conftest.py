@@ -1,0 +1,47 @@
+"""The contract every site kind must satisfy, run through the public API against real sites.
+
+`site_campaign` is parametrized over site kinds: `local` (Ray on this machine) and `slurm-batch`
+(the containerized Slurm site alpha, one job per attempt). Later site kinds add a parameter here.
+`workdir` is a directory the site's tasks can see (for Slurm: inside the site's shared filesystem).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import metasched as ms
+
+_names = itertools.count()
+SITE_KINDS = ["local", pytest.param("slurm-batch", marks=pytest.mark.slurm)]
+
+
+@dataclass
+class SiteUnderTest:
+    kind: str
+    campaign: ms.Campaign
+    workdir: Path
+
+
+@pytest.fixture(params=SITE_KINDS)
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTest]:
+    request.getfixturevalue("ray_local")
+    kind = request.param
+    if kind == "local":
+        sites: list[object] = [ms.LocalSite("local", cores=2)]
+        workdir = tmp_path
+    else:
+        alpha = request.getfixturevalue("alpha")
+        sites = [ms.SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir,
+                              poll_interval=0.3)]
+        workdir = Path(alpha.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir()
+    name = f"contract-{os.getpid()}-{next(_names)}"
+    with ms.Campaign(name, sites=sites, journal=tmp_path / "c.db") as campaign:
+        yield SiteUnderTest(kind=kind, campaign=campaign, workdir=workdir)

@@ -1,0 +1,104 @@
+"""The Slurm batch agent against the containerized sites: polling cost, mixed campaigns, faults."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import slurmsite
+
+import metasched as ms
+from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from site_agents.base import Submission
+from site_agents.slurm import SlurmAgent, SlurmSite
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ray]
+_ids = itertools.count()
+
+
+def slurm_site(info: slurmsite.SiteInfo, **options: object) -> SlurmSite:
+    return SlurmSite(info.name, slurm_conf=info.slurm_conf, shared_dir=info.shared_dir, **options)  # type: ignore[arg-type]
+
+
+def sleeper(n: int) -> Submission:
+    tid = f"poll{os.getpid()}x{next(_ids)}"
+    spec = TaskSpec(task_id=TaskId(tid), name="sleep", kind=TaskKind.COMMAND, resources=Resources(),
+                    command=CommandSpec(argv=("sleep", "120")))
+    return Submission(attempt_id=AttemptId(f"{tid}.{n}"), spec=spec)
+
+
+def test_polling_cost_does_not_grow_with_tasks(alpha: slurmsite.SiteInfo) -> None:
+    agent = SlurmAgent(slurm_site(alpha, poll_interval=0.01, max_jobs=1000))
+    agent.start()
+    try:
+        def commands_per_poll() -> int:
+            time.sleep(0.05)
+            before = sum(agent.runner.calls.values())
+            agent.poll()
+            return sum(agent.runner.calls.values()) - before
+
+        agent.submit([sleeper(1)])
+        one = commands_per_poll()
+        agent.submit([sleeper(1) for _ in range(199)])
+        assert agent.load().inflight == 200
+        two_hundred = commands_per_poll()
+        assert one == two_hundred == 1, (one, two_hundred)
+        assert agent.runner.calls["squeue"] == 2
+    finally:
+        agent.close()
+
+
+def test_mixed_campaign_across_local_alpha_and_beta(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    sites = [ms.LocalSite("local", cores=2), slurm_site(alpha, poll_interval=0.3, max_jobs=40),
+             slurm_site(beta, poll_interval=0.3, max_jobs=40)]
+    with ms.Campaign(f"mixed-{os.getpid()}", sites=sites, journal=tmp_path / "m.db") as c:
+        @c.task
+        def work(i: int) -> int:
+            time.sleep(0.2)
+            return i
+
+        functions = [work(i) for i in range(200)]
+        commands = [c.command(["python3", "-c", f"print({i})"]) for i in range(100)]
+        assert [f.result(timeout=600) for f in functions] == list(range(200))
+        assert [int(f.result(timeout=600).stdout) for f in commands] == list(range(100))
+        done = {row.site: row.done for row in c.status()}
+    assert set(done) == {"local", "alpha", "beta"}, done
+    assert sum(done.values()) == 300
+    assert all(n > 0 for n in done.values())
+
+
+def test_controller_stop_moves_work_elsewhere_and_loses_nothing(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    sites = [slurm_site(alpha, poll_interval=0.3, max_jobs=10),
+             slurm_site(beta, poll_interval=0.3, max_jobs=10)]
+    controller = "metasched-slurm-alpha-controller"
+    with ms.Campaign(f"fault-{os.getpid()}", sites=sites, journal=tmp_path / "f.db") as c:
+        @c.task
+        def work(i: int) -> int:
+            time.sleep(1.0)
+            return i
+
+        futures = [work(i) for i in range(60)]
+        deadline = time.monotonic() + 120
+        while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        subprocess.run(["docker", "stop", "--time", "1", controller], check=True, capture_output=True,
+                       timeout=60)
+        try:
+            time.sleep(15)  # beta carries on meanwhile
+            done_while_down = sum(f.done() for f in futures)
+        finally:
+            subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
+        assert [f.result(timeout=600) for f in futures] == list(range(60))
+        rows = {row.site: row for row in c.status()}
+    assert done_while_down > 5, "no work finished while alpha's controller was down"
+    assert rows["beta"].done > rows["alpha"].done
+    assert sum(r.done for r in rows.values()) == 60
+    slurmsite.wait_ready(alpha)
