@@ -1,27 +1,37 @@
-"""metasched: a meta-scheduler for science campaigns that span several computing sites."""
+"""metasched: a meta-scheduler for science campaigns that span several computing sites.
+
+The public names are imported on first use (PEP 562), so ``python -m metasched.worker`` on a compute
+node loads only the worker and the records it needs, not the scheduler and the API.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from metasched.api import Campaign, TaskFuture, as_completed, wait
-from metasched.errors import (
-    AttemptLostError,
-    ConfigurationError,
-    DependencyError,
-    JournalError,
-    MetaschedError,
-    PlacementError,
-    RemoteTaskError,
-    SiteAgentError,
-    TaskCancelledError,
-    TaskError,
-    WalltimeExceededError,
-)
-from metasched.records import CommandResult
-from metasched.scheduler.states import TaskState
-from site_agents.local import LocalSite
-from site_agents.slurm.config import SlurmSite
+_EXPORTS = {
+    "Campaign": "metasched.api",
+    "TaskFuture": "metasched.api",
+    "as_completed": "metasched.api",
+    "wait": "metasched.api",
+    "AttemptLostError": "metasched.errors",
+    "ConfigurationError": "metasched.errors",
+    "DependencyError": "metasched.errors",
+    "JournalError": "metasched.errors",
+    "MetaschedError": "metasched.errors",
+    "PlacementError": "metasched.errors",
+    "RemoteTaskError": "metasched.errors",
+    "SiteAgentError": "metasched.errors",
+    "TaskCancelledError": "metasched.errors",
+    "TaskError": "metasched.errors",
+    "WalltimeExceededError": "metasched.errors",
+    "CommandResult": "metasched.records",
+    "TaskState": "metasched.scheduler.states",
+    "LocalSite": "site_agents.local",
+    "SlurmSite": "site_agents.slurm.config",
+}
 
 __all__ = [
     "AttemptLostError",
@@ -45,3 +55,36 @@ __all__ = [
     "as_completed",
     "wait",
 ]
+
+if TYPE_CHECKING:
+    from metasched.api import Campaign, TaskFuture, as_completed, wait
+    from metasched.errors import (
+        AttemptLostError,
+        ConfigurationError,
+        DependencyError,
+        JournalError,
+        MetaschedError,
+        PlacementError,
+        RemoteTaskError,
+        SiteAgentError,
+        TaskCancelledError,
+        TaskError,
+        WalltimeExceededError,
+    )
+    from metasched.records import CommandResult
+    from metasched.scheduler.states import TaskState
+    from site_agents.local import LocalSite
+    from site_agents.slurm.config import SlurmSite
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'metasched' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

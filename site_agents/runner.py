@@ -36,12 +36,18 @@ class CommandOutput:
         return f"{self.argv[0]} exited {self.returncode}: {err or self.stdout.strip()[:200]}"
 
 
+# What a scheduler command inherits from this process when the runner does not pass everything on: enough
+# to run, nothing that could carry a secret (batch jobs may copy the submitting environment).
+BASE_ENV_KEYS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
 class CommandRunner:
-    """Runs argv lists with an environment overlay and a timeout, counting calls per program."""
+    """Runs argv lists with a small base environment plus `env`, a timeout, and counts per program."""
 
     def __init__(self, *, site: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> None:
         self.site = site
-        self.env = dict(env or {})
+        base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
+        self.env = {**base, **(env or {})}
         self.timeout_s = timeout_s
         self.calls: Counter[str] = Counter()
 
@@ -52,7 +58,7 @@ class CommandRunner:
         self.calls[program] += 1
         try:
             proc = subprocess.run(
-                list(argv), capture_output=True, text=True, env={**os.environ, **self.env},
+                list(argv), capture_output=True, text=True, env=self.env,
                 timeout=timeout_s or self.timeout_s, input=input_text, check=False,
             )
         except subprocess.TimeoutExpired as exc:

@@ -173,6 +173,9 @@ def render_slurm_conf(info: SiteInfo) -> str:
         "SchedulerType=sched/backfill",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
+        # Without a default, a job that asks for no memory is given the whole node's memory under
+        # CR_Core_Memory, and each node runs one job at a time.
+        "DefMemPerCPU=100",
         "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0",
         "MinJobAge=300",
         "KillWait=5",

@@ -133,19 +133,26 @@ def run_command(spec: TaskSpec) -> TaskOutcome:
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         stdout, stderr = proc.communicate()
+        return command_outcome(spec, returncode=proc.returncode, stdout=stdout, stderr=stderr,
+                               walltime_exceeded=True)
+    return command_outcome(spec, returncode=proc.returncode, stdout=stdout, stderr=stderr)
+
+
+def command_outcome(spec: TaskSpec, *, returncode: int, stdout: str, stderr: str,
+                    walltime_exceeded: bool = False) -> TaskOutcome:
+    """The outcome of a finished command, the same wherever it ran (here, or a batch job's script)."""
+    command = spec.command
+    argv = command.argv if command is not None else ()
+    if walltime_exceeded:
         message = (f"walltime of {spec.resources.walltime_s:g} s exceeded; process group of "
-                   f"{command.argv[0]!r} killed")
+                   f"{argv[0] if argv else '?'!r} killed")
         return TaskOutcome(failure=RemoteFailure(
-            error_type="WalltimeExceeded", message=message, traceback=stderr[-4000:],
-            walltime_exceeded=True,
-        ))
-    result = CommandResult(argv=command.argv, returncode=proc.returncode, stdout=stdout, stderr=stderr)
-    if command.check and proc.returncode != 0:
+            error_type="WalltimeExceeded", message=message, traceback=stderr[-4000:], walltime_exceeded=True))
+    if (command is None or command.check) and returncode != 0:
         return TaskOutcome(failure=RemoteFailure(
-            error_type="CommandFailed",
-            message=f"command {list(command.argv)!r} exited with status {proc.returncode}",
-            traceback=stderr[-4000:],
-        ))
+            error_type="CommandFailed", message=f"command {list(argv)!r} exited with status {returncode}",
+            traceback=stderr[-4000:]))
+    result = CommandResult(argv=argv, returncode=returncode, stdout=stdout, stderr=stderr)
     return TaskOutcome(result=cloudpickle.dumps(result))
 
 

@@ -25,8 +25,8 @@ import cloudpickle
 import metasched
 import site_agents
 from metasched.errors import SiteAgentError
-from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskOutcome
-from metasched.worker import WALLTIME_WARNING_FILE, read_outcome, write_attempt
+from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskKind, TaskOutcome, TaskSpec
+from metasched.worker import WALLTIME_WARNING_FILE, command_outcome, read_outcome, write_attempt
 from site_agents.base import AttemptUpdate, Submission
 from site_agents.runner import CommandOutput, CommandRunner
 from site_agents.slurm import commands, parsers
@@ -43,6 +43,7 @@ _SUBMIT_THREADS = 4
 @dataclass(slots=True, kw_only=True)
 class _Job:
     attempt_id: AttemptId
+    spec: TaskSpec
     job_id: str
     directory: Path
     submitted_at: float
@@ -161,11 +162,16 @@ class SlurmAgent:
     def _submit_one(self, sub: Submission) -> str | None:
         directory = self.attempts_dir / sub.attempt_id
         spec = commands.launch_spec(sub.spec)
-        write_attempt(directory, spec, sub.function, sub.dependency_results)
         script = directory / "job.sh"
-        script.write_text(commands.job_script(
-            attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory), python=self.config.python,
-            pythonpath=self._pythonpath))
+        if spec.kind is TaskKind.COMMAND:  # run directly: no Python start-up on the compute node
+            directory.mkdir(parents=True, exist_ok=True)
+            script.write_text(commands.command_job_script(attempt_id=sub.attempt_id, spec=spec,
+                                                          attempt_dir=str(directory)))
+        else:
+            write_attempt(directory, spec, sub.function, sub.dependency_results)
+            script.write_text(commands.job_script(
+                attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory), python=self.config.python,
+                pythonpath=self._pythonpath))
         argv = commands.sbatch_argv(
             spec=spec, name=commands.job_name(self.config.name, sub.attempt_id), attempt_dir=str(directory),
             script=str(script), partition=self.config.partition, account=self.config.account,
@@ -179,8 +185,8 @@ class SlurmAgent:
                                                  f"sbatch refused the job: {out.describe()}"))
             return None
         job_id = parsers.parse_sbatch_parsable(out.stdout)
-        self._jobs[sub.attempt_id] = _Job(attempt_id=sub.attempt_id, job_id=job_id, directory=directory,
-                                          submitted_at=time.monotonic())
+        self._jobs[sub.attempt_id] = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id,
+                                          directory=directory, submitted_at=time.monotonic())
         return None
 
     # ----------------------------------------------------------------------------------- poll
@@ -220,7 +226,7 @@ class SlurmAgent:
         warning = job.directory / WALLTIME_WARNING_FILE
         if job.attempt_id not in self.walltime_warnings and warning.exists():
             self.walltime_warnings[job.attempt_id] = time.time()
-        outcome = read_outcome(job.directory)
+        outcome = self._read_outcome(job)
         if outcome is not None:
             run_s = time.monotonic() - job.submitted_at
             self._mean_run_s += 0.2 * (run_s - self._mean_run_s)
@@ -247,6 +253,25 @@ class SlurmAgent:
         if job.finished_polls < _OUTCOME_GRACE_POLLS:
             return None
         return self._explain_finished_without_outcome(job, status)
+
+    @staticmethod
+    def _read_outcome(job: _Job) -> TaskOutcome | None:
+        """The attempt's own record of how it ended: the worker's outcome, or a command's exit status."""
+        if job.spec.kind is not TaskKind.COMMAND:
+            return read_outcome(job.directory)
+        try:
+            status = parsers.parse_exit_status((job.directory / commands.EXIT_STATUS_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        if status is None:
+            return None
+        walltime = job.spec.resources.walltime_s
+        stopped = (walltime is not None and status.returncode in (124, 137)
+                   and status.elapsed_s >= walltime - 0.5)
+        return command_outcome(job.spec, returncode=status.returncode,
+                               stdout=_tail(job.directory / commands.COMMAND_STDOUT, limit=None),
+                               stderr=_tail(job.directory / commands.COMMAND_STDERR, limit=None),
+                               walltime_exceeded=stopped)
 
     def _explain_finished_without_outcome(self, job: _Job, status: parsers.JobStatus) -> AttemptUpdate:
         err = _tail(job.directory / "job.err")
@@ -301,11 +326,12 @@ def _unreachable(out: CommandOutput) -> bool:
     return any(marker in out.stderr for marker in _UNREACHABLE)
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
+def _tail(path: Path, limit: int | None = 4000) -> str:
     try:
-        return path.read_text(errors="replace")[-limit:]
+        text = path.read_text(errors="replace")
     except OSError:
         return ""
+    return text if limit is None else text[-limit:]
 
 
 def _failed(attempt_id: AttemptId, error_type: str, message: str, *, traceback: str = "",

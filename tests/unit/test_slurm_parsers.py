@@ -65,7 +65,7 @@ def test_sbatch_argv_maps_every_resource() -> None:
     assert argv[0] == "sbatch"
     for option in ("--parsable", "--job-name=ms-alpha-t1.1", "--chdir=/s/a", "--cpus-per-task=4", "--nodes=2",
                    "--ntasks-per-node=1", "--mem=2048M", "--gres=gpu:1", "--time=3", "--signal=B:USR1@45",
-                   "--partition=debug", "--account=proj", "--qos=high", "--export=NONE"):
+                   "--partition=debug", "--account=proj", "--qos=high"):
         assert option in argv
     assert argv[-1] == "/s/a/job.sh"
 
@@ -82,3 +82,25 @@ def test_job_script_quotes_paths() -> None:
                                  python="python3", pythonpath="/shared/lib")
     assert "cd '/shared/a b'" in script
     assert "exec python3 -m metasched.worker '/shared/a b'" in script
+
+
+def test_runner_passes_no_secrets_to_scheduler_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    from site_agents.runner import CommandRunner
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "s3cret")
+    runner = CommandRunner(site="alpha", env={"SLURM_CONF": "/x/slurm.conf"})
+    out = runner.run(["env"])
+    assert "SLURM_CONF=/x/slurm.conf" in out.stdout
+    assert "s3cret" not in out.stdout
+    assert runner.calls["env"] == 1
+
+
+def test_command_job_script_runs_argv_without_python() -> None:
+    s = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND, resources=Resources(walltime_s=30),
+                 command=CommandSpec(argv=("echo", "a b", "$HOME"), env=(("K", "v w"),), cwd="/data"))
+    script = commands.command_job_script(attempt_id="t1.1", spec=s, attempt_dir="/shared/att")
+    assert "timeout --kill-after=5s 30s env 'K=v w' echo 'a b' '$HOME' > /shared/att/cmd.out" in script
+    assert "cd /data ||" in script
+    assert "python" not in script
+    assert parsers.parse_exit_status("3 100.5 102.0") == parsers.ExitStatus(returncode=3, elapsed_s=1.5)
+    assert parsers.parse_exit_status("3 100.5") is None
