@@ -77,6 +77,17 @@ class StoredTask:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LiveAttempt:
+    """An attempt the journal last saw submitted or running."""
+
+    attempt_id: AttemptId
+    task_id: TaskId
+    site: SiteName
+    number: int
+    native_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FinalRecord:
     """A task's terminal state and what it produced, to be written once."""
 
@@ -147,6 +158,7 @@ class Journal:
         transitions: Sequence[Transition] = (),
         finals: Sequence[FinalRecord] = (),
         counters: Iterable[tuple[TaskId, int, int, SiteName | None]] = (),
+        native_ids: dict[AttemptId, str] | None = None,
     ) -> list[TaskId]:
         """Record one scheduler step atomically; returns the tasks whose final state was newly written."""
         db = self.db
@@ -163,11 +175,14 @@ class Journal:
                 )
             if attempts:
                 db.executemany(
-                    "INSERT OR REPLACE INTO attempts (attempt_id, task_id, site, number, state, "
-                    "submitted_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO attempts (attempt_id, task_id, site, number, state, submitted_at, ended_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (attempt_id) DO UPDATE SET "
+                    "state = excluded.state, ended_at = excluded.ended_at",
                     [(a.attempt_id, a.task_id, a.site, a.number, a.state.value, a.submitted_at, a.ended_at)
                      for a in attempts],
                 )
+            if native_ids:
+                self.set_native_ids(native_ids)
             if transitions:
                 db.executemany(
                     "INSERT INTO transitions (task_id, attempt_id, site, old, new, at, detail) "
@@ -219,13 +234,19 @@ class Journal:
                 result=result, error=pickle.loads(error) if error is not None else None,
             )
 
-    def live_attempts(self) -> list[tuple[AttemptId, TaskId, SiteName]]:
+    def live_attempts(self) -> list[LiveAttempt]:
         """Attempts recorded as submitted or running (what a restarted scheduler must reconcile)."""
         rows = self.db.execute(
-            "SELECT attempt_id, task_id, site FROM attempts WHERE state IN (?, ?)",
+            "SELECT attempt_id, task_id, site, number, native_id FROM attempts WHERE state IN (?, ?)",
             (AttemptState.SUBMITTED.value, AttemptState.RUNNING.value),
         )
-        return [(AttemptId(a), TaskId(t), SiteName(s)) for a, t, s in rows]
+        return [LiveAttempt(attempt_id=AttemptId(a), task_id=TaskId(t), site=SiteName(s), number=n,
+                            native_id=native) for a, t, s, n, native in rows]
+
+    def set_native_ids(self, native_ids: dict[AttemptId, str]) -> None:
+        """Record the site's own id (e.g. a Slurm job id) of attempts, for re-attaching after a restart."""
+        self.db.executemany("UPDATE attempts SET native_id = ? WHERE attempt_id = ?",
+                            [(native, attempt) for attempt, native in native_ids.items()])
 
     def terminal_transition_counts(self) -> dict[TaskId, int]:
         """How many terminal transitions each task has (exactly one for a finished task)."""

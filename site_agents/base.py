@@ -79,3 +79,12 @@ class SiteAgent(Protocol):
     def close(self) -> None:
         """Cancel what is still running and release the site's resources."""
         ...
+
+
+@runtime_checkable
+class ReattachableAgent(Protocol):
+    """An agent whose attempts outlive the scheduler (batch jobs) and can be picked up again."""
+
+    def reattach(self, attempt_id: AttemptId, spec: TaskSpec, native_id: str) -> bool:
+        """Track an attempt submitted by an earlier scheduler; False if the agent cannot."""
+        ...

@@ -144,6 +144,18 @@ class SchedulerCore:
             self.ready.append(spec.task_id)
         return record
 
+    def reattach(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId, number: int) -> Attempt:
+        """After a restore: the attempt the site still runs becomes the task's current one again."""
+        record = self.tasks[task_id]
+        self._discard_ready(record)
+        attempt = Attempt(attempt_id=attempt_id, task_id=task_id, site=site, number=number,
+                          submitted_at=time.time())
+        record.state = TaskState.SUBMITTED  # as journaled: no new transition
+        record.current = attempt
+        record.last_site = site
+        self.attempts[attempt_id] = attempt
+        return attempt
+
     def fail_orphans(self) -> None:
         """After a restore: fail unfinished tasks downstream of a failed or cancelled task."""
         for record in list(self.tasks.values()):

@@ -19,12 +19,12 @@ from metasched.errors import (
     TaskError,
     WalltimeExceededError,
 )
-from metasched.journal import FinalRecord, Journal
+from metasched.journal import FinalRecord, Journal, LiveAttempt
 from metasched.placement import PlacementPolicy, feasible_sites
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskOutcome, TaskSpec
 from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord
 from metasched.scheduler.states import TERMINAL, TaskState
-from site_agents.base import AttemptUpdate, SiteAgent, Submission
+from site_agents.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
 
 _MAX_DEFERRED_PER_STEP = 2000
 
@@ -62,6 +62,7 @@ class SchedulerService:
         self._events: list[TaskEvent] = []
         self._event_base = 0
         self._new_attempts: list[Attempt] = []
+        self._native_ids: dict[AttemptId, str] = {}
         self._ended_attempts: list[Attempt] = []
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -85,18 +86,31 @@ class SchedulerService:
 
     def _restore(self) -> int:
         self.functions.update(self.journal.functions())
-        lost = self.journal.live_attempts()
-        lost_tasks = {task_id for _, task_id, _ in lost}
+        live = {a.task_id: a for a in self.journal.live_attempts()}
         restored = 0
+        reattached: list[LiveAttempt] = []
         for stored in self.journal.tasks():
-            tries = stored.tries - (1 if stored.spec.task_id in lost_tasks else 0)
+            task_id = stored.spec.task_id
+            attempt = live.get(task_id)
+            agent = self.agents.get(attempt.site) if attempt is not None else None
+            if (attempt is not None and attempt.native_id and isinstance(agent, ReattachableAgent)
+                    and not stored.state.terminal
+                    and agent.reattach(attempt.attempt_id, stored.spec, attempt.native_id)):
+                self.core.restore(stored.spec, state=stored.state, tries=stored.tries,
+                                  attempts=stored.attempts, result=None, error=None)
+                self.core.reattach(task_id, attempt.site, attempt.attempt_id, attempt.number)
+                reattached.append(attempt)
+                restored += 1
+                continue
+            tries = stored.tries - (1 if attempt is not None else 0)  # the loss was ours: no retry used
             record = self.core.restore(stored.spec, state=stored.state, tries=max(0, tries),
                                        attempts=stored.attempts, result=stored.result, error=stored.error)
             if record.state.terminal:
-                self._events.append(TaskEvent(task_id=stored.spec.task_id, state=record.state,
+                self._events.append(TaskEvent(task_id=task_id, state=record.state,
                                               result=record.result, error=record.error))
             restored += 1
-        self.journal.mark_attempts_lost([attempt_id for attempt_id, _, _ in lost])
+        kept = {a.attempt_id for a in reattached}
+        self.journal.mark_attempts_lost([a.attempt_id for a in live.values() if a.attempt_id not in kept])
         self.core.fail_orphans()
         self._flush()
         return restored
@@ -153,6 +167,8 @@ class SchedulerService:
 
     def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
         core = self.core
+        if update.native_id is not None and update.attempt_id in core.attempts:
+            self._native_ids[update.attempt_id] = update.native_id
         if update.outcome is None:
             if update.running:
                 core.attempt_running(update.attempt_id)
@@ -256,12 +272,13 @@ class SchedulerService:
             for a in self._new_attempts
         }
         attempts = self._new_attempts + self._ended_attempts
+        native_ids, self._native_ids = self._native_ids, {}
         self._new_attempts, self._ended_attempts = [], []
-        if not (new_tasks or transitions or attempts or functions):
+        if not (new_tasks or transitions or attempts or functions or native_ids):
             return
         written = self.journal.write_step(
             functions=functions, new_tasks=new_tasks, attempts=attempts, transitions=transitions,
-            finals=finals, counters=counters.values(),
+            finals=finals, counters=counters.values(), native_ids=native_ids,
         )
         for task_id in written:
             record = core.tasks[task_id]

@@ -187,7 +187,17 @@ class SlurmAgent:
         job_id = parsers.parse_sbatch_parsable(out.stdout)
         self._jobs[sub.attempt_id] = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id,
                                           directory=directory, submitted_at=time.monotonic())
+        self._pending_updates.append(AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id))
         return None
+
+    def reattach(self, attempt_id: AttemptId, spec: TaskSpec, native_id: str) -> bool:
+        """Track a job an earlier scheduler submitted; the next polls resolve it like any other."""
+        directory = self.attempts_dir / attempt_id
+        if not directory.is_dir():
+            return False
+        self._jobs[attempt_id] = _Job(attempt_id=attempt_id, spec=commands.launch_spec(spec),
+                                      job_id=native_id, directory=directory, submitted_at=time.monotonic())
+        return True
 
     # ----------------------------------------------------------------------------------- poll
     def poll(self) -> list[AttemptUpdate]:

@@ -44,8 +44,11 @@ def drain(agent: LocalAgent, count: int, timeout: float = 60) -> dict[str, TaskO
 def test_short_tasks_are_packed_and_a_cancel_spares_the_neighbours_retry() -> None:
     agent = LocalAgent(LocalSite("local", cores=1, max_pack=32))
     agent.start()
-    agent.submit([submission(i, 0.0) for i in range(4)])  # learn that tasks are short
-    assert all(o.result is not None for o in drain(agent, 4).values())
+    for _ in range(5):  # learn that tasks are short (a cold worker's first call is slower)
+        agent.submit([submission(i, 0.0) for i in range(8)])
+        assert all(o.result is not None for o in drain(agent, 8).values())
+        if agent._mean_run_s is not None and agent._mean_run_s < LocalAgent.PACK_BELOW_S:
+            break
     assert agent._mean_run_s is not None
     assert agent._mean_run_s < LocalAgent.PACK_BELOW_S
 

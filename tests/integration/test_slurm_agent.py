@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
+import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import slurmsite
 
@@ -102,3 +107,46 @@ def test_controller_stop_moves_work_elsewhere_and_loses_nothing(
     assert rows["beta"].done > rows["alpha"].done
     assert sum(r.done for r in rows.values()) == 60
     slurmsite.wait_ready(alpha)
+
+
+def test_resumed_campaign_reattaches_to_running_jobs(alpha: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    script = Path(__file__).parent / "scripts" / "reattach_campaign.py"
+    journal = tmp_path / "r.db"
+    args = [sys.executable, str(script), str(journal), alpha.slurm_conf, alpha.shared_dir]
+    run = subprocess.Popen([*args, "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+
+    def native_ids() -> dict[str, str]:
+        if not journal.exists():
+            return {}
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+        try:
+            return dict(db.execute("SELECT attempt_id, native_id FROM attempts WHERE native_id IS NOT NULL"))
+        except sqlite3.OperationalError:
+            return {}
+        finally:
+            db.close()
+
+    try:
+        deadline = time.monotonic() + 60
+        while len(native_ids()) < 6:
+            assert run.poll() is None, run.stdout.read() if run.stdout else ""
+            assert time.monotonic() < deadline, "jobs were not submitted in 60 s"
+            time.sleep(0.2)
+    finally:
+        root = psutil.Process(run.pid)
+        procs = [root, *root.children(recursive=True)]
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=15)
+    before = native_ids()
+    resumed = subprocess.run([*args, "resume"], capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "RESUMED 0 1 2 3 4 5" in resumed.stdout
+    db = sqlite3.connect(journal)
+    attempts = dict(db.execute("SELECT attempt_id, native_id FROM attempts"))
+    states = {state for (state,) in db.execute("SELECT state FROM attempts")}
+    db.close()
+    assert attempts == before, "a resumed campaign must re-attach to the same jobs, not resubmit"
+    assert states == {"succeeded"}
