@@ -64,6 +64,8 @@ class SiteInfo:
     memory_mb_per_node: int
     partition: str
     image: str
+    min_job_age: int = 300
+    slurmd_timeout: int = 300
 
     @property
     def nodes(self) -> list[str]:
@@ -177,7 +179,8 @@ def render_slurm_conf(info: SiteInfo) -> str:
         # CR_Core_Memory, and each node runs one job at a time.
         "DefMemPerCPU=100",
         "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0",
-        "MinJobAge=300",
+        f"MinJobAge={info.min_job_age}",
+        f"SlurmdTimeout={info.slurmd_timeout}",
         "KillWait=5",
         "InactiveLimit=0",
     ]
@@ -296,8 +299,13 @@ def wait_ready(info: SiteInfo, timeout: float = READY_TIMEOUT_S) -> float:
     return time.monotonic() - start
 
 
-def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh: bool = False) -> SiteInfo:
-    """Bring a site up (or confirm it is up) and return its description once a job can run."""
+def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh: bool = False,
+       min_job_age: int = 300, slurmd_timeout: int = 300) -> SiteInfo:
+    """Bring a site up (or confirm it is up) and return its description once a job can run.
+
+    `min_job_age` (how long finished jobs stay in squeue) and `slurmd_timeout` (how soon a silent node
+    is declared down) can be shortened for fault-injection tests.
+    """
     directory = _site_dir(name)
     image = images.ensure_slurm().tag
     existing = directory / "site.json"
@@ -308,6 +316,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         and info is not None
         and info.image == image
         and len(info.node_ports) == nodes
+        and (info.min_job_age, info.slurmd_timeout) == (min_job_age, slurmd_timeout)
         and len(running) == nodes + 1
         and all(c["image"] == image for c in running)
     ):
@@ -326,6 +335,8 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         memory_mb_per_node=memory_mb,
         partition="debug",
         image=image,
+        min_job_age=min_job_age,
+        slurmd_timeout=slurmd_timeout,
     )
     _prepare_directory(info, fresh=fresh)
     _start_container(info, "controller", "controller", info.directory)

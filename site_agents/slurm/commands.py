@@ -94,11 +94,13 @@ def sbatch_argv(
     walltime stops the task first and reports it precisely. The environment is Slurm's default
     (``--export=ALL``) of the small, secret-free environment the runner gives sbatch: ``NONE``/``NIL``
     made each job start 2-4x slower here (they make slurmd rebuild a login environment).
+    ``--no-requeue``: when a node dies, metasched (not Slurm) decides about another attempt, so every
+    attempt is journaled and counted against the task's retries.
     """
     res = spec.resources
     argv = [
         "sbatch", "--parsable", f"--job-name={name}", f"--chdir={attempt_dir}",
-        f"--output={attempt_dir}/job.out", f"--error={attempt_dir}/job.err",
+        f"--output={attempt_dir}/job.out", f"--error={attempt_dir}/job.err", "--no-requeue",
         f"--nodes={res.nodes}", f"--cpus-per-task={res.cores}",
     ]
     if res.nodes > 1:

@@ -65,7 +65,7 @@ def test_sbatch_argv_maps_every_resource() -> None:
     assert argv[0] == "sbatch"
     for option in ("--parsable", "--job-name=ms-alpha-t1.1", "--chdir=/s/a", "--cpus-per-task=4", "--nodes=2",
                    "--ntasks-per-node=1", "--mem=2048M", "--gres=gpu:1", "--time=3", "--signal=B:USR1@45",
-                   "--partition=debug", "--account=proj", "--qos=high"):
+                   "--partition=debug", "--account=proj", "--qos=high", "--no-requeue"):
         assert option in argv
     assert argv[-1] == "/s/a/job.sh"
 
