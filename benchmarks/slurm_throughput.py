@@ -12,10 +12,8 @@ journaled). Time is from the first submission to the last completion.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "ci"), str(ROOT / "ci" / "slurm-cluster")]
 
 import slurmsite  # noqa: E402
+from campaign_rate import tasks_per_second  # noqa: E402
 
 import metasched as ms  # noqa: E402
 from metasched.runtime import init_embedded_ray  # noqa: E402
@@ -51,16 +50,7 @@ def raw_sbatch_loop(site: slurmsite.SiteInfo, n: int, workdir: Path) -> float:
 def through_metasched(site: slurmsite.SiteInfo, n: int, name: str) -> float:
     slurm = ms.SlurmSite(site.name, slurm_conf=site.slurm_conf, shared_dir=site.shared_dir, poll_interval=0.2,
                          max_jobs=n)
-    with tempfile.TemporaryDirectory() as tmp, \
-            ms.Campaign(name, sites=[slurm], journal=os.path.join(tmp, "b.db")) as c:
-        start = time.perf_counter()
-        futures = [c.command(["true"]) for _ in range(n)]
-        ms.wait(futures)
-        elapsed = time.perf_counter() - start
-        failed = [f for f in futures if f.exception() is not None]
-        if failed:
-            raise SystemExit(f"{len(failed)} tasks failed, e.g. {failed[0].exception()}")
-    return n / elapsed
+    return tasks_per_second(name, [slurm], lambda c: [c.command(["true"]) for _ in range(n)])
 
 
 def main() -> None:

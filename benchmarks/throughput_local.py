@@ -12,9 +12,9 @@ Prints tasks/s of each and the ratios to raw Ray.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
+
+from campaign_rate import tasks_per_second
 
 import metasched as ms
 from metasched.runtime import init_embedded_ray
@@ -34,19 +34,8 @@ def raw_ray(n: int) -> float:
 
 
 def through_metasched(n: int, name: str, max_pack: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        journal = os.path.join(tmp, "bench.db")
-        site = ms.LocalSite("local", cores=2, max_pack=max_pack)
-        with ms.Campaign(name, sites=[site], journal=journal) as c:
-            task = c.task(noop)
-            start = time.perf_counter()
-            futures = [task() for _ in range(n)]
-            ms.wait(futures)
-            elapsed = time.perf_counter() - start
-            failed = [f for f in futures if f.exception() is not None]
-            if failed:
-                raise SystemExit(f"{len(failed)} tasks failed, e.g. {failed[0].exception()}")
-    return n / elapsed
+    site = ms.LocalSite("local", cores=2, max_pack=max_pack)
+    return tasks_per_second(name, [site], lambda c: [c.task(noop)() for _ in range(n)])
 
 
 def main() -> None:

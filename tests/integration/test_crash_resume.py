@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+
+from tests.integration.processes import kill_tree
 
 pytestmark = pytest.mark.ray
 SCRIPT = Path(__file__).parent / "scripts" / "crash_campaign.py"
@@ -29,16 +28,6 @@ def _done_ids(journal: Path) -> list[str]:
         db.close()
 
 
-def _kill_tree(pid: int) -> int:
-    root = psutil.Process(pid)
-    procs = [root, *root.children(recursive=True)]
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(signal.SIGKILL)
-    psutil.wait_procs(procs, timeout=15)
-    return len(procs)
-
-
 def test_sigkill_mid_campaign_then_resume_records_every_result_once(tmp_path: Path) -> None:
     journal, log = tmp_path / "crash.db", tmp_path / "ran.log"
     run = subprocess.Popen([sys.executable, str(SCRIPT), str(journal), str(log), "run"],
@@ -51,7 +40,7 @@ def test_sigkill_mid_campaign_then_resume_records_every_result_once(tmp_path: Pa
             assert time.monotonic() < deadline, "fewer than 60 tasks finished in 120 s"
             time.sleep(0.05)
     finally:
-        killed = _kill_tree(run.pid)
+        killed = kill_tree(run.pid)
     assert killed >= 3, "expected the driver plus Ray's processes"
     output = run.stdout.read() if run.stdout else ""
     assert "FINISHED BEFORE THE KILL" not in output

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import slurmsite
 
@@ -20,6 +17,7 @@ import metasched as ms
 from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from site_agents.base import Submission
 from site_agents.slurm import SlurmAgent, SlurmSite
+from tests.integration.processes import kill_tree
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
 _ids = itertools.count()
@@ -134,12 +132,7 @@ def test_resumed_campaign_reattaches_to_running_jobs(alpha: slurmsite.SiteInfo, 
             assert time.monotonic() < deadline, "jobs were not submitted in 60 s"
             time.sleep(0.2)
     finally:
-        root = psutil.Process(run.pid)
-        procs = [root, *root.children(recursive=True)]
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(signal.SIGKILL)
-        psutil.wait_procs(procs, timeout=15)
+        kill_tree(run.pid)
     before = native_ids()
     resumed = subprocess.run([*args, "resume"], capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
