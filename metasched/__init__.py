@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Campaign": "metasched.api",
-    "TaskFuture": "metasched.api",
-    "as_completed": "metasched.api",
-    "wait": "metasched.api",
+    "TaskFuture": "metasched.futures",
+    "as_completed": "metasched.futures",
+    "wait": "metasched.futures",
     "AttemptLostError": "metasched.errors",
     "ConfigurationError": "metasched.errors",
     "DependencyError": "metasched.errors",
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from metasched.api import Campaign, TaskFuture, as_completed, wait
+    from metasched.api import Campaign
     from metasched.errors import (
         AttemptLostError,
         ConfigurationError,
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
         TaskError,
         WalltimeExceededError,
     )
+    from metasched.futures import TaskFuture, as_completed, wait
     from metasched.records import CommandResult
     from metasched.scheduler.states import TaskState
     from site_agents.local import LocalSite

@@ -16,7 +16,6 @@ background thread; ``Campaign.flush()`` returns once everything submitted so far
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import hashlib
 import os
 import re
@@ -27,22 +26,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any
 
 import cloudpickle
 
 from metasched.errors import ConfigurationError, MetaschedError, TaskError
+from metasched.futures import P, R, TaskFunction, TaskFuture, as_completed, wait
 from metasched.journal import Journal
+from metasched.options import check_options, resources_from
 from metasched.records import (
     CommandResult,
     CommandSpec,
-    Resources,
     SiteName,
     TaskId,
     TaskKind,
     TaskRef,
     TaskSpec,
-    parse_walltime,
     replace_nested,
 )
 from metasched.runtime import connect_ray, init_embedded_ray
@@ -51,96 +50,16 @@ from metasched.scheduler.service import SiteSummary, TaskEvent
 from metasched.scheduler.states import TaskState
 from site_agents.local import LocalSite
 
-P = ParamSpec("P")
-R = TypeVar("R")
+__all__ = ["Campaign", "TaskFunction", "TaskFuture", "as_completed", "wait"]
+
 
 _FLUSH_BATCH = 1000
 _FLUSH_INTERVAL_S = 0.002
 _EVENT_POLL_S = 0.5
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
 _LIBRARY_PATHS = tuple(
     p for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
                 sysconfig.get_paths()["platlib"]} if p
 )
-
-
-class TaskFuture(concurrent.futures.Future[R]):
-    """The future result of one task; works with ``ms.wait`` and ``ms.as_completed``.
-
-    ``cancel()`` asks the scheduler to cancel the task (it then fails with TaskCancelledError) and
-    returns False if the task had already finished.
-    """
-
-    def __init__(self, campaign: Campaign, task_id: TaskId, name: str) -> None:
-        super().__init__()
-        self.campaign = campaign
-        self.task_id = task_id
-        self.name = name
-
-    def cancel(self) -> bool:
-        """Ask the scheduler to cancel this task."""
-        if self.done():
-            return False
-        self.campaign.cancel(self)
-        return True
-
-    def __repr__(self) -> str:
-        return f"<TaskFuture {self.name} ({self.task_id}) {self._state.lower()}>"
-
-
-class TaskFunction(Generic[P, R]):
-    """A function registered with a campaign: calling it submits a task and returns its future."""
-
-    def __init__(self, campaign: Campaign, fn: Callable[P, R], options: dict[str, Any]) -> None:
-        self.campaign = campaign
-        self.fn = fn
-        self.options = options
-        self.__wrapped__ = fn
-        functools.update_wrapper(self, fn)
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
-        """Submit one task calling the function with these arguments."""
-        return self.campaign._submit_function(self.fn, args, kwargs, self.options)
-
-
-def parse_memory(value: int | str | None) -> int:
-    """Memory in MB from an int (MB) or a string like '500M', '4G', '4GB'."""
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    match = _MEMORY.match(value)
-    if match is None:
-        raise ConfigurationError(f"memory {value!r} is not understood; use MB as a number or e.g. '4G'.")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    factor = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
-    return int(number * factor)
-
-
-def _resources(options: dict[str, Any]) -> Resources:
-    return Resources(
-        cores=int(options.get("cores", 1)),
-        memory_mb=parse_memory(options.get("memory")),
-        gpus=int(options.get("gpus", 0)),
-        nodes=int(options.get("nodes", 1)),
-        walltime_s=parse_walltime(options.get("walltime")),
-    )
-
-
-_TASK_OPTIONS = frozenset(
-    {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name"}
-)
-
-
-def _check_options(options: dict[str, Any], where: str) -> None:
-    unknown = sorted(set(options) - _TASK_OPTIONS)
-    if unknown:
-        raise ConfigurationError(
-            f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_TASK_OPTIONS))}."
-        )
-    retries = options.get("retries", 0)
-    if not isinstance(retries, int) or retries < 0:
-        raise ConfigurationError(f"{where}: retries must be a non-negative integer, got {retries!r}.")
 
 
 def _is_library_module(module_name: str) -> bool:
@@ -350,7 +269,7 @@ class Campaign:
         Options: cores, memory, gpus, walltime, nodes, retries, sites (allowed site names), tags
         (dict), name.
         """
-        _check_options(options, "task options")
+        check_options(options, "task options")
 
         def register(f: Callable[P, R]) -> TaskFunction[P, R]:
             return TaskFunction(self, f, options)
@@ -375,7 +294,7 @@ class Campaign:
             raise ConfigurationError(
                 f"command argv must be a non-empty list of strings (no shell string), got {argv!r}."
             )
-        _check_options(options, f"command {argv[0]!r}")
+        check_options(options, f"command {argv[0]!r}")
         deps = [self._ref(f) for f in after]
         spec_cmd = CommandSpec(argv=tuple(argv), env=tuple(sorted((env or {}).items())),
                                cwd=os.fspath(cwd) if cwd is not None else None, check=check)
@@ -402,7 +321,7 @@ class Campaign:
                  command: CommandSpec | None = None) -> TaskFuture[Any]:
         self._check_running()
         spec = TaskSpec(
-            task_id=TaskId(uuid.uuid4().hex[:16]), name=name, kind=kind, resources=_resources(options),
+            task_id=TaskId(uuid.uuid4().hex[:16]), name=name, kind=kind, resources=resources_from(options),
             retries=int(options.get("retries", 0)),
             sites=tuple(SiteName(s) for s in options.get("sites", ()) or ()),
             tags=tuple(sorted((str(k), str(v)) for k, v in (options.get("tags") or {}).items())),
@@ -561,15 +480,3 @@ class Campaign:
 
     def __iter__(self) -> Iterator[TaskFuture[Any]]:
         return iter(self.futures())
-
-
-def wait(
-    futures: Sequence[TaskFuture[Any]], timeout: float | None = None, return_when: str = "ALL_COMPLETED"
-) -> concurrent.futures._base.DoneAndNotDoneFutures[Any]:
-    """``concurrent.futures.wait`` for task futures."""
-    return concurrent.futures.wait(futures, timeout=timeout, return_when=return_when)
-
-
-def as_completed(futures: Sequence[TaskFuture[Any]], timeout: float | None = None) -> Iterator[Any]:
-    """``concurrent.futures.as_completed`` for task futures."""
-    return concurrent.futures.as_completed(futures, timeout=timeout)

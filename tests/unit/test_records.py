@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from metasched.api import parse_memory
 from metasched.errors import ConfigurationError
+from metasched.options import parse_memory
 from metasched.records import Resources, parse_walltime
 
 
