@@ -124,11 +124,6 @@ def ensure_image(repo: str, context: Path, parent: str) -> BuiltImage:
     return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)
 
 
-def slurm_image_tag() -> str:
-    """The tag the Slurm image has (or will have) for the current sources."""
-    return f"metasched/slurm:{context_digest(CI_DIR / 'slurm-cluster' / 'image', base_tag())}"
-
-
 def ensure_slurm() -> BuiltImage:
     """Ensure the base image and the Slurm image built FROM it exist."""
     base = ensure_base()

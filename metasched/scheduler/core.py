@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from metasched.errors import (
@@ -273,24 +272,10 @@ class SchedulerCore:
         out, self.transitions = self.transitions, []
         return out
 
-    def counts(self) -> dict[TaskState, int]:
-        """How many tasks are in each state."""
-        counts = dict.fromkeys(TaskState, 0)
-        for record in self.tasks.values():
-            counts[record.state] += 1
-        return counts
-
     def unfinished(self) -> int:
         """Tasks not yet in a terminal state."""
         return sum(1 for r in self.tasks.values() if not r.state.terminal)
 
-    def live_attempts(self) -> Iterable[Attempt]:
-        """Attempts currently SUBMITTED or RUNNING at a site."""
-        for record in self.tasks.values():
-            if record.current is not None and record.state in (TaskState.SUBMITTED, TaskState.RUNNING):
-                yield record.current
-
-    # -------------------------------------------------------------------------------------- internals
     def _record(self, transition: Transition) -> None:
         self.transitions.append(transition)
 
