@@ -1,10 +1,24 @@
-"""The ``metasched`` command line."""
+"""The ``metasched`` command line.
+
+Exit codes: 0 success; 1 the campaign ran but some task failed (or a journal has failed tasks);
+2 bad input (a campaign file with problems, a missing journal); 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from metasched import __version__
+from metasched.config import CampaignFileError, LoadedCampaign, LocalSiteModel, load_campaign_file
 
 app = typer.Typer(
     name="metasched",
@@ -12,6 +26,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+config_app = typer.Typer(help="Check campaign files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+CampaignFileArg = Annotated[Path, typer.Argument(help="The campaign file (TOML).")]
+err_console = Console(stderr=True)
 
 
 def _print_version(value: bool) -> None:
@@ -27,6 +46,134 @@ def _root(
     ),
 ) -> None:
     """Run science campaigns across several computing sites."""
+
+
+def _load(file: Path) -> LoadedCampaign:
+    try:
+        return load_campaign_file(file)
+    except CampaignFileError as exc:
+        for problem in exc.problems:
+            err_console.print(problem, markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"{len(exc.problems)} problem(s) in {file}", style="bold red")
+        raise typer.Exit(2) from None
+
+
+@config_app.command("check")
+def config_check(file: CampaignFileArg) -> None:
+    """Validate a campaign file and report every problem with its line and field."""
+    loaded = _load(file)
+    console.print(f"{file}: OK: campaign {loaded.spec.campaign.name!r}, {len(loaded.spec.sites) or 1} "
+                  f"site(s), {len(loaded.tasks)} task(s) after sweeps")
+
+
+def _sites(loaded: LoadedCampaign) -> list[Any]:
+    from site_agents.local import LocalSite
+    from site_agents.slurm.config import SlurmSite
+
+    sites: list[Any] = []
+    for model in loaded.spec.sites:
+        options = model.model_dump(exclude={"kind", "name"})
+        if isinstance(model, LocalSiteModel):
+            sites.append(LocalSite(model.name, **options))
+        else:
+            sites.append(SlurmSite(model.name, **options))
+    return sites or [LocalSite("local")]
+
+
+@app.command()
+def run(file: CampaignFileArg) -> None:
+    """Run a campaign file attached: progress on the terminal, a per-site summary at the end.
+
+    Ctrl-C stops the campaign; unfinished tasks stay in the journal (resume with the Python API:
+    ``ms.Campaign.resume(journal)``).
+    """
+    import metasched as ms
+
+    loaded = _load(file)
+    futures: dict[str, Any] = {}
+    failed = 0
+    campaign = ms.Campaign(loaded.spec.campaign.name, sites=_sites(loaded), journal=loaded.journal,
+                           policy=loaded.spec.campaign.policy)
+    try:
+        with campaign:
+            for task in loaded.tasks:
+                m = task.model
+                futures[task.name] = campaign.command(
+                    [task.render(a) for a in m.command], env={k: task.render(v) for k, v in m.env.items()},
+                    cwd=task.render(m.cwd) if m.cwd else None, check=m.check,
+                    after=[futures[d] for d in loaded.dependencies[task.name]], name=task.name,
+                    cores=m.cores, memory=m.memory, gpus=m.gpus, nodes=m.nodes, walltime=m.walltime,
+                    retries=m.retries, sites=m.sites, tags=m.tags,
+                )
+            failed = _watch(list(futures.values()))
+            summary = campaign.status()
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; unfinished tasks stay in {loaded.journal}", style="yellow")
+        raise typer.Exit(130) from None
+    _print_summary(summary)
+    for name, future in futures.items():
+        error = future.exception()
+        if error is not None:
+            err_console.print(f"{name}: {str(error).splitlines()[0]}", markup=False, highlight=False,
+                              soft_wrap=True)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _watch(futures: list[Any]) -> int:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), console=console) as bar:
+        job = bar.add_task("tasks", total=len(futures), failed=0)
+        while True:
+            done = [f for f in futures if f.done()]
+            failed = sum(1 for f in done if f.exception() is not None)
+            bar.update(job, completed=len(done), failed=failed)
+            if len(done) == len(futures):
+                return failed
+            time.sleep(0.2)
+
+
+def _print_summary(rows: list[Any]) -> None:
+    table = Table(title="per-site summary")
+    for column in ("site", "queued", "running", "done", "failed"):
+        table.add_column(column, justify="left" if column == "site" else "right")
+    for row in rows:
+        table.add_row(row.site, str(row.queued), str(row.running), str(row.done), str(row.failed))
+    console.print(table)
+
+
+@app.command()
+def status(
+    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Task counts by site and state, read from a campaign's journal (works while it runs)."""
+    if not journal.is_file():
+        err_console.print(f"{journal}: no such journal", style="bold red")
+        raise typer.Exit(2)
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT COALESCE(site, '-'), state, COUNT(*) FROM tasks GROUP BY 1, 2").fetchall()
+        name = db.execute("SELECT value FROM meta WHERE key = 'campaign'").fetchone()
+    finally:
+        db.close()
+    counts: dict[str, dict[str, int]] = {}
+    for site, state, count in rows:
+        counts.setdefault(site, {})[state] = count
+    failed = sum(c.get("failed", 0) + c.get("cancelled", 0) for c in counts.values())
+    if as_json:
+        import pickle
+
+        typer.echo(json.dumps({"campaign": pickle.loads(name[0]) if name else None, "sites": counts}))
+    else:
+        states = ["pending", "ready", "submitted", "running", "done", "failed", "cancelled"]
+        table = Table(title=f"journal {journal}")
+        table.add_column("site")
+        for state in states:
+            table.add_column(state, justify="right")
+        for site, by_state in sorted(counts.items()):
+            table.add_row(site, *(str(by_state.get(s, 0)) for s in states))
+        console.print(table)
+    raise typer.Exit(1 if failed else 0)
 
 
 def main() -> None:

@@ -1,0 +1,125 @@
+"""Campaign files: every problem reported at once, with file, line and field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from metasched.cli import app
+from metasched.config import CampaignFileError, load_campaign_file
+
+GOOD = """\
+[campaign]
+name = "demo"
+
+[[sites]]
+kind = "local"
+name = "local"
+
+[[tasks]]
+name = "sim-{x}-{y}"
+command = ["echo", "{x}", "{y}"]
+sweep = { x = { range = [0, 3] }, y = ["a", "b"] }
+
+[[tasks]]
+name = "collect"
+command = ["echo", "done"]
+depends_on = ["sim-{x}-{y}"]
+"""
+
+BAD = """\
+[campaign]
+name = "demo"
+colour = "blue"
+
+[[sites]]
+kind = "local"
+name = "local"
+
+[[sites]]
+kind = "slurm"
+name = "alpha"
+slurm_conf = "/nonexistent/slurm.conf"
+shared_dir = "/nonexistent/shared"
+max_jobs = 0
+
+[[tasks]]
+name = "a"
+command = ["true"]
+depends_on = ["b"]
+
+[[tasks]]
+name = "b"
+command = ["true"]
+depends_on = ["a"]
+sites = ["nowhere"]
+
+[[tasks]]
+name = "c"
+command = ["true"]
+depends_on = ["missing"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "campaign.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_good_file_expands_sweeps_and_orders_dependencies(tmp_path: Path) -> None:
+    loaded = load_campaign_file(write(tmp_path, GOOD))
+    names = [t.name for t in loaded.tasks]
+    assert names[-1] == "collect"
+    assert sorted(names[:-1]) == sorted(f"sim-{x}-{y}" for x in range(3) for y in "ab")
+    assert len(loaded.dependencies["collect"]) == 6
+    sim = loaded.tasks[0]
+    assert [sim.render(a) for a in sim.model.command] == ["echo", str(sim.values["x"]), sim.values["y"]]
+    assert loaded.journal == (tmp_path / "demo.db").resolve()
+
+
+def test_structural_problems_are_all_reported_with_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, BAD)
+    with pytest.raises(CampaignFileError) as excinfo:
+        load_campaign_file(path)
+    problems = excinfo.value.problems
+    assert f"{path}:3: campaign.colour: Extra inputs are not permitted" in problems
+    assert any(p.startswith(f"{path}:14: sites[1].max_jobs:") and "greater than or equal to 1" in p
+               for p in problems), problems
+
+
+def test_semantic_problems_are_all_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, BAD.replace('colour = "blue"\n', "").replace("max_jobs = 0\n", ""))
+    with pytest.raises(CampaignFileError) as excinfo:
+        load_campaign_file(path)
+    text = "\n".join(excinfo.value.problems)
+    assert f"{path}:11: sites[1].slurm_conf: file /nonexistent/slurm.conf does not exist" in text
+    assert f"{path}:12: sites[1].shared_dir: directory /nonexistent/shared does not exist" in text
+    assert "tasks[1].sites: unknown site 'nowhere'" in text
+    assert "tasks[2].depends_on: depends on 'missing', which is not a task of this file" in text
+    assert "dependencies form a cycle: a -> b -> a" in text
+
+
+def test_sweep_that_does_not_expand_and_duplicate_names(tmp_path: Path) -> None:
+    text = GOOD.replace('command = ["echo", "{x}", "{y}"]', 'command = ["echo", "{z}"]')
+    text += '\n[[tasks]]\nname = "collect"\ncommand = ["true"]\n'
+    with pytest.raises(CampaignFileError) as excinfo:
+        load_campaign_file(write(tmp_path, text))
+    joined = "\n".join(excinfo.value.problems)
+    assert "tasks[0].sweep: sweep does not expand the name or command: KeyError('z')" in joined
+    assert "task name 'collect' occurs more than once after sweeps" in joined
+
+
+def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["config", "check", str(write(tmp_path, GOOD))])
+    assert ok.exit_code == 0
+    assert "7 task(s) after sweeps" in ok.stdout
+    bad = runner.invoke(app, ["config", "check", str(write(tmp_path, BAD))])
+    assert bad.exit_code == 2
+    assert "campaign.colour" in bad.output
+    missing = runner.invoke(app, ["config", "check", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 2
