@@ -141,6 +141,30 @@ def _print_summary(rows: list[Any]) -> None:
     console.print(table)
 
 
+sites_app = typer.Typer(help="Check the sites of a campaign file.", no_args_is_help=True)
+app.add_typer(sites_app, name="sites")
+
+
+@sites_app.command("check")
+def sites_check(file: CampaignFileArg) -> None:
+    """Preflight every site of a campaign file: reachable, partition/account/qos, a smoke task, Python."""
+    from metasched.preflight import check_site
+
+    loaded = _load(file)
+    sites = loaded.spec.sites or [LocalSiteModel(kind="local", name="local")]
+    table = Table(title=f"sites of {file}")
+    for column in ("site", "check", "result", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    failures = 0
+    for site in sites:
+        for check in check_site(site):
+            failures += not check.passed
+            table.add_row(check.site, check.check, "[green]pass[/]" if check.passed else "[red]FAIL[/]",
+                          check.detail, check.fix)
+    console.print(table)
+    raise typer.Exit(1 if failures else 0)
+
+
 @app.command()
 def status(
     journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],

@@ -1,0 +1,145 @@
+"""Preflight of a campaign's sites, each failed check with its fix.
+
+Can we reach each site, does what the file names exist, does a smoke task run there, and is its Python
+compatible with ours.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from metasched.config import LocalSiteModel, SlurmSiteModel
+from metasched.errors import SiteAgentError
+from site_agents.runner import CommandRunner
+from site_agents.slurm import parsers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Check:
+    """One line of the preflight table."""
+
+    site: str
+    check: str
+    passed: bool
+    detail: str
+    fix: str = ""
+
+
+def check_site(site: LocalSiteModel | SlurmSiteModel) -> list[Check]:
+    """Every check of one site, in order; later checks are skipped once the site is unreachable."""
+    if isinstance(site, LocalSiteModel):
+        return list(_local(site))
+    return list(_slurm(site))
+
+
+def _local(site: LocalSiteModel) -> Iterator[Check]:
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        import ray
+
+        yield Check(site=site.name, check="ray", passed=True, detail=f"ray {ray.__version__} importable")
+    except ImportError as exc:
+        yield Check(site=site.name, check="ray", passed=False, detail=str(exc),
+                    fix="install metasched's dependencies in this environment (pip install metasched)")
+    yield Check(site=site.name, check="python", passed=True, detail=f"Python {here} (this process)")
+
+
+def _slurm(site: SlurmSiteModel) -> Iterator[Check]:
+    name = site.name
+    if not Path(site.slurm_conf).is_file():
+        yield Check(site=name, check="slurm_conf", passed=False, detail=f"{site.slurm_conf} does not exist",
+                    fix="point slurm_conf at the cluster's slurm.conf")
+        return
+    if shutil.which("sinfo") is None:
+        yield Check(site=name, check="client", passed=False, detail="no Slurm client (sinfo) on PATH",
+                    fix="install the Slurm client of the cluster's release on this machine")
+        return
+    runner = CommandRunner(site=name, env={"SLURM_CONF": site.slurm_conf}, timeout_s=30)
+    try:
+        out = runner.run(["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%T"])
+    except SiteAgentError as exc:
+        yield Check(site=name, check="reachable", passed=False, detail=str(exc),
+                    fix="check that the controller is up and reachable from this machine")
+        return
+    nodes = parsers.parse_sinfo_nodes(out.stdout) if out.ok else []
+    if not nodes:
+        yield Check(site=name, check="reachable", passed=False, detail=out.describe(),
+                    fix="check that the controller named in slurm_conf is up (scontrol ping)")
+        return
+    yield Check(site=name, check="reachable", passed=True,
+                detail=f"{len(nodes)} node(s), {sum(n.cpus for n in nodes)} CPUs")
+    checks: list[Check] = []
+    if site.partition:
+        part = runner.run(["sinfo", "--noheader", f"--partition={site.partition}", "--format=%P"])
+        found = part.ok and part.stdout.strip() != ""
+        checks.append(Check(site=name, check="partition", passed=found,
+                            detail=f"partition {site.partition!r} " + ("exists" if found else "not found"),
+                            fix="" if found else "use one of the partitions `sinfo --summarize` lists"))
+    checks += [_association(runner, name, kind, value)
+               for kind, value in (("account", site.account), ("qos", site.qos)) if value]
+    yield from checks
+    if not all(c.passed for c in checks):
+        return  # a smoke job would only be refused for the same reason
+    if not Path(site.shared_dir).is_dir():
+        yield Check(site=name, check="shared_dir", passed=False,
+                    detail=f"{site.shared_dir} is not a directory",
+                    fix="create it on the shared filesystem, or point shared_dir at one")
+        return
+    yield from _smoke(runner, site)
+
+
+def _association(runner: CommandRunner, site: str, kind: str, value: str) -> Check:
+    out = runner.run(["sacctmgr", "--noheader", "--parsable2", "show", kind, value, "format=name"])
+    said = (out.stderr + out.stdout).lower()
+    if not out.ok and ("accounting storage is disabled" in said or "accounting_storage plugin" in said):
+        return Check(site=site, check=kind, passed=True, detail=f"{kind} {value!r} not checked: the site "
+                     "has no accounting (Slurm will check it at submission)")
+    found = out.ok and value in out.stdout.split()
+    return Check(site=site, check=kind, passed=found, detail=f"{kind} {value!r} " + (
+        "exists" if found else f"not found ({out.describe() if not out.ok else 'no such entry'})"),
+        fix="" if found else f"use one that `sacctmgr show {kind}` lists for you")
+
+
+def _smoke(runner: CommandRunner, site: SlurmSiteModel) -> Iterator[Check]:
+    """Run a one-line Python job through sbatch and compare its Python with ours.
+
+    Not srun: its I/O sockets would listen on this machine's hostname address, not on loopback.
+    """
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    directory = Path(site.shared_dir) / ".metasched" / "preflight" / uuid.uuid4().hex[:12]
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "job.sh"
+    probe = "import sys; print('%d.%d' % sys.version_info[:2])"
+    script.write_text("#!/bin/bash\nexport PATH=/usr/local/bin:/usr/bin:/bin\n"
+                      f"exec {shlex.quote(site.python)} -c {shlex.quote(probe)}\n")
+    argv = ["sbatch", "--wait", "--parsable", "--job-name=ms-preflight", "--nodes=1", "--time=1",
+            f"--chdir={directory}", f"--output={directory}/out.txt", f"--error={directory}/err.txt"]
+    for flag, value in (("partition", site.partition), ("account", site.account), ("qos", site.qos)):
+        if value:
+            argv.append(f"--{flag}={value}")
+    argv.append(str(script))
+    try:
+        out = runner.run(argv, timeout_s=120)
+    except SiteAgentError as exc:
+        yield Check(site=site.name, check="smoke task", passed=False, detail=str(exc),
+                    fix="check the queue (squeue): the site may be full or the request impossible")
+        return
+    printed = (directory / "out.txt").read_text().strip() if (directory / "out.txt").exists() else ""
+    if not out.ok or not printed:
+        err = (directory / "err.txt").read_text().strip()[-300:] if (directory / "err.txt").exists() else ""
+        yield Check(site=site.name, check="smoke task", passed=False,
+                    detail=f"{out.describe()} {err}".strip(),
+                    fix=f"make {site.python!r} available on the compute nodes, or set the site's python")
+        return
+    theirs = printed.splitlines()[-1]
+    yield Check(site=site.name, check="smoke task", passed=True,
+                detail=f"{site.python} ran on a compute node")
+    yield Check(site=site.name, check="python", passed=theirs == here,
+                detail=f"compute nodes: Python {theirs}; here: Python {here}",
+                fix="" if theirs == here else f"use Python {here} on the nodes (the site's `python` option)")

@@ -1,0 +1,62 @@
+"""`metasched sites check` against a real Slurm site: passes, and failures that say how to fix them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import slurmsite
+from typer.testing import CliRunner
+
+from metasched.cli import app
+from metasched.config import SlurmSiteModel
+from metasched.preflight import check_site
+
+pytestmark = pytest.mark.slurm
+
+
+def model(site: slurmsite.SiteInfo, **options: object) -> SlurmSiteModel:
+    return SlurmSiteModel(kind="slurm", name=site.name, slurm_conf=site.slurm_conf,
+                          shared_dir=site.shared_dir, **options)  # type: ignore[arg-type]
+
+
+def test_good_site_passes_every_check(alpha: slurmsite.SiteInfo) -> None:
+    checks = {c.check: c for c in check_site(model(alpha, partition="debug", account="proj1"))}
+    assert set(checks) == {"reachable", "partition", "account", "smoke task", "python"}
+    assert all(c.passed for c in checks.values()), checks
+    assert "no accounting" in checks["account"].detail
+    assert checks["reachable"].detail == "2 node(s), 16 CPUs"
+
+
+def test_failures_name_the_fix(alpha: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    bad_partition = check_site(model(alpha, partition="gpu"))
+    assert [(c.check, c.passed) for c in bad_partition] == [("reachable", True), ("partition", False)]
+    assert "sinfo --summarize" in bad_partition[-1].fix
+    bad_python = {c.check: c for c in check_site(model(alpha, python="python9.9"))}
+    assert not bad_python["smoke task"].passed
+    assert "python9.9" in bad_python["smoke task"].fix
+    down = check_site(SlurmSiteModel(kind="slurm", name="nowhere", slurm_conf=str(tmp_path / "none.conf"),
+                                     shared_dir=str(tmp_path)))
+    assert [(c.check, c.passed) for c in down] == [("slurm_conf", False)]
+
+
+def test_cli_exit_status(alpha: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    body = f"""
+[campaign]
+name = "pre"
+
+[[sites]]
+kind = "slurm"
+name = "alpha"
+slurm_conf = "{alpha.slurm_conf}"
+shared_dir = "{alpha.shared_dir}"
+{{extra}}
+[[tasks]]
+name = "t"
+command = ["true"]
+"""
+    path.write_text(body.replace("{extra}", ""))
+    assert CliRunner().invoke(app, ["sites", "check", str(path)]).exit_code == 0
+    path.write_text(body.replace("{extra}", 'partition = "gpu"'))
+    assert CliRunner().invoke(app, ["sites", "check", str(path)]).exit_code == 1
