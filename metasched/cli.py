@@ -166,6 +166,27 @@ def sites_check(file: CampaignFileArg) -> None:
 
 
 @app.command()
+def report(
+    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <journal>-report).")]
+    = None,
+) -> None:
+    """Write an HTML report with a Gantt chart, utilization and queue-wait figures."""
+    from metasched.report import write_report
+
+    if not journal.is_file():
+        err_console.print(f"{journal}: no such journal", style="bold red")
+        raise typer.Exit(2)
+    target = out or journal.with_name(journal.stem + "-report")
+    try:
+        index = write_report(journal, target)
+    except ValueError as exc:
+        err_console.print(str(exc), style="bold red")
+        raise typer.Exit(2) from None
+    console.print(f"report written to {index}")
+
+
+@app.command()
 def status(
     journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -44,3 +44,40 @@ depends_on = ["echo-{{i}}"]
     assert status.exit_code == 1
     assert json.loads(status.stdout) == {"campaign": f"cli-{os.getpid()}",
                                          "sites": {"local": {"done": 3, "failed": 1}}}
+
+
+def test_report_writes_html_and_figures(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(f"""
+[campaign]
+name = "report-{os.getpid()}"
+
+[[sites]]
+kind = "local"
+name = "local"
+cores = 2
+
+[[tasks]]
+name = "nap-{{i}}"
+command = ["sleep", "0.{{i}}"]
+sweep = {{ i = {{ range = [1, 5] }} }}
+
+[[tasks]]
+name = "broken"
+command = ["false"]
+""")
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 1
+    journal = tmp_path / f"report-{os.getpid()}.db"
+    result = runner.invoke(app, ["report", str(journal), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "<td>local</td><td>5</td><td>4</td><td>1</td><td>0</td>" in page
+    for figure in ("gantt.png", "utilization.png"):
+        data = (tmp_path / "rep" / figure).read_bytes()
+        assert data.startswith(b"\x89PNG")
+        assert len(data) > 5000
+        assert figure in page
+    assert "waits.png" not in page  # the local site reports no separate queue wait
+    empty = runner.invoke(app, ["report", str(tmp_path / "missing.db")])
+    assert empty.exit_code == 2

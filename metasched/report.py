@@ -1,0 +1,198 @@
+"""Campaign reports from a journal: an HTML page with a summary table and PNG figures (matplotlib).
+
+- ``gantt.png``: every attempt as a bar on its site's lane: queue wait (light) from submission to the
+  moment the site reported it running, then run time (dark) to its end; attempts whose site never
+  reports "running" separately (the local site) are drawn as run time only.
+- ``utilization.png``: attempts in flight per site over time.
+- ``waits.png``: distribution of queue waits per site (where the site reports them; as observed by
+  polling, so with the site's poll interval as resolution).
+"""
+
+from __future__ import annotations
+
+import html
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptSpan:
+    """One attempt's life, in seconds since the campaign's first submission."""
+
+    attempt_id: str
+    task_name: str
+    site: str
+    state: str
+    submitted: float
+    started: float | None
+    ended: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteRow:
+    """A line of the summary table."""
+
+    site: str
+    attempts: int
+    succeeded: int
+    failed: int
+    lost: int
+    mean_wait_s: float | None
+    mean_run_s: float | None
+
+
+def read_spans(journal: Path) -> list[AttemptSpan]:
+    """Every attempt of a journal, with its running time from the RUNNING transition if there is one."""
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute(
+            "SELECT a.attempt_id, t.name, a.site, a.state, a.submitted_at, a.ended_at, "
+            "(SELECT MIN(x.at) FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'running') "
+            "FROM attempts a JOIN tasks t ON t.task_id = a.task_id ORDER BY a.submitted_at"
+        ).fetchall()
+    finally:
+        db.close()
+    if not rows:
+        return []
+    origin = min(r[4] for r in rows)
+    return [AttemptSpan(attempt_id=a, task_name=n, site=s, state=st, submitted=sub - origin,
+                        started=run - origin if run is not None else None,
+                        ended=end - origin if end is not None else None)
+            for a, n, s, st, sub, end, run in rows]
+
+
+def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
+    """Per-site counts and mean wait/run times."""
+    by_site: dict[str, list[AttemptSpan]] = defaultdict(list)
+    for span in spans:
+        by_site[span.site].append(span)
+    rows = []
+    for site, items in sorted(by_site.items()):
+        waits = [s.started - s.submitted for s in items if s.started is not None]
+        runs = [s.ended - (s.started if s.started is not None else s.submitted)
+                for s in items if s.ended is not None]
+        rows.append(SiteRow(
+            site=site, attempts=len(items), succeeded=sum(s.state == "succeeded" for s in items),
+            failed=sum(s.state == "failed" for s in items), lost=sum(s.state == "lost" for s in items),
+            mean_wait_s=sum(waits) / len(waits) if waits else None,
+            mean_run_s=sum(runs) / len(runs) if runs else None,
+        ))
+    return rows
+
+
+def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> None:
+    ordered = sorted(spans, key=lambda s: (sites.index(s.site), s.submitted))
+    fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.12 * len(ordered), 30)))
+    end_of_campaign = max((s.ended or s.submitted) for s in spans)
+    for row, span in enumerate(ordered):
+        colour = _COLOURS[sites.index(span.site) % len(_COLOURS)]
+        end = span.ended if span.ended is not None else end_of_campaign
+        start_run = span.started if span.started is not None else span.submitted
+        if span.started is not None:
+            ax.barh(row, start_run - span.submitted, left=span.submitted, height=0.8, color=colour,
+                    alpha=0.25)
+        ok = span.state == "succeeded"
+        ax.barh(row, max(end - start_run, 1e-3), left=start_run, height=0.8, color=colour,
+                alpha=0.9 if ok else 0.5, hatch=None if ok else "////",
+                edgecolor=colour if ok else "black", linewidth=0.3)
+    centres, bounds = [], []
+    for site in sites:
+        rows = [i for i, s in enumerate(ordered) if s.site == site]
+        centres.append((rows[0] + rows[-1]) / 2)
+        bounds.append(rows[-1] + 0.5)
+    for bound in bounds[:-1]:
+        ax.axhline(bound, color="grey", linewidth=0.8)
+    ax.set_yticks(centres, [f"{site} ({sum(s.site == site for s in ordered)})" for site in sites])
+    ax.set_ylim(len(ordered) - 0.5, -0.5)
+    ax.set_xlabel("seconds since the first submission")
+    ax.set_title("attempts by site, one row each (light: queue wait, dark: running, hatched: failed or lost)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _utilization(spans: list[AttemptSpan], sites: list[str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    for i, site in enumerate(sites):
+        # One step per 0.1 s: an attempt ending and the next starting in the same scheduler step are
+        # stamped microseconds apart, which would draw as a dip.
+        deltas: dict[float, int] = defaultdict(int)
+        for span in (s for s in spans if s.site == site):
+            deltas[round(span.started if span.started is not None else span.submitted, 1)] += 1
+            if span.ended is not None:
+                deltas[round(span.ended, 1)] -= 1
+        times, level, levels = [0.0], 0, [0]
+        for t in sorted(deltas):
+            level += deltas[t]
+            times.append(t)
+            levels.append(level)
+        ax.step(times, levels, where="post", label=site, color=_COLOURS[i % len(_COLOURS)])
+    ax.set_xlabel("seconds since the first submission")
+    ax.set_ylabel("attempts running")
+    ax.set_title("utilization per site")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _waits(spans: list[AttemptSpan], sites: list[str], path: Path) -> bool:
+    waits = {site: [s.started - s.submitted for s in spans if s.site == site and s.started is not None]
+             for site in sites}
+    waits = {site: values for site, values in waits.items() if values}
+    if not waits:
+        return False
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    ax.hist(list(waits.values()), bins=20, label=list(waits), stacked=False)
+    ax.set_xlabel("queue wait (s)")
+    ax.set_ylabel("attempts")
+    ax.set_title("queue wait distribution per site")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_report(journal: Path, out_dir: Path) -> Path:
+    """Write index.html and the PNGs into `out_dir`; return the HTML path."""
+    spans = read_spans(journal)
+    if not spans:
+        raise ValueError(f"journal {journal} has no attempts to report on")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sites = sorted({s.site for s in spans})
+    _gantt(spans, sites, out_dir / "gantt.png")
+    _utilization(spans, sites, out_dir / "utilization.png")
+    has_waits = _waits(spans, sites, out_dir / "waits.png")
+    rows = summarize(spans)
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    table = "".join(
+        f"<tr><td>{html.escape(r.site)}</td><td>{r.attempts}</td><td>{r.succeeded}</td><td>{r.failed}</td>"
+        f"<td>{r.lost}</td><td>{fmt(r.mean_wait_s)}</td><td>{fmt(r.mean_run_s)}</td></tr>" for r in rows)
+    figures = ["gantt.png", "utilization.png"] + (["waits.png"] if has_waits else [])
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>metasched report: {html.escape(journal.name)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
+        f"</head><body><h1>Campaign report</h1><p>journal: {html.escape(str(journal))}</p>"
+        "<table><tr><th>site</th><th>attempts</th><th>succeeded</th><th>failed</th><th>lost</th>"
+        f"<th>mean wait (s)</th><th>mean run (s)</th></tr>{table}</table>"
+        + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures)
+        + "</body></html>"
+    )
+    index = out_dir / "index.html"
+    index.write_text(page)
+    return index
