@@ -28,9 +28,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check campaign files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-console = Console()
+console = Console(soft_wrap=True)
 CampaignFileArg = Annotated[Path, typer.Argument(help="The campaign file (TOML).")]
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _print_version(value: bool) -> None:
@@ -81,7 +81,10 @@ def _sites(loaded: LoadedCampaign) -> list[Any]:
 
 
 @app.command()
-def run(file: CampaignFileArg) -> None:
+def run(
+    file: CampaignFileArg,
+    headless: Annotated[bool, typer.Option("--headless", hidden=True, help="No progress bar.")] = False,
+) -> None:
     """Run a campaign file attached: progress on the terminal, a per-site summary at the end.
 
     Ctrl-C stops the campaign; unfinished tasks stay in the journal (resume with the Python API:
@@ -105,7 +108,7 @@ def run(file: CampaignFileArg) -> None:
                     cores=m.cores, memory=m.memory, gpus=m.gpus, nodes=m.nodes, walltime=m.walltime,
                     retries=m.retries, sites=m.sites, tags=m.tags,
                 )
-            failed = _watch(list(futures.values()))
+            failed = _wait_quietly(list(futures.values())) if headless else _watch(list(futures.values()))
             summary = campaign.status()
     except KeyboardInterrupt:
         err_console.print(f"interrupted; unfinished tasks stay in {loaded.journal}", style="yellow")
@@ -130,6 +133,105 @@ def _watch(futures: list[Any]) -> int:
             if len(done) == len(futures):
                 return failed
             time.sleep(0.2)
+
+
+def _wait_quietly(futures: list[Any]) -> int:
+    import metasched as ms
+
+    ms.wait(futures)
+    return sum(1 for f in futures if f.exception() is not None)
+
+
+@app.command()
+def submit(file: CampaignFileArg) -> None:
+    """Start a campaign file in the background and return; follow it with `watch` or `status`."""
+    import subprocess
+    import sys
+
+    loaded = _load(file)
+    log = loaded.journal.with_suffix(".log")
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "metasched", "run", "--headless", str(file)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    console.print(f"campaign {loaded.spec.campaign.name!r} started (pid {proc.pid}); journal "
+                  f"{loaded.journal}; log {log}")
+    console.print(f"follow it with: metasched watch {loaded.journal}")
+
+
+def _counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
+    import pickle
+
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT COALESCE(site, '-'), state, COUNT(*) FROM tasks GROUP BY 1, 2").fetchall()
+        name = db.execute("SELECT value FROM meta WHERE key = 'campaign'").fetchone()
+    finally:
+        db.close()
+    counts: dict[str, dict[str, int]] = {}
+    for site, state, count in rows:
+        counts.setdefault(site, {})[state] = count
+    return counts, pickle.loads(name[0]) if name else None
+
+
+_STATES = ["pending", "ready", "submitted", "running", "done", "failed", "cancelled"]
+
+
+def _status_table(journal: Path, counts: dict[str, dict[str, int]]) -> Table:
+    table = Table(title=f"journal {journal}")
+    table.add_column("site")
+    for state in _STATES:
+        table.add_column(state, justify="right")
+    for site, by_state in sorted(counts.items()):
+        table.add_row(site, *(str(by_state.get(s, 0)) for s in _STATES))
+    return table
+
+
+def _require_journal(journal: Path) -> None:
+    if not journal.is_file():
+        err_console.print(f"{journal}: no such journal", style="bold red")
+        raise typer.Exit(2)
+
+
+@app.command()
+def watch(
+    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """Follow a campaign's per-site counts until every task has finished (Ctrl-C stops watching only)."""
+    from rich.live import Live
+
+    _require_journal(journal)
+    counts, _ = _counts(journal)
+    with Live(_status_table(journal, counts), console=console, auto_refresh=False) as live:
+        while True:
+            counts, _ = _counts(journal)
+            live.update(_status_table(journal, counts), refresh=True)
+            unfinished = sum(n for by in counts.values() for s, n in by.items()
+                             if s not in ("done", "failed", "cancelled"))
+            if not unfinished:
+                break
+            time.sleep(interval)
+    failed = sum(by.get("failed", 0) + by.get("cancelled", 0) for by in counts.values())
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def cancel(
+    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    tasks: Annotated[list[str] | None, typer.Argument(help="Task names; none means every task.")] = None,
+) -> None:
+    """Ask the campaign's running scheduler to cancel tasks (it acts within about a second)."""
+    from metasched.journal import Journal
+
+    _require_journal(journal)
+    store = Journal(journal).open()
+    try:
+        count = store.request("cancel", tasks)
+    finally:
+        store.close()
+    what = ", ".join(tasks) if tasks else "every unfinished task"
+    console.print(f"cancellation of {what} requested ({count} request(s))")
 
 
 def _print_summary(rows: list[Any]) -> None:
@@ -174,9 +276,7 @@ def report(
     """Write an HTML report with a Gantt chart, utilization and queue-wait figures."""
     from metasched.report import write_report
 
-    if not journal.is_file():
-        err_console.print(f"{journal}: no such journal", style="bold red")
-        raise typer.Exit(2)
+    _require_journal(journal)
     target = out or journal.with_name(journal.stem + "-report")
     try:
         index = write_report(journal, target)
@@ -192,32 +292,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Task counts by site and state, read from a campaign's journal (works while it runs)."""
-    if not journal.is_file():
-        err_console.print(f"{journal}: no such journal", style="bold red")
-        raise typer.Exit(2)
-    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = db.execute("SELECT COALESCE(site, '-'), state, COUNT(*) FROM tasks GROUP BY 1, 2").fetchall()
-        name = db.execute("SELECT value FROM meta WHERE key = 'campaign'").fetchone()
-    finally:
-        db.close()
-    counts: dict[str, dict[str, int]] = {}
-    for site, state, count in rows:
-        counts.setdefault(site, {})[state] = count
+    _require_journal(journal)
+    counts, name = _counts(journal)
     failed = sum(c.get("failed", 0) + c.get("cancelled", 0) for c in counts.values())
     if as_json:
-        import pickle
-
-        typer.echo(json.dumps({"campaign": pickle.loads(name[0]) if name else None, "sites": counts}))
+        typer.echo(json.dumps({"campaign": name, "sites": counts}))
     else:
-        states = ["pending", "ready", "submitted", "running", "done", "failed", "cancelled"]
-        table = Table(title=f"journal {journal}")
-        table.add_column("site")
-        for state in states:
-            table.add_column(state, justify="right")
-        for site, by_state in sorted(counts.items()):
-            table.add_row(site, *(str(by_state.get(s, 0)) for s in states))
-        console.print(table)
+        console.print(_status_table(journal, counts))
     raise typer.Exit(1 if failed else 0)
 
 

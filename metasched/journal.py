@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS transitions (
     at REAL NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    task_name TEXT,
+    created REAL NOT NULL,
+    handled REAL
+);
 CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task_id);
 """
@@ -108,7 +115,7 @@ class Journal:
         """Open (creating if needed) the journal file."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
@@ -212,6 +219,27 @@ class Journal:
             db.execute("ROLLBACK")
             raise JournalError(f"cannot write to the journal {self.path}: {exc}.") from exc
         return written
+
+    def request(self, kind: str, task_names: Sequence[str] | None) -> int:
+        """Ask the running scheduler for something ("cancel") for named tasks (None: all of them).
+
+        Another process (the CLI) may call this while the scheduler runs; the scheduler picks requests
+        up within a second.
+        """
+        names: Sequence[str | None] = list(task_names) if task_names else [None]
+        self.db.executemany("INSERT INTO requests (kind, task_name, created) VALUES (?, ?, ?)",
+                            [(kind, name, time.time()) for name in names])
+        return len(names)
+
+    def take_requests(self) -> list[tuple[str, str | None]]:
+        """Requests not handled yet, marked handled."""
+        db = self.db
+        rows = db.execute(
+            "SELECT id, kind, task_name FROM requests WHERE handled IS NULL ORDER BY id").fetchall()
+        if rows:
+            db.executemany("UPDATE requests SET handled = ? WHERE id = ?",
+                           [(time.time(), r[0]) for r in rows])
+        return [(kind, name) for _, kind, name in rows]
 
     def mark_attempts_lost(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Record attempts the previous scheduler left behind as LOST."""

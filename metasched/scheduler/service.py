@@ -6,6 +6,7 @@ transaction before the driver hears of it, so what a user has seen finished is d
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from metasched.scheduler.states import TERMINAL, TaskState
 from site_agents.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
 
 _MAX_DEFERRED_PER_STEP = 2000
+_REQUEST_POLL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +65,7 @@ class SchedulerService:
         self._event_base = 0
         self._new_attempts: list[Attempt] = []
         self._native_ids: dict[AttemptId, str] = {}
+        self._last_requests = 0.0
         self._ended_attempts: list[Attempt] = []
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -161,9 +164,26 @@ class SchedulerService:
                 self._apply(agent.name, update)
             changed = changed or bool(updates)
         changed = self._dispatch() or changed
+        changed = self._handle_requests() or changed
         if changed or self.core.transitions:
             self._flush()
         return changed
+
+    def _handle_requests(self) -> bool:
+        """Act on requests other processes left in the journal (e.g. `metasched cancel`), once a second."""
+        now = time.monotonic()
+        if now - self._last_requests < _REQUEST_POLL_S:
+            return False
+        self._last_requests = now
+        requests = self.journal.take_requests()
+        by_name: dict[str, list[TaskId]] = defaultdict(list)
+        for task_id, record in self.core.tasks.items():
+            by_name[record.spec.name].append(task_id)
+        for kind, name in requests:
+            if kind == "cancel":
+                targets = list(self.core.tasks) if name is None else by_name.get(name, [])
+                self.cancel(targets)
+        return bool(requests)
 
     def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
         core = self.core

@@ -1,0 +1,86 @@
+"""`metasched submit` runs a campaign in the background; `watch`, `status` and `cancel` steer it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+METASCHED = [sys.executable, "-m", "metasched"]
+
+
+def _state(journal: Path, name: str) -> str | None:
+    if not journal.exists():
+        return None
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT state FROM tasks WHERE name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        db.close()
+    return row[0] if row else None
+
+
+def test_submit_watch_cancel(tmp_path: Path) -> None:
+    name = f"detached-{os.getpid()}"
+    path = tmp_path / "c.toml"
+    path.write_text(f"""
+[campaign]
+name = "{name}"
+
+[[sites]]
+kind = "local"
+name = "local"
+cores = 2
+
+[[tasks]]
+name = "quick-{{i}}"
+command = ["echo", "{{i}}"]
+sweep = {{ i = [1, 2, 3] }}
+
+[[tasks]]
+name = "long"
+command = ["sleep", "300"]
+
+[[tasks]]
+name = "after-long"
+command = ["echo", "never"]
+depends_on = ["long"]
+""")
+    journal = tmp_path / f"{name}.db"
+    started = time.monotonic()
+    submitted = subprocess.run([*METASCHED, "submit", str(path)], capture_output=True, text=True, timeout=60,
+                               check=False)
+    assert submitted.returncode == 0, submitted.stderr
+    assert time.monotonic() - started < 30, "submit must return without waiting for the campaign"
+    assert f"metasched watch {journal}" in submitted.stdout
+
+    deadline = time.monotonic() + 120
+    while _state(journal, "long") not in ("submitted", "running"):
+        assert time.monotonic() < deadline, (tmp_path / f"{name}.log").read_text()
+        time.sleep(0.2)
+    cancelled = subprocess.run([*METASCHED, "cancel", str(journal), "long"], capture_output=True, text=True,
+                               timeout=60, check=False)
+    assert cancelled.returncode == 0, cancelled.stderr
+
+    watched = subprocess.run([*METASCHED, "watch", str(journal), "--interval", "0.5"], capture_output=True,
+                             text=True, timeout=120, check=False)
+    assert watched.returncode == 1  # cancelled and dependency-failed tasks count as failures
+    status = subprocess.run([*METASCHED, "status", str(journal), "--json"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    counts = json.loads(status.stdout)["sites"]
+    assert counts["local"] == {"done": 3, "cancelled": 1}
+    assert counts["-"] == {"failed": 1}  # after-long never ran: its dependency was cancelled
+    deadline = time.monotonic() + 60
+    log = tmp_path / f"{name}.log"
+    while "per-site summary" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "per-site summary" in log.read_text(), "the background campaign did not finish"
