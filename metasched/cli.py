@@ -234,6 +234,43 @@ def cancel(
     console.print(f"cancellation of {what} requested ({count} request(s))")
 
 
+@app.command()
+def logs(
+    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    task: Annotated[str, typer.Argument(help="The task's name (or id).")],
+) -> None:
+    """Print what a finished task left: a command's stdout and stderr, or the error and its traceback."""
+    import pickle
+
+    import cloudpickle
+
+    _require_journal(journal)
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        row = db.execute("SELECT name, task_id, state, result, error FROM tasks "
+                         "WHERE name = ? OR task_id = ? ORDER BY seq LIMIT 1", (task, task)).fetchone()
+    finally:
+        db.close()
+    if row is None:
+        err_console.print(f"{journal}: no task named {task!r}", style="bold red")
+        raise typer.Exit(2)
+    name, task_id, state, result, error = row
+    console.print(f"task {name!r} ({task_id}): {state}", style="bold")
+    if result is not None:
+        value = cloudpickle.loads(result)
+        if hasattr(value, "stdout") and hasattr(value, "stderr"):
+            console.print(f"--- exit status {value.returncode}; stdout:", markup=False)
+            console.out(value.stdout, end="", highlight=False)
+            console.print("--- stderr:", markup=False)
+            console.out(value.stderr, end="", highlight=False)
+        else:
+            console.out(repr(value), highlight=False)
+    if error is not None:
+        console.out(str(pickle.loads(error)), highlight=False)
+    if result is None and error is None:
+        console.print("(not finished yet)")
+
+
 def _print_summary(rows: list[Any]) -> None:
     table = Table(title="per-site summary")
     for column in ("site", "queued", "running", "done", "failed"):

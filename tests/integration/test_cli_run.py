@@ -81,3 +81,35 @@ command = ["false"]
     assert "waits.png" not in page  # the local site reports no separate queue wait
     empty = runner.invoke(app, ["report", str(tmp_path / "missing.db")])
     assert empty.exit_code == 2
+
+
+def test_logs_show_output_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "l.toml"
+    path.write_text(f"""
+[campaign]
+name = "logs-{os.getpid()}"
+
+[[sites]]
+kind = "local"
+name = "local"
+cores = 2
+
+[[tasks]]
+name = "talk"
+command = ["python3", "-c", "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"]
+
+[[tasks]]
+name = "crash"
+command = ["python3", "-c", "import sys; print('dying', file=sys.stderr); sys.exit(7)"]
+""")
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 1
+    journal = str(tmp_path / f"logs-{os.getpid()}.db")
+    talk = runner.invoke(app, ["logs", journal, "talk"])
+    assert talk.exit_code == 0
+    assert "to stdout\n" in talk.stdout
+    assert "to stderr\n" in talk.stdout
+    crash = runner.invoke(app, ["logs", journal, "crash"])
+    assert "exited with status 7" in crash.stdout
+    assert "dying" in crash.stdout
+    assert runner.invoke(app, ["logs", journal, "nope"]).exit_code == 2
