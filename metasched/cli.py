@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from metasched import __version__
@@ -83,56 +82,104 @@ def _sites(loaded: LoadedCampaign) -> list[Any]:
 @app.command()
 def run(
     file: CampaignFileArg,
-    headless: Annotated[bool, typer.Option("--headless", hidden=True, help="No progress bar.")] = False,
+    headless: Annotated[bool, typer.Option("--headless", hidden=True, help="No live display.")] = False,
 ) -> None:
-    """Run a campaign file attached: progress on the terminal, a per-site summary at the end.
+    """Run a campaign file attached: a live display (progress, ETA, per-site counts, recent events).
 
-    Ctrl-C stops the campaign; unfinished tasks stay in the journal (resume with the Python API:
-    ``ms.Campaign.resume(journal)``).
+    Ctrl-C asks whether to detach (the campaign goes on in the background) or cancel it.
     """
     import metasched as ms
 
     loaded = _load(file)
-    futures: dict[str, Any] = {}
-    failed = 0
-    campaign = ms.Campaign(loaded.spec.campaign.name, sites=_sites(loaded), journal=loaded.journal,
-                           policy=loaded.spec.campaign.policy)
+
+    def start() -> Any:
+        return ms.Campaign(loaded.spec.campaign.name, sites=_sites(loaded), journal=loaded.journal,
+                           policy=loaded.spec.campaign.policy).start()
+
+    def submit_all(c: Any) -> list[Any]:
+        futures: dict[str, Any] = {}
+        for task in loaded.tasks:
+            m = task.model
+            futures[task.name] = c.command(
+                [task.render(a) for a in m.command], env={k: task.render(v) for k, v in m.env.items()},
+                cwd=task.render(m.cwd) if m.cwd else None, check=m.check,
+                after=[futures[d] for d in loaded.dependencies[task.name]], name=task.name,
+                cores=m.cores, memory=m.memory, gpus=m.gpus, nodes=m.nodes, walltime=m.walltime,
+                retries=m.retries, sites=m.sites, tags=m.tags,
+            )
+        return list(futures.values())
+
+    _drive(start, submit_all, loaded.journal, headless=headless)
+
+
+@app.command()
+def resume(
+    journal: Annotated[Path, typer.Argument(help="The journal of a campaign that stopped or crashed.")],
+    headless: Annotated[bool, typer.Option("--headless", hidden=True, help="No live display.")] = False,
+) -> None:
+    """Resume a campaign from its journal, attached: finished tasks stay finished, the rest runs."""
+    import metasched as ms
+
+    _require_journal(journal)
+    _drive(lambda: ms.Campaign.resume(journal), lambda c: c.futures(), journal, headless=headless)
+
+
+def _drive(start: Any, submit_all: Any, journal: Path, *, headless: bool) -> None:
+    """Start a campaign, follow it, handle Ctrl-C, print the summary and exit with a status."""
+    from metasched.live import follow, site_table
+
+    choice = "stop"
     try:
-        with campaign:
-            for task in loaded.tasks:
-                m = task.model
-                futures[task.name] = campaign.command(
-                    [task.render(a) for a in m.command], env={k: task.render(v) for k, v in m.env.items()},
-                    cwd=task.render(m.cwd) if m.cwd else None, check=m.check,
-                    after=[futures[d] for d in loaded.dependencies[task.name]], name=task.name,
-                    cores=m.cores, memory=m.memory, gpus=m.gpus, nodes=m.nodes, walltime=m.walltime,
-                    retries=m.retries, sites=m.sites, tags=m.tags,
-                )
-            failed = _wait_quietly(list(futures.values())) if headless else _watch(list(futures.values()))
+        with start() as campaign:
+            futures = submit_all(campaign)
+            try:
+                failed = _wait_quietly(futures) if headless else follow(campaign, futures, console)
+            except KeyboardInterrupt:
+                choice = "stop" if headless else _detach_or_cancel()
+                if choice == "cancel":
+                    campaign.cancel(*[f for f in futures if not f.done()])
+                raise
             summary = campaign.status()
     except KeyboardInterrupt:
-        err_console.print(f"interrupted; unfinished tasks stay in {loaded.journal}", style="yellow")
+        if choice == "detach":
+            _background("resume", str(journal), journal)
+        elif choice == "cancel":
+            err_console.print(f"cancelled the unfinished tasks; the journal {journal} keeps what finished",
+                              style="yellow")
+        else:
+            err_console.print(f"stopped; unfinished tasks stay in {journal} (metasched resume {journal})",
+                              style="yellow")
         raise typer.Exit(130) from None
-    _print_summary(summary)
-    for name, future in futures.items():
+    console.print(site_table(summary))
+    for future in futures:
         error = future.exception()
         if error is not None:
-            err_console.print(f"{name}: {str(error).splitlines()[0]}", markup=False, highlight=False,
-                              soft_wrap=True)
+            err_console.print(f"{future.name}: {str(error).splitlines()[0]}", markup=False, highlight=False)
     raise typer.Exit(1 if failed else 0)
 
 
-def _watch(futures: list[Any]) -> int:
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), console=console) as bar:
-        job = bar.add_task("tasks", total=len(futures), failed=0)
-        while True:
-            done = [f for f in futures if f.done()]
-            failed = sum(1 for f in done if f.exception() is not None)
-            bar.update(job, completed=len(done), failed=failed)
-            if len(done) == len(futures):
-                return failed
-            time.sleep(0.2)
+def _detach_or_cancel() -> str:
+    import sys
+
+    from rich.prompt import Prompt
+
+    if not sys.stdin.isatty():
+        return "stop"
+    return Prompt.ask("\n[bold]detach[/] (the campaign goes on in the background) or [bold]cancel[/] it?",
+                      choices=["detach", "cancel"], default="detach", console=console)
+
+
+def _background(command: str, target: str, journal: Path) -> None:
+    import subprocess
+    import sys
+
+    log = journal.with_suffix(".log")
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "metasched", command, "--headless", target],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    console.print(f"campaign running in the background (pid {proc.pid}); journal {journal}; log {log}")
+    console.print(f"follow it with: metasched watch {journal}")
 
 
 def _wait_quietly(futures: list[Any]) -> int:
@@ -145,18 +192,9 @@ def _wait_quietly(futures: list[Any]) -> int:
 @app.command()
 def submit(file: CampaignFileArg) -> None:
     """Start a campaign file in the background and return; follow it with `watch` or `status`."""
-    import subprocess
-    import sys
-
     loaded = _load(file)
-    log = loaded.journal.with_suffix(".log")
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "metasched", "run", "--headless", str(file)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    console.print(f"campaign {loaded.spec.campaign.name!r} started (pid {proc.pid}); journal "
-                  f"{loaded.journal}; log {log}")
-    console.print(f"follow it with: metasched watch {loaded.journal}")
+    console.print(f"campaign {loaded.spec.campaign.name!r} submitted")
+    _background("run", str(file), loaded.journal)
 
 
 def _counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
@@ -269,15 +307,6 @@ def logs(
         console.out(str(pickle.loads(error)), highlight=False)
     if result is None and error is None:
         console.print("(not finished yet)")
-
-
-def _print_summary(rows: list[Any]) -> None:
-    table = Table(title="per-site summary")
-    for column in ("site", "queued", "running", "done", "failed"):
-        table.add_column(column, justify="left" if column == "site" else "right")
-    for row in rows:
-        table.add_row(row.site, str(row.queued), str(row.running), str(row.done), str(row.failed))
-    console.print(table)
 
 
 sites_app = typer.Typer(help="Check the sites of a campaign file.", no_args_is_help=True)

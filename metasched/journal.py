@@ -81,6 +81,7 @@ class StoredTask:
     attempts: int
     result: bytes | None
     error: TaskError | None
+    site: SiteName | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,11 +256,13 @@ class Journal:
 
     def tasks(self) -> Iterator[StoredTask]:
         """Every task in submission order."""
-        rows = self.db.execute("SELECT spec, state, tries, attempts, result, error FROM tasks ORDER BY seq")
-        for spec, state, tries, attempts, result, error in rows:
+        rows = self.db.execute(
+            "SELECT spec, state, tries, attempts, result, error, site FROM tasks ORDER BY seq")
+        for spec, state, tries, attempts, result, error, site in rows:
             yield StoredTask(
                 spec=pickle.loads(spec), state=TaskState(state), tries=tries, attempts=attempts,
                 result=result, error=pickle.loads(error) if error is not None else None,
+                site=SiteName(site) if site else None,
             )
 
     def live_attempts(self) -> list[LiveAttempt]:

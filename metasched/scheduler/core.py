@@ -121,6 +121,7 @@ class SchedulerCore:
         attempts: int,
         result: bytes | None,
         error: TaskError | None,
+        site: SiteName | None = None,
     ) -> TaskRecord:
         """Rebuild a task from the journal without recording transitions (they are already recorded).
 
@@ -128,7 +129,8 @@ class SchedulerCore:
         (its attempts were lost with the previous scheduler; the actor records that), keeping its
         retry count.
         """
-        record = TaskRecord(spec=spec, state=TaskState.PENDING, tries=tries, attempts=attempts)
+        record = TaskRecord(spec=spec, state=TaskState.PENDING, tries=tries, attempts=attempts,
+                            last_site=site)
         self.tasks[spec.task_id] = record
         self.order.append(spec.task_id)
         for dep_id in dict.fromkeys(spec.depends_on):

@@ -107,7 +107,8 @@ class SchedulerService:
                 continue
             tries = stored.tries - (1 if attempt is not None else 0)  # the loss was ours: no retry used
             record = self.core.restore(stored.spec, state=stored.state, tries=max(0, tries),
-                                       attempts=stored.attempts, result=stored.result, error=stored.error)
+                                       attempts=stored.attempts, result=stored.result, error=stored.error,
+                                       site=stored.site)
             if record.state.terminal:
                 self._events.append(TaskEvent(task_id=task_id, state=record.state,
                                               result=record.result, error=record.error))

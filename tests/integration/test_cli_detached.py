@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.processes import kill_tree
+
 pytestmark = pytest.mark.ray
 METASCHED = [sys.executable, "-m", "metasched"]
 
@@ -84,3 +86,39 @@ depends_on = ["long"]
     while "per-site summary" not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert "per-site summary" in log.read_text(), "the background campaign did not finish"
+
+
+def test_resume_from_the_command_line_after_a_crash(tmp_path: Path) -> None:
+    name = f"cliresume-{os.getpid()}"
+    path = tmp_path / "c.toml"
+    path.write_text(f"""
+[campaign]
+name = "{name}"
+
+[[sites]]
+kind = "local"
+name = "local"
+cores = 2
+
+[[tasks]]
+name = "nap-{{i}}"
+command = ["sleep", "1"]
+sweep = {{ i = {{ range = [0, 8] }} }}
+""")
+    journal = tmp_path / f"{name}.db"
+    run = subprocess.Popen([*METASCHED, "run", "--headless", str(path)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _state(journal, "nap-0") != "done":
+            assert time.monotonic() < deadline, "the first task never finished"
+            time.sleep(0.2)
+    finally:
+        kill_tree(run.pid)
+    resumed = subprocess.run([*METASCHED, "resume", str(journal)], capture_output=True, text=True,
+                             timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "│ -  " not in resumed.stdout, "tasks finished before the crash must keep their site"
+    status = subprocess.run([*METASCHED, "status", str(journal), "--json"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert json.loads(status.stdout)["sites"] == {"local": {"done": 8}}

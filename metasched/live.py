@@ -1,0 +1,64 @@
+"""The live terminal display of an attached campaign: progress with ETA, per-site counts, recent events."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+_STATUS_EVERY_S = 1.0
+
+
+def site_table(rows: list[Any], title: str = "per-site summary") -> Table:
+    """A table of SiteSummary rows."""
+    table = Table(title=title)
+    for column in ("site", "queued", "running", "done", "failed"):
+        table.add_column(column, justify="left" if column == "site" else "right")
+    for row in rows:
+        table.add_row(row.site, str(row.queued), str(row.running), str(row.done), str(row.failed))
+    return table
+
+
+def follow(campaign: Any, futures: list[Any], console: Console) -> int:
+    """Show the campaign until every future is done; return how many failed."""
+    progress = Progress(TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    job = progress.add_task("tasks", total=len(futures), failed=0)
+    recent: deque[str] = deque(maxlen=6)
+    seen: set[int] = set()
+    failed = 0
+    table = site_table([])
+    last_status = 0.0
+    with Live(Group(progress, table), console=console, refresh_per_second=4) as live:
+        while True:
+            for index, future in enumerate(futures):
+                if index in seen or not future.done():
+                    continue
+                seen.add(index)
+                error = future.exception()
+                failed += error is not None
+                recent.append(f"{future.name}: done" if error is None
+                              else f"{future.name}: FAILED: {str(error).splitlines()[0][:120]}")
+            progress.update(job, completed=len(seen), failed=failed)
+            now = time.monotonic()
+            if now - last_status >= _STATUS_EVERY_S or len(seen) == len(futures):
+                table = site_table(campaign.status())
+                last_status = now
+            live.update(Group(progress, table, Text("\n".join(recent), style="dim")))
+            if len(seen) == len(futures):
+                return failed
+            time.sleep(0.25)
