@@ -30,6 +30,7 @@ from typing import Any
 
 import cloudpickle
 
+from metasched.catalog import remember
 from metasched.errors import ConfigurationError, MetaschedError, TaskError
 from metasched.futures import P, R, TaskFunction, TaskFuture, as_completed, wait
 from metasched.journal import Journal
@@ -184,6 +185,7 @@ class Campaign:
                  resume=self._resume)
         ray.get(self._actor.start.remote())
         self._started = True
+        remember(self.name, self.journal_path)
         for target, label in ((self._flush_loop, "flush"), (self._event_loop, "events")):
             thread = threading.Thread(target=target, name=f"metasched-{self.name}-{label}", daemon=True)
             thread.start()

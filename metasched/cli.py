@@ -29,6 +29,7 @@ config_app = typer.Typer(help="Check campaign files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 console = Console(soft_wrap=True)
 CampaignFileArg = Annotated[Path, typer.Argument(help="The campaign file (TOML).")]
+CampaignArg = Annotated[str, typer.Argument(help="A campaign's name or its journal path.")]
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -114,13 +115,13 @@ def run(
 
 @app.command()
 def resume(
-    journal: Annotated[Path, typer.Argument(help="The journal of a campaign that stopped or crashed.")],
+    campaign: CampaignArg,
     headless: Annotated[bool, typer.Option("--headless", hidden=True, help="No live display.")] = False,
 ) -> None:
     """Resume a campaign from its journal, attached: finished tasks stay finished, the rest runs."""
     import metasched as ms
 
-    _require_journal(journal)
+    journal = _journal_of(campaign)
     _drive(lambda: ms.Campaign.resume(journal), lambda c: c.futures(), journal, headless=headless)
 
 
@@ -225,21 +226,28 @@ def _status_table(journal: Path, counts: dict[str, dict[str, int]]) -> Table:
     return table
 
 
-def _require_journal(journal: Path) -> None:
-    if not journal.is_file():
-        err_console.print(f"{journal}: no such journal", style="bold red")
+def _journal_of(campaign: str) -> Path:
+    """The journal of a campaign given by name (as recorded when it started) or by journal path."""
+    from metasched.catalog import known, resolve
+
+    journal = resolve(campaign)
+    if journal is None:
+        names = ", ".join(sorted(known())) or "none recorded"
+        err_console.print(f"{campaign}: no such journal or campaign name (known campaigns: {names})",
+                          style="bold red")
         raise typer.Exit(2)
+    return journal
 
 
 @app.command()
 def watch(
-    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    campaign: CampaignArg,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
     """Follow a campaign's per-site counts until every task has finished (Ctrl-C stops watching only)."""
     from rich.live import Live
 
-    _require_journal(journal)
+    journal = _journal_of(campaign)
     counts, _ = _counts(journal)
     with Live(_status_table(journal, counts), console=console, auto_refresh=False) as live:
         while True:
@@ -256,13 +264,13 @@ def watch(
 
 @app.command()
 def cancel(
-    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    campaign: CampaignArg,
     tasks: Annotated[list[str] | None, typer.Argument(help="Task names; none means every task.")] = None,
 ) -> None:
     """Ask the campaign's running scheduler to cancel tasks (it acts within about a second)."""
     from metasched.journal import Journal
 
-    _require_journal(journal)
+    journal = _journal_of(campaign)
     store = Journal(journal).open()
     try:
         count = store.request("cancel", tasks)
@@ -274,7 +282,7 @@ def cancel(
 
 @app.command()
 def logs(
-    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    campaign: CampaignArg,
     task: Annotated[str, typer.Argument(help="The task's name (or id).")],
 ) -> None:
     """Print what a finished task left: a command's stdout and stderr, or the error and its traceback."""
@@ -282,7 +290,7 @@ def logs(
 
     import cloudpickle
 
-    _require_journal(journal)
+    journal = _journal_of(campaign)
     db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
     try:
         row = db.execute("SELECT name, task_id, state, result, error FROM tasks "
@@ -335,14 +343,14 @@ def sites_check(file: CampaignFileArg) -> None:
 
 @app.command()
 def report(
-    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    campaign: CampaignArg,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <journal>-report).")]
     = None,
 ) -> None:
     """Write an HTML report with a Gantt chart, utilization and queue-wait figures."""
     from metasched.report import write_report
 
-    _require_journal(journal)
+    journal = _journal_of(campaign)
     target = out or journal.with_name(journal.stem + "-report")
     try:
         index = write_report(journal, target)
@@ -354,11 +362,15 @@ def report(
 
 @app.command()
 def status(
-    journal: Annotated[Path, typer.Argument(help="A campaign journal (.db).")],
+    campaign: Annotated[str | None, typer.Argument(help="A campaign's name or journal; none lists all.")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Task counts by site and state, read from a campaign's journal (works while it runs)."""
-    _require_journal(journal)
+    if campaign is None:
+        _list_campaigns(as_json)
+        return
+    journal = _journal_of(campaign)
     counts, name = _counts(journal)
     failed = sum(c.get("failed", 0) + c.get("cancelled", 0) for c in counts.values())
     if as_json:
@@ -366,6 +378,34 @@ def status(
     else:
         console.print(_status_table(journal, counts))
     raise typer.Exit(1 if failed else 0)
+
+
+def _list_campaigns(as_json: bool) -> None:
+    from metasched.catalog import known
+
+    rows = []
+    for name, journal in sorted(known().items()):
+        path = Path(journal)
+        totals: dict[str, int] = {}
+        if path.is_file():
+            for by_state in _counts(path)[0].values():
+                for state, count in by_state.items():
+                    totals[state] = totals.get(state, 0) + count
+        rows.append({"campaign": name, "journal": journal, "exists": path.is_file(), "tasks": totals})
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table(title="campaigns started on this machine")
+    for column in ("campaign", "journal", "done", "failed", "unfinished"):
+        table.add_column(column)
+    for row in rows:
+        tasks = row["tasks"]
+        assert isinstance(tasks, dict)  # noqa: S101  (built just above)
+        done, failed = tasks.get("done", 0), tasks.get("failed", 0) + tasks.get("cancelled", 0)
+        unfinished = sum(tasks.values()) - done - failed
+        journal_text = str(row["journal"]) + ("" if row["exists"] else " (missing)")
+        table.add_row(str(row["campaign"]), journal_text, str(done), str(failed), str(unfinished))
+    console.print(table)
 
 
 def main() -> None:

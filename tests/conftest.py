@@ -26,6 +26,18 @@ import slurmsite  # noqa: E402  (ci/slurm-cluster/slurmsite.py)
 SITE_NAMES = ("alpha", "beta")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _campaign_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the campaign catalog of the tests (and of the CLIs they start) out of ~/.metasched."""
+    previous = os.environ.get("METASCHED_HOME")
+    os.environ["METASCHED_HOME"] = str(tmp_path_factory.mktemp("metasched-home"))
+    yield
+    if previous is None:
+        del os.environ["METASCHED_HOME"]
+    else:
+        os.environ["METASCHED_HOME"] = previous
+
+
 def _docker_unavailable_reason() -> str | None:
     if shutil.which("docker") is None:
         return "docker client not installed (make test installs docker.io)"

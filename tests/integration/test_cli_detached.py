@@ -122,3 +122,28 @@ sweep = {{ i = {{ range = [0, 8] }} }}
     status = subprocess.run([*METASCHED, "status", str(journal), "--json"], capture_output=True, text=True,
                             timeout=60, check=False)
     assert json.loads(status.stdout)["sites"] == {"local": {"done": 8}}
+
+
+def test_commands_accept_a_campaign_name(tmp_path: Path) -> None:
+    name = f"named-{os.getpid()}"
+    path = tmp_path / "n.toml"
+    path.write_text(f'[campaign]\nname = "{name}"\n\n[[sites]]\nkind = "local"\nname = "local"\ncores = 2\n\n'
+                    '[[tasks]]\nname = "hello"\ncommand = ["echo", "hello"]\n')
+    ran = subprocess.run([*METASCHED, "run", str(path)], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    by_name = subprocess.run([*METASCHED, "status", name, "--json"], capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert json.loads(by_name.stdout)["sites"] == {"local": {"done": 1}}
+    listing = subprocess.run([*METASCHED, "status", "--json"], capture_output=True, text=True, timeout=60,
+                             check=False)
+    entry = next(row for row in json.loads(listing.stdout) if row["campaign"] == name)
+    assert entry["journal"] == str((tmp_path / f"{name}.db").resolve())
+    assert entry["tasks"] == {"done": 1}
+    logs = subprocess.run([*METASCHED, "logs", name, "hello"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert "hello" in logs.stdout
+    unknown = subprocess.run([*METASCHED, "status", "no-such-campaign"], capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert unknown.returncode == 2
+    assert name in unknown.stderr  # the error lists the known campaigns

@@ -1,0 +1,53 @@
+"""Where campaigns' journals are, by name, so CLI commands accept a campaign name or a journal path.
+
+A campaign records itself when it starts, in ``$METASCHED_HOME/campaigns.json`` (default
+``~/.metasched``). The file is advisory: a journal path always works, and a stale entry is reported,
+never trusted blindly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def catalog_path() -> Path:
+    """The catalog file."""
+    home = Path(os.environ.get("METASCHED_HOME", Path.home() / ".metasched"))
+    return home / "campaigns.json"
+
+
+def known() -> dict[str, str]:
+    """Campaign name -> journal path, as recorded."""
+    try:
+        data = json.loads(catalog_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def remember(name: str, journal: Path) -> None:
+    """Record (or update) a campaign's journal; failures to write are not errors (advisory file)."""
+    path = catalog_path()
+    entries = known()
+    entries[name] = str(journal.resolve())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+            json.dump(entries, tmp, indent=1, sort_keys=True)
+        os.replace(tmp.name, path)
+    except OSError:
+        pass
+
+
+def resolve(campaign: str) -> Path | None:
+    """A journal path from a path or a recorded campaign name; None if neither exists."""
+    path = Path(campaign)
+    if path.is_file():
+        return path
+    recorded = known().get(campaign)
+    if recorded is not None and Path(recorded).is_file():
+        return Path(recorded)
+    return None
