@@ -16,6 +16,7 @@ background thread; ``Campaign.flush()`` returns once everything submitted so far
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import os
 import re
@@ -108,6 +109,7 @@ class Campaign:
         self.object_store_mb = object_store_mb
         self._resume = _resume
         self._futures: dict[TaskId, TaskFuture[Any]] = {}
+        self._superseded: set[TaskId] = set()  # failed tasks that `retry` replaced
         self._functions: dict[Any, tuple[str, bytes]] = {}
         self._sent_digests: set[str] = set()
         self._buffer: list[TaskSpec] = []
@@ -146,15 +148,17 @@ class Campaign:
         try:
             name = stored.get_meta("campaign")
             journaled_sites = stored.get_meta("sites")
-            tasks = [(t.spec.task_id, t.spec.name) for t in stored.tasks()]
+            tasks = [(t.spec.task_id, t.spec.name, t.superseded_by is not None) for t in stored.tasks()]
         finally:
             stored.close()
         if name is None:
             raise ConfigurationError(f"cannot resume: {path} is not a metasched campaign journal.")
         campaign = cls(name, sites=sites or journaled_sites, journal=path, address=address, policy=policy,
                        _resume=True)
-        for task_id, task_name in tasks:
+        for task_id, task_name, superseded in tasks:
             campaign._futures[task_id] = TaskFuture(campaign, task_id, task_name)
+            if superseded:
+                campaign._superseded.add(task_id)
         campaign.start()
         return campaign
 
@@ -329,7 +333,11 @@ class Campaign:
             tags=tuple(sorted((str(k), str(v)) for k, v in (options.get("tags") or {}).items())),
             depends_on=tuple(dict.fromkeys(deps)), function_digest=digest, payload=payload, command=command,
         )
-        future: TaskFuture[Any] = TaskFuture(self, spec.task_id, name)
+        return self._enqueue_spec(spec, blob)
+
+    def _enqueue_spec(self, spec: TaskSpec, blob: bytes | None = None) -> TaskFuture[Any]:
+        future: TaskFuture[Any] = TaskFuture(self, spec.task_id, spec.name)
+        digest = spec.function_digest
         with self._lock:
             self._futures[spec.task_id] = future
             if digest is not None and blob is not None and digest not in self._sent_digests:
@@ -339,6 +347,28 @@ class Campaign:
             if len(self._buffer) in (1, _FLUSH_BATCH):
                 self._wake.notify()
         return future
+
+    def retry(self, names: Sequence[str] | None = None) -> list[TaskFuture[Any]]:
+        """Run failed or cancelled tasks again, as new tasks; returns their futures.
+
+        With names, only those tasks (by name) are retried, together with the failed tasks they depend
+        on and the ones that failed because of them. The old tasks stay in the journal, marked as
+        superseded. Finished results are reused.
+        """
+        self._check_running()
+        self.flush()
+        journal = Journal(self.journal_path).open()
+        try:
+            stored = [t for t in journal.tasks() if t.superseded_by is None]
+            chosen = _retry_selection(stored, names)
+            replacements = {t.spec.task_id: TaskId(uuid.uuid4().hex[:16])
+                            for t in stored if t.spec.task_id in chosen}
+            copies = [_retried(t.spec, replacements) for t in stored if t.spec.task_id in chosen]
+            journal.supersede(replacements)
+            self._superseded.update(replacements)
+        finally:
+            journal.close()
+        return [self._enqueue_spec(copy) for copy in copies]
 
     def _ref(self, future: Any) -> TaskRef:
         if not isinstance(future, TaskFuture) or future.campaign is not self:
@@ -461,8 +491,11 @@ class Campaign:
 
     # --------------------------------------------------------------------------------- queries
     def futures(self) -> list[TaskFuture[Any]]:
-        """Every task's future, in submission order (also after a resume)."""
-        return list(self._futures.values())
+        """Every task's future, in submission order (also after a resume).
+
+        Tasks that `retry` replaced are left out; their replacements are in.
+        """
+        return [f for tid, f in self._futures.items() if tid not in self._superseded]
 
     def cancel(self, *futures: TaskFuture[Any]) -> int:
         """Cancel tasks (their dependents fail with DependencyError). Returns how many were unfinished."""
@@ -482,3 +515,35 @@ class Campaign:
 
     def __iter__(self) -> Iterator[TaskFuture[Any]]:
         return iter(self.futures())
+
+
+def _retry_selection(stored: Sequence[Any], names: Sequence[str] | None) -> set[TaskId]:
+    """Failed/cancelled tasks to retry.
+
+    The named ones (all if none), their failed ancestors, and the failed tasks downstream of them.
+    """
+    failed = {t.spec.task_id for t in stored if t.state in (TaskState.FAILED, TaskState.CANCELLED)}
+    by_id = {t.spec.task_id: t for t in stored}
+    chosen = {tid for tid in failed if names is None or by_id[tid].spec.name in names}
+    stack = list(chosen)
+    while stack:
+        for dep in by_id[stack.pop()].spec.depends_on:
+            if dep in failed and dep not in chosen:
+                chosen.add(dep)
+                stack.append(dep)
+    for task in stored:  # in submission order, so chains of dependents are covered
+        if task.spec.task_id in failed and any(d in chosen for d in task.spec.depends_on):
+            chosen.add(task.spec.task_id)
+    return chosen
+
+
+def _retried(spec: TaskSpec, replacements: dict[TaskId, TaskId]) -> TaskSpec:
+    """A copy of `spec` under its new id, depending on the new copies of its retried dependencies."""
+    deps = tuple(replacements.get(d, d) for d in spec.depends_on)
+    payload = spec.payload
+    if spec.kind is TaskKind.FUNCTION and deps != spec.depends_on:
+        args, kwargs = cloudpickle.loads(payload)
+        remap = lambda ref: TaskRef(replacements.get(ref.task_id, ref.task_id))  # noqa: E731
+        payload = cloudpickle.dumps((replace_nested(args, TaskRef, remap),
+                                     replace_nested(kwargs, TaskRef, remap)))
+    return dataclasses.replace(spec, task_id=replacements[spec.task_id], depends_on=deps, payload=payload)

@@ -125,6 +125,20 @@ def resume(
     _drive(lambda: ms.Campaign.resume(journal), lambda c: c.futures(), journal, headless=headless)
 
 
+@app.command()
+def retry(
+    campaign: CampaignArg,
+    tasks: Annotated[list[str] | None, typer.Argument(help="Task names; none means every failed task.")]
+    = None,
+    headless: Annotated[bool, typer.Option("--headless", hidden=True, help="No live display.")] = False,
+) -> None:
+    """Run a campaign's failed or cancelled tasks again (with what they depend on), attached."""
+    import metasched as ms
+
+    journal = _journal_of(campaign)
+    _drive(lambda: ms.Campaign.resume(journal), lambda c: c.retry(tasks or None), journal, headless=headless)
+
+
 def _drive(start: Any, submit_all: Any, journal: Path, *, headless: bool) -> None:
     """Start a campaign, follow it, handle Ctrl-C, print the summary and exit with a status."""
     from metasched.live import follow, site_table
@@ -203,7 +217,8 @@ def _counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
 
     db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
     try:
-        rows = db.execute("SELECT COALESCE(site, '-'), state, COUNT(*) FROM tasks GROUP BY 1, 2").fetchall()
+        rows = db.execute("SELECT COALESCE(site, '-'), state, COUNT(*) FROM tasks "
+                          "WHERE superseded_by IS NULL GROUP BY 1, 2").fetchall()
         name = db.execute("SELECT value FROM meta WHERE key = 'campaign'").fetchone()
     finally:
         db.close()

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     site TEXT,
     result BLOB,
     error BLOB,
-    finished_at REAL
+    finished_at REAL,
+    superseded_by TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
     attempt_id TEXT PRIMARY KEY,
@@ -82,6 +83,7 @@ class StoredTask:
     result: bytes | None
     error: TaskError | None
     site: SiteName | None = None
+    superseded_by: TaskId | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +122,9 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+            if "superseded_by" not in columns:  # journals written before `retry` existed
+                db.execute("ALTER TABLE tasks ADD COLUMN superseded_by TEXT")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc}.") from exc
         self._db = db
@@ -257,13 +262,19 @@ class Journal:
     def tasks(self) -> Iterator[StoredTask]:
         """Every task in submission order."""
         rows = self.db.execute(
-            "SELECT spec, state, tries, attempts, result, error, site FROM tasks ORDER BY seq")
-        for spec, state, tries, attempts, result, error, site in rows:
+            "SELECT spec, state, tries, attempts, result, error, site, superseded_by FROM tasks ORDER BY seq")
+        for spec, state, tries, attempts, result, error, site, superseded in rows:
             yield StoredTask(
                 spec=pickle.loads(spec), state=TaskState(state), tries=tries, attempts=attempts,
                 result=result, error=pickle.loads(error) if error is not None else None,
                 site=SiteName(site) if site else None,
+                superseded_by=TaskId(superseded) if superseded else None,
             )
+
+    def supersede(self, replacements: dict[TaskId, TaskId]) -> None:
+        """Record that failed tasks were retried as new tasks (they stay in the journal as history)."""
+        self.db.executemany("UPDATE tasks SET superseded_by = ? WHERE task_id = ?",
+                            [(new, old) for old, new in replacements.items()])
 
     def live_attempts(self) -> list[LiveAttempt]:
         """Attempts recorded as submitted or running (what a restarted scheduler must reconcile)."""

@@ -179,3 +179,28 @@ def test_scheduler_actor_is_found_by_name(campaign: ms.Campaign) -> None:
     assert [(r.site, r.done) for r in rows] == [("local", 1)]
     with pytest.raises(ms.ConfigurationError, match="already running"):
         ms.Campaign(campaign.name, journal=campaign.journal_path.with_name("other.db")).start()
+
+
+def test_retry_rewires_function_arguments_to_the_new_tasks(tmp_path: Path) -> None:
+    marker = tmp_path / "attempted"
+    with ms.Campaign(f"retry-api-{os.getpid()}", sites=[ms.LocalSite("local", cores=2)],
+                     journal=tmp_path / "r.db") as c:
+        @c.task
+        def first(path: str) -> int:
+            if not os.path.exists(path):
+                open(path, "w").close()
+                raise RuntimeError("not yet")
+            return 20
+
+        @c.task
+        def add(values: list[int]) -> int:
+            return sum(values)
+
+        base = first(str(marker))
+        total = add([base, 22])
+        assert isinstance(total.exception(timeout=60), ms.DependencyError)
+        new_first, new_total = c.retry()
+        assert new_total.result(timeout=60) == 42
+        assert new_first.result(timeout=60) == 20
+        assert c.futures()[-2:] == [new_first, new_total]
+        assert c.retry() == []  # nothing failed any more

@@ -147,3 +147,49 @@ def test_commands_accept_a_campaign_name(tmp_path: Path) -> None:
                              timeout=60, check=False)
     assert unknown.returncode == 2
     assert name in unknown.stderr  # the error lists the known campaigns
+
+
+def test_retry_runs_failed_tasks_and_their_dependents_again(tmp_path: Path) -> None:
+    name = f"retry-{os.getpid()}"
+    marker = tmp_path / "second-time"
+    path = tmp_path / "r.toml"
+    path.write_text(f"""
+[campaign]
+name = "{name}"
+
+[[sites]]
+kind = "local"
+name = "local"
+cores = 2
+
+[[tasks]]
+name = "ok"
+command = ["echo", "fine"]
+
+[[tasks]]
+name = "flaky"
+command = ["sh", "-c", "if [ -e {marker} ]; then echo recovered; else touch {marker}; exit 3; fi"]
+
+[[tasks]]
+name = "downstream"
+command = ["echo", "after flaky"]
+depends_on = ["flaky", "ok"]
+""")
+    first = subprocess.run([*METASCHED, "run", str(path)], capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert first.returncode == 1
+    retried = subprocess.run([*METASCHED, "retry", name], capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    status = subprocess.run([*METASCHED, "status", name, "--json"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["sites"] == {"local": {"done": 3}}
+    db = sqlite3.connect(tmp_path / f"{name}.db")
+    rows = db.execute("SELECT name, state, superseded_by IS NOT NULL FROM tasks ORDER BY seq").fetchall()
+    db.close()
+    assert rows == [("ok", "done", 0), ("flaky", "failed", 1), ("downstream", "failed", 1),
+                    ("flaky", "done", 0), ("downstream", "done", 0)]
+    logs = subprocess.run([*METASCHED, "logs", name, "ok"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert "fine" in logs.stdout
