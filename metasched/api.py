@@ -187,7 +187,16 @@ class Campaign:
                                                                soft=False),
         ).remote(journal_path=str(self.journal_path), sites=self.sites, policy=self.policy,
                  resume=self._resume)
-        ray.get(self._actor.start.remote())
+        try:
+            ray.get(self._actor.start.remote())
+        except ray.exceptions.RayTaskError as exc:  # show our own error, not Ray's wrapping of it
+            ray.kill(self._actor)
+            if self._owns_ray:
+                ray.shutdown()
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), MetaschedError) else None
+            if cause is not None:
+                raise cause from None
+            raise
         self._started = True
         remember(self.name, self.journal_path)
         for target, label in ((self._flush_loop, "flush"), (self._event_loop, "events")):

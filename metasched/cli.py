@@ -92,6 +92,12 @@ def run(
     import metasched as ms
 
     loaded = _load(file)
+    if _journal_holds(loaded.journal, loaded.spec.campaign.name):
+        # Running the same file again after a stop or a crash continues the campaign.
+        console.print(f"resuming campaign {loaded.spec.campaign.name!r} from {loaded.journal}")
+        _drive(lambda: ms.Campaign.resume(loaded.journal), lambda c: c.futures(), loaded.journal,
+               headless=headless)
+        return
 
     def start() -> Any:
         return ms.Campaign(loaded.spec.campaign.name, sites=_sites(loaded), journal=loaded.journal,
@@ -139,8 +145,17 @@ def retry(
     _drive(lambda: ms.Campaign.resume(journal), lambda c: c.retry(tasks or None), journal, headless=headless)
 
 
+def _journal_holds(journal: Path, name: str) -> bool:
+    """True if `journal` already has tasks of campaign `name`."""
+    if not journal.is_file():
+        return False
+    counts, owner = _counts(journal)
+    return owner == name and bool(counts)
+
+
 def _drive(start: Any, submit_all: Any, journal: Path, *, headless: bool) -> None:
     """Start a campaign, follow it, handle Ctrl-C, print the summary and exit with a status."""
+    from metasched.errors import MetaschedError
     from metasched.live import follow, site_table
 
     choice = "stop"
@@ -155,6 +170,9 @@ def _drive(start: Any, submit_all: Any, journal: Path, *, headless: bool) -> Non
                     campaign.cancel(*[f for f in futures if not f.done()])
                 raise
             summary = campaign.status()
+    except MetaschedError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         if choice == "detach":
             _background("resume", str(journal), journal)

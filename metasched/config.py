@@ -209,19 +209,30 @@ def load_campaign_file(path: str | Path) -> LoadedCampaign:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise CampaignFileError(f"{path}: not valid TOML: {exc}", problems=[str(exc)]) from exc
+        problem = f"{path}:{getattr(exc, 'lineno', 1)}: not valid TOML: {exc}"
+        raise CampaignFileError(problem, problems=[problem]) from exc
+    return check_data(data, path, text)
+
+
+def check_data(data: dict[str, Any], path: Path, text: str = "") -> LoadedCampaign:
+    """Validate already-parsed campaign data (`text` is the source, for line numbers)."""
     problems: list[str] = []
     try:
         spec = CampaignFile.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
-            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("local", "slurm")))
+            loc = tuple(p for p in error["loc"] if not _union_member(p))
             problems.append(f"{path}:{_line_of(text, loc)}: {_where(loc)}: {error['msg']}")
         raise CampaignFileError(_summary(path, problems), problems=problems) from None
     tasks, dependencies = _check_semantics(path, text, spec, problems)
     if problems:
         raise CampaignFileError(_summary(path, problems), problems=problems)
     return LoadedCampaign(path=path, spec=spec, tasks=tasks, dependencies=dependencies)
+
+
+def _union_member(part: str | int) -> bool:
+    """Parts pydantic adds to a location to say which union member it tried (not fields of the file)."""
+    return isinstance(part, str) and (part in ("local", "slurm") or "[" in part or part.endswith("Model"))
 
 
 def _summary(path: Path, problems: list[str]) -> str:
@@ -260,7 +271,8 @@ def _check_semantics(path: Path, text: str, spec: CampaignFile, problems: list[s
         expanded.extend(mine)
     names = [t.name for t in expanded]
     for name in sorted({n for n in names if names.count(n) > 1}):
-        report(("tasks",), f"task name {name!r} occurs more than once after sweeps")
+        report(("tasks",), f"task name {name!r} occurs more than once after sweeps (put the sweep keys in "
+                           "swept names, e.g. 'sim-{x}')")
     dependencies: dict[str, list[str]] = {}
     for i, task in enumerate(spec.tasks):
         for dep in task.depends_on:

@@ -89,10 +89,12 @@ def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
     return rows
 
 
-def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> None:
+def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> int:
+    """Draw the Gantt chart; return how many attempt bars it drew (one per attempt)."""
     ordered = sorted(spans, key=lambda s: (sites.index(s.site), s.submitted))
     fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.12 * len(ordered), 30)))
     end_of_campaign = max((s.ended or s.submitted) for s in spans)
+    bars = 0
     for row, span in enumerate(ordered):
         colour = _COLOURS[sites.index(span.site) % len(_COLOURS)]
         end = span.ended if span.ended is not None else end_of_campaign
@@ -101,6 +103,7 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> None:
             ax.barh(row, start_run - span.submitted, left=span.submitted, height=0.8, color=colour,
                     alpha=0.25)
         ok = span.state == "succeeded"
+        bars += 1
         ax.barh(row, max(end - start_run, 1e-3), left=start_run, height=0.8, color=colour,
                 alpha=0.9 if ok else 0.5, hatch=None if ok else "////",
                 edgecolor=colour if ok else "black", linewidth=0.3)
@@ -118,6 +121,7 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return bars
 
 
 def _utilization(spans: list[AttemptSpan], sites: list[str], path: Path) -> None:
@@ -170,7 +174,7 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         raise ValueError(f"journal {journal} has no attempts to report on")
     out_dir.mkdir(parents=True, exist_ok=True)
     sites = sorted({s.site for s in spans})
-    _gantt(spans, sites, out_dir / "gantt.png")
+    bars = _gantt(spans, sites, out_dir / "gantt.png")
     _utilization(spans, sites, out_dir / "utilization.png")
     has_waits = _waits(spans, sites, out_dir / "waits.png")
     rows = summarize(spans)
@@ -190,7 +194,8 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         f"</head><body><h1>Campaign report</h1><p>journal: {html.escape(str(journal))}</p>"
         "<table><tr><th>site</th><th>attempts</th><th>succeeded</th><th>failed</th><th>lost</th>"
         f"<th>mean wait (s)</th><th>mean run (s)</th></tr>{table}</table>"
-        + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures)
+        + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{bars}'></p>"
+        + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures[1:])
         + "</body></html>"
     )
     index = out_dir / "index.html"

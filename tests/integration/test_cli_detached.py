@@ -88,8 +88,9 @@ depends_on = ["long"]
     assert "per-site summary" in log.read_text(), "the background campaign did not finish"
 
 
-def test_resume_from_the_command_line_after_a_crash(tmp_path: Path) -> None:
-    name = f"cliresume-{os.getpid()}"
+@pytest.mark.parametrize("how", ["resume JOURNAL", "run FILE again"])
+def test_resume_from_the_command_line_after_a_crash(tmp_path: Path, how: str) -> None:
+    name = f"cliresume-{os.getpid()}-{how.split()[0]}"
     path = tmp_path / "c.toml"
     path.write_text(f"""
 [campaign]
@@ -115,8 +116,8 @@ sweep = {{ i = {{ range = [0, 8] }} }}
             time.sleep(0.2)
     finally:
         kill_tree(run.pid)
-    resumed = subprocess.run([*METASCHED, "resume", str(journal)], capture_output=True, text=True,
-                             timeout=300, check=False)
+    again = ["resume", str(journal)] if how == "resume JOURNAL" else ["run", str(path)]
+    resumed = subprocess.run([*METASCHED, *again], capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "│ -  " not in resumed.stdout, "tasks finished before the crash must keep their site"
     status = subprocess.run([*METASCHED, "status", str(journal), "--json"], capture_output=True, text=True,

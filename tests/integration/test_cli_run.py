@@ -79,6 +79,7 @@ command = ["false"]
         assert len(data) > 5000
         assert figure in page
     assert "waits.png" not in page  # the local site reports no separate queue wait
+    assert "data-attempt-bars='5'" in page  # one bar per attempt (5 attempts, 5 tasks)
     empty = runner.invoke(app, ["report", str(tmp_path / "missing.db")])
     assert empty.exit_code == 2
 

@@ -1,0 +1,132 @@
+"""Broken campaign files, each with the exact problem expected; and a fuzzer that only ever sees
+validation errors come out of the validator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metasched.config import CampaignFileError, check_data, load_campaign_file
+
+BASE = """[campaign]
+name = "c"
+
+[[sites]]
+kind = "local"
+name = "local"
+
+[[tasks]]
+name = "a"
+command = ["true"]
+"""
+SLURM = 'kind = "slurm"\nname = "s"\nslurm_conf = "/etc/hostname"\nshared_dir = "/tmp"'
+
+
+def edit(old: str, new: str) -> str:
+    assert old in BASE
+    return BASE.replace(old, new, 1)
+
+
+CASES: list[tuple[str, str, list[str]]] = [
+    ("unknown campaign key", edit('name = "c"', 'name = "c"\ncolour = 1'),
+     ["3: campaign.colour: Extra inputs are not permitted"]),
+    ("bad campaign name", edit('name = "c"', 'name = "c d"'),
+     ["2: campaign.name: String should match pattern '^[A-Za-z0-9_.-]+$'"]),
+    ("missing campaign", edit('[campaign]\nname = "c"\n', ""), ["1: campaign: Field required"]),
+    ("bad policy", edit('name = "c"', 'name = "c"\npolicy = "random"'),
+     ["3: campaign.policy: Input should be 'default' or 'round-robin'"]),
+    ("unknown site kind", edit('kind = "local"', 'kind = "pbs"'),
+     ["4: sites[0]: Input tag 'pbs' found using 'kind' does not match any of the expected tags: "
+      "'local', 'slurm'"]),
+    ("missing site kind", edit('kind = "local"\n', ""),
+     ["4: sites[0]: Unable to extract tag using discriminator 'kind'"]),
+    ("unknown site key", edit('name = "local"', 'name = "local"\ncpus = 4'),
+     ["7: sites[0].cpus: Extra inputs are not permitted"]),
+    ("negative site cores", edit('name = "local"', 'name = "local"\ncores = -1'),
+     ["7: sites[0].cores: Input should be greater than or equal to 0"]),
+    ("slurm without slurm_conf", edit('kind = "local"\nname = "local"', 'kind = "slurm"\nname = "s"\n'
+                                      'shared_dir = "/tmp"'),
+     ["4: sites[0].slurm_conf: Field required"]),
+    ("slurm poll interval 0", edit('kind = "local"\nname = "local"', SLURM + "\npoll_interval = 0"),
+     ["9: sites[0].poll_interval: Input should be greater than 0"]),
+    ("slurm pilot mode", edit('kind = "local"\nname = "local"', SLURM + '\nmode = "pilot"'),
+     ["9: sites[0].mode: Input should be 'batch'"]),
+    ("slurm conf missing on disk", edit('kind = "local"\nname = "local"',
+                                        SLURM.replace("/etc/hostname", "/no/such/slurm.conf")),
+     ["7: sites[0].slurm_conf: file /no/such/slurm.conf does not exist"]),
+    ("no tasks", BASE.split("[[tasks]]")[0], ["1: tasks: Field required"]),
+    ("empty command", edit('command = ["true"]', "command = []"),
+     ["10: tasks[0].command: List should have at least 1 item after validation, not 0"]),
+    ("command as a shell string", edit('command = ["true"]', 'command = "true"'),
+     ["10: tasks[0].command: Input should be a valid list"]),
+    ("unknown task key", edit('command = ["true"]', 'command = ["true"]\ncpu = 2'),
+     ["11: tasks[0].cpu: Extra inputs are not permitted"]),
+    ("zero cores", edit('command = ["true"]', 'command = ["true"]\ncores = 0'),
+     ["11: tasks[0].cores: Input should be greater than or equal to 1"]),
+    ("negative retries", edit('command = ["true"]', 'command = ["true"]\nretries = -1'),
+     ["11: tasks[0].retries: Input should be greater than or equal to 0"]),
+    ("range of one number", edit('command = ["true"]', 'command = ["true"]\nsweep = { x = { range = [1] } }'),
+     ["11: tasks[0].sweep.x: Input should be a valid list",
+      "11: tasks[0].sweep.x.range: List should have at least 2 items after validation, not 1"]),
+    ("sweep key not in command",
+     edit('command = ["true"]', 'command = ["echo", "{y}"]\nsweep = { x = [1, 2] }'),
+     ["11: tasks[0].sweep: sweep does not expand the name or command: KeyError('y')"]),
+    ("swept name without its key", edit('command = ["true"]', 'command = ["true"]\nsweep = { x = [1, 2] }'),
+     ["8: tasks: task name 'a' occurs more than once after sweeps (put the sweep keys in swept names, "
+      "e.g. 'sim-{x}')"]),
+    ("unknown dependency", edit('command = ["true"]', 'command = ["true"]\ndepends_on = ["zzz"]'),
+     ["11: tasks[0].depends_on: depends on 'zzz', which is not a task of this file"]),
+    ("self dependency", edit('command = ["true"]', 'command = ["true"]\ndepends_on = ["a"]'),
+     ["8: tasks: dependencies form a cycle: a -> a"]),
+    ("unknown task site", edit('command = ["true"]', 'command = ["true"]\nsites = ["mars"]'),
+     ["11: tasks[0].sites: unknown site 'mars' (sites: local)"]),
+    ("duplicate site", BASE + '\n[[sites]]\nkind = "local"\nname = "local"\n',
+     ["6: sites[0].name: site name 'local' is used more than once",
+      "14: sites[1].name: site name 'local' is used more than once"]),
+    ("env value not a string", edit('command = ["true"]', 'command = ["true"]\nenv = { A = 1 }'),
+     ["11: tasks[0].env.A: Input should be a valid string"]),
+    ("not TOML", "this is = = not toml",
+     ["1: not valid TOML: Expected '=' after a key in a key/value pair (at line 1, column 6)"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [(t, e) for _, t, e in CASES], ids=[c[0] for c in CASES])
+def test_broken_file_reports_exactly(tmp_path: Path, text: str, expected: list[str]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(CampaignFileError) as excinfo:
+        load_campaign_file(path)
+    assert excinfo.value.problems == [f"{path}:{line}" for line in expected]
+    assert str(path) in str(excinfo.value)
+
+
+def test_there_are_at_least_twenty_cases() -> None:
+    assert len(CASES) >= 20
+
+
+KEYS = st.sampled_from(["campaign", "sites", "tasks", "name", "kind", "command", "sweep", "range",
+                        "depends_on", "cores", "slurm_conf", "shared_dir", "journal", "policy", "x", "env"])
+SCALARS = st.one_of(st.integers(-3, 10), st.text(max_size=8), st.booleans(), st.floats(allow_nan=False),
+                    st.sampled_from(["local", "slurm", "a", "{x}", "default"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(KEYS, inner, max_size=4)),
+                      max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(KEYS, VALUES, max_size=4))
+def test_random_campaign_data_only_ever_gives_validation_errors(data: dict[str, Any]) -> None:
+    problems: list[str] | None = None
+    try:
+        loaded = check_data(data, Path("fuzz.toml"))
+    except CampaignFileError as exc:
+        problems = exc.problems
+    if problems is None:
+        assert loaded.tasks, "a file that validates has tasks"
+    else:
+        assert problems
+        assert all(p.startswith("fuzz.toml:") for p in problems)
