@@ -183,6 +183,7 @@ def _drive(start: Any, submit_all: Any, journal: Path, *, headless: bool) -> Non
             err_console.print(f"stopped; unfinished tasks stay in {journal} (metasched resume {journal})",
                               style="yellow")
         raise typer.Exit(130) from None
+    console.print()
     console.print(site_table(summary))
     for future in futures:
         error = future.exception()
