@@ -6,16 +6,15 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.integration.cli_helpers import METASCHED, cli, local_campaign_file
 from tests.integration.processes import kill_tree
 
 pytestmark = pytest.mark.ray
-METASCHED = [sys.executable, "-m", "metasched"]
 
 
 def _state(journal: Path, name: str) -> str | None:
@@ -33,20 +32,11 @@ def _state(journal: Path, name: str) -> str | None:
 
 def test_submit_watch_cancel(tmp_path: Path) -> None:
     name = f"detached-{os.getpid()}"
-    path = tmp_path / "c.toml"
-    path.write_text(f"""
-[campaign]
-name = "{name}"
-
-[[sites]]
-kind = "local"
-name = "local"
-cores = 2
-
+    path = local_campaign_file(tmp_path, f"{name}", """
 [[tasks]]
-name = "quick-{{i}}"
-command = ["echo", "{{i}}"]
-sweep = {{ i = [1, 2, 3] }}
+name = "quick-{i}"
+command = ["echo", "{i}"]
+sweep = { i = [1, 2, 3] }
 
 [[tasks]]
 name = "long"
@@ -59,8 +49,7 @@ depends_on = ["long"]
 """)
     journal = tmp_path / f"{name}.db"
     started = time.monotonic()
-    submitted = subprocess.run([*METASCHED, "submit", str(path)], capture_output=True, text=True, timeout=60,
-                               check=False)
+    submitted = cli("submit", str(path), timeout=60)
     assert submitted.returncode == 0, submitted.stderr
     assert time.monotonic() - started < 30, "submit must return without waiting for the campaign"
     assert f"metasched watch {journal}" in submitted.stdout
@@ -69,15 +58,12 @@ depends_on = ["long"]
     while _state(journal, "long") not in ("submitted", "running"):
         assert time.monotonic() < deadline, (tmp_path / f"{name}.log").read_text()
         time.sleep(0.2)
-    cancelled = subprocess.run([*METASCHED, "cancel", str(journal), "long"], capture_output=True, text=True,
-                               timeout=60, check=False)
+    cancelled = cli("cancel", str(journal), "long", timeout=60)
     assert cancelled.returncode == 0, cancelled.stderr
 
-    watched = subprocess.run([*METASCHED, "watch", str(journal), "--interval", "0.5"], capture_output=True,
-                             text=True, timeout=120, check=False)
+    watched = cli("watch", str(journal), "--interval", "0.5", timeout=120)
     assert watched.returncode == 1  # cancelled and dependency-failed tasks count as failures
-    status = subprocess.run([*METASCHED, "status", str(journal), "--json"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    status = cli("status", str(journal), "--json", timeout=60)
     counts = json.loads(status.stdout)["sites"]
     assert counts["local"] == {"done": 3, "cancelled": 1}
     assert counts["-"] == {"failed": 1}  # after-long never ran: its dependency was cancelled
@@ -91,20 +77,11 @@ depends_on = ["long"]
 @pytest.mark.parametrize("how", ["resume JOURNAL", "run FILE again"])
 def test_resume_from_the_command_line_after_a_crash(tmp_path: Path, how: str) -> None:
     name = f"cliresume-{os.getpid()}-{how.split()[0]}"
-    path = tmp_path / "c.toml"
-    path.write_text(f"""
-[campaign]
-name = "{name}"
-
-[[sites]]
-kind = "local"
-name = "local"
-cores = 2
-
+    path = local_campaign_file(tmp_path, f"{name}", """
 [[tasks]]
-name = "nap-{{i}}"
+name = "nap-{i}"
 command = ["sleep", "1"]
-sweep = {{ i = {{ range = [0, 8] }} }}
+sweep = { i = { range = [0, 8] } }
 """)
     journal = tmp_path / f"{name}.db"
     run = subprocess.Popen([*METASCHED, "run", "--headless", str(path)], stdout=subprocess.DEVNULL,
@@ -117,35 +94,27 @@ sweep = {{ i = {{ range = [0, 8] }} }}
     finally:
         kill_tree(run.pid)
     again = ["resume", str(journal)] if how == "resume JOURNAL" else ["run", str(path)]
-    resumed = subprocess.run([*METASCHED, *again], capture_output=True, text=True, timeout=300, check=False)
+    resumed = cli(*again, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "│ -  " not in resumed.stdout, "tasks finished before the crash must keep their site"
-    status = subprocess.run([*METASCHED, "status", str(journal), "--json"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    status = cli("status", str(journal), "--json", timeout=60)
     assert json.loads(status.stdout)["sites"] == {"local": {"done": 8}}
 
 
 def test_commands_accept_a_campaign_name(tmp_path: Path) -> None:
     name = f"named-{os.getpid()}"
-    path = tmp_path / "n.toml"
-    path.write_text(f'[campaign]\nname = "{name}"\n\n[[sites]]\nkind = "local"\nname = "local"\ncores = 2\n\n'
-                    '[[tasks]]\nname = "hello"\ncommand = ["echo", "hello"]\n')
-    ran = subprocess.run([*METASCHED, "run", str(path)], capture_output=True, text=True, timeout=120,
-                         check=False)
+    path = local_campaign_file(tmp_path, name, '\n[[tasks]]\nname = "hello"\ncommand = ["echo", "hello"]\n')
+    ran = cli("run", str(path), timeout=120)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    by_name = subprocess.run([*METASCHED, "status", name, "--json"], capture_output=True, text=True,
-                             timeout=60, check=False)
+    by_name = cli("status", name, "--json", timeout=60)
     assert json.loads(by_name.stdout)["sites"] == {"local": {"done": 1}}
-    listing = subprocess.run([*METASCHED, "status", "--json"], capture_output=True, text=True, timeout=60,
-                             check=False)
+    listing = cli("status", "--json", timeout=60)
     entry = next(row for row in json.loads(listing.stdout) if row["campaign"] == name)
     assert entry["journal"] == str((tmp_path / f"{name}.db").resolve())
     assert entry["tasks"] == {"done": 1}
-    logs = subprocess.run([*METASCHED, "logs", name, "hello"], capture_output=True, text=True, timeout=60,
-                          check=False)
+    logs = cli("logs", name, "hello", timeout=60)
     assert "hello" in logs.stdout
-    unknown = subprocess.run([*METASCHED, "status", "no-such-campaign"], capture_output=True, text=True,
-                             timeout=60, check=False)
+    unknown = cli("status", "no-such-campaign", timeout=60)
     assert unknown.returncode == 2
     assert name in unknown.stderr  # the error lists the known campaigns
 
@@ -153,37 +122,25 @@ def test_commands_accept_a_campaign_name(tmp_path: Path) -> None:
 def test_retry_runs_failed_tasks_and_their_dependents_again(tmp_path: Path) -> None:
     name = f"retry-{os.getpid()}"
     marker = tmp_path / "second-time"
-    path = tmp_path / "r.toml"
-    path.write_text(f"""
-[campaign]
-name = "{name}"
-
-[[sites]]
-kind = "local"
-name = "local"
-cores = 2
-
+    path = local_campaign_file(tmp_path, f"{name}", """
 [[tasks]]
 name = "ok"
 command = ["echo", "fine"]
 
 [[tasks]]
 name = "flaky"
-command = ["sh", "-c", "if [ -e {marker} ]; then echo recovered; else touch {marker}; exit 3; fi"]
+command = ["sh", "-c", "if [ -e MARKER ]; then echo recovered; else touch MARKER; exit 3; fi"]
 
 [[tasks]]
 name = "downstream"
 command = ["echo", "after flaky"]
 depends_on = ["flaky", "ok"]
-""")
-    first = subprocess.run([*METASCHED, "run", str(path)], capture_output=True, text=True, timeout=120,
-                           check=False)
+""".replace("MARKER", str(marker)))
+    first = cli("run", str(path), timeout=120)
     assert first.returncode == 1
-    retried = subprocess.run([*METASCHED, "retry", name], capture_output=True, text=True, timeout=120,
-                             check=False)
+    retried = cli("retry", name, timeout=120)
     assert retried.returncode == 0, retried.stdout + retried.stderr
-    status = subprocess.run([*METASCHED, "status", name, "--json"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    status = cli("status", name, "--json", timeout=60)
     assert status.returncode == 0
     assert json.loads(status.stdout)["sites"] == {"local": {"done": 3}}
     db = sqlite3.connect(tmp_path / f"{name}.db")
@@ -191,6 +148,5 @@ depends_on = ["flaky", "ok"]
     db.close()
     assert rows == [("ok", "done", 0), ("flaky", "failed", 1), ("downstream", "failed", 1),
                     ("flaky", "done", 0), ("downstream", "done", 0)]
-    logs = subprocess.run([*METASCHED, "logs", name, "ok"], capture_output=True, text=True, timeout=60,
-                          check=False)
+    logs = cli("logs", name, "ok", timeout=60)
     assert "fine" in logs.stdout

@@ -10,30 +10,22 @@ import pytest
 from typer.testing import CliRunner
 
 from metasched.cli import app
+from tests.integration.cli_helpers import local_campaign_file
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_local")]
 
 
 def test_run_a_campaign_file_then_read_its_status(tmp_path: Path) -> None:
-    path = tmp_path / "c.toml"
-    path.write_text(f"""
-[campaign]
-name = "cli-{os.getpid()}"
-
-[[sites]]
-kind = "local"
-name = "local"
-cores = 2
-
+    path = local_campaign_file(tmp_path, f"cli-{os.getpid()}", """
 [[tasks]]
-name = "echo-{{i}}"
-command = ["python3", "-c", "print({{i}})"]
-sweep = {{ i = [1, 2, 3] }}
+name = "echo-{i}"
+command = ["python3", "-c", "print({i})"]
+sweep = { i = [1, 2, 3] }
 
 [[tasks]]
 name = "fails"
 command = ["python3", "-c", "import sys; sys.exit(4)"]
-depends_on = ["echo-{{i}}"]
+depends_on = ["echo-{i}"]
 """)
     runner = CliRunner()
     result = runner.invoke(app, ["run", str(path)])
@@ -47,20 +39,11 @@ depends_on = ["echo-{{i}}"]
 
 
 def test_report_writes_html_and_figures(tmp_path: Path) -> None:
-    path = tmp_path / "r.toml"
-    path.write_text(f"""
-[campaign]
-name = "report-{os.getpid()}"
-
-[[sites]]
-kind = "local"
-name = "local"
-cores = 2
-
+    path = local_campaign_file(tmp_path, f"report-{os.getpid()}", """
 [[tasks]]
-name = "nap-{{i}}"
-command = ["sleep", "0.{{i}}"]
-sweep = {{ i = {{ range = [1, 5] }} }}
+name = "nap-{i}"
+command = ["sleep", "0.{i}"]
+sweep = { i = { range = [1, 5] } }
 
 [[tasks]]
 name = "broken"
@@ -85,16 +68,7 @@ command = ["false"]
 
 
 def test_logs_show_output_and_errors(tmp_path: Path) -> None:
-    path = tmp_path / "l.toml"
-    path.write_text(f"""
-[campaign]
-name = "logs-{os.getpid()}"
-
-[[sites]]
-kind = "local"
-name = "local"
-cores = 2
-
+    path = local_campaign_file(tmp_path, f"logs-{os.getpid()}", """
 [[tasks]]
 name = "talk"
 command = ["python3", "-c", "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import slurmsite
 
+from tests.integration.cli_helpers import METASCHED, cli
+
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
-METASCHED = [sys.executable, "-m", "metasched"]
 
 
 def test_campaign_file_across_alpha_and_beta(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo,
@@ -41,30 +41,25 @@ command = ["sleep", "300"]
     journal = tmp_path / f"{name}.db"
     deadline = time.monotonic() + 120
     while True:
-        status = subprocess.run([*METASCHED, "status", str(journal), "--json"], capture_output=True,
-                                text=True, timeout=60, check=False)
+        status = cli("status", str(journal), "--json", timeout=60)
         counts = json.loads(status.stdout)["sites"] if status.stdout.startswith("{") else {}
         done = sum(by.get("done", 0) for by in counts.values())
         if done >= 16:
             break
         assert time.monotonic() < deadline, status.stdout + status.stderr
         time.sleep(0.5)
-    cancel = subprocess.run([*METASCHED, "cancel", name, "long"], capture_output=True, text=True, timeout=60,
-                            check=False)
+    cancel = cli("cancel", name, "long", timeout=60)
     assert cancel.returncode == 0
     out, _ = run.communicate(timeout=120)
     assert run.returncode == 1, out  # the cancelled task counts as not done
-    counts = json.loads(subprocess.run([*METASCHED, "status", name, "--json"], capture_output=True,
-                                       text=True, timeout=60, check=False).stdout)["sites"]
+    counts = json.loads(cli("status", name, "--json", timeout=60).stdout)["sites"]
     assert counts["alpha"].get("done", 0) > 0
     assert counts["beta"].get("done", 0) > 0
     assert sum(by.get("done", 0) for by in counts.values()) == 16
     assert sum(by.get("cancelled", 0) for by in counts.values()) == 1
-    logs = subprocess.run([*METASCHED, "logs", name, "work-0"], capture_output=True, text=True, timeout=60,
-                          check=False)
+    logs = cli("logs", name, "work-0", timeout=60)
     assert logs.stdout.split("stdout:")[1].split()[0] in ("alpha", "beta")
-    report = subprocess.run([*METASCHED, "report", name, "--out", str(tmp_path / "rep")], capture_output=True,
-                            text=True, timeout=120, check=False)
+    report = cli("report", name, "--out", str(tmp_path / "rep"), timeout=120)
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "data-attempt-bars='17'" in page
