@@ -96,20 +96,18 @@ class SchedulerService:
             task_id = stored.spec.task_id
             attempt = live.get(task_id)
             agent = self.agents.get(attempt.site) if attempt is not None else None
-            if (attempt is not None and attempt.native_id and isinstance(agent, ReattachableAgent)
-                    and not stored.state.terminal
-                    and agent.reattach(attempt.attempt_id, stored.spec, attempt.native_id)):
-                self.core.restore(stored.spec, state=stored.state, tries=stored.tries,
-                                  attempts=stored.attempts, result=None, error=None)
-                self.core.reattach(task_id, attempt.site, attempt.attempt_id, attempt.number)
-                reattached.append(attempt)
-                restored += 1
-                continue
-            tries = stored.tries - (1 if attempt is not None else 0)  # the loss was ours: no retry used
+            reattach = (attempt is not None and bool(attempt.native_id) and not stored.state.terminal
+                        and isinstance(agent, ReattachableAgent)
+                        and agent.reattach(attempt.attempt_id, stored.spec, attempt.native_id or ""))
+            # An attempt lost with the previous scheduler was our loss: it uses no retry.
+            tries = stored.tries - (1 if attempt is not None and not reattach else 0)
             record = self.core.restore(stored.spec, state=stored.state, tries=max(0, tries),
                                        attempts=stored.attempts, result=stored.result, error=stored.error,
                                        site=stored.site)
-            if record.state.terminal:
+            if reattach and attempt is not None:
+                self.core.reattach(task_id, attempt.site, attempt.attempt_id, attempt.number)
+                reattached.append(attempt)
+            elif record.state.terminal:
                 self._events.append(TaskEvent(task_id=task_id, state=record.state,
                                               result=record.result, error=record.error))
             restored += 1
