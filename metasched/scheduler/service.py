@@ -175,6 +175,8 @@ class SchedulerService:
             return False
         self._last_requests = now
         requests = self.journal.take_requests()
+        if not requests:
+            return False
         by_name: dict[str, list[TaskId]] = defaultdict(list)
         for task_id, record in self.core.tasks.items():
             by_name[record.spec.name].append(task_id)
@@ -182,7 +184,7 @@ class SchedulerService:
             if kind == "cancel":
                 targets = list(self.core.tasks) if name is None else by_name.get(name, [])
                 self.cancel(targets)
-        return bool(requests)
+        return True
 
     def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
         core = self.core
