@@ -148,7 +148,7 @@ class Campaign:
         try:
             name = stored.get_meta("campaign")
             journaled_sites = stored.get_meta("sites")
-            tasks = [(t.spec.task_id, t.spec.name, t.superseded_by is not None) for t in stored.tasks()]
+            tasks = stored.task_index()
         finally:
             stored.close()
         if name is None:
@@ -209,7 +209,7 @@ class Campaign:
         journal = Journal(self.journal_path).open()
         try:
             owner = journal.get_meta("campaign")
-            count = sum(1 for _ in journal.tasks())
+            count = len(journal.task_index())
             if owner is not None and count:
                 raise ConfigurationError(
                     f"journal {self.journal_path} already holds campaign {owner!r} with {count} task(s); "

@@ -255,6 +255,11 @@ class Journal:
         )
 
     # ---------------------------------------------------------------------------------------- reading
+    def task_index(self) -> list[tuple[TaskId, str, bool]]:
+        """(task id, name, superseded by a retry) of every task in submission order; no spec unpickled."""
+        rows = self.db.execute("SELECT task_id, name, superseded_by IS NOT NULL FROM tasks ORDER BY seq")
+        return [(TaskId(t), n, bool(s)) for t, n, s in rows]
+
     def functions(self) -> dict[str, bytes]:
         """Every stored function by digest."""
         return dict(self.db.execute("SELECT digest, blob FROM functions"))
