@@ -154,7 +154,7 @@ class SlurmAgent:
             raise SiteAgentError(f"site {self.config.name}: agent not started.", site=self.config.name)
         results = list(self._pool.map(self._submit_one, submissions))
         for sub, error in zip(submissions, results, strict=True):
-            if error is not None:  # the controller did not answer: try again later, at no cost
+            if error is not None:  # the controller did not answer (in time): try again later, at no cost
                 self._mark_unavailable(error)
                 self._pending_updates.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=TaskOutcome(
                     lost=True, charge_retry=False, detail=error)))
@@ -177,7 +177,10 @@ class SlurmAgent:
             script=str(script), partition=self.config.partition, account=self.config.account,
             qos=self.config.qos, signal_lead_s=self.config.signal_lead_s,
         )
-        out = self.runner.run(argv)
+        try:
+            out = self.runner.run(argv)
+        except SiteAgentError as exc:  # sbatch timed out or cannot run: this attempt only
+            return str(exc)
         if not out.ok:
             if _unreachable(out):
                 return f"site {self.config.name}: sbatch could not reach the controller ({out.describe()})"

@@ -143,3 +143,23 @@ def test_resumed_campaign_reattaches_to_running_jobs(alpha: slurmsite.SiteInfo, 
     db.close()
     assert attempts == before, "a resumed campaign must re-attach to the same jobs, not resubmit"
     assert states == {"succeeded"}
+
+
+def test_sbatch_that_does_not_answer_loses_only_its_own_attempt(alpha: slurmsite.SiteInfo) -> None:
+    agent = SlurmAgent(slurm_site(alpha, poll_interval=0.01))
+    agent.start()
+    try:
+        agent.runner.timeout_s = 0.001  # every sbatch now times out
+        subs = [sleeper(1) for _ in range(3)]
+        agent.submit(subs)  # must not raise: each attempt is reported on its own
+        updates = {u.attempt_id: u.outcome for u in agent.poll()}
+        assert set(updates) == {s.attempt_id for s in subs}
+        for outcome in updates.values():
+            assert outcome is not None
+            assert outcome.lost
+            assert not outcome.charge_retry
+            assert "did not answer" in outcome.detail
+        assert not agent.available
+    finally:
+        agent.runner.timeout_s = 30
+        agent.close()
