@@ -250,6 +250,13 @@ def _counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
 _STATES = ["pending", "ready", "submitted", "running", "done", "failed", "cancelled"]
 
 
+def _totals(counts: dict[str, dict[str, int]]) -> tuple[int, int, int]:
+    """(done, failed or cancelled, unfinished) over every site of `_counts`."""
+    done = sum(by.get("done", 0) for by in counts.values())
+    failed = sum(by.get("failed", 0) + by.get("cancelled", 0) for by in counts.values())
+    return done, failed, sum(sum(by.values()) for by in counts.values()) - done - failed
+
+
 def _status_table(journal: Path, counts: dict[str, dict[str, int]]) -> Table:
     table = Table(title=f"journal {journal}")
     table.add_column("site")
@@ -287,13 +294,10 @@ def watch(
         while True:
             counts, _ = _counts(journal)
             live.update(_status_table(journal, counts), refresh=True)
-            unfinished = sum(n for by in counts.values() for s, n in by.items()
-                             if s not in ("done", "failed", "cancelled"))
-            if not unfinished:
+            if not _totals(counts)[2]:
                 break
             time.sleep(interval)
-    failed = sum(by.get("failed", 0) + by.get("cancelled", 0) for by in counts.values())
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(1 if _totals(counts)[1] else 0)
 
 
 @app.command()
@@ -406,7 +410,7 @@ def status(
         return
     journal = _journal_of(campaign)
     counts, name = _counts(journal)
-    failed = sum(c.get("failed", 0) + c.get("cancelled", 0) for c in counts.values())
+    failed = _totals(counts)[1]
     if as_json:
         typer.echo(json.dumps({"campaign": name, "sites": counts}))
     else:
@@ -418,28 +422,22 @@ def _list_campaigns(as_json: bool) -> None:
     from metasched.catalog import known
 
     rows = []
-    for name, journal in sorted(known().items()):
-        path = Path(journal)
-        totals: dict[str, int] = {}
-        if path.is_file():
-            for by_state in _counts(path)[0].values():
-                for state, count in by_state.items():
-                    totals[state] = totals.get(state, 0) + count
-        rows.append({"campaign": name, "journal": journal, "exists": path.is_file(), "tasks": totals})
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
     table = Table(title="campaigns started on this machine")
     for column in ("campaign", "journal", "done", "failed", "unfinished"):
         table.add_column(column)
-    for row in rows:
-        tasks = row["tasks"]
-        assert isinstance(tasks, dict)  # noqa: S101  (built just above)
-        done, failed = tasks.get("done", 0), tasks.get("failed", 0) + tasks.get("cancelled", 0)
-        unfinished = sum(tasks.values()) - done - failed
-        journal_text = str(row["journal"]) + ("" if row["exists"] else " (missing)")
-        table.add_row(str(row["campaign"]), journal_text, str(done), str(failed), str(unfinished))
-    console.print(table)
+    for name, journal in sorted(known().items()):
+        exists = Path(journal).is_file()
+        counts = _counts(Path(journal))[0] if exists else {}
+        tasks: dict[str, int] = {}
+        for by_state in counts.values():
+            for state, count in by_state.items():
+                tasks[state] = tasks.get(state, 0) + count
+        rows.append({"campaign": name, "journal": journal, "exists": exists, "tasks": tasks})
+        table.add_row(name, journal + ("" if exists else " (missing)"), *map(str, _totals(counts)))
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        console.print(table)
 
 
 def main() -> None:
