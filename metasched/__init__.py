@@ -27,6 +27,9 @@ _EXPORTS = {
     "TaskCancelledError": "metasched.errors",
     "TaskError": "metasched.errors",
     "WalltimeExceededError": "metasched.errors",
+    "DataTransferError": "metasched.errors",
+    "FileStore": "metasched.data.stores",
+    "RedisStore": "metasched.data.stores",
     "CommandResult": "metasched.records",
     "TaskState": "metasched.scheduler.states",
     "LocalSite": "site_agents.local",
@@ -38,11 +41,14 @@ __all__ = [
     "Campaign",
     "CommandResult",
     "ConfigurationError",
+    "DataTransferError",
     "DependencyError",
+    "FileStore",
     "JournalError",
     "LocalSite",
     "MetaschedError",
     "PlacementError",
+    "RedisStore",
     "RemoteTaskError",
     "SiteAgentError",
     "SlurmSite",
@@ -58,9 +64,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from metasched.api import Campaign
+    from metasched.data.stores import FileStore, RedisStore
     from metasched.errors import (
         AttemptLostError,
         ConfigurationError,
+        DataTransferError,
         DependencyError,
         JournalError,
         MetaschedError,

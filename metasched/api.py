@@ -32,6 +32,8 @@ from typing import Any
 import cloudpickle
 
 from metasched.catalog import remember
+from metasched.data import DEFAULT_THRESHOLD, DataRef, DataSettings, StoreSpec, home_store
+from metasched.data.driver import externalize_arguments, load_result
 from metasched.errors import ConfigurationError, MetaschedError, TaskError
 from metasched.futures import P, R, TaskFunction, TaskFuture, as_completed, wait
 from metasched.journal import Journal
@@ -83,6 +85,13 @@ class Campaign:
             "ray://host:port" joins an existing Ray cluster.
         policy: placement policy, "default" or "round-robin".
         object_store_mb: object store size of the embedded Ray.
+        store: the driver's data store (also the default of local sites); default a file store in
+            ``$METASCHED_HOME/data/<name>``.
+        data_threshold: arguments and results bigger than this many bytes (pickled) are stored in a
+            site's store and travel as proxies.
+        evict_intermediates: evict a stored result once all tasks consuming it are done (unless the
+            task has ``keep=True``); off by default because a future's result would then stop
+            resolving. Copies made for consumers at other sites are always evicted after use.
     """
 
     def __init__(
@@ -94,6 +103,9 @@ class Campaign:
         address: str | None = None,
         policy: str = "default",
         object_store_mb: int = 256,
+        store: StoreSpec | None = None,
+        data_threshold: int = DEFAULT_THRESHOLD,
+        evict_intermediates: bool = False,
         _resume: bool = False,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -107,6 +119,10 @@ class Campaign:
         self.address = address
         self.policy = policy
         self.object_store_mb = object_store_mb
+        if data_threshold < 0:
+            raise ConfigurationError(f"campaign {name!r}: data_threshold must not be negative.")
+        self.data = DataSettings(home=store or home_store(name), threshold=data_threshold,
+                                 evict_intermediates=evict_intermediates)
         self._resume = _resume
         self._futures: dict[TaskId, TaskFuture[Any]] = {}
         self._superseded: set[TaskId] = set()  # failed tasks that `retry` replaced
@@ -148,13 +164,16 @@ class Campaign:
         try:
             name = stored.get_meta("campaign")
             journaled_sites = stored.get_meta("sites")
+            data: DataSettings | None = stored.get_meta("data")
             tasks = stored.task_index()
         finally:
             stored.close()
         if name is None:
             raise ConfigurationError(f"cannot resume: {path} is not a metasched campaign journal.")
+        data = data or DataSettings(home=home_store(name))
         campaign = cls(name, sites=sites or journaled_sites, journal=path, address=address, policy=policy,
-                       _resume=True)
+                       store=data.home, data_threshold=data.threshold,
+                       evict_intermediates=data.evict_intermediates, _resume=True)
         for task_id, task_name, superseded in tasks:
             campaign._futures[task_id] = TaskFuture(campaign, task_id, task_name)
             if superseded:
@@ -186,7 +205,7 @@ class Campaign:
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                                soft=False),
         ).remote(journal_path=str(self.journal_path), sites=self.sites, policy=self.policy,
-                 resume=self._resume)
+                 resume=self._resume, data=self.data)
         try:
             ray.get(self._actor.start.remote())
         except ray.exceptions.RayTaskError as exc:  # show our own error, not Ray's wrapping of it
@@ -324,23 +343,33 @@ class Campaign:
         kwargs = self._replace_futures(kwargs, deps)
         digest, blob = self._pickled_function(fn)
         name = str(options.get("name") or getattr(fn, "__name__", "task"))
+        task_id = TaskId(uuid.uuid4().hex[:16])
+        inputs: tuple[DataRef, ...] = ()
         try:
             payload = cloudpickle.dumps((args, kwargs))
+            if len(payload) > self.data.threshold:
+                args, kwargs, inputs = externalize_arguments(args, kwargs, task_id=task_id,
+                                                             settings=self.data)
+                payload = cloudpickle.dumps((args, kwargs))
         except Exception as exc:
-            raise ConfigurationError(f"the arguments of task {name!r} cannot be pickled: {exc}") from exc
+            raise ConfigurationError(f"the arguments of task {name!r} cannot be pickled or stored: "
+                                     f"{exc}") from exc
         return self._enqueue(name, TaskKind.FUNCTION, options, deps=deps, digest=digest, blob=blob,
-                             payload=payload)
+                             payload=payload, task_id=task_id, inputs=inputs)
 
     def _enqueue(self, name: str, kind: TaskKind, options: dict[str, Any], *, deps: list[TaskId],
                  digest: str | None = None, blob: bytes | None = None, payload: bytes = b"",
-                 command: CommandSpec | None = None) -> TaskFuture[Any]:
+                 command: CommandSpec | None = None, task_id: TaskId | None = None,
+                 inputs: tuple[DataRef, ...] = ()) -> TaskFuture[Any]:
         self._check_running()
         spec = TaskSpec(
-            task_id=TaskId(uuid.uuid4().hex[:16]), name=name, kind=kind, resources=resources_from(options),
+            task_id=task_id or TaskId(uuid.uuid4().hex[:16]), name=name, kind=kind,
+            resources=resources_from(options),
             retries=int(options.get("retries", 0)),
             sites=tuple(SiteName(s) for s in options.get("sites", ()) or ()),
             tags=tuple(sorted((str(k), str(v)) for k, v in (options.get("tags") or {}).items())),
             depends_on=tuple(dict.fromkeys(deps)), function_digest=digest, payload=payload, command=command,
+            inputs=inputs, keep=bool(options.get("keep", False)),
         )
         return self._enqueue_spec(spec, blob)
 
@@ -478,7 +507,7 @@ class Campaign:
             return
         if event.state is TaskState.DONE and event.result is not None:
             try:
-                future.set_result(cloudpickle.loads(event.result))
+                future.set_result(load_result(event.result))
             except Exception as exc:
                 future.set_exception(TaskError(
                     f"the result of task {future.name!r} ({future.task_id}) cannot be unpickled here: {exc}",

@@ -105,6 +105,17 @@ class AttemptLostError(TaskError):
     transient = True
 
 
+class DataTransferError(TaskError):
+    """A task's input could not be brought to the site it was placed at (names object, sites, cause)."""
+
+    def __init__(self, message: str, *, task_id: str, task_name: str, object_id: str, source: str,
+                 target: str) -> None:
+        super().__init__(message, task_id=task_id, task_name=task_name)
+        self.object_id = object_id
+        self.source = source
+        self.target = target
+
+
 class JournalError(MetaschedError):
     """The campaign journal cannot be opened, read or written."""
 
@@ -128,6 +139,7 @@ ALL_ERRORS: tuple[type[MetaschedError], ...] = (
     TaskCancelledError,
     DependencyError,
     AttemptLostError,
+    DataTransferError,
     JournalError,
     SiteAgentError,
 )

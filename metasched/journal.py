@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metasched.data.objects import DataRef
 from metasched.errors import JournalError, TaskError
 from metasched.records import AttemptId, SiteName, TaskId, TaskSpec
 from metasched.scheduler.core import Attempt, Transition
@@ -67,6 +68,17 @@ CREATE TABLE IF NOT EXISTS requests (
     created REAL NOT NULL,
     handled REAL
 );
+CREATE TABLE IF NOT EXISTS objects (
+    object_id TEXT NOT NULL,
+    store_id TEXT NOT NULL,
+    ref BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    origin INTEGER NOT NULL,
+    created REAL NOT NULL,
+    transfer_s REAL,
+    evicted REAL,
+    PRIMARY KEY (object_id, store_id)
+);
 CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task_id);
 """
@@ -105,6 +117,15 @@ class FinalRecord:
     state: TaskState
     result: bytes | None = None
     error: TaskError | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewReplica:
+    """A replica to record: a task's stored result (origin) or a transfer's copy."""
+
+    ref: DataRef
+    origin: bool
+    transfer_s: float | None = None
 
 
 class Journal:
@@ -172,6 +193,8 @@ class Journal:
         finals: Sequence[FinalRecord] = (),
         counters: Iterable[tuple[TaskId, int, int, SiteName | None]] = (),
         native_ids: dict[AttemptId, str] | None = None,
+        replicas: Sequence[NewReplica] = (),
+        evicted: Sequence[tuple[str, str]] = (),
     ) -> list[TaskId]:
         """Record one scheduler step atomically; returns the tasks whose final state was newly written."""
         db = self.db
@@ -196,6 +219,15 @@ class Journal:
                 )
             if native_ids:
                 self.set_native_ids(native_ids)
+            if replicas:
+                db.executemany(
+                    "INSERT OR REPLACE INTO objects (object_id, store_id, ref, size, origin, created, "
+                    "transfer_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(r.ref.object_id, r.ref.store.store_id, pickle.dumps(r.ref), r.ref.size, int(r.origin),
+                      time.time(), r.transfer_s) for r in replicas])
+            if evicted:
+                db.executemany("UPDATE objects SET evicted = ? WHERE object_id = ? AND store_id = ?",
+                               [(time.time(), oid, sid) for oid, sid in evicted])
             if transitions:
                 db.executemany(
                     "INSERT INTO transitions (task_id, attempt_id, site, old, new, at, detail) "
@@ -225,6 +257,12 @@ class Journal:
             db.execute("ROLLBACK")
             raise JournalError(f"cannot write to the journal {self.path}: {exc}.") from exc
         return written
+
+    def replicas(self, *, evicted: bool = False) -> list[tuple[DataRef, bool]]:
+        """Stored replicas (still present, or with `evicted` also the evicted ones) and their origin flag."""
+        query = "SELECT ref, origin FROM objects" + ("" if evicted else " WHERE evicted IS NULL")
+        rows = self.db.execute(query + " ORDER BY created")
+        return [(pickle.loads(ref), bool(origin)) for ref, origin in rows]
 
     def request(self, kind: str, task_names: Sequence[str] | None) -> int:
         """Ask the running scheduler for something ("cancel") for named tasks (None: all of them).

@@ -37,7 +37,7 @@ def resources_from(options: dict[str, Any]) -> Resources:
 
 
 TASK_OPTIONS = frozenset(
-    {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name"}
+    {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name", "keep"}
 )
 
 

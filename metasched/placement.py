@@ -7,7 +7,7 @@ feasible site is full.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from metasched.errors import PlacementError
@@ -55,8 +55,13 @@ def feasible_sites(spec: TaskSpec, loads: Sequence[SiteLoad]) -> list[SiteLoad]:
 class PlacementPolicy(Protocol):
     """Chooses a site among feasible ones that have room; None means wait."""
 
-    def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad]) -> SiteName | None:
-        """Pick one of `candidates` (feasible for `spec`, in campaign order) for the next attempt."""
+    def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
+               transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
+        """Pick one of `candidates` (feasible for `spec`, in campaign order) for the next attempt.
+
+        `transfer_s` holds, per candidate, the predicted seconds to bring the task's stored inputs there
+        (absent or 0 where they already are).
+        """
         ...
 
 
@@ -66,8 +71,9 @@ class RoundRobinPolicy:
     def __init__(self) -> None:
         self._turn = 0
 
-    def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad]) -> SiteName | None:
-        """Rotate through the candidates that have free slots."""
+    def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
+               transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
+        """Rotate through the candidates that have free slots (data location is ignored)."""
         open_sites = [c for c in candidates if c.free_slots > 0]
         if not open_sites:
             return None
@@ -76,27 +82,31 @@ class RoundRobinPolicy:
 
 
 class DefaultPolicy:
-    """Scores sites with room by free capacity and estimated wait; the highest score wins.
+    """Picks the site with room where the task is predicted to start soonest; spreads load on ties.
 
-    score = free fraction of the site's in-flight window - estimated wait (s) / wait_scale_s.
-    Data locality and failure history join the score when the data layer and fault tracking land.
+    predicted start (s) = the site's estimated queue wait + the time to move the task's stored inputs
+    there (learned bandwidth per store pair). Sites within ``tie_s`` of the best are tied; among them
+    the one needing the least data movement wins, then the largest free fraction of its in-flight
+    window, so equal sites share the work. With room at the site that holds a task's data, the task
+    goes there; when that site is full (no free slots) or its wait exceeds the transfer time, the task
+    goes elsewhere and its data moves.
     """
 
-    def __init__(self, *, wait_scale_s: float = 60.0) -> None:
-        self.wait_scale_s = wait_scale_s
+    def __init__(self, *, tie_s: float = 1.0) -> None:
+        self.tie_s = tie_s
 
-    def score(self, load: SiteLoad) -> float:
-        """Higher is better."""
-        free = load.free_slots / max(1, load.max_inflight)
-        return free - load.est_wait_s / self.wait_scale_s
-
-    def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad]) -> SiteName | None:
-        """The candidate with room and the best score (the first one on ties)."""
-        best: SiteLoad | None = None
-        for load in candidates:
-            if load.free_slots > 0 and (best is None or self.score(load) > self.score(best)):
-                best = load
-        return best.site if best is not None else None
+    def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
+               transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
+        """The candidate with room and the earliest predicted start (see the class docstring on ties)."""
+        costs = transfer_s or {}
+        open_sites = [c for c in candidates if c.free_slots > 0]
+        if not open_sites:
+            return None
+        start = {c.site: c.est_wait_s + costs.get(c.site, 0.0) for c in open_sites}
+        soonest = min(start.values())
+        tied = [c for c in open_sites if start[c.site] <= soonest + self.tie_s]
+        best = max(tied, key=lambda c: (-costs.get(c.site, 0.0), c.free_slots / max(1, c.max_inflight)))
+        return best.site
 
 
 def policy_named(name: str) -> PlacementPolicy:

@@ -6,9 +6,12 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NewType, TypeVar
+from typing import TYPE_CHECKING, Any, NewType, TypeVar
 
 from metasched.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from metasched.data.objects import DataRef
 
 TaskId = NewType("TaskId", str)
 AttemptId = NewType("AttemptId", str)
@@ -69,7 +72,10 @@ class TaskSpec:
     """Everything needed to run a task, on any site, in any process: the journal stores it as is.
 
     ``payload`` is the cloudpickled ``(args, kwargs)`` for function tasks, with every dependency replaced
-    by a ``TaskRef``; ``function_digest`` names the cloudpickled function, stored once per campaign.
+    by a ``TaskRef`` and every big argument by a ``DataRef`` (also listed in ``inputs``);
+    ``function_digest`` names the cloudpickled function, stored once per campaign. ``keep`` marks the
+    result as a campaign output even if other tasks consume it (stored results of consumed tasks are
+    otherwise evicted once every consumer is done).
     """
 
     task_id: TaskId
@@ -83,6 +89,8 @@ class TaskSpec:
     function_digest: str | None = None
     payload: bytes = b""
     command: CommandSpec | None = None
+    inputs: tuple[DataRef, ...] = ()
+    keep: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +104,11 @@ def replace_nested(value: Any, kind: type[T], replace: Callable[[T], Any]) -> An
     """Replace every instance of `kind` in value, also inside (plain) lists, tuples and dicts.
 
     This is where a DAG edge may hide in a task's arguments: the API turns futures into TaskRefs with
-    it, the worker turns TaskRefs into results.
+    it, the worker turns TaskRefs into results. A ProxyStore proxy is passed on untouched (an
+    ``isinstance`` check would resolve it, fetching its data into this process).
     """
+    if type(value).__module__.startswith("proxystore."):
+        return value
     if isinstance(value, kind):
         return replace(value)
     if type(value) is list:

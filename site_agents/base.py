@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
+from metasched.data.objects import DataContext
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskOutcome, TaskSpec
 
 
@@ -29,12 +30,17 @@ class SiteConfig(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Submission:
-    """One attempt handed to an agent: the task, its function (if any) and its dependencies' results."""
+    """One attempt handed to an agent: the task, its function (if any) and its dependencies' results.
+
+    ``data`` (when the campaign has a data layer) tells the worker where big results go and where its
+    stored inputs are at this site; a stored dependency result is an encoded ``DataRef``.
+    """
 
     attempt_id: AttemptId
     spec: TaskSpec
     function: bytes | None = None
     dependency_results: dict[TaskId, bytes] = field(default_factory=dict)
+    data: DataContext | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
+from metasched.data.stores import StoreSpec
 from metasched.errors import SiteAgentError
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskKind, TaskOutcome
 from metasched.worker import run_packed
@@ -36,6 +37,8 @@ class LocalSite:
         max_inflight: attempts handed to Ray ahead of free cores (default 64 x cores, at least 256),
             which keeps Ray's pipeline full without flooding it.
         max_pack: the most short function attempts that may share one Ray task (1 turns packing off).
+        store: where results bigger than the campaign's data threshold go; default the campaign's
+            own store (``Campaign(store=...)``), which the driver on this machine reads directly.
     """
 
     kind: ClassVar[str] = "local"
@@ -46,6 +49,7 @@ class LocalSite:
     memory_mb: int = 0
     max_inflight: int = 0
     max_pack: int = 32
+    store: StoreSpec | None = None
 
     def __post_init__(self) -> None:
         if self.cores == 0:
@@ -126,7 +130,7 @@ class LocalAgent:
                 chunk = subs[i:i + size]
                 functions = {s.spec.function_digest: s.function for s in chunk
                              if s.spec.function_digest and s.function is not None}
-                items = [(s.attempt_id, s.spec, s.dependency_results) for s in chunk]
+                items = [(s.attempt_id, s.spec, s.dependency_results, s.data) for s in chunk]
                 ref = remote.remote(pickle.dumps((functions, items), protocol=pickle.HIGHEST_PROTOCOL))
                 self._packs[ref] = _Pack(attempt_ids=[s.attempt_id for s in chunk], submitted_at=now)
                 for s in chunk:

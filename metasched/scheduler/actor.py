@@ -15,9 +15,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from metasched.data import DataSettings, site_store
+from metasched.data.plane import DataPlane
+from metasched.data.transfers import RayTransferRunner
 from metasched.journal import Journal
 from metasched.placement import policy_named
-from metasched.records import TaskId, TaskSpec
+from metasched.records import SiteName, TaskId, TaskSpec
 from metasched.scheduler.service import SchedulerService, SiteSummary, TaskEvent
 from site_agents.registry import agent_for
 
@@ -32,7 +35,8 @@ def actor_name(campaign: str) -> str:
 class SchedulerActor:
     """Wrapped with ``ray.remote`` by the campaign; see the module docstring."""
 
-    def __init__(self, *, journal_path: str, sites: Sequence[Any], policy: str, resume: bool) -> None:
+    def __init__(self, *, journal_path: str, sites: Sequence[Any], policy: str, resume: bool,
+                 data: DataSettings | None = None) -> None:
         # Site agents call ray.get/ray.wait on the scheduler thread, never on the event loop; Ray's
         # warning about blocking calls in async actors does not apply.
         os.environ["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] = "0"
@@ -40,6 +44,7 @@ class SchedulerActor:
         self._sites = list(sites)
         self._policy = policy
         self._resume = resume
+        self._data = data
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                              thread_name_prefix="metasched-scheduler")
         self._service: SchedulerService | None = None
@@ -63,8 +68,13 @@ class SchedulerActor:
         def _start() -> tuple[SchedulerService, int]:
             journal = Journal(self._journal_path).open()
             journal.set_meta("sites", self._sites)
+            plane = None
+            if self._data is not None:
+                journal.set_meta("data", self._data)
+                stores = {SiteName(s.name): site_store(s, self._data.home) for s in self._sites}
+                plane = DataPlane(self._data, stores, RayTransferRunner())
             service = SchedulerService(journal=journal, agents=[agent_for(s) for s in self._sites],
-                                       policy=policy_named(self._policy))
+                                       policy=policy_named(self._policy), data=plane)
             restored = service.start(resume=self._resume)
             return service, restored
 
@@ -118,6 +128,12 @@ class SchedulerActor:
         """Per-site task counts."""
         rows: list[SiteSummary] = await self._call(self.service.summary)
         return rows
+
+    async def peak_memory_mb(self) -> float:
+        """This scheduler process's peak resident memory so far (MB), for memory tests and benchmarks."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     async def close(self) -> None:
         """Stop the loop, close the agents (cancelling what runs) and the journal."""

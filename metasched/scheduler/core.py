@@ -163,8 +163,14 @@ class SchedulerCore:
             if record.state in (TaskState.FAILED, TaskState.CANCELLED):
                 self._fail_dependents_of(record)
 
+    def stage(self, task_id: TaskId, site: SiteName, detail: str) -> None:
+        """READY -> STAGING: placed at `site`, waiting for input data to be copied there."""
+        record = self.tasks[task_id]
+        record.last_site = site
+        self._move(record, TaskState.STAGING, detail=f"site {site}: {detail}")
+
     def start_attempt(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId) -> Attempt:
-        """READY -> SUBMITTED: the actor hands an attempt to `site`."""
+        """READY (or STAGING) -> SUBMITTED: the actor hands an attempt to `site`."""
         record = self.tasks[task_id]
         attempt = Attempt(
             attempt_id=attempt_id, task_id=task_id, site=site, number=record.attempts + 1,

@@ -11,8 +11,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from metasched.data.plane import DataPlane, MissingInput
 from metasched.errors import (
     ConfigurationError,
+    DataTransferError,
     MetaschedError,
     PlacementError,
     RemoteTaskError,
@@ -23,7 +25,7 @@ from metasched.errors import (
 from metasched.journal import FinalRecord, Journal, LiveAttempt
 from metasched.placement import PlacementPolicy, feasible_sites
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskOutcome, TaskSpec
-from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord
+from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord, Transition
 from metasched.scheduler.states import TERMINAL, TaskState
 from site_agents.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
 
@@ -55,8 +57,10 @@ class SiteSummary:
 class SchedulerService:
     """Owns the core, the agents, the policy and the journal of one campaign."""
 
-    def __init__(self, *, journal: Journal, agents: Sequence[SiteAgent], policy: PlacementPolicy) -> None:
+    def __init__(self, *, journal: Journal, agents: Sequence[SiteAgent], policy: PlacementPolicy,
+                 data: DataPlane | None = None) -> None:
         self.journal = journal
+        self.data = data
         self.agents: dict[SiteName, SiteAgent] = {a.name: a for a in agents}
         self.policy = policy
         self.core = SchedulerCore()
@@ -89,6 +93,8 @@ class SchedulerService:
 
     def _restore(self) -> int:
         self.functions.update(self.journal.functions())
+        if self.data is not None:
+            self.data.restore(self.journal.replicas())
         live = {a.task_id: a for a in self.journal.live_attempts()}
         restored = 0
         reattached: list[LiveAttempt] = []
@@ -133,6 +139,8 @@ class SchedulerService:
                 refused[spec.task_id] = str(exc)
                 continue
             accepted.append(spec)
+            if self.data is not None:
+                self.data.inputs_added(spec)
         self._flush(new_tasks=accepted, functions=functions)
         return refused
 
@@ -144,6 +152,8 @@ class SchedulerService:
             if task_id not in self.core.tasks or self.core.tasks[task_id].state.terminal:
                 continue
             live = self.core.cancel(task_id)
+            if self.data is not None:
+                self.data.transfers.forget(task_id)
             cancelled += 1
             if live is not None:
                 by_site[live.site].append(live.attempt_id)
@@ -162,6 +172,7 @@ class SchedulerService:
             for update in updates:
                 self._apply(agent.name, update)
             changed = changed or bool(updates)
+        changed = self._poll_transfers() or changed
         changed = self._dispatch() or changed
         changed = self._handle_requests() or changed
         if changed or self.core.transitions:
@@ -202,6 +213,8 @@ class SchedulerService:
         applied = False
         if outcome.result is not None:
             applied = core.attempt_succeeded(update.attempt_id, outcome.result)
+            if applied and self.data is not None:
+                self.data.result_stored(outcome.result)
         elif outcome.lost or outcome.cancelled:
             reason = outcome.detail or ("cancelled at the site" if outcome.cancelled else "lost")
             applied = core.attempt_lost(update.attempt_id, reason=f"{reason} (site {site})",
@@ -234,9 +247,12 @@ class SchedulerService:
         if not core.ready:
             return False
         loads: dict[SiteName, SiteLoad] = {name: agent.load() for name, agent in self.agents.items()}
+        for staging_site, count in self._staging_sites().items():
+            loads[staging_site].inflight += count
         load_list = list(loads.values())
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
         deferred: list[TaskId] = []
+        staged = False
         while core.ready and len(deferred) < _MAX_DEFERRED_PER_STEP:
             if not any(load.free_slots > 0 for load in load_list):
                 break
@@ -249,40 +265,124 @@ class SchedulerService:
             except PlacementError as exc:
                 core.fail(task_id, exc)
                 continue
-            site = self.policy.choose(record.spec, candidates)
+            inputs = self._input_ids(record.spec)
+            costs = self.data.transfer_costs(inputs, [c.site for c in candidates]) if self.data else {}
+            site = self.policy.choose(record.spec, candidates, costs)
             if site is None:
                 deferred.append(task_id)
                 continue
-            attempt = core.start_attempt(task_id, site, AttemptId(f"{task_id}.{record.attempts + 1}"))
-            self._new_attempts.append(attempt)
             loads[site].inflight += 1
-            spec = record.spec
-            batches[site].append(Submission(
-                attempt_id=attempt.attempt_id,
-                spec=spec,
-                function=self.functions.get(spec.function_digest) if spec.function_digest else None,
-                dependency_results={d: self._result_of(d) for d in spec.depends_on},
-            ))
+            if inputs and self.data is not None:
+                try:
+                    sources = self.data.missing(inputs, site)
+                except MissingInput as exc:
+                    core.fail(task_id, DataTransferError(
+                        f"task {record.spec.name!r} ({task_id}) cannot start: {exc}.", task_id=task_id,
+                        task_name=record.spec.name, object_id=",".join(inputs), source="-", target=site))
+                    continue
+                if sources:
+                    core.stage(task_id, site, self.data.stage(task_id, sources, site))
+                    staged = True
+                    continue
+            batches[site].append(self._start(task_id, site))
         core.ready.extendleft(reversed(deferred))
+        self._submit_batches(batches)
+        return bool(batches) or staged
+
+    def _input_ids(self, spec: TaskSpec) -> list[str]:
+        if self.data is None:
+            return []
+        stored = [d for d in spec.depends_on if d in self.data.tracker.replicas]
+        return self.data.input_ids(spec, stored)
+
+    def _staging_sites(self) -> dict[SiteName, int]:
+        counts: dict[SiteName, int] = defaultdict(int)
+        if self.data is not None and self.data.transfers.in_flight:
+            for record in self.core.tasks.values():
+                if record.state is TaskState.STAGING and record.last_site is not None:
+                    counts[record.last_site] += 1
+        return counts
+
+    def _start(self, task_id: TaskId, site: SiteName) -> Submission:
+        """Start an attempt of a placed task; returns what to hand to the site's agent."""
+        record = self.core.tasks[task_id]
+        attempt = self.core.start_attempt(task_id, site, AttemptId(f"{task_id}.{record.attempts + 1}"))
+        self._new_attempts.append(attempt)
+        spec = record.spec
+        results = {d: self._result_of(d) for d in spec.depends_on}
+        data = None
+        if self.data is not None:
+            data = self.data.context(self._input_ids(spec), site)
+            results = {d: self.data.local_result(blob, site) for d, blob in results.items()}
+        return Submission(
+            attempt_id=attempt.attempt_id, spec=spec,
+            function=self.functions.get(spec.function_digest) if spec.function_digest else None,
+            dependency_results=results, data=data,
+        )
+
+    def _submit_batches(self, batches: dict[SiteName, list[Submission]]) -> None:
         for site, submissions in batches.items():
             try:
                 self.agents[site].submit(submissions)
             except SiteAgentError as exc:  # attempts the agent accepted before the error are tracked
                 for sub in submissions:
-                    core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}",
-                                      counts_as_try=not exc.transient)
-        return bool(batches)
+                    self.core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}",
+                                           counts_as_try=not exc.transient)
 
     def _result_of(self, task_id: TaskId) -> bytes:
         result = self.core.tasks[task_id].result
         assert result is not None  # noqa: S101  (a READY task's dependencies are all DONE)
         return result
 
+    def _release_data(self, transitions: Sequence[Transition]) -> None:
+        """Evict stored objects no unfinished task needs.
+
+        That is a done task's big arguments, and the results of its dependencies once all their
+        consumers are done (kept when marked keep=True).
+        """
+        data = self.data
+        if data is None:
+            return
+        for transition in transitions:
+            if transition.new is not TaskState.DONE:
+                continue
+            spec = self.core.tasks[transition.task_id].spec
+            data.release([ref.object_id for ref in spec.inputs], keep_origin=False)
+            for dep_id in spec.depends_on:
+                dep = self.core.tasks[dep_id]
+                if dep_id in data.tracker.replicas and all(
+                        self.core.tasks[d].state is TaskState.DONE for d in dep.dependents):
+                    keep = dep.spec.keep or not data.settings.evict_intermediates
+                    data.release([dep_id], keep_origin=keep)
+
+    def _poll_transfers(self) -> bool:
+        """Start tasks whose inputs arrived; fail those whose inputs could not be moved."""
+        data = self.data
+        if data is None or not data.transfers.in_flight:
+            return False
+        report = data.poll()
+        batches: dict[SiteName, list[Submission]] = defaultdict(list)
+        for task_id in report.ready:
+            record = self.core.tasks[TaskId(task_id)]
+            if record.state is TaskState.STAGING and record.last_site is not None:
+                batches[record.last_site].append(self._start(record.spec.task_id, record.last_site))
+        for task_id, source, target, why in report.failed:
+            record = self.core.tasks[TaskId(task_id)]
+            message = data.describe_failure(source, target, why)
+            self.core.fail(record.spec.task_id, DataTransferError(
+                f"task {record.spec.name!r} ({task_id}) did not start: {message}.", task_id=task_id,
+                task_name=record.spec.name, object_id=source.object_id,
+                source=data.where(source.store.store_id), target=data.where(target.store_id)))
+        self._submit_batches(batches)
+        return bool(report.arrived or report.ready or report.failed)
+
     def _flush(
         self, *, new_tasks: Sequence[TaskSpec] = (), functions: dict[str, bytes] | None = None
     ) -> None:
         core = self.core
         transitions = core.take_transitions()
+        self._release_data(transitions)
+        replicas, evicted = self.data.take_journal_rows() if self.data is not None else ([], [])
         finals = [
             FinalRecord(task_id=t.task_id, state=t.new, result=core.tasks[t.task_id].result,
                         error=core.tasks[t.task_id].error)
@@ -295,11 +395,12 @@ class SchedulerService:
         attempts = self._new_attempts + self._ended_attempts
         native_ids, self._native_ids = self._native_ids, {}
         self._new_attempts, self._ended_attempts = [], []
-        if not (new_tasks or transitions or attempts or functions or native_ids):
+        if not (new_tasks or transitions or attempts or functions or native_ids or replicas or evicted):
             return
         written = self.journal.write_step(
             functions=functions, new_tasks=new_tasks, attempts=attempts, transitions=transitions,
-            finals=finals, counters=counters.values(), native_ids=native_ids,
+            finals=finals, counters=counters.values(), native_ids=native_ids, replicas=replicas,
+            evicted=evicted,
         )
         for task_id in written:
             record = core.tasks[task_id]
@@ -323,7 +424,7 @@ class SchedulerService:
         for record in self.core.tasks.values():
             site = record.last_site or "-"
             state = record.state
-            column = {TaskState.PENDING: 0, TaskState.READY: 0, TaskState.SUBMITTED: 1,
+            column = {TaskState.PENDING: 0, TaskState.READY: 0, TaskState.STAGING: 0, TaskState.SUBMITTED: 1,
                       TaskState.RUNNING: 1, TaskState.DONE: 2}.get(state, 3)
             rows[site][column] += 1
         return [SiteSummary(site=s, queued=r[0], running=r[1], done=r[2], failed=r[3])
@@ -335,4 +436,5 @@ class SchedulerService:
 
     def pause_hint(self) -> float:
         """How long the loop may sleep when a step changed nothing."""
-        return 0.002 if any(a.load().inflight for a in self.agents.values()) else 0.02
+        busy = any(a.load().inflight for a in self.agents.values())
+        return 0.002 if busy or (self.data is not None and self.data.transfers.in_flight) else 0.02

@@ -10,6 +10,7 @@ class TaskState(enum.Enum):
 
     PENDING = "pending"  # waiting for dependencies
     READY = "ready"  # dependencies done; waiting for a site with room
+    STAGING = "staging"  # placed at a site; waiting for its input data to be copied there
     SUBMITTED = "submitted"  # an attempt was handed to a site agent
     RUNNING = "running"  # the site reports the attempt running
     DONE = "done"
@@ -26,7 +27,10 @@ TERMINAL = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
 
 ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     TaskState.PENDING: frozenset({TaskState.READY, TaskState.FAILED, TaskState.CANCELLED}),
-    TaskState.READY: frozenset({TaskState.SUBMITTED, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.READY: frozenset(
+        {TaskState.STAGING, TaskState.SUBMITTED, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.STAGING: frozenset(
+        {TaskState.SUBMITTED, TaskState.READY, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.SUBMITTED: frozenset(
         {TaskState.RUNNING, TaskState.READY, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED}
     ),

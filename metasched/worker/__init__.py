@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import pickle
 import signal
@@ -27,6 +28,7 @@ from typing import Any
 
 import cloudpickle
 
+from metasched.data.objects import DataContext, DataRef, decode_ref, encode_ref, proxy_for, put_blob
 from metasched.records import (
     CommandResult,
     CommandSpec,
@@ -62,9 +64,30 @@ def load_function(digest: str, blob: bytes) -> Callable[..., Any]:
     return fn
 
 
-def substitute(value: Any, results: dict[str, Any]) -> Any:
-    """Replace every TaskRef in value (inside lists, tuples and dicts too) by that task's result."""
-    return replace_nested(value, TaskRef, lambda ref: results[ref.task_id])
+def substitute(value: Any, results: dict[str, Any], data: DataContext | None = None) -> Any:
+    """Replace every TaskRef in value (inside lists, tuples and dicts too) by that task's result.
+
+    Every stored argument (DataRef) becomes a proxy of its replica at this site.
+    """
+    value = replace_nested(value, TaskRef, lambda ref: results[ref.task_id])
+    inputs = data.inputs if data is not None else {}
+    return replace_nested(value, DataRef, lambda ref: proxy_for(inputs.get(ref.object_id, ref)))
+
+
+def load_value(blob: bytes, data: DataContext | None = None) -> Any:
+    """A dependency's result: the unpickled value, or a proxy of its replica at this site if stored."""
+    ref = decode_ref(blob)
+    if ref is None:
+        return cloudpickle.loads(blob)
+    return proxy_for(data.inputs.get(ref.object_id, ref) if data is not None else ref)
+
+
+def store_if_big(spec: TaskSpec, outcome: TaskOutcome, data: DataContext | None) -> TaskOutcome:
+    """Put a result bigger than the threshold in the site's store; the outcome then carries its ref."""
+    if data is None or outcome.result is None or len(outcome.result) <= data.threshold:
+        return outcome
+    ref = put_blob(data.store, outcome.result, object_id=spec.task_id)
+    return dataclasses.replace(outcome, result=encode_ref(ref))
 
 
 @contextmanager
@@ -94,14 +117,15 @@ def _failure(exc: BaseException, *, walltime_exceeded: bool = False) -> RemoteFa
     )
 
 
-def run_function(spec: TaskSpec, function: bytes, dependency_results: dict[str, bytes]) -> TaskOutcome:
+def run_function(spec: TaskSpec, function: bytes, dependency_results: dict[str, bytes],
+                 data: DataContext | None = None) -> TaskOutcome:
     """Run a Python function task and return its outcome."""
     assert spec.function_digest is not None  # noqa: S101  (built by the API, never from outside input)
     try:
         fn = load_function(spec.function_digest, function)
-        results = {tid: cloudpickle.loads(blob) for tid, blob in dependency_results.items()}
+        results = {tid: load_value(blob, data) for tid, blob in dependency_results.items()}
         args, kwargs = cloudpickle.loads(spec.payload)
-        args, kwargs = substitute(args, results), substitute(kwargs, results)
+        args, kwargs = substitute(args, results, data), substitute(kwargs, results, data)
         with _alarm(spec.resources.walltime_s):
             value = fn(*args, **kwargs)
         return TaskOutcome(result=cloudpickle.dumps(value))
@@ -178,29 +202,36 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 def run_packed(packed: bytes) -> bytes:
     """Run a pack of attempts one after the other (Ray task entry point of the local site).
 
-    `packed` is ``pickle.dumps((functions_by_digest, [(attempt_id, spec, dependency_results), ...]))``;
+    `packed` is ``pickle.dumps((functions_by_digest, [(attempt_id, spec, dependency_results, data), ...]))``;
     the answer is ``pickle.dumps([(attempt_id, outcome, run_seconds), ...])``. Plain bytes in and out
     keep Ray's per-task serialization cost low; packing several short attempts into one Ray task
     amortizes Ray's per-task overhead (see site_agents.local).
     """
     functions, items = pickle.loads(packed)
     out = []
-    for attempt_id, spec, dependency_results in items:
+    for attempt_id, spec, dependency_results, data in items:
         start = time.perf_counter()
         function = functions.get(spec.function_digest) if spec.function_digest else None
-        outcome = run_attempt(spec, function, dependency_results)
+        outcome = run_attempt(spec, function, dependency_results, data)
         out.append((attempt_id, outcome, time.perf_counter() - start))
     return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: dict[str, bytes]) -> TaskOutcome:
-    """Entry point for any site: run one attempt of `spec`."""
+def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: dict[str, bytes],
+                data: DataContext | None = None) -> TaskOutcome:
+    """Entry point for any site: run one attempt of `spec`; a big result goes to the site's store."""
     if spec.kind is TaskKind.COMMAND:
-        return run_command(spec)
-    if function is None:
+        outcome = run_command(spec)
+    elif function is None:
         return TaskOutcome(failure=RemoteFailure(
             error_type="ConfigurationError", message="function task without a function", traceback=""))
-    return run_function(spec, function, dependency_results)
+    else:
+        outcome = run_function(spec, function, dependency_results, data)
+    try:
+        return store_if_big(spec, outcome, data)
+    except Exception as exc:  # the store is unreachable or full: say so, with the store's name
+        where = data.store.store_id if data is not None else "?"
+        return TaskOutcome(failure=_failure(RuntimeError(f"storing the result in {where} failed: {exc}")))
 
 
 # ------------------------------------------------------------------ attempts in a shared directory
@@ -216,11 +247,11 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_attempt(directory: Path, spec: TaskSpec, function: bytes | None,
-                  dependency_results: Mapping[TaskId, bytes]) -> None:
+                  dependency_results: Mapping[TaskId, bytes], data: DataContext | None = None) -> None:
     """Store an attempt where a batch job's worker will read it."""
     directory.mkdir(parents=True, exist_ok=True)
     _write_atomically(directory / ATTEMPT_FILE,
-                      pickle.dumps((spec, function, dict(dependency_results)),
+                      pickle.dumps((spec, function, dict(dependency_results), data),
                                    protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -248,7 +279,7 @@ def main(argv: list[str]) -> int:
         (directory / WALLTIME_WARNING_FILE).write_text(f"{time.time()}\n")
 
     signal.signal(signal.SIGUSR1, _warned)
-    spec, function, dependency_results = pickle.loads((directory / ATTEMPT_FILE).read_bytes())
-    outcome = run_attempt(spec, function, dependency_results)
+    spec, function, dependency_results, data = pickle.loads((directory / ATTEMPT_FILE).read_bytes())
+    outcome = run_attempt(spec, function, dependency_results, data)
     _write_atomically(directory / OUTCOME_FILE, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
     return 0

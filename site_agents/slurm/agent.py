@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import importlib.metadata
+import importlib.util
 import logging
 import shutil
 import time
@@ -20,13 +22,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cloudpickle
-
 import metasched
 import site_agents
+from metasched.data.objects import DataContext
 from metasched.errors import SiteAgentError
 from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskKind, TaskOutcome, TaskSpec
-from metasched.worker import WALLTIME_WARNING_FILE, command_outcome, read_outcome, write_attempt
+from metasched.worker import (
+    WALLTIME_WARNING_FILE,
+    command_outcome,
+    read_outcome,
+    store_if_big,
+    write_attempt,
+)
 from site_agents.base import AttemptUpdate, Submission
 from site_agents.runner import CommandOutput, CommandRunner
 from site_agents.slurm import commands, parsers
@@ -51,6 +58,7 @@ class _Job:
     cancelled: bool = False
     finished_polls: int = 0
     missing_polls: int = 0
+    data: DataContext | None = None
 
 
 class SlurmAgent:
@@ -118,11 +126,15 @@ class SlurmAgent:
         self._max_memory_mb = max(n.memory_mb for n in nodes)
 
     def _stage_worker(self) -> Path:
-        """Copy metasched (pure Python) and cloudpickle into the shared filesystem, once per content."""
-        sources = [Path(metasched.__file__).parent, Path(site_agents.__file__).parent,
-                   Path(cloudpickle.__file__).parent]
+        """Copy metasched and the libraries its worker imports into the shared filesystem, once per content.
+
+        The libraries are this machine's copies (pure Python, or CPython 3.11 extension modules that
+        load on any Linux x86_64 CPython 3.11): cloudpickle, xxhash, and ProxyStore with its imports.
+        """
+        sources = _worker_packages()
         digest = hashlib.sha256()
-        files = sorted((src, path) for src in sources for path in src.rglob("*.py"))
+        files = sorted((src, path) for src in sources for path in src.rglob("*") if path.is_file()
+                       and "__pycache__" not in path.parts)
         for src, path in files:
             digest.update(str(path.relative_to(src.parent)).encode())
             digest.update(path.read_bytes())
@@ -130,8 +142,12 @@ class SlurmAgent:
         if not target.exists():
             tmp = target.with_name(target.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
             for src in sources:
-                shutil.copytree(src, tmp / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+                if src.is_dir():
+                    shutil.copytree(src, tmp / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(src, tmp / src.name)
             tmp.rename(target)
         return target
 
@@ -168,7 +184,7 @@ class SlurmAgent:
             script.write_text(commands.command_job_script(attempt_id=sub.attempt_id, spec=spec,
                                                           attempt_dir=str(directory)))
         else:
-            write_attempt(directory, spec, sub.function, sub.dependency_results)
+            write_attempt(directory, spec, sub.function, sub.dependency_results, sub.data)
             script.write_text(commands.job_script(
                 attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory), python=self.config.python,
                 pythonpath=self._pythonpath))
@@ -189,7 +205,7 @@ class SlurmAgent:
             return None
         job_id = parsers.parse_sbatch_parsable(out.stdout)
         self._jobs[sub.attempt_id] = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id,
-                                          directory=directory, submitted_at=time.monotonic())
+                                          directory=directory, submitted_at=time.monotonic(), data=sub.data)
         self._pending_updates.append(AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id))
         return None
 
@@ -281,10 +297,11 @@ class SlurmAgent:
         walltime = job.spec.resources.walltime_s
         stopped = (walltime is not None and status.returncode in (124, 137)
                    and status.elapsed_s >= walltime - 0.5)
-        return command_outcome(job.spec, returncode=status.returncode,
-                               stdout=_tail(job.directory / commands.COMMAND_STDOUT, limit=None),
-                               stderr=_tail(job.directory / commands.COMMAND_STDERR, limit=None),
-                               walltime_exceeded=stopped)
+        outcome = command_outcome(job.spec, returncode=status.returncode,
+                                  stdout=_tail(job.directory / commands.COMMAND_STDOUT, limit=None),
+                                  stderr=_tail(job.directory / commands.COMMAND_STDERR, limit=None),
+                                  walltime_exceeded=stopped)
+        return store_if_big(job.spec, outcome, job.data)
 
     def _explain_finished_without_outcome(self, job: _Job, status: parsers.JobStatus) -> AttemptUpdate:
         err = _tail(job.directory / "job.err")
@@ -333,6 +350,28 @@ class SlurmAgent:
             max_inflight=self.config.max_jobs if self.available else inflight,
             est_wait_s=backlog * self._mean_run_s / max(1, self._total_cores),
         )
+
+
+_WORKER_LIBRARIES = ("cloudpickle", "xxhash", "proxystore", "pydantic", "pydantic_core", "typing_extensions",
+                     "annotated_types", "typing_inspection", "tomli_w", "redis", "async_timeout")
+
+
+def _worker_packages() -> list[Path]:
+    """metasched, site_agents and the installed libraries the worker may import on a compute node."""
+    paths = [Path(metasched.__file__).parent, Path(site_agents.__file__).parent]
+    distributions = importlib.metadata.packages_distributions()
+    for name in _WORKER_LIBRARIES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue  # optional (e.g. redis without the redis extra)
+        origin = Path(spec.origin)
+        paths.append(origin.parent if origin.name == "__init__.py" else origin)
+        for dist_name in distributions.get(name, []):  # metadata too: some libraries read their version
+            files = importlib.metadata.distribution(dist_name).files or []
+            info = next((f for f in files if f.parent.name.endswith(".dist-info")), None)
+            if info is not None:
+                paths.append(Path(str(info.locate())).parent)
+    return list(dict.fromkeys(paths))
 
 
 def _unreachable(out: CommandOutput) -> bool:

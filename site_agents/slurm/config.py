@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar, Literal
 
+from metasched.data.stores import FileStore, StoreSpec
 from metasched.errors import ConfigurationError
 
 
@@ -29,6 +31,9 @@ class SlurmSite:
         vanish_after_polls: polls a job may be missing from squeue, without an outcome file, before it
             is declared VANISHED and resubmitted.
         command_timeout_s: timeout of each Slurm command.
+        store: where results bigger than the campaign's data threshold go (a ``FileStore`` or
+            ``RedisStore`` reachable from the compute nodes); default a file store in
+            ``<shared_dir>/.metasched/store``.
     """
 
     kind: ClassVar[str] = "slurm"
@@ -48,6 +53,11 @@ class SlurmSite:
     signal_lead_s: int = 60
     vanish_after_polls: int = 3
     command_timeout_s: float = 30.0
+    store: StoreSpec | None = None
+
+    def default_store(self) -> StoreSpec:
+        """The site's store when none is configured: a file store on the shared filesystem."""
+        return FileStore(os.path.join(self.shared_dir, ".metasched", "store"))
 
     def __post_init__(self) -> None:
         if self.mode != "batch":

@@ -24,6 +24,8 @@ SAMPLES: dict[type[errors.MetaschedError], dict[str, Any]] = {
                              "root_task_name": "square"},
     errors.AttemptLostError: {"task_id": "t1", "task_name": "square"},
     errors.SiteAgentError: {"site": "alpha", "transient": True},
+    errors.DataTransferError: {"task_id": "t2", "task_name": "total", "object_id": "t1", "source": "alpha",
+                               "target": "beta"},
 }
 
 

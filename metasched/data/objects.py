@@ -1,0 +1,171 @@
+"""Stored objects: put, proxy, copy between stores (verified), evict.
+
+A ``DataRef`` names one replica of an object: which store, the connector's key, the size and an xxh3-128
+hash of the bytes. It is small and picklable; it travels through the scheduler, the journal and task
+payloads instead of the data. Results stored this way are journaled as ``encode_ref(ref)``, which no
+pickle can be mistaken for (pickles start with byte 0x80).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import pickle
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import xxhash
+
+from metasched.data.stores import FileStore, StoreSpec, open_store
+
+_MAGIC = b"MSREF1"
+_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataRef:
+    """One replica of a stored object."""
+
+    object_id: str
+    store: StoreSpec
+    key: Any
+    size: int
+    digest: str
+
+    def describe(self) -> str:
+        """For messages: object, size and store."""
+        return f"object {self.object_id} ({self.size / 1e6:.1f} MB in {self.store.store_id})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataContext:
+    """What a worker needs to handle data: where results go, from what size, and its inputs' replicas."""
+
+    store: StoreSpec
+    threshold: int
+    inputs: dict[str, DataRef] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CopyResult:
+    """How a transfer went: the new replica, or why it failed; and how long it took."""
+
+    ref: DataRef | None
+    error: str = ""
+    seconds: float = 0.0
+
+
+class DataIntegrityError(Exception):
+    """The bytes that arrived are not the bytes that were sent."""
+
+
+def encode_ref(ref: DataRef) -> bytes:
+    """The journaled form of a stored result."""
+    return _MAGIC + pickle.dumps(ref, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_ref(blob: bytes | None) -> DataRef | None:
+    """The DataRef in `blob`, or None if `blob` is an inline pickled value."""
+    if blob is None or not blob.startswith(_MAGIC):
+        return None
+    ref: DataRef = pickle.loads(blob[len(_MAGIC):])
+    return ref
+
+
+def digest_of(data: bytes | memoryview | mmap.mmap) -> str:
+    """The integrity hash metasched records (xxh3-128: fast enough to check every transfer)."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def put_blob(store: StoreSpec, blob: bytes, *, object_id: str) -> DataRef:
+    """Store already-pickled bytes; returns the replica's ref."""
+    key = open_store(store).connector.put(blob)
+    return DataRef(object_id=object_id, store=store, key=key, size=len(blob), digest=digest_of(blob))
+
+
+def proxy_for(ref: DataRef) -> Any:
+    """A ProxyStore proxy that resolves to the object when first used (not before)."""
+    return open_store(ref.store).proxy_from_key(ref.key)
+
+
+def exists(ref: DataRef) -> bool:
+    """Whether the replica is still in its store."""
+    return bool(open_store(ref.store).connector.exists(ref.key))
+
+
+def evict(ref: DataRef) -> None:
+    """Remove the replica from its store (no error if it is already gone)."""
+    open_store(ref.store).connector.evict(ref.key)
+
+
+def copy_object(ref: DataRef, target: StoreSpec) -> CopyResult:
+    """Copy a replica into `target`, verify size and hash of what arrived, return the new replica.
+
+    File to file streams in the kernel (no copy of the object in this process); other pairs read the
+    object here. Runs in a Ray worker process, never in the scheduler's. Never raises: a failure comes
+    back as ``CopyResult.error``.
+    """
+    start = time.perf_counter()
+    try:
+        if isinstance(ref.store, FileStore) and isinstance(target, FileStore):
+            new = _copy_file_to_file(ref, target)
+        else:
+            new = _copy_through_memory(ref, target)
+    except Exception as exc:  # reported to the scheduler, which retries or fails the consumer
+        return CopyResult(ref=None, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start)
+    return CopyResult(ref=new, seconds=time.perf_counter() - start)
+
+
+def _copy_file_to_file(ref: DataRef, target: FileStore) -> DataRef:
+    source_store, target_store = open_store(ref.store), open_store(target)
+    source = os.path.join(source_store.connector.store_dir, ref.key.filename)
+    if not source_store.connector.exists(ref.key):
+        raise FileNotFoundError(f"{ref.describe()} is missing from its store ({source})")
+    key = target_store.connector.new_key()
+    destination = os.path.join(target_store.connector.store_dir, key.filename)
+    try:
+        shutil.copyfile(source, destination)
+        with open(destination, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                digest = digest_of(b"")
+            else:
+                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    digest = digest_of(view)
+        _verify(ref, size, digest, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(destination)
+        raise
+    with open(destination + ".ready", "wb"):  # ProxyStore's FileConnector marker: the object is complete
+        pass
+    return replace(ref, store=target, key=key)
+
+
+def _copy_through_memory(ref: DataRef, target: StoreSpec) -> DataRef:
+    data = open_store(ref.store).connector.get(ref.key)
+    if data is None:
+        raise FileNotFoundError(f"{ref.describe()} is missing from its store")
+    _verify(ref, len(data), digest_of(data), ref.store.store_id)
+    connector = open_store(target).connector
+    key = connector.put(data)
+    arrived = connector.get(key)
+    if arrived is None:
+        raise DataIntegrityError(
+            f"object {ref.object_id} vanished from {target.store_id} right after the copy")
+    try:
+        _verify(ref, len(arrived), digest_of(arrived), target.store_id)
+    except DataIntegrityError:
+        connector.evict(key)
+        raise
+    return replace(ref, store=target, key=key)
+
+
+def _verify(ref: DataRef, size: int, digest: str, where: str) -> None:
+    if size != ref.size or digest != ref.digest:
+        raise DataIntegrityError(
+            f"object {ref.object_id} at {where} has {size} bytes, hash {digest}; expected {ref.size} bytes, "
+            f"hash {ref.digest}")

@@ -1,0 +1,115 @@
+"""Where a site keeps its data: typed store specs and the ProxyStore stores built from them.
+
+A store spec is data only (picklable, comparable); ``open_store`` turns it into a ProxyStore ``Store``
+(once per process). Objects are the cloudpickled bytes metasched already has; the store's deserializer
+is ``pickle.loads``, so a proxy made from a key resolves to the value in any process that can reach the
+store. MultiConnector is never used: in ProxyStore 1.1.0 its proxies do not resolve in another process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from metasched.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class FileStore:
+    """A ProxyStore file store in a directory every process that uses it can read (a shared filesystem).
+
+    Args:
+        path: the directory (absolute; the same path on the login and compute nodes).
+        name: optional label; stores are told apart by their path.
+    """
+
+    kind: ClassVar[str] = "file"
+    path: str
+    _: KW_ONLY
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not os.path.isabs(self.path):
+            raise ConfigurationError(f"file store path {self.path!r} must be absolute.")
+
+    @property
+    def store_id(self) -> str:
+        """Identifies the store: two sites with equal ids share their data without transfers."""
+        return f"file:{os.path.normpath(self.path)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStore:
+    """A ProxyStore store in a Redis server (bound to 127.0.0.1 unless the site says otherwise).
+
+    Args:
+        port: the Redis server's port.
+        host: its address.
+        name: optional label.
+    """
+
+    kind: ClassVar[str] = "redis"
+    port: int
+    _: KW_ONLY
+    host: str = "127.0.0.1"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigurationError(f"redis store port must be 1-65535, got {self.port}.")
+
+    @property
+    def store_id(self) -> str:
+        """Identifies the store."""
+        return f"redis:{self.host}:{self.port}"
+
+
+StoreSpec = FileStore | RedisStore
+
+_STORES: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def open_store(spec: StoreSpec) -> Any:
+    """The ProxyStore ``Store`` of `spec` in this process (created and registered once)."""
+    with _LOCK:
+        store = _STORES.get(spec.store_id)
+        if store is None:
+            from proxystore.store import Store, get_store, register_store
+
+            name = f"metasched|{spec.store_id}"
+            store = get_store(name)
+            if store is None:
+                store = Store(name, _connector(spec), deserializer=pickle.loads, cache_size=0)
+                register_store(store, exist_ok=True)
+            _STORES[spec.store_id] = store
+        return store
+
+
+def _connector(spec: StoreSpec) -> Any:
+    if isinstance(spec, FileStore):
+        from proxystore.connectors.file import FileConnector
+
+        Path(spec.path).mkdir(parents=True, exist_ok=True)
+        return FileConnector(spec.path, clear=False)
+    from proxystore.connectors.redis import RedisConnector
+
+    return RedisConnector(spec.host, spec.port, clear=False)
+
+
+def store_from_dict(data: dict[str, Any], *, where: str) -> StoreSpec:
+    """A store spec from a campaign file's table: ``{kind = "file", path = ...}`` or ``{kind = "redis"}``."""
+    fields = dict(data)
+    kind = fields.pop("kind", None)
+    try:
+        if kind == "file":
+            return FileStore(**fields)
+        if kind == "redis":
+            return RedisStore(**fields)
+    except TypeError as exc:
+        raise ConfigurationError(f"{where}: store: {exc}") from None
+    raise ConfigurationError(f"{where}: store: kind must be 'file' or 'redis', got {kind!r}.")

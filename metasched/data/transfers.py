@@ -1,0 +1,163 @@
+"""Transfer steps: copies of objects between stores that tasks wait for, retried, then failed clearly.
+
+The manager is driven by the scheduler loop (``request`` when a task is placed away from its inputs,
+``poll`` every step). Copies run through a ``TransferRunner``: by default as Ray tasks (other processes,
+so no object ever passes through the scheduler's memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from metasched.data.objects import CopyResult, DataRef, copy_object
+from metasched.data.stores import StoreSpec
+
+_Key = tuple[str, str]  # (object id, target store id)
+
+
+class TransferRunner(Protocol):
+    """Runs copies somewhere other than the scheduler's thread."""
+
+    def start(self, ref: DataRef, target: StoreSpec) -> Any:
+        """Begin copying `ref` into `target`; returns a handle."""
+        ...
+
+    def finished(self, handles: list[Any]) -> list[tuple[Any, CopyResult]]:
+        """The handles whose copy ended, with how it went (without blocking)."""
+        ...
+
+
+class RayTransferRunner:
+    """Each copy is a Ray task (num_cpus=0) on the scheduler's node."""
+
+    def __init__(self) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._ray = ray
+        strategy = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self._remote = ray.remote(num_cpus=0, max_retries=0)(copy_object).options(
+            scheduling_strategy=strategy)
+
+    def start(self, ref: DataRef, target: StoreSpec) -> Any:
+        """Submit the copy as a Ray task."""
+        return self._remote.remote(ref, target)
+
+    def finished(self, handles: list[Any]) -> list[tuple[Any, CopyResult]]:
+        """Collect finished copies with one ray.wait."""
+        if not handles:
+            return []
+        ready, _ = self._ray.wait(handles, num_returns=len(handles), timeout=0)
+        out = []
+        for handle in ready:
+            try:
+                out.append((handle, self._ray.get(handle)))
+            except self._ray.exceptions.RayError as exc:
+                out.append((handle, CopyResult(ref=None, error=f"transfer worker failed: {exc}")))
+        return out
+
+
+class ThreadTransferRunner:
+    """Copies on a thread pool in this process (tests and Ray-less use; objects pass through memory)."""
+
+    def __init__(self, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metasched-transfer")
+
+    def start(self, ref: DataRef, target: StoreSpec) -> Any:
+        """Copy on a pool thread."""
+        return self._pool.submit(copy_object, ref, target)
+
+    def finished(self, handles: list[Any]) -> list[tuple[Any, CopyResult]]:
+        """The futures that are done."""
+        done: list[Future[CopyResult]] = [h for h in handles if h.done()]
+        return [(h, h.result()) for h in done]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Copy:
+    source: DataRef
+    target: StoreSpec
+    handle: Any
+    tries: int = 1
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferReport:
+    """What one poll learned."""
+
+    arrived: list[tuple[DataRef, DataRef, float]]  # (source, new replica, seconds)
+    ready: list[str]  # tasks whose inputs are all in place
+    failed: list[tuple[str, DataRef, StoreSpec, str]]  # (task, source, target, why)
+
+
+class TransferManager:
+    """Tracks copies in flight and the tasks waiting for them."""
+
+    def __init__(self, runner: TransferRunner, *, retries: int = 2) -> None:
+        self._runner = runner
+        self.retries = retries
+        self._copies: dict[_Key, _Copy] = {}
+        self._waiting: dict[str, set[_Key]] = {}
+
+    def request(self, task_id: str, sources: Iterable[DataRef], target: StoreSpec) -> int:
+        """Task `task_id` needs these objects in `target`; starts copies not already in flight."""
+        keys = set()
+        for ref in sources:
+            key = (ref.object_id, target.store_id)
+            keys.add(key)
+            if key not in self._copies:
+                self._copies[key] = _Copy(source=ref, target=target, handle=self._runner.start(ref, target))
+        self._waiting[task_id] = keys
+        return len(keys)
+
+    def forget(self, task_id: str) -> None:
+        """The task no longer waits (cancelled or failed); copies in flight still finish."""
+        self._waiting.pop(task_id, None)
+
+    @property
+    def in_flight(self) -> int:
+        """Copies not yet finished."""
+        return len(self._copies)
+
+    def waiting(self, task_id: str) -> bool:
+        """Whether `task_id` waits for copies."""
+        return task_id in self._waiting
+
+    def poll(self) -> TransferReport:
+        """Collect finished copies: retry failures, report arrivals, ready tasks and failed ones."""
+        by_handle = {id(c.handle): (k, c) for k, c in self._copies.items()}
+        arrived: list[tuple[DataRef, DataRef, float]] = []
+        broken: dict[_Key, tuple[_Copy, str]] = {}
+        for handle, result in self._runner.finished([c.handle for c in self._copies.values()]):
+            key, copy = by_handle[id(handle)]
+            if result.ref is not None:
+                del self._copies[key]
+                arrived.append((copy.source, result.ref, result.seconds))
+                continue
+            copy.errors.append(result.error)
+            if copy.tries <= self.retries:
+                copy.tries += 1
+                copy.handle = self._runner.start(copy.source, copy.target)
+            else:
+                del self._copies[key]
+                broken[key] = (copy, result.error)
+        done_keys = {(new.object_id, new.store.store_id) for _, new, _ in arrived}
+        ready: list[str] = []
+        failed: list[tuple[str, DataRef, StoreSpec, str]] = []
+        for task_id, keys in list(self._waiting.items()):
+            bad = next((k for k in keys if k in broken), None)
+            if bad is not None:
+                copy, why = broken[bad]
+                failed.append((task_id, copy.source, copy.target,
+                               f"{why} (tried {copy.tries} time(s))"))
+                del self._waiting[task_id]
+                continue
+            keys -= done_keys
+            if not keys:
+                ready.append(task_id)
+                del self._waiting[task_id]
+        return TransferReport(arrived=arrived, ready=ready, failed=failed)
