@@ -6,8 +6,10 @@
 #   slurm-client host-side Slurm 22.05 commands: the host is every containerized site's login node
 #                (pulls libmunge2; no host munged is needed: each site's munged socket is used directly)
 #   iproute2     `ss`, used when debugging which addresses daemons listen on
+#   redis-server a real Redis for the data layer's Redis store tests (started by the tests on 127.0.0.1;
+#                policy-rc.d below keeps the package from starting its own service)
 set -euo pipefail
-PACKAGES=(docker.io mmdebstrap slurm-client iproute2 ca-certificates)
+PACKAGES=(docker.io mmdebstrap slurm-client iproute2 ca-certificates redis-server)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -34,6 +34,7 @@ import cloudpickle
 from metasched.catalog import remember
 from metasched.data import DEFAULT_THRESHOLD, DataRef, DataSettings, StoreSpec, home_store
 from metasched.data.driver import externalize_arguments, load_result
+from metasched.data.pickling import dumps
 from metasched.errors import ConfigurationError, MetaschedError, TaskError
 from metasched.futures import P, R, TaskFunction, TaskFuture, as_completed, wait
 from metasched.journal import Journal
@@ -346,11 +347,11 @@ class Campaign:
         task_id = TaskId(uuid.uuid4().hex[:16])
         inputs: tuple[DataRef, ...] = ()
         try:
-            payload = cloudpickle.dumps((args, kwargs))
+            payload = dumps((args, kwargs))
             if len(payload) > self.data.threshold:
                 args, kwargs, inputs = externalize_arguments(args, kwargs, task_id=task_id,
                                                              settings=self.data)
-                payload = cloudpickle.dumps((args, kwargs))
+                payload = dumps((args, kwargs))
         except Exception as exc:
             raise ConfigurationError(f"the arguments of task {name!r} cannot be pickled or stored: "
                                      f"{exc}") from exc

@@ -11,6 +11,7 @@ import cloudpickle
 
 from metasched.data import DataSettings
 from metasched.data.objects import DataRef, decode_ref, proxy_for, put_blob
+from metasched.data.pickling import dumps
 
 Arguments = tuple[tuple[Any, ...], dict[str, Any], tuple[DataRef, ...]]
 
@@ -27,7 +28,7 @@ def externalize_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], *, task
     def maybe_store(value: Any, label: str) -> Any:
         if type(value).__module__.startswith("proxystore.") or isinstance(value, DataRef):
             return value
-        blob = cloudpickle.dumps(value)
+        blob = dumps(value)
         if len(blob) <= settings.threshold:
             return value
         ref = put_blob(settings.home, blob, object_id=f"{task_id}.{label}")

@@ -29,6 +29,7 @@ from typing import Any
 import cloudpickle
 
 from metasched.data.objects import DataContext, DataRef, decode_ref, encode_ref, proxy_for, put_blob
+from metasched.data.pickling import dumps
 from metasched.records import (
     CommandResult,
     CommandSpec,
@@ -128,7 +129,7 @@ def run_function(spec: TaskSpec, function: bytes, dependency_results: dict[str, 
         args, kwargs = substitute(args, results, data), substitute(kwargs, results, data)
         with _alarm(spec.resources.walltime_s):
             value = fn(*args, **kwargs)
-        return TaskOutcome(result=cloudpickle.dumps(value))
+        return TaskOutcome(result=dumps(value))
     except _WalltimeExceeded:
         message = f"walltime of {spec.resources.walltime_s:g} s exceeded"
         return TaskOutcome(failure=RemoteFailure(

@@ -190,3 +190,19 @@ def test_transition_invariants_hold_under_any_event_order(
             assert all(core.tasks[d].state is TaskState.DONE for d in record.spec.depends_on)
         if record.state in (TaskState.FAILED, TaskState.CANCELLED):
             assert record.error is not None
+
+
+def test_a_staging_task_starts_after_its_data_moved_or_is_cancelled_without_an_attempt() -> None:
+    core = SchedulerCore()
+    core.add(spec("a"))
+    core.add(spec("b"))
+    for task_id in ("a", "b"):
+        assert core.ready.popleft() == task_id
+        core.stage(TaskId(task_id), SiteName("beta"), "moving 1 object(s)")
+        assert core.tasks[TaskId(task_id)].state is TaskState.STAGING
+    attempt = core.start_attempt(TaskId("a"), SiteName("beta"), AttemptId("a.1"))
+    assert core.tasks[TaskId("a")].state is TaskState.SUBMITTED and attempt.number == 1
+    assert core.cancel(TaskId("b")) is None  # no attempt existed yet: nothing to cancel at a site
+    assert core.tasks[TaskId("b")].state is TaskState.CANCELLED
+    staged = [t for t in core.take_transitions() if t.new is TaskState.STAGING]
+    assert [t.detail for t in staged] == ["site beta: moving 1 object(s)"] * 2
