@@ -101,10 +101,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=open(workdir / "redis.log", "wb"), stderr=subprocess.STDOUT)
+    with open(workdir / "redis.log", "wb") as log:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)],
+            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while True:
         with socket.socket() as conn:

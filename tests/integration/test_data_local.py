@@ -65,7 +65,9 @@ def test_big_arguments_are_stored_once_and_evicted_after_use(tmp_path: Path) -> 
 
         assert digest(payload, "x").result(timeout=60) == ("x", 400_000)
     rows = _objects(tmp_path / "c.db")
-    assert len(rows) == 1 and rows[0][0].endswith(".arg0") and rows[0][3]  # evicted once the task was done
+    assert len(rows) == 1
+    assert rows[0][0].endswith(".arg0")
+    assert rows[0][3]
     assert [n for n in os.listdir(tmp_path / "store") if not n.startswith(".")] == []
 
 
@@ -108,8 +110,11 @@ def test_intermediates_are_evicted_when_asked_and_outputs_stay(tmp_path: Path) -
         ids = {"first": first.task_id, "second": second.task_id, "kept": kept.task_id, "out": out.task_id,
                "both": both.task_id}
     evicted = {oid: ev for oid, _, _, ev in _objects(tmp_path / "c.db")}
-    assert evicted[ids["first"]] and evicted[ids["second"]] and evicted[ids["out"]]
-    assert not evicted[ids["kept"]] and not evicted[ids["both"]]  # keep=True, and a campaign output
+    assert evicted[ids["first"]]
+    assert evicted[ids["second"]]
+    assert evicted[ids["out"]]
+    assert not evicted[ids["kept"]]
+    assert not evicted[ids["both"]]
 
 
 def test_stored_objects_resolve_in_another_process(tmp_path: Path, redis_server: int) -> None:

@@ -25,7 +25,16 @@ from metasched.data.tracker import DataTracker
 from metasched.data.transfers import ThreadTransferRunner, TransferManager
 from metasched.errors import ConfigurationError
 from metasched.placement import DefaultPolicy
-from metasched.records import Resources, SiteLoad, SiteName, TaskId, TaskKind, TaskRef, TaskSpec, replace_nested
+from metasched.records import (
+    Resources,
+    SiteLoad,
+    SiteName,
+    TaskId,
+    TaskKind,
+    TaskRef,
+    TaskSpec,
+    replace_nested,
+)
 
 
 def _stores(tmp_path: Path) -> tuple[FileStore, FileStore]:
@@ -46,13 +55,17 @@ def test_file_copy_is_verified_and_resolves_through_a_proxy(tmp_path: Path) -> N
     value = os.urandom(3_000_000)
     ref = put_blob(a, cloudpickle.dumps(value), object_id="t1")
     result = copy_object(ref, b)
-    assert result.error == "" and result.ref is not None
+    assert result.error == ""
+    assert result.ref is not None
     copy = result.ref
-    assert copy.store == b and copy.size == ref.size and copy.digest == ref.digest
+    assert copy.store == b
+    assert copy.size == ref.size
+    assert copy.digest == ref.digest
     assert copy.key != ref.key
     assert proxy_for(copy) == value  # resolves from b, with the store's own deserializer
     evict(copy)
-    assert not exists(copy) and exists(ref)
+    assert not exists(copy)
+    assert exists(ref)
 
 
 def test_a_corrupted_source_fails_the_copy_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -64,7 +77,8 @@ def test_a_corrupted_source_fails_the_copy_and_leaves_nothing_behind(tmp_path: P
     path.write_bytes(bytes(data))
     result = copy_object(ref, b)
     assert result.ref is None
-    assert "DataIntegrityError" in result.error and ref.digest in result.error
+    assert "DataIntegrityError" in result.error
+    assert ref.digest in result.error
     assert os.listdir(b.path) == []  # the bad copy was removed, no '.ready' marker
 
 
@@ -73,7 +87,9 @@ def test_a_missing_source_is_reported_not_raised(tmp_path: Path) -> None:
     ref = put_blob(a, b"x" * 10, object_id="gone")
     evict(ref)
     result = copy_object(ref, b)
-    assert result.ref is None and "missing" in result.error and "gone" in result.error
+    assert result.ref is None
+    assert "missing" in result.error
+    assert "gone" in result.error
 
 
 def test_replace_nested_leaves_proxies_unresolved(tmp_path: Path) -> None:
@@ -83,7 +99,8 @@ def test_replace_nested_leaves_proxies_unresolved(tmp_path: Path) -> None:
     proxy = proxy_for(put_blob(a, cloudpickle.dumps(b"payload"), object_id="t1"))
     out = replace_nested([proxy, {"k": (proxy, TaskRef(TaskId("t9")))}], TaskRef, lambda r: "dep")
     assert out[1]["k"][1] == "dep"
-    assert out[0] is proxy and not is_resolved(proxy)
+    assert out[0] is proxy
+    assert not is_resolved(proxy)
     assert not is_resolved(pickle.loads(pickle.dumps(proxy)))
 
 
@@ -109,10 +126,12 @@ def test_tracker_finds_missing_inputs_and_learns_bandwidth(tmp_path: Path) -> No
     before = tracker.transfer_seconds(["x"], b.store_id)
     tracker.model.observe(a.store_id, b.store_id, 100_000_000, 10.0)  # a slow link: 10 MB/s
     after = tracker.transfer_seconds(["x"], b.store_id)
-    assert before < 1.5 and 9.0 < after < 11.0
+    assert before < 1.5
+    assert 9.0 < after < 11.0
     tracker.add(_ref("x", b, 100_000_000))
     assert tracker.transfer_seconds(["x", "y"], b.store_id) == 0.0
-    assert tracker.remove("x", a.store_id) is not None and tracker.origin["x"] == a.store_id
+    assert tracker.remove("x", a.store_id) is not None
+    assert tracker.origin["x"] == a.store_id
 
 
 def _load(name: str, *, inflight: int = 0, wait: float = 0.0) -> SiteLoad:
@@ -158,5 +177,7 @@ def test_transfers_are_shared_by_waiting_tasks_and_retried_before_failing(tmp_pa
     manager.request("t3", [good, bad], b)
     ready, failed = _drain(manager)
     assert sorted(ready) == ["t1", "t2"]
-    assert len(failed) == 1 and failed[0].startswith("t3: ") and "tried 3 time(s)" in failed[0]
+    assert len(failed) == 1
+    assert failed[0].startswith("t3: ")
+    assert "tried 3 time(s)" in failed[0]
     assert len([n for n in os.listdir(b.path) if n.endswith(".ready")]) == 1

@@ -201,7 +201,8 @@ def test_a_staging_task_starts_after_its_data_moved_or_is_cancelled_without_an_a
         core.stage(TaskId(task_id), SiteName("beta"), "moving 1 object(s)")
         assert core.tasks[TaskId(task_id)].state is TaskState.STAGING
     attempt = core.start_attempt(TaskId("a"), SiteName("beta"), AttemptId("a.1"))
-    assert core.tasks[TaskId("a")].state is TaskState.SUBMITTED and attempt.number == 1
+    assert core.tasks[TaskId("a")].state is TaskState.SUBMITTED
+    assert attempt.number == 1
     assert core.cancel(TaskId("b")) is None  # no attempt existed yet: nothing to cancel at a site
     assert core.tasks[TaskId("b")].state is TaskState.CANCELLED
     staged = [t for t in core.take_transitions() if t.new is TaskState.STAGING]
