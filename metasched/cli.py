@@ -17,7 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from metasched import __version__
-from metasched.config import CampaignFileError, LoadedCampaign, LocalSiteModel, load_campaign_file
+from metasched.config import (
+    CampaignFileError,
+    FileStoreModel,
+    LoadedCampaign,
+    LocalSiteModel,
+    RedisStoreModel,
+    load_campaign_file,
+)
 
 app = typer.Typer(
     name="metasched",
@@ -66,13 +73,25 @@ def config_check(file: CampaignFileArg) -> None:
                   f"site(s), {len(loaded.tasks)} task(s) after sweeps")
 
 
+def store_of(model: FileStoreModel | RedisStoreModel | None) -> Any:
+    """The store spec a campaign file's ``store`` table describes (None: the default)."""
+    from metasched.data.stores import FileStore, RedisStore
+
+    if model is None:
+        return None
+    if isinstance(model, FileStoreModel):
+        return FileStore(model.path)
+    return RedisStore(model.port, host=model.host)
+
+
 def _sites(loaded: LoadedCampaign) -> list[Any]:
     from site_agents.local import LocalSite
     from site_agents.slurm.config import SlurmSite
 
     sites: list[Any] = []
     for model in loaded.spec.sites:
-        options = model.model_dump(exclude={"kind", "name"})
+        options = model.model_dump(exclude={"kind", "name", "store"})
+        options["store"] = store_of(model.store)
         if isinstance(model, LocalSiteModel):
             sites.append(LocalSite(model.name, **options))
         else:
@@ -100,8 +119,9 @@ def run(
         return
 
     def start() -> Any:
-        return ms.Campaign(loaded.spec.campaign.name, sites=_sites(loaded), journal=loaded.journal,
-                           policy=loaded.spec.campaign.policy).start()
+        section = loaded.spec.campaign
+        return ms.Campaign(section.name, sites=_sites(loaded), journal=loaded.journal, policy=section.policy,
+                           store=store_of(section.store), data_threshold=section.data_threshold).start()
 
     def submit_all(c: Any) -> list[Any]:
         futures: dict[str, Any] = {}

@@ -45,12 +45,32 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FileStoreModel(_Model):
+    """``store = { kind = "file", path = "/shared/dir" }``."""
+
+    kind: Literal["file"]
+    path: str = Field(pattern=r"^/")
+
+
+class RedisStoreModel(_Model):
+    """``store = { kind = "redis", port = 6379 }`` (host defaults to 127.0.0.1)."""
+
+    kind: Literal["redis"]
+    port: int = Field(gt=0, lt=65536)
+    host: str = "127.0.0.1"
+
+
+StoreModel = Annotated[FileStoreModel | RedisStoreModel, Field(discriminator="kind")]
+
+
 class CampaignSection(_Model):
     """The ``[campaign]`` table."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     journal: str | None = None
     policy: Literal["default", "round-robin"] = "default"
+    store: StoreModel | None = None
+    data_threshold: int = Field(default=100_000, ge=0)
 
 
 class LocalSiteModel(_Model):
@@ -63,6 +83,7 @@ class LocalSiteModel(_Model):
     memory_mb: int = Field(default=0, ge=0)
     max_inflight: int = Field(default=0, ge=0)
     max_pack: int = Field(default=32, ge=1)
+    store: StoreModel | None = None
 
 
 class SlurmSiteModel(_Model):
@@ -80,6 +101,7 @@ class SlurmSiteModel(_Model):
     poll_interval: float = Field(default=1.0, gt=0)
     python: str = "python3"
     gpus_per_node: int = Field(default=0, ge=0)
+    store: StoreModel | None = None
 
 
 SiteModel = Annotated[LocalSiteModel | SlurmSiteModel, Field(discriminator="kind")]

@@ -99,17 +99,3 @@ def _connector(spec: StoreSpec) -> Any:
     from proxystore.connectors.redis import RedisConnector
 
     return RedisConnector(spec.host, spec.port, clear=False)
-
-
-def store_from_dict(data: dict[str, Any], *, where: str) -> StoreSpec:
-    """A store spec from a campaign file's table: ``{kind = "file", path = ...}`` or ``{kind = "redis"}``."""
-    fields = dict(data)
-    kind = fields.pop("kind", None)
-    try:
-        if kind == "file":
-            return FileStore(**fields)
-        if kind == "redis":
-            return RedisStore(**fields)
-    except TypeError as exc:
-        raise ConfigurationError(f"{where}: store: {exc}") from None
-    raise ConfigurationError(f"{where}: store: kind must be 'file' or 'redis', got {kind!r}.")

@@ -24,7 +24,7 @@ from metasched.errors import (
 )
 from metasched.journal import FinalRecord, Journal, LiveAttempt
 from metasched.placement import PlacementPolicy, feasible_sites
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskOutcome, TaskSpec
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskOutcome, TaskSpec
 from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord, Transition
 from metasched.scheduler.states import TERMINAL, TaskState
 from site_agents.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
@@ -290,9 +290,11 @@ class SchedulerService:
         return bool(batches) or staged
 
     def _input_ids(self, spec: TaskSpec) -> list[str]:
+        """The stored objects a task reads. A command task's dependencies only order it (``after=``)."""
         if self.data is None:
             return []
-        stored = [d for d in spec.depends_on if d in self.data.tracker.replicas]
+        consumed = spec.depends_on if spec.kind is TaskKind.FUNCTION else ()
+        stored = [d for d in consumed if d in self.data.tracker.replicas]
         return self.data.input_ids(spec, stored)
 
     def _staging_sites(self) -> dict[SiteName, int]:

@@ -123,3 +123,17 @@ def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
     assert "campaign.colour" in bad.output
     missing = runner.invoke(app, ["config", "check", str(tmp_path / "nope.toml")])
     assert missing.exit_code == 2
+
+
+def test_stores_in_a_campaign_file_become_store_specs(tmp_path: Path) -> None:
+    from metasched.cli import _sites, store_of
+    from metasched.data.stores import FileStore, RedisStore
+
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD.replace('name = "demo"', 'name = "demo"\ndata_threshold = 5000\n'
+                                 'store = { kind = "file", path = "/data/demo" }')
+                    .replace('name = "local"', 'name = "local"\nstore = { kind = "redis", port = 6400 }'))
+    loaded = load_campaign_file(path)
+    assert loaded.spec.campaign.data_threshold == 5000
+    assert store_of(loaded.spec.campaign.store) == FileStore("/data/demo")
+    assert _sites(loaded)[0].store == RedisStore(6400)

@@ -89,6 +89,15 @@ CASES: list[tuple[str, str, list[str]]] = [
       "14: sites[1].name: site name 'local' is used more than once"]),
     ("env value not a string", edit('command = ["true"]', 'command = ["true"]\nenv = { A = 1 }'),
      ["11: tasks[0].env.A: Input should be a valid string"]),
+    ("store of unknown kind", edit('name = "local"', 'name = "local"\nstore = { kind = "s3" }'),
+     ["7: sites[0].store: Input tag 's3' found using 'kind' does not match any of the expected tags: "
+      "'file', 'redis'"]),
+    ("redis store without port", edit('name = "c"', 'name = "c"\nstore = { kind = "redis" }'),
+     ["3: campaign.store.redis.port: Field required"]),
+    ("relative file store", edit('name = "local"', 'name = "local"\nstore = { kind = "file", path = "x" }'),
+     ["7: sites[0].store.file.path: String should match pattern '^/'"]),
+    ("negative data threshold", edit('name = "c"', 'name = "c"\ndata_threshold = -1'),
+     ["3: campaign.data_threshold: Input should be greater than or equal to 0"]),
     ("not TOML", "this is = = not toml",
      ["1: not valid TOML: Expected '=' after a key in a key/value pair (at line 1, column 6)"]),
 ]
