@@ -30,9 +30,19 @@ def known() -> dict[str, str]:
 
 def remember(name: str, journal: Path) -> None:
     """Record (or update) a campaign's journal; failures to write are not errors (advisory file)."""
-    path = catalog_path()
     entries = known()
     entries[name] = str(journal.resolve())
+    _write(entries)
+
+
+def forget(journal: Path) -> None:
+    """Drop every name recorded for this journal (after the campaign was deleted)."""
+    target = str(journal.resolve())
+    _write({name: path for name, path in known().items() if path != target})
+
+
+def _write(entries: dict[str, str]) -> None:
+    path = catalog_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:

@@ -267,7 +267,7 @@ def _counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
     return counts, pickle.loads(name[0]) if name else None
 
 
-_STATES = ["pending", "ready", "submitted", "running", "done", "failed", "cancelled"]
+_STATES = ["pending", "ready", "staging", "submitted", "running", "done", "failed", "cancelled"]
 
 
 def _totals(counts: dict[str, dict[str, int]]) -> tuple[int, int, int]:
@@ -346,7 +346,6 @@ def logs(
     """Print what a finished task left: a command's stdout and stderr, or the error and its traceback."""
     import pickle
 
-    import cloudpickle
 
     journal = _journal_of(campaign)
     db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
@@ -361,7 +360,14 @@ def logs(
     name, task_id, state, result, error = row
     console.print(f"task {name!r} ({task_id}): {state}", style="bold")
     if result is not None:
-        value = cloudpickle.loads(result)
+        from metasched.data.driver import load_result
+
+        try:
+            value = load_result(result)
+            value = value.__proxy_wrapped__ if type(value).__name__ == "Proxy" else value
+        except Exception as exc:  # a stored result that was evicted or whose store is unreachable
+            err_console.print(f"the result of {name!r} cannot be read: {exc}", markup=False)
+            raise typer.Exit(1) from None
         if hasattr(value, "stdout") and hasattr(value, "stderr"):
             console.print(f"--- exit status {value.returncode}; stdout:", markup=False)
             console.out(value.stdout, end="", highlight=False)
@@ -463,3 +469,78 @@ def _list_campaigns(as_json: bool) -> None:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+@app.command()
+def data(
+    campaign: CampaignArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the objects a campaign stored: task, store, size, transfer time; evicted ones marked."""
+    from metasched.journal import Journal
+
+    journal = _journal_of(campaign)
+    stored = Journal(journal).open()
+    try:
+        names = {task_id: name for task_id, name, _ in stored.task_index()}
+        replicas = stored.db.execute(
+            "SELECT object_id, store_id, size, origin, transfer_s, evicted FROM objects ORDER BY created"
+        ).fetchall()
+    finally:
+        stored.close()
+    rows = [{"object": oid, "task": names.get(oid.split(".")[0], "?"), "store": store, "bytes": size,
+             "copy": not origin, "transfer_s": transfer_s, "evicted": evicted is not None}
+            for oid, store, size, origin, transfer_s, evicted in replicas]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"stored objects of {journal}")
+    for column in ("object", "task", "store", "MB", "kind", "transfer s", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["object"], row["task"], row["store"], f"{row['bytes'] / 1e6:.1f}",
+                      "copy" if row["copy"] else "origin",
+                      f"{row['transfer_s']:.2f}" if row["transfer_s"] is not None else "",
+                      "evicted" if row["evicted"] else "stored")
+    console.print(table)
+
+
+@app.command()
+def delete(
+    campaign: CampaignArg,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a finished campaign: evict every object it stored (outputs too), then remove its journal."""
+    from metasched.catalog import forget
+    from metasched.data.objects import evict
+    from metasched.journal import Journal
+
+    journal = _journal_of(campaign)
+    counts, _ = _counts(journal)
+    if _totals(counts)[2]:
+        err_console.print(f"{campaign} has unfinished tasks; cancel it first (metasched cancel {campaign})",
+                          style="bold red")
+        raise typer.Exit(2)
+    if not yes and not typer.confirm(f"delete {journal} and every object it stored?"):
+        raise typer.Exit(1)
+    stored = Journal(journal).open()
+    try:
+        replicas = stored.replicas()
+    finally:
+        stored.close()
+    failures = 0
+    for ref, _ in replicas:
+        try:
+            evict(ref)
+        except Exception as exc:  # report and go on: the journal stays so the user can retry
+            failures += 1
+            err_console.print(f"could not evict {ref.describe()}: {exc}", markup=False)
+    if failures:
+        err_console.print(f"{failures} object(s) could not be evicted; the journal {journal} is kept",
+                          style="bold red")
+        raise typer.Exit(1)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{journal}{suffix}").unlink(missing_ok=True)
+    forget(journal)
+    console.print(f"deleted {journal} and {len(replicas)} stored object(s)")
+

@@ -88,3 +88,41 @@ command = ["python3", "-c", "import sys; print('dying', file=sys.stderr); sys.ex
     assert "exited with status 7" in crash.stdout
     assert "dying" in crash.stdout
     assert runner.invoke(app, ["logs", journal, "nope"]).exit_code == 2
+
+
+def test_data_lists_stored_outputs_and_delete_removes_them_with_the_journal(tmp_path: Path) -> None:
+    name = f"data-cli-{os.getpid()}"
+    store = tmp_path / "store"
+    path = tmp_path / "c.toml"
+    path.write_text(f"""
+[campaign]
+name = "{name}"
+data_threshold = 1000
+store = {{ kind = "file", path = "{store}" }}
+
+[[tasks]]
+name = "big-{{i}}"
+command = ["python3", "-c", "print('x' * 20000)"]
+sweep = {{ i = [1, 2] }}
+
+[[tasks]]
+name = "small"
+command = ["echo", "hi"]
+""")
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(path), "--headless"]).exit_code == 0
+    listed = runner.invoke(app, ["data", name, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert sorted(r["task"] for r in rows) == ["big-1", "big-2"]  # "small" stayed inline
+    assert all(r["store"] == f"file:{store}" and r["bytes"] > 20000 and not r["evicted"] for r in rows)
+    logs = runner.invoke(app, ["logs", name, "big-1"])
+    assert logs.exit_code == 0
+    assert "x" * 100 in logs.output  # a stored result is read back through its proxy
+    stored = [n for n in os.listdir(store) if n.endswith(".ready")]
+    assert len(stored) == 2
+    deleted = runner.invoke(app, ["delete", name, "--yes"])
+    assert deleted.exit_code == 0, deleted.output
+    assert not [n for n in os.listdir(store) if not n.startswith(".")]
+    assert not (tmp_path / f"{name}.db").exists()
+    assert runner.invoke(app, ["status", name]).exit_code == 2
