@@ -77,17 +77,26 @@ def main() -> int:
         ratios = []
         for round_ in range(1, args.rounds + 1):
             raw_dir = work / f"raw-{round_}"
-            raw_dir.mkdir()
             target = FileStore(str(work / f"beta-store-{round_}"))
-            if round_ % 2:
-                raw_s, ms_s = raw_copy(refs, source, raw_dir), metasched_copy(refs, target, runner)
+
+            def raw() -> float:
+                raw_dir.mkdir()
+                seconds = raw_copy(refs, source, raw_dir)
+                shutil.rmtree(raw_dir)  # each side starts with the same free page cache
+                return seconds
+
+            def ours() -> float:
+                seconds = metasched_copy(refs, target, runner)
+                shutil.rmtree(target.path)
+                return seconds
+
+            if round_ % 2:  # alternate which goes first
+                raw_s, ms_s = raw(), ours()
             else:
-                ms_s, raw_s = metasched_copy(refs, target, runner), raw_copy(refs, source, raw_dir)
+                ms_s, raw_s = ours(), raw()
             ratios.append(ms_s / raw_s)
             print(f"round {round_}: raw copy {raw_s:.3f} s ({total_mb / raw_s:.0f} MB/s), metasched "
                   f"{ms_s:.3f} s ({total_mb / ms_s:.0f} MB/s), ratio metasched/raw {ms_s / raw_s:.2f}")
-            shutil.rmtree(raw_dir)
-            shutil.rmtree(target.path)
         print(f"best ratio {min(ratios):.2f}, median {sorted(ratios)[len(ratios) // 2]:.2f} (target <= 1.3)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
