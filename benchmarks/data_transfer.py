@@ -57,6 +57,21 @@ def metasched_copy(refs: list[DataRef], target: FileStore, runner: RayTransferRu
     return elapsed
 
 
+def raw_side(refs: list[DataRef], source: FileStore, directory: Path) -> float:
+    """One raw round; its copies are deleted afterwards so each side starts with the same free cache."""
+    directory.mkdir()
+    seconds = raw_copy(refs, source, directory)
+    shutil.rmtree(directory)
+    return seconds
+
+
+def our_side(refs: list[DataRef], target: FileStore, runner: RayTransferRunner) -> float:
+    """One metasched round, its copies deleted afterwards."""
+    seconds = metasched_copy(refs, target, runner)
+    shutil.rmtree(target.path)
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,22 +93,10 @@ def main() -> int:
         for round_ in range(1, args.rounds + 1):
             raw_dir = work / f"raw-{round_}"
             target = FileStore(str(work / f"beta-store-{round_}"))
-
-            def raw() -> float:
-                raw_dir.mkdir()
-                seconds = raw_copy(refs, source, raw_dir)
-                shutil.rmtree(raw_dir)  # each side starts with the same free page cache
-                return seconds
-
-            def ours() -> float:
-                seconds = metasched_copy(refs, target, runner)
-                shutil.rmtree(target.path)
-                return seconds
-
             if round_ % 2:  # alternate which goes first
-                raw_s, ms_s = raw(), ours()
+                raw_s, ms_s = raw_side(refs, source, raw_dir), our_side(refs, target, runner)
             else:
-                ms_s, raw_s = ours(), raw()
+                ms_s, raw_s = our_side(refs, target, runner), raw_side(refs, source, raw_dir)
             ratios.append(ms_s / raw_s)
             print(f"round {round_}: raw copy {raw_s:.3f} s ({total_mb / raw_s:.0f} MB/s), metasched "
                   f"{ms_s:.3f} s ({total_mb / ms_s:.0f} MB/s), ratio metasched/raw {ms_s / raw_s:.2f}")
