@@ -28,6 +28,7 @@ _EXPORTS = {
     "TaskError": "metasched.errors",
     "WalltimeExceededError": "metasched.errors",
     "DataTransferError": "metasched.errors",
+    "EndpointStore": "metasched.data.stores",
     "FileStore": "metasched.data.stores",
     "RedisStore": "metasched.data.stores",
     "CommandResult": "metasched.records",
@@ -43,6 +44,7 @@ __all__ = [
     "ConfigurationError",
     "DataTransferError",
     "DependencyError",
+    "EndpointStore",
     "FileStore",
     "JournalError",
     "LocalSite",
@@ -64,7 +66,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from metasched.api import Campaign
-    from metasched.data.stores import FileStore, RedisStore
+    from metasched.data.stores import EndpointStore, FileStore, RedisStore
     from metasched.errors import (
         AttemptLostError,
         ConfigurationError,

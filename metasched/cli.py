@@ -19,6 +19,7 @@ from rich.table import Table
 from metasched import __version__
 from metasched.config import (
     CampaignFileError,
+    EndpointStoreModel,
     FileStoreModel,
     LoadedCampaign,
     LocalSiteModel,
@@ -73,14 +74,16 @@ def config_check(file: CampaignFileArg) -> None:
                   f"site(s), {len(loaded.tasks)} task(s) after sweeps")
 
 
-def store_of(model: FileStoreModel | RedisStoreModel | None) -> Any:
+def store_of(model: FileStoreModel | RedisStoreModel | EndpointStoreModel | None) -> Any:
     """The store spec a campaign file's ``store`` table describes (None: the default)."""
-    from metasched.data.stores import FileStore, RedisStore
+    from metasched.data.stores import EndpointStore, FileStore, RedisStore
 
     if model is None:
         return None
     if isinstance(model, FileStoreModel):
         return FileStore(model.path)
+    if isinstance(model, EndpointStoreModel):
+        return EndpointStore(model.endpoint, proxystore_dir=model.proxystore_dir)
     return RedisStore(model.port, host=model.host)
 
 

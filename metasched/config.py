@@ -60,7 +60,15 @@ class RedisStoreModel(_Model):
     host: str = "127.0.0.1"
 
 
-StoreModel = Annotated[FileStoreModel | RedisStoreModel, Field(discriminator="kind")]
+class EndpointStoreModel(_Model):
+    """``store = { kind = "endpoint", endpoint = "<uuid>", proxystore_dir = "/shared/psdir" }``."""
+
+    kind: Literal["endpoint"]
+    endpoint: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
+    proxystore_dir: str | None = Field(default=None, pattern=r"^/")
+
+
+StoreModel = Annotated[FileStoreModel | RedisStoreModel | EndpointStoreModel, Field(discriminator="kind")]
 
 
 class CampaignSection(_Model):

@@ -118,3 +118,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     yield port
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def proxystore_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A real ProxyStore endpoint on 127.0.0.1; yields (its UUID, its configuration directory)."""
+    from tests.integration.endpoints import running_endpoint
+
+    home = tmp_path_factory.mktemp("proxystore-home")
+    with running_endpoint(home) as endpoint:
+        yield endpoint, str(home)

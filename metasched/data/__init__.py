@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from metasched.data.objects import DataContext, DataRef, decode_ref, encode_ref, proxy_for, put_blob
-from metasched.data.stores import FileStore, RedisStore, StoreSpec
+from metasched.data.stores import EndpointStore, FileStore, RedisStore, StoreSpec
 
 DEFAULT_THRESHOLD = 100_000
 
-__all__ = ["DEFAULT_THRESHOLD", "DataContext", "DataRef", "DataSettings", "FileStore", "RedisStore",
+__all__ = ["DEFAULT_THRESHOLD", "DataContext", "DataRef", "DataSettings", "EndpointStore", "FileStore",
+           "RedisStore",
            "StoreSpec", "decode_ref", "encode_ref", "home_store", "proxy_for", "put_blob", "site_store"]
 
 

@@ -68,7 +68,39 @@ class RedisStore:
         return f"redis:{self.host}:{self.port}"
 
 
-StoreSpec = FileStore | RedisStore
+@dataclass(frozen=True, slots=True)
+class EndpointStore:
+    """A ProxyStore endpoint (``proxystore-endpoint``) running at the site, reached over HTTP.
+
+    Args:
+        endpoint: the endpoint's UUID (``proxystore-endpoint list`` shows it).
+        proxystore_dir: the directory holding the endpoint's configuration (``$PROXYSTORE_HOME``),
+            readable from the compute nodes and from the scheduler's machine: ProxyStore finds the
+            endpoint's address there. Default: ProxyStore's own default (``~/.local/share/proxystore``).
+        name: optional label.
+    """
+
+    kind: ClassVar[str] = "endpoint"
+    endpoint: str
+    _: KW_ONLY
+    proxystore_dir: str | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        import uuid
+
+        try:
+            uuid.UUID(self.endpoint)
+        except ValueError:
+            raise ConfigurationError(f"endpoint store: {self.endpoint!r} is not an endpoint UUID.") from None
+
+    @property
+    def store_id(self) -> str:
+        """Identifies the store."""
+        return f"endpoint:{self.endpoint}"
+
+
+StoreSpec = FileStore | RedisStore | EndpointStore
 
 _STORES: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -96,6 +128,10 @@ def _connector(spec: StoreSpec) -> Any:
 
         Path(spec.path).mkdir(parents=True, exist_ok=True)
         return FileConnector(spec.path, clear=False)
+    if isinstance(spec, EndpointStore):
+        from proxystore.connectors.endpoint import EndpointConnector
+
+        return EndpointConnector([spec.endpoint], proxystore_dir=spec.proxystore_dir)
     from proxystore.connectors.redis import RedisConnector
 
     return RedisConnector(spec.host, spec.port, clear=False)

@@ -353,7 +353,8 @@ class SlurmAgent:
 
 
 _WORKER_LIBRARIES = ("cloudpickle", "xxhash", "proxystore", "pydantic", "pydantic_core", "typing_extensions",
-                     "annotated_types", "typing_inspection", "tomli_w", "redis", "async_timeout")
+                     "annotated_types", "typing_inspection", "tomli_w", "redis", "async_timeout",
+                     "requests", "urllib3", "idna", "certifi", "charset_normalizer")
 
 
 def _worker_packages() -> list[Path]:

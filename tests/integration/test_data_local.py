@@ -117,14 +117,46 @@ def test_intermediates_are_evicted_when_asked_and_outputs_stay(tmp_path: Path) -
     assert not evicted[ids["both"]]
 
 
-def test_stored_objects_resolve_in_another_process(tmp_path: Path, redis_server: int) -> None:
+def test_stored_objects_resolve_in_another_process(tmp_path: Path, redis_server: int,
+                                                   proxystore_endpoint: tuple[str, str]) -> None:
     """Guards against ProxyStore 1.1.0's MultiConnector bug: metasched's proxies must resolve in a
     fresh process for every store kind it uses (MultiConnector's do not, so metasched avoids it)."""
     value = {"numbers": list(range(1000)), "blob": os.urandom(1000)}
-    for store in (ms.FileStore(str(tmp_path / "f")), ms.RedisStore(redis_server)):
+    endpoint, home = proxystore_endpoint
+    stores = (ms.FileStore(str(tmp_path / "f")), ms.RedisStore(redis_server),
+              ms.EndpointStore(endpoint, proxystore_dir=home))
+    for store in stores:
         proxy = proxy_for(put_blob(store, cloudpickle.dumps(value), object_id="x"))
         script = ("import pickle, sys; p = pickle.loads(sys.stdin.buffer.read()); "
                   "sys.stdout.buffer.write(pickle.dumps(dict(p)))")
         out = subprocess.run([sys.executable, "-c", script], input=cloudpickle.dumps(proxy),
                              capture_output=True, check=True, timeout=60)
         assert cloudpickle.loads(out.stdout) == value, store
+
+
+def test_a_local_site_can_keep_its_data_in_a_proxystore_endpoint(
+    tmp_path: Path, proxystore_endpoint: tuple[str, str]
+) -> None:
+    endpoint, home = proxystore_endpoint
+    store = ms.EndpointStore(endpoint, proxystore_dir=home)
+    name = f"data-ep-{os.getpid()}-{next(_names)}"
+    sites = [ms.LocalSite("local", cores=2, store=store)]
+    with ms.Campaign(name, sites=sites, journal=tmp_path / "c.db",
+                     store=ms.FileStore(str(tmp_path / "driver"))) as c:
+        @c.task()
+        def make() -> bytes:
+            return b"e" * 1_000_000
+
+        @c.task()
+        def size(data: bytes) -> int:
+            return len(data)
+
+        made = make()
+        assert size(made).result(timeout=60) == 1_000_000
+        assert bytes(made.result()) == b"e" * 1_000_000
+    assert [store_id for (store_id,) in _rows(tmp_path / "c.db")] == [store.store_id]
+
+
+def _rows(journal: Path) -> list[tuple[str]]:
+    with sqlite3.connect(journal) as db:
+        return list(db.execute("SELECT store_id FROM objects"))

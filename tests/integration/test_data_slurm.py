@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import itertools
 import os
 import socket
@@ -14,6 +15,7 @@ import slurmsite
 
 import metasched as ms
 from site_agents.slurm import SlurmSite
+from tests.integration.endpoints import running_endpoint
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.redis]
 _names = itertools.count()
@@ -69,12 +71,25 @@ def test_stage_two_runs_where_its_data_is_while_alpha_has_room(
     assert all(int(size) > 8 * ELEMENTS for _, size in origins)  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize("beta_store_kind", ["redis", "endpoint"])
 def test_stage_two_moves_to_beta_with_verified_transfers_when_alpha_is_full(
-    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, redis_server: int, tmp_path: Path
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, redis_server: int, tmp_path: Path,
+    beta_store_kind: str,
 ) -> None:
+    with contextlib.ExitStack() as stack:
+        if beta_store_kind == "redis":
+            beta_store: ms.RedisStore | ms.EndpointStore = ms.RedisStore(redis_server)
+        else:  # the endpoint's configuration must be readable from beta's compute nodes
+            home = Path(beta.shared_dir) / f"proxystore-{os.getpid()}-{next(_names)}"
+            endpoint = stack.enter_context(running_endpoint(home))
+            beta_store = ms.EndpointStore(endpoint, proxystore_dir=str(home))
+        _moves_to_beta(alpha, beta, beta_store, tmp_path)
+
+
+def _moves_to_beta(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo,
+                   beta_store: ms.RedisStore | ms.EndpointStore, tmp_path: Path) -> None:
     from metasched.data.objects import DataRef, exists
 
-    beta_store = ms.RedisStore(redis_server)
     with _campaign(tmp_path, [_site(alpha, max_jobs=2), _site(beta, store=beta_store)]) as c:
         means, array_ids = _pipeline(c, block_alpha=True)
         assert [m.result(timeout=180) for m in means] == [float(i) for i in range(20)]

@@ -127,7 +127,7 @@ def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
 
 def test_stores_in_a_campaign_file_become_store_specs(tmp_path: Path) -> None:
     from metasched.cli import _sites, store_of
-    from metasched.data.stores import FileStore, RedisStore
+    from metasched.data.stores import EndpointStore, FileStore, RedisStore
 
     path = tmp_path / "c.toml"
     path.write_text(GOOD.replace('name = "demo"', 'name = "demo"\ndata_threshold = 5000\n'
@@ -137,3 +137,7 @@ def test_stores_in_a_campaign_file_become_store_specs(tmp_path: Path) -> None:
     assert loaded.spec.campaign.data_threshold == 5000
     assert store_of(loaded.spec.campaign.store) == FileStore("/data/demo")
     assert _sites(loaded)[0].store == RedisStore(6400)
+    uuid = "c84f791d-8c03-42e0-90c9-d1124bf1ce7a"
+    path.write_text(GOOD.replace('name = "local"', f'name = "local"\nstore = {{ kind = "endpoint", '
+                                f'endpoint = "{uuid}", proxystore_dir = "/shared/ps" }}'))
+    assert _sites(load_campaign_file(path))[0].store == EndpointStore(uuid, proxystore_dir="/shared/ps")

@@ -91,7 +91,7 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["11: tasks[0].env.A: Input should be a valid string"]),
     ("store of unknown kind", edit('name = "local"', 'name = "local"\nstore = { kind = "s3" }'),
      ["7: sites[0].store: Input tag 's3' found using 'kind' does not match any of the expected tags: "
-      "'file', 'redis'"]),
+      "'file', 'redis', 'endpoint'"]),
     ("redis store without port", edit('name = "c"', 'name = "c"\nstore = { kind = "redis" }'),
      ["3: campaign.store.redis.port: Field required"]),
     ("relative file store", edit('name = "local"', 'name = "local"\nstore = { kind = "file", path = "x" }'),

@@ -20,7 +20,7 @@ from metasched.data.objects import (
     proxy_for,
     put_blob,
 )
-from metasched.data.stores import FileStore, RedisStore
+from metasched.data.stores import EndpointStore, FileStore, RedisStore
 from metasched.data.tracker import DataTracker
 from metasched.data.transfers import ThreadTransferRunner, TransferManager
 from metasched.errors import ConfigurationError
@@ -110,6 +110,8 @@ def test_store_specs_reject_bad_values() -> None:
     with pytest.raises(ConfigurationError, match="port"):
         RedisStore(0)
     assert RedisStore(6379).store_id == "redis:127.0.0.1:6379"
+    with pytest.raises(ConfigurationError, match="not an endpoint UUID"):
+        EndpointStore("my-endpoint")
 
 
 def _ref(object_id: str, store: FileStore, size: int) -> DataRef:
