@@ -91,30 +91,18 @@ def ray_local() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real Redis (Debian's redis-server) on 127.0.0.1 and a free port; yields the port."""
-    import socket
-    import time
+    from tests.integration.processes import free_port, wait_for_port
 
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server not installed (make test installs it with ci/install-system.sh)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    workdir = tmp_path_factory.mktemp("redis")
-    with open(workdir / "redis.log", "wb") as log:
+    port = free_port()
+    log = tmp_path_factory.mktemp("redis") / "redis.log"
+    with open(log, "wb") as out:
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
-            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:
-        with socket.socket() as conn:
-            if conn.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"redis-server did not start: {(workdir / 'redis.log').read_text()}")
-        time.sleep(0.05)
+             "--dir", str(log.parent)], stdout=out, stderr=subprocess.STDOUT)
+    wait_for_port(proc, port, log, timeout_s=10)
     yield port
     proc.terminate()
     proc.wait(timeout=10)

@@ -5,21 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.integration.processes import free_port, wait_for_port
 
 
 @contextmanager
@@ -33,7 +27,7 @@ def running_endpoint(home: Path, name: str = "ep") -> Iterator[str]:
     if binary is None:
         pytest.skip("proxystore-endpoint not installed (the dev extra installs proxystore[endpoints])")
     env = {**os.environ, "PROXYSTORE_HOME": str(home)}
-    port = _free_port()
+    port = free_port()
     subprocess.run([binary, "configure", name, "--host", "127.0.0.1", "--port", str(port),
                     "--no-relay-server"], env=env, check=True, capture_output=True, timeout=60)
     config = home / name / "config.toml"
@@ -46,14 +40,7 @@ def running_endpoint(home: Path, name: str = "ep") -> Iterator[str]:
         proc = subprocess.Popen([binary, "start", name, "--no-detach"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as conn:
-                if conn.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"proxystore-endpoint did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_for_port(proc, port, log)
         yield endpoint.group(1)
     finally:
         proc.terminate()

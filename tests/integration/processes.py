@@ -1,9 +1,13 @@
-"""Process helpers for crash tests."""
+"""Process helpers: killing process trees (crash tests), starting servers on loopback ports."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
 
 import psutil
 
@@ -17,3 +21,24 @@ def kill_tree(pid: int) -> int:
             proc.send_signal(signal.SIGKILL)
     psutil.wait_procs(procs, timeout=15)
     return len(procs)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path, *, timeout_s: float = 30) -> None:
+    """Wait until `proc` listens on 127.0.0.1:`port`; raise with the tail of its log if it dies or is slow."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as conn:
+            if conn.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{proc.args!r} did not start listening on port {port}: "
+                               f"{log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)

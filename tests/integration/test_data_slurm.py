@@ -6,7 +6,6 @@ import array
 import contextlib
 import itertools
 import os
-import socket
 import sqlite3
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import slurmsite
 import metasched as ms
 from site_agents.slurm import SlurmSite
 from tests.integration.endpoints import running_endpoint
+from tests.integration.processes import free_port
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.redis]
 _names = itertools.count()
@@ -146,9 +146,7 @@ def test_a_100_mb_result_flows_alpha_to_beta_outside_the_scheduler_process(
 def test_a_transfer_that_keeps_failing_fails_its_consumer_naming_object_sites_and_cause(
     alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
 ) -> None:
-    with socket.socket() as probe:  # a port nothing listens on: beta's "Redis" refuses connections
-        probe.bind(("127.0.0.1", 0))
-        dead_port = int(probe.getsockname()[1])
+    dead_port = free_port()  # nothing listens there: beta's "Redis" refuses connections
     with _campaign(tmp_path, [_site(alpha), _site(beta, store=ms.RedisStore(dead_port))]) as c:
         @c.task(sites=["alpha"])
         def produce() -> bytes:
