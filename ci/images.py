@@ -33,6 +33,19 @@ BASE_ARGV_TEMPLATE = (
     MIRROR,
 )
 BUILD_TIMEOUT_S = 1800
+# CRIU 4.2 from sid, unpacked with its libraries (bookworm's 3.17 fails on this kernel, and 4.2 needs a
+# newer glibc than bookworm's: it runs through the unpacked tree's own dynamic loader).
+CRIU_REPO = "metasched/criu"
+CRIU_ARGV_TEMPLATE = (
+    "mmdebstrap",
+    "--variant=extract",
+    "--include=criu",
+    "--aptopt=Acquire::Check-Valid-Until \"false\"",
+    "--quiet",
+    "sid",
+    "{tar}",
+    MIRROR,
+)
 
 
 class ImageBuildError(RuntimeError):
@@ -102,33 +115,42 @@ def ensure_base() -> BuiltImage:
     return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)
 
 
-def ensure_image(repo: str, context: Path, parent: str) -> BuiltImage:
-    """Build ``context``'s Dockerfile FROM ``parent`` (passed as build arg BASE), unless cached."""
-    tag = f"{repo}:{context_digest(context, parent)}"
+def ensure_criu() -> BuiltImage:
+    """Unpack sid's criu package and its libraries into an image (files only), unless already present."""
+    tag = f"{CRIU_REPO}:sid-{_digest(' '.join(CRIU_ARGV_TEMPLATE).encode())}"
     start = time.monotonic()
     if image_exists(tag):
         return BuiltImage(tag=tag, cached=True, seconds=time.monotonic() - start)
-    _run(
-        [
-            "docker",
-            "build",
-            "--network",
-            "host",
-            "--build-arg",
-            f"BASE={parent}",
-            "--tag",
-            tag,
-            str(context),
-        ]
-    )
+    with tempfile.TemporaryDirectory(prefix="metasched-criu-") as tmp:
+        tar = Path(tmp) / "criu.tar"
+        _run([arg.format(tar=tar) for arg in CRIU_ARGV_TEMPLATE])
+        if tar.stat().st_size < 10_000_000:
+            raise ImageBuildError(f"mmdebstrap produced a suspiciously small {tar} ({tar.stat().st_size} B)")
+        _run(["docker", "import", str(tar), tag])
+    return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)
+
+
+def ensure_image(repo: str, context: Path, parent: str, **build_args: str) -> BuiltImage:
+    """Build ``context``'s Dockerfile FROM ``parent`` (build arg BASE, plus `build_args`), unless cached."""
+    extra = [f"{k}={v}" for k, v in sorted(build_args.items())]
+    tag = f"{repo}:{context_digest(context, parent, *extra)}"
+    start = time.monotonic()
+    if image_exists(tag):
+        return BuiltImage(tag=tag, cached=True, seconds=time.monotonic() - start)
+    argv = ["docker", "build", "--network", "host", "--build-arg", f"BASE={parent}"]
+    for arg in extra:
+        argv += ["--build-arg", arg]
+    _run([*argv, "--tag", tag, str(context)])
     return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)
 
 
 def ensure_slurm() -> BuiltImage:
-    """Ensure the base image and the Slurm image built FROM it exist."""
+    """Ensure the base and CRIU images and the Slurm image built FROM them exist."""
     base = ensure_base()
     _report("base", base)
-    return ensure_image("metasched/slurm", CI_DIR / "slurm-cluster" / "image", base.tag)
+    criu = ensure_criu()
+    _report("criu", criu)
+    return ensure_image("metasched/slurm", CI_DIR / "slurm-cluster" / "image", base.tag, CRIU=criu.tag)
 
 
 def _report(name: str, built: BuiltImage) -> None:

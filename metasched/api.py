@@ -363,6 +363,9 @@ class Campaign:
                  command: CommandSpec | None = None, task_id: TaskId | None = None,
                  inputs: tuple[DataRef, ...] = ()) -> TaskFuture[Any]:
         self._check_running()
+        if options.get("checkpoint") and kind is not TaskKind.COMMAND:
+            raise ConfigurationError(f"task {name!r}: checkpoint='criu' checkpoints command tasks; Python "
+                                     "function tasks cannot use it (cooperative checkpoints: not built yet).")
         spec = TaskSpec(
             task_id=task_id or TaskId(uuid.uuid4().hex[:16]), name=name, kind=kind,
             resources=resources_from(options),
@@ -370,7 +373,7 @@ class Campaign:
             sites=tuple(SiteName(s) for s in options.get("sites", ()) or ()),
             tags=tuple(sorted((str(k), str(v)) for k, v in (options.get("tags") or {}).items())),
             depends_on=tuple(dict.fromkeys(deps)), function_digest=digest, payload=payload, command=command,
-            inputs=inputs, keep=bool(options.get("keep", False)),
+            inputs=inputs, keep=bool(options.get("keep", False)), checkpoint=options.get("checkpoint"),
         )
         return self._enqueue_spec(spec, blob)
 
@@ -543,6 +546,24 @@ class Campaign:
         self.flush()
         count: int = ray.get(self._actor.cancel.remote([self._ref(f).task_id for f in futures]))
         return count
+
+    def migrate(self, future: TaskFuture[Any], *, to: str) -> str:
+        """Checkpoint a running task (submitted with ``checkpoint="criu"``) and continue it at site `to`.
+
+        Returns at once with what was asked; the task goes on at `to` from where it stopped (see
+        docs/checkpointing.md). Raises ConfigurationError saying why if it cannot migrate now.
+        """
+        import ray
+
+        self.flush()
+        try:
+            message: str = ray.get(self._actor.migrate.remote(self._ref(future).task_id, to))
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, MetaschedError):
+                raise cause from None
+            raise
+        return message
 
     def status(self) -> list[SiteSummary]:
         """Per-site counts of queued, running, done and failed tasks."""

@@ -96,6 +96,8 @@ class StoredTask:
     error: TaskError | None
     site: SiteName | None = None
     superseded_by: TaskId | None = None
+    checkpoint: str | None = None
+    migrate_to: SiteName | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +148,9 @@ class Journal:
             columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
             if "superseded_by" not in columns:  # journals written before `retry` existed
                 db.execute("ALTER TABLE tasks ADD COLUMN superseded_by TEXT")
+            for column in ("checkpoint", "migrate_to"):  # journals written before checkpointing
+                if column not in columns:
+                    db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc}.") from exc
         self._db = db
@@ -195,6 +200,7 @@ class Journal:
         native_ids: dict[AttemptId, str] | None = None,
         replicas: Sequence[NewReplica] = (),
         evicted: Sequence[tuple[str, str]] = (),
+        moves: Iterable[tuple[TaskId, str | None, str | None]] = (),
     ) -> list[TaskId]:
         """Record one scheduler step atomically; returns the tasks whose final state was newly written."""
         db = self.db
@@ -225,6 +231,9 @@ class Journal:
                     "transfer_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(r.ref.object_id, r.ref.store.store_id, pickle.dumps(r.ref), r.ref.size, int(r.origin),
                       time.time(), r.transfer_s) for r in replicas])
+            if moves:  # (task, checkpoint object, migration target)
+                db.executemany("UPDATE tasks SET checkpoint = ?, migrate_to = ? WHERE task_id = ?",
+                               [(ckpt, target, tid) for tid, ckpt, target in moves])
             if evicted:
                 db.executemany("UPDATE objects SET evicted = ? WHERE object_id = ? AND store_id = ?",
                                [(time.time(), oid, sid) for oid, sid in evicted])
@@ -305,13 +314,15 @@ class Journal:
     def tasks(self) -> Iterator[StoredTask]:
         """Every task in submission order."""
         rows = self.db.execute(
-            "SELECT spec, state, tries, attempts, result, error, site, superseded_by FROM tasks ORDER BY seq")
-        for spec, state, tries, attempts, result, error, site, superseded in rows:
+            "SELECT spec, state, tries, attempts, result, error, site, superseded_by, checkpoint, migrate_to "
+            "FROM tasks ORDER BY seq")
+        for spec, state, tries, attempts, result, error, site, superseded, checkpoint, migrate_to in rows:
             yield StoredTask(
                 spec=pickle.loads(spec), state=TaskState(state), tries=tries, attempts=attempts,
                 result=result, error=pickle.loads(error) if error is not None else None,
                 site=SiteName(site) if site else None,
                 superseded_by=TaskId(superseded) if superseded else None,
+                checkpoint=checkpoint, migrate_to=SiteName(migrate_to) if migrate_to else None,
             )
 
     def supersede(self, replacements: dict[TaskId, TaskId]) -> None:

@@ -37,7 +37,7 @@ def resources_from(options: dict[str, Any]) -> Resources:
 
 
 TASK_OPTIONS = frozenset(
-    {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name", "keep"}
+    {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name", "keep", "checkpoint"}
 )
 
 
@@ -48,6 +48,10 @@ def check_options(options: dict[str, Any], where: str) -> None:
         raise ConfigurationError(
             f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(TASK_OPTIONS))}."
         )
+    checkpoint = options.get("checkpoint")
+    if checkpoint not in (None, "criu"):
+        raise ConfigurationError(f"{where}: checkpoint must be 'criu' (transparent, command tasks), got "
+                                 f"{checkpoint!r}.")
     retries = options.get("retries", 0)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f"{where}: retries must be a non-negative integer, got {retries!r}.")

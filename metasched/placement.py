@@ -27,6 +27,8 @@ def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
         return f"needs gpus={res.gpus}, offers {site.gpus}"
     if res.nodes > site.nodes:
         return f"needs nodes={res.nodes}, offers {site.nodes}"
+    if spec.checkpoint and f"checkpoint:{spec.checkpoint}" not in site.capabilities:
+        return f"needs checkpoint={spec.checkpoint}, which this site does not offer"
     return None
 
 

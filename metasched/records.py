@@ -91,6 +91,7 @@ class TaskSpec:
     command: CommandSpec | None = None
     inputs: tuple[DataRef, ...] = ()
     keep: bool = False
+    checkpoint: str | None = None  # "criu": a command task that can be checkpointed and migrated
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,7 @@ class TaskOutcome:
     cancelled: bool = False
     charge_retry: bool = True  # False when the loss was not the task's doing (e.g. a packed neighbour)
     detail: str = ""
+    checkpoint: DataRef | None = None  # the attempt stopped with this checkpoint (in the site's store)
 
 
 @dataclass(slots=True, kw_only=True)

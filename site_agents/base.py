@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
-from metasched.data.objects import DataContext
+from metasched.data.objects import DataContext, DataRef
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskOutcome, TaskSpec
 
 
@@ -41,6 +41,7 @@ class Submission:
     function: bytes | None = None
     dependency_results: dict[TaskId, bytes] = field(default_factory=dict)
     data: DataContext | None = None
+    restore: DataRef | None = None  # continue from this checkpoint (a replica in this site's store)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +85,15 @@ class SiteAgent(Protocol):
 
     def close(self) -> None:
         """Cancel what is still running and release the site's resources."""
+        ...
+
+
+@runtime_checkable
+class CheckpointingAgent(Protocol):
+    """An agent that can stop attempts with a checkpoint (reported as ``TaskOutcome.checkpoint``)."""
+
+    def checkpoint(self, attempt_ids: Sequence[AttemptId]) -> list[AttemptId]:
+        """Ask these attempts to checkpoint and stop; returns the ones that were asked."""
         ...
 
 

@@ -11,6 +11,9 @@ site has its own directory, mounted at the same absolute path in its containers 
     <root>/<name>/spool/<node>/    SlurmdSpoolDir per node
     <root>/<name>/log/             slurmctld.log, slurmd-<node>.log, munged.log, jobcomp.log
     <root>/<name>/shared/          the site's shared filesystem (like an HPC scratch directory)
+    <root>/<name>/scratch/         mounted at /var/tmp/metasched-scratch in the compute containers of every
+                                   site: the same absolute path everywhere, so a task checkpointed at one
+                                   site is restored at another with its working directory where it was
 
 The host is every site's login node: ``SLURM_CONF=<root>/<name>/etc/slurm.conf sbatch ...`` submits to
 that site, authenticated through the site's munged socket. Two sites have different keys, ports and
@@ -42,6 +45,7 @@ FIRST_PORT = 16800
 PORT_BLOCK = 20
 MAX_BLOCKS = 200
 LABEL = "metasched.site"
+SCRATCH = "/var/tmp/metasched-scratch"
 COMMAND_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 90.0
 
@@ -216,9 +220,9 @@ def _site_containers(name: str) -> list[dict[str, str]]:
 def _prepare_directory(info: SiteInfo, *, fresh: bool) -> None:
     d = Path(info.directory)
     if fresh:
-        for sub in ("state", "spool", "log", "run", "shared"):
+        for sub in ("state", "spool", "log", "run", "shared", "scratch"):
             shutil.rmtree(d / sub, ignore_errors=True)
-    for sub in ("etc", "munge", "state", "spool", "log", "run", "shared"):
+    for sub in ("etc", "munge", "state", "spool", "log", "run", "shared", "scratch"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     sites_root().chmod(0o755)
     d.chmod(0o755)
@@ -232,6 +236,13 @@ def _prepare_directory(info: SiteInfo, *, fresh: bool) -> None:
 
 
 def _start_container(info: SiteInfo, role: str, *args: str) -> None:
+    compute = [] if role == "controller" else [
+        # CRIU (checkpointing command tasks) needs only these, with `criu --unprivileged`; Docker 20.10
+        # rejects CAP_CHECKPOINT_RESTORE and --privileged fails on this host.
+        "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+        # the same absolute path on every site, for checkpointed tasks' working directories
+        "--volume", f"{info.directory}/scratch:{SCRATCH}",
+    ]
     _run(
         [
             "docker", "run", "--detach", "--init", "--network", "host",
@@ -239,6 +250,7 @@ def _start_container(info: SiteInfo, role: str, *args: str) -> None:
             "--label", f"{LABEL}={info.name}",
             "--label", f"metasched.role={role}",
             "--volume", f"{info.directory}:{info.directory}",
+            *compute,
             info.image, *args,
         ]
     )

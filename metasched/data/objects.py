@@ -86,6 +86,31 @@ def put_blob(store: StoreSpec, blob: bytes, *, object_id: str) -> DataRef:
     return DataRef(object_id=object_id, store=store, key=key, size=len(blob), digest=digest_of(blob))
 
 
+def adopt_file(path: str, store: StoreSpec, *, object_id: str, size: int, digest: str) -> DataRef:
+    """Make a file that is already on the store's filesystem an object of a file store (a rename).
+
+    The file's size is checked against `size`; its hash was computed by whoever wrote it.
+    """
+    if not isinstance(store, FileStore):
+        raise TypeError(f"only file stores can adopt files; {store.store_id} is not one")
+    actual = os.stat(path).st_size
+    if actual != size:
+        raise DataIntegrityError(f"{path} has {actual} bytes, expected {size}")
+    connector = open_store(store).connector
+    key = connector.new_key()
+    os.replace(path, os.path.join(connector.store_dir, key.filename))
+    with open(os.path.join(connector.store_dir, key.filename) + ".ready", "wb"):
+        pass
+    return DataRef(object_id=object_id, store=store, key=key, size=size, digest=digest)
+
+
+def local_path(ref: DataRef) -> str:
+    """The file holding a file-store replica (to read it in place, e.g. a checkpoint archive)."""
+    if not isinstance(ref.store, FileStore):
+        raise TypeError(f"{ref.describe()} is not in a file store")
+    return os.path.join(ref.store.path, ref.key.filename)
+
+
 def proxy_for(ref: DataRef) -> Any:
     """A ProxyStore proxy that resolves to the object when first used (not before)."""
     return open_store(ref.store).proxy_from_key(ref.key)

@@ -56,6 +56,11 @@ class DataPlane:
             self._new.append(NewReplica(ref=ref, origin=True))
         return ref
 
+    def checkpoint_stored(self, ref: DataRef) -> None:
+        """Record a checkpoint archive an attempt left in its site's store."""
+        self.tracker.add(ref, origin=True)
+        self._new.append(NewReplica(ref=ref, origin=True))
+
     def inputs_added(self, spec: TaskSpec) -> None:
         """Record the driver-side replicas of a new task's big arguments."""
         for ref in spec.inputs:

@@ -124,6 +124,12 @@ class SchedulerActor:
         self._new_events.set()
         return count
 
+    async def migrate(self, task_id: TaskId, site: str) -> str:
+        """Checkpoint a running task and continue it at `site` (ConfigurationError says why not)."""
+        message: str = await self._call(self.service.migrate, task_id, SiteName(site))
+        self._new_events.set()
+        return message
+
     async def summary(self) -> list[SiteSummary]:
         """Per-site task counts."""
         rows: list[SiteSummary] = await self._call(self.service.summary)

@@ -69,6 +69,8 @@ class TaskRecord:
     result: bytes | None = None
     error: TaskError | None = None
     last_site: SiteName | None = None
+    checkpoint: str | None = None  # object id of the checkpoint the next attempt restores from
+    migrate_to: SiteName | None = None  # where the next attempt must run (a migration in progress)
 
 
 class SchedulerCore:
@@ -122,6 +124,8 @@ class SchedulerCore:
         result: bytes | None,
         error: TaskError | None,
         site: SiteName | None = None,
+        checkpoint: str | None = None,
+        migrate_to: SiteName | None = None,
     ) -> TaskRecord:
         """Rebuild a task from the journal without recording transitions (they are already recorded).
 
@@ -130,7 +134,7 @@ class SchedulerCore:
         retry count.
         """
         record = TaskRecord(spec=spec, state=TaskState.PENDING, tries=tries, attempts=attempts,
-                            last_site=site)
+                            last_site=site, checkpoint=checkpoint, migrate_to=migrate_to)
         self.tasks[spec.task_id] = record
         self.order.append(spec.task_id)
         for dep_id in dict.fromkeys(spec.depends_on):
@@ -221,6 +225,23 @@ class SchedulerCore:
             self.ready.append(record.spec.task_id)
         else:
             self._finish_failed(record, error, attempt=attempt)
+        return True
+
+    def attempt_checkpointed(self, attempt_id: AttemptId, checkpoint: str, *, detail: str) -> bool:
+        """The attempt stopped with a checkpoint: the task is READY again and resumes from it.
+
+        The stopped attempt uses no retry (it did not fail).
+        """
+        record = self._current(attempt_id)
+        if record is None:
+            return False
+        self._end_attempt(attempt_id, AttemptState.CHECKPOINTED)
+        record.tries -= 1
+        record.checkpoint = checkpoint
+        where = f"; next attempt at {record.migrate_to}" if record.migrate_to else ""
+        self._move(record, TaskState.READY, attempt=self.attempts[attempt_id], detail=f"{detail}{where}")
+        record.current = None
+        self.ready.append(record.spec.task_id)
         return True
 
     def attempt_lost(self, attempt_id: AttemptId, *, reason: str, counts_as_try: bool = True) -> bool:

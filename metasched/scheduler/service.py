@@ -6,6 +6,7 @@ transaction before the driver hears of it, so what a user has seen finished is d
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,12 +24,13 @@ from metasched.errors import (
     WalltimeExceededError,
 )
 from metasched.journal import FinalRecord, Journal, LiveAttempt
-from metasched.placement import PlacementPolicy, feasible_sites
+from metasched.placement import PlacementPolicy, feasible_sites, infeasibility
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskOutcome, TaskSpec
 from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord, Transition
 from metasched.scheduler.states import TERMINAL, TaskState
-from site_agents.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
+from site_agents.base import AttemptUpdate, CheckpointingAgent, ReattachableAgent, SiteAgent, Submission
 
+log = logging.getLogger(__name__)
 _MAX_DEFERRED_PER_STEP = 2000
 _REQUEST_POLL_S = 1.0
 
@@ -71,6 +73,7 @@ class SchedulerService:
         self._native_ids: dict[AttemptId, str] = {}
         self._last_requests = 0.0
         self._ended_attempts: list[Attempt] = []
+        self._moves: dict[TaskId, tuple[str | None, str | None]] = {}
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self, *, resume: bool) -> int:
@@ -109,7 +112,8 @@ class SchedulerService:
             tries = stored.tries - (1 if attempt is not None and not reattach else 0)
             record = self.core.restore(stored.spec, state=stored.state, tries=max(0, tries),
                                        attempts=stored.attempts, result=stored.result, error=stored.error,
-                                       site=stored.site)
+                                       site=stored.site, checkpoint=stored.checkpoint,
+                                       migrate_to=stored.migrate_to)
             if reattach and attempt is not None:
                 self.core.reattach(task_id, attempt.site, attempt.attempt_id, attempt.number)
                 reattached.append(attempt)
@@ -163,6 +167,40 @@ class SchedulerService:
         self._flush()
         return cancelled
 
+    def migrate(self, task_id: TaskId, site: SiteName) -> str:
+        """Checkpoint a running task and continue it at `site`; returns what was done.
+
+        Raises ConfigurationError saying why when the task cannot be migrated there.
+        """
+        record = self.core.tasks.get(task_id)
+        if record is None:
+            raise ConfigurationError(f"no task {task_id!r} in this campaign.")
+        name = f"task {record.spec.name!r} ({task_id})"
+        if record.spec.checkpoint is None:
+            raise ConfigurationError(f"{name} was not submitted with checkpoint='criu': it cannot migrate.")
+        if site not in self.agents:
+            raise ConfigurationError(f"{name}: no site {site!r} in this campaign ({', '.join(self.agents)}).")
+        reason = infeasibility(record.spec, self.agents[site].load())
+        if reason is not None:
+            raise ConfigurationError(f"{name} cannot run at {site}: {reason}.")
+        live = record.current
+        if record.state not in (TaskState.SUBMITTED, TaskState.RUNNING) or live is None:
+            raise ConfigurationError(f"{name} is {record.state.value}, not running: nothing to migrate.")
+        if live.site == site:
+            raise ConfigurationError(f"{name} already runs at {site}.")
+        agent = self.agents[live.site]
+        if not isinstance(agent, CheckpointingAgent):
+            raise ConfigurationError(f"{name} runs at {live.site}, whose agent cannot checkpoint.")
+        record.migrate_to = site
+        self._moves[task_id] = (record.checkpoint, site)
+        asked = agent.checkpoint([live.attempt_id])
+        if not asked:
+            record.migrate_to = None
+            self._moves[task_id] = (record.checkpoint, None)
+            raise ConfigurationError(f"{name}: its attempt at {live.site} is not running or already ended.")
+        self._flush()
+        return f"{name}: checkpoint requested at {live.site}, continuing at {site}"
+
     # --------------------------------------------------------------------------------------- loop
     def step(self) -> bool:
         """One round: poll every site once, apply what changed, place ready tasks, journal it all."""
@@ -195,6 +233,12 @@ class SchedulerService:
             if kind == "cancel":
                 targets = list(self.core.tasks) if name is None else by_name.get(name, [])
                 self.cancel(targets)
+            elif kind.startswith("migrate:") and name is not None:
+                for task_id in by_name.get(name, []):
+                    try:
+                        log.info(self.migrate(task_id, SiteName(kind.split(":", 1)[1])))
+                    except ConfigurationError as exc:
+                        log.warning("migration request refused: %s", exc)
         return True
 
     def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
@@ -211,7 +255,9 @@ class SchedulerService:
             return
         record = core.tasks[attempt.task_id]
         applied = False
-        if outcome.result is not None:
+        if outcome.checkpoint is not None:
+            applied = self._checkpointed(update.attempt_id, record, outcome)
+        elif outcome.result is not None:
             applied = core.attempt_succeeded(update.attempt_id, outcome.result)
             if applied and self.data is not None:
                 self.data.result_stored(outcome.result)
@@ -223,6 +269,20 @@ class SchedulerService:
             applied = core.attempt_failed(update.attempt_id, self._task_error(record, site, outcome))
         if applied:
             self._ended_attempts.append(attempt)
+
+    def _checkpointed(self, attempt_id: AttemptId, record: TaskRecord, outcome: TaskOutcome) -> bool:
+        """An attempt stopped with a checkpoint: record the archive, drop the previous one, requeue."""
+        ref = outcome.checkpoint
+        assert ref is not None  # noqa: S101  (checked by the caller)
+        previous = record.checkpoint
+        if self.data is not None:
+            self.data.checkpoint_stored(ref)
+        applied = self.core.attempt_checkpointed(attempt_id, ref.object_id, detail=outcome.detail)
+        if applied:
+            self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
+            if previous is not None and self.data is not None:
+                self.data.release([previous], keep_origin=False)
+        return applied
 
     @staticmethod
     def _task_error(record: TaskRecord, site: SiteName, outcome: TaskOutcome) -> TaskError:
@@ -265,7 +325,9 @@ class SchedulerService:
             except PlacementError as exc:
                 core.fail(task_id, exc)
                 continue
-            inputs = self._input_ids(record.spec)
+            if record.migrate_to is not None:
+                candidates = [c for c in candidates if c.site == record.migrate_to]
+            inputs = self._input_ids(record)
             costs = self.data.transfer_costs(inputs, [c.site for c in candidates]) if self.data else {}
             site = self.policy.choose(record.spec, candidates, costs)
             if site is None:
@@ -289,13 +351,15 @@ class SchedulerService:
         self._submit_batches(batches)
         return bool(batches) or staged
 
-    def _input_ids(self, spec: TaskSpec) -> list[str]:
-        """The stored objects a task reads. A command task's dependencies only order it (``after=``)."""
+    def _input_ids(self, record: TaskRecord) -> list[str]:
+        """The stored objects a task reads, its checkpoint too (``after=`` edges of commands move no data)."""
         if self.data is None:
             return []
+        spec = record.spec
         consumed = spec.depends_on if spec.kind is TaskKind.FUNCTION else ()
         stored = [d for d in consumed if d in self.data.tracker.replicas]
-        return self.data.input_ids(spec, stored)
+        ids = self.data.input_ids(spec, stored)
+        return [*ids, record.checkpoint] if record.checkpoint is not None else ids
 
     def _staging_sites(self) -> dict[SiteName, int]:
         counts: dict[SiteName, int] = defaultdict(int)
@@ -313,13 +377,19 @@ class SchedulerService:
         spec = record.spec
         results = {d: self._result_of(d) for d in spec.depends_on}
         data = None
+        restore = None
         if self.data is not None:
-            data = self.data.context(self._input_ids(spec), site)
+            data = self.data.context(self._input_ids(record), site)
             results = {d: self.data.local_result(blob, site) for d, blob in results.items()}
+            if record.checkpoint is not None:
+                restore = data.inputs.get(record.checkpoint)
+        if record.migrate_to is not None:
+            record.migrate_to = None
+            self._moves[task_id] = (record.checkpoint, None)
         return Submission(
             attempt_id=attempt.attempt_id, spec=spec,
             function=self.functions.get(spec.function_digest) if spec.function_digest else None,
-            dependency_results=results, data=data,
+            dependency_results=results, data=data, restore=restore,
         )
 
     def _submit_batches(self, batches: dict[SiteName, list[Submission]]) -> None:
@@ -348,8 +418,11 @@ class SchedulerService:
         for transition in transitions:
             if transition.new is not TaskState.DONE:
                 continue
-            spec = self.core.tasks[transition.task_id].spec
+            record = self.core.tasks[transition.task_id]
+            spec = record.spec
             data.release([ref.object_id for ref in spec.inputs], keep_origin=False)
+            if record.checkpoint is not None:  # done: its last checkpoint is of no further use
+                data.release([record.checkpoint], keep_origin=False)
             for dep_id in spec.depends_on:
                 dep = self.core.tasks[dep_id]
                 if dep_id in data.tracker.replicas and all(
@@ -396,13 +469,15 @@ class SchedulerService:
         }
         attempts = self._new_attempts + self._ended_attempts
         native_ids, self._native_ids = self._native_ids, {}
+        moves, self._moves = self._moves, {}
         self._new_attempts, self._ended_attempts = [], []
-        if not (new_tasks or transitions or attempts or functions or native_ids or replicas or evicted):
+        if not (new_tasks or transitions or attempts or functions or native_ids or replicas or evicted
+                or moves):
             return
         written = self.journal.write_step(
             functions=functions, new_tasks=new_tasks, attempts=attempts, transitions=transitions,
             finals=finals, counters=counters.values(), native_ids=native_ids, replicas=replicas,
-            evicted=evicted,
+            evicted=evicted, moves=[(tid, ckpt, target) for tid, (ckpt, target) in moves.items()],
         )
         for task_id in written:
             record = core.tasks[task_id]

@@ -50,3 +50,4 @@ class AttemptState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"  # the site no longer knows it (worker died, scheduler restarted, job vanished)
+    CHECKPOINTED = "checkpointed"  # stopped with a checkpoint; the next attempt restores from it

@@ -14,7 +14,9 @@ import getpass
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -24,7 +26,9 @@ from pathlib import Path
 
 import metasched
 import site_agents
-from metasched.data.objects import DataContext
+from metasched.checkpoint.criu_job import CHECKPOINT_ARCHIVE, CHECKPOINT_RECORD
+from metasched.checkpoint.criu_job import TASK_FILE as CRIU_TASK_FILE
+from metasched.data.objects import DataContext, adopt_file, local_path
 from metasched.errors import SiteAgentError
 from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskKind, TaskOutcome, TaskSpec
 from metasched.worker import (
@@ -179,7 +183,12 @@ class SlurmAgent:
         directory = self.attempts_dir / sub.attempt_id
         spec = commands.launch_spec(sub.spec)
         script = directory / "job.sh"
-        if spec.kind is TaskKind.COMMAND:  # run directly: no Python start-up on the compute node
+        if spec.checkpoint == "criu":
+            problem = self._write_criu_job(sub, directory, script)
+            if problem is not None:
+                self._pending_updates.append(_failed(sub.attempt_id, "CheckpointError", problem))
+                return None
+        elif spec.kind is TaskKind.COMMAND:  # run directly: no Python start-up on the compute node
             directory.mkdir(parents=True, exist_ok=True)
             script.write_text(commands.command_job_script(attempt_id=sub.attempt_id, spec=spec,
                                                           attempt_dir=str(directory)))
@@ -208,6 +217,37 @@ class SlurmAgent:
                                           directory=directory, submitted_at=time.monotonic(), data=sub.data)
         self._pending_updates.append(AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id))
         return None
+
+    def _write_criu_job(self, sub: Submission, directory: Path, script: Path) -> str | None:
+        """task.json and job script of a checkpointable command; a problem message if it cannot run."""
+        if self.config.checkpoint_dir is None:
+            return f"site {self.config.name} has no checkpoint_dir: it cannot run checkpoint='criu' tasks"
+        restore = None
+        if sub.restore is not None:
+            try:
+                restore = local_path(sub.restore)
+            except TypeError:
+                return (f"site {self.config.name}: checkpoints must be in a file store to be restored; "
+                        f"{sub.restore.describe()} is not")
+        directory.mkdir(parents=True, exist_ok=True)
+        workdir = os.path.join(self.config.checkpoint_dir, sub.spec.task_id)
+        task = commands.criu_task(sub.spec, workdir=workdir, criu=self.config.criu, restore=restore)
+        (directory / CRIU_TASK_FILE).write_text(json.dumps(task))
+        script.write_text(commands.criu_job_script(
+            attempt_id=sub.attempt_id, spec=sub.spec, attempt_dir=str(directory), python=self.config.python,
+            pythonpath=self._pythonpath))
+        return None
+
+    def checkpoint(self, attempt_ids: Sequence[AttemptId]) -> list[AttemptId]:
+        """Ask running checkpointable jobs to checkpoint and stop (USR2 to their batch shell)."""
+        jobs = [self._jobs[a] for a in attempt_ids
+                if a in self._jobs and self._jobs[a].spec.checkpoint == "criu"]
+        if jobs:
+            out = self.runner.run(commands.signal_argv([j.job_id for j in jobs], "USR2"))
+            if not out.ok:
+                raise SiteAgentError(f"site {self.config.name}: could not signal jobs for a checkpoint: "
+                                     f"{out.describe()}", site=self.config.name, transient=True)
+        return [j.attempt_id for j in jobs]
 
     def reattach(self, attempt_id: AttemptId, spec: TaskSpec, native_id: str) -> bool:
         """Track a job an earlier scheduler submitted; the next polls resolve it like any other."""
@@ -283,11 +323,14 @@ class SlurmAgent:
             return None
         return self._explain_finished_without_outcome(job, status)
 
-    @staticmethod
-    def _read_outcome(job: _Job) -> TaskOutcome | None:
-        """The attempt's own record of how it ended: the worker's outcome, or a command's exit status."""
+    def _read_outcome(self, job: _Job) -> TaskOutcome | None:
+        """The attempt's own record of how it ended: a worker's outcome, an exit status, a checkpoint."""
         if job.spec.kind is not TaskKind.COMMAND:
             return read_outcome(job.directory)
+        if job.spec.checkpoint == "criu":
+            checkpointed = self._checkpoint_outcome(job)
+            if checkpointed is not None:
+                return checkpointed
         try:
             status = parsers.parse_exit_status((job.directory / commands.EXIT_STATUS_FILE).read_text())
         except FileNotFoundError:
@@ -302,6 +345,27 @@ class SlurmAgent:
                                   stderr=_tail(job.directory / commands.COMMAND_STDERR, limit=None),
                                   walltime_exceeded=stopped)
         return store_if_big(job.spec, outcome, job.data)
+
+    def _checkpoint_outcome(self, job: _Job) -> TaskOutcome | None:
+        """A checkpoint the job's wrapper recorded, adopted into the site's store; or why it failed."""
+        record_file = job.directory / CHECKPOINT_RECORD
+        if record_file.exists():
+            record = json.loads(record_file.read_text())
+            store = job.data.store if job.data is not None else None
+            store = store or self.config.store or self.config.default_store()
+            ref = adopt_file(str(job.directory / CHECKPOINT_ARCHIVE), store,
+                             object_id=f"{job.attempt_id}.ckpt", size=int(record["size"]),
+                             digest=str(record["digest"]))
+            record_file.rename(job.directory / (CHECKPOINT_RECORD + ".adopted"))
+            detail = (f"{record['reason']} checkpoint at {self.config.name}: {ref.size / 1e6:.1f} MB, dump "
+                      f"{float(record['dump_s']):.2f} s")
+            return TaskOutcome(checkpoint=ref, detail=detail)
+        error = job.directory / "criu-error"
+        if error.exists():
+            return TaskOutcome(failure=RemoteFailure(
+                error_type="CheckpointError", message=f"job {job.job_id} at site {self.config.name}: "
+                f"{error.read_text().strip()}", traceback=_tail(job.directory / "job.err")))
+        return None
 
     def _explain_finished_without_outcome(self, job: _Job, status: parsers.JobStatus) -> AttemptUpdate:
         err = _tail(job.directory / "job.err")
@@ -349,6 +413,7 @@ class SlurmAgent:
             inflight=inflight,
             max_inflight=self.config.max_jobs if self.available else inflight,
             est_wait_s=backlog * self._mean_run_s / max(1, self._total_cores),
+            capabilities=frozenset({"checkpoint:criu"}) if self.config.checkpoint_dir else frozenset(),
         )
 
 

@@ -64,6 +64,39 @@ def command_job_script(*, attempt_id: str, spec: TaskSpec, attempt_dir: str) -> 
     )
 
 
+CRIU_JOB_SCRIPT = """#!/bin/bash
+# metasched attempt {attempt_id}: checkpointable command task {task_name!r} ({task_id})
+# The wrapper is the batch shell itself (exec), so Slurm's USR1 warning and scancel --signal reach it.
+export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
+export PYTHONPATH={pythonpath}
+cd {attempt_dir} || exit 1
+exec {python} -m metasched.checkpoint.criu_job {attempt_dir}
+"""
+
+
+def criu_job_script(*, attempt_id: str, spec: TaskSpec, attempt_dir: str, python: str,
+                    pythonpath: str) -> str:
+    """The batch script of a checkpointable command task (see metasched.checkpoint.criu_job)."""
+    return CRIU_JOB_SCRIPT.format(
+        attempt_id=attempt_id, task_name=spec.name.replace("\n", " "), task_id=spec.task_id,
+        pythonpath=shlex.quote(pythonpath), attempt_dir=shlex.quote(attempt_dir), python=shlex.quote(python),
+    )
+
+
+def criu_task(spec: TaskSpec, *, workdir: str, criu: str, restore: str | None) -> dict[str, object]:
+    """The task.json of a checkpointable command task."""
+    command = spec.command
+    if command is None:
+        raise ValueError(f"task {spec.task_id} is not a command task")
+    return {"argv": list(command.argv), "env": dict(command.env), "workdir": workdir, "criu": criu,
+            "restore": restore, "checkpoint_on_warning": False}
+
+
+def signal_argv(job_ids: list[str], signal: str) -> list[str]:
+    """Send `signal` to the batch shell of these jobs (the checkpoint wrapper)."""
+    return ["scancel", "--batch", f"--signal={signal}", *job_ids]
+
+
 def job_name(site: str, attempt_id: str) -> str:
     """The Slurm job name of an attempt."""
     return f"ms-{site}-{attempt_id}"

@@ -31,9 +31,14 @@ class SlurmSite:
         vanish_after_polls: polls a job may be missing from squeue, without an outcome file, before it
             is declared VANISHED and resubmitted.
         command_timeout_s: timeout of each Slurm command.
-        store: where results bigger than the campaign's data threshold go (a ``FileStore`` or
-            ``RedisStore`` reachable from the compute nodes); default a file store in
+        store: where results bigger than the campaign's data threshold go (a ``FileStore``,
+            ``RedisStore`` or ``EndpointStore`` reachable from the compute nodes); default a file store in
             ``<shared_dir>/.metasched/store``.
+        checkpoint_dir: a node-local or shared directory, *at the same absolute path on every site a
+            task may migrate between*, where checkpointable command tasks (``checkpoint="criu"``) get
+            their working directories; None: the site runs no checkpointable tasks. CRIU must be on the
+            nodes (``criu``) and jobs must be allowed CAP_SYS_ADMIN (see docs/checkpointing.md).
+        criu: the CRIU command on the compute nodes.
     """
 
     kind: ClassVar[str] = "slurm"
@@ -54,6 +59,8 @@ class SlurmSite:
     vanish_after_polls: int = 3
     command_timeout_s: float = 30.0
     store: StoreSpec | None = None
+    checkpoint_dir: str | None = None
+    criu: str = "criu"
 
     def default_store(self) -> StoreSpec:
         """The site's store when none is configured: a file store on the shared filesystem."""

@@ -1,0 +1,1 @@
+"""Checkpointing of long tasks (CRIU for command tasks); see docs/checkpointing.md."""

@@ -1,0 +1,266 @@
+"""The batch-job side of CRIU checkpointing: ``python -m metasched.checkpoint.criu_job ATTEMPT_DIR``.
+
+Runs on a compute node (the job script ``exec``s it, so Slurm's signals reach it). It reads
+``ATTEMPT_DIR/task.json`` and either starts the command as the first process of a new PID namespace in
+its working directory, or restores it from a checkpoint archive. It is the subreaper of the task and
+writes the same files as a plain command job (``exit-status``, ``cmd.out``, ``cmd.err``), so the agent
+reads both kinds alike.
+
+Signals: USR2 = checkpoint now (for a migration); USR1 = Slurm's warning before the time limit
+(checkpoint if ``checkpoint_on_warning``, else recorded in ``walltime-warning``); TERM = cancel (the
+namespace's init ignores TERM, so the task gets KILL).
+
+A checkpoint is ``criu dump`` of the namespace, then ``checkpoint.tar`` (the images and the working
+directory, taken while the task is stopped so every open file has its size at dump time) and
+``checkpoint.json`` (size and xxh3-128 hash of the archive, reason). The job then ends with status 0;
+the agent recognises a checkpoint by ``checkpoint.json``, never by the job state.
+
+Standard library only (plus xxhash, staged with metasched): it runs on the node's own Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+_PR_SET_CHILD_SUBREAPER = 36
+_CLONE_NEWPID = 0x20000000
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+TASK_FILE = "task.json"
+CHECKPOINT_ARCHIVE = "checkpoint.tar"
+CHECKPOINT_RECORD = "checkpoint.json"
+EXIT_STATUS_FILE = "exit-status"
+STDOUT_NAME = "stdout"
+STDERR_NAME = "stderr"
+
+
+class _HashingFile:
+    """A write-only file that hashes what goes through it (the archive is hashed as it is written)."""
+
+    def __init__(self, path: Path) -> None:
+        import xxhash
+
+        self._file = open(path, "wb")  # noqa: SIM115  (closed by close())
+        self._hash = xxhash.xxh3_128()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def hexdigest(self) -> str:
+        return str(self._hash.hexdigest())
+
+
+class Job:
+    """One attempt: start or restore the task, watch it, checkpoint it on request."""
+
+    def __init__(self, attempt_dir: Path) -> None:
+        self.dir = attempt_dir
+        self.task: dict[str, Any] = json.loads((attempt_dir / TASK_FILE).read_text())
+        self.workdir = Path(self.task["workdir"])
+        self.criu = self.task.get("criu", "criu")
+        self.pid = 0  # the task (init of its PID namespace), as this process sees it
+        self.intermediate = 0  # the process that created the namespace (first start only)
+        self.requested: str | None = None
+        self.start = time.time()
+
+    # --------------------------------------------------------------------------------- starting
+    def launch(self) -> None:
+        """Start the command as PID 1 of a new PID namespace, in its working directory."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # the intermediate: create the namespace, fork its init, pass on its exit status
+            os.close(read_end)
+            if _libc.unshare(_CLONE_NEWPID) != 0:
+                os.write(write_end, b"0")
+                os._exit(125)
+            init = os.fork()
+            if init == 0:
+                os.setsid()
+                os.chdir(self.workdir)
+                out = os.open(self.workdir / STDOUT_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                err = os.open(self.workdir / STDERR_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(err, 2)
+                os.closerange(3, 1024)
+                env = {**os.environ, **self.task.get("env", {})}
+                try:
+                    os.execvpe(self.task["argv"][0], self.task["argv"], env)
+                except OSError as exc:
+                    os.write(2, f"metasched: cannot run {self.task['argv'][0]!r}: {exc}\n".encode())
+                    os._exit(127)
+            os.write(write_end, str(init).encode())
+            os.close(write_end)
+            _, status = os.waitpid(init, 0)
+            os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+        os.close(write_end)
+        self.intermediate = child
+        self.pid = int(os.read(read_end, 32) or b"0")
+        os.close(read_end)
+
+    def restore(self) -> None:
+        """Unpack the checkpoint (working directory at its original path) and restore the task."""
+        archive = Path(self.task["restore"])
+        images = self.dir / "images"
+        shutil.rmtree(images, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        safe = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}  # Python >= 3.11.4 / backports
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                if member.name.startswith("images/"):
+                    tar.extract(member, self.dir, **safe)  # type: ignore[arg-type]
+                elif member.name.startswith("workdir/") or member.name == "workdir":
+                    member.name = str(self.workdir.relative_to("/")) + member.name[len("workdir"):]
+                    tar.extract(member, "/", **safe)  # type: ignore[arg-type]
+        pidfile = self.dir / "restored.pid"
+        proc = subprocess.run(
+            [self.criu, "restore", "--images-dir", str(images), "--unprivileged", "--restore-detached",
+             "--restore-sibling", "--pidfile", str(pidfile), "--log-file", "restore.log", "-v2"],
+            capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            log = (images / "restore.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"criu restore failed (exit {proc.returncode}): {proc.stderr}\n{log}")
+        self.pid = int(pidfile.read_text().strip())
+
+    # ------------------------------------------------------------------------------- checkpoint
+    def checkpoint(self, reason: str) -> None:
+        """Dump the namespace, archive images + working directory, record the archive."""
+        images = self.dir / "images"
+        shutil.rmtree(images, ignore_errors=True)
+        images.mkdir()
+        started = time.time()
+        proc = subprocess.run(
+            [self.criu, "dump", "--tree", str(self.pid), "--images-dir", str(images), "--unprivileged",
+             "--log-file", "dump.log", "-v2"], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            log = (images / "dump.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"criu dump failed (exit {proc.returncode}): {proc.stderr}\n{log}")
+        dumped = time.time()
+        sink = _HashingFile(self.dir / (CHECKPOINT_ARCHIVE + ".tmp"))
+        with tarfile.open(fileobj=sink, mode="w|") as tar:  # type: ignore[call-overload]
+            tar.add(images, arcname="images")
+            tar.add(self.workdir, arcname="workdir")
+        sink.close()
+        os.replace(self.dir / (CHECKPOINT_ARCHIVE + ".tmp"), self.dir / CHECKPOINT_ARCHIVE)
+        record = {"reason": reason, "size": sink.size, "digest": sink.hexdigest(), "dump_s": dumped - started,
+                  "archive_s": time.time() - dumped, "at": time.time()}
+        tmp = self.dir / (CHECKPOINT_RECORD + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.dir / CHECKPOINT_RECORD)
+
+    # ------------------------------------------------------------------------------------- main
+    def run(self) -> int:
+        """Start or restore the task, then wait for it, a checkpoint request or a cancel."""
+        _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        signal.signal(signal.SIGUSR2, lambda *_: self._request("requested"))
+        signal.signal(signal.SIGUSR1, lambda *_: self._warned())
+        signal.signal(signal.SIGTERM, lambda *_: self._request("cancel"))
+        if self.task.get("restore"):
+            self.restore()
+        else:
+            self.launch()
+        while True:
+            if self.requested == "cancel":
+                self._kill()
+                return self._finish(143)
+            if self.requested is not None:
+                reason, self.requested = self.requested, None
+                self.checkpoint(reason)
+                self._reap_all()
+                return 0
+            status = self._poll_task()
+            if status is not None:
+                return self._finish(status)
+            time.sleep(0.05)
+
+    def _request(self, what: str) -> None:
+        if self.requested is None or what == "cancel":
+            self.requested = what
+
+    def _warned(self) -> None:
+        (self.dir / "walltime-warning").write_text(f"{time.time()}\n")
+        if self.task.get("checkpoint_on_warning"):
+            self._request("walltime")
+
+    def _poll_task(self) -> int | None:
+        """The task's exit status once it ended; reaps whatever else was reparented to us."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return 0
+            if pid == 0:
+                return None
+            code = os.waitstatus_to_exitcode(status)
+            code = code if code >= 0 else 128 - code
+            if pid == self.pid or (pid == self.intermediate and self.pid == 0):
+                return code
+            if pid == self.intermediate:  # the intermediate passes on the init's status
+                return code
+
+    def _kill(self) -> None:
+        for pid in (self.pid, self.intermediate):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._reap_all()
+
+    def _reap_all(self) -> None:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                time.sleep(0.02)
+
+    def _finish(self, status: int) -> int:
+        for name, target in ((STDOUT_NAME, "cmd.out"), (STDERR_NAME, "cmd.err")):
+            source = self.workdir / name
+            if source.exists():
+                shutil.copyfile(source, self.dir / target)
+        tmp = self.dir / ".exit-status.tmp"
+        tmp.write_text(f"{status} {self.start} {time.time()}\n")
+        os.replace(tmp, self.dir / EXIT_STATUS_FILE)
+        return status
+
+
+def main(argv: list[str]) -> int:
+    """Run the attempt in ARGV[0]; the exit status is the task's (0 after a checkpoint)."""
+    if len(argv) != 1:
+        print("usage: python -m metasched.checkpoint.criu_job ATTEMPT_DIR", file=sys.stderr)
+        return 2
+    directory = Path(argv[0])
+    try:
+        return Job(directory).run()
+    except Exception as exc:  # reported through the job's stderr and a failed exit status
+        print(f"metasched checkpoint job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        (directory / "criu-error").write_text(f"{type(exc).__name__}: {exc}\n")
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

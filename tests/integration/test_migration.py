@@ -1,0 +1,89 @@
+"""Migration of a running command task between the containerized Slurm sites with CRIU."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import slurmsite
+
+import metasched as ms
+from site_agents.slurm import SlurmSite
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ray]
+_names = itertools.count()
+SCRATCH = slurmsite.SCRATCH
+# A counter holding 50 MB of state; every line carries the time the process started, so a restart
+# (instead of a restore) would show up as a second start time.
+COUNTER = """
+import sys, time
+state = bytearray(50 * 2**20)
+t0 = time.time()
+for i in range(int(sys.argv[1])):
+    state[i * 4096 % len(state)] = i % 256
+    print(i, t0, flush=True)
+    time.sleep(0.1)
+print("done", sum(state), flush=True)
+"""
+
+
+def _site(info: slurmsite.SiteInfo) -> SlurmSite:
+    return SlurmSite(info.name, slurm_conf=info.slurm_conf, shared_dir=info.shared_dir,
+                     poll_interval=0.3, checkpoint_dir=SCRATCH)
+
+
+def _running_site(journal: Path, task_id: str) -> str:
+    with sqlite3.connect(journal) as db:
+        row = db.execute("SELECT site FROM tasks WHERE task_id = ? AND state = 'running'",
+                         (task_id,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def _wait_running_with_output(sites: dict[str, slurmsite.SiteInfo], journal: Path, task_id: str,
+                              lines: int, timeout: float = 60) -> str:
+    """Wait until the task runs somewhere and its stdout there has `lines` lines; return the site."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        site = _running_site(journal, task_id)
+        if site:
+            out = Path(sites[site].directory) / "scratch" / task_id / "stdout"
+            if out.exists() and len(out.read_text().splitlines()) >= lines:
+                return site
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} did not run with {lines} lines of output within {timeout} s")
+
+
+def test_a_running_counter_migrates_alpha_beta_alpha_and_continues(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    sites = {"alpha": alpha, "beta": beta}
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"migrate-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
+                     journal=journal) as c:
+        counter = c.command(["python3", "-c", COUNTER, "120"], checkpoint="criu", name="counter")
+        first = _wait_running_with_output(sites, journal, counter.task_id, lines=10)
+        other = "beta" if first == "alpha" else "alpha"
+        assert "continuing at" in c.migrate(counter, to=other)
+        assert _wait_running_with_output(sites, journal, counter.task_id, lines=30) == other
+        c.migrate(counter, to=first)
+        assert _wait_running_with_output(sites, journal, counter.task_id, lines=50) == first
+        result = counter.result(timeout=120)
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(120)]  # one start time: restored
+    assert lines[-1].startswith("done ")
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT site, state FROM attempts WHERE task_id = ? ORDER BY number",
+                              (counter.task_id,)).fetchall()
+        moves = [d for (d,) in db.execute("SELECT detail FROM transitions WHERE task_id = ? AND "
+                                          "new = 'ready' AND detail LIKE '%checkpoint%'", (counter.task_id,))]
+        copies = db.execute("SELECT count(*), min(size) FROM objects WHERE object_id LIKE ? AND origin = 0",
+                            (f"{counter.task_id}%.ckpt",)).fetchone()
+    assert attempts == [(first, "checkpointed"), (other, "checkpointed"), (first, "succeeded")]
+    assert len(moves) == 2
+    assert all(f"next attempt at {site}" in m for m, site in zip(moves, (other, first), strict=True))
+    assert copies[0] == 2  # each checkpoint copied (verified) to the next site's store
+    assert copies[1] > 50 * 2**20  # the archive holds the 50 MB of state
