@@ -334,11 +334,46 @@ def cancel(
     journal = _journal_of(campaign)
     store = Journal(journal).open()
     try:
-        count = store.request("cancel", tasks)
+        store.request("cancel", tasks)
     finally:
         store.close()
     what = ", ".join(tasks) if tasks else "every unfinished task"
-    console.print(f"cancellation of {what} requested ({count} request(s))")
+    console.print(f"cancellation of {what} requested")
+
+
+@app.command()
+def migrate(
+    campaign: CampaignArg,
+    task: Annotated[str, typer.Argument(help="The task's name (submitted with checkpoint='criu').")],
+    to: Annotated[str, typer.Option("--to", help="The site to continue the task at.")],
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the scheduler's answer.")] = 30.0,
+) -> None:
+    """Checkpoint a running task and continue it at another site (the running scheduler does it).
+
+    Exit status: 0 the checkpoint was requested, 1 refused (the reason is printed), 2 no answer
+    (is the campaign running?).
+    """
+    from metasched.journal import Journal
+
+    journal = _journal_of(campaign)
+    store = Journal(journal).open()
+    try:
+        request = store.request(f"migrate:{to}", [task])
+        deadline = time.monotonic() + wait
+        handled, outcome = store.outcome_of(request)
+        while outcome is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            handled, outcome = store.outcome_of(request)
+    finally:
+        store.close()
+    if outcome is None:
+        state = "taken but not answered" if handled else "not taken"
+        err_console.print(f"the migration request was {state} within {wait:g} s: is campaign {campaign} "
+                          "running (metasched status)?", style="bold red")
+        raise typer.Exit(2)
+    accepted = outcome.startswith("ok: ")
+    (console if accepted else err_console).print(outcome.split(": ", 1)[1], markup=False)
+    raise typer.Exit(0 if accepted else 1)
 
 
 @app.command()

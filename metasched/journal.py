@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS requests (
     kind TEXT NOT NULL,
     task_name TEXT,
     created REAL NOT NULL,
-    handled REAL
+    handled REAL,
+    outcome TEXT
 );
 CREATE TABLE IF NOT EXISTS objects (
     object_id TEXT NOT NULL,
@@ -151,6 +152,8 @@ class Journal:
             for column in ("checkpoint", "migrate_to"):  # journals written before checkpointing
                 if column not in columns:
                     db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
+            if "outcome" not in {row[1] for row in db.execute("PRAGMA table_info(requests)")}:
+                db.execute("ALTER TABLE requests ADD COLUMN outcome TEXT")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc}.") from exc
         self._db = db
@@ -274,25 +277,36 @@ class Journal:
         return [(pickle.loads(ref), bool(origin)) for ref, origin in rows]
 
     def request(self, kind: str, task_names: Sequence[str] | None) -> int:
-        """Ask the running scheduler for something ("cancel") for named tasks (None: all of them).
+        """Ask the running scheduler for something ("cancel", "migrate:SITE") for named tasks.
+
+        None names every task. Returns the id of the last request made.
 
         Another process (the CLI) may call this while the scheduler runs; the scheduler picks requests
         up within a second.
         """
         names: Sequence[str | None] = list(task_names) if task_names else [None]
-        self.db.executemany("INSERT INTO requests (kind, task_name, created) VALUES (?, ?, ?)",
-                            [(kind, name, time.time()) for name in names])
-        return len(names)
+        ids = [self.db.execute("INSERT INTO requests (kind, task_name, created) VALUES (?, ?, ?)",
+                               (kind, name, time.time())).lastrowid for name in names]
+        return int(ids[-1] or 0)
 
-    def take_requests(self) -> list[tuple[str, str | None]]:
-        """Requests not handled yet, marked handled."""
+    def take_requests(self) -> list[tuple[int, str, str | None]]:
+        """Requests not handled yet (id, kind, task name), marked handled."""
         db = self.db
         rows = db.execute(
             "SELECT id, kind, task_name FROM requests WHERE handled IS NULL ORDER BY id").fetchall()
         if rows:
             db.executemany("UPDATE requests SET handled = ? WHERE id = ?",
                            [(time.time(), r[0]) for r in rows])
-        return [(kind, name) for _, kind, name in rows]
+        return [(int(rid), kind, name) for rid, kind, name in rows]
+
+    def answer(self, request_id: int, outcome: str) -> None:
+        """Record what the scheduler made of a request (read by the CLI that made it)."""
+        self.db.execute("UPDATE requests SET outcome = ? WHERE id = ?", (outcome, request_id))
+
+    def outcome_of(self, request_id: int) -> tuple[bool, str | None]:
+        """(handled yet, the scheduler's answer) for one request."""
+        row = self.db.execute("SELECT handled, outcome FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return (row is not None and row[0] is not None, row[1] if row else None)
 
     def mark_attempts_lost(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Record attempts the previous scheduler left behind as LOST."""

@@ -229,17 +229,25 @@ class SchedulerService:
         by_name: dict[str, list[TaskId]] = defaultdict(list)
         for task_id, record in self.core.tasks.items():
             by_name[record.spec.name].append(task_id)
-        for kind, name in requests:
+        for request_id, kind, name in requests:
             if kind == "cancel":
                 targets = list(self.core.tasks) if name is None else by_name.get(name, [])
-                self.cancel(targets)
-            elif kind.startswith("migrate:") and name is not None:
-                for task_id in by_name.get(name, []):
-                    try:
-                        log.info(self.migrate(task_id, SiteName(kind.split(":", 1)[1])))
-                    except ConfigurationError as exc:
-                        log.warning("migration request refused: %s", exc)
+                self.journal.answer(request_id, f"ok: cancelled {self.cancel(targets)} task(s)")
+            elif kind.startswith("migrate:"):
+                self.journal.answer(request_id, self._migrate_request(name, SiteName(kind.split(":", 1)[1]),
+                                                                      by_name))
+            else:
+                self.journal.answer(request_id, f"refused: unknown request {kind!r}")
         return True
+
+    def _migrate_request(self, name: str | None, site: SiteName, by_name: dict[str, list[TaskId]]) -> str:
+        live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
+        if not live:
+            return f"refused: no unfinished task named {name!r}"
+        try:
+            return "ok: " + "; ".join(self.migrate(task_id, site) for task_id in live)
+        except ConfigurationError as exc:
+            return f"refused: {exc}"
 
     def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
         core = self.core

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import slurmsite
+from typer.testing import CliRunner
 
 import metasched as ms
+from metasched.cli import app
 from site_agents.slurm import SlurmSite
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
@@ -69,7 +71,13 @@ def test_a_running_counter_migrates_alpha_beta_alpha_and_continues(
         other = "beta" if first == "alpha" else "alpha"
         assert "continuing at" in c.migrate(counter, to=other)
         assert _wait_running_with_output(sites, journal, counter.task_id, lines=30) == other
-        c.migrate(counter, to=first)
+        runner = CliRunner()  # the second hop through the CLI, as a user at another terminal would
+        refused = runner.invoke(app, ["migrate", str(journal), "counter", "--to", "mars"])
+        assert refused.exit_code == 1
+        assert "no site 'mars'" in refused.output
+        back = runner.invoke(app, ["migrate", str(journal), "counter", "--to", first])
+        assert back.exit_code == 0, back.output
+        assert f"continuing at {first}" in back.output
         assert _wait_running_with_output(sites, journal, counter.task_id, lines=50) == first
         result = counter.result(timeout=120)
     lines = result.stdout.splitlines()
