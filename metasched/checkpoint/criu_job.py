@@ -187,7 +187,11 @@ class Job:
                 return self._finish(143)
             if self.requested is not None:
                 reason, self.requested = self.requested, None
-                self.checkpoint(reason)
+                try:
+                    self.checkpoint(reason)
+                except RuntimeError as exc:  # criu left the task running: go on, say why
+                    (self.dir / "checkpoint-failed").write_text(f"{exc}\n")
+                    continue
                 self._reap_all()
                 return 0
             status = self._poll_task()

@@ -273,6 +273,9 @@ class SchedulerService:
             reason = outcome.detail or ("cancelled at the site" if outcome.cancelled else "lost")
             applied = core.attempt_lost(update.attempt_id, reason=f"{reason} (site {site})",
                                         counts_as_try=outcome.charge_retry)
+        elif outcome.failure is not None and outcome.failure.error_type == "CheckpointError" \
+                and record.checkpoint is not None:
+            applied = self._restore_failed(update.attempt_id, record, site, outcome.failure.message)
         elif outcome.failure is not None:
             applied = core.attempt_failed(update.attempt_id, self._task_error(record, site, outcome))
         if applied:
@@ -291,6 +294,16 @@ class SchedulerService:
             if previous is not None and self.data is not None:
                 self.data.release([previous], keep_origin=False)
         return applied
+
+    def _restore_failed(self, attempt_id: AttemptId, record: TaskRecord, site: SiteName, why: str) -> bool:
+        """A restore from a checkpoint failed: fall back to the next backend, a restart from scratch."""
+        checkpoint, record.checkpoint = record.checkpoint, None
+        self._moves[record.spec.task_id] = (None, None)
+        if checkpoint is not None and self.data is not None:
+            self.data.release([checkpoint], keep_origin=False)
+        return self.core.attempt_lost(
+            attempt_id, counts_as_try=False,
+            reason=f"restore from checkpoint failed at {site} ({why}); restarting from scratch")
 
     @staticmethod
     def _task_error(record: TaskRecord, site: SiteName, outcome: TaskOutcome) -> TaskError:

@@ -95,3 +95,39 @@ def test_a_running_counter_migrates_alpha_beta_alpha_and_continues(
     assert all(f"next attempt at {site}" in m for m, site in zip(moves, (other, first), strict=True))
     assert copies[0] == 2  # each checkpoint copied (verified) to the next site's store
     assert copies[1] > 50 * 2**20  # the archive holds the 50 MB of state
+
+
+def test_a_failed_restore_falls_back_to_a_restart_and_says_why(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    # The same path holds different programs at the two sites: CRIU refuses to restore at beta.
+    for info, content in ((alpha, Path("/bin/sleep").read_bytes()), (beta, b'#!/bin/sh\nexec sleep "$@"\n')):
+        program = Path(info.directory) / "scratch" / "bin" / "ticker"
+        program.parent.mkdir(parents=True, exist_ok=True)
+        program.write_bytes(content)
+        program.chmod(0o755)
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"restore-fails-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
+                     journal=journal) as c:
+        ticker = c.command([f"{SCRATCH}/bin/ticker", "8"], checkpoint="criu", name="ticker")
+        deadline = time.monotonic() + 60
+        while _running_site(journal, ticker.task_id) != "alpha":
+            assert time.monotonic() < deadline, "ticker did not start at alpha"
+            time.sleep(0.2)
+        time.sleep(1)
+        c.migrate(ticker, to="beta")
+        result = ticker.result(timeout=120)
+    assert result.returncode == 0
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT site, state FROM attempts WHERE task_id = ? ORDER BY number",
+                              (ticker.task_id,)).fetchall()
+        details = [d for (d,) in db.execute("SELECT detail FROM transitions WHERE task_id = ?",
+                                            (ticker.task_id,))]
+        checkpoint = db.execute("SELECT checkpoint FROM tasks WHERE task_id = ?",
+                                (ticker.task_id,)).fetchone()
+    assert attempts[:2] == [("alpha", "checkpointed"), ("beta", "lost")]
+    assert attempts[2][1] == "succeeded"
+    fallback = next(d for d in details if "restore from checkpoint failed at beta" in d)
+    assert "criu restore failed" in fallback
+    assert "restarting from scratch" in fallback
+    assert checkpoint == (None,)
