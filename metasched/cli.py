@@ -135,7 +135,7 @@ def run(
                 cwd=task.render(m.cwd) if m.cwd else None, check=m.check,
                 after=[futures[d] for d in loaded.dependencies[task.name]], name=task.name,
                 cores=m.cores, memory=m.memory, gpus=m.gpus, nodes=m.nodes, walltime=m.walltime,
-                retries=m.retries, sites=m.sites, tags=m.tags,
+                retries=m.retries, sites=m.sites, tags=m.tags, checkpoint=m.checkpoint,
             )
         return list(futures.values())
 

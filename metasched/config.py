@@ -110,6 +110,8 @@ class SlurmSiteModel(_Model):
     python: str = "python3"
     gpus_per_node: int = Field(default=0, ge=0)
     store: StoreModel | None = None
+    checkpoint_dir: str | None = Field(default=None, pattern=r"^/")
+    criu: str = "criu"
 
 
 SiteModel = Annotated[LocalSiteModel | SlurmSiteModel, Field(discriminator="kind")]
@@ -138,6 +140,7 @@ class TaskModel(_Model):
     sites: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
     depends_on: list[str] = Field(default_factory=list)
+    checkpoint: Literal["criu"] | None = None
     sweep: dict[str, list[int | float | str] | RangeModel] = Field(default_factory=dict)
 
 
