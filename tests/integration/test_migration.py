@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from typer.testing import CliRunner
 import metasched as ms
 from metasched.cli import app
 from site_agents.slurm import SlurmSite
+from tests.integration.processes import kill_tree
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
 _names = itertools.count()
@@ -131,3 +135,53 @@ def test_a_failed_restore_falls_back_to_a_restart_and_says_why(
     assert "criu restore failed" in fallback
     assert "restarting from scratch" in fallback
     assert checkpoint == (None,)
+
+
+def test_a_scheduler_killed_between_dump_and_restore_resumes_the_migration(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, tmp_path: Path
+) -> None:
+    script = Path(__file__).parent / "scripts" / "migrate_campaign.py"
+    journal = tmp_path / "m.db"
+    sites = {"alpha": alpha, "beta": beta}
+    spec = json.dumps([[s.name, s.slurm_conf, s.shared_dir] for s in (alpha, beta)])
+    args = [sys.executable, str(script), str(journal), spec, SCRATCH]
+    run = subprocess.Popen([*args, "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not journal.exists() or not _task_ids(journal):
+            assert run.poll() is None, run.stdout.read() if run.stdout else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        (task_id,) = _task_ids(journal)
+        first = _wait_running_with_output(sites, journal, task_id, lines=10)
+        other = "beta" if first == "alpha" else "alpha"
+        answer = CliRunner().invoke(app, ["migrate", str(journal), "counter", "--to", other])
+        assert answer.exit_code == 0, answer.output
+        attempt_dir = Path(sites[first].shared_dir) / ".metasched" / "attempts" / f"{task_id}.1"
+        while not (attempt_dir / "checkpoint.json").exists():  # the dump is done: kill the scheduler now
+            assert time.monotonic() < deadline, "no checkpoint within 90 s"
+            time.sleep(0.02)
+    finally:
+        kill_tree(run.pid)
+    resumed = subprocess.run([*args, "resume"], capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    output = json.loads(resumed.stdout.split("OUTPUT ", 1)[1].splitlines()[0])
+    lines = output.splitlines()
+    assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(100)]  # restored, not restarted
+    assert lines[-1] == "done"
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT site, state FROM attempts WHERE task_id = ? ORDER BY number",
+                              (task_id,)).fetchall()
+        finished = db.execute("SELECT count(*) FROM transitions WHERE task_id = ? AND new = 'done'",
+                              (task_id,)).fetchone()
+    assert attempts == [(first, "checkpointed"), (other, "succeeded")]  # never two attempts at once
+    assert finished == (1,)
+
+
+def _task_ids(journal: Path) -> list[str]:
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5) as db:
+            return [t for (t,) in db.execute("SELECT task_id FROM tasks")]
+    except sqlite3.OperationalError:
+        return []
