@@ -142,6 +142,7 @@ class TaskOutcome:
     charge_retry: bool = True  # False when the loss was not the task's doing (e.g. a packed neighbour)
     detail: str = ""
     checkpoint: DataRef | None = None  # the attempt stopped with this checkpoint (in the site's store)
+    checkpoint_reason: str = ""  # "requested" (a migration) or "walltime" (before the time limit)
 
 
 @dataclass(slots=True, kw_only=True)

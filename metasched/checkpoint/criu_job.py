@@ -8,7 +8,9 @@ reads both kinds alike.
 
 Signals: USR2 = checkpoint now (for a migration); USR1 = Slurm's warning before the time limit
 (checkpoint if ``checkpoint_on_warning``, else recorded in ``walltime-warning``); TERM = cancel (the
-namespace's init ignores TERM, so the task gets KILL).
+namespace's init ignores TERM, so the task gets KILL). Slurm may send USR1 up to a minute early (seen
+here: 2 s into a one-minute job with a 30 s lead), so a walltime checkpoint waits until ``lead_s``
+before the job's time limit, as the warning meant: an early signal must not cost an extra hop.
 
 A checkpoint is ``criu dump`` of the namespace, then ``checkpoint.tar`` (the images and the working
 directory, taken while the task is stopped so every open file has its size at dump time) and
@@ -82,6 +84,7 @@ class Job:
         self.intermediate = 0  # the process that created the namespace (first start only)
         self.requested: str | None = None
         self.start = time.time()
+        self.checkpoint_at: float | None = None  # when a walltime warning's checkpoint is due
 
     # --------------------------------------------------------------------------------- starting
     def launch(self) -> None:
@@ -185,6 +188,9 @@ class Job:
             if self.requested == "cancel":
                 self._kill()
                 return self._finish(143)
+            if self.checkpoint_at is not None and time.time() >= self.checkpoint_at:
+                self.checkpoint_at = None
+                self._request("walltime")
             if self.requested is not None:
                 reason, self.requested = self.requested, None
                 try:
@@ -206,7 +212,9 @@ class Job:
     def _warned(self) -> None:
         (self.dir / "walltime-warning").write_text(f"{time.time()}\n")
         if self.task.get("checkpoint_on_warning"):
-            self._request("walltime")
+            limit, lead = self.task.get("time_limit_s"), self.task.get("lead_s")
+            due = self.start + float(limit) - float(lead) if limit and lead else time.time()
+            self.checkpoint_at = max(time.time(), due)
 
     def _poll_task(self) -> int | None:
         """The task's exit status once it ended; reaps whatever else was reparented to us."""

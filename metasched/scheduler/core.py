@@ -71,6 +71,7 @@ class TaskRecord:
     last_site: SiteName | None = None
     checkpoint: str | None = None  # object id of the checkpoint the next attempt restores from
     migrate_to: SiteName | None = None  # where the next attempt must run (a migration in progress)
+    avoid_site: SiteName | None = None  # prefer another site for the next attempt (after a time limit)
 
 
 class SchedulerCore:

@@ -288,6 +288,9 @@ class SchedulerService:
         previous = record.checkpoint
         if self.data is not None:
             self.data.checkpoint_stored(ref)
+        site = self.core.attempts[attempt_id].site
+        if outcome.checkpoint_reason == "walltime" and record.migrate_to is None:
+            record.avoid_site = site  # its time is up there: continue where it can start afresh
         applied = self.core.attempt_checkpointed(attempt_id, ref.object_id, detail=outcome.detail)
         if applied:
             self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
@@ -348,6 +351,8 @@ class SchedulerService:
                 continue
             if record.migrate_to is not None:
                 candidates = [c for c in candidates if c.site == record.migrate_to]
+            elif record.avoid_site is not None and len(candidates) > 1:
+                candidates = [c for c in candidates if c.site != record.avoid_site]
             inputs = self._input_ids(record)
             costs = self.data.transfer_costs(inputs, [c.site for c in candidates]) if self.data else {}
             site = self.policy.choose(record.spec, candidates, costs)
@@ -404,6 +409,7 @@ class SchedulerService:
             results = {d: self.data.local_result(blob, site) for d, blob in results.items()}
             if record.checkpoint is not None:
                 restore = data.inputs.get(record.checkpoint)
+        record.avoid_site = None
         if record.migrate_to is not None:
             record.migrate_to = None
             self._moves[task_id] = (record.checkpoint, None)

@@ -231,7 +231,8 @@ class SlurmAgent:
                         f"{sub.restore.describe()} is not")
         directory.mkdir(parents=True, exist_ok=True)
         workdir = os.path.join(self.config.checkpoint_dir, sub.spec.task_id)
-        task = commands.criu_task(sub.spec, workdir=workdir, criu=self.config.criu, restore=restore)
+        task = commands.criu_task(sub.spec, workdir=workdir, criu=self.config.criu, restore=restore,
+                                  signal_lead_s=self.config.signal_lead_s)
         (directory / CRIU_TASK_FILE).write_text(json.dumps(task))
         script.write_text(commands.criu_job_script(
             attempt_id=sub.attempt_id, spec=sub.spec, attempt_dir=str(directory), python=self.config.python,
@@ -359,7 +360,7 @@ class SlurmAgent:
             record_file.rename(job.directory / (CHECKPOINT_RECORD + ".adopted"))
             detail = (f"{record['reason']} checkpoint at {self.config.name}: {ref.size / 1e6:.1f} MB, dump "
                       f"{float(record['dump_s']):.2f} s")
-            return TaskOutcome(checkpoint=ref, detail=detail)
+            return TaskOutcome(checkpoint=ref, checkpoint_reason=str(record["reason"]), detail=detail)
         error = job.directory / "criu-error"
         if error.exists():
             return TaskOutcome(failure=RemoteFailure(

@@ -83,13 +83,28 @@ def criu_job_script(*, attempt_id: str, spec: TaskSpec, attempt_dir: str, python
     )
 
 
-def criu_task(spec: TaskSpec, *, workdir: str, criu: str, restore: str | None) -> dict[str, object]:
-    """The task.json of a checkpointable command task."""
+def criu_task(spec: TaskSpec, *, workdir: str, criu: str, restore: str | None,
+              signal_lead_s: int) -> dict[str, object]:
+    """The task.json of a checkpointable command task (time limit and warning lead as sbatch gets them)."""
     command = spec.command
     if command is None:
         raise ValueError(f"task {spec.task_id} is not a command task")
+    walltime = spec.resources.walltime_s
     return {"argv": list(command.argv), "env": dict(command.env), "workdir": workdir, "criu": criu,
-            "restore": restore, "checkpoint_on_warning": False}
+            "restore": restore, "checkpoint_on_warning": walltime is not None,
+            "time_limit_s": time_limit_minutes(spec) * 60 if walltime is not None else None,
+            "lead_s": warning_lead_s(walltime, signal_lead_s) if walltime is not None else None}
+
+
+def time_limit_minutes(spec: TaskSpec) -> int:
+    """Slurm's --time for a task with a walltime (see sbatch_argv)."""
+    assert spec.resources.walltime_s is not None  # noqa: S101  (callers check)
+    return math.ceil(spec.resources.walltime_s / 60) + (0 if spec.checkpoint else 1)
+
+
+def warning_lead_s(walltime_s: float, signal_lead_s: int) -> int:
+    """Seconds before the time limit at which Slurm sends USR1: the site's lead, at most half the walltime."""
+    return min(signal_lead_s, max(1, int(walltime_s // 2)))
 
 
 def signal_argv(job_ids: list[str], signal: str) -> list[str]:
@@ -124,7 +139,9 @@ def sbatch_argv(
     """The sbatch command line of one attempt.
 
     The walltime given to Slurm is rounded up to whole minutes plus one, so the worker's own (exact)
-    walltime stops the task first and reports it precisely. The environment is Slurm's default
+    walltime stops the task first and reports it precisely. A checkpointable task (``checkpoint``)
+    gets exactly its walltime in minutes: its walltime is per attempt, and Slurm's USR1 warning makes
+    it checkpoint and continue in a new attempt instead of being killed. The environment is Slurm's default
     (``--export=ALL``) of the small, secret-free environment the runner gives sbatch: ``NONE``/``NIL``
     made each job start 2-4x slower here (they make slurmd rebuild a login environment).
     ``--no-requeue``: when a node dies, metasched (not Slurm) decides about another attempt, so every
@@ -143,9 +160,8 @@ def sbatch_argv(
     if res.gpus:
         argv.append(f"--gres=gpu:{res.gpus}")
     if res.walltime_s is not None:
-        minutes = math.ceil(res.walltime_s / 60) + 1
-        argv.append(f"--time={minutes}")
-        argv.append(f"--signal=B:USR1@{min(signal_lead_s, max(1, int(res.walltime_s // 2)))}")
+        argv.append(f"--time={time_limit_minutes(spec)}")
+        argv.append(f"--signal=B:USR1@{warning_lead_s(res.walltime_s, signal_lead_s)}")
     for flag, value in (("partition", partition), ("account", account), ("qos", qos)):
         if value:
             argv.append(f"--{flag}={value}")

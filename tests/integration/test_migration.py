@@ -185,3 +185,26 @@ def _task_ids(journal: Path) -> list[str]:
             return [t for (t,) in db.execute("SELECT task_id FROM tasks")]
     except sqlite3.OperationalError:
         return []
+
+
+def test_a_task_checkpointed_before_its_time_limit_finishes_at_another_site(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"walltime-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
+                     journal=journal) as c:
+        # ~45 s of work, 1 minute per attempt, Slurm's warning 30 s before the limit (the site default
+        # of 60 s is capped at half the walltime): checkpointed at ~30 s, finished elsewhere.
+        counter = c.command(["python3", "-c", COUNTER, "400"], checkpoint="criu", walltime="00:01:00",
+                            name="counter")
+        result = counter.result(timeout=240)
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(400)]
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT site, state FROM attempts WHERE task_id = ? ORDER BY number",
+                              (counter.task_id,)).fetchall()
+        details = [d for (d,) in db.execute("SELECT detail FROM transitions WHERE task_id = ?",
+                                            (counter.task_id,))]
+    assert [state for _, state in attempts] == ["checkpointed", "succeeded"]
+    assert attempts[0][0] != attempts[1][0]
+    assert any(d.startswith(f"walltime checkpoint at {attempts[0][0]}") for d in details), details
