@@ -30,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,29 +46,24 @@ STDOUT_NAME = "stdout"
 STDERR_NAME = "stderr"
 
 
-class _HashingFile:
-    """A write-only file that hashes what goes through it (the archive is hashed as it is written)."""
+def _digest_file(path: Path) -> str:
+    """xxh3-128 of a file, read through mmap (the archive was just written: it is in the page cache)."""
+    import mmap
 
-    def __init__(self, path: Path) -> None:
-        import xxhash
+    import xxhash
 
-        self._file = open(path, "wb")  # noqa: SIM115  (closed by close())
-        self._hash = xxhash.xxh3_128()
-        self.size = 0
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return str(xxhash.xxh3_128_hexdigest(b""))
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return str(xxhash.xxh3_128_hexdigest(view))
 
-    def write(self, data: bytes) -> int:
-        self._hash.update(data)
-        self.size += len(data)
-        return self._file.write(data)
 
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def hexdigest(self) -> str:
-        return str(self._hash.hexdigest())
+def _tar(*args: str) -> None:
+    """GNU tar (C, several times faster than Python's tarfile on hundreds of MB)."""
+    proc = subprocess.run(["tar", *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tar {' '.join(args[:2])} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
 
 
 class Job:
@@ -129,14 +123,13 @@ class Job:
         images = self.dir / "images"
         shutil.rmtree(images, ignore_errors=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
-        safe = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}  # Python >= 3.11.4 / backports
-        with tarfile.open(archive) as tar:
-            for member in tar.getmembers():
-                if member.name.startswith("images/"):
-                    tar.extract(member, self.dir, **safe)  # type: ignore[arg-type]
-                elif member.name.startswith("workdir/") or member.name == "workdir":
-                    member.name = str(self.workdir.relative_to("/")) + member.name[len("workdir"):]
-                    tar.extract(member, "/", **safe)  # type: ignore[arg-type]
+        # One pass: images/ next to this job, workdir/ at the task's absolute path (the archive holds
+        # only these two trees, written by checkpoint() below).
+        rename = (f"s|^workdir|{str(self.workdir).lstrip('/')}|;"
+                  f"s|^images|{str(images).lstrip('/')}|")
+        started = time.time()
+        _tar("--extract", f"--file={archive}", "--directory=/", f"--transform={rename}", "images", "workdir")
+        unpacked = time.time()
         pidfile = self.dir / "restored.pid"
         proc = subprocess.run(
             [self.criu, "restore", "--images-dir", str(images), "--unprivileged", "--restore-detached",
@@ -146,6 +139,9 @@ class Job:
             log = (images / "restore.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"criu restore failed (exit {proc.returncode}): {proc.stderr}\n{log}")
         self.pid = int(pidfile.read_text().strip())
+        timing = {"unpack_s": unpacked - started, "restore_s": time.time() - unpacked,
+                  "job_start_to_running_s": time.time() - self.start}
+        (self.dir / "restore.json").write_text(json.dumps(timing))
 
     # ------------------------------------------------------------------------------- checkpoint
     def checkpoint(self, reason: str) -> None:
@@ -161,17 +157,17 @@ class Job:
             log = (images / "dump.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"criu dump failed (exit {proc.returncode}): {proc.stderr}\n{log}")
         dumped = time.time()
-        sink = _HashingFile(self.dir / (CHECKPOINT_ARCHIVE + ".tmp"))
-        with tarfile.open(fileobj=sink, mode="w|") as tar:  # type: ignore[call-overload]
-            tar.add(images, arcname="images")
-            tar.add(self.workdir, arcname="workdir")
-        sink.close()
-        os.replace(self.dir / (CHECKPOINT_ARCHIVE + ".tmp"), self.dir / CHECKPOINT_ARCHIVE)
-        record = {"reason": reason, "size": sink.size, "digest": sink.hexdigest(), "dump_s": dumped - started,
+        tmp = self.dir / (CHECKPOINT_ARCHIVE + ".tmp")
+        _tar("--create", f"--file={tmp}", f"--directory={self.dir}", "images",
+             f"--directory={self.workdir.parent}", f"--transform=s|^{self.workdir.name}|workdir|",
+             self.workdir.name)
+        size, digest = tmp.stat().st_size, _digest_file(tmp)
+        os.replace(tmp, self.dir / CHECKPOINT_ARCHIVE)
+        record = {"reason": reason, "size": size, "digest": digest, "dump_s": dumped - started,
                   "archive_s": time.time() - dumped, "at": time.time()}
-        tmp = self.dir / (CHECKPOINT_RECORD + ".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.dir / CHECKPOINT_RECORD)
+        note = self.dir / (CHECKPOINT_RECORD + ".tmp")
+        note.write_text(json.dumps(record))
+        os.replace(note, self.dir / CHECKPOINT_RECORD)
 
     # ------------------------------------------------------------------------------------- main
     def run(self) -> int:
