@@ -32,6 +32,7 @@ _EXPORTS = {
     "FileStore": "metasched.data.stores",
     "RedisStore": "metasched.data.stores",
     "CommandResult": "metasched.records",
+    "Checkpoint": "metasched.checkpoint.cooperative",
     "TaskState": "metasched.scheduler.states",
     "LocalSite": "site_agents.local",
     "SlurmSite": "site_agents.slurm.config",
@@ -40,6 +41,7 @@ _EXPORTS = {
 __all__ = [
     "AttemptLostError",
     "Campaign",
+    "Checkpoint",
     "CommandResult",
     "ConfigurationError",
     "DataTransferError",
@@ -66,6 +68,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from metasched.api import Campaign
+    from metasched.checkpoint.cooperative import Checkpoint
     from metasched.data.stores import EndpointStore, FileStore, RedisStore
     from metasched.errors import (
         AttemptLostError,

@@ -363,9 +363,13 @@ class Campaign:
                  command: CommandSpec | None = None, task_id: TaskId | None = None,
                  inputs: tuple[DataRef, ...] = ()) -> TaskFuture[Any]:
         self._check_running()
-        if options.get("checkpoint") and kind is not TaskKind.COMMAND:
-            raise ConfigurationError(f"task {name!r}: checkpoint='criu' checkpoints command tasks; Python "
-                                     "function tasks cannot use it (cooperative checkpoints: not built yet).")
+        wanted = options.get("checkpoint")
+        if wanted == "criu" and kind is not TaskKind.COMMAND:
+            raise ConfigurationError(f"task {name!r}: checkpoint='criu' is for command tasks; a Python task "
+                                     "uses checkpoint='cooperative' and a ckpt handle.")
+        if wanted == "cooperative" and kind is not TaskKind.FUNCTION:
+            raise ConfigurationError(f"command {name!r}: checkpoint='cooperative' is for Python tasks (they "
+                                     "get a ckpt handle); commands use checkpoint='criu'.")
         spec = TaskSpec(
             task_id=task_id or TaskId(uuid.uuid4().hex[:16]), name=name, kind=kind,
             resources=resources_from(options),

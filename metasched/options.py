@@ -49,9 +49,9 @@ def check_options(options: dict[str, Any], where: str) -> None:
             f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(TASK_OPTIONS))}."
         )
     checkpoint = options.get("checkpoint")
-    if checkpoint not in (None, "criu"):
-        raise ConfigurationError(f"{where}: checkpoint must be 'criu' (transparent, command tasks), got "
-                                 f"{checkpoint!r}.")
+    if checkpoint not in (None, "criu", "cooperative"):
+        raise ConfigurationError(f"{where}: checkpoint must be 'criu' (transparent, command tasks) or "
+                                 f"'cooperative' (Python tasks with a ckpt handle), got {checkpoint!r}.")
     retries = options.get("retries", 0)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f"{where}: retries must be a non-negative integer, got {retries!r}.")

@@ -52,6 +52,7 @@ class AttemptUpdate:
     running: bool = False
     outcome: TaskOutcome | None = None
     native_id: str | None = None
+    checkpoint: DataRef | None = None  # a restart point the running attempt saved (cooperative tasks)
 
 
 @runtime_checkable

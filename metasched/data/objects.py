@@ -111,6 +111,14 @@ def local_path(ref: DataRef) -> str:
     return os.path.join(ref.store.path, ref.key.filename)
 
 
+def read_value(ref: DataRef) -> Any:
+    """The object itself (unpickled here), read straight from its store."""
+    data = open_store(ref.store).connector.get(ref.key)
+    if data is None:
+        raise FileNotFoundError(f"{ref.describe()} is missing from its store")
+    return pickle.loads(data)
+
+
 def proxy_for(ref: DataRef) -> Any:
     """A ProxyStore proxy that resolves to the object when first used (not before)."""
     return open_store(ref.store).proxy_from_key(ref.key)

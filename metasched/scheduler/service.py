@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from metasched.data.objects import DataRef
 from metasched.data.plane import DataPlane, MissingInput
 from metasched.errors import (
     ConfigurationError,
@@ -256,6 +257,8 @@ class SchedulerService:
         if update.outcome is None:
             if update.running:
                 core.attempt_running(update.attempt_id)
+            if update.checkpoint is not None:
+                self._saved(update.attempt_id, update.checkpoint)
             return
         attempt = core.attempts.get(update.attempt_id)
         outcome: TaskOutcome = update.outcome
@@ -281,6 +284,20 @@ class SchedulerService:
         if applied:
             self._ended_attempts.append(attempt)
 
+    def _saved(self, attempt_id: AttemptId, ref: DataRef) -> None:
+        """A running attempt saved a restart point (cooperative): it replaces the previous one."""
+        attempt = self.core.attempts.get(attempt_id)
+        if attempt is None or self.data is None:
+            return
+        record = self.core.tasks[attempt.task_id]
+        if record.current is None or record.current.attempt_id != attempt_id:
+            return
+        previous, record.checkpoint = record.checkpoint, ref.object_id
+        self.data.checkpoint_stored(ref)
+        self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
+        if previous is not None and previous != ref.object_id:
+            self.data.release([previous], keep_origin=False)
+
     def _checkpointed(self, attempt_id: AttemptId, record: TaskRecord, outcome: TaskOutcome) -> bool:
         """An attempt stopped with a checkpoint: record the archive, drop the previous one, requeue."""
         ref = outcome.checkpoint
@@ -294,7 +311,7 @@ class SchedulerService:
         applied = self.core.attempt_checkpointed(attempt_id, ref.object_id, detail=outcome.detail)
         if applied:
             self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
-            if previous is not None and self.data is not None:
+            if previous is not None and previous != ref.object_id and self.data is not None:
                 self.data.release([previous], keep_origin=False)
         return applied
 

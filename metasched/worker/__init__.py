@@ -28,6 +28,7 @@ from typing import Any
 
 import cloudpickle
 
+from metasched.checkpoint.cooperative import Checkpoint, CheckpointStop
 from metasched.data.objects import DataContext, DataRef, decode_ref, encode_ref, proxy_for, put_blob
 from metasched.data.pickling import dumps
 from metasched.records import (
@@ -119,17 +120,29 @@ def _failure(exc: BaseException, *, walltime_exceeded: bool = False) -> RemoteFa
 
 
 def run_function(spec: TaskSpec, function: bytes, dependency_results: dict[str, bytes],
-                 data: DataContext | None = None) -> TaskOutcome:
-    """Run a Python function task and return its outcome."""
+                 data: DataContext | None = None, checkpoint: Checkpoint | None = None) -> TaskOutcome:
+    """Run a Python function task and return its outcome.
+
+    A cooperative task gets `checkpoint` as its ``ckpt`` keyword; its walltime is then per attempt and
+    left to the site (Slurm warns, the task saves and stops), not enforced here.
+    """
     assert spec.function_digest is not None  # noqa: S101  (built by the API, never from outside input)
     try:
         fn = load_function(spec.function_digest, function)
         results = {tid: load_value(blob, data) for tid, blob in dependency_results.items()}
         args, kwargs = cloudpickle.loads(spec.payload)
         args, kwargs = substitute(args, results, data), substitute(kwargs, results, data)
-        with _alarm(spec.resources.walltime_s):
+        if spec.checkpoint == "cooperative":
+            if checkpoint is None:
+                raise RuntimeError("this site cannot run cooperative checkpoints (no checkpoint handle)")
+            kwargs["ckpt"] = checkpoint
+        with _alarm(None if spec.checkpoint else spec.resources.walltime_s):
             value = fn(*args, **kwargs)
         return TaskOutcome(result=dumps(value))
+    except CheckpointStop as stop:
+        size = stop.ref.size / 1e6
+        return TaskOutcome(checkpoint=stop.ref, checkpoint_reason=stop.reason,
+                           detail=f"{stop.reason} checkpoint (cooperative): {size:.1f} MB of state")
     except _WalltimeExceeded:
         message = f"walltime of {spec.resources.walltime_s:g} s exceeded"
         return TaskOutcome(failure=RemoteFailure(
@@ -219,7 +232,7 @@ def run_packed(packed: bytes) -> bytes:
 
 
 def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: dict[str, bytes],
-                data: DataContext | None = None) -> TaskOutcome:
+                data: DataContext | None = None, checkpoint: Checkpoint | None = None) -> TaskOutcome:
     """Entry point for any site: run one attempt of `spec`; a big result goes to the site's store."""
     if spec.kind is TaskKind.COMMAND:
         outcome = run_command(spec)
@@ -227,7 +240,7 @@ def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: dict
         return TaskOutcome(failure=RemoteFailure(
             error_type="ConfigurationError", message="function task without a function", traceback=""))
     else:
-        outcome = run_function(spec, function, dependency_results, data)
+        outcome = run_function(spec, function, dependency_results, data, checkpoint)
     try:
         return store_if_big(spec, outcome, data)
     except Exception as exc:  # the store is unreachable or full: say so, with the store's name
@@ -248,11 +261,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_attempt(directory: Path, spec: TaskSpec, function: bytes | None,
-                  dependency_results: Mapping[TaskId, bytes], data: DataContext | None = None) -> None:
-    """Store an attempt where a batch job's worker will read it."""
+                  dependency_results: Mapping[TaskId, bytes], data: DataContext | None = None,
+                  restore: DataRef | None = None) -> None:
+    """Store an attempt where a batch job's worker will read it (`restore`: a cooperative task's state)."""
     directory.mkdir(parents=True, exist_ok=True)
     _write_atomically(directory / ATTEMPT_FILE,
-                      pickle.dumps((spec, function, dict(dependency_results), data),
+                      pickle.dumps((spec, function, dict(dependency_results), data, restore),
                                    protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -276,11 +290,23 @@ def main(argv: list[str]) -> int:
         return 2
     directory = Path(argv[0])
 
+    spec, function, dependency_results, data, restore = pickle.loads((directory / ATTEMPT_FILE).read_bytes())
+    checkpoint = None
+    if spec.checkpoint == "cooperative":
+        checkpoint = Checkpoint(task_id=spec.task_id, attempt_id=directory.name, data=data,
+                                directory=directory, restore=restore)
+
     def _warned(signum: int, frame: object) -> None:
         (directory / WALLTIME_WARNING_FILE).write_text(f"{time.time()}\n")
+        if checkpoint is not None and spec.resources.walltime_s is not None:
+            checkpoint.stop_reason = checkpoint.stop_reason or "walltime"
+
+    def _stop(signum: int, frame: object) -> None:  # a migration: stop at the next save
+        if checkpoint is not None:
+            checkpoint.stop_reason = "requested"
 
     signal.signal(signal.SIGUSR1, _warned)
-    spec, function, dependency_results, data = pickle.loads((directory / ATTEMPT_FILE).read_bytes())
-    outcome = run_attempt(spec, function, dependency_results, data)
+    signal.signal(signal.SIGUSR2, _stop)
+    outcome = run_attempt(spec, function, dependency_results, data, checkpoint)
     _write_atomically(directory / OUTCOME_FILE, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
     return 0

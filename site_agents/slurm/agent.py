@@ -26,6 +26,7 @@ from pathlib import Path
 
 import metasched
 import site_agents
+from metasched.checkpoint.cooperative import latest
 from metasched.checkpoint.criu_job import CHECKPOINT_ARCHIVE, CHECKPOINT_RECORD
 from metasched.checkpoint.criu_job import TASK_FILE as CRIU_TASK_FILE
 from metasched.data.objects import DataContext, adopt_file, local_path
@@ -63,6 +64,7 @@ class _Job:
     finished_polls: int = 0
     missing_polls: int = 0
     data: DataContext | None = None
+    last_saved: str = ""  # the last cooperative checkpoint reported
 
 
 class SlurmAgent:
@@ -193,7 +195,7 @@ class SlurmAgent:
             script.write_text(commands.command_job_script(attempt_id=sub.attempt_id, spec=spec,
                                                           attempt_dir=str(directory)))
         else:
-            write_attempt(directory, spec, sub.function, sub.dependency_results, sub.data)
+            write_attempt(directory, spec, sub.function, sub.dependency_results, sub.data, sub.restore)
             script.write_text(commands.job_script(
                 attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory), python=self.config.python,
                 pythonpath=self._pythonpath))
@@ -241,8 +243,7 @@ class SlurmAgent:
 
     def checkpoint(self, attempt_ids: Sequence[AttemptId]) -> list[AttemptId]:
         """Ask running checkpointable jobs to checkpoint and stop (USR2 to their batch shell)."""
-        jobs = [self._jobs[a] for a in attempt_ids
-                if a in self._jobs and self._jobs[a].spec.checkpoint == "criu"]
+        jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs and self._jobs[a].spec.checkpoint]
         if jobs:
             out = self.runner.run(commands.signal_argv([j.job_id for j in jobs], "USR2"))
             if not out.ok:
@@ -297,6 +298,11 @@ class SlurmAgent:
         if job.attempt_id not in self.walltime_warnings and warning.exists():
             self.walltime_warnings[job.attempt_id] = time.time()
         outcome = self._read_outcome(job)
+        if outcome is None and job.spec.checkpoint == "cooperative":
+            saved = latest(job.directory)
+            if saved is not None and saved.object_id != job.last_saved:
+                job.last_saved = saved.object_id
+                return AttemptUpdate(attempt_id=job.attempt_id, checkpoint=saved, native_id=job.job_id)
         if outcome is not None:
             run_s = time.monotonic() - job.submitted_at
             self._mean_run_s += 0.2 * (run_s - self._mean_run_s)
@@ -414,7 +420,7 @@ class SlurmAgent:
             inflight=inflight,
             max_inflight=self.config.max_jobs if self.available else inflight,
             est_wait_s=backlog * self._mean_run_s / max(1, self._total_cores),
-            capabilities=frozenset({"checkpoint:criu"}) if self.config.checkpoint_dir else frozenset(),
+            capabilities=_capabilities(self.config),
         )
 
 
@@ -439,6 +445,11 @@ def _worker_packages() -> list[Path]:
             if info is not None:
                 paths.append(Path(str(info.locate())).parent)
     return list(dict.fromkeys(paths))
+
+
+def _capabilities(config: SlurmSite) -> frozenset[str]:
+    """Cooperative checkpoints work on any site; CRIU needs a checkpoint_dir (and CRIU on the nodes)."""
+    return frozenset({"checkpoint:cooperative", *(["checkpoint:criu"] if config.checkpoint_dir else [])})
 
 
 def _unreachable(out: CommandOutput) -> bool:

@@ -50,12 +50,13 @@ def _running_site(journal: Path, task_id: str) -> str:
 
 
 def _wait_running_with_output(sites: dict[str, slurmsite.SiteInfo], journal: Path, task_id: str,
-                              lines: int, timeout: float = 60) -> str:
-    """Wait until the task runs somewhere and its stdout there has `lines` lines; return the site."""
+                              lines: int, timeout: float = 60, at: str | None = None) -> str:
+    """Wait until the task runs (at `at`, or anywhere) and its stdout there has `lines` lines; return
+    the site."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         site = _running_site(journal, task_id)
-        if site:
+        if site and (at is None or site == at):
             out = Path(sites[site].directory) / "scratch" / task_id / "stdout"
             if out.exists() and len(out.read_text().splitlines()) >= lines:
                 return site
@@ -74,7 +75,7 @@ def test_a_running_counter_migrates_alpha_beta_alpha_and_continues(
         first = _wait_running_with_output(sites, journal, counter.task_id, lines=10)
         other = "beta" if first == "alpha" else "alpha"
         assert "continuing at" in c.migrate(counter, to=other)
-        assert _wait_running_with_output(sites, journal, counter.task_id, lines=30) == other
+        assert _wait_running_with_output(sites, journal, counter.task_id, lines=30, at=other) == other
         runner = CliRunner()  # the second hop through the CLI, as a user at another terminal would
         refused = runner.invoke(app, ["migrate", str(journal), "counter", "--to", "mars"])
         assert refused.exit_code == 1
@@ -82,7 +83,7 @@ def test_a_running_counter_migrates_alpha_beta_alpha_and_continues(
         back = runner.invoke(app, ["migrate", str(journal), "counter", "--to", first])
         assert back.exit_code == 0, back.output
         assert f"continuing at {first}" in back.output
-        assert _wait_running_with_output(sites, journal, counter.task_id, lines=50) == first
+        assert _wait_running_with_output(sites, journal, counter.task_id, lines=50, at=first) == first
         result = counter.result(timeout=120)
     lines = result.stdout.splitlines()
     assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(120)]  # one start time: restored
@@ -208,3 +209,45 @@ def test_a_task_checkpointed_before_its_time_limit_finishes_at_another_site(
     assert [state for _, state in attempts] == ["checkpointed", "succeeded"]
     assert attempts[0][0] != attempts[1][0]
     assert any(d.startswith(f"walltime checkpoint at {attempts[0][0]}") for d in details), details
+
+
+def test_a_cooperative_python_task_migrates_and_returns_the_right_result(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"coop-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
+                     journal=journal) as c:
+        @c.task(checkpoint="cooperative")
+        def accumulate(steps: int, ckpt: ms.Checkpoint) -> tuple[int, int, int]:
+            import time as clock
+
+            state = ckpt.load({"i": 0, "total": 0, "resumed_at": -1})
+            if ckpt.restored:
+                state["resumed_at"] = state["i"]
+            for i in range(state["i"], steps):
+                state["total"] += i * i
+                state["i"] = i + 1
+                clock.sleep(0.05)
+                if state["i"] % 10 == 0:
+                    ckpt.save(state)
+            return state["total"], state["i"], state["resumed_at"]
+
+        future = accumulate(300)
+        deadline = time.monotonic() + 60
+        while not (first := _running_site(journal, future.task_id)):
+            assert time.monotonic() < deadline, "the task did not start"
+            time.sleep(0.2)
+        time.sleep(3)
+        other = "beta" if first == "alpha" else "alpha"
+        c.migrate(future, to=other)
+        total, steps, resumed_at = future.result(timeout=120)
+    assert (total, steps) == (sum(i * i for i in range(300)), 300)
+    assert 0 < resumed_at < 300  # continued from its saved state, not from 0
+    assert resumed_at % 10 == 0
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT site, state FROM attempts WHERE task_id = ? ORDER BY number",
+                              (future.task_id,)).fetchall()
+        live = db.execute("SELECT count(*) FROM objects WHERE object_id LIKE ? AND evicted IS NULL",
+                          (f"{future.task_id}%",)).fetchone()
+    assert attempts == [(first, "checkpointed"), (other, "succeeded")]
+    assert live == (0,)  # every saved state was evicted once superseded or the task was done

@@ -1,0 +1,89 @@
+"""Cooperative checkpoints of Python function tasks: the task saves and loads its own state.
+
+    @c.task(checkpoint="cooperative")
+    def integrate(steps: int, ckpt: ms.Checkpoint) -> float:
+        state = ckpt.load({"i": 0, "total": 0.0})
+        for i in range(state["i"], steps):
+            state = {"i": i + 1, "total": state["total"] + step(i)}
+            if i % 100 == 0:
+                ckpt.save(state)          # a restart point; stops the task here if a move was asked
+        return state["total"]
+
+The worker passes the handle as the keyword argument ``ckpt``. ``save`` pickles the state into the
+site's store and records it in the attempt directory (``coop-checkpoint``), where the agent picks it up:
+the scheduler keeps the latest as the task's checkpoint. When the scheduler asked the attempt to stop
+(USR2, for a migration) or Slurm warned that the time limit is near (USR1, when the task has a
+walltime), the next ``save`` stores the state and ends the attempt; the next attempt, wherever it
+runs, gets the state back from ``load``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+from metasched.data.objects import DataContext, DataRef, put_blob, read_value
+
+RECORD_FILE = "coop-checkpoint"
+
+
+class CheckpointStop(BaseException):  # noqa: N818  (a control-flow signal, like StopIteration)
+    """Raised by ``Checkpoint.save`` to end the attempt after its state was stored."""
+
+    def __init__(self, ref: DataRef, reason: str) -> None:
+        super().__init__(reason)
+        self.ref = ref
+        self.reason = reason
+
+
+class Checkpoint:
+    """The handle a cooperative task receives as ``ckpt``."""
+
+    def __init__(self, *, task_id: str, attempt_id: str, data: DataContext | None, directory: Path | None,
+                 restore: DataRef | None) -> None:
+        self._task_id = task_id
+        self._attempt_id = attempt_id
+        self._data = data
+        self._directory = directory
+        self._restore = restore
+        self._saves = 0
+        self.stop_reason: str | None = None  # set from a signal handler: "requested" or "walltime"
+
+    @property
+    def restored(self) -> bool:
+        """Whether this attempt continues from a saved state."""
+        return self._restore is not None
+
+    def load(self, default: Any = None) -> Any:
+        """The state saved by an earlier attempt, or `default` on the first one."""
+        if self._restore is None:
+            return default
+        ref = self._restore
+        if self._data is not None:
+            ref = self._data.inputs.get(ref.object_id, ref)
+        return read_value(ref)
+
+    def save(self, state: Any) -> None:
+        """Store `state` as the task's restart point; ends the attempt if a stop was asked."""
+        if self._data is None:
+            raise RuntimeError("this site gives the task no store to save checkpoints in")
+        self._saves += 1
+        blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        ref = put_blob(self._data.store, blob, object_id=f"{self._attempt_id}.ckpt{self._saves}")
+        if self._directory is not None:
+            tmp = self._directory / f".{RECORD_FILE}.tmp"
+            tmp.write_bytes(pickle.dumps(ref))
+            os.replace(tmp, self._directory / RECORD_FILE)
+        if self.stop_reason is not None:
+            raise CheckpointStop(ref, self.stop_reason)
+
+
+def latest(directory: Path) -> DataRef | None:
+    """The last state an attempt saved (read by the agent), if any."""
+    try:
+        ref: DataRef = pickle.loads((directory / RECORD_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+    return ref
