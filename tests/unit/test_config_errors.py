@@ -98,6 +98,8 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["7: sites[0].store.file.path: String should match pattern '^/'"]),
     ("negative data threshold", edit('name = "c"', 'name = "c"\ndata_threshold = -1'),
      ["3: campaign.data_threshold: Input should be greater than or equal to 0"]),
+    ("unknown checkpoint backend", edit('command = ["true"]', 'command = ["true"]\ncheckpoint = "dmtcp"'),
+     ["11: tasks[0].checkpoint: Input should be 'criu'"]),
     ("not TOML", "this is = = not toml",
      ["1: not valid TOML: Expected '=' after a key in a key/value pair (at line 1, column 6)"]),
 ]

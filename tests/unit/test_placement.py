@@ -50,3 +50,14 @@ def test_round_robin_rotates_among_open_sites() -> None:
     picks = [policy.choose(task(), sites) for _ in range(4)]
     assert set(picks) == {"a", "b"}
     assert picks[0] != picks[1]
+
+
+def test_checkpointable_tasks_only_go_where_the_backend_is_offered() -> None:
+    criu = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND, resources=Resources(),
+                    checkpoint="criu")
+    plain = load("plain")
+    able = SiteLoad(site=SiteName("able"), total_cores=8, max_cores_per_task=8, max_memory_mb=16000, gpus=0,
+                    nodes=1, inflight=0, max_inflight=10, capabilities=frozenset({"checkpoint:criu"}))
+    assert [s.site for s in feasible_sites(criu, [plain, able])] == ["able"]
+    with pytest.raises(PlacementError, match="needs checkpoint=criu"):
+        feasible_sites(criu, [plain])

@@ -104,3 +104,23 @@ def test_command_job_script_runs_argv_without_python() -> None:
     assert "python" not in script
     assert parsers.parse_exit_status("3 100.5 102.0") == parsers.ExitStatus(returncode=3, elapsed_s=1.5)
     assert parsers.parse_exit_status("3 100.5") is None
+
+
+def test_checkpointable_tasks_get_their_walltime_per_attempt_and_a_warning() -> None:
+    criu = TaskSpec(task_id=TaskId("t9"), name="sim", kind=TaskKind.COMMAND,
+                    resources=Resources(walltime_s=60), checkpoint="criu",
+                    command=CommandSpec(argv=("sim", "--steps", "10"), env=(("A", "1"),)))
+    argv = commands.sbatch_argv(spec=criu, name="n", attempt_dir="/s/a", script="/s/a/job.sh",
+                                signal_lead_s=60)
+    assert "--time=1" in argv  # exactly the walltime: the attempt checkpoints before the limit
+    assert "--signal=B:USR1@30" in argv  # the site's lead, at most half the walltime
+    plain = commands.sbatch_argv(spec=spec(walltime_s=60), name="n", attempt_dir="/s/a", script="/s/a/j.sh")
+    assert "--time=2" in plain  # a plain task: the worker's own limit stops it first
+    task = commands.criu_task(criu, workdir="/scratch/t9", criu="/opt/criu", restore=None, signal_lead_s=60)
+    assert task == {"argv": ["sim", "--steps", "10"], "env": {"A": "1"}, "workdir": "/scratch/t9",
+                    "criu": "/opt/criu", "restore": None, "checkpoint_on_warning": True, "time_limit_s": 60,
+                    "lead_s": 30}
+    script = commands.criu_job_script(attempt_id="t9.1", spec=criu, attempt_dir="/s/a dir", python="python3",
+                                      pythonpath="/s/lib")
+    assert "exec python3 -m metasched.checkpoint.criu_job '/s/a dir'" in script
+    assert commands.signal_argv(["12", "13"], "USR2") == ["scancel", "--batch", "--signal=USR2", "12", "13"]
