@@ -47,6 +47,7 @@ from metasched.records import (
     TaskKind,
     TaskRef,
     TaskSpec,
+    parse_walltime,
     replace_nested,
 )
 from metasched.runtime import connect_ray, init_embedded_ray
@@ -378,6 +379,7 @@ class Campaign:
             tags=tuple(sorted((str(k), str(v)) for k, v in (options.get("tags") or {}).items())),
             depends_on=tuple(dict.fromkeys(deps)), function_digest=digest, payload=payload, command=command,
             inputs=inputs, keep=bool(options.get("keep", False)), checkpoint=options.get("checkpoint"),
+            checkpoint_every_s=parse_walltime(options.get("checkpoint_every")),
         )
         return self._enqueue_spec(spec, blob)
 
@@ -551,17 +553,29 @@ class Campaign:
         count: int = ray.get(self._actor.cancel.remote([self._ref(f).task_id for f in futures]))
         return count
 
+    def checkpoint(self, future: TaskFuture[Any]) -> str:
+        """Take a restart point of a running ``checkpoint="criu"`` task now; it keeps running.
+
+        If its attempt is later lost (node failure, job killed), the next attempt restores from the
+        newest restart point instead of starting over. Raises ConfigurationError saying why if not now.
+        """
+        return self._ask("checkpoint", self._ref(future).task_id)
+
     def migrate(self, future: TaskFuture[Any], *, to: str) -> str:
         """Checkpoint a running task (submitted with ``checkpoint="criu"``) and continue it at site `to`.
 
         Returns at once with what was asked; the task goes on at `to` from where it stopped (see
         docs/checkpointing.md). Raises ConfigurationError saying why if it cannot migrate now.
         """
+        return self._ask("migrate", self._ref(future).task_id, to)
+
+    def _ask(self, method: str, *args: Any) -> str:
+        """Call a scheduler actor method; its own MetaschedError comes out as is."""
         import ray
 
         self.flush()
         try:
-            message: str = ray.get(self._actor.migrate.remote(self._ref(future).task_id, to))
+            message: str = ray.get(getattr(self._actor, method).remote(*args))
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, MetaschedError):

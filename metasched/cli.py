@@ -342,6 +342,19 @@ def cancel(
 
 
 @app.command()
+def checkpoint(
+    campaign: CampaignArg,
+    task: Annotated[str, typer.Argument(help="The task's name (submitted with checkpoint='criu').")],
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the scheduler's answer.")] = 30.0,
+) -> None:
+    """Take a restart point of a running task now; it keeps running (if it is later lost, it restores).
+
+    Exit status: 0 requested, 1 refused (the reason is printed), 2 no answer (is the campaign running?).
+    """
+    _ask_scheduler(campaign, "checkpoint", task, wait)
+
+
+@app.command()
 def migrate(
     campaign: CampaignArg,
     task: Annotated[str, typer.Argument(help="The task's name (submitted with checkpoint='criu').")],
@@ -353,12 +366,17 @@ def migrate(
     Exit status: 0 the checkpoint was requested, 1 refused (the reason is printed), 2 no answer
     (is the campaign running?).
     """
+    _ask_scheduler(campaign, f"migrate:{to}", task, wait)
+
+
+def _ask_scheduler(campaign: str, kind: str, task: str, wait: float) -> None:
+    """Leave a request in the journal and print the running scheduler's answer; exit 0/1/2."""
     from metasched.journal import Journal
 
     journal = _journal_of(campaign)
     store = Journal(journal).open()
     try:
-        request = store.request(f"migrate:{to}", [task])
+        request = store.request(kind, [task])
         deadline = time.monotonic() + wait
         handled, outcome = store.outcome_of(request)
         while outcome is None and time.monotonic() < deadline:
@@ -368,8 +386,8 @@ def migrate(
         store.close()
     if outcome is None:
         state = "taken but not answered" if handled else "not taken"
-        err_console.print(f"the migration request was {state} within {wait:g} s: is campaign {campaign} "
-                          "running (metasched status)?", style="bold red")
+        err_console.print(f"the {kind.split(':')[0]} request was {state} within {wait:g} s: is campaign "
+                          f"{campaign} running (metasched status)?", style="bold red")
         raise typer.Exit(2)
     accepted = outcome.startswith("ok: ")
     (console if accepted else err_console).print(outcome.split(": ", 1)[1], markup=False)

@@ -37,7 +37,8 @@ def resources_from(options: dict[str, Any]) -> Resources:
 
 
 TASK_OPTIONS = frozenset(
-    {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name", "keep", "checkpoint"}
+    {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name", "keep", "checkpoint",
+     "checkpoint_every"}
 )
 
 
@@ -52,6 +53,9 @@ def check_options(options: dict[str, Any], where: str) -> None:
     if checkpoint not in (None, "criu", "cooperative"):
         raise ConfigurationError(f"{where}: checkpoint must be 'criu' (transparent, command tasks) or "
                                  f"'cooperative' (Python tasks with a ckpt handle), got {checkpoint!r}.")
+    if options.get("checkpoint_every") is not None and checkpoint != "criu":
+        raise ConfigurationError(f"{where}: checkpoint_every needs checkpoint='criu' (cooperative tasks save "
+                                 "when they choose).")
     retries = options.get("retries", 0)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f"{where}: retries must be a non-negative integer, got {retries!r}.")

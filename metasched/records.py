@@ -91,7 +91,8 @@ class TaskSpec:
     command: CommandSpec | None = None
     inputs: tuple[DataRef, ...] = ()
     keep: bool = False
-    checkpoint: str | None = None  # "criu": a command task that can be checkpointed and migrated
+    checkpoint: str | None = None  # "criu" (command tasks) or "cooperative" (Python tasks with a ckpt)
+    checkpoint_every_s: float | None = None  # CRIU restart points taken this often while the task runs
 
 
 @dataclass(frozen=True, slots=True)

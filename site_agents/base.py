@@ -93,8 +93,11 @@ class SiteAgent(Protocol):
 class CheckpointingAgent(Protocol):
     """An agent that can stop attempts with a checkpoint (reported as ``TaskOutcome.checkpoint``)."""
 
-    def checkpoint(self, attempt_ids: Sequence[AttemptId]) -> list[AttemptId]:
-        """Ask these attempts to checkpoint and stop; returns the ones that were asked."""
+    def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool = True) -> list[AttemptId]:
+        """Ask these attempts to checkpoint and stop; returns the ones that were asked.
+
+        With stop=False they take a restart point and go on instead.
+        """
         ...
 
 

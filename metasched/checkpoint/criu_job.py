@@ -41,6 +41,7 @@ _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 TASK_FILE = "task.json"
 CHECKPOINT_ARCHIVE = "checkpoint.tar"
 CHECKPOINT_RECORD = "checkpoint.json"
+CHECKPOINT_NOW = "checkpoint-now"  # created by the agent: take a restart point and keep running
 EXIT_STATUS_FILE = "exit-status"
 STDOUT_NAME = "stdout"
 STDERR_NAME = "stderr"
@@ -79,6 +80,10 @@ class Job:
         self.requested: str | None = None
         self.start = time.time()
         self.checkpoint_at: float | None = None  # when a walltime warning's checkpoint is due
+        self.restart_points = 0
+        self.last_checkpoint = time.time()
+        every = self.task.get("checkpoint_every_s")
+        self.every: float | None = float(every) if every else None
 
     # --------------------------------------------------------------------------------- starting
     def launch(self) -> None:
@@ -144,30 +149,68 @@ class Job:
         (self.dir / "restore.json").write_text(json.dumps(timing))
 
     # ------------------------------------------------------------------------------- checkpoint
-    def checkpoint(self, reason: str) -> None:
-        """Dump the namespace, archive images + working directory, record the archive."""
+    def checkpoint(self, reason: str, *, keep_running: bool = False) -> None:
+        """Dump the namespace and archive images + working directory.
+
+        Stopping (a migration, the time limit): the task ends with the dump; the archive is
+        ``checkpoint.tar`` and ``checkpoint.json`` says so. Keep running (a restart point, on demand or
+        periodic): the task is left stopped while the archive is written, so every file it holds open
+        has the size CRIU recorded, then continued; the archive is ``restart-<n>.tar`` with
+        ``restart-<n>.json``.
+        """
         images = self.dir / "images"
         shutil.rmtree(images, ignore_errors=True)
         images.mkdir()
         started = time.time()
-        proc = subprocess.run(
-            [self.criu, "dump", "--tree", str(self.pid), "--images-dir", str(images), "--unprivileged",
-             "--log-file", "dump.log", "-v2"], capture_output=True, text=True, check=False)
+        argv = [self.criu, "dump", "--tree", str(self.pid), "--images-dir", str(images), "--unprivileged",
+                "--log-file", "dump.log", "-v2"]
+        proc = subprocess.run([*argv, "--leave-stopped"] if keep_running else argv,
+                              capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             log = (images / "dump.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"criu dump failed (exit {proc.returncode}): {proc.stderr}\n{log}")
         dumped = time.time()
-        tmp = self.dir / (CHECKPOINT_ARCHIVE + ".tmp")
-        _tar("--create", f"--file={tmp}", f"--directory={self.dir}", "images",
-             f"--directory={self.workdir.parent}", f"--transform=s|^{self.workdir.name}|workdir|",
-             self.workdir.name)
+        if keep_running:
+            self.restart_points += 1
+            archive = self.dir / f"restart-{self.restart_points}.tar"
+            note = self.dir / f"restart-{self.restart_points}.json"
+        else:
+            archive, note = self.dir / CHECKPOINT_ARCHIVE, self.dir / CHECKPOINT_RECORD
+        try:
+            tmp = archive.with_name(archive.name + ".tmp")
+            _tar("--create", f"--file={tmp}", f"--directory={self.dir}", "images",
+                 f"--directory={self.workdir.parent}", f"--transform=s|^{self.workdir.name}|workdir|",
+                 self.workdir.name)
+        finally:
+            if keep_running:
+                self._continue_tree()
         size, digest = tmp.stat().st_size, _digest_file(tmp)
-        os.replace(tmp, self.dir / CHECKPOINT_ARCHIVE)
+        os.replace(tmp, archive)
         record = {"reason": reason, "size": size, "digest": digest, "dump_s": dumped - started,
-                  "archive_s": time.time() - dumped, "at": time.time()}
-        note = self.dir / (CHECKPOINT_RECORD + ".tmp")
-        note.write_text(json.dumps(record))
-        os.replace(note, self.dir / CHECKPOINT_RECORD)
+                  "archive_s": time.time() - dumped, "at": time.time(), "archive": archive.name}
+        partial = note.with_name(note.name + ".tmp")
+        partial.write_text(json.dumps(record))
+        os.replace(partial, note)
+        self.last_checkpoint = time.time()
+
+    def _continue_tree(self) -> None:
+        """SIGCONT every process of the task's tree (left stopped by ``criu dump --leave-stopped``)."""
+        pending, seen = [self.pid], set()
+        while pending:
+            pid = pending.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    pending += [int(c) for c in (task / "children").read_text().split()]
+                except OSError:
+                    continue
+        for pid in seen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                continue
 
     # ------------------------------------------------------------------------------------- main
     def run(self) -> int:
@@ -181,12 +224,20 @@ class Job:
         else:
             self.launch()
         while True:
-            if self.requested == "cancel":
-                self._kill()
-                return self._finish(143)
+            if self.requested == "cancel":  # scancel: no exit status of the task's own; the agent
+                self._kill()                # reads the job's CANCELLED state instead
+                return 143
             if self.checkpoint_at is not None and time.time() >= self.checkpoint_at:
                 self.checkpoint_at = None
                 self._request("walltime")
+            now_asked = (self.dir / CHECKPOINT_NOW).exists()
+            if now_asked or (self.every is not None and time.time() - self.last_checkpoint >= self.every):
+                (self.dir / CHECKPOINT_NOW).unlink(missing_ok=True)
+                try:
+                    self.checkpoint("on demand" if now_asked else "periodic", keep_running=True)
+                except RuntimeError as exc:  # the task goes on; say why there is no restart point
+                    (self.dir / "checkpoint-failed").write_text(f"{exc}\n")
+                    self.last_checkpoint = time.time()
             if self.requested is not None:
                 reason, self.requested = self.requested, None
                 try:

@@ -124,6 +124,11 @@ class SchedulerActor:
         self._new_events.set()
         return count
 
+    async def checkpoint(self, task_id: TaskId) -> str:
+        """Take a restart point of a running CRIU task (ConfigurationError says why not)."""
+        message: str = await self._call(self.service.checkpoint, task_id)
+        return message
+
     async def migrate(self, task_id: TaskId, site: str) -> str:
         """Checkpoint a running task and continue it at `site` (ConfigurationError says why not)."""
         message: str = await self._call(self.service.migrate, task_id, SiteName(site))

@@ -168,6 +168,26 @@ class SchedulerService:
         self._flush()
         return cancelled
 
+    def checkpoint(self, task_id: TaskId) -> str:
+        """Take a restart point of a running CRIU task now; it goes on where it runs.
+
+        If the attempt is later lost, the next attempt restores from the newest restart point.
+        """
+        record = self.core.tasks.get(task_id)
+        if record is None:
+            raise ConfigurationError(f"no task {task_id!r} in this campaign.")
+        name = f"task {record.spec.name!r} ({task_id})"
+        if record.spec.checkpoint != "criu":
+            raise ConfigurationError(f"{name}: on-demand checkpoints need checkpoint='criu' (cooperative "
+                                     "tasks save when they choose).")
+        live = record.current
+        if record.state is not TaskState.RUNNING or live is None:
+            raise ConfigurationError(f"{name} is {record.state.value}, not running.")
+        agent = self.agents[live.site]
+        if not isinstance(agent, CheckpointingAgent) or not agent.checkpoint([live.attempt_id], stop=False):
+            raise ConfigurationError(f"{name}: its attempt at {live.site} cannot take a checkpoint now.")
+        return f"{name}: restart point requested at {live.site}"
+
     def migrate(self, task_id: TaskId, site: SiteName) -> str:
         """Checkpoint a running task and continue it at `site`; returns what was done.
 
@@ -234,12 +254,23 @@ class SchedulerService:
             if kind == "cancel":
                 targets = list(self.core.tasks) if name is None else by_name.get(name, [])
                 self.journal.answer(request_id, f"ok: cancelled {self.cancel(targets)} task(s)")
+            elif kind == "checkpoint":
+                self.journal.answer(request_id, self._checkpoint_request(name, by_name))
             elif kind.startswith("migrate:"):
                 self.journal.answer(request_id, self._migrate_request(name, SiteName(kind.split(":", 1)[1]),
                                                                       by_name))
             else:
                 self.journal.answer(request_id, f"refused: unknown request {kind!r}")
         return True
+
+    def _checkpoint_request(self, name: str | None, by_name: dict[str, list[TaskId]]) -> str:
+        live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
+        if not live:
+            return f"refused: no unfinished task named {name!r}"
+        try:
+            return "ok: " + "; ".join(self.checkpoint(task_id) for task_id in live)
+        except ConfigurationError as exc:
+            return f"refused: {exc}"
 
     def _migrate_request(self, name: str | None, site: SiteName, by_name: dict[str, list[TaskId]]) -> str:
         live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]

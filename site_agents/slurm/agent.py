@@ -27,9 +27,10 @@ from pathlib import Path
 import metasched
 import site_agents
 from metasched.checkpoint.cooperative import latest
-from metasched.checkpoint.criu_job import CHECKPOINT_ARCHIVE, CHECKPOINT_RECORD
+from metasched.checkpoint.criu_job import CHECKPOINT_ARCHIVE, CHECKPOINT_NOW, CHECKPOINT_RECORD
 from metasched.checkpoint.criu_job import TASK_FILE as CRIU_TASK_FILE
-from metasched.data.objects import DataContext, adopt_file, local_path
+from metasched.data.objects import DataContext, DataRef, adopt_file, local_path
+from metasched.data.stores import StoreSpec
 from metasched.errors import SiteAgentError
 from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskKind, TaskOutcome, TaskSpec
 from metasched.worker import (
@@ -241,9 +242,17 @@ class SlurmAgent:
             pythonpath=self._pythonpath))
         return None
 
-    def checkpoint(self, attempt_ids: Sequence[AttemptId]) -> list[AttemptId]:
-        """Ask running checkpointable jobs to checkpoint and stop (USR2 to their batch shell)."""
+    def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool = True) -> list[AttemptId]:
+        """Ask running checkpointable jobs to checkpoint and stop (USR2 to their batch shell).
+
+        With stop=False: take a restart point and go on (CRIU jobs only: a file their wrapper watches).
+        """
         jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs and self._jobs[a].spec.checkpoint]
+        if not stop:
+            jobs = [j for j in jobs if j.spec.checkpoint == "criu"]
+            for job in jobs:
+                (job.directory / CHECKPOINT_NOW).touch()
+            return [j.attempt_id for j in jobs]
         if jobs:
             out = self.runner.run(commands.signal_argv([j.job_id for j in jobs], "USR2"))
             if not out.ok:
@@ -298,6 +307,10 @@ class SlurmAgent:
         if job.attempt_id not in self.walltime_warnings and warning.exists():
             self.walltime_warnings[job.attempt_id] = time.time()
         outcome = self._read_outcome(job)
+        if outcome is None and job.spec.checkpoint == "criu":
+            point = self._restart_point(job)
+            if point is not None:
+                return AttemptUpdate(attempt_id=job.attempt_id, checkpoint=point, native_id=job.job_id)
         if outcome is None and job.spec.checkpoint == "cooperative":
             saved = latest(job.directory)
             if saved is not None and saved.object_id != job.last_saved:
@@ -353,14 +366,31 @@ class SlurmAgent:
                                   walltime_exceeded=stopped)
         return store_if_big(job.spec, outcome, job.data)
 
+    def _restart_point(self, job: _Job) -> DataRef | None:
+        """The newest restart point a running CRIU job took (older unreported ones are dropped)."""
+        notes = sorted(job.directory.glob("restart-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+        if not notes:
+            return None
+        for old in notes[:-1]:
+            (job.directory / json.loads(old.read_text())["archive"]).unlink(missing_ok=True)
+            old.unlink()
+        record = json.loads(notes[-1].read_text())
+        ref = adopt_file(str(job.directory / record["archive"]), self._store_of(job),
+                         object_id=f"{job.attempt_id}.{notes[-1].stem}", size=int(record["size"]),
+                         digest=str(record["digest"]))
+        notes[-1].unlink()
+        return ref
+
+    def _store_of(self, job: _Job) -> StoreSpec:
+        store = job.data.store if job.data is not None else None
+        return store or self.config.store or self.config.default_store()
+
     def _checkpoint_outcome(self, job: _Job) -> TaskOutcome | None:
         """A checkpoint the job's wrapper recorded, adopted into the site's store; or why it failed."""
         record_file = job.directory / CHECKPOINT_RECORD
         if record_file.exists():
             record = json.loads(record_file.read_text())
-            store = job.data.store if job.data is not None else None
-            store = store or self.config.store or self.config.default_store()
-            ref = adopt_file(str(job.directory / CHECKPOINT_ARCHIVE), store,
+            ref = adopt_file(str(job.directory / CHECKPOINT_ARCHIVE), self._store_of(job),
                              object_id=f"{job.attempt_id}.ckpt", size=int(record["size"]),
                              digest=str(record["digest"]))
             record_file.rename(job.directory / (CHECKPOINT_RECORD + ".adopted"))

@@ -92,6 +92,7 @@ def criu_task(spec: TaskSpec, *, workdir: str, criu: str, restore: str | None,
     walltime = spec.resources.walltime_s
     return {"argv": list(command.argv), "env": dict(command.env), "workdir": workdir, "criu": criu,
             "restore": restore, "checkpoint_on_warning": walltime is not None,
+            "checkpoint_every_s": spec.checkpoint_every_s,
             "time_limit_s": time_limit_minutes(spec) * 60 if walltime is not None else None,
             "lead_s": warning_lead_s(walltime, signal_lead_s) if walltime is not None else None}
 

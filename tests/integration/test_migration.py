@@ -251,3 +251,39 @@ def test_a_cooperative_python_task_migrates_and_returns_the_right_result(
                           (f"{future.task_id}%",)).fetchone()
     assert attempts == [(first, "checkpointed"), (other, "succeeded")]
     assert live == (0,)  # every saved state was evicted once superseded or the task was done
+
+
+def test_a_lost_attempt_restores_from_the_newest_restart_point(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    sites = {"alpha": alpha, "beta": beta}
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"restart-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
+                     journal=journal) as c:
+        counter = c.command(["python3", "-c", COUNTER, "150"], checkpoint="criu", checkpoint_every="00:00:04",
+                            retries=1, name="counter")
+        first = _wait_running_with_output(sites, journal, counter.task_id, lines=20)
+        assert "restart point requested" in c.checkpoint(counter)
+        points: set[str] = set()
+        deadline = time.monotonic() + 60
+        while len(points) < 3:  # the on-demand one and periodic ones, each replacing the one before
+            assert time.monotonic() < deadline, f"restart points seen: {points}"
+            with sqlite3.connect(journal) as db:
+                (point,) = db.execute("SELECT checkpoint FROM tasks WHERE task_id = ?",
+                                      (counter.task_id,)).fetchone()
+                (job,) = db.execute("SELECT native_id FROM attempts WHERE task_id = ?",
+                                    (counter.task_id,)).fetchone()
+            if point:
+                points.add(point)
+            time.sleep(0.1)
+        subprocess.run(["scancel", job], env=sites[first].client_env(), check=True)  # the attempt is lost
+        result = counter.result(timeout=120)
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(150)]  # restored, not restarted
+    with sqlite3.connect(journal) as db:
+        attempts = [state for (state,) in db.execute(
+            "SELECT state FROM attempts WHERE task_id = ? ORDER BY number", (counter.task_id,))]
+        kept = db.execute("SELECT count(*) FROM objects WHERE object_id LIKE ? AND evicted IS NULL",
+                          (f"{counter.task_id}%",)).fetchone()
+    assert attempts == ["lost", "succeeded"]
+    assert kept == (0,)  # superseded restart points were evicted, the last one when the task was done
