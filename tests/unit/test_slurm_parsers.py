@@ -119,7 +119,7 @@ def test_checkpointable_tasks_get_their_walltime_per_attempt_and_a_warning() -> 
     task = commands.criu_task(criu, workdir="/scratch/t9", criu="/opt/criu", restore=None, signal_lead_s=60)
     assert task == {"argv": ["sim", "--steps", "10"], "env": {"A": "1"}, "workdir": "/scratch/t9",
                     "criu": "/opt/criu", "restore": None, "checkpoint_on_warning": True, "time_limit_s": 60,
-                    "lead_s": 30}
+                    "lead_s": 30, "checkpoint_every_s": None}
     script = commands.criu_job_script(attempt_id="t9.1", spec=criu, attempt_dir="/s/a dir", python="python3",
                                       pythonpath="/s/lib")
     assert "exec python3 -m metasched.checkpoint.criu_job '/s/a dir'" in script
