@@ -141,6 +141,7 @@ class TaskModel(_Model):
     tags: dict[str, str] = Field(default_factory=dict)
     depends_on: list[str] = Field(default_factory=list)
     checkpoint: Literal["criu"] | None = None
+    checkpoint_every: int | float | str | None = None
     sweep: dict[str, list[int | float | str] | RangeModel] = Field(default_factory=dict)
 
 

@@ -273,8 +273,12 @@ def test_a_lost_attempt_restores_from_the_newest_restart_point(
                                       (counter.task_id,)).fetchone()
                 (job,) = db.execute("SELECT native_id FROM attempts WHERE task_id = ?",
                                     (counter.task_id,)).fetchone()
-            if point:
+            if point and point not in points:
                 points.add(point)
+                if len(points) == 1:  # and one more on demand, through the CLI
+                    asked = CliRunner().invoke(app, ["checkpoint", str(journal), "counter"])
+                    assert asked.exit_code == 0, asked.output
+                    assert "restart point requested" in asked.output
             time.sleep(0.1)
         subprocess.run(["scancel", job], env=sites[first].client_env(), check=True)  # the attempt is lost
         result = counter.result(timeout=120)
