@@ -6,13 +6,11 @@ transaction before the driver hears of it, so what a user has seen finished is d
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from metasched.data.objects import DataRef
 from metasched.data.plane import DataPlane, MissingInput
 from metasched.errors import (
     ConfigurationError,
@@ -25,13 +23,13 @@ from metasched.errors import (
     WalltimeExceededError,
 )
 from metasched.journal import FinalRecord, Journal, LiveAttempt
-from metasched.placement import PlacementPolicy, feasible_sites, infeasibility
+from metasched.placement import PlacementPolicy, feasible_sites
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskOutcome, TaskSpec
+from metasched.scheduler.checkpoints import CheckpointRequests
 from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord, Transition
 from metasched.scheduler.states import TERMINAL, TaskState
-from site_agents.base import AttemptUpdate, CheckpointingAgent, ReattachableAgent, SiteAgent, Submission
+from site_agents.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
 
-log = logging.getLogger(__name__)
 _MAX_DEFERRED_PER_STEP = 2000
 _REQUEST_POLL_S = 1.0
 
@@ -57,7 +55,7 @@ class SiteSummary:
     failed: int
 
 
-class SchedulerService:
+class SchedulerService(CheckpointRequests):
     """Owns the core, the agents, the policy and the journal of one campaign."""
 
     def __init__(self, *, journal: Journal, agents: Sequence[SiteAgent], policy: PlacementPolicy,
@@ -168,60 +166,6 @@ class SchedulerService:
         self._flush()
         return cancelled
 
-    def checkpoint(self, task_id: TaskId) -> str:
-        """Take a restart point of a running CRIU task now; it goes on where it runs.
-
-        If the attempt is later lost, the next attempt restores from the newest restart point.
-        """
-        record = self.core.tasks.get(task_id)
-        if record is None:
-            raise ConfigurationError(f"no task {task_id!r} in this campaign.")
-        name = f"task {record.spec.name!r} ({task_id})"
-        if record.spec.checkpoint != "criu":
-            raise ConfigurationError(f"{name}: on-demand checkpoints need checkpoint='criu' (cooperative "
-                                     "tasks save when they choose).")
-        live = record.current
-        if record.state is not TaskState.RUNNING or live is None:
-            raise ConfigurationError(f"{name} is {record.state.value}, not running.")
-        agent = self.agents[live.site]
-        if not isinstance(agent, CheckpointingAgent) or not agent.checkpoint([live.attempt_id], stop=False):
-            raise ConfigurationError(f"{name}: its attempt at {live.site} cannot take a checkpoint now.")
-        return f"{name}: restart point requested at {live.site}"
-
-    def migrate(self, task_id: TaskId, site: SiteName) -> str:
-        """Checkpoint a running task and continue it at `site`; returns what was done.
-
-        Raises ConfigurationError saying why when the task cannot be migrated there.
-        """
-        record = self.core.tasks.get(task_id)
-        if record is None:
-            raise ConfigurationError(f"no task {task_id!r} in this campaign.")
-        name = f"task {record.spec.name!r} ({task_id})"
-        if record.spec.checkpoint is None:
-            raise ConfigurationError(f"{name} was not submitted with checkpoint='criu': it cannot migrate.")
-        if site not in self.agents:
-            raise ConfigurationError(f"{name}: no site {site!r} in this campaign ({', '.join(self.agents)}).")
-        reason = infeasibility(record.spec, self.agents[site].load())
-        if reason is not None:
-            raise ConfigurationError(f"{name} cannot run at {site}: {reason}.")
-        live = record.current
-        if record.state not in (TaskState.SUBMITTED, TaskState.RUNNING) or live is None:
-            raise ConfigurationError(f"{name} is {record.state.value}, not running: nothing to migrate.")
-        if live.site == site:
-            raise ConfigurationError(f"{name} already runs at {site}.")
-        agent = self.agents[live.site]
-        if not isinstance(agent, CheckpointingAgent):
-            raise ConfigurationError(f"{name} runs at {live.site}, whose agent cannot checkpoint.")
-        record.migrate_to = site
-        self._moves[task_id] = (record.checkpoint, site)
-        asked = agent.checkpoint([live.attempt_id])
-        if not asked:
-            record.migrate_to = None
-            self._moves[task_id] = (record.checkpoint, None)
-            raise ConfigurationError(f"{name}: its attempt at {live.site} is not running or already ended.")
-        self._flush()
-        return f"{name}: checkpoint requested at {live.site}, continuing at {site}"
-
     # --------------------------------------------------------------------------------------- loop
     def step(self) -> bool:
         """One round: poll every site once, apply what changed, place ready tasks, journal it all."""
@@ -263,24 +207,6 @@ class SchedulerService:
                 self.journal.answer(request_id, f"refused: unknown request {kind!r}")
         return True
 
-    def _checkpoint_request(self, name: str | None, by_name: dict[str, list[TaskId]]) -> str:
-        live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
-        if not live:
-            return f"refused: no unfinished task named {name!r}"
-        try:
-            return "ok: " + "; ".join(self.checkpoint(task_id) for task_id in live)
-        except ConfigurationError as exc:
-            return f"refused: {exc}"
-
-    def _migrate_request(self, name: str | None, site: SiteName, by_name: dict[str, list[TaskId]]) -> str:
-        live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
-        if not live:
-            return f"refused: no unfinished task named {name!r}"
-        try:
-            return "ok: " + "; ".join(self.migrate(task_id, site) for task_id in live)
-        except ConfigurationError as exc:
-            return f"refused: {exc}"
-
     def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
         core = self.core
         if update.native_id is not None and update.attempt_id in core.attempts:
@@ -314,47 +240,6 @@ class SchedulerService:
             applied = core.attempt_failed(update.attempt_id, self._task_error(record, site, outcome))
         if applied:
             self._ended_attempts.append(attempt)
-
-    def _saved(self, attempt_id: AttemptId, ref: DataRef) -> None:
-        """A running attempt saved a restart point (cooperative): it replaces the previous one."""
-        attempt = self.core.attempts.get(attempt_id)
-        if attempt is None or self.data is None:
-            return
-        record = self.core.tasks[attempt.task_id]
-        if record.current is None or record.current.attempt_id != attempt_id:
-            return
-        previous, record.checkpoint = record.checkpoint, ref.object_id
-        self.data.checkpoint_stored(ref)
-        self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
-        if previous is not None and previous != ref.object_id:
-            self.data.release([previous], keep_origin=False)
-
-    def _checkpointed(self, attempt_id: AttemptId, record: TaskRecord, outcome: TaskOutcome) -> bool:
-        """An attempt stopped with a checkpoint: record the archive, drop the previous one, requeue."""
-        ref = outcome.checkpoint
-        assert ref is not None  # noqa: S101  (checked by the caller)
-        previous = record.checkpoint
-        if self.data is not None:
-            self.data.checkpoint_stored(ref)
-        site = self.core.attempts[attempt_id].site
-        if outcome.checkpoint_reason == "walltime" and record.migrate_to is None:
-            record.avoid_site = site  # its time is up there: continue where it can start afresh
-        applied = self.core.attempt_checkpointed(attempt_id, ref.object_id, detail=outcome.detail)
-        if applied:
-            self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
-            if previous is not None and previous != ref.object_id and self.data is not None:
-                self.data.release([previous], keep_origin=False)
-        return applied
-
-    def _restore_failed(self, attempt_id: AttemptId, record: TaskRecord, site: SiteName, why: str) -> bool:
-        """A restore from a checkpoint failed: fall back to the next backend, a restart from scratch."""
-        checkpoint, record.checkpoint = record.checkpoint, None
-        self._moves[record.spec.task_id] = (None, None)
-        if checkpoint is not None and self.data is not None:
-            self.data.release([checkpoint], keep_origin=False)
-        return self.core.attempt_lost(
-            attempt_id, counts_as_try=False,
-            reason=f"restore from checkpoint failed at {site} ({why}); restarting from scratch")
 
     @staticmethod
     def _task_error(record: TaskRecord, site: SiteName, outcome: TaskOutcome) -> TaskError:

@@ -1,0 +1,146 @@
+"""Checkpoint and migration on the scheduler's side: requests, restart points, moves, fallbacks.
+
+A mixin of ``SchedulerService`` (it uses the service's core, agents, data plane and journal): a task
+submitted with ``checkpoint=...`` can be asked for a restart point (it goes on) or to move to another
+site (it stops with a checkpoint, and the next attempt, pinned to the target, restores from it). The
+task row keeps the current checkpoint and the target (``_moves``), so a restarted scheduler resumes a
+move or rolls back to the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+from metasched.data.objects import DataRef
+from metasched.data.plane import DataPlane
+from metasched.errors import ConfigurationError
+from metasched.journal import Journal
+from metasched.placement import infeasibility
+from metasched.records import AttemptId, SiteName, TaskId, TaskOutcome
+from metasched.scheduler.core import SchedulerCore, TaskRecord
+from metasched.scheduler.states import TaskState
+from site_agents.base import CheckpointingAgent, SiteAgent
+
+
+class CheckpointRequests:
+    """The checkpoint/migration part of the scheduler service (see the module docstring)."""
+
+    core: SchedulerCore
+    agents: dict[SiteName, SiteAgent]
+    data: DataPlane | None
+    journal: Journal
+    _moves: dict[TaskId, tuple[str | None, str | None]]
+
+    def _flush(self) -> None:
+        raise NotImplementedError  # the service's
+
+    def checkpoint(self, task_id: TaskId) -> str:
+        """Take a restart point of a running CRIU task now; it goes on where it runs.
+
+        If the attempt is later lost, the next attempt restores from the newest restart point.
+        """
+        record = self.core.tasks.get(task_id)
+        if record is None:
+            raise ConfigurationError(f"no task {task_id!r} in this campaign.")
+        name = f"task {record.spec.name!r} ({task_id})"
+        if record.spec.checkpoint != "criu":
+            raise ConfigurationError(f"{name}: on-demand checkpoints need checkpoint='criu' (cooperative "
+                                     "tasks save when they choose).")
+        live = record.current
+        if record.state is not TaskState.RUNNING or live is None:
+            raise ConfigurationError(f"{name} is {record.state.value}, not running.")
+        agent = self.agents[live.site]
+        if not isinstance(agent, CheckpointingAgent) or not agent.checkpoint([live.attempt_id], stop=False):
+            raise ConfigurationError(f"{name}: its attempt at {live.site} cannot take a checkpoint now.")
+        return f"{name}: restart point requested at {live.site}"
+
+    def migrate(self, task_id: TaskId, site: SiteName) -> str:
+        """Checkpoint a running task and continue it at `site`; returns what was done.
+
+        Raises ConfigurationError saying why when the task cannot be migrated there.
+        """
+        record = self.core.tasks.get(task_id)
+        if record is None:
+            raise ConfigurationError(f"no task {task_id!r} in this campaign.")
+        name = f"task {record.spec.name!r} ({task_id})"
+        if record.spec.checkpoint is None:
+            raise ConfigurationError(f"{name} was not submitted with checkpoint='criu': it cannot migrate.")
+        if site not in self.agents:
+            raise ConfigurationError(f"{name}: no site {site!r} in this campaign ({', '.join(self.agents)}).")
+        reason = infeasibility(record.spec, self.agents[site].load())
+        if reason is not None:
+            raise ConfigurationError(f"{name} cannot run at {site}: {reason}.")
+        live = record.current
+        if record.state not in (TaskState.SUBMITTED, TaskState.RUNNING) or live is None:
+            raise ConfigurationError(f"{name} is {record.state.value}, not running: nothing to migrate.")
+        if live.site == site:
+            raise ConfigurationError(f"{name} already runs at {site}.")
+        agent = self.agents[live.site]
+        if not isinstance(agent, CheckpointingAgent):
+            raise ConfigurationError(f"{name} runs at {live.site}, whose agent cannot checkpoint.")
+        record.migrate_to = site
+        self._moves[task_id] = (record.checkpoint, site)
+        asked = agent.checkpoint([live.attempt_id])
+        if not asked:
+            record.migrate_to = None
+            self._moves[task_id] = (record.checkpoint, None)
+            raise ConfigurationError(f"{name}: its attempt at {live.site} is not running or already ended.")
+        self._flush()
+        return f"{name}: checkpoint requested at {live.site}, continuing at {site}"
+
+    def _checkpoint_request(self, name: str | None, by_name: dict[str, list[TaskId]]) -> str:
+        live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
+        if not live:
+            return f"refused: no unfinished task named {name!r}"
+        try:
+            return "ok: " + "; ".join(self.checkpoint(task_id) for task_id in live)
+        except ConfigurationError as exc:
+            return f"refused: {exc}"
+
+    def _migrate_request(self, name: str | None, site: SiteName, by_name: dict[str, list[TaskId]]) -> str:
+        live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
+        if not live:
+            return f"refused: no unfinished task named {name!r}"
+        try:
+            return "ok: " + "; ".join(self.migrate(task_id, site) for task_id in live)
+        except ConfigurationError as exc:
+            return f"refused: {exc}"
+
+    def _saved(self, attempt_id: AttemptId, ref: DataRef) -> None:
+        """A running attempt saved a restart point (cooperative): it replaces the previous one."""
+        attempt = self.core.attempts.get(attempt_id)
+        if attempt is None or self.data is None:
+            return
+        record = self.core.tasks[attempt.task_id]
+        if record.current is None or record.current.attempt_id != attempt_id:
+            return
+        previous, record.checkpoint = record.checkpoint, ref.object_id
+        self.data.checkpoint_stored(ref)
+        self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
+        if previous is not None and previous != ref.object_id:
+            self.data.release([previous], keep_origin=False)
+
+    def _checkpointed(self, attempt_id: AttemptId, record: TaskRecord, outcome: TaskOutcome) -> bool:
+        """An attempt stopped with a checkpoint: record the archive, drop the previous one, requeue."""
+        ref = outcome.checkpoint
+        assert ref is not None  # noqa: S101  (checked by the caller)
+        previous = record.checkpoint
+        if self.data is not None:
+            self.data.checkpoint_stored(ref)
+        site = self.core.attempts[attempt_id].site
+        if outcome.checkpoint_reason == "walltime" and record.migrate_to is None:
+            record.avoid_site = site  # its time is up there: continue where it can start afresh
+        applied = self.core.attempt_checkpointed(attempt_id, ref.object_id, detail=outcome.detail)
+        if applied:
+            self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
+            if previous is not None and previous != ref.object_id and self.data is not None:
+                self.data.release([previous], keep_origin=False)
+        return applied
+
+    def _restore_failed(self, attempt_id: AttemptId, record: TaskRecord, site: SiteName, why: str) -> bool:
+        """A restore from a checkpoint failed: fall back to the next backend, a restart from scratch."""
+        checkpoint, record.checkpoint = record.checkpoint, None
+        self._moves[record.spec.task_id] = (None, None)
+        if checkpoint is not None and self.data is not None:
+            self.data.release([checkpoint], keep_origin=False)
+        return self.core.attempt_lost(
+            attempt_id, counts_as_try=False,
+            reason=f"restore from checkpoint failed at {site} ({why}); restarting from scratch")
