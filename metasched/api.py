@@ -553,6 +553,14 @@ class Campaign:
         count: int = ray.get(self._actor.cancel.remote([self._ref(f).task_id for f in futures]))
         return count
 
+    def drain(self, site: str, *, undo: bool = False) -> str:
+        """Stop placing tasks at `site` and move its running checkpointable tasks to other sites.
+
+        Tasks that cannot be checkpointed finish there. ``undo=True`` lets the site take work again.
+        Returns what was done.
+        """
+        return self._ask("drain", site, undo)
+
     def checkpoint(self, future: TaskFuture[Any]) -> str:
         """Take a restart point of a running ``checkpoint="criu"`` task now; it keeps running.
 

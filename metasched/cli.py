@@ -343,6 +343,20 @@ def cancel(
 
 
 @app.command()
+def drain(
+    campaign: CampaignArg,
+    site: Annotated[str, typer.Argument(help="The site to drain.")],
+    undo: Annotated[bool, typer.Option("--undo", help="Let the site take new work again.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the scheduler's answer.")] = 30.0,
+) -> None:
+    """Stop placing work at a site and move its running checkpointable tasks to other sites.
+
+    Tasks that cannot be checkpointed finish where they are. Exit status as for migrate.
+    """
+    _ask_scheduler(campaign, "undrain" if undo else "drain", site, wait)
+
+
+@app.command()
 def checkpoint(
     campaign: CampaignArg,
     task: Annotated[str, typer.Argument(help="The task's name (submitted with checkpoint='criu').")],

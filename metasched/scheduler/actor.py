@@ -124,6 +124,12 @@ class SchedulerActor:
         self._new_events.set()
         return count
 
+    async def drain(self, site: str, undo: bool) -> str:
+        """Stop placing work at a site and move its checkpointable tasks away (or take work again)."""
+        message: str = await self._call(lambda: self.service.drain(SiteName(site), undo=undo))
+        self._new_events.set()
+        return message
+
     async def checkpoint(self, task_id: TaskId) -> str:
         """Take a restart point of a running CRIU task (ConfigurationError says why not)."""
         message: str = await self._call(self.service.checkpoint, task_id)

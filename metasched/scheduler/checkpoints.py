@@ -13,7 +13,7 @@ from metasched.data.objects import DataRef
 from metasched.data.plane import DataPlane
 from metasched.errors import ConfigurationError
 from metasched.journal import Journal
-from metasched.placement import infeasibility
+from metasched.placement import PlacementPolicy, infeasibility
 from metasched.records import AttemptId, SiteName, TaskId, TaskOutcome
 from metasched.scheduler.core import SchedulerCore, TaskRecord
 from metasched.scheduler.states import TaskState
@@ -28,9 +28,47 @@ class CheckpointRequests:
     data: DataPlane | None
     journal: Journal
     _moves: dict[TaskId, tuple[str | None, str | None]]
+    drained: set[SiteName]
+    policy: PlacementPolicy
 
     def _flush(self) -> None:
         raise NotImplementedError  # the service's
+
+    def drain(self, site: SiteName, *, undo: bool = False) -> str:
+        """Stop placing work at `site` and move its running checkpointable tasks elsewhere.
+
+        Tasks that cannot be checkpointed run to their end there. With undo, the site takes work again.
+        """
+        if site not in self.agents:
+            raise ConfigurationError(f"no site {site!r} in this campaign ({', '.join(self.agents)}).")
+        if undo:
+            self.drained.discard(site)
+            self.journal.set_meta("drained", sorted(self.drained))
+            return f"site {site} takes new work again"
+        self.drained.add(site)
+        self.journal.set_meta("drained", sorted(self.drained))
+        loads = [self.agents[s].load() for s in self.agents if s not in self.drained]
+        moved, stayed = [], []
+        for task_id, record in self.core.tasks.items():
+            live = record.current
+            if live is None or live.site != site or record.state.terminal:
+                continue
+            targets = [load for load in loads if infeasibility(record.spec, load) is None]
+            target = self.policy.choose(record.spec, targets) if record.spec.checkpoint and targets else None
+            if target is None:
+                stayed.append(record.spec.name)
+                continue
+            try:
+                self.migrate(task_id, target)
+                moved.append(f"{record.spec.name} -> {target}")
+            except ConfigurationError:
+                stayed.append(record.spec.name)
+        parts = [f"site {site} drained: no new work"]
+        if moved:
+            parts.append(f"moving {', '.join(moved)}")
+        if stayed:
+            parts.append(f"finishing there: {', '.join(stayed)}")
+        return "; ".join(parts)
 
     def checkpoint(self, task_id: TaskId) -> str:
         """Take a restart point of a running CRIU task now; it goes on where it runs.
@@ -85,6 +123,12 @@ class CheckpointRequests:
             raise ConfigurationError(f"{name}: its attempt at {live.site} is not running or already ended.")
         self._flush()
         return f"{name}: checkpoint requested at {live.site}, continuing at {site}"
+
+    def _drain_request(self, site: str | None, undo: bool) -> str:
+        try:
+            return "ok: " + self.drain(SiteName(site or ""), undo=undo)
+        except ConfigurationError as exc:
+            return f"refused: {exc}"
 
     def _checkpoint_request(self, name: str | None, by_name: dict[str, list[TaskId]]) -> str:
         live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]

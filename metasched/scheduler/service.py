@@ -73,6 +73,7 @@ class SchedulerService(CheckpointRequests):
         self._last_requests = 0.0
         self._ended_attempts: list[Attempt] = []
         self._moves: dict[TaskId, tuple[str | None, str | None]] = {}
+        self.drained: set[SiteName] = set()
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self, *, resume: bool) -> int:
@@ -95,6 +96,7 @@ class SchedulerService(CheckpointRequests):
 
     def _restore(self) -> int:
         self.functions.update(self.journal.functions())
+        self.drained = {s for s in self.journal.get_meta("drained") or () if s in self.agents}
         if self.data is not None:
             self.data.restore(self.journal.replicas())
         live = {a.task_id: a for a in self.journal.live_attempts()}
@@ -198,6 +200,8 @@ class SchedulerService(CheckpointRequests):
             if kind == "cancel":
                 targets = list(self.core.tasks) if name is None else by_name.get(name, [])
                 self.journal.answer(request_id, f"ok: cancelled {self.cancel(targets)} task(s)")
+            elif kind in ("drain", "undrain"):  # the request's "task name" is the site
+                self.journal.answer(request_id, self._drain_request(name, undo=kind == "undrain"))
             elif kind == "checkpoint":
                 self.journal.answer(request_id, self._checkpoint_request(name, by_name))
             elif kind.startswith("migrate:"):
@@ -266,6 +270,8 @@ class SchedulerService(CheckpointRequests):
         loads: dict[SiteName, SiteLoad] = {name: agent.load() for name, agent in self.agents.items()}
         for staging_site, count in self._staging_sites().items():
             loads[staging_site].inflight += count
+        for drained in self.drained:  # takes no new attempts
+            loads[drained].max_inflight = min(loads[drained].max_inflight, loads[drained].inflight)
         load_list = list(loads.values())
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
         deferred: list[TaskId] = []

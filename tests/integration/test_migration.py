@@ -291,3 +291,35 @@ def test_a_lost_attempt_restores_from_the_newest_restart_point(
                           (f"{counter.task_id}%",)).fetchone()
     assert attempts == ["lost", "succeeded"]
     assert kept == (0,)  # superseded restart points were evicted, the last one when the task was done
+
+
+def test_draining_a_site_moves_its_checkpointable_tasks_and_sends_new_work_elsewhere(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    sites = {"alpha": alpha, "beta": beta}
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"drain-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
+                     journal=journal) as c:
+        counters = [c.command(["python3", "-c", COUNTER, "100"], checkpoint="criu", name=f"counter-{i}")
+                    for i in range(2)]
+        where = [_wait_running_with_output(sites, journal, f.task_id, lines=10) for f in counters]
+        drained = where[0]
+        other = "beta" if drained == "alpha" else "alpha"
+        answer = c.drain(drained)
+        assert f"site {drained} drained" in answer
+        for future, site in zip(counters, where, strict=True):
+            if site == drained:
+                assert f"{future.name} -> {other}" in answer
+        late = c.command(["echo", "late"], name="late")
+        assert late.result(timeout=120).stdout == "late\n"
+        results = [f.result(timeout=180) for f in counters]
+        undone = CliRunner().invoke(app, ["drain", str(journal), drained, "--undo"])
+        assert undone.exit_code == 0, undone.output
+        assert f"site {drained} takes new work again" in undone.output
+    for result in results:
+        lines = result.stdout.splitlines()
+        assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(100)]
+    with sqlite3.connect(journal) as db:
+        last_sites = dict(db.execute("SELECT name, site FROM tasks"))
+    assert last_sites["late"] == other
+    assert {last_sites["counter-0"], last_sites["counter-1"]} == {other}
