@@ -91,7 +91,10 @@ def _slurm(site: SlurmSiteModel) -> Iterator[Check]:
                     detail=f"{site.shared_dir} is not a directory",
                     fix="create it on the shared filesystem, or point shared_dir at one")
         return
-    yield from _smoke(runner, site)
+    smoke = list(_smoke(runner, site))
+    yield from smoke
+    if site.checkpoint_dir and all(c.passed for c in smoke):
+        yield criu_check(site, runner)
 
 
 def _association(runner: CommandRunner, site: str, kind: str, value: str) -> Check:
@@ -143,3 +146,43 @@ def _smoke(runner: CommandRunner, site: SlurmSiteModel) -> Iterator[Check]:
     yield Check(site=site.name, check="python", passed=theirs == here,
                 detail=f"compute nodes: Python {theirs}; here: Python {here}",
                 fix="" if theirs == here else f"use Python {here} on the nodes (the site's `python` option)")
+
+
+def criu_check(site: SlurmSiteModel, runner: CommandRunner | None = None) -> Check:
+    """The gate of the CRIU backend at a site: a job dumps and restores a `sleep` in a PID namespace.
+
+    It runs metasched's own checkpoint code (``criu_job --check``) on a compute node, in the site's
+    ``checkpoint_dir``, so it fails for every reason a checkpointable task would.
+    """
+    runner = runner or CommandRunner(site=site.name, env={"SLURM_CONF": site.slurm_conf}, timeout_s=30)
+    fix = ("install CRIU >= 4.1 on the nodes (or set the site's criu), let jobs have CAP_SYS_ADMIN, and "
+           "set checkpoint_dir to a writable directory at the same path on every site")
+    if not site.checkpoint_dir:
+        return Check(site=site.name, check="criu", passed=False, detail="no checkpoint_dir", fix=fix)
+    from site_agents.slurm.staging import stage_worker
+
+    directory = Path(site.shared_dir) / ".metasched" / "preflight" / uuid.uuid4().hex[:12]
+    directory.mkdir(parents=True, exist_ok=True)
+    work = f"{site.checkpoint_dir}/.metasched-criu-check-{directory.name}"
+    (directory / "job.sh").write_text(
+        "#!/bin/bash\nexport PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n"
+        f"export PYTHONPATH={shlex.quote(str(stage_worker(site.shared_dir)))}\n"
+        f"exec {shlex.quote(site.python)} -m metasched.checkpoint.criu_job --check {shlex.quote(work)} "
+        f"{shlex.quote(site.criu)}\n")
+    argv = ["sbatch", "--wait", "--parsable", "--job-name=ms-criu-check", "--nodes=1", "--time=2",
+            f"--chdir={directory}", f"--output={directory}/out.txt", f"--error={directory}/err.txt"]
+    for flag, value in (("partition", site.partition), ("account", site.account), ("qos", site.qos)):
+        if value:
+            argv.append(f"--{flag}={value}")
+    try:
+        out = runner.run([*argv, str(directory / "job.sh")], timeout_s=180)
+    except SiteAgentError as exc:
+        return Check(site=site.name, check="criu", passed=False, detail=str(exc), fix=fix)
+    said = ""
+    for name in ("out.txt", "err.txt"):
+        if (directory / name).exists():
+            said += (directory / name).read_text()
+    lines = [line for line in said.splitlines() if line.startswith("criu ")]
+    detail = lines[-1] if lines else f"{out.describe()} {said.strip()[-300:]}".strip()
+    passed = out.ok and detail.startswith("criu works")
+    return Check(site=site.name, check="criu", passed=passed, detail=detail, fix="" if passed else fix)

@@ -116,3 +116,16 @@ def proxystore_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     home = tmp_path_factory.mktemp("proxystore-home")
     with running_endpoint(home) as endpoint:
         yield endpoint, str(home)
+
+
+@pytest.fixture(scope="session")
+def criu_ready(slurm_sites: dict[str, slurmsite.SiteInfo]) -> None:
+    """The CRIU backend's gate on both sites (a job dumps and restores a process); skip with why if not."""
+    from metasched.config import SlurmSiteModel
+    from metasched.preflight import criu_check
+
+    for info in slurm_sites.values():
+        result = criu_check(SlurmSiteModel(kind="slurm", name=info.name, slurm_conf=info.slurm_conf,
+                                           shared_dir=info.shared_dir, checkpoint_dir=slurmsite.SCRATCH))
+        if not result.passed:
+            pytest.skip(f"CRIU does not work at site {info.name}: {result.detail} ({result.fix})")

@@ -11,21 +11,15 @@ is reported lost (the scheduler resubmits it per the retry policy).
 from __future__ import annotations
 
 import getpass
-import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import metasched
-import site_agents
 from metasched.checkpoint.cooperative import latest
 from metasched.checkpoint.criu_job import CHECKPOINT_ARCHIVE, CHECKPOINT_NOW, CHECKPOINT_RECORD
 from metasched.checkpoint.criu_job import TASK_FILE as CRIU_TASK_FILE
@@ -45,6 +39,7 @@ from site_agents.runner import CommandOutput, CommandRunner
 from site_agents.slurm import commands, parsers
 from site_agents.slurm.config import SlurmSite
 from site_agents.slurm.parsers import JobState
+from site_agents.slurm.staging import stage_worker
 
 log = logging.getLogger(__name__)
 _UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
@@ -113,7 +108,7 @@ class SlurmAgent:
         self._user = getpass.getuser()
         self._refresh_nodes(required=True)
         self.attempts_dir.mkdir(parents=True, exist_ok=True)
-        self._pythonpath = self.config.worker_pythonpath or str(self._stage_worker())
+        self._pythonpath = self.config.worker_pythonpath or str(stage_worker(self.config.shared_dir))
         self._pool = ThreadPoolExecutor(max_workers=_SUBMIT_THREADS,
                                         thread_name_prefix=f"sbatch-{self.name}")
 
@@ -131,32 +126,6 @@ class SlurmAgent:
         self._total_cores = sum(n.cpus for n in nodes)
         self._max_cores = max(n.cpus for n in nodes)
         self._max_memory_mb = max(n.memory_mb for n in nodes)
-
-    def _stage_worker(self) -> Path:
-        """Copy metasched and the libraries its worker imports into the shared filesystem, once per content.
-
-        The libraries are this machine's copies (pure Python, or CPython 3.11 extension modules that
-        load on any Linux x86_64 CPython 3.11): cloudpickle, xxhash, and ProxyStore with its imports.
-        """
-        sources = _worker_packages()
-        digest = hashlib.sha256()
-        files = sorted((src, path) for src in sources for path in src.rglob("*") if path.is_file()
-                       and "__pycache__" not in path.parts)
-        for src, path in files:
-            digest.update(str(path.relative_to(src.parent)).encode())
-            digest.update(path.read_bytes())
-        target = Path(self.config.shared_dir) / ".metasched" / f"lib-{digest.hexdigest()[:16]}"
-        if not target.exists():
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            for src in sources:
-                if src.is_dir():
-                    shutil.copytree(src, tmp / src.name, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    shutil.copy2(src, tmp / src.name)
-            tmp.rename(target)
-        return target
 
     def close(self) -> None:
         """Cancel every job still queued or running."""
@@ -452,29 +421,6 @@ class SlurmAgent:
             est_wait_s=backlog * self._mean_run_s / max(1, self._total_cores),
             capabilities=_capabilities(self.config),
         )
-
-
-_WORKER_LIBRARIES = ("cloudpickle", "xxhash", "proxystore", "pydantic", "pydantic_core", "typing_extensions",
-                     "annotated_types", "typing_inspection", "tomli_w", "redis", "async_timeout",
-                     "requests", "urllib3", "idna", "certifi", "charset_normalizer")
-
-
-def _worker_packages() -> list[Path]:
-    """metasched, site_agents and the installed libraries the worker may import on a compute node."""
-    paths = [Path(metasched.__file__).parent, Path(site_agents.__file__).parent]
-    distributions = importlib.metadata.packages_distributions()
-    for name in _WORKER_LIBRARIES:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            continue  # optional (e.g. redis without the redis extra)
-        origin = Path(spec.origin)
-        paths.append(origin.parent if origin.name == "__init__.py" else origin)
-        for dist_name in distributions.get(name, []):  # metadata too: some libraries read their version
-            files = importlib.metadata.distribution(dist_name).files or []
-            info = next((f for f in files if f.parent.name.endswith(".dist-info")), None)
-            if info is not None:
-                paths.append(Path(str(info.locate())).parent)
-    return list(dict.fromkeys(paths))
 
 
 def _capabilities(config: SlurmSite) -> frozenset[str]:

@@ -20,7 +20,7 @@ from metasched.cli import app
 from site_agents.slurm import SlurmSite
 from tests.integration.processes import kill_tree
 
-pytestmark = [pytest.mark.slurm, pytest.mark.ray]
+pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.usefixtures("criu_ready")]
 _names = itertools.count()
 SCRATCH = slurmsite.SCRATCH
 # A counter holding 50 MB of state; every line carries the time the process started, so a restart

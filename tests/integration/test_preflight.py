@@ -28,6 +28,17 @@ def test_good_site_passes_every_check(alpha: slurmsite.SiteInfo) -> None:
     assert checks["reachable"].detail == "2 node(s), 16 CPUs"
 
 
+def test_criu_check_dumps_and_restores_on_a_node_or_says_how_to_fix_it(alpha: slurmsite.SiteInfo) -> None:
+    checks = {c.check: c for c in check_site(model(alpha, checkpoint_dir=slurmsite.SCRATCH))}
+    assert checks["criu"].passed, checks["criu"]
+    assert checks["criu"].detail.startswith("criu works: Version: 4.2")
+    assert "restore" in checks["criu"].detail
+    broken = {c.check: c for c in check_site(model(alpha, checkpoint_dir=slurmsite.SCRATCH, criu="/no/criu"))}
+    assert not broken["criu"].passed
+    assert "/no/criu" in broken["criu"].detail
+    assert "install CRIU" in broken["criu"].fix
+
+
 def test_failures_name_the_fix(alpha: slurmsite.SiteInfo, tmp_path: Path) -> None:
     bad_partition = check_site(model(alpha, partition="gpu"))
     assert [(c.check, c.passed) for c in bad_partition] == [("reachable", True), ("partition", False)]
