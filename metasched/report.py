@@ -29,6 +29,7 @@ class AttemptSpan:
     """One attempt's life, in seconds since the campaign's first submission."""
 
     attempt_id: str
+    task_id: str
     task_name: str
     site: str
     state: str
@@ -46,6 +47,7 @@ class SiteRow:
     succeeded: int
     failed: int
     lost: int
+    moved: int
     mean_wait_s: float | None
     mean_run_s: float | None
 
@@ -55,7 +57,7 @@ def read_spans(journal: Path) -> list[AttemptSpan]:
     db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
     try:
         rows = db.execute(
-            "SELECT a.attempt_id, t.name, a.site, a.state, a.submitted_at, a.ended_at, "
+            "SELECT a.attempt_id, t.task_id, t.name, a.site, a.state, a.submitted_at, a.ended_at, "
             "(SELECT MIN(x.at) FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'running') "
             "FROM attempts a JOIN tasks t ON t.task_id = a.task_id ORDER BY a.submitted_at"
         ).fetchall()
@@ -63,11 +65,11 @@ def read_spans(journal: Path) -> list[AttemptSpan]:
         db.close()
     if not rows:
         return []
-    origin = min(r[4] for r in rows)
-    return [AttemptSpan(attempt_id=a, task_name=n, site=s, state=st, submitted=sub - origin,
+    origin = min(r[5] for r in rows)
+    return [AttemptSpan(attempt_id=a, task_id=t, task_name=n, site=s, state=st, submitted=sub - origin,
                         started=run - origin if run is not None else None,
                         ended=end - origin if end is not None else None)
-            for a, n, s, st, sub, end, run in rows]
+            for a, t, n, s, st, sub, end, run in rows]
 
 
 def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
@@ -83,14 +85,19 @@ def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
         rows.append(SiteRow(
             site=site, attempts=len(items), succeeded=sum(s.state == "succeeded" for s in items),
             failed=sum(s.state == "failed" for s in items), lost=sum(s.state == "lost" for s in items),
+            moved=sum(s.state == "checkpointed" for s in items),
             mean_wait_s=sum(waits) / len(waits) if waits else None,
             mean_run_s=sum(runs) / len(runs) if runs else None,
         ))
     return rows
 
 
-def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> int:
-    """Draw the Gantt chart; return how many attempt bars it drew (one per attempt)."""
+def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> tuple[int, int]:
+    """Draw the Gantt chart; return how many attempt bars and migration arrows it drew.
+
+    An attempt that ended with a checkpoint gets an arrow to the next attempt of its task, which
+    restored from it (at the same or another site).
+    """
     ordered = sorted(spans, key=lambda s: (sites.index(s.site), s.submitted))
     fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.12 * len(ordered), 30)))
     end_of_campaign = max((s.ended or s.submitted) for s in spans)
@@ -102,11 +109,26 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> int:
         if span.started is not None:
             ax.barh(row, start_run - span.submitted, left=span.submitted, height=0.8, color=colour,
                     alpha=0.25)
-        ok = span.state == "succeeded"
+        ok = span.state in ("succeeded", "checkpointed")
         bars += 1
         ax.barh(row, max(end - start_run, 1e-3), left=start_run, height=0.8, color=colour,
                 alpha=0.9 if ok else 0.5, hatch=None if ok else "////",
                 edgecolor=colour if ok else "black", linewidth=0.3)
+    arrows = 0
+    row_of = {span.attempt_id: row for row, span in enumerate(ordered)}
+    for span in ordered:
+        if span.state != "checkpointed" or span.ended is None:
+            continue
+        later = [s for s in spans if s.task_id == span.task_id and s.submitted >= span.ended - 1e-6
+                 and s.attempt_id != span.attempt_id]
+        if not later:
+            continue
+        nxt = min(later, key=lambda s: s.submitted)
+        restored_at = nxt.started if nxt.started is not None else nxt.submitted
+        ax.annotate("", xy=(restored_at, row_of[nxt.attempt_id]),
+                    xytext=(span.ended, row_of[span.attempt_id]),
+                    arrowprops={"arrowstyle": "->", "color": "black", "linewidth": 1.2})
+        arrows += 1
     centres, bounds = [], []
     for site in sites:
         rows = [i for i, s in enumerate(ordered) if s.site == site]
@@ -117,11 +139,12 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> int:
     ax.set_yticks(centres, [f"{site} ({sum(s.site == site for s in ordered)})" for site in sites])
     ax.set_ylim(len(ordered) - 0.5, -0.5)
     ax.set_xlabel("seconds since the first submission")
-    ax.set_title("attempts by site, one row each (light: queue wait, dark: running, hatched: failed or lost)")
+    ax.set_title("attempts by site, one row each (light: queue wait, dark: running, hatched: failed or "
+                 "lost;\narrows: a checkpoint and the attempt that restored from it)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return bars
+    return bars, arrows
 
 
 def _utilization(spans: list[AttemptSpan], sites: list[str], path: Path) -> None:
@@ -174,7 +197,7 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         raise ValueError(f"journal {journal} has no attempts to report on")
     out_dir.mkdir(parents=True, exist_ok=True)
     sites = sorted({s.site for s in spans})
-    bars = _gantt(spans, sites, out_dir / "gantt.png")
+    bars, arrows = _gantt(spans, sites, out_dir / "gantt.png")
     _utilization(spans, sites, out_dir / "utilization.png")
     has_waits = _waits(spans, sites, out_dir / "waits.png")
     rows = summarize(spans)
@@ -184,7 +207,8 @@ def write_report(journal: Path, out_dir: Path) -> Path:
 
     table = "".join(
         f"<tr><td>{html.escape(r.site)}</td><td>{r.attempts}</td><td>{r.succeeded}</td><td>{r.failed}</td>"
-        f"<td>{r.lost}</td><td>{fmt(r.mean_wait_s)}</td><td>{fmt(r.mean_run_s)}</td></tr>" for r in rows)
+        f"<td>{r.lost}</td><td>{r.moved}</td><td>{fmt(r.mean_wait_s)}</td><td>{fmt(r.mean_run_s)}</td></tr>"
+        for r in rows)
     figures = ["gantt.png", "utilization.png"] + (["waits.png"] if has_waits else [])
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -193,8 +217,10 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h1>Campaign report</h1><p>journal: {html.escape(str(journal))}</p>"
         "<table><tr><th>site</th><th>attempts</th><th>succeeded</th><th>failed</th><th>lost</th>"
+        "<th>checkpointed and moved on</th>"
         f"<th>mean wait (s)</th><th>mean run (s)</th></tr>{table}</table>"
-        + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{bars}'></p>"
+        + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{bars}' "
+          f"data-migration-arrows='{arrows}'></p>"
         + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures[1:])
         + "</body></html>"
     )

@@ -96,6 +96,9 @@ def test_a_running_counter_migrates_alpha_beta_alpha_and_continues(
         copies = db.execute("SELECT count(*), min(size) FROM objects WHERE object_id LIKE ? AND origin = 0",
                             (f"{counter.task_id}%.ckpt",)).fetchone()
     assert attempts == [(first, "checkpointed"), (other, "checkpointed"), (first, "succeeded")]
+    report = CliRunner().invoke(app, ["report", str(journal), "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert "data-migration-arrows='2'" in (tmp_path / "report" / "index.html").read_text()
     assert len(moves) == 2
     assert all(f"next attempt at {site}" in m for m, site in zip(moves, (other, first), strict=True))
     assert copies[0] == 2  # each checkpoint copied (verified) to the next site's store
