@@ -121,14 +121,8 @@ def _smoke(runner: CommandRunner, site: SlurmSiteModel) -> Iterator[Check]:
     probe = "import sys; print('%d.%d' % sys.version_info[:2])"
     script.write_text("#!/bin/bash\nexport PATH=/usr/local/bin:/usr/bin:/bin\n"
                       f"exec {shlex.quote(site.python)} -c {shlex.quote(probe)}\n")
-    argv = ["sbatch", "--wait", "--parsable", "--job-name=ms-preflight", "--nodes=1", "--time=1",
-            f"--chdir={directory}", f"--output={directory}/out.txt", f"--error={directory}/err.txt"]
-    for flag, value in (("partition", site.partition), ("account", site.account), ("qos", site.qos)):
-        if value:
-            argv.append(f"--{flag}={value}")
-    argv.append(str(script))
     try:
-        out = runner.run(argv, timeout_s=120)
+        out = runner.run(_job_argv(site, directory, "ms-preflight", minutes=1), timeout_s=120)
     except SiteAgentError as exc:
         yield Check(site=site.name, check="smoke task", passed=False, detail=str(exc),
                     fix="check the queue (squeue): the site may be full or the request impossible")
@@ -169,13 +163,8 @@ def criu_check(site: SlurmSiteModel, runner: CommandRunner | None = None) -> Che
         f"export PYTHONPATH={shlex.quote(str(stage_worker(site.shared_dir)))}\n"
         f"exec {shlex.quote(site.python)} -m metasched.checkpoint.criu_job --check {shlex.quote(work)} "
         f"{shlex.quote(site.criu)}\n")
-    argv = ["sbatch", "--wait", "--parsable", "--job-name=ms-criu-check", "--nodes=1", "--time=2",
-            f"--chdir={directory}", f"--output={directory}/out.txt", f"--error={directory}/err.txt"]
-    for flag, value in (("partition", site.partition), ("account", site.account), ("qos", site.qos)):
-        if value:
-            argv.append(f"--{flag}={value}")
     try:
-        out = runner.run([*argv, str(directory / "job.sh")], timeout_s=180)
+        out = runner.run(_job_argv(site, directory, "ms-criu-check", minutes=2), timeout_s=180)
     except SiteAgentError as exc:
         return Check(site=site.name, check="criu", passed=False, detail=str(exc), fix=fix)
     said = ""
@@ -186,3 +175,16 @@ def criu_check(site: SlurmSiteModel, runner: CommandRunner | None = None) -> Che
     detail = lines[-1] if lines else f"{out.describe()} {said.strip()[-300:]}".strip()
     passed = out.ok and detail.startswith("criu works")
     return Check(site=site.name, check="criu", passed=passed, detail=detail, fix="" if passed else fix)
+
+
+def _job_argv(site: SlurmSiteModel, directory: Path, name: str, *, minutes: int) -> list[str]:
+    """The sbatch --wait of DIRECTORY/job.sh, output in DIRECTORY, with the site's partition/account/qos.
+
+    Not srun: its I/O sockets would listen on this machine's hostname address, not on loopback.
+    """
+    argv = ["sbatch", "--wait", "--parsable", f"--job-name={name}", "--nodes=1", f"--time={minutes}",
+            f"--chdir={directory}", f"--output={directory}/out.txt", f"--error={directory}/err.txt"]
+    for flag, value in (("partition", site.partition), ("account", site.account), ("qos", site.qos)):
+        if value:
+            argv.append(f"--{flag}={value}")
+    return [*argv, str(directory / "job.sh")]
