@@ -60,6 +60,16 @@ def _digest_file(path: Path) -> str:
             return str(xxhash.xxh3_128_hexdigest(view))
 
 
+def _errors(log: Path) -> str:
+    """CRIU's error lines from its log (its warnings are noise here), or the log's tail."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {log})"
+    errors = [line.strip() for line in text.splitlines() if "Error (" in line]
+    return "; ".join(errors[:5]) if errors else text[-1500:]
+
+
 def _tar(*args: str) -> None:
     """GNU tar (C, several times faster than Python's tarfile on hundreds of MB)."""
     proc = subprocess.run(["tar", *args], capture_output=True, text=True, check=False)
@@ -141,8 +151,8 @@ class Job:
              "--restore-sibling", "--pidfile", str(pidfile), "--log-file", "restore.log", "-v2"],
             capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            log = (images / "restore.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"criu restore failed (exit {proc.returncode}): {proc.stderr}\n{log}")
+            why = _errors(images / "restore.log")
+            raise RuntimeError(f"criu restore failed (exit {proc.returncode}): {why}")
         self.pid = int(pidfile.read_text().strip())
         timing = {"unpack_s": unpacked - started, "restore_s": time.time() - unpacked,
                   "job_start_to_running_s": time.time() - self.start}
@@ -167,8 +177,7 @@ class Job:
         proc = subprocess.run([*argv, "--leave-stopped"] if keep_running else argv,
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            log = (images / "dump.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"criu dump failed (exit {proc.returncode}): {proc.stderr}\n{log}")
+            raise RuntimeError(f"criu dump failed (exit {proc.returncode}): {_errors(images / 'dump.log')}")
         dumped = time.time()
         if keep_running:
             self.restart_points += 1
