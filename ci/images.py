@@ -101,30 +101,25 @@ def base_tag() -> str:
 
 def ensure_base() -> BuiltImage:
     """Bootstrap a minimal Debian with mmdebstrap and import it, unless already present."""
-    tag = base_tag()
-    start = time.monotonic()
-    if image_exists(tag):
-        return BuiltImage(tag=tag, cached=True, seconds=time.monotonic() - start)
-    with tempfile.TemporaryDirectory(prefix="metasched-base-") as tmp:
-        # Write to a file first: piping into `docker import` turns a failed bootstrap into an empty image.
-        tar = Path(tmp) / "base.tar"
-        _run([arg.format(tar=tar) for arg in BASE_ARGV_TEMPLATE])
-        if tar.stat().st_size < 50_000_000:
-            raise ImageBuildError(f"mmdebstrap produced a suspiciously small {tar} ({tar.stat().st_size} B)")
-        _run(["docker", "import", str(tar), tag])
-    return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)
+    return _ensure_imported(base_tag(), BASE_ARGV_TEMPLATE, min_bytes=50_000_000)
 
 
 def ensure_criu() -> BuiltImage:
     """Unpack sid's criu package and its libraries into an image (files only), unless already present."""
     tag = f"{CRIU_REPO}:sid-{_digest(' '.join(CRIU_ARGV_TEMPLATE).encode())}"
+    return _ensure_imported(tag, CRIU_ARGV_TEMPLATE, min_bytes=10_000_000)
+
+
+def _ensure_imported(tag: str, argv_template: tuple[str, ...], *, min_bytes: int) -> BuiltImage:
+    """Run an mmdebstrap command that writes {tar}, and `docker import` the tar as `tag`, unless cached."""
     start = time.monotonic()
     if image_exists(tag):
         return BuiltImage(tag=tag, cached=True, seconds=time.monotonic() - start)
-    with tempfile.TemporaryDirectory(prefix="metasched-criu-") as tmp:
-        tar = Path(tmp) / "criu.tar"
-        _run([arg.format(tar=tar) for arg in CRIU_ARGV_TEMPLATE])
-        if tar.stat().st_size < 10_000_000:
+    with tempfile.TemporaryDirectory(prefix="metasched-image-") as tmp:
+        # Write to a file first: piping into `docker import` turns a failed bootstrap into an empty image.
+        tar = Path(tmp) / "rootfs.tar"
+        _run([arg.format(tar=tar) for arg in argv_template])
+        if tar.stat().st_size < min_bytes:
             raise ImageBuildError(f"mmdebstrap produced a suspiciously small {tar} ({tar.stat().st_size} B)")
         _run(["docker", "import", str(tar), tag])
     return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)

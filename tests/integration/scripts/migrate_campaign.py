@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-import metasched as ms
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository, for tests.integration
 
-COUNTER = """
-import sys, time
-state = bytearray(50 * 2**20)
-t0 = time.time()
-for i in range(int(sys.argv[1])):
-    state[i * 4096 % len(state)] = i % 256
-    print(i, t0, flush=True)
-    time.sleep(0.1)
-print("done", flush=True)
-"""
+import metasched as ms  # noqa: E402
+from tests.integration.counter import COUNTER  # noqa: E402
 
 
 def main() -> None:
