@@ -41,9 +41,8 @@ class CheckpointStop(BaseException):  # noqa: N818  (a control-flow signal, like
 class Checkpoint:
     """The handle a cooperative task receives as ``ckpt``."""
 
-    def __init__(self, *, task_id: str, attempt_id: str, data: DataContext | None, directory: Path | None,
+    def __init__(self, *, attempt_id: str, data: DataContext | None, directory: Path | None,
                  restore: DataRef | None) -> None:
-        self._task_id = task_id
         self._attempt_id = attempt_id
         self._data = data
         self._directory = directory

@@ -45,10 +45,6 @@ class BandwidthModel:
             link.bytes_per_s += weight * (rate - link.bytes_per_s)
         link.samples += 1
 
-    def links(self) -> dict[tuple[str, str], tuple[float, float, int]]:
-        """(bytes/s, latency s, samples) per store pair seen so far."""
-        return {k: (v.bytes_per_s, v.latency_s, v.samples) for k, v in self._links.items()}
-
 
 class DataTracker:
     """Replicas of every object the campaign stored, by store."""

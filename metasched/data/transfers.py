@@ -136,10 +136,6 @@ class TransferManager:
         """Copies not yet finished."""
         return len(self._copies)
 
-    def waiting(self, task_id: str) -> bool:
-        """Whether `task_id` waits for copies."""
-        return task_id in self._waiting
-
     def poll(self) -> TransferReport:
         """Collect finished copies: retry failures, report arrivals, ready tasks and failed ones."""
         by_handle = {id(c.handle): (k, c) for k, c in self._copies.items()}

@@ -293,8 +293,7 @@ def main(argv: list[str]) -> int:
     spec, function, dependency_results, data, restore = pickle.loads((directory / ATTEMPT_FILE).read_bytes())
     checkpoint = None
     if spec.checkpoint == "cooperative":
-        checkpoint = Checkpoint(task_id=spec.task_id, attempt_id=directory.name, data=data,
-                                directory=directory, restore=restore)
+        checkpoint = Checkpoint(attempt_id=directory.name, data=data, directory=directory, restore=restore)
 
     def _warned(signum: int, frame: object) -> None:
         (directory / WALLTIME_WARNING_FILE).write_text(f"{time.time()}\n")
