@@ -102,6 +102,12 @@ class TaskRef:
     task_id: TaskId
 
 
+def is_proxy(value: Any) -> bool:
+    """Whether `value` is a ProxyStore proxy, asked without resolving it (``type()`` never does)."""
+    cls = type(value)
+    return cls.__name__ == "Proxy" and cls.__module__.startswith("proxystore.proxy")
+
+
 def replace_nested(value: Any, kind: type[T], replace: Callable[[T], Any]) -> Any:
     """Replace every instance of `kind` in value, also inside (plain) lists, tuples and dicts.
 
@@ -109,7 +115,7 @@ def replace_nested(value: Any, kind: type[T], replace: Callable[[T], Any]) -> An
     it, the worker turns TaskRefs into results. A ProxyStore proxy is passed on untouched (an
     ``isinstance`` check would resolve it, fetching its data into this process).
     """
-    if type(value).__module__.startswith("proxystore."):
+    if is_proxy(value):
         return value
     if isinstance(value, kind):
         return replace(value)

@@ -12,6 +12,7 @@ import cloudpickle
 from metasched.data import DataSettings
 from metasched.data.objects import DataRef, decode_ref, proxy_for, put_blob
 from metasched.data.pickling import dumps
+from metasched.records import is_proxy
 
 Arguments = tuple[tuple[Any, ...], dict[str, Any], tuple[DataRef, ...]]
 
@@ -26,7 +27,7 @@ def externalize_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], *, task
     refs: list[DataRef] = []
 
     def maybe_store(value: Any, label: str) -> Any:
-        if type(value).__module__.startswith("proxystore.") or isinstance(value, DataRef):
+        if is_proxy(value) or isinstance(value, DataRef):
             return value
         blob = dumps(value)
         if len(blob) <= settings.threshold:

@@ -99,8 +99,7 @@ def adopt_file(path: str, store: StoreSpec, *, object_id: str, size: int, digest
     connector = open_store(store).connector
     key = connector.new_key()
     os.replace(path, os.path.join(connector.store_dir, key.filename))
-    with open(os.path.join(connector.store_dir, key.filename) + ".ready", "wb"):
-        pass
+    _mark_ready(os.path.join(connector.store_dir, key.filename))
     return DataRef(object_id=object_id, store=store, key=key, size=size, digest=digest)
 
 
@@ -173,8 +172,7 @@ def _copy_file_to_file(ref: DataRef, target: FileStore) -> DataRef:
         with contextlib.suppress(OSError):
             os.remove(destination)
         raise
-    with open(destination + ".ready", "wb"):  # ProxyStore's FileConnector marker: the object is complete
-        pass
+    _mark_ready(destination)
     return replace(ref, store=target, key=key)
 
 
@@ -195,6 +193,12 @@ def _copy_through_memory(ref: DataRef, target: StoreSpec) -> DataRef:
         connector.evict(key)
         raise
     return replace(ref, store=target, key=key)
+
+
+def _mark_ready(path: str) -> None:
+    """ProxyStore's FileConnector marker that the object in `path` is complete."""
+    with open(path + ".ready", "wb"):
+        pass
 
 
 def _verify(ref: DataRef, size: int, digest: str, where: str) -> None:

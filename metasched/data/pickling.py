@@ -14,15 +14,12 @@ from typing import Any
 
 import cloudpickle
 
-
-def _is_proxy(obj: Any) -> bool:
-    cls = type(obj)  # type() never resolves a proxy
-    return cls.__name__ == "Proxy" and cls.__module__.startswith("proxystore.proxy")
+from metasched.records import is_proxy
 
 
 class _ProxyAwarePickler(cloudpickle.Pickler):  # type: ignore[misc]
     def reducer_override(self, obj: Any) -> Any:
-        if _is_proxy(obj):
+        if is_proxy(obj):
             from proxystore.proxy import Proxy, get_factory
 
             return Proxy, (get_factory(obj),)

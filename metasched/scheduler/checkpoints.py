@@ -9,6 +9,8 @@ move or rolls back to the last good checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from metasched.data.objects import DataRef
 from metasched.data.plane import DataPlane
 from metasched.errors import ConfigurationError
@@ -124,29 +126,20 @@ class CheckpointRequests:
         self._flush()
         return f"{name}: checkpoint requested at {live.site}, continuing at {site}"
 
-    def _drain_request(self, site: str | None, undo: bool) -> str:
+    def _answer(self, act: Callable[[], str]) -> str:
+        """A journal request's answer: "ok: <what was done>" or "refused: <why>"."""
         try:
-            return "ok: " + self.drain(SiteName(site or ""), undo=undo)
+            return "ok: " + act()
         except ConfigurationError as exc:
             return f"refused: {exc}"
 
-    def _checkpoint_request(self, name: str | None, by_name: dict[str, list[TaskId]]) -> str:
+    def _for_each_live(self, name: str | None, by_name: dict[str, list[TaskId]],
+                       act: Callable[[TaskId], str]) -> str:
+        """Apply `act` to every unfinished task called `name`; the request's answer."""
         live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
         if not live:
             return f"refused: no unfinished task named {name!r}"
-        try:
-            return "ok: " + "; ".join(self.checkpoint(task_id) for task_id in live)
-        except ConfigurationError as exc:
-            return f"refused: {exc}"
-
-    def _migrate_request(self, name: str | None, site: SiteName, by_name: dict[str, list[TaskId]]) -> str:
-        live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
-        if not live:
-            return f"refused: no unfinished task named {name!r}"
-        try:
-            return "ok: " + "; ".join(self.migrate(task_id, site) for task_id in live)
-        except ConfigurationError as exc:
-            return f"refused: {exc}"
+        return self._answer(lambda: "; ".join(act(task_id) for task_id in live))
 
     def _saved(self, attempt_id: AttemptId, ref: DataRef) -> None:
         """A running attempt saved a restart point (cooperative): it replaces the previous one."""
@@ -158,9 +151,7 @@ class CheckpointRequests:
             return
         previous, record.checkpoint = record.checkpoint, ref.object_id
         self.data.checkpoint_stored(ref)
-        self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
-        if previous is not None and previous != ref.object_id:
-            self.data.release([previous], keep_origin=False)
+        self._replaced(record, previous)
 
     def _checkpointed(self, attempt_id: AttemptId, record: TaskRecord, outcome: TaskOutcome) -> bool:
         """An attempt stopped with a checkpoint: record the archive, drop the previous one, requeue."""
@@ -174,10 +165,14 @@ class CheckpointRequests:
             record.avoid_site = site  # its time is up there: continue where it can start afresh
         applied = self.core.attempt_checkpointed(attempt_id, ref.object_id, detail=outcome.detail)
         if applied:
-            self._moves[record.spec.task_id] = (ref.object_id, record.migrate_to)
-            if previous is not None and previous != ref.object_id and self.data is not None:
-                self.data.release([previous], keep_origin=False)
+            self._replaced(record, previous)
         return applied
+
+    def _replaced(self, record: TaskRecord, previous: str | None) -> None:
+        """The task's checkpoint is now `record.checkpoint`: journal it, evict the one it replaced."""
+        self._moves[record.spec.task_id] = (record.checkpoint, record.migrate_to)
+        if previous is not None and previous != record.checkpoint and self.data is not None:
+            self.data.release([previous], keep_origin=False)
 
     def _restore_failed(self, attempt_id: AttemptId, record: TaskRecord, site: SiteName, why: str) -> bool:
         """A restore from a checkpoint failed: fall back to the next backend, a restart from scratch."""

@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from metasched.data.plane import DataPlane, MissingInput
 from metasched.errors import (
@@ -201,12 +202,13 @@ class SchedulerService(CheckpointRequests):
                 targets = list(self.core.tasks) if name is None else by_name.get(name, [])
                 self.journal.answer(request_id, f"ok: cancelled {self.cancel(targets)} task(s)")
             elif kind in ("drain", "undrain"):  # the request's "task name" is the site
-                self.journal.answer(request_id, self._drain_request(name, undo=kind == "undrain"))
+                self.journal.answer(request_id, self._answer(
+                    partial(self.drain, SiteName(name or ""), undo=kind == "undrain")))
             elif kind == "checkpoint":
-                self.journal.answer(request_id, self._checkpoint_request(name, by_name))
+                self.journal.answer(request_id, self._for_each_live(name, by_name, self.checkpoint))
             elif kind.startswith("migrate:"):
-                self.journal.answer(request_id, self._migrate_request(name, SiteName(kind.split(":", 1)[1]),
-                                                                      by_name))
+                migrate_to = partial(self.migrate, site=SiteName(kind.split(":", 1)[1]))
+                self.journal.answer(request_id, self._for_each_live(name, by_name, migrate_to))
             else:
                 self.journal.answer(request_id, f"refused: unknown request {kind!r}")
         return True
