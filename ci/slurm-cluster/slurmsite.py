@@ -26,6 +26,7 @@ The root defaults to /var/tmp/metasched-sites (override with METASCHED_SITES_DIR
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -309,6 +310,18 @@ def wait_ready(info: SiteInfo, timeout: float = READY_TIMEOUT_S) -> float:
         f"state {state}): {probe.stderr.strip()}\n{_log_tail(info)}"
     )
     return time.monotonic() - start
+
+
+def repair(info: SiteInfo) -> float:
+    """What an admin does after a controller crash: cancel every job, resume drained nodes, wait ready."""
+    env = info.client_env()
+    _run(["scancel", f"--user={getpass.getuser()}"], env=env, check=False)
+    nodes = _run(["sinfo", "--noheader", "--Node", "--format=%N %t"], env=env, check=False)
+    for line in nodes.stdout.splitlines():
+        node, state = (line.split() + [""])[:2]
+        if state.rstrip("*~#!%$@^-+") in ("drain", "drng", "down", "fail", "failg"):
+            _run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=env, check=False)
+    return wait_ready(info)
 
 
 def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh: bool = False,

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 _UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
                 "Connection refused", "Transport endpoint")
 _OUTCOME_GRACE_POLLS = 3  # a finished job's outcome file may appear a little later on a shared FS
+_NODE_REFRESH_S = 30.0  # how often sinfo re-reads which nodes take jobs (drained, down, back again)
+# A job that vanishes this soon after the controller came back was lost by the controller (a crash
+# loses the state saved since), not by the task: it is resubmitted without using up a retry.
+_OUTAGE_GRACE_S = 300.0
 _SUBMIT_THREADS = 4
 
 
@@ -53,9 +57,11 @@ class _Job:
     attempt_id: AttemptId
     spec: TaskSpec
     job_id: str
+    name: str
     directory: Path
     submitted_at: float
     reported_running: bool = False
+    stalled_since: float | None = None
     cancelled: bool = False
     finished_polls: int = 0
     missing_polls: int = 0
@@ -76,6 +82,9 @@ class SlurmAgent:
         self._jobs: dict[AttemptId, _Job] = {}
         self._pending_updates: list[AttemptUpdate] = []
         self._last_poll = 0.0
+        self._last_refresh = 0.0
+        self._answered_again_at = -_OUTAGE_GRACE_S
+        self._usable_nodes = 0
         self._total_cores = 0
         self._max_cores = 0
         self._max_memory_mb = 0
@@ -113,6 +122,7 @@ class SlurmAgent:
                                         thread_name_prefix=f"sbatch-{self.name}")
 
     def _refresh_nodes(self, *, required: bool = False) -> None:
+        self._last_refresh = time.monotonic()
         out = self.runner.run(commands.sinfo_argv(self.config.partition))
         nodes = parsers.parse_sinfo_nodes(out.stdout) if out.ok else []
         if not nodes:
@@ -122,6 +132,11 @@ class SlurmAgent:
                     f"controller in {self.config.slurm_conf} is up and the partition exists.",
                     site=self.config.name, transient=not out.ok)
             return
+        usable = sum(n.usable for n in nodes)
+        if usable != self._usable_nodes and not required:
+            log.warning("site %s: %d of %d nodes take jobs (%s)", self.config.name, usable, len(nodes),
+                        ", ".join(f"{n.name} {n.state}" for n in nodes))
+        self._usable_nodes = usable
         self._nodes = len(nodes)
         self._total_cores = sum(n.cpus for n in nodes)
         self._max_cores = max(n.cpus for n in nodes)
@@ -186,6 +201,7 @@ class SlurmAgent:
             return None
         job_id = parsers.parse_sbatch_parsable(out.stdout)
         self._jobs[sub.attempt_id] = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id,
+                                          name=commands.job_name(self.config.name, sub.attempt_id),
                                           directory=directory, submitted_at=time.monotonic(), data=sub.data)
         self._pending_updates.append(AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id))
         return None
@@ -234,16 +250,21 @@ class SlurmAgent:
         directory = self.attempts_dir / attempt_id
         if not directory.is_dir():
             return False
-        self._jobs[attempt_id] = _Job(attempt_id=attempt_id, spec=commands.launch_spec(spec),
-                                      job_id=native_id, directory=directory, submitted_at=time.monotonic())
+        self._jobs[attempt_id] = _Job(
+            attempt_id=attempt_id, spec=commands.launch_spec(spec), job_id=native_id,
+            name=commands.job_name(self.config.name, attempt_id), directory=directory,
+            submitted_at=time.monotonic())
         return True
 
     # ----------------------------------------------------------------------------------- poll
     def poll(self) -> list[AttemptUpdate]:
-        """At most once per poll_interval: one squeue call, then outcome files for finished jobs."""
+        """At most once per poll_interval: one squeue call, then outcome files for finished jobs.
+
+        A site marked unavailable is probed even without jobs, so it gets work again once it answers.
+        """
         updates, self._pending_updates = self._pending_updates, []
         now = time.monotonic()
-        if not self._jobs or now - self._last_poll < self.config.poll_interval:
+        if (not self._jobs and self.available) or now - self._last_poll < self.config.poll_interval:
             return updates
         self._last_poll = now
         try:
@@ -255,7 +276,9 @@ class SlurmAgent:
             self._mark_unavailable(out.describe())
             return updates
         if not self.available:
-            log.info("site %s answers again", self.config.name)
+            log.warning("site %s answers again", self.config.name)
+            self._answered_again_at = now
+        if not self.available or now - self._last_refresh >= _NODE_REFRESH_S:
             self._refresh_nodes()
         self.available, self.unavailable_reason = True, ""
         statuses = parsers.parse_squeue(out.stdout)
@@ -268,10 +291,14 @@ class SlurmAgent:
                     del self._jobs[job.attempt_id]
         if never_start:
             self.runner.run(commands.scancel_argv(never_start))
+        if self._last_refresh == 0.0:
+            self._refresh_nodes()
         return updates
 
     def _check(self, job: _Job, status: parsers.JobStatus | None,
                never_start: list[str]) -> AttemptUpdate | None:
+        if status is not None and status.name and status.name != job.name:
+            status = None  # the controller lost our job and gave its id to another (state lost in a crash)
         warning = job.directory / WALLTIME_WARNING_FILE
         if job.attempt_id not in self.walltime_warnings and warning.exists():
             self.walltime_warnings[job.attempt_id] = time.time()
@@ -292,10 +319,14 @@ class SlurmAgent:
         if status is None:
             job.missing_polls += 1
             if job.missing_polls >= self.config.vanish_after_polls:
-                return _lost(job, f"VANISHED: job {job.job_id} left squeue without an outcome file",
-                             charge=True)
+                return self._lost_by_site(job, f"VANISHED: job {job.job_id} left squeue without an outcome "
+                                               "file")
             return None
         job.missing_polls = 0
+        stalled = self._stalled(job, status)
+        if stalled is not None:
+            never_start.append(job.job_id)
+            return stalled
         if status.state is JobState.QUEUED and status.reason in parsers.NEVER_STARTS:
             never_start.append(job.job_id)
             return _failed(job.attempt_id, "SubmitError",
@@ -311,6 +342,21 @@ class SlurmAgent:
         if job.finished_polls < _OUTCOME_GRACE_POLLS:
             return None
         return self._explain_finished_without_outcome(job, status)
+
+    def _stalled(self, job: _Job, status: parsers.JobStatus) -> AttemptUpdate | None:
+        """Withdraw a job that waited stall_after_s on unusable nodes, so the task can run elsewhere."""
+        if not status.stalled:
+            job.stalled_since = None
+            return None
+        now = time.monotonic()
+        if job.stalled_since is None:
+            job.stalled_since = now
+            self._last_refresh = 0.0  # the site likely lost its nodes: re-read them after this poll
+        if now - job.stalled_since < self.config.stall_after_s:
+            return None
+        waited = now - job.stalled_since
+        return _lost(job, f"job {job.job_id} waited {waited:.0f} s at site {self.config.name} on unusable "
+                          f"nodes (Slurm reason: {status.reason}); withdrawn to run elsewhere", charge=False)
 
     def _read_outcome(self, job: _Job) -> TaskOutcome | None:
         """The attempt's own record of how it ended: a worker's outcome, an exit status, a checkpoint."""
@@ -384,12 +430,21 @@ class SlurmAgent:
             if job.cancelled:
                 return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id,
                                      outcome=TaskOutcome(cancelled=True, detail=f"{where} cancelled"))
-            return _lost(job, f"{where} was cancelled outside metasched ({status.native_state})", charge=True)
+            return self._lost_by_site(job, f"{where} was cancelled outside metasched ({status.native_state})")
         if status.state is JobState.NODE_FAIL:
             return _lost(job, f"{where}: node failure", charge=True)
         return _failed(job.attempt_id, f"Slurm{status.state.value.title()}",
                        f"{where} ended {status.native_state} ({status.reason}) without a result; its stderr "
                        f"is below and in {job.directory}/job.err", traceback=err, native_id=job.job_id)
+
+    def _lost_by_site(self, job: _Job, detail: str) -> AttemptUpdate:
+        """A job the site dropped: charged to the task, unless the controller just came back from an outage.
+
+        A restarted slurmctld forgets, cancels or duplicates the jobs of the state it lost.
+        """
+        if time.monotonic() - self._answered_again_at < _OUTAGE_GRACE_S:
+            return _lost(job, f"{detail}, after the controller was unreachable", charge=False)
+        return _lost(job, detail, charge=True)
 
     def _mark_unavailable(self, reason: str) -> None:
         if self.available:
@@ -417,7 +472,7 @@ class SlurmAgent:
             gpus=self.config.gpus_per_node,
             nodes=self._nodes,
             inflight=inflight,
-            max_inflight=self.config.max_jobs if self.available else inflight,
+            max_inflight=self.config.max_jobs if self.available and self._usable_nodes else inflight,
             est_wait_s=backlog * self._mean_run_s / max(1, self._total_cores),
             capabilities=_capabilities(self.config),
         )

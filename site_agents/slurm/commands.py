@@ -181,7 +181,7 @@ def launch_spec(spec: TaskSpec) -> TaskSpec:
 
 def squeue_argv(user: str) -> list[str]:
     """One squeue call for every job of `user`, finished ones included (until MinJobAge)."""
-    return ["squeue", "--noheader", "--states=all", f"--user={user}", "--format=%i|%T|%r"]
+    return ["squeue", "--noheader", "--states=all", f"--user={user}", "--format=%i|%T|%r|%j"]
 
 
 def scancel_argv(job_ids: list[str]) -> list[str]:

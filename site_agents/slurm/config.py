@@ -31,6 +31,9 @@ class SlurmSite:
         vanish_after_polls: polls a job may be missing from squeue, without an outcome file, before it
             is declared VANISHED and resubmitted.
         command_timeout_s: timeout of each Slurm command.
+        stall_after_s: seconds a job may wait on nodes that are down, drained or held (Slurm reasons such
+            as ReqNodeNotAvail) before metasched withdraws it (scancel) and places the task again, at no
+            cost to its retries; the site takes no new work while none of its nodes is usable.
         store: where results bigger than the campaign's data threshold go (a ``FileStore``,
             ``RedisStore`` or ``EndpointStore`` reachable from the compute nodes); default a file store in
             ``<shared_dir>/.metasched/store``.
@@ -58,6 +61,7 @@ class SlurmSite:
     signal_lead_s: int = 60
     vanish_after_polls: int = 3
     command_timeout_s: float = 30.0
+    stall_after_s: float = 120.0
     store: StoreSpec | None = None
     checkpoint_dir: str | None = None
     criu: str = "criu"

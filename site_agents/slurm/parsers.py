@@ -64,7 +64,16 @@ NATIVE_STATES: dict[str, JobState] = {
 NEVER_STARTS = frozenset({"PartitionConfig", "BadConstraints", "PartitionNodeLimit", "AccountNotAllowed",
                           "QOSJobLimit", "InvalidAccount", "InvalidQOS", "PartitionTimeLimit"})
 
-SQUEUE_FORMAT = "%i|%T|%r"
+# Pending reasons that mean the job cannot start *for now* because the site's nodes are unusable
+# (down, drained, held after a failed launch): prefixes, as squeue words some of them with node lists.
+STALLED_PREFIXES = ("ReqNodeNotAvail", "Nodes required for job are DOWN", "NodeDown", "PartitionDown",
+                    "PartitionInactive", "launch failed requeued held", "JobHeldAdmin")
+
+# Node states (sinfo %T, flag suffixes such as `*` or `~` removed) in which a node takes no new jobs.
+# ("unknown" is not among them: every node is unknown for a moment after slurmctld starts.)
+UNUSABLE_NODE_STATES = frozenset({"down", "drained", "draining", "drain", "fail", "failing", "maint",
+                                  "inval", "future", "reboot_issued", "reboot_requested"})
+
 _JOB_ID = re.compile(r"^(\d+)(?:;(\S+))?$")
 
 
@@ -76,6 +85,12 @@ class JobStatus:
     state: JobState
     native_state: str
     reason: str
+    name: str = ""  # the job name ("" in output recorded without it)
+
+    @property
+    def stalled(self) -> bool:
+        """Queued on nodes that are down, drained or held: it will not start until an admin acts."""
+        return self.state is JobState.QUEUED and self.reason.startswith(STALLED_PREFIXES)
 
 
 def map_state(native: str) -> JobState:
@@ -98,17 +113,21 @@ def parse_sbatch_parsable(stdout: str) -> str:
 
 
 def parse_squeue(stdout: str) -> dict[str, JobStatus]:
-    """Parse ``squeue --noheader --format='%i|%T|%r'``; malformed lines are skipped with a warning."""
+    """Parse ``squeue --noheader --format='%i|%T|%r|%j'`` (or without ``|%j``); bad lines are skipped.
+
+    The job name comes last so a name containing ``|`` still parses.
+    """
     jobs: dict[str, JobStatus] = {}
     for line in stdout.splitlines():
         if not line.strip():
             continue
         parts = line.strip().split("|")
-        if len(parts) != 3 or not parts[0]:
+        if len(parts) < 3 or not parts[0]:
             log.warning("skipping unparsable squeue line %r", line)
             continue
-        job_id, native, reason = parts
-        jobs[job_id] = JobStatus(job_id=job_id, state=map_state(native), native_state=native, reason=reason)
+        job_id, native, reason, *name = parts
+        jobs[job_id] = JobStatus(job_id=job_id, state=map_state(native), native_state=native, reason=reason,
+                                 name="|".join(name))
     return jobs
 
 
@@ -120,6 +139,11 @@ class NodeInfo:
     cpus: int
     memory_mb: int
     state: str
+
+    @property
+    def usable(self) -> bool:
+        """Whether the node takes new jobs (idle, mixed, allocated, completing, powered-down cloud...)."""
+        return self.state.rstrip("*~#!%$@^-+").lower() not in UNUSABLE_NODE_STATES
 
 
 def parse_sinfo_nodes(stdout: str) -> list[NodeInfo]:

@@ -15,6 +15,7 @@ import slurmsite
 
 import metasched as ms
 from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from metasched.scheduler.service import SiteSummary
 from site_agents.base import Submission
 from site_agents.slurm import SlurmAgent, SlurmSite
 from tests.integration.processes import kill_tree
@@ -76,13 +77,27 @@ def test_mixed_campaign_across_local_alpha_and_beta(
     assert all(n > 0 for n in done.values())
 
 
-def test_controller_stop_moves_work_elsewhere_and_loses_nothing(
-    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
-) -> None:
-    sites = [slurm_site(alpha, poll_interval=0.3, max_jobs=10),
+def _results_or_where_stuck(c: ms.Campaign, futures: list[ms.TaskFuture[int]], alpha: slurmsite.SiteInfo,
+                            timeout: float) -> list[int]:
+    """All results; on a timeout, fail with alpha's queue and nodes so the cause is in the test report."""
+    try:
+        return [f.result(timeout=timeout) for f in futures]
+    except TimeoutError:
+        queue = subprocess.run(["squeue", "--states=all", "--format=%i|%T|%r|%j"], env=alpha.client_env(),
+                               capture_output=True, text=True, check=False)
+        nodes = subprocess.run(["sinfo", "--Node", "--format=%N %T %E"], env=alpha.client_env(),
+                               capture_output=True, text=True, check=False)
+        stuck = [f.name for f in futures if not f.done()]
+        pytest.fail(f"{len(stuck)} task(s) unfinished; status {c.status()}\n{queue.stdout}\n{nodes.stdout}")
+
+
+def _controller_fault(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, journal: Path,
+                      fault: list[str]) -> tuple[int, dict[str, SiteSummary]]:
+    """60 one-second tasks on alpha + beta; `fault` hits alpha's controller for 15 s after 5 are done."""
+    sites = [slurm_site(alpha, poll_interval=0.3, max_jobs=10, stall_after_s=20),
              slurm_site(beta, poll_interval=0.3, max_jobs=10)]
     controller = "metasched-slurm-alpha-controller"
-    with ms.Campaign(f"fault-{os.getpid()}", sites=sites, journal=tmp_path / "f.db") as c:
+    with ms.Campaign(f"fault-{os.getpid()}-{journal.stem}", sites=sites, journal=journal) as c:
         @c.task
         def work(i: int) -> int:
             time.sleep(1.0)
@@ -92,19 +107,40 @@ def test_controller_stop_moves_work_elsewhere_and_loses_nothing(
         deadline = time.monotonic() + 120
         while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline:
             time.sleep(0.2)
-        subprocess.run(["docker", "stop", "--time", "1", controller], check=True, capture_output=True,
-                       timeout=60)
+        subprocess.run([*fault, controller], check=True, capture_output=True, timeout=60)
         try:
             time.sleep(15)  # beta carries on meanwhile
             done_while_down = sum(f.done() for f in futures)
         finally:
             subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
-        assert [f.result(timeout=600) for f in futures] == list(range(60))
-        rows = {row.site: row for row in c.status()}
+        assert _results_or_where_stuck(c, futures, alpha, timeout=600) == list(range(60))
+        return done_while_down, {row.site: row for row in c.status()}
+
+
+def test_controller_stop_moves_work_elsewhere_and_loses_nothing(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    """A clean stop (slurmctld saves its state) and restart: alpha resumes where it was."""
+    done_while_down, rows = _controller_fault(alpha, beta, tmp_path / "stop.db",
+                                              ["docker", "stop", "--time", "30"])
     assert done_while_down > 5, "no work finished while alpha's controller was down"
     assert rows["beta"].done > rows["alpha"].done
     assert sum(r.done for r in rows.values()) == 60
     slurmsite.wait_ready(alpha)
+
+
+def test_controller_crash_with_lost_state_loses_nothing(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    """kill -9 of slurmctld: it restarts from an older state, may hand out job ids its nodes still run
+    (Slurm then drains them, "Duplicate jobid") and strand jobs on ReqNodeNotAvail. metasched tells
+    reused ids apart by job name and withdraws stranded jobs to beta; every task ends exactly once."""
+    try:
+        _, rows = _controller_fault(alpha, beta, tmp_path / "crash.db", ["docker", "kill"])
+        assert sum(r.done for r in rows.values()) == 60
+        assert rows["beta"].done > 0
+    finally:
+        slurmsite.repair(alpha)
 
 
 def test_resumed_campaign_reattaches_to_running_jobs(alpha: slurmsite.SiteInfo, tmp_path: Path) -> None:

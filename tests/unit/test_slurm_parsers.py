@@ -36,9 +36,28 @@ def test_unknown_and_odd_states_never_raise(caplog: pytest.LogCaptureFixture) ->
     assert "garbage line" in caplog.text
 
 
+def test_squeue_after_controller_state_loss() -> None:
+    """Names tell a reused job id apart; jobs waiting on drained nodes are stalled, others are not."""
+    jobs = parsers.parse_squeue((DATA / "squeue-after-state-loss.txt").read_text())
+    assert jobs["3"].name == "ms-alpha-05770d0798ac4f35.1"
+    assert jobs["1"].name == "metasched-ready"
+    stalled = sorted(job_id for job_id, job in jobs.items() if job.stalled)
+    assert stalled == ["19", "20", "21", "22"]
+    assert jobs["20"].reason.startswith("ReqNodeNotAvail, UnavailableNodes:alpha-c[1-2]")
+    assert parsers.parse_squeue("5|PENDING|Priority|a|b")["5"].name == "a|b"
+    assert not parsers.parse_squeue("5|PENDING|Resources|x")["5"].stalled
+    assert parsers.parse_squeue("5|PENDING|launch failed requeued held|x")["5"].stalled
+    assert not parsers.parse_squeue("5|RUNNING|ReqNodeNotAvail|x")["5"].stalled
+
+
 def test_sinfo_recorded_output() -> None:
     nodes = parsers.parse_sinfo_nodes((DATA / "sinfo-nodes.txt").read_text())
     assert [(n.name, n.cpus, n.memory_mb) for n in nodes] == [("alpha-c1", 8, 8000), ("alpha-c2", 8, 8000)]
+    assert all(n.usable for n in nodes)
+    drained = parsers.parse_sinfo_nodes((DATA / "sinfo-drained.txt").read_text())
+    assert [(n.name, n.usable) for n in drained] == [("alpha-c1", False), ("alpha-c2", False)]
+    odd = parsers.parse_sinfo_nodes("n1|8|8000|down*\nn2|8|8000|idle~\nn3|8|8000|mixed\nn4|8|8000|draining")
+    assert [n.usable for n in odd] == [False, True, True, False]
 
 
 def test_sbatch_parsable() -> None:
