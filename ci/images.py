@@ -5,7 +5,7 @@ the parent tag, Dockerfile and build context for the others), so a second run fi
 build. Debian package versions inside an image are whatever the mirror served when it was built; delete
 the image (``docker rmi``) to force a rebuild.
 
-Usage: ``python ci/images.py [base|slurm|all]`` prints each image's tag, whether it was cached, and how
+Usage: ``python ci/images.py [base|slurm|task|all]`` prints each image's tag, whether it was cached, and how
 long it took.
 """
 
@@ -148,6 +148,23 @@ def ensure_slurm() -> BuiltImage:
     return ensure_image("metasched/slurm", CI_DIR / "slurm-cluster" / "image", base.tag, CRIU=criu.tag)
 
 
+TASK_CONTEXT = CI_DIR.parent / "containers" / "task"
+TASK_REPO = "metasched/task"
+
+
+TASK_ALIAS = f"{TASK_REPO}:latest"
+
+
+def ensure_task() -> BuiltImage:
+    """The test image for container tasks (containers/task), built FROM the base image.
+
+    Also tagged ``metasched/task:latest`` (the name examples/containers.toml uses).
+    """
+    built = ensure_image(TASK_REPO, TASK_CONTEXT, ensure_base().tag)
+    _run(["docker", "tag", built.tag, TASK_ALIAS], timeout=60)
+    return built
+
+
 def _report(name: str, built: BuiltImage) -> None:
     how = "cached" if built.cached else "built"
     print(f"image {name}: {built.tag} {how} in {built.seconds:.1f} s", flush=True)
@@ -159,10 +176,15 @@ def main(argv: list[str]) -> int:
     try:
         if what == "base":
             _report("base", ensure_base())
-        elif what in ("slurm", "all"):
+        elif what == "slurm":
             _report("slurm", ensure_slurm())
+        elif what == "task":
+            _report("task", ensure_task())
+        elif what == "all":
+            _report("slurm", ensure_slurm())
+            _report("task", ensure_task())
         else:
-            print(f"usage: images.py [base|slurm|all] (got {what!r})", file=sys.stderr)
+            print(f"usage: images.py [base|slurm|task|all] (got {what!r})", file=sys.stderr)
             return 2
     except ImageBuildError as exc:
         print(f"image build failed: {exc}", file=sys.stderr)

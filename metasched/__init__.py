@@ -32,6 +32,7 @@ _EXPORTS = {
     "FileStore": "metasched.data.stores",
     "RedisStore": "metasched.data.stores",
     "CommandResult": "metasched.records",
+    "Image": "metasched.records",
     "Checkpoint": "metasched.checkpoint.cooperative",
     "TaskState": "metasched.scheduler.states",
     "LocalSite": "site_agents.local",
@@ -48,6 +49,7 @@ __all__ = [
     "DependencyError",
     "EndpointStore",
     "FileStore",
+    "Image",
     "JournalError",
     "LocalSite",
     "MetaschedError",
@@ -85,7 +87,7 @@ if TYPE_CHECKING:
         WalltimeExceededError,
     )
     from metasched.futures import TaskFuture, as_completed, wait
-    from metasched.records import CommandResult
+    from metasched.records import CommandResult, Image
     from metasched.scheduler.states import TaskState
     from site_agents.local import LocalSite
     from site_agents.slurm.config import SlurmSite

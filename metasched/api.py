@@ -25,7 +25,7 @@ import sysconfig
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,8 @@ class Campaign:
         evict_intermediates: evict a stored result once all tasks consuming it are done (unless the
             task has ``keep=True``); off by default because a future's result would then stop
             resolving. Copies made for consumers at other sites are always evicted after use.
+        defaults: task options every task and command of this campaign gets unless it sets them
+            itself, e.g. ``{"retries": 2, "container": ms.Image("app:1.0")}`` (not ``name``).
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class Campaign:
         store: StoreSpec | None = None,
         data_threshold: int = DEFAULT_THRESHOLD,
         evict_intermediates: bool = False,
+        defaults: Mapping[str, Any] | None = None,
         _resume: bool = False,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -125,6 +128,10 @@ class Campaign:
             raise ConfigurationError(f"campaign {name!r}: data_threshold must not be negative.")
         self.data = DataSettings(home=store or home_store(name), threshold=data_threshold,
                                  evict_intermediates=evict_intermediates)
+        self.defaults = dict(defaults or {})
+        check_options(self.defaults, f"campaign {name!r} defaults")
+        if "name" in self.defaults:
+            raise ConfigurationError(f"campaign {name!r} defaults: 'name' names one task, not all of them.")
         self._resume = _resume
         self._futures: dict[TaskId, TaskFuture[Any]] = {}
         self._superseded: set[TaskId] = set()  # failed tasks that `retry` replaced
@@ -303,7 +310,8 @@ class Campaign:
         """Register a function as a task: ``@c.task`` or ``@c.task(cores=2)``.
 
         Options: cores, memory, gpus, walltime, nodes, retries, sites (allowed site names), tags
-        (dict), name.
+        (dict), name, keep, checkpoint, container (an ``ms.Image``: the function runs in the image's
+        Python, which must have this Python's major.minor version).
         """
         check_options(options, "task options")
 
@@ -325,6 +333,7 @@ class Campaign:
         """Submit a command task (an argv list, never a shell string); its result is a CommandResult.
 
         With check (the default) a non-zero exit status fails the task. `after` adds dependencies.
+        ``container=ms.Image(...)`` runs the argv inside that image (see docs/containers.md).
         """
         if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
             raise ConfigurationError(
@@ -364,6 +373,7 @@ class Campaign:
                  command: CommandSpec | None = None, task_id: TaskId | None = None,
                  inputs: tuple[DataRef, ...] = ()) -> TaskFuture[Any]:
         self._check_running()
+        options = {**self.defaults, **options}
         wanted = options.get("checkpoint")
         if wanted == "criu" and kind is not TaskKind.COMMAND:
             raise ConfigurationError(f"task {name!r}: checkpoint='criu' is for command tasks; a Python task "
@@ -380,6 +390,7 @@ class Campaign:
             depends_on=tuple(dict.fromkeys(deps)), function_digest=digest, payload=payload, command=command,
             inputs=inputs, keep=bool(options.get("keep", False)), checkpoint=options.get("checkpoint"),
             checkpoint_every_s=parse_walltime(options.get("checkpoint_every")),
+            container=options.get("container"),
         )
         return self._enqueue_spec(spec, blob)
 

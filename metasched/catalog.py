@@ -13,10 +13,14 @@ import tempfile
 from pathlib import Path
 
 
+def metasched_home() -> Path:
+    """Metasched's own directory: ``$METASCHED_HOME``, default ``~/.metasched``."""
+    return Path(os.environ.get("METASCHED_HOME") or Path.home() / ".metasched")
+
+
 def catalog_path() -> Path:
     """The catalog file."""
-    home = Path(os.environ.get("METASCHED_HOME", Path.home() / ".metasched"))
-    return home / "campaigns.json"
+    return metasched_home() / "campaigns.json"
 
 
 def known() -> dict[str, str]:

@@ -136,7 +136,7 @@ def run(
                 after=[futures[d] for d in loaded.dependencies[task.name]], name=task.name,
                 cores=m.cores, memory=m.memory, gpus=m.gpus, nodes=m.nodes, walltime=m.walltime,
                 retries=m.retries, sites=m.sites, tags=m.tags, checkpoint=m.checkpoint,
-                checkpoint_every=m.checkpoint_every,
+                checkpoint_every=m.checkpoint_every, container=m.image(),
             )
         return list(futures.values())
 

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from metasched.errors import ConfigurationError
+from metasched.records import Image
 
 
 class _Model(BaseModel):
@@ -92,6 +93,9 @@ class LocalSiteModel(_Model):
     max_inflight: int = Field(default=0, ge=0)
     max_pack: int = Field(default=32, ge=1)
     store: StoreModel | None = None
+    container_runtimes: list[Literal["docker"]] = Field(default_factory=list)
+    container_binds: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
+    work_dir: str = Field(default="", pattern=r"^(/.*)?$")
 
 
 class SlurmSiteModel(_Model):
@@ -125,6 +129,20 @@ class RangeModel(_Model):
     range: list[int] = Field(min_length=2, max_length=3)
 
 
+class ImageModel(_Model):
+    """``container = { name = "app:1", sif = "/shared/app.sif" }`` (a plain string is the name)."""
+
+    name: str = Field(min_length=1)
+    docker: str | None = None
+    sif: str | None = Field(default=None, pattern=r"^/")
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    python: str = "python3"
+
+
+def _image_shorthand(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
 class TaskModel(_Model):
     """A ``[[tasks]]`` entry: a command task, possibly swept into many."""
 
@@ -144,7 +162,18 @@ class TaskModel(_Model):
     depends_on: list[str] = Field(default_factory=list)
     checkpoint: Literal["criu"] | None = None
     checkpoint_every: int | float | str | None = None
+    container: Annotated[ImageModel, BeforeValidator(_image_shorthand)] | None = None
     sweep: dict[str, list[int | float | str] | RangeModel] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _criu_is_not_for_containers(self) -> TaskModel:
+        if self.container is not None and self.checkpoint == "criu":
+            raise ValueError("checkpoint = 'criu' cannot dump a container; drop one of container/checkpoint")
+        return self
+
+    def image(self) -> Image | None:
+        """The task's container image as an ``ms.Image``."""
+        return None if self.container is None else Image(**self.container.model_dump())
 
 
 class CampaignFile(_Model):

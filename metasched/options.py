@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from metasched.errors import ConfigurationError
-from metasched.records import Resources, parse_walltime
+from metasched.records import Image, Resources, parse_walltime
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
 
@@ -38,7 +38,7 @@ def resources_from(options: dict[str, Any]) -> Resources:
 
 TASK_OPTIONS = frozenset(
     {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name", "keep", "checkpoint",
-     "checkpoint_every"}
+     "checkpoint_every", "container"}
 )
 
 
@@ -56,6 +56,13 @@ def check_options(options: dict[str, Any], where: str) -> None:
     if options.get("checkpoint_every") is not None and checkpoint != "criu":
         raise ConfigurationError(f"{where}: checkpoint_every needs checkpoint='criu' (cooperative tasks save "
                                  "when they choose).")
+    container = options.get("container")
+    if container is not None and not isinstance(container, Image):
+        raise ConfigurationError(f"{where}: container must be an ms.Image(...), got {container!r}; e.g. "
+                                 "container=ms.Image('metasched/task:bookworm').")
+    if container is not None and options.get("checkpoint") == "criu":
+        raise ConfigurationError(f"{where}: checkpoint='criu' cannot dump a container; use "
+                                 "checkpoint='cooperative' (Python tasks) or run without a container.")
     retries = options.get("retries", 0)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f"{where}: retries must be a non-negative integer, got {retries!r}.")

@@ -29,6 +29,12 @@ def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
         return f"needs nodes={res.nodes}, offers {site.nodes}"
     if spec.checkpoint and f"checkpoint:{spec.checkpoint}" not in site.capabilities:
         return f"needs checkpoint={spec.checkpoint}, which this site does not offer"
+    if spec.container is not None:
+        wanted = spec.container.runtimes()
+        if not any(f"container:{runtime}" in site.capabilities for runtime in wanted):
+            offered = sorted(c.split(":", 1)[1] for c in site.capabilities if c.startswith("container:"))
+            return (f"needs a container runtime for image {spec.container.name!r} "
+                    f"({' or '.join(wanted)}), offers {', '.join(offered) or 'none'}")
     return None
 
 

@@ -153,7 +153,7 @@ def criu_check(site: SlurmSiteModel, runner: CommandRunner | None = None) -> Che
            "set checkpoint_dir to a writable directory at the same path on every site")
     if not site.checkpoint_dir:
         return Check(site=site.name, check="criu", passed=False, detail="no checkpoint_dir", fix=fix)
-    from site_agents.slurm.staging import stage_worker
+    from site_agents.staging import stage_worker
 
     directory = Path(site.shared_dir) / ".metasched" / "preflight" / uuid.uuid4().hex[:12]
     directory.mkdir(parents=True, exist_ok=True)

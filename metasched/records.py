@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, NewType, TypeVar
 
 from metasched.errors import ConfigurationError
@@ -45,6 +45,56 @@ class Resources:
                 raise ConfigurationError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.walltime_s is not None and self.walltime_s <= 0:
             raise ConfigurationError(f"walltime must be positive, got {self.walltime_s} s.")
+
+
+CONTAINER_RUNTIMES = ("docker", "apptainer")
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A container image a task runs in, named once for every runtime a site may offer.
+
+    Args:
+        name: what people call the image (e.g. ``"metasched/task:bookworm"``); also the Docker
+            reference when ``docker`` is not given.
+        docker: the image's reference on a Docker engine (tag or ``sha256:`` id); sites with runtime
+            "docker" run it (never pulled: images must be on the engine, no registry is assumed).
+        sif: an Apptainer image, a ``.sif`` file or a sandbox directory, at a path the compute nodes of
+            sites with runtime "apptainer" can read.
+        digest: when given, the Docker image's id (``sha256:...``) must be this one, else the task
+            fails before it runs.
+        python: the Python inside the image that runs Python function tasks (it must have the
+            driver's major.minor version; that is checked before the task runs).
+    """
+
+    name: str
+    _: KW_ONLY
+    docker: str | None = None
+    sif: str | None = None
+    digest: str | None = None
+    python: str = "python3"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigurationError("Image needs a name.")
+        if self.digest is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", self.digest):
+            raise ConfigurationError(f"Image {self.name!r}: digest must be 'sha256:' and 64 hex digits, "
+                                     f"got {self.digest!r}.")
+        if self.sif is not None and not self.sif.startswith("/"):
+            raise ConfigurationError(f"Image {self.name!r}: sif must be an absolute path on the compute "
+                                     f"nodes, got {self.sif!r}.")
+
+    def source(self, runtime: str) -> str | None:
+        """What `runtime` runs for this image, or None if the image has nothing for it."""
+        if runtime == "docker":
+            return self.docker or (self.name if self.sif is None else None)
+        if runtime == "apptainer":
+            return self.sif
+        return None
+
+    def runtimes(self) -> tuple[str, ...]:
+        """The runtimes this image can be run by."""
+        return tuple(r for r in CONTAINER_RUNTIMES if self.source(r) is not None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +143,7 @@ class TaskSpec:
     keep: bool = False
     checkpoint: str | None = None  # "criu" (command tasks) or "cooperative" (Python tasks with a ckpt)
     checkpoint_every_s: float | None = None  # CRIU restart points taken this often while the task runs
+    container: Image | None = None  # run inside this image (the site must offer a runtime it has)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,17 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
+from metasched.catalog import metasched_home
 from metasched.data.stores import StoreSpec
-from metasched.errors import SiteAgentError
+from metasched.errors import ConfigurationError, SiteAgentError
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskKind, TaskOutcome
 from metasched.worker import run_packed
 from site_agents.base import AttemptUpdate, Submission
+from site_agents.containers import container_name, remove_containers, run_in_docker
+from site_agents.staging import stage_worker
 
 _DURATION_SMOOTHING = 0.2
 
@@ -39,6 +43,13 @@ class LocalSite:
         max_pack: the most short function attempts that may share one Ray task (1 turns packing off).
         store: where results bigger than the campaign's data threshold go; default the campaign's
             own store (``Campaign(store=...)``), which the driver on this machine reads directly.
+        container_runtimes: the container runtimes the site offers to tasks with ``container=``:
+            ``("docker",)`` runs them on this machine's Docker engine (see docs/containers.md).
+        work_dir: where container attempts keep their directory and logs; default
+            ``$METASCHED_HOME/sites/<name>``.
+        container_binds: more directories mounted (read-write, at the same path) into every container,
+            e.g. a data directory the tasks read; the attempt's directory, its working directory and
+            the file stores are always mounted.
     """
 
     kind: ClassVar[str] = "local"
@@ -50,8 +61,24 @@ class LocalSite:
     max_inflight: int = 0
     max_pack: int = 32
     store: StoreSpec | None = None
+    container_runtimes: tuple[str, ...] = ()
+    work_dir: str = ""
+    container_binds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        runtimes = tuple(self.container_runtimes)
+        if any(r != "docker" for r in runtimes):
+            raise ConfigurationError(f"local site {self.name}: container_runtimes may only contain 'docker', "
+                                     f"got {list(runtimes)} (Apptainer runs on Slurm sites).")
+        object.__setattr__(self, "container_runtimes", runtimes)
+        binds = tuple(os.fspath(b) for b in self.container_binds)
+        relative = [b for b in binds if not os.path.isabs(b)]
+        if relative:
+            raise ConfigurationError(f"local site {self.name}: container_binds must be absolute paths, got "
+                                     f"{relative}.")
+        object.__setattr__(self, "container_binds", binds)
+        if not self.work_dir:
+            object.__setattr__(self, "work_dir", str(metasched_home() / "sites" / self.name))
         if self.cores == 0:
             object.__setattr__(self, "cores", os.cpu_count() or 1)
         if self.memory_mb == 0:
@@ -73,6 +100,7 @@ class _Pack:
     attempt_ids: list[AttemptId]
     submitted_at: float
     cancelled: set[AttemptId] = field(default_factory=set)
+    container: bool = False  # one attempt run by run_in_docker (its answer is one pickled outcome)
 
 
 class LocalAgent:
@@ -94,6 +122,8 @@ class LocalAgent:
         self._remote: Any = None
         self._remotes: dict[tuple[int, int], Any] = {}
         self._ray: Any = None
+        self._docker_remote: Any = None
+        self._pythonpath = ""
         self._mean_run_s: float | None = None
 
     @property
@@ -115,11 +145,32 @@ class LocalAgent:
                 site=self.config.name,
             )
         self._remote = ray.remote(max_retries=0, num_cpus=0)(run_packed)
+        if self.config.container_runtimes:
+            self._start_docker()
+
+    def _start_docker(self) -> None:
+        import docker
+
+        try:
+            client = docker.from_env(timeout=30)
+            client.ping()
+            client.close()
+        except docker.errors.DockerException as exc:
+            raise SiteAgentError(
+                f"local site {self.config.name!r} offers container runtime docker, but the Docker engine "
+                f"does not answer ({exc}). Start it (make engine) or drop container_runtimes.",
+                site=self.config.name) from exc
+        Path(self.config.work_dir).mkdir(parents=True, exist_ok=True)
+        self._pythonpath = str(stage_worker(self.config.work_dir))
+        self._docker_remote = self._ray.remote(max_retries=0, num_cpus=0)(run_in_docker)
 
     def submit(self, submissions: Sequence[Submission]) -> None:
         """Start Ray tasks for these attempts, packing short function tasks."""
         groups: dict[tuple[int, int, bool], list[Submission]] = defaultdict(list)
         for sub in submissions:
+            if sub.spec.container is not None:
+                self._submit_container(sub)
+                continue
             res = sub.spec.resources
             groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
         now = time.monotonic()
@@ -135,6 +186,16 @@ class LocalAgent:
                 self._packs[ref] = _Pack(attempt_ids=[s.attempt_id for s in chunk], submitted_at=now)
                 for s in chunk:
                     self._by_attempt[s.attempt_id] = ref
+
+    def _submit_container(self, sub: Submission) -> None:
+        res = sub.spec.resources
+        remote = self._docker_remote.options(resources={self.config.ray_resource: float(res.cores)})
+        ref = remote.remote(pickle.dumps(
+            (self.config.name, sub.attempt_id, sub.spec, sub.function, sub.dependency_results, sub.data,
+             self.config.work_dir, self._pythonpath, self.config.container_binds),
+            protocol=pickle.HIGHEST_PROTOCOL))
+        self._packs[ref] = _Pack(attempt_ids=[sub.attempt_id], submitted_at=time.monotonic(), container=True)
+        self._by_attempt[sub.attempt_id] = ref
 
     def _pack_size(self, count: int) -> int:
         if self._mean_run_s is None or self._mean_run_s >= self.PACK_BELOW_S:
@@ -170,10 +231,15 @@ class LocalAgent:
     def _collect(self, ref: Any, pack: _Pack) -> list[AttemptUpdate]:
         ray = self._ray
         try:
+            if pack.container:
+                outcome: TaskOutcome = pickle.loads(ray.get(ref))
+                return [AttemptUpdate(attempt_id=pack.attempt_ids[0], outcome=outcome)]
             results: list[tuple[AttemptId, TaskOutcome, float]] = pickle.loads(ray.get(ref))
         except ray.exceptions.TaskCancelledError:
+            self._remove_orphan(pack)
             return [self._interrupted(a, pack, "cancelled") for a in pack.attempt_ids]
         except ray.exceptions.RayError as exc:  # worker died, node lost, object lost
+            self._remove_orphan(pack)
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             return [self._interrupted(a, pack, reason) for a in pack.attempt_ids]
         for _, _, run_s in results:
@@ -182,6 +248,11 @@ class LocalAgent:
             else:
                 self._mean_run_s += _DURATION_SMOOTHING * (run_s - self._mean_run_s)
         return [AttemptUpdate(attempt_id=a, outcome=outcome) for a, outcome, _ in results]
+
+    def _remove_orphan(self, pack: _Pack) -> None:
+        """A container whose worker died (cancel is asynchronous: it may have started it meanwhile)."""
+        if pack.container:
+            remove_containers([container_name(self.config.name, a) for a in pack.attempt_ids])
 
     @staticmethod
     def _interrupted(attempt_id: AttemptId, pack: _Pack, reason: str) -> AttemptUpdate:
@@ -194,12 +265,19 @@ class LocalAgent:
                              outcome=TaskOutcome(lost=True, charge_retry=charge, detail=reason))
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
-        """Force-cancel the Ray tasks of these attempts (kills their worker processes if running)."""
+        """Force-cancel the Ray tasks of these attempts (kills their worker processes if running).
+
+        A container outlives its killed worker: it is removed by name.
+        """
+        containers = []
         for attempt_id in attempt_ids:
             ref = self._by_attempt.get(attempt_id)
             if ref is not None:
                 self._packs[ref].cancelled.add(attempt_id)
                 self._ray.cancel(ref, force=True)
+                if self._packs[ref].container:
+                    containers.append(container_name(self.config.name, attempt_id))
+        remove_containers(containers)
 
     def load(self) -> SiteLoad:
         """Capacity from the configuration; wait estimated from recent attempt run times."""
@@ -215,6 +293,7 @@ class LocalAgent:
             inflight=inflight,
             max_inflight=self.config.max_inflight,
             est_wait_s=backlog * (self._mean_run_s or 0.0) / self.config.cores,
+            capabilities=frozenset(f"container:{r}" for r in self.config.container_runtimes),
         )
 
     def close(self) -> None:
@@ -222,5 +301,7 @@ class LocalAgent:
         if self._ray is not None:
             for ref in list(self._packs):
                 self._ray.cancel(ref, force=True)
+        remove_containers([container_name(self.config.name, a) for ref, pack in self._packs.items()
+                           if pack.container for a in pack.attempt_ids])
         self._packs.clear()
         self._by_attempt.clear()

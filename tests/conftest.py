@@ -89,6 +89,17 @@ def ray_local() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def task_image() -> str:
+    """The tag of containers/task on this machine's Docker engine (built if missing); skip with why."""
+    reason = _docker_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    import images  # ci/images.py
+
+    return images.ensure_task().tag
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real Redis (Debian's redis-server) on 127.0.0.1 and a free port; yields the port."""
     from tests.integration.processes import free_port, wait_for_port

@@ -6,11 +6,10 @@ producing side's store and travel as ``DataRef``s (small records); tasks receive
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from metasched.catalog import metasched_home
 from metasched.data.objects import DataContext, DataRef, decode_ref, encode_ref, proxy_for, put_blob
 from metasched.data.stores import EndpointStore, FileStore, RedisStore, StoreSpec
 
@@ -40,8 +39,7 @@ class DataSettings:
 
 def home_store(campaign: str) -> FileStore:
     """The default store of the driver and of local sites: ``$METASCHED_HOME/data/<campaign>``."""
-    root = Path(os.environ.get("METASCHED_HOME") or Path.home() / ".metasched")
-    return FileStore(str((root / "data" / campaign).resolve()))
+    return FileStore(str((metasched_home() / "data" / campaign).resolve()))
 
 
 def site_store(config: Any, home: StoreSpec) -> StoreSpec:

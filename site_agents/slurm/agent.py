@@ -39,7 +39,7 @@ from site_agents.runner import CommandOutput, CommandRunner
 from site_agents.slurm import commands, parsers
 from site_agents.slurm.config import SlurmSite
 from site_agents.slurm.parsers import JobState
-from site_agents.slurm.staging import stage_worker
+from site_agents.staging import stage_worker
 
 log = logging.getLogger(__name__)
 _UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",

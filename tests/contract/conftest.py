@@ -1,7 +1,9 @@
 """The contract every site kind must satisfy, run through the public API against real sites.
 
-`site_campaign` is parametrized over site kinds: `local` (Ray on this machine) and `slurm-batch`
-(the containerized Slurm site alpha, one job per attempt). Later site kinds add a parameter here.
+`site_campaign` is parametrized over site kinds: `local` (Ray on this machine), `local-docker` (the
+same site running every task in the containers/task image on the Docker engine: the container variant)
+and `slurm-batch` (the containerized Slurm site alpha, one job per attempt). Later site kinds add a
+parameter here.
 `workdir` is a directory the site's tasks can see (for Slurm: inside the site's shared filesystem).
 """
 
@@ -19,7 +21,8 @@ import pytest
 import metasched as ms
 
 _names = itertools.count()
-SITE_KINDS = ["local", pytest.param("slurm-batch", marks=pytest.mark.slurm)]
+SITE_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker),
+              pytest.param("slurm-batch", marks=pytest.mark.slurm)]
 
 
 @dataclass
@@ -33,8 +36,15 @@ class SiteUnderTest:
 def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTest]:
     request.getfixturevalue("ray_local")
     kind = request.param
+    defaults: dict[str, object] = {}
     if kind == "local":
         sites: list[object] = [ms.LocalSite("local", cores=2)]
+        workdir = tmp_path
+    elif kind == "local-docker":
+        image = request.getfixturevalue("task_image")
+        sites = [ms.LocalSite("local", cores=2, container_runtimes=("docker",),
+                              container_binds=(str(tmp_path),), work_dir=str(tmp_path / "site"))]
+        defaults = {"container": ms.Image(image)}
         workdir = tmp_path
     else:
         alpha = request.getfixturevalue("alpha")
@@ -43,5 +53,5 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         workdir = Path(alpha.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
     name = f"contract-{os.getpid()}-{next(_names)}"
-    with ms.Campaign(name, sites=sites, journal=tmp_path / "c.db") as campaign:
+    with ms.Campaign(name, sites=sites, journal=tmp_path / "c.db", defaults=defaults) as campaign:
         yield SiteUnderTest(kind=kind, campaign=campaign, workdir=workdir)

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from metasched.errors import PlacementError
+from metasched.errors import ConfigurationError, PlacementError
+from metasched.options import check_options
 from metasched.placement import DefaultPolicy, RoundRobinPolicy, feasible_sites, policy_named
-from metasched.records import Resources, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
+from metasched.records import Image, Resources, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
 
 
 def load(name: str, *, cores: int = 8, gpus: int = 0, inflight: int = 0, max_inflight: int = 10,
@@ -61,3 +62,38 @@ def test_checkpointable_tasks_only_go_where_the_backend_is_offered() -> None:
     assert [s.site for s in feasible_sites(criu, [plain, able])] == ["able"]
     with pytest.raises(PlacementError, match="needs checkpoint=criu"):
         feasible_sites(criu, [plain])
+
+
+def test_container_tasks_only_go_where_a_runtime_of_their_image_is_offered() -> None:
+    def with_image(image: Image) -> TaskSpec:
+        return TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND, resources=Resources(),
+                        container=image)
+
+    def offering(name: str, *runtimes: str) -> SiteLoad:
+        return SiteLoad(site=SiteName(name), total_cores=8, max_cores_per_task=8, max_memory_mb=16000, gpus=0,
+                        nodes=1, inflight=0, max_inflight=10,
+                        capabilities=frozenset(f"container:{r}" for r in runtimes))
+
+    sites = [load("plain"), offering("dock", "docker"), offering("hpc", "apptainer")]
+    assert [s.site for s in feasible_sites(with_image(Image("app:1")), sites)] == ["dock"]
+    both = Image("app:1", docker="app:1", sif="/images/app.sif")
+    assert [s.site for s in feasible_sites(with_image(both), sites)] == ["dock", "hpc"]
+    sif_only = Image("app", sif="/images/app.sif")
+    with pytest.raises(PlacementError) as excinfo:
+        feasible_sites(with_image(sif_only), [load("plain"), offering("dock", "docker")])
+    assert "plain: needs a container runtime for image 'app' (apptainer), offers none" in str(excinfo.value)
+    assert "dock: needs a container runtime for image 'app' (apptainer), offers docker" in str(excinfo.value)
+
+
+def test_image_records_validate_and_name_their_sources() -> None:
+    assert Image("app:1").source("docker") == "app:1"
+    assert Image("app:1").source("apptainer") is None
+    assert Image("app", sif="/i/app.sif").runtimes() == ("apptainer",)
+    with pytest.raises(ConfigurationError, match="digest must be 'sha256:'"):
+        Image("app", digest="md5:abc")
+    with pytest.raises(ConfigurationError, match="sif must be an absolute path"):
+        Image("app", sif="app.sif")
+    with pytest.raises(ConfigurationError, match="container must be an ms.Image"):
+        check_options({"container": "app:1"}, "task options")
+    with pytest.raises(ConfigurationError, match="checkpoint='criu' cannot dump a container"):
+        check_options({"container": Image("app:1"), "checkpoint": "criu"}, "command 'x'")

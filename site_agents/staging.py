@@ -1,4 +1,4 @@
-"""What compute nodes import metasched's worker from: a copy in the site's shared filesystem.
+"""What compute nodes (and containers) import metasched's worker from: a copy in a shared directory.
 
 The copy holds metasched, site_agents and the libraries the worker imports, taken from this machine's
 environment (pure Python, or CPython 3.11 extension modules that load on any Linux x86_64 CPython
