@@ -5,8 +5,8 @@ the parent tag, Dockerfile and build context for the others), so a second run fi
 build. Debian package versions inside an image are whatever the mirror served when it was built; delete
 the image (``docker rmi``) to force a rebuild.
 
-Usage: ``python ci/images.py [base|slurm|task|all]`` prints each image's tag, whether it was cached, and how
-long it took.
+Usage: ``python ci/images.py [base|slurm|task|slurm-sid|all]`` prints each image's tag, whether it was
+cached, and how long it took.
 """
 
 from __future__ import annotations
@@ -40,6 +40,20 @@ CRIU_ARGV_TEMPLATE = (
     "mmdebstrap",
     "--variant=extract",
     "--include=criu",
+    "--aptopt=Acquire::Check-Valid-Until \"false\"",
+    "--quiet",
+    "sid",
+    "{tar}",
+    MIRROR,
+)
+
+
+# Slurm 26.05 and Apptainer 1.4.5 from sid (Apptainer needs sid's glibc): the image of Apptainer sites.
+SID_SLURM_ARGV_TEMPLATE = (
+    "mmdebstrap",
+    "--variant=minbase",
+    "--include=ca-certificates,slurmctld,slurmd,slurm-client,munge,python3,procps,apptainer,squashfs-tools,"
+    "squashfuse,fuse2fs",
     "--aptopt=Acquire::Check-Valid-Until \"false\"",
     "--quiet",
     "sid",
@@ -125,14 +139,16 @@ def _ensure_imported(tag: str, argv_template: tuple[str, ...], *, min_bytes: int
     return BuiltImage(tag=tag, cached=False, seconds=time.monotonic() - start)
 
 
-def ensure_image(repo: str, context: Path, parent: str, **build_args: str) -> BuiltImage:
-    """Build ``context``'s Dockerfile FROM ``parent`` (build arg BASE, plus `build_args`), unless cached."""
+def ensure_image(repo: str, context: Path, parent: str, *, dockerfile: str = "Dockerfile",
+                 **build_args: str) -> BuiltImage:
+    """Build ``context``'s `dockerfile` FROM ``parent`` (build arg BASE, plus `build_args`), unless cached."""
     extra = [f"{k}={v}" for k, v in sorted(build_args.items())]
-    tag = f"{repo}:{context_digest(context, parent, *extra)}"
+    tag = f"{repo}:{context_digest(context, parent, dockerfile, *extra)}"
     start = time.monotonic()
     if image_exists(tag):
         return BuiltImage(tag=tag, cached=True, seconds=time.monotonic() - start)
-    argv = ["docker", "build", "--network", "host", "--build-arg", f"BASE={parent}"]
+    argv = ["docker", "build", "--network", "host", "--file", str(context / dockerfile),
+            "--build-arg", f"BASE={parent}"]
     for arg in extra:
         argv += ["--build-arg", arg]
     _run([*argv, "--tag", tag, str(context)])
@@ -146,6 +162,15 @@ def ensure_slurm() -> BuiltImage:
     criu = ensure_criu()
     _report("criu", criu)
     return ensure_image("metasched/slurm", CI_DIR / "slurm-cluster" / "image", base.tag, CRIU=criu.tag)
+
+
+def ensure_slurm_sid() -> BuiltImage:
+    """The sid Slurm image: the packages come with the bootstrap; the Dockerfile adds the entrypoint."""
+    root = _ensure_imported(f"metasched/sid-slurm-root:{_digest(' '.join(SID_SLURM_ARGV_TEMPLATE).encode())}",
+                            SID_SLURM_ARGV_TEMPLATE, min_bytes=100_000_000)
+    _report("sid root", root)
+    return ensure_image("metasched/slurm-sid", CI_DIR / "slurm-cluster" / "image", root.tag,
+                        dockerfile="Dockerfile.sid")
 
 
 TASK_CONTEXT = CI_DIR.parent / "containers" / "task"
@@ -165,6 +190,33 @@ def ensure_task() -> BuiltImage:
     return built
 
 
+def ensure_sif(docker_tag: str, directory: Path) -> BuiltImage:
+    """An Apptainer SIF of a Docker image, built from its `docker save` archive (no registry), cached.
+
+    The SIF is ``<directory>/<repo>-<tag>.sif``; the build runs ``apptainer build`` in a throw-away
+    container of the sid Slurm image (Apptainer needs sid's glibc), with /dev/fuse and SYS_ADMIN.
+    """
+    start = time.monotonic()
+    sif = directory / (docker_tag.replace("/", "-").replace(":", "-") + ".sif")
+    if sif.exists():
+        return BuiltImage(tag=str(sif), cached=True, seconds=time.monotonic() - start)
+    builder = ensure_slurm_sid().tag
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = sif.with_suffix(".tar")
+    partial = sif.with_suffix(".sif.partial")
+    try:
+        _run(["docker", "save", docker_tag, "--output", str(archive)])
+        _run(["docker", "run", "--rm", "--network", "host", "--security-opt", "seccomp=unconfined",
+              "--cap-add", "SYS_ADMIN", "--device", "/dev/fuse", "--volume", f"{directory}:{directory}",
+              "--entrypoint", "apptainer", builder, "--quiet", "build", "--force", str(partial),
+              f"docker-archive://{archive}"])
+        partial.rename(sif)
+    finally:
+        archive.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return BuiltImage(tag=str(sif), cached=False, seconds=time.monotonic() - start)
+
+
 def _report(name: str, built: BuiltImage) -> None:
     how = "cached" if built.cached else "built"
     print(f"image {name}: {built.tag} {how} in {built.seconds:.1f} s", flush=True)
@@ -180,11 +232,14 @@ def main(argv: list[str]) -> int:
             _report("slurm", ensure_slurm())
         elif what == "task":
             _report("task", ensure_task())
+        elif what == "slurm-sid":
+            _report("slurm-sid", ensure_slurm_sid())
         elif what == "all":
             _report("slurm", ensure_slurm())
             _report("task", ensure_task())
+            _report("slurm-sid", ensure_slurm_sid())
         else:
-            print(f"usage: images.py [base|slurm|task|all] (got {what!r})", file=sys.stderr)
+            print(f"usage: images.py [base|slurm|task|slurm-sid|all] (got {what!r})", file=sys.stderr)
             return 2
     except ImageBuildError as exc:
         print(f"image build failed: {exc}", file=sys.stderr)

@@ -118,6 +118,9 @@ class SlurmSiteModel(_Model):
     store: StoreModel | None = None
     checkpoint_dir: str | None = Field(default=None, pattern=r"^/")
     criu: str = "criu"
+    login: list[str] = Field(default_factory=list)
+    container_runtimes: list[Literal["apptainer"]] = Field(default_factory=list)
+    apptainer: list[str] = Field(default_factory=lambda: ["apptainer", "--quiet", "exec"], min_length=1)
 
 
 SiteModel = Annotated[LocalSiteModel | SlurmSiteModel, Field(discriminator="kind")]

@@ -56,11 +56,11 @@ def _slurm(site: SlurmSiteModel) -> Iterator[Check]:
         yield Check(site=name, check="slurm_conf", passed=False, detail=f"{site.slurm_conf} does not exist",
                     fix="point slurm_conf at the cluster's slurm.conf")
         return
-    if shutil.which("sinfo") is None:
+    if not site.login and shutil.which("sinfo") is None:
         yield Check(site=name, check="client", passed=False, detail="no Slurm client (sinfo) on PATH",
-                    fix="install the Slurm client of the cluster's release on this machine")
+                    fix="install the Slurm client of the cluster's release on this machine, or set login")
         return
-    runner = CommandRunner(site=name, env={"SLURM_CONF": site.slurm_conf}, timeout_s=30)
+    runner = CommandRunner(site=name, env={"SLURM_CONF": site.slurm_conf}, timeout_s=30, login=site.login)
     try:
         out = runner.run(["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%T"])
     except SiteAgentError as exc:
@@ -148,7 +148,8 @@ def criu_check(site: SlurmSiteModel, runner: CommandRunner | None = None) -> Che
     It runs metasched's own checkpoint code (``criu_job --check``) on a compute node, in the site's
     ``checkpoint_dir``, so it fails for every reason a checkpointable task would.
     """
-    runner = runner or CommandRunner(site=site.name, env={"SLURM_CONF": site.slurm_conf}, timeout_s=30)
+    runner = runner or CommandRunner(site=site.name, env={"SLURM_CONF": site.slurm_conf}, timeout_s=30,
+                                     login=site.login)
     fix = ("install CRIU >= 4.1 on the nodes (or set the site's criu), let jobs have CAP_SYS_ADMIN, and "
            "set checkpoint_dir to a writable directory at the same path on every site")
     if not site.checkpoint_dir:

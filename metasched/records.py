@@ -55,8 +55,8 @@ class Image:
     """A container image a task runs in, named once for every runtime a site may offer.
 
     Args:
-        name: what people call the image (e.g. ``"metasched/task:bookworm"``); also the Docker
-            reference when ``docker`` is not given.
+        name: what people call the image (e.g. ``"metasched/task:bookworm"``); also its Docker
+            reference when neither ``docker`` nor ``sif`` is given.
         docker: the image's reference on a Docker engine (tag or ``sha256:`` id); sites with runtime
             "docker" run it (never pulled: images must be on the engine, no registry is assumed).
         sif: an Apptainer image, a ``.sif`` file or a sandbox directory, at a path the compute nodes of

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metasched.data.objects import DataContext
-from metasched.data.stores import FileStore
+from metasched.data.objects import DataContext, store_paths
 from metasched.records import RemoteFailure, TaskId, TaskKind, TaskOutcome, TaskSpec
 from metasched.worker import command_outcome, read_outcome, store_if_big, write_attempt
 
@@ -131,11 +130,9 @@ def _mounts(spec: TaskSpec, data: DataContext | None, directory: Path, pythonpat
     paths[str(directory)] = "rw"
     if spec.command is not None and spec.command.cwd:
         paths[spec.command.cwd] = "rw"
-    if data is not None:
-        for store in [data.store, *(ref.store for ref in data.inputs.values())]:
-            if isinstance(store, FileStore):
-                Path(store.path).mkdir(parents=True, exist_ok=True)
-                paths[store.path] = "rw"
+    for path in store_paths(data):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        paths[path] = "rw"
     if spec.kind is TaskKind.FUNCTION:
         paths[pythonpath] = "ro"
     return {path: {"bind": path, "mode": mode} for path, mode in paths.items()}
@@ -154,8 +151,12 @@ def _check_python(client: Any, image: Any, python: str, name: str) -> None:
         _python_versions[key] = out.decode().strip()
     have = _python_versions[key]
     if have != want:
-        raise ContainerProblem(
-            f"image {name!r} has Python {have} ({python}), but this campaign's driver runs Python {want}: a "
+        raise ContainerProblem(python_mismatch(name, have=have, python=python, want=want))
+
+
+def python_mismatch(name: str, *, have: str, python: str, want: str) -> str:
+    """What to tell the user when image `name`'s Python is not the driver's (any runtime)."""
+    return (f"image {name!r} has Python {have} ({python}), but this campaign's driver runs Python {want}: a "
             f"function pickled by {want} cannot be loaded by {have}. Use an image with Python {want}, set "
             "Image(python=...) to one, or run the work as a command task.")
 

@@ -42,13 +42,21 @@ BASE_ENV_KEYS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMP
 
 
 class CommandRunner:
-    """Runs argv lists with a small base environment plus `env`, a timeout, and counts per program."""
+    """Runs argv lists with a small base environment plus `env`, a timeout, and counts per program.
 
-    def __init__(self, *, site: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> None:
+    With a `login` prefix (an argv that runs the rest of its argv as given, e.g. ``docker exec -i
+    CONTAINER``: the site's login node), each command runs as ``[*login, "env", *env, *argv]``, so the
+    site's own client programs and `env` are used there.
+    """
+
+    def __init__(self, *, site: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0,
+                 login: Sequence[str] = ()) -> None:
         self.site = site
         base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
         self.env = {**base, **(env or {})}
         self.timeout_s = timeout_s
+        self.login = tuple(login)
+        self._forwarded = [f"{key}={value}" for key, value in (env or {}).items()]
         self.calls: Counter[str] = Counter()
 
     def run(self, argv: Sequence[str], *, timeout_s: float | None = None, input_text: str | None = None
@@ -56,9 +64,10 @@ class CommandRunner:
         """Run `argv` (never through a shell) and return its output; raise only if it could not run."""
         program = os.path.basename(argv[0])
         self.calls[program] += 1
+        full = [*self.login, "env", *self._forwarded, *argv] if self.login else list(argv)
         try:
             proc = subprocess.run(
-                list(argv), capture_output=True, text=True, env=self.env,
+                full, capture_output=True, text=True, env=self.env,
                 timeout=timeout_s or self.timeout_s, input=input_text, check=False,
             )
         except subprocess.TimeoutExpired as exc:

@@ -100,6 +100,26 @@ def task_image() -> str:
 
 
 @pytest.fixture(scope="session")
+def delta() -> Iterator[slurmsite.SiteInfo]:
+    """The site `delta`: Slurm 26.05 with Apptainer (sid image); its client runs in its controller."""
+    reason = _docker_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    info = slurmsite.up("delta", fresh=True, flavor="sid")
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        slurmsite.down("delta")
+
+
+@pytest.fixture(scope="session")
+def task_sif(task_image: str, delta: slurmsite.SiteInfo) -> str:
+    """containers/task as a SIF where delta's nodes read it (built from `docker save`, cached by tag)."""
+    import images  # ci/images.py
+
+    return images.ensure_sif(task_image, Path(delta.directory) / "images").tag
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real Redis (Debian's redis-server) on 127.0.0.1 and a free port; yields the port."""
     from tests.integration.processes import free_port, wait_for_port

@@ -71,6 +71,7 @@ class SiteInfo:
     image: str
     min_job_age: int = 300
     slurmd_timeout: int = 300
+    flavor: str = "bookworm"  # or "sid": Slurm 26.05 + Apptainer, reached through its controller container
 
     @property
     def nodes(self) -> list[str]:
@@ -80,6 +81,20 @@ class SiteInfo:
     def client_env(self) -> dict[str, str]:
         """The environment for a host Slurm command aimed at this site (os.environ + SLURM_CONF)."""
         return {**os.environ, "SLURM_CONF": self.slurm_conf}
+
+    @property
+    def login(self) -> list[str]:
+        """The argv prefix that runs this site's Slurm client: none (the host's 22.05 client) for bookworm
+        sites; the controller container for sid sites (a 22.05 client cannot talk to Slurm 26.05)."""
+        if self.flavor == "bookworm":
+            return []
+        return ["docker", "exec", "-i", _container_name(self.name, "controller")]
+
+    def client(self, argv: list[str]) -> list[str]:
+        """The full argv of a Slurm client command for this site (with SLURM_CONF set where it runs)."""
+        if not self.login:
+            return argv
+        return [*self.login, "env", f"SLURM_CONF={self.slurm_conf}", *argv]
 
     @classmethod
     def load(cls, path: Path) -> SiteInfo:
@@ -243,6 +258,8 @@ def _start_container(info: SiteInfo, role: str, *args: str) -> None:
         "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
         # the same absolute path on every site, for checkpointed tasks' working directories
         "--volume", f"{info.directory}/scratch:{SCRATCH}",
+        # Apptainer mounts SIF images with squashfuse (in a user namespace: `exec --userns`)
+        *(["--device", "/dev/fuse"] if info.flavor == "sid" else []),
     ]
     _run(
         [
@@ -270,7 +287,8 @@ def _log_tail(info: SiteInfo, lines: int = 25) -> str:
 
 
 def _idle_nodes(info: SiteInfo) -> list[str]:
-    proc = _run(["sinfo", "--noheader", "--Node", "--format=%N %t"], env=info.client_env(), check=False)
+    proc = _run(info.client(["sinfo", "--noheader", "--Node", "--format=%N %t"]), env=info.client_env(),
+                check=False)
     if proc.returncode != 0:
         return []
     return [line.split()[0] for line in proc.stdout.splitlines() if line.split()[1:] == ["idle"]]
@@ -290,14 +308,15 @@ def wait_ready(info: SiteInfo, timeout: float = READY_TIMEOUT_S) -> float:
         time.sleep(0.5)
         idle = _idle_nodes(info)
     probe = _run(
-        ["sbatch", "--parsable", "--job-name=metasched-ready", "--output=/dev/null", "--wrap", "true"],
-        env=info.client_env(), check=False,
+        info.client(["sbatch", "--parsable", "--job-name=metasched-ready", "--output=/dev/null", "--wrap",
+                     "true"]), env=info.client_env(), check=False,
     )
     job_id = probe.stdout.strip().split(";")[0]
     state = "NOT SUBMITTED"
     while probe.returncode == 0 and time.monotonic() < deadline:
         # Poll quickly ourselves: `sbatch --wait` backs off to ~10 s between checks.
-        shown = _run(["scontrol", "--oneliner", "show", "job", job_id], env=info.client_env(), check=False)
+        shown = _run(info.client(["scontrol", "--oneliner", "show", "job", job_id]), env=info.client_env(),
+                     check=False)
         found = re.search(r"\bJobState=(\S+)", shown.stdout)
         state = found.group(1) if found else "UNKNOWN"
         if state == "COMPLETED":
@@ -309,30 +328,33 @@ def wait_ready(info: SiteInfo, timeout: float = READY_TIMEOUT_S) -> float:
         f"site {info.name!r}: the readiness job did not complete (sbatch exit {probe.returncode}, "
         f"state {state}): {probe.stderr.strip()}\n{_log_tail(info)}"
     )
-    return time.monotonic() - start
 
 
 def repair(info: SiteInfo) -> float:
     """What an admin does after a controller crash: cancel every job, resume drained nodes, wait ready."""
     env = info.client_env()
-    _run(["scancel", f"--user={getpass.getuser()}"], env=env, check=False)
-    nodes = _run(["sinfo", "--noheader", "--Node", "--format=%N %t"], env=env, check=False)
+    _run(info.client(["scancel", f"--user={getpass.getuser()}"]), env=env, check=False)
+    nodes = _run(info.client(["sinfo", "--noheader", "--Node", "--format=%N %t"]), env=env, check=False)
     for line in nodes.stdout.splitlines():
         node, state = (line.split() + [""])[:2]
         if state.rstrip("*~#!%$@^-+") in ("drain", "drng", "down", "fail", "failg"):
-            _run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=env, check=False)
+            _run(info.client(["scontrol", "update", f"NodeName={node}", "State=RESUME"]), env=env,
+                 check=False)
     return wait_ready(info)
 
 
 def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh: bool = False,
-       min_job_age: int = 300, slurmd_timeout: int = 300) -> SiteInfo:
+       min_job_age: int = 300, slurmd_timeout: int = 300, flavor: str = "bookworm") -> SiteInfo:
     """Bring a site up (or confirm it is up) and return its description once a job can run.
 
     `min_job_age` (how long finished jobs stay in squeue) and `slurmd_timeout` (how soon a silent node
-    is declared down) can be shortened for fault-injection tests.
+    is declared down) can be shortened for fault-injection tests. `flavor` "sid" makes a Slurm 26.05
+    site whose nodes run Apptainer (its client runs in the controller container: see SiteInfo.login).
     """
     directory = _site_dir(name)
-    image = images.ensure_slurm().tag
+    if flavor not in ("bookworm", "sid"):
+        raise SiteError(f"site {name!r}: flavor must be 'bookworm' or 'sid', got {flavor!r}")
+    image = (images.ensure_slurm() if flavor == "bookworm" else images.ensure_slurm_sid()).tag
     existing = directory / "site.json"
     info: SiteInfo | None = SiteInfo.load(existing) if existing.exists() else None
     running = [c for c in _site_containers(name) if c["state"] == "running"]
@@ -341,7 +363,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         and info is not None
         and info.image == image
         and len(info.node_ports) == nodes
-        and (info.min_job_age, info.slurmd_timeout) == (min_job_age, slurmd_timeout)
+        and (info.min_job_age, info.slurmd_timeout, info.flavor) == (min_job_age, slurmd_timeout, flavor)
         and len(running) == nodes + 1
         and all(c["image"] == image for c in running)
     ):
@@ -362,6 +384,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         image=image,
         min_job_age=min_job_age,
         slurmd_timeout=slurmd_timeout,
+        flavor=flavor,
     )
     _prepare_directory(info, fresh=fresh)
     _start_container(info, "controller", "controller", info.directory)
@@ -394,7 +417,7 @@ def status(name: str) -> str:
     if info_file.exists() and containers:
         info = SiteInfo.load(info_file)
         lines.append(f"  SLURM_CONF={info.slurm_conf}  controller 127.0.0.1:{info.controller_port}")
-        proc = _run(["sinfo", "--Node", "--long"], env=info.client_env(), check=False)
+        proc = _run(info.client(["sinfo", "--Node", "--long"]), env=info.client_env(), check=False)
         lines.extend("  " + line for line in (proc.stdout or proc.stderr).splitlines())
     return "\n".join(lines)
 
@@ -409,12 +432,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--memory-mb", type=int, default=8000, help="memory each node claims")
     parser.add_argument("--fresh", action="store_true", help="up: wipe state, logs and shared files")
     parser.add_argument("--purge", action="store_true", help="down: delete the site directory too")
+    parser.add_argument("--flavor", choices=["bookworm", "sid"], default="bookworm",
+                        help="up: Slurm 22.05 (bookworm) or Slurm 26.05 with Apptainer (sid)")
     args = parser.parse_args(argv)
     try:
         if args.action == "up":
             start = time.monotonic()
             info = up(args.name, nodes=args.nodes, cpus=args.cpus, memory_mb=args.memory_mb,
-                      fresh=args.fresh)
+                      fresh=args.fresh, flavor=args.flavor)
             print(f"site {info.name} ready in {time.monotonic() - start:.1f} s: "
                   f"nodes {', '.join(info.nodes)}; shared dir {info.shared_dir}")
             print(f"export SLURM_CONF={info.slurm_conf}")

@@ -206,3 +206,11 @@ def _verify(ref: DataRef, size: int, digest: str, where: str) -> None:
         raise DataIntegrityError(
             f"object {ref.object_id} at {where} has {size} bytes, hash {digest}; expected {ref.size} bytes, "
             f"hash {ref.digest}")
+
+
+def store_paths(data: DataContext | None) -> list[str]:
+    """The directories of the file stores an attempt writes to or reads from (to mount in containers)."""
+    if data is None:
+        return []
+    stores = [data.store, *(ref.store for ref in data.inputs.values())]
+    return list(dict.fromkeys(s.path for s in stores if isinstance(s, FileStore)))

@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from pathlib import Path
 from metasched.checkpoint.cooperative import latest
 from metasched.checkpoint.criu_job import CHECKPOINT_ARCHIVE, CHECKPOINT_NOW, CHECKPOINT_RECORD
 from metasched.checkpoint.criu_job import TASK_FILE as CRIU_TASK_FILE
-from metasched.data.objects import DataContext, DataRef, adopt_file, local_path
+from metasched.data.objects import DataContext, DataRef, adopt_file, local_path, store_paths
 from metasched.data.stores import StoreSpec
 from metasched.errors import SiteAgentError
 from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskKind, TaskOutcome, TaskSpec
@@ -36,7 +37,7 @@ from metasched.worker import (
 )
 from site_agents.base import AttemptUpdate, Submission
 from site_agents.runner import CommandOutput, CommandRunner
-from site_agents.slurm import commands, parsers
+from site_agents.slurm import apptainer, commands, parsers
 from site_agents.slurm.config import SlurmSite
 from site_agents.slurm.parsers import JobState
 from site_agents.staging import stage_worker
@@ -50,6 +51,7 @@ _NODE_REFRESH_S = 30.0  # how often sinfo re-reads which nodes take jobs (draine
 # loses the state saved since), not by the task: it is resubmitted without using up a retry.
 _OUTAGE_GRACE_S = 300.0
 _SUBMIT_THREADS = 4
+_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # what pickled the functions we submit
 
 
 @dataclass(slots=True, kw_only=True)
@@ -75,7 +77,7 @@ class SlurmAgent:
     def __init__(self, config: SlurmSite) -> None:
         self.config = config
         self.runner = CommandRunner(site=config.name, env={"SLURM_CONF": config.slurm_conf},
-                                    timeout_s=config.command_timeout_s)
+                                    timeout_s=config.command_timeout_s, login=config.login)
         self.available = True
         self.unavailable_reason = ""
         self.walltime_warnings: dict[AttemptId, float] = {}
@@ -170,7 +172,9 @@ class SlurmAgent:
         directory = self.attempts_dir / sub.attempt_id
         spec = commands.launch_spec(sub.spec)
         script = directory / "job.sh"
-        if spec.checkpoint == "criu":
+        if spec.container is not None:
+            self._write_container_job(sub, spec, directory, script)
+        elif spec.checkpoint == "criu":
             problem = self._write_criu_job(sub, directory, script)
             if problem is not None:
                 self._pending_updates.append(_failed(sub.attempt_id, "CheckpointError", problem))
@@ -205,6 +209,23 @@ class SlurmAgent:
                                           directory=directory, submitted_at=time.monotonic(), data=sub.data)
         self._pending_updates.append(AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id))
         return None
+
+    def _write_container_job(self, sub: Submission, spec: TaskSpec, directory: Path, script: Path) -> None:
+        """The job of a task with container=: apptainer exec on the node, after checking image and Python."""
+        directory.mkdir(parents=True, exist_ok=True)
+        bind = [self.config.shared_dir, *store_paths(sub.data)]
+        for path in bind:  # apptainer refuses to bind what does not exist (a store nobody wrote to yet)
+            Path(path).mkdir(parents=True, exist_ok=True)
+        runner = self.config.apptainer
+        if spec.kind is TaskKind.COMMAND:
+            text = apptainer.command_job_script(attempt_id=sub.attempt_id, spec=spec,
+                                                attempt_dir=str(directory), apptainer=runner, bind=bind)
+        else:
+            write_attempt(directory, spec, sub.function, sub.dependency_results, sub.data, sub.restore)
+            text = apptainer.python_job_script(attempt_id=sub.attempt_id, spec=spec,
+                                               attempt_dir=str(directory), apptainer=runner, bind=bind,
+                                               pythonpath=self._pythonpath, want=_PYTHON)
+        script.write_text(text)
 
     def _write_criu_job(self, sub: Submission, directory: Path, script: Path) -> str | None:
         """task.json and job script of a checkpointable command; a problem message if it cannot run."""
@@ -360,6 +381,15 @@ class SlurmAgent:
 
     def _read_outcome(self, job: _Job) -> TaskOutcome | None:
         """The attempt's own record of how it ended: a worker's outcome, an exit status, a checkpoint."""
+        if job.spec.container is not None:
+            try:
+                check = (job.directory / apptainer.CHECK_FILE).read_text()
+            except FileNotFoundError:
+                pass
+            else:
+                return TaskOutcome(failure=RemoteFailure(
+                    error_type="ContainerError", traceback="",
+                    message=apptainer.check_problem(check, job.spec, self.config.name, _PYTHON)))
         if job.spec.kind is not TaskKind.COMMAND:
             return read_outcome(job.directory)
         if job.spec.checkpoint == "criu":
@@ -480,7 +510,8 @@ class SlurmAgent:
 
 def _capabilities(config: SlurmSite) -> frozenset[str]:
     """Cooperative checkpoints work on any site; CRIU needs a checkpoint_dir (and CRIU on the nodes)."""
-    return frozenset({"checkpoint:cooperative", *(["checkpoint:criu"] if config.checkpoint_dir else [])})
+    return frozenset({"checkpoint:cooperative", *(["checkpoint:criu"] if config.checkpoint_dir else []),
+                      *(f"container:{runtime}" for runtime in config.container_runtimes)})
 
 
 def _unreachable(out: CommandOutput) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import replace
 
 from metasched.records import CommandSpec, TaskKind, TaskSpec
@@ -26,7 +27,7 @@ cd {attempt_dir} || exit 1
 trap 'date +%s > {warning}' USR1
 record() {{ echo "$1 $start $(date +%s.%N)" > .exit-status.tmp && mv .exit-status.tmp {status}; }}
 start=$(date +%s.%N)
-cd {cwd} || {{ echo "metasched: cannot enter {cwd_text}" > {err}; record 126; exit 126; }}
+{precheck}cd {cwd} || {{ echo "metasched: cannot enter {cwd_text}" > {err}; record 126; exit 126; }}
 {launch} > {out} 2> {err} < /dev/null &
 child=$!
 while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
@@ -38,11 +39,13 @@ COMMAND_STDOUT = "cmd.out"
 COMMAND_STDERR = "cmd.err"
 
 
-def command_job_script(*, attempt_id: str, spec: TaskSpec, attempt_dir: str) -> str:
+def command_job_script(*, attempt_id: str, spec: TaskSpec, attempt_dir: str, wrap: Sequence[str] = (),
+                       precheck: str = "") -> str:
     """The batch script of a command task: its argv run directly, every value shell-quoted.
 
     A walltime runs the command under ``timeout`` (TERM, then KILL 5 s later); the agent recognises a
-    walltime stop by the exit status (124 or 137) and the elapsed time.
+    walltime stop by the exit status (124 or 137) and the elapsed time. `wrap` goes before the argv
+    (e.g. ``apptainer exec ... IMAGE``); `precheck` is a script line run first (it may `record` and exit).
     """
     command = spec.command
     if command is None:
@@ -52,9 +55,9 @@ def command_job_script(*, attempt_id: str, spec: TaskSpec, attempt_dir: str) -> 
         launch += ["timeout", "--kill-after=5s", f"{spec.resources.walltime_s:g}s"]
     if command.env:
         launch += ["env", *(f"{key}={value}" for key, value in command.env)]
-    launch += list(command.argv)
+    launch += [*wrap, *command.argv]
     directory = shlex.quote(attempt_dir)
-    return COMMAND_SCRIPT.format(
+    return COMMAND_SCRIPT.format(precheck=f"{precheck}\n" if precheck else "",
         attempt_id=attempt_id, task_name=spec.name.replace("\n", " "), task_id=spec.task_id,
         attempt_dir=directory, cwd=shlex.quote(command.cwd or attempt_dir),
         cwd_text=(command.cwd or attempt_dir).replace("\n", " ").replace('"', "'"),

@@ -42,6 +42,14 @@ class SlurmSite:
             their working directories; None: the site runs no checkpointable tasks. CRIU must be on the
             nodes (``criu``) and jobs must be allowed CAP_SYS_ADMIN (see docs/checkpointing.md).
         criu: the CRIU command on the compute nodes.
+        login: an argv prefix that runs the site's own Slurm client commands on its login node, passing
+            the rest of the argv through unchanged (e.g. ``("docker", "exec", "-i", "site-login")``); for
+            sites whose Slurm release this machine's client cannot talk to. Default: this machine's
+            client. ``SLURM_CONF`` is handed on with ``env``.
+        container_runtimes: ``("apptainer",)`` when the compute nodes run ``apptainer`` for tasks with
+            ``container=ms.Image(..., sif=...)`` (see docs/containers.md).
+        apptainer: how a job runs an image: the argv before ``--bind ... IMAGE COMMAND``; add
+            ``"--userns"`` where Apptainer must mount SIFs with squashfuse (no setuid, no loop devices).
     """
 
     kind: ClassVar[str] = "slurm"
@@ -65,12 +73,21 @@ class SlurmSite:
     store: StoreSpec | None = None
     checkpoint_dir: str | None = None
     criu: str = "criu"
+    login: tuple[str, ...] = ()
+    container_runtimes: tuple[str, ...] = ()
+    apptainer: tuple[str, ...] = ("apptainer", "--quiet", "exec")
 
     def default_store(self) -> StoreSpec:
         """The site's store when none is configured: a file store on the shared filesystem."""
         return FileStore(os.path.join(self.shared_dir, ".metasched", "store"))
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "login", tuple(self.login))
+        object.__setattr__(self, "container_runtimes", tuple(self.container_runtimes))
+        object.__setattr__(self, "apptainer", tuple(self.apptainer))
+        if any(r != "apptainer" for r in self.container_runtimes):
+            raise ConfigurationError(f"site {self.name}: container_runtimes of a Slurm site may only contain "
+                                     f"'apptainer', got {list(self.container_runtimes)}.")
         if self.mode != "batch":
             raise ConfigurationError(
                 f"site {self.name}: mode={self.mode!r} is not available yet; use mode='batch'."

@@ -1,9 +1,9 @@
 """The contract every site kind must satisfy, run through the public API against real sites.
 
 `site_campaign` is parametrized over site kinds: `local` (Ray on this machine), `local-docker` (the
-same site running every task in the containers/task image on the Docker engine: the container variant)
-and `slurm-batch` (the containerized Slurm site alpha, one job per attempt). Later site kinds add a
-parameter here.
+same site running every task in the containers/task image on the Docker engine), `slurm-batch` (the
+containerized Slurm site alpha, one job per attempt) and `slurm-apptainer` (the Slurm 26.05 site delta
+running every task in the same image as a SIF with Apptainer). Later site kinds add a parameter here.
 `workdir` is a directory the site's tasks can see (for Slurm: inside the site's shared filesystem).
 """
 
@@ -22,7 +22,8 @@ import metasched as ms
 
 _names = itertools.count()
 SITE_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker),
-              pytest.param("slurm-batch", marks=pytest.mark.slurm)]
+              pytest.param("slurm-batch", marks=pytest.mark.slurm),
+              pytest.param("slurm-apptainer", marks=[pytest.mark.slurm, pytest.mark.docker])]
 
 
 @dataclass
@@ -46,6 +47,15 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
                               container_binds=(str(tmp_path),), work_dir=str(tmp_path / "site"))]
         defaults = {"container": ms.Image(image)}
         workdir = tmp_path
+    elif kind == "slurm-apptainer":
+        delta = request.getfixturevalue("delta")
+        sif = request.getfixturevalue("task_sif")
+        sites = [ms.SlurmSite("delta", slurm_conf=delta.slurm_conf, shared_dir=delta.shared_dir,
+                              poll_interval=0.3, login=tuple(delta.login), container_runtimes=("apptainer",),
+                              apptainer=("apptainer", "--quiet", "exec", "--userns"))]
+        defaults = {"container": ms.Image("metasched/task", sif=sif)}
+        workdir = Path(delta.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir()
     else:
         alpha = request.getfixturevalue("alpha")
         sites = [ms.SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir,

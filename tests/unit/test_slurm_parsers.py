@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from metasched.records import CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from metasched.records import CommandSpec, Image, Resources, TaskId, TaskKind, TaskSpec
 from site_agents.runner import CommandOutput
-from site_agents.slurm import commands, parsers
+from site_agents.slurm import apptainer, commands, parsers
 from site_agents.slurm.agent import _unreachable
 from site_agents.slurm.parsers import JobState
 
@@ -143,3 +144,27 @@ def test_checkpointable_tasks_get_their_walltime_per_attempt_and_a_warning() -> 
                                       pythonpath="/s/lib")
     assert "exec python3 -m metasched.checkpoint.criu_job '/s/a dir'" in script
     assert commands.signal_argv(["12", "13"], "USR2") == ["scancel", "--batch", "--signal=USR2", "12", "13"]
+
+
+def test_apptainer_job_scripts_and_check_messages() -> None:
+    image = Image("app:1", sif="/shared/images/app 1.sif")
+    task = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND,
+                    resources=Resources(walltime_s=60), command=CommandSpec(argv=("app", "--in", "x y")),
+                    container=image)
+    script = apptainer.command_job_script(attempt_id="t1.1", spec=task, attempt_dir="/shared/a/t1.1",
+                                          apptainer=("apptainer", "exec"), bind=["/shared", "/stores/s"])
+    assert ("timeout --kill-after=5s 60s apptainer exec --bind /shared,/shared/a/t1.1,/stores/s "
+            "--pwd /shared/a/t1.1 '/shared/images/app 1.sif' app --in 'x y'") in script
+    assert "[ -r '/shared/images/app 1.sif' ] ||" in script
+    python = replace(task, kind=TaskKind.FUNCTION, command=None)
+    script = apptainer.python_job_script(attempt_id="t1.1", spec=python, attempt_dir="/shared/a/t1.1",
+                                         apptainer=("apptainer", "exec"), bind=["/shared"], pythonpath="/lib",
+                                         want="3.11")
+    assert 'if [ "$have" != 3.11 ]' in script
+    assert "--env PYTHONPATH=/lib '/shared/images/app 1.sif'" in script
+    missing = apptainer.check_problem("missing c1\n", task, "hpc", "3.11")
+    assert missing.startswith("image 'app:1': /shared/images/app 1.sif is not readable on node c1 of site")
+    other = apptainer.check_problem("python c1\n3.9\n", python, "hpc", "3.11")
+    assert "has Python 3.9 (python3), but this campaign's driver runs Python 3.11" in other
+    broken = apptainer.check_problem("python c1\nFATAL: no python3 here\n", python, "hpc", "3.11")
+    assert broken == "image 'app:1' cannot run 'python3' for Python tasks on node c1: FATAL: no python3 here"
