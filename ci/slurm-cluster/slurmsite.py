@@ -330,8 +330,25 @@ def wait_ready(info: SiteInfo, timeout: float = READY_TIMEOUT_S) -> float:
     )
 
 
-def repair(info: SiteInfo) -> float:
-    """What an admin does after a controller crash: cancel every job, resume drained nodes, wait ready."""
+def repair(info: SiteInfo) -> SiteInfo:
+    """What an admin does after a controller crash: cancel every job, resume drained nodes, wait ready.
+
+    A controller that lost its state can stay confused (jobs it thinks run, launches it requeues); if
+    the site is not ready after that, it is rebuilt from scratch (same name and shape, fresh state).
+    """
+    try:
+        _resume_nodes(info)
+        wait_ready(info)
+        return info
+    except SiteError as exc:
+        print(f"slurmsite: site {info.name} not ready after repair, rebuilding it: {str(exc)[:200]}",
+              file=sys.stderr)
+    return up(info.name, nodes=len(info.node_ports), cpus=info.cpus_per_node,
+              memory_mb=info.memory_mb_per_node, fresh=True, min_job_age=info.min_job_age,
+              slurmd_timeout=info.slurmd_timeout, flavor=info.flavor)
+
+
+def _resume_nodes(info: SiteInfo) -> None:
     env = info.client_env()
     _run(info.client(["scancel", f"--user={getpass.getuser()}"]), env=env, check=False)
     nodes = _run(info.client(["sinfo", "--noheader", "--Node", "--format=%N %t"]), env=env, check=False)
@@ -340,7 +357,6 @@ def repair(info: SiteInfo) -> float:
         if state.rstrip("*~#!%$@^-+") in ("drain", "drng", "down", "fail", "failg"):
             _run(info.client(["scontrol", "update", f"NodeName={node}", "State=RESUME"]), env=env,
                  check=False)
-    return wait_ready(info)
 
 
 def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh: bool = False,
