@@ -20,6 +20,7 @@ import pickle
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ STDOUT_FILE = "container.out"
 STDERR_FILE = "container.err"
 _PYTHON_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
 _WORKER_GRACE_S = 15.0
-_python_versions: dict[tuple[str, str], str] = {}  # (image id, python) -> "3.11", per worker process
+_python_versions: dict[tuple[str, str], str] = {}  # (image reference, python) -> "3.11", per worker process
+_clients: dict[int, Any] = {}  # process id -> Docker API client
 
 
 class ContainerProblem(Exception):
@@ -65,62 +67,136 @@ def run_in_docker(packed: bytes) -> bytes:
 def _run(site: str, attempt_id: str, spec: TaskSpec, function: bytes | None,
          dependency_results: Mapping[TaskId, bytes], data: DataContext | None, directory: Path,
          pythonpath: str, binds: tuple[str, ...]) -> TaskOutcome:
-    import docker
-
-    client = docker.from_env(timeout=120)
-    try:
-        image = _image(client, spec, site)
-        mounts = _mounts(spec, data, directory, pythonpath, binds)
-        environment: dict[str, str] = {}
-        if spec.kind is TaskKind.FUNCTION:
-            assert spec.container is not None  # noqa: S101  (only container specs come here)
-            _check_python(client, image, spec.container.python, spec.container.name)
-            write_attempt(directory, spec, function, dependency_results, data)
-            argv = [spec.container.python, "-m", "metasched.worker", str(directory)]
-            environment["PYTHONPATH"] = pythonpath
-            workdir = str(directory)
-        else:
-            assert spec.command is not None  # noqa: S101
-            argv = list(spec.command.argv)
-            environment.update(dict(spec.command.env))
-            workdir = spec.command.cwd or str(directory)
-        returncode, elapsed, timed_out = _run_container(client, image, argv, name=container_name(
-            site, attempt_id), mounts=mounts, environment=environment, workdir=workdir, spec=spec,
-            directory=directory)
-    finally:
-        client.close()
-    stdout = (directory / STDOUT_FILE).read_text(errors="replace")
-    stderr = (directory / STDERR_FILE).read_text(errors="replace")
+    assert spec.container is not None  # noqa: S101  (only container specs come here)
+    image = spec.container
+    ref = image.source("docker") or image.name
+    api = _api()
+    if image.digest is not None:
+        _check_digest(api, ref, image.digest, spec.name, site)
+    mounts = _mounts(spec, data, directory, pythonpath, binds)
+    environment: dict[str, str] = {}
+    if spec.kind is TaskKind.FUNCTION:
+        _check_python(api, ref, image.python, image.name, site, task=spec.name)
+        write_attempt(directory, spec, function, dependency_results, data)
+        argv = [image.python, "-m", "metasched.worker", str(directory)]
+        environment["PYTHONPATH"] = pythonpath
+        workdir = str(directory)
+    else:
+        assert spec.command is not None  # noqa: S101
+        argv = list(spec.command.argv)
+        environment.update(dict(spec.command.env))
+        workdir = spec.command.cwd or str(directory)
+    res = spec.resources
+    host_config = api.create_host_config(
+        network_mode="host", binds=mounts, nano_cpus=int(res.cores * 1e9),
+        mem_limit=f"{res.memory_mb}m" if res.memory_mb else None)
+    # A Python task's worker stops itself at its walltime and says so: give it time to.
+    grace = _WORKER_GRACE_S if spec.kind is TaskKind.FUNCTION else 0.0
+    run = _execute(api, ref, argv, site=site, name=container_name(site, attempt_id), host_config=host_config,
+                   environment=environment, workdir=workdir, labels={"metasched.task": spec.task_id,
+                                                                     "metasched.name": spec.name},
+                   timeout_s=None if res.walltime_s is None else res.walltime_s + grace)
+    (directory / STDOUT_FILE).write_bytes(run.stdout)
+    (directory / STDERR_FILE).write_bytes(run.stderr)
+    stderr = run.stderr.decode(errors="replace")
     if spec.kind is TaskKind.COMMAND:
-        outcome = command_outcome(spec, returncode=returncode, stdout=stdout, stderr=stderr,
-                                  walltime_exceeded=timed_out)
+        outcome = command_outcome(spec, returncode=run.returncode, stdout=run.stdout.decode(errors="replace"),
+                                  stderr=stderr, walltime_exceeded=run.timed_out)
         return store_if_big(spec, outcome, data)
     found = read_outcome(directory)
     if found is not None:
         return found
-    why = (f"hit its walltime of {spec.resources.walltime_s} s" if timed_out
-           else f"exited {returncode} after {elapsed:.1f} s without an outcome")
+    why = (f"hit its walltime of {res.walltime_s} s" if run.timed_out
+           else f"exited {run.returncode} after {run.seconds:.1f} s without an outcome")
     return TaskOutcome(failure=RemoteFailure(
-        error_type="WalltimeExceeded" if timed_out else "ContainerError", walltime_exceeded=timed_out,
+        error_type="WalltimeExceeded" if run.timed_out else "ContainerError", walltime_exceeded=run.timed_out,
         message=f"the container of task {spec.name!r} ({attempt_id}) {why}; its stderr is below and in "
                 f"{directory / STDERR_FILE}", traceback=stderr[-4000:]))
 
 
-def _image(client: Any, spec: TaskSpec, site: str) -> Any:
+def _api() -> Any:
+    """This worker process's Docker API client (made once: each new one asks the engine its version)."""
     import docker
 
-    assert spec.container is not None  # noqa: S101
-    ref = spec.container.source("docker")
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients.clear()
+        _clients[pid] = docker.from_env(timeout=120).api
+    return _clients[pid]
+
+
+def _check_digest(api: Any, ref: str, digest: str, task: str, site: str) -> None:
+    import docker
+
     try:
-        image = client.images.get(ref)
+        found = api.inspect_image(ref)["Id"]
     except docker.errors.ImageNotFound:
-        raise ContainerProblem(
-            f"image {ref!r} (of task {spec.name!r}) is not on the Docker engine of site {site}; metasched "
-            "never pulls images: build it there or `docker load` it first") from None
-    if spec.container.digest is not None and image.id != spec.container.digest:
-        raise ContainerProblem(f"image {ref!r} has id {image.id}, but task {spec.name!r} asks for "
-                               f"{spec.container.digest}")
-    return image
+        raise ContainerProblem(_missing(ref, task, site)) from None
+    if found != digest:
+        raise ContainerProblem(f"image {ref!r} has id {found}, but task {task!r} asks for {digest}")
+
+
+def _missing(ref: str, task: str, site: str) -> str:
+    return (f"image {ref!r} (of task {task!r}) is not on the Docker engine of site {site}; metasched never "
+            "pulls images: build it there or `docker load` it first")
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+    timed_out: bool
+
+
+def _execute(api: Any, ref: str, argv: list[str], *, site: str, name: str | None = None,
+             host_config: Any = None, environment: dict[str, str] | None = None, workdir: str | None = None,
+             labels: dict[str, str] | None = None, timeout_s: float | None = None) -> _Run:
+    """Create, start, wait (up to `timeout_s`, then kill), read both streams, remove: six API calls.
+
+    The low-level API, because the high-level ``containers.run`` pulls an image it does not find.
+    """
+    import docker
+    import requests
+
+    options = {"name": name, "host_config": host_config or api.create_host_config(network_mode="host"),
+               "environment": environment, "working_dir": workdir, "labels": labels,
+               "user": f"{os.getuid()}:{os.getgid()}"}
+    start = time.monotonic()
+    try:
+        created = api.create_container(ref, argv, **options)
+    except docker.errors.ImageNotFound:
+        task = (labels or {}).get("metasched.name", "?")
+        raise ContainerProblem(_missing(ref, task, site)) from None
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or name is None:  # 409: a container of a killed worker has the name
+            raise
+        _remove(api, name)
+        created = api.create_container(ref, argv, **options)
+    container = created["Id"]
+    timed_out = False
+    try:
+        api.start(container)
+        try:
+            returncode = int(api.wait(container, timeout=timeout_s).get("StatusCode", -1))
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True
+            api.kill(container)
+            returncode = int(api.wait(container, timeout=60).get("StatusCode", 137))
+        stdout = api.logs(container, stdout=True, stderr=False)
+        stderr = api.logs(container, stdout=False, stderr=True)
+    finally:
+        _remove(api, container)
+    return _Run(returncode=returncode, stdout=stdout, stderr=stderr, seconds=time.monotonic() - start,
+                timed_out=timed_out)
+
+
+def _remove(api: Any, container: str) -> None:
+    import docker
+
+    with contextlib.suppress(docker.errors.NotFound):
+        api.remove_container(container, force=True)
 
 
 def _mounts(spec: TaskSpec, data: DataContext | None, directory: Path, pythonpath: str,
@@ -138,17 +214,17 @@ def _mounts(spec: TaskSpec, data: DataContext | None, directory: Path, pythonpat
     return {path: {"bind": path, "mode": mode} for path, mode in paths.items()}
 
 
-def _check_python(client: Any, image: Any, python: str, name: str) -> None:
+def _check_python(api: Any, ref: str, python: str, name: str, site: str, *, task: str) -> None:
+    """The image's Python must be the driver's major.minor (asked once per image and worker process)."""
     want = f"{sys.version_info.major}.{sys.version_info.minor}"
-    key = (image.id, python)
+    key = (ref, python)
     if key not in _python_versions:
-        try:
-            out = client.containers.run(image, [python, "-c", _PYTHON_PROBE], network_mode="host",
-                                        remove=True, stdout=True, stderr=True)
-        except Exception as exc:  # docker.errors.ContainerError / APIError: no such Python in the image
-            raise ContainerProblem(f"image {name!r} cannot run {python!r} for Python tasks: "
-                                   f"{str(exc).strip()[-300:]}") from None
-        _python_versions[key] = out.decode().strip()
+        run = _execute(api, ref, [python, "-c", _PYTHON_PROBE], site=site, timeout_s=60,
+                       labels={"metasched.name": task})
+        if run.returncode != 0:
+            problem = (run.stderr or run.stdout).decode(errors="replace").strip()[-300:]
+            raise ContainerProblem(f"image {name!r} cannot run {python!r} for Python tasks: {problem}")
+        _python_versions[key] = run.stdout.decode().strip()
     have = _python_versions[key]
     if have != want:
         raise ContainerProblem(python_mismatch(name, have=have, python=python, want=want))
@@ -161,57 +237,9 @@ def python_mismatch(name: str, *, have: str, python: str, want: str) -> str:
             "Image(python=...) to one, or run the work as a command task.")
 
 
-def _run_container(client: Any, image: Any, argv: list[str], *, name: str, mounts: dict[str, Any],
-                   environment: dict[str, str], workdir: str, spec: TaskSpec,
-                   directory: Path) -> tuple[int, float, bool]:
-    """Start, wait (up to the walltime), keep the logs, remove; (exit status, seconds, timed out)."""
-    import docker
-    import requests
-
-    res = spec.resources
-    _remove_stale(client, name)
-    start = time.monotonic()
-    container = client.containers.run(
-        image, argv, name=name, detach=True, network_mode="host", volumes=mounts, environment=environment,
-        working_dir=workdir, user=f"{os.getuid()}:{os.getgid()}", nano_cpus=int(res.cores * 1e9),
-        mem_limit=f"{res.memory_mb}m" if res.memory_mb else None,
-        labels={"metasched.task": spec.task_id, "metasched.name": spec.name})
-    timed_out = False
-    try:
-        try:
-            # A Python task's worker stops itself at its walltime and says so: give it time to.
-            grace = _WORKER_GRACE_S if spec.kind is TaskKind.FUNCTION else 0.0
-            status = container.wait(timeout=None if res.walltime_s is None else res.walltime_s + grace)
-            returncode = int(status.get("StatusCode", -1))
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            timed_out = True
-            container.kill()
-            returncode = int(container.wait(timeout=60).get("StatusCode", 137))
-        (directory / STDOUT_FILE).write_bytes(container.logs(stdout=True, stderr=False))
-        (directory / STDERR_FILE).write_bytes(container.logs(stdout=False, stderr=True))
-    finally:
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
-    return returncode, time.monotonic() - start, timed_out
-
-
-def _remove_stale(client: Any, name: str) -> None:
-    """A container of the same name left by a killed worker (the attempt id is unique otherwise)."""
-    import docker
-
-    with contextlib.suppress(docker.errors.NotFound):
-        client.containers.get(name).remove(force=True)
-
-
 def remove_containers(names: list[str]) -> None:
     """Remove these attempts' containers, if they exist (cancel: Ray kills the worker, not the container)."""
-    import docker
-
-    if not names:
-        return
-    client = docker.from_env(timeout=60)
-    try:
+    if names:
+        api = _api()
         for name in names:
-            _remove_stale(client, name)
-    finally:
-        client.close()
+            _remove(api, name)
