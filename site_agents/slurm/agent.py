@@ -17,7 +17,8 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,13 @@ _NODE_REFRESH_S = 30.0  # how often sinfo re-reads which nodes take jobs (draine
 # loses the state saved since), not by the task: it is resubmitted without using up a retry.
 _OUTAGE_GRACE_S = 300.0
 _SUBMIT_THREADS = 4
+# How long one poll waits for squeue. A controller that is down makes every Slurm command retry for
+# ~9 s; squeue runs in its own thread so such a site never holds up the scheduler (and the other sites)
+# for more than this per step.
+_POLL_WAIT_S = 0.25
+# A controller whose squeue has not answered for this long gets no new jobs until it answers (sbatch
+# would hang just as long, and the outage is not known yet: a stopped controller fails after ~9 s).
+_SLOW_S = 3.0
 _PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # what pickled the functions we submit
 
 
@@ -95,6 +103,9 @@ class SlurmAgent:
         self._user = ""
         self._pythonpath = ""
         self._pool: ThreadPoolExecutor | None = None
+        self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"squeue-{config.name}")
+        self._squeue: Future[CommandOutput] | None = None
+        self._squeue_since = 0.0
 
     @property
     def name(self) -> SiteName:
@@ -155,6 +166,7 @@ class SlurmAgent:
         self._jobs.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._poller.shutdown(wait=False, cancel_futures=True)
 
     # --------------------------------------------------------------------------------- submit
     def submit(self, submissions: Sequence[Submission]) -> None:
@@ -281,18 +293,26 @@ class SlurmAgent:
     def poll(self) -> list[AttemptUpdate]:
         """At most once per poll_interval: one squeue call, then outcome files for finished jobs.
 
-        A site marked unavailable is probed even without jobs, so it gets work again once it answers.
+        squeue runs in the agent's own thread and a poll waits for it at most _POLL_WAIT_S: an
+        unreachable controller (whose commands retry for ~9 s) slows no other site. A site marked
+        unavailable is probed even without jobs, so it gets work again once it answers.
         """
         updates, self._pending_updates = self._pending_updates, []
         now = time.monotonic()
-        if (not self._jobs and self.available) or now - self._last_poll < self.config.poll_interval:
-            return updates
-        self._last_poll = now
+        if self._squeue is None:
+            if (not self._jobs and self.available) or now - self._last_poll < self.config.poll_interval:
+                return updates
+            self._last_poll = self._squeue_since = now
+            self._squeue = self._poller.submit(self.runner.run, commands.squeue_argv(self._user))
         try:
-            out = self.runner.run(commands.squeue_argv(self._user))
+            out = self._squeue.result(timeout=_POLL_WAIT_S)
+        except FutureTimeout:
+            return updates  # a slow or unreachable controller: look again at the next step
         except SiteAgentError as exc:
+            self._squeue = None
             self._mark_unavailable(str(exc))
             return updates
+        self._squeue = None
         if not out.ok:
             self._mark_unavailable(out.describe())
             return updates
@@ -491,8 +511,10 @@ class SlurmAgent:
             self.runner.run(commands.scancel_argv([j.job_id for j in jobs]))
 
     def load(self) -> SiteLoad:
-        """Capacity from sinfo; no free slots while the controller does not answer."""
+        """Capacity from sinfo; no free slots while the controller does not answer (or is slow to)."""
         inflight = len(self._jobs)
+        slow = self._squeue is not None and time.monotonic() - self._squeue_since > _SLOW_S
+        accepting = self.available and self._usable_nodes and not slow
         backlog = max(0, inflight - self._total_cores)
         return SiteLoad(
             site=self.name,
@@ -502,7 +524,7 @@ class SlurmAgent:
             gpus=self.config.gpus_per_node,
             nodes=self._nodes,
             inflight=inflight,
-            max_inflight=self.config.max_jobs if self.available and self._usable_nodes else inflight,
+            max_inflight=self.config.max_jobs if accepting else inflight,
             est_wait_s=backlog * self._mean_run_s / max(1, self._total_cores),
             capabilities=_capabilities(self.config),
         )

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -91,10 +92,31 @@ def _results_or_where_stuck(c: ms.Campaign, futures: list[ms.TaskFuture[int]], a
         pytest.fail(f"{len(stuck)} task(s) unfinished; status {c.status()}\n{queue.stdout}\n{nodes.stdout}")
 
 
+@dataclass(frozen=True)
+class FaultRun:
+    """What happened around a fault on alpha's controller (times are wall-clock, as in the journal)."""
+
+    done_at_fault: int
+    done_at_restart: int
+    down_from: float
+    down_until: float
+    rows: dict[str, SiteSummary]
+
+    def attempts_placed_while_down(self, journal: Path) -> list[tuple[str, str]]:
+        """(site, state) of every attempt submitted while alpha was down (after 5 s to notice)."""
+        db = sqlite3.connect(journal)
+        try:
+            return list(db.execute("SELECT site, state FROM attempts WHERE submitted_at BETWEEN ? AND ?",
+                                   (self.down_from + 5, self.down_until)))
+        finally:
+            db.close()
+
+
 def _controller_fault(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, journal: Path,
-                      fault: list[str]) -> tuple[int, dict[str, SiteSummary]]:
-    """60 one-second tasks on alpha + beta; `fault` hits alpha's controller for 15 s after 5 are done."""
-    sites = [slurm_site(alpha, poll_interval=0.3, max_jobs=10, stall_after_s=20),
+                      fault: list[str]) -> FaultRun:
+    """One-second tasks on alpha + beta: 20, then `fault` hits alpha's controller once 5 are done, then 40
+    more while it is down (alpha has room for them: only beta may get them), 15 s later it restarts."""
+    sites = [slurm_site(alpha, poll_interval=0.3, max_jobs=30, stall_after_s=20),
              slurm_site(beta, poll_interval=0.3, max_jobs=10)]
     controller = "metasched-slurm-alpha-controller"
     with ms.Campaign(f"fault-{os.getpid()}-{journal.stem}", sites=sites, journal=journal) as c:
@@ -103,29 +125,37 @@ def _controller_fault(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, journ
             time.sleep(1.0)
             return i
 
-        futures = [work(i) for i in range(60)]
+        futures = [work(i) for i in range(20)]
         deadline = time.monotonic() + 120
         while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline:
             time.sleep(0.2)
+        done_at_fault = sum(f.done() for f in futures)
         subprocess.run([*fault, controller], check=True, capture_output=True, timeout=60)
+        down_from = time.time()  # the controller is gone once docker returns
+        time.sleep(5)  # squeue unanswered for 3 s: alpha gets no new jobs (it fails after ~9 s)
+        futures += [work(i) for i in range(20, 60)]
         try:
             time.sleep(15)  # beta carries on meanwhile
-            done_while_down = sum(f.done() for f in futures)
+            done_at_restart = sum(f.done() for f in futures)
         finally:
+            down_until = time.time()
             subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
         assert _results_or_where_stuck(c, futures, alpha, timeout=600) == list(range(60))
-        return done_while_down, {row.site: row for row in c.status()}
+        return FaultRun(done_at_fault=done_at_fault, done_at_restart=done_at_restart, down_from=down_from,
+                        down_until=down_until, rows={row.site: row for row in c.status()})
 
 
 def test_controller_stop_moves_work_elsewhere_and_loses_nothing(
     alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
 ) -> None:
-    """A clean stop (slurmctld saves its state) and restart: alpha resumes where it was."""
-    done_while_down, rows = _controller_fault(alpha, beta, tmp_path / "stop.db",
-                                              ["docker", "stop", "--time", "30"])
-    assert done_while_down > 5, "no work finished while alpha's controller was down"
-    assert rows["beta"].done > rows["alpha"].done
-    assert sum(r.done for r in rows.values()) == 60
+    """A clean stop (slurmctld saves its state) and restart: new work goes to beta meanwhile, alpha's
+    jobs finish once it is back, every task ends once."""
+    run = _controller_fault(alpha, beta, tmp_path / "stop.db", ["docker", "stop", "--time", "30"])
+    assert run.done_at_restart > run.done_at_fault, "no work finished while alpha's controller was down"
+    assert sum(r.done for r in run.rows.values()) == 60
+    placed = run.attempts_placed_while_down(tmp_path / "stop.db")
+    assert ("beta", "succeeded") in placed, placed
+    assert [a for a in placed if a[0] == "alpha"] == [], "work was still sent to alpha while it was down"
     slurmsite.wait_ready(alpha)
 
 
@@ -136,9 +166,9 @@ def test_controller_crash_with_lost_state_loses_nothing(
     (Slurm then drains them, "Duplicate jobid") and strand jobs on ReqNodeNotAvail. metasched tells
     reused ids apart by job name and withdraws stranded jobs to beta; every task ends exactly once."""
     try:
-        _, rows = _controller_fault(alpha, beta, tmp_path / "crash.db", ["docker", "kill"])
-        assert sum(r.done for r in rows.values()) == 60
-        assert rows["beta"].done > 0
+        run = _controller_fault(alpha, beta, tmp_path / "crash.db", ["docker", "kill"])
+        assert sum(r.done for r in run.rows.values()) == 60
+        assert run.rows["beta"].done > 0
     finally:
         slurmsite.repair(alpha)
 
