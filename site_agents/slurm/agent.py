@@ -67,7 +67,6 @@ class _Job:
     attempt_id: AttemptId
     spec: TaskSpec
     job_id: str
-    name: str
     directory: Path
     submitted_at: float
     reported_running: bool = False
@@ -217,7 +216,6 @@ class SlurmAgent:
             return None
         job_id = parsers.parse_sbatch_parsable(out.stdout)
         self._jobs[sub.attempt_id] = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id,
-                                          name=commands.job_name(self.config.name, sub.attempt_id),
                                           directory=directory, submitted_at=time.monotonic(), data=sub.data)
         self._pending_updates.append(AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id))
         return None
@@ -283,10 +281,8 @@ class SlurmAgent:
         directory = self.attempts_dir / attempt_id
         if not directory.is_dir():
             return False
-        self._jobs[attempt_id] = _Job(
-            attempt_id=attempt_id, spec=commands.launch_spec(spec), job_id=native_id,
-            name=commands.job_name(self.config.name, attempt_id), directory=directory,
-            submitted_at=time.monotonic())
+        self._jobs[attempt_id] = _Job(attempt_id=attempt_id, spec=commands.launch_spec(spec),
+                                      job_id=native_id, directory=directory, submitted_at=time.monotonic())
         return True
 
     # ----------------------------------------------------------------------------------- poll
@@ -316,11 +312,10 @@ class SlurmAgent:
         if not out.ok:
             self._mark_unavailable(out.describe())
             return updates
-        if not self.available:
+        answered_again = not self.available
+        if answered_again:
             log.warning("site %s answers again", self.config.name)
             self._answered_again_at = now
-        if not self.available or now - self._last_refresh >= _NODE_REFRESH_S:
-            self._refresh_nodes()
         self.available, self.unavailable_reason = True, ""
         statuses = parsers.parse_squeue(out.stdout)
         never_start: list[str] = []
@@ -332,13 +327,14 @@ class SlurmAgent:
                     del self._jobs[job.attempt_id]
         if never_start:
             self.runner.run(commands.scancel_argv(never_start))
-        if self._last_refresh == 0.0:
+        if answered_again or time.monotonic() - self._last_refresh >= _NODE_REFRESH_S:
             self._refresh_nodes()
         return updates
 
     def _check(self, job: _Job, status: parsers.JobStatus | None,
                never_start: list[str]) -> AttemptUpdate | None:
-        if status is not None and status.name and status.name != job.name:
+        if status is not None and status.name and status.name != commands.job_name(self.config.name,
+                                                                                   job.attempt_id):
             status = None  # the controller lost our job and gave its id to another (state lost in a crash)
         warning = job.directory / WALLTIME_WARNING_FILE
         if job.attempt_id not in self.walltime_warnings and warning.exists():
@@ -392,7 +388,7 @@ class SlurmAgent:
         now = time.monotonic()
         if job.stalled_since is None:
             job.stalled_since = now
-            self._last_refresh = 0.0  # the site likely lost its nodes: re-read them after this poll
+            self._last_refresh = -_NODE_REFRESH_S  # the site likely lost its nodes: re-read them now
         if now - job.stalled_since < self.config.stall_after_s:
             return None
         waited = now - job.stalled_since
