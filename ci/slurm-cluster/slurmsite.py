@@ -337,6 +337,7 @@ def repair(info: SiteInfo) -> SiteInfo:
     the site is not ready after that, it is rebuilt from scratch (same name and shape, fresh state).
     """
     try:
+        _skip_used_job_ids(info)
         _resume_nodes(info)
         wait_ready(info)
         return info
@@ -346,6 +347,22 @@ def repair(info: SiteInfo) -> SiteInfo:
     return up(info.name, nodes=len(info.node_ports), cpus=info.cpus_per_node,
               memory_mb=info.memory_mb_per_node, fresh=True, min_job_age=info.min_job_age,
               slurmd_timeout=info.slurmd_timeout, flavor=info.flavor)
+
+
+def _skip_used_job_ids(info: SiteInfo) -> None:
+    """Make the controller's next job id higher than any id the site ever used.
+
+    A controller restarted from old state hands out ids its nodes already ran; a late kill or
+    completion of the old job then ends the new one (seen in CI: a later test's job CANCELLED).
+    FirstJobId only raises the counter, on `scontrol reconfigure`.
+    """
+    used = [0]
+    for log in Path(info.directory, "log").glob("*.log"):
+        used.extend(int(n) for n in re.findall(r"\b(?:JobId|StepId)=(\d+)", log.read_text(errors="replace")))
+    conf = Path(info.slurm_conf)
+    lines = [line for line in conf.read_text().splitlines() if not line.startswith("FirstJobId=")]
+    conf.write_text("\n".join([*lines, f"FirstJobId={max(used) + 1}"]) + "\n")
+    _run(info.client(["scontrol", "reconfigure"]), env=info.client_env(), check=False)
 
 
 def _resume_nodes(info: SiteInfo) -> None:
