@@ -28,7 +28,7 @@ venv: $(INSTALL_STAMP)
 $(INSTALL_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,globus]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -37,6 +37,7 @@ _EXPORTS = {
     "TaskState": "metasched.scheduler.states",
     "LocalSite": "site_agents.local",
     "SlurmSite": "site_agents.slurm.config",
+    "GlobusComputeSite": "site_agents.globus_compute.config",
 }
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "DependencyError",
     "EndpointStore",
     "FileStore",
+    "GlobusComputeSite",
     "Image",
     "JournalError",
     "LocalSite",
@@ -89,6 +91,7 @@ if TYPE_CHECKING:
     from metasched.futures import TaskFuture, as_completed, wait
     from metasched.records import CommandResult, Image
     from metasched.scheduler.states import TaskState
+    from site_agents.globus_compute.config import GlobusComputeSite
     from site_agents.local import LocalSite
     from site_agents.slurm.config import SlurmSite
 

@@ -21,6 +21,7 @@ from metasched.config import (
     CampaignFileError,
     EndpointStoreModel,
     FileStoreModel,
+    GlobusComputeSiteModel,
     LoadedCampaign,
     LocalSiteModel,
     RedisStoreModel,
@@ -97,6 +98,10 @@ def _sites(loaded: LoadedCampaign) -> list[Any]:
         options["store"] = store_of(model.store)
         if isinstance(model, LocalSiteModel):
             sites.append(LocalSite(model.name, **options))
+        elif isinstance(model, GlobusComputeSiteModel):
+            from site_agents.globus_compute.config import GlobusComputeSite
+
+            sites.append(GlobusComputeSite(model.name, **options))
         else:
             sites.append(SlurmSite(model.name, **options))
     return sites or [LocalSite("local")]

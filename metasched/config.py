@@ -123,7 +123,37 @@ class SlurmSiteModel(_Model):
     apptainer: list[str] = Field(default_factory=lambda: ["apptainer", "--quiet", "exec"], min_length=1)
 
 
-SiteModel = Annotated[LocalSiteModel | SlurmSiteModel, Field(discriminator="kind")]
+class GlobusComputeSiteModel(_Model):
+    """A ``[[sites]]`` entry of kind "globus_compute" (exactly one of endpoint_id and offline_endpoint)."""
+
+    kind: Literal["globus_compute"]
+    name: str
+    endpoint_id: str | None = Field(default=None, pattern=r"^[0-9a-fA-F-]{36}$")
+    user_endpoint_config: dict[str, Any] = Field(default_factory=dict)
+    offline_endpoint: str | None = Field(default=None, pattern=r"^(127\.0\.0\.1|localhost):\d+$")
+    authkey_file: str | None = None
+    max_inflight: int = Field(default=256, ge=1)
+    cores: int = Field(default=4, ge=1)
+    memory_mb: int = Field(default=16000, ge=1)
+    gpus: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=64, ge=1)
+    requests_per_s: float = Field(default=2.0, gt=0)
+    code_strategy: Literal["DillCode", "PickleCode"] = "DillCode"
+    data_strategy: Literal["DillDataBase64"] = "DillDataBase64"
+    preflight_timeout_s: float = Field(default=300.0, ge=0)
+    store: StoreModel | None = None
+    poll_interval: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> GlobusComputeSiteModel:
+        if (self.endpoint_id is None) == (self.offline_endpoint is None):
+            raise ValueError("give exactly one of endpoint_id and offline_endpoint")
+        if self.offline_endpoint is not None and not self.authkey_file:
+            raise ValueError("offline_endpoint needs authkey_file")
+        return self
+
+
+SiteModel = Annotated[LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel, Field(discriminator="kind")]
 
 
 class RangeModel(_Model):
@@ -300,7 +330,8 @@ def check_data(data: dict[str, Any], path: Path, text: str = "") -> LoadedCampai
 
 def _union_member(part: str | int) -> bool:
     """Parts pydantic adds to a location to say which union member it tried (not fields of the file)."""
-    return isinstance(part, str) and (part in ("local", "slurm") or "[" in part or part.endswith("Model"))
+    site_kinds = ("local", "slurm", "globus_compute")
+    return isinstance(part, str) and (part in site_kinds or "[" in part or part.endswith("Model"))
 
 
 def _summary(path: Path, problems: list[str]) -> str:
@@ -321,6 +352,9 @@ def _check_semantics(path: Path, text: str, spec: CampaignFile, problems: list[s
                 report(("sites", i, "slurm_conf"), f"file {site.slurm_conf} does not exist")
             if not Path(site.shared_dir).is_dir():
                 report(("sites", i, "shared_dir"), f"directory {site.shared_dir} does not exist")
+        key = site.authkey_file if isinstance(site, GlobusComputeSiteModel) else None
+        if key and not Path(key).is_file():
+            report(("sites", i, "authkey_file"), f"file {key} does not exist")
     expanded: list[ExpandedTask] = []
     by_base: dict[str, list[str]] = {}
     for i, task in enumerate(spec.tasks):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from metasched.config import LocalSiteModel, SlurmSiteModel
+from metasched.config import GlobusComputeSiteModel, LocalSiteModel, SlurmSiteModel
 from metasched.errors import SiteAgentError
 from site_agents.runner import CommandRunner
 from site_agents.slurm import parsers
@@ -31,11 +31,37 @@ class Check:
     fix: str = ""
 
 
-def check_site(site: LocalSiteModel | SlurmSiteModel) -> list[Check]:
+def check_site(site: LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel) -> list[Check]:
     """Every check of one site, in order; later checks are skipped once the site is unreachable."""
     if isinstance(site, LocalSiteModel):
         return list(_local(site))
+    if isinstance(site, GlobusComputeSiteModel):
+        return list(_globus_compute(site))
     return list(_slurm(site))
+
+
+def _globus_compute(site: GlobusComputeSiteModel) -> Iterator[Check]:
+    """Reach the endpoint and run the agent's probe task (Python, dill and metasched at the endpoint)."""
+    try:
+        from site_agents.globus_compute import GlobusComputeAgent, GlobusComputeSite
+    except ImportError as exc:
+        yield Check(site=site.name, check="globus", passed=False, detail=str(exc),
+                    fix="pip install 'metasched[globus]'")
+        return
+    options = site.model_dump(exclude={"kind", "name", "store"})
+    agent = GlobusComputeAgent(GlobusComputeSite(site.name, **options))
+    try:
+        agent.start()
+    except SiteAgentError as exc:
+        yield Check(site=site.name, check="endpoint", passed=False, detail=str(exc).splitlines()[0],
+                    fix="see docs/sites/globus-compute.md")
+        return
+    finally:
+        agent.close()
+    details = agent.endpoint_details
+    yield Check(site=site.name, check="endpoint", passed=True,
+                detail=f"probe task ran: Python {details.get('python_version', '?')}, dill "
+                       f"{details.get('dill_version', '?')}")
 
 
 def _local(site: LocalSiteModel) -> Iterator[Check]:

@@ -12,7 +12,10 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+
+import cloudpickle
 
 import metasched
 import site_agents
@@ -22,13 +25,20 @@ WORKER_LIBRARIES = ("cloudpickle", "xxhash", "proxystore", "pydantic", "pydantic
                     "requests", "urllib3", "idna", "certifi", "charset_normalizer")
 
 
-def worker_packages() -> list[Path]:
-    """metasched, site_agents and the installed libraries the worker may import on a compute node."""
+def worker_packages(extra: Sequence[str] = ()) -> list[Path]:
+    """metasched, site_agents and the installed libraries the worker may import on a compute node.
+
+    `extra` names more importable modules, or folders beside them in site-packages (such as
+    ``pyzmq.libs``, the shared libraries a wheel's extension modules load).
+    """
     paths = [Path(metasched.__file__).parent, Path(site_agents.__file__).parent]
     distributions = importlib.metadata.packages_distributions()
-    for name in WORKER_LIBRARIES:
-        spec = importlib.util.find_spec(name)
+    site_packages = Path(cloudpickle.__file__).parent.parent
+    for name in (*WORKER_LIBRARIES, *extra):
+        spec = importlib.util.find_spec(name) if "." not in name else None
         if spec is None or spec.origin is None:
+            if (site_packages / name).is_dir():
+                paths.append(site_packages / name)
             continue  # optional (e.g. redis without the redis extra)
         origin = Path(spec.origin)
         paths.append(origin.parent if origin.name == "__init__.py" else origin)
@@ -40,9 +50,9 @@ def worker_packages() -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def stage_worker(shared_dir: str) -> Path:
+def stage_worker(shared_dir: str, extra: Sequence[str] = ()) -> Path:
     """The directory to put on PYTHONPATH on the site's nodes (copied there if its content is new)."""
-    sources = worker_packages()
+    sources = worker_packages(extra)
     digest = hashlib.sha256()
     files = sorted((src, path) for src in sources
                    for path in ([src] if src.is_file() else src.rglob("*"))

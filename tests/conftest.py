@@ -150,6 +150,28 @@ def proxystore_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
 
 
 @pytest.fixture(scope="session")
+def gc_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """An offline Globus Compute endpoint: a GlobusComputeEngine whose workers run on this machine."""
+    from tests.integration.gc_endpoints import offline_endpoint
+
+    with offline_endpoint(tmp_path_factory.mktemp("gc-local"), "--workers", "4") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")  # its worker job holds an alpha node: gone before tests that need alpha idle
+def gc_alpha(slurm_sites: dict[str, slurmsite.SiteInfo]) -> Iterator[object]:
+    """An offline Globus Compute endpoint whose engine's workers run in a Slurm job at site alpha."""
+    from tests.integration.gc_endpoints import offline_endpoint
+
+    alpha = slurm_sites["alpha"]
+    directory = Path(alpha.shared_dir) / f"gc-endpoint-{os.getpid()}"
+    with offline_endpoint(directory, "--provider", "slurm", "--slurm-conf", alpha.slurm_conf, "--partition",
+                          alpha.partition, "--worker-python", "python3", "--stage-into", alpha.shared_dir,
+                          "--workers", "4") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
 def criu_ready(slurm_sites: dict[str, slurmsite.SiteInfo]) -> None:
     """The CRIU backend's gate on both sites (a job dumps and restores a process); skip with why if not."""
     from metasched.config import SlurmSiteModel

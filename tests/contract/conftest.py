@@ -3,7 +3,9 @@
 `site_campaign` is parametrized over site kinds: `local` (Ray on this machine), `local-docker` (the
 same site running every task in the containers/task image on the Docker engine), `slurm-batch` (the
 containerized Slurm site alpha, one job per attempt) and `slurm-apptainer` (the Slurm 26.05 site delta
-running every task in the same image as a SIF with Apptainer). Later site kinds add a parameter here.
+running every task in the same image as a SIF with Apptainer), `globus-compute-local` and
+`globus-compute-slurm` (a Globus Compute site served by an offline endpoint: a real GlobusComputeEngine
+whose workers run on this machine, or in a Slurm job at alpha). Later site kinds add a parameter here.
 `workdir` is a directory the site's tasks can see (for Slurm: inside the site's shared filesystem).
 """
 
@@ -23,7 +25,8 @@ import metasched as ms
 _names = itertools.count()
 SITE_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker),
               pytest.param("slurm-batch", marks=pytest.mark.slurm),
-              pytest.param("slurm-apptainer", marks=[pytest.mark.slurm, pytest.mark.docker])]
+              pytest.param("slurm-apptainer", marks=[pytest.mark.slurm, pytest.mark.docker]),
+              "globus-compute-local", pytest.param("globus-compute-slurm", marks=pytest.mark.slurm)]
 
 
 @dataclass
@@ -56,6 +59,14 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         defaults = {"container": ms.Image("metasched/task", sif=sif)}
         workdir = Path(delta.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
+    elif kind.startswith("globus-compute"):
+        endpoint = request.getfixturevalue("gc_local" if kind.endswith("local") else "gc_alpha")
+        sites = [ms.GlobusComputeSite("gc", offline_endpoint=endpoint.address,
+                                      authkey_file=endpoint.authkey_file, cores=4, poll_interval=0.2)]
+        workdir = tmp_path
+        if kind.endswith("slurm"):
+            workdir = Path(request.getfixturevalue("alpha").shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+            workdir.mkdir()
     else:
         alpha = request.getfixturevalue("alpha")
         sites = [ms.SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir,

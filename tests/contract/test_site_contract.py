@@ -51,6 +51,15 @@ def test_cancel_stops_a_running_task(site: SiteUnderTest) -> None:
     assert marker.exists(), "the task never started"
     assert future.cancel()
     assert isinstance(future.exception(timeout=60), ms.TaskCancelledError)
+    if site.kind.startswith("globus-compute"):
+        # Globus Compute cannot stop a function once it runs: metasched stops following it (the future
+        # is cancelled at once) and the endpoint runs it to the end; here we end it ourselves.
+        running = [p for p in psutil.process_iter(["cmdline"])
+                   if str(marker) in " ".join(p.info["cmdline"] or [])]
+        assert running, "the endpoint stopped the task: update docs/sites/globus-compute.md"
+        for proc in running:
+            proc.kill()
+        return
 
     def still_running() -> list[psutil.Process]:
         return [p for p in psutil.process_iter(["cmdline"])

@@ -41,7 +41,7 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["3: campaign.policy: Input should be 'default' or 'round-robin'"]),
     ("unknown site kind", edit('kind = "local"', 'kind = "pbs"'),
      ["4: sites[0]: Input tag 'pbs' found using 'kind' does not match any of the expected tags: "
-      "'local', 'slurm'"]),
+      "'local', 'slurm', 'globus_compute'"]),
     ("missing site kind", edit('kind = "local"\n', ""),
      ["4: sites[0]: Unable to extract tag using discriminator 'kind'"]),
     ("unknown site key", edit('name = "local"', 'name = "local"\ncpus = 4'),
@@ -113,6 +113,19 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("local site with apptainer",
      edit('name = "local"', 'name = "local"\ncontainer_runtimes = ["apptainer"]'),
      ["7: sites[0].container_runtimes[0]: Input should be 'docker'"]),
+    ("globus compute with two endpoints",
+     edit('kind = "local"\nname = "local"', 'kind = "globus_compute"\nname = "g"\n'
+          'endpoint_id = "6a2c1b0e-53ea-4d5c-9c4e-0a3b4c5d6e7f"\noffline_endpoint = "127.0.0.1:9"\n'
+          'authkey_file = "/etc/hostname"'),
+     ["4: sites[0]: Value error, give exactly one of endpoint_id and offline_endpoint"]),
+    ("globus compute offline endpoint off loopback",
+     edit('kind = "local"\nname = "local"', 'kind = "globus_compute"\nname = "g"\n'
+          'offline_endpoint = "10.0.0.1:9"\nauthkey_file = "/etc/hostname"'),
+     ["7: sites[0].offline_endpoint: String should match pattern '^(127\\.0\\.0\\.1|localhost):\\d+$'"]),
+    ("globus compute missing authkey file",
+     edit('kind = "local"\nname = "local"', 'kind = "globus_compute"\nname = "g"\n'
+          'offline_endpoint = "127.0.0.1:9"\nauthkey_file = "/no/such/key"'),
+     ["8: sites[0].authkey_file: file /no/such/key does not exist"]),
     ("not TOML", "this is = = not toml",
      ["1: not valid TOML: Expected '=' after a key in a key/value pair (at line 1, column 6)"]),
 ]

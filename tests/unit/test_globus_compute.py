@@ -1,0 +1,68 @@
+"""Globus Compute site: configuration, and the message layer through the endpoint package's own code."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("globus_compute_endpoint", reason="the globus extra is not installed")
+
+import metasched as ms  # noqa: E402
+from site_agents.globus_compute.agent import version_problem  # noqa: E402
+from site_agents.globus_compute.service import pack_task, serializer, unpack_result  # noqa: E402
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({}, "give exactly one of endpoint_id"),
+    ({"endpoint_id": "x", "offline_endpoint": "127.0.0.1:9", "authkey_file": "/k"}, "give exactly one"),
+    ({"offline_endpoint": "192.168.1.2:9", "authkey_file": "/k"}, "must be on 127.0.0.1"),
+    ({"offline_endpoint": "127.0.0.1:9"}, "needs authkey_file"),
+    ({"endpoint_id": "x", "code_strategy": "DillCodeSource"}, "code_strategy must be one of DillCode, "
+                                                                "PickleCode"),
+    ({"endpoint_id": "x", "batch_size": 0}, "batch_size must be at least 1"),
+])
+def test_bad_configuration_says_what_to_fix(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ms.ConfigurationError, match=message):
+        ms.GlobusComputeSite("g", **options)  # type: ignore[arg-type]
+
+
+def test_task_message_runs_in_the_endpoints_own_executor(tmp_path: Path) -> None:
+    """pack_task builds what execute_task (the endpoint package's worker function) accepts; its Result
+    unpacks to run_packed's answer, with the worker's environment details."""
+    from globus_compute_endpoint.engines.helper import execute_task
+
+    serde = serializer(ms.GlobusComputeSite("g", endpoint_id="x"))
+    task_id = uuid.uuid4()
+    packed = execute_task(pack_task(serde, task_id, pickle.dumps(({}, []))), task_id, run_dir=str(tmp_path))
+    result = unpack_result(serde, "k", packed)
+    assert result.error == ""
+    assert result.value == pickle.dumps([], protocol=pickle.HIGHEST_PROTOCOL)
+    assert result.details["python_version"].count(".") == 2
+
+
+def test_an_endpoint_failure_keeps_its_text(tmp_path: Path) -> None:
+    from globus_compute_endpoint.engines.helper import execute_task
+
+    serde = serializer(ms.GlobusComputeSite("g", endpoint_id="x"))
+    task_id = uuid.uuid4()
+    packed = execute_task(pack_task(serde, task_id, b"not a pickle"), task_id, run_dir=str(tmp_path))
+    result = unpack_result(serde, "k", packed)
+    assert result.value is None
+    assert "UnpicklingError" in result.error
+
+
+def test_version_problem_names_both_sides_and_the_fix() -> None:
+    from globus_compute_sdk.sdk.utils import get_env_details
+
+    here = get_env_details()
+    assert version_problem(dict(here), "g") is None
+    micro = here["python_version"].rsplit(".", 1)[0] + ".99"
+    assert version_problem({**here, "python_version": micro}, "g") is None  # micro versions may differ
+    problem = version_problem({**here, "python_version": "3.9.1", "dill_version": "0.3.5"}, "g")
+    assert problem is not None
+    assert "Python 3.9.1 there" in problem
+    assert "dill 0.3.5 there" in problem
+    assert "install Python" in problem
