@@ -142,16 +142,17 @@ def serve(args: argparse.Namespace) -> None:
     authkey = Path(args.authkey_file).read_bytes().strip()
     run_dir = Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    engine = build_engine(args)
-    engine.start(endpoint_id=uuid.uuid4(), run_dir=str(run_dir))
-    endpoint = OfflineEndpoint(engine)
+    endpoint: OfflineEndpoint | None = None
 
     class _Manager(BaseManager):
         pass
 
     _Manager.register("endpoint", callable=lambda: endpoint)
     manager = _Manager(address=("127.0.0.1", args.port), authkey=authkey)
-    server = manager.get_server()
+    server = manager.get_server()  # bound first: a taken port fails before any worker starts
+    engine = build_engine(args)
+    engine.start(endpoint_id=uuid.uuid4(), run_dir=str(run_dir))
+    endpoint = OfflineEndpoint(engine)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # shut the engine down: its batch jobs end too
     print(f"READY 127.0.0.1:{args.port}", flush=True)
     try:
