@@ -173,6 +173,12 @@ def ensure_slurm_sid() -> BuiltImage:
                         dockerfile="Dockerfile.sid")
 
 
+def ensure_gridengine() -> BuiltImage:
+    """The Grid Engine 8.1.9 image (bookworm's packages) built FROM the base image."""
+    base = ensure_base()
+    return ensure_image("metasched/gridengine", CI_DIR / "gridengine" / "image", base.tag)
+
+
 TASK_CONTEXT = CI_DIR.parent / "containers" / "task"
 TASK_REPO = "metasched/task"
 
@@ -234,12 +240,16 @@ def main(argv: list[str]) -> int:
             _report("task", ensure_task())
         elif what == "slurm-sid":
             _report("slurm-sid", ensure_slurm_sid())
+        elif what == "gridengine":
+            _report("gridengine", ensure_gridengine())
         elif what == "all":
             _report("slurm", ensure_slurm())
             _report("task", ensure_task())
             _report("slurm-sid", ensure_slurm_sid())
+            _report("gridengine", ensure_gridengine())
         else:
-            print(f"usage: images.py [base|slurm|task|slurm-sid|all] (got {what!r})", file=sys.stderr)
+            print(f"usage: images.py [base|slurm|task|slurm-sid|gridengine|all] (got {what!r})",
+                  file=sys.stderr)
             return 2
     except ImageBuildError as exc:
         print(f"image build failed: {exc}", file=sys.stderr)

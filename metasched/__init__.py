@@ -38,6 +38,7 @@ _EXPORTS = {
     "LocalSite": "site_agents.local",
     "SlurmSite": "site_agents.slurm.config",
     "GlobusComputeSite": "site_agents.globus_compute.config",
+    "GridEngineSite": "site_agents.gridengine.config",
 }
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "EndpointStore",
     "FileStore",
     "GlobusComputeSite",
+    "GridEngineSite",
     "Image",
     "JournalError",
     "LocalSite",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from metasched.records import CommandResult, Image
     from metasched.scheduler.states import TaskState
     from site_agents.globus_compute.config import GlobusComputeSite
+    from site_agents.gridengine.config import GridEngineSite
     from site_agents.local import LocalSite
     from site_agents.slurm.config import SlurmSite
 

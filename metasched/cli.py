@@ -22,6 +22,7 @@ from metasched.config import (
     EndpointStoreModel,
     FileStoreModel,
     GlobusComputeSiteModel,
+    GridEngineSiteModel,
     LoadedCampaign,
     LocalSiteModel,
     RedisStoreModel,
@@ -98,6 +99,11 @@ def _sites(loaded: LoadedCampaign) -> list[Any]:
         options["store"] = store_of(model.store)
         if isinstance(model, LocalSiteModel):
             sites.append(LocalSite(model.name, **options))
+        elif isinstance(model, GridEngineSiteModel):
+            from site_agents.gridengine.config import GridEngineSite
+
+            options["login"] = tuple(options["login"])
+            sites.append(GridEngineSite(model.name, **options))
         elif isinstance(model, GlobusComputeSiteModel):
             from site_agents.globus_compute.config import GlobusComputeSite
 

@@ -153,7 +153,25 @@ class GlobusComputeSiteModel(_Model):
         return self
 
 
-SiteModel = Annotated[LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel, Field(discriminator="kind")]
+class GridEngineSiteModel(_Model):
+    """A ``[[sites]]`` entry of kind "gridengine"."""
+
+    kind: Literal["gridengine"]
+    name: str
+    shared_dir: str = Field(pattern=r"^/")
+    login: list[str] = Field(default_factory=list)
+    environment: dict[str, str] = Field(default_factory=dict)
+    queue: str | None = None
+    project: str | None = None
+    pe: str = "smp"
+    max_jobs: int = Field(default=100, ge=1)
+    poll_interval: float = Field(default=1.0, gt=0)
+    python: str = "python3"
+    store: StoreModel | None = None
+
+
+SiteModel = Annotated[LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel | GridEngineSiteModel,
+                      Field(discriminator="kind")]
 
 
 class RangeModel(_Model):
@@ -330,7 +348,7 @@ def check_data(data: dict[str, Any], path: Path, text: str = "") -> LoadedCampai
 
 def _union_member(part: str | int) -> bool:
     """Parts pydantic adds to a location to say which union member it tried (not fields of the file)."""
-    site_kinds = ("local", "slurm", "globus_compute")
+    site_kinds = ("local", "slurm", "globus_compute", "gridengine")
     return isinstance(part, str) and (part in site_kinds or "[" in part or part.endswith("Model"))
 
 
@@ -352,6 +370,8 @@ def _check_semantics(path: Path, text: str, spec: CampaignFile, problems: list[s
                 report(("sites", i, "slurm_conf"), f"file {site.slurm_conf} does not exist")
             if not Path(site.shared_dir).is_dir():
                 report(("sites", i, "shared_dir"), f"directory {site.shared_dir} does not exist")
+        if isinstance(site, GridEngineSiteModel) and not Path(site.shared_dir).is_dir():
+            report(("sites", i, "shared_dir"), f"directory {site.shared_dir} does not exist")
         key = site.authkey_file if isinstance(site, GlobusComputeSiteModel) else None
         if key and not Path(key).is_file():
             report(("sites", i, "authkey_file"), f"file {key} does not exist")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from metasched.config import GlobusComputeSiteModel, LocalSiteModel, SlurmSiteModel
+from metasched.config import GlobusComputeSiteModel, GridEngineSiteModel, LocalSiteModel, SlurmSiteModel
 from metasched.errors import SiteAgentError
 from site_agents.runner import CommandRunner
 from site_agents.slurm import parsers
@@ -31,13 +31,38 @@ class Check:
     fix: str = ""
 
 
-def check_site(site: LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel) -> list[Check]:
+def check_site(site: LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel | GridEngineSiteModel
+               ) -> list[Check]:
     """Every check of one site, in order; later checks are skipped once the site is unreachable."""
     if isinstance(site, LocalSiteModel):
         return list(_local(site))
+    if isinstance(site, GridEngineSiteModel):
+        return list(_gridengine(site))
     if isinstance(site, GlobusComputeSiteModel):
         return list(_globus_compute(site))
     return list(_slurm(site))
+
+
+def _gridengine(site: GridEngineSiteModel) -> Iterator[Check]:
+    """Reach the cell (qstat -f) and count its slots."""
+    from site_agents.gridengine import commands as ge_commands
+    from site_agents.gridengine import parsers as ge_parsers
+
+    runner = CommandRunner(site=site.name, env=site.environment, timeout_s=30, login=site.login)
+    try:
+        out = runner.run(ge_commands.qstat_f_argv())
+    except SiteAgentError as exc:
+        yield Check(site=site.name, check="reachable", passed=False, detail=str(exc),
+                    fix="install the Grid Engine client here, or set login to reach a submit host")
+        return
+    if not out.ok:
+        yield Check(site=site.name, check="reachable", passed=False, detail=out.describe(),
+                    fix="check SGE_ROOT/SGE_CELL (environment) and that the qmaster runs")
+        return
+    capacity = ge_parsers.parse_qstat_f_xml(out.stdout)
+    yield Check(site=site.name, check="reachable", passed=capacity.total_slots > 0,
+                detail=f"{capacity.hosts} queue instance(s), {capacity.total_slots} slots",
+                fix="" if capacity.total_slots else "the cell has no queue instance with slots")
 
 
 def _globus_compute(site: GlobusComputeSiteModel) -> Iterator[Check]:

@@ -20,7 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "ci"))
 sys.path.insert(0, str(ROOT / "ci" / "slurm-cluster"))
+sys.path.insert(0, str(ROOT / "ci" / "gridengine"))
 
+import gesite  # noqa: E402  (ci/gridengine/gesite.py)
 import slurmsite  # noqa: E402  (ci/slurm-cluster/slurmsite.py)
 
 SITE_NAMES = ("alpha", "beta")
@@ -109,6 +111,19 @@ def delta() -> Iterator[slurmsite.SiteInfo]:
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         slurmsite.down("delta")
+
+
+@pytest.fixture(scope="session")
+def epsilon() -> Iterator[gesite.GESiteInfo]:
+    """The site `epsilon`: Grid Engine 8.1.9 (bookworm) in one container, clients through docker exec."""
+    reason = _docker_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    gesite.down("epsilon")
+    info = gesite.up("epsilon", slots=4)
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        gesite.down("epsilon")
 
 
 @pytest.fixture(scope="session")

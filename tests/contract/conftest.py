@@ -5,7 +5,8 @@ same site running every task in the containers/task image on the Docker engine),
 containerized Slurm site alpha, one job per attempt) and `slurm-apptainer` (the Slurm 26.05 site delta
 running every task in the same image as a SIF with Apptainer), `globus-compute-local` and
 `globus-compute-slurm` (a Globus Compute site served by an offline endpoint: a real GlobusComputeEngine
-whose workers run on this machine, or in a Slurm job at alpha). Later site kinds add a parameter here.
+whose workers run on this machine, or in a Slurm job at alpha) and `gridengine` (the Grid Engine 8.1.9
+site epsilon, one job per attempt). Later site kinds add a parameter here.
 `workdir` is a directory the site's tasks can see (for Slurm: inside the site's shared filesystem).
 """
 
@@ -26,7 +27,8 @@ _names = itertools.count()
 SITE_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker),
               pytest.param("slurm-batch", marks=pytest.mark.slurm),
               pytest.param("slurm-apptainer", marks=[pytest.mark.slurm, pytest.mark.docker]),
-              "globus-compute-local", pytest.param("globus-compute-slurm", marks=pytest.mark.slurm)]
+              "globus-compute-local", pytest.param("globus-compute-slurm", marks=pytest.mark.slurm),
+              pytest.param("gridengine", marks=pytest.mark.docker)]
 
 
 @dataclass
@@ -58,6 +60,12 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
                               apptainer=("apptainer", "--quiet", "exec", "--userns"))]
         defaults = {"container": ms.Image("metasched/task", sif=sif)}
         workdir = Path(delta.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir()
+    elif kind == "gridengine":
+        epsilon = request.getfixturevalue("epsilon")
+        sites = [ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir, login=tuple(epsilon.login),
+                                   poll_interval=0.3)]
+        workdir = Path(epsilon.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
     elif kind.startswith("globus-compute"):
         endpoint = request.getfixturevalue("gc_local" if kind.endswith("local") else "gc_alpha")

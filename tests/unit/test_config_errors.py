@@ -41,7 +41,7 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["3: campaign.policy: Input should be 'default' or 'round-robin'"]),
     ("unknown site kind", edit('kind = "local"', 'kind = "pbs"'),
      ["4: sites[0]: Input tag 'pbs' found using 'kind' does not match any of the expected tags: "
-      "'local', 'slurm', 'globus_compute'"]),
+      "'local', 'slurm', 'globus_compute', 'gridengine'"]),
     ("missing site kind", edit('kind = "local"\n', ""),
      ["4: sites[0]: Unable to extract tag using discriminator 'kind'"]),
     ("unknown site key", edit('name = "local"', 'name = "local"\ncpus = 4'),

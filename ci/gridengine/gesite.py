@@ -1,0 +1,113 @@
+"""Bring containerized Grid Engine 8.1.9 test sites up and down.
+
+One container per site runs qmaster and execd (``ci/gridengine/image``). Its network is its own
+loopback only (``docker --network none``): Grid Engine's daemons listen on every interface of their
+network namespace, and this keeps them off the machine's. Clients run inside the container
+(``docker exec``: the site's login prefix). The site's shared directory is mounted at the same path,
+so attempts written here are read there.
+
+    python ci/gridengine/gesite.py up NAME [--slots 4]    # print the site's settings
+    python ci/gridengine/gesite.py down NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import images  # noqa: E402  (ci/images.py)
+
+ROOT = Path("/var/tmp/metasched-sites")
+READY_TIMEOUT_S = 60.0
+
+
+class SiteError(RuntimeError):
+    """A site could not be brought up; the message says what to look at."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GESiteInfo:
+    """What a client needs to use one Grid Engine site; persisted as site.json."""
+
+    name: str
+    container: str
+    shared_dir: str
+    slots: int
+    image: str
+
+    @property
+    def login(self) -> list[str]:
+        """The argv prefix that runs a client command in the site's container."""
+        return ["docker", "exec", "-i", self.container]
+
+
+def _run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if check and out.returncode != 0:
+        raise SiteError(f"{' '.join(argv[:3])}... exited {out.returncode}: {out.stderr.strip()[:400]}")
+    return out
+
+
+def up(name: str, *, slots: int = 4) -> GESiteInfo:
+    """Bring a site up (or confirm it is up) and return its description once the cell takes jobs."""
+    image = images.ensure_gridengine().tag
+    directory = ROOT / name
+    shared = directory / "shared"
+    shared.mkdir(parents=True, exist_ok=True)
+    info = GESiteInfo(name=name, container=f"metasched-ge-{name}", shared_dir=str(shared), slots=slots,
+                      image=image)
+    state = _run(["docker", "inspect", "--format", "{{.State.Running}} {{.Config.Image}}", info.container],
+                 check=False)
+    if state.returncode == 0 and state.stdout.split() == ["true", image] and _ready(info):
+        return info
+    _run(["docker", "rm", "-f", info.container], check=False)
+    _run(["docker", "run", "-d", "--init", "--name", info.container, "--hostname", f"ge-{name}",
+          "--network", "none", "--volume", f"{shared}:{shared}", image, str(slots)])
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not _ready(info):
+        if time.monotonic() > deadline:
+            logs = _run(["docker", "logs", "--tail", "30", info.container], check=False)
+            raise SiteError(f"Grid Engine site {name!r} not ready after {READY_TIMEOUT_S:.0f} s:\n"
+                            f"{logs.stdout}{logs.stderr}")
+        time.sleep(0.3)
+    (directory / "site.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
+    return info
+
+
+def _ready(info: GESiteInfo) -> bool:
+    logs = _run(["docker", "logs", info.container], check=False)
+    return "gridengine: ready" in logs.stdout
+
+
+def down(name: str) -> None:
+    """Remove the site's container (the shared directory is kept)."""
+    _run(["docker", "rm", "-f", f"metasched-ge-{name}"], check=False)
+
+
+def main(argv: list[str]) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="gesite.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("up")
+    start.add_argument("name")
+    start.add_argument("--slots", type=int, default=4)
+    stop = sub.add_parser("down")
+    stop.add_argument("name")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        info = up(args.name, slots=args.slots)
+        print(json.dumps({**asdict(info), "login": info.login}, indent=2))
+    else:
+        down(args.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,80 @@
+"""Pure builders of Grid Engine command lines and ``#$`` job-script directives (no I/O)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from metasched.records import TaskSpec
+
+#: Grid Engine's own limit (h_rt) is the task's walltime plus this: metasched's worker stops the task at
+#: its exact walltime first and reports it precisely; h_rt only catches a worker that could not.
+H_RT_MARGIN_S = 60
+
+
+def job_name(site: str, attempt_id: str) -> str:
+    """The Grid Engine job name of an attempt."""
+    return f"ms-{site}-{attempt_id}"
+
+
+def directives(*, spec: TaskSpec, name: str, attempt_dir: str, queue: str | None = None,
+               project: str | None = None, pe: str = "smp") -> list[str]:
+    """The ``#$`` lines of one attempt's job script.
+
+    ``-S /bin/bash`` (not the queue's shell), ``-wd`` the attempt directory, separate stdout/stderr
+    files there, ``-r n`` (metasched, not Grid Engine, decides about another attempt), cores as slots
+    of the parallel environment `pe`, memory as ``h_vmem`` per slot, walltime as ``h_rt``.
+    """
+    res = spec.resources
+    lines = [f"-N {name}", "-S /bin/bash", f"-wd {attempt_dir}", f"-o {attempt_dir}/job.out",
+             f"-e {attempt_dir}/job.err", "-r n"]
+    if res.cores > 1:
+        lines.append(f"-pe {pe} {res.cores}")
+    if res.memory_mb:
+        lines.append(f"-l h_vmem={math.ceil(res.memory_mb / max(1, res.cores))}M")
+    if res.walltime_s is not None:
+        lines.append(f"-l h_rt={math.ceil(res.walltime_s) + H_RT_MARGIN_S}")
+    if queue:
+        lines.append(f"-q {queue}")
+    if project:
+        lines.append(f"-P {project}")
+    for line in lines:
+        if any(c in line for c in "\n\r"):
+            raise ValueError(f"task {spec.name!r}: a Grid Engine directive would span lines: {line!r}")
+    return [f"#$ {line}" for line in lines]
+
+
+def with_directives(script: str, lines: Sequence[str]) -> str:
+    """Put the directives right after the script's ``#!`` line (where qsub reads them)."""
+    shebang, _, rest = script.partition("\n")
+    return "\n".join([shebang, *lines, rest])
+
+
+def qsub_argv(script: str) -> list[str]:
+    """Submit a script whose directives say everything; -terse prints only the job id."""
+    return ["qsub", "-terse", script]
+
+
+def qstat_argv() -> list[str]:
+    """Every job of this user, as XML."""
+    return ["qstat", "-xml"]
+
+
+def qstat_f_argv() -> list[str]:
+    """Queue instances and their slots, as XML."""
+    return ["qstat", "-f", "-xml"]
+
+
+def qacct_argv(job_id: str) -> list[str]:
+    """Accounting of one finished job."""
+    return ["qacct", "-j", job_id]
+
+
+def qstat_j_argv(job_id: str) -> list[str]:
+    """Everything qstat knows of one job (its error reason, for jobs in Eqw)."""
+    return ["qstat", "-j", job_id]
+
+
+def qdel_argv(job_ids: Sequence[str]) -> list[str]:
+    """Delete several jobs in one call."""
+    return ["qdel", *job_ids]

@@ -1,0 +1,135 @@
+"""Pure parsers of Grid Engine 8.1.9 output (recorded real output in tests/data/gridengine-8.1.9)."""
+
+from __future__ import annotations
+
+import enum
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+
+class JobState(enum.Enum):
+    """What metasched needs to know of a job that qstat still lists."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    ERROR = "error"  # E in the state letters (Eqw): never starts until an admin clears it
+    DELETING = "deleting"
+    SUSPENDED = "suspended"
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """One job of ``qstat -xml``."""
+
+    job_id: str
+    name: str
+    state: JobState
+    native_state: str
+    slots: int
+
+
+def job_state(letters: str) -> JobState:
+    """Map qstat's state letters (qw, hqw, r, t, Rr, dr, Eqw, s, S, T...) to a JobState."""
+    if "E" in letters:
+        return JobState.ERROR
+    if "d" in letters:
+        return JobState.DELETING
+    if any(c in letters for c in "sST"):
+        return JobState.SUSPENDED
+    if any(c in letters for c in "rtR"):
+        return JobState.RUNNING
+    return JobState.QUEUED
+
+
+def parse_qstat_xml(text: str) -> dict[str, JobStatus]:
+    """Every job in ``qstat -xml`` (running ones sit under queue_info, pending ones under job_info)."""
+    root = ET.fromstring(text)
+    jobs: dict[str, JobStatus] = {}
+    for job in root.iter("job_list"):
+        job_id = (job.findtext("JB_job_number") or "").strip()
+        letters = (job.findtext("state") or "").strip()
+        if job_id:
+            jobs[job_id] = JobStatus(job_id=job_id, name=(job.findtext("JB_name") or "").strip(),
+                                     state=job_state(letters), native_state=letters,
+                                     slots=int(job.findtext("slots") or 1))
+    return jobs
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCapacity:
+    """Slots of the cell's queue instances (``qstat -f -xml``)."""
+
+    total_slots: int
+    max_slots_per_host: int
+    hosts: int
+
+
+def parse_qstat_f_xml(text: str) -> QueueCapacity:
+    """Total slots, the most slots on one queue instance, and how many instances (``qstat -f -xml``)."""
+    root = ET.fromstring(text)
+    slots = [int(q.findtext("slots_total") or 0) for q in root.iter("Queue-List")]
+    return QueueCapacity(total_slots=sum(slots), max_slots_per_host=max(slots, default=0), hosts=len(slots))
+
+
+def parse_qsub_terse(stdout: str) -> str | None:
+    """The job id ``qsub -terse`` printed ("123", or "123.1-4:1" for an array job)."""
+    first = stdout.strip().splitlines()[0] if stdout.strip() else ""
+    match = re.fullmatch(r"(\d+)(?:\.\S+)?", first.strip())
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Accounting:
+    """A finished job as ``qacct -j`` reports it."""
+
+    failed: int
+    failed_reason: str
+    exit_status: int
+
+    @property
+    def walltime_exceeded(self) -> bool:
+        """Failed 37: the qmaster enforced h_rt (or h_cpu/h_vmem)."""
+        return self.failed == 37
+
+    @property
+    def deleted(self) -> bool:
+        """Failed 100 "assumedly after job" with a kill: qdel (or a signal from outside the job)."""
+        return self.failed == 100
+
+
+def parse_qacct(text: str) -> Accounting | None:
+    """The last record of ``qacct -j ID``; None when the job is not (yet) in the accounting file."""
+    if "not found" in text or "=====" not in text:
+        return None
+    record = text.rsplit("=====", 1)[-1]
+    fields: dict[str, str] = {}
+    for line in record.splitlines():
+        key, _, value = line.partition(" ")
+        if key:
+            fields[key] = value.strip()
+    failed = fields.get("failed", "0")
+    code, _, reason = failed.partition(":")
+    try:
+        return Accounting(failed=int(code.strip()), failed_reason=reason.strip(),
+                          exit_status=int(fields.get("exit_status", "0").split()[0]))
+    except ValueError:
+        return None
+
+
+def error_reason(qstat_j: str) -> str:
+    """The "error reason" lines of ``qstat -j ID`` (why a job sits in Eqw), timestamps dropped."""
+    reasons = []
+    for line in qstat_j.splitlines():
+        if line.startswith("error reason"):
+            text = line.split(":", 1)[-1]
+            reasons.append(re.sub(r"^\s*\d\d/\d\d/\d{4} [\d:]+ \[[\d:]+\]:\s*", "", text).strip())
+    return "; ".join(reasons)
+
+
+_UNREACHABLE = ("unable to send message to qmaster", "unable to contact qmaster", "commlib error")
+
+
+def qmaster_unreachable(stderr: str) -> bool:
+    """True when a client program failed because the qmaster did not answer (not because of the job)."""
+    return any(marker in stderr for marker in _UNREACHABLE)

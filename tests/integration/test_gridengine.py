@@ -1,0 +1,147 @@
+"""The Grid Engine agent against the real Grid Engine 8.1.9 site epsilon (ci/gridengine/)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import metasched as ms
+
+pytestmark = [pytest.mark.docker, pytest.mark.ray]
+
+
+def _site(epsilon: object, **options: object) -> ms.GridEngineSite:
+    return ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir,  # type: ignore[attr-defined]
+                             login=tuple(epsilon.login), poll_interval=0.3, **options)  # type: ignore[attr-defined,arg-type]
+
+
+_ENDED = ("succeeded", "failed", "lost", "cancelled")
+
+
+def _attempts(journal: Path) -> list[tuple[str, str, str, str | None]]:
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        return list(db.execute("SELECT task_id, site, state, native_id FROM attempts ORDER BY submitted_at"))
+    finally:
+        db.close()
+
+
+def test_refused_submission_names_site_task_and_reason(epsilon: object, ray_local: None,
+                                                      tmp_path: Path) -> None:
+    with ms.Campaign("ge-refused", sites=[_site(epsilon, queue="nosuch.q")], journal=tmp_path / "r.db") as c:
+        error = c.command(["true"], name="needs-a-queue").exception(timeout=60)
+    assert isinstance(error, ms.RemoteTaskError)
+    assert error.error_type == "SubmitError"
+    assert "qsub at site epsilon refused task 'needs-a-queue'" in str(error)
+    assert "nosuch.q" in str(error)
+
+
+def test_job_deleted_outside_metasched_is_run_again(epsilon: object, ray_local: None, tmp_path: Path) -> None:
+    marker = Path(epsilon.shared_dir) / f"deleted-{time.time_ns()}"  # type: ignore[attr-defined]
+    argv = ["python3", "-c", "import os, sys, time; first = not os.path.exists(sys.argv[1]); "
+            "open(sys.argv[1], 'a').close(); time.sleep(300 if first else 0); print('attempt 2' if not first "
+            "else 'attempt 1')", str(marker)]
+    journal = tmp_path / "d.db"
+    with ms.Campaign("ge-deleted", sites=[_site(epsilon)], journal=journal) as c:
+        future = c.command(argv, retries=1)
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the first attempt never started"
+            time.sleep(0.2)
+        c.flush()
+        [(_, _, _, job_id)] = _attempts(journal)
+        assert job_id is not None
+        subprocess.run([*epsilon.login, "qdel", job_id], check=True, capture_output=True)  # type: ignore[attr-defined]
+        assert future.result(timeout=120).stdout == "attempt 2\n"
+    states = [row[2] for row in _attempts(journal)]
+    assert states == ["lost", "succeeded"], states
+
+
+def test_qmaster_stopped_midway_loses_nothing(epsilon: object, ray_local: None, tmp_path: Path) -> None:
+    """The qmaster is killed while jobs run and queue; new work goes to the local site; once it is back,
+    epsilon's jobs are followed to their end and every task ends exactly once."""
+    journal = tmp_path / "q.db"
+    sites = [ms.LocalSite("local", cores=1), _site(epsilon)]
+    login = list(epsilon.login)  # type: ignore[attr-defined]
+    with ms.Campaign("ge-qmaster", sites=sites, journal=journal) as c:
+        first = [c.command(["sleep", "2"], name=f"first-{i}") for i in range(12)]
+        deadline = time.monotonic() + 60
+        while not any(r[1] == "epsilon" and r[3] and r[2] not in _ENDED for r in _attempts(journal)):
+            assert time.monotonic() < deadline, "nothing ran at epsilon"
+            c.flush()
+            time.sleep(0.2)
+        subprocess.run([*login, "pkill", "sge_qmaster"], check=True)
+        down_at = time.time()
+        time.sleep(3)
+        second = [c.command(["sleep", "1"], name=f"second-{i}") for i in range(8)]
+        time.sleep(8)
+        subprocess.run([*login, "/usr/sbin/sge_qmaster"], check=True)
+        up_at = time.time()
+        results = [f.result(timeout=300) for f in first + second]
+    assert all(r.returncode == 0 for r in results)
+    db = sqlite3.connect(journal)
+    placed = list(db.execute("SELECT site FROM attempts WHERE submitted_at > ? AND submitted_at < ?",
+                             (down_at + 2, up_at)))
+    finals = list(db.execute("SELECT task_id, COUNT(*) FROM attempts WHERE state = 'succeeded' "
+                             "GROUP BY task_id"))
+    lost = list(db.execute("SELECT site, native_id FROM attempts WHERE state = 'lost'"))
+    db.close()
+    assert lost == [], f"attempts lost although the jobs ran on: {lost}"
+    assert ("epsilon",) not in placed, "work was sent to epsilon while its qmaster was down"
+    assert len(finals) == 20
+    assert all(count == 1 for _, count in finals)
+
+
+def test_sites_check_reaches_the_cell_or_says_how_to_fix(epsilon: object) -> None:
+    from metasched.config import GridEngineSiteModel
+    from metasched.preflight import check_site
+
+    good = GridEngineSiteModel(kind="gridengine", name="epsilon", shared_dir=epsilon.shared_dir,  # type: ignore[attr-defined]
+                               login=list(epsilon.login))  # type: ignore[attr-defined]
+    [check] = check_site(good)
+    assert check.passed, check
+    assert check.detail == "1 queue instance(s), 4 slots"
+    [check] = check_site(good.model_copy(update={"login": ["docker", "exec", "-i", "no-such-container"]}))
+    assert not check.passed
+    assert "no-such-container" in check.detail
+    assert "SGE_ROOT" in check.fix
+
+
+def test_job_in_error_state_is_deleted_and_fails_with_the_reason(epsilon: object, ray_local: None,
+                                                                 tmp_path: Path) -> None:
+    """A job whose working directory vanished while it waited goes into Eqw (Grid Engine would keep it
+    forever): the attempt fails with Grid Engine's error reason and the job is deleted."""
+    journal = tmp_path / "e.db"
+    with ms.Campaign("ge-eqw", sites=[_site(epsilon)], journal=journal) as c:
+        blockers = [c.command(["sleep", "300"], name=f"blocker-{i}") for i in range(4)]  # the 4 slots
+        deadline = time.monotonic() + 60
+        while len([r for r in _attempts(journal) if r[3]]) < 4:
+            assert time.monotonic() < deadline, "the blockers were not submitted"
+            c.flush()
+            time.sleep(0.2)
+        victim = c.command(["true"], name="victim")
+        while len([r for r in _attempts(journal) if r[3]]) < 5:
+            assert time.monotonic() < deadline, "the victim was not submitted"
+            c.flush()
+            time.sleep(0.2)
+        db = sqlite3.connect(journal)
+        [(attempt_id, job_id)] = list(db.execute(
+            "SELECT a.attempt_id, a.native_id FROM attempts a JOIN tasks t ON t.task_id = a.task_id "
+            "WHERE t.name = 'victim'"))
+        db.close()
+        shutil.rmtree(Path(epsilon.shared_dir) / ".metasched" / "attempts" / attempt_id)  # type: ignore[attr-defined]
+        for blocker in blockers:
+            blocker.cancel()
+        error = victim.exception(timeout=120)
+    assert isinstance(error, ms.RemoteTaskError)
+    assert error.error_type == "SchedulerError"
+    assert f"job {job_id} at site epsilon went into error state Eqw and was deleted" in str(error)
+    assert "error:" in str(error)
+    listed = subprocess.run([*epsilon.login, "qstat", "-xml"], capture_output=True, text=True,  # type: ignore[attr-defined]
+                            check=True).stdout
+    assert f"<JB_job_number>{job_id}</JB_job_number>" not in listed
