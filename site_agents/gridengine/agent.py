@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from site_agents.staging import stage_worker
 
 log = logging.getLogger(__name__)
 
+_SUBMIT_THREADS = 4  # qsub calls in flight at once (each is a round trip to the qmaster)
 _OUTCOME_GRACE_POLLS = 2  # an outcome file may appear a little after the job left qstat
 _SMOOTHING = 0.2
 
@@ -61,6 +63,7 @@ class GridEngineAgent:
         self._last_poll = 0.0
         self._mean_run_s = 1.0
         self.available = True
+        self._pool = ThreadPoolExecutor(max_workers=_SUBMIT_THREADS, thread_name_prefix=f"qsub-{config.name}")
 
     @property
     def name(self) -> SiteName:
@@ -99,48 +102,50 @@ class GridEngineAgent:
             except SiteAgentError as exc:
                 log.warning("could not delete jobs at %s: %s", self.config.name, exc)
         self._jobs.clear()
+        self._pool.shutdown(wait=True)
 
     # ------------------------------------------------------------------------------ submit
     def submit(self, submissions: Sequence[Submission]) -> None:
-        """Write each attempt to the shared filesystem and qsub it."""
-        for sub in submissions:
-            directory = self.attempts_dir / sub.attempt_id
-            directory.mkdir(parents=True, exist_ok=True)
-            spec = sub.spec
-            if spec.kind is TaskKind.COMMAND:
-                body = scripts.command_job_script(attempt_id=sub.attempt_id, spec=spec,
-                                                  attempt_dir=str(directory))
-            else:
-                write_attempt(directory, spec, sub.function, sub.dependency_results, sub.data, sub.restore)
-                body = scripts.job_script(attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory),
-                                          python=self.config.python, pythonpath=self._pythonpath)
-            lines = commands.directives(spec=spec, name=commands.job_name(self.config.name, sub.attempt_id),
-                                        attempt_dir=str(directory), queue=self.config.queue,
-                                        project=self.config.project, pe=self.config.pe)
-            script = directory / "job.sh"
-            script.write_text(commands.with_directives(body, lines))
-            try:
-                out = self.runner.run(commands.qsub_argv(str(script)))
-            except SiteAgentError as exc:
-                self._mark_unavailable(str(exc))
-                self._pending.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=TaskOutcome(
-                    lost=True, charge_retry=False, detail=str(exc))))
-                continue
-            if not out.ok and parsers.qmaster_unreachable(out.stderr):  # placed again, at no cost
-                self._mark_unavailable(out.describe())
-                self._pending.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=TaskOutcome(
-                    lost=True, charge_retry=False, detail=f"site {self.config.name}: {out.describe()}")))
-                continue
-            job_id = parsers.parse_qsub_terse(out.stdout) if out.ok else None
-            if job_id is None:
-                self._pending.append(_failed(sub.attempt_id, "SubmitError",
-                                             f"qsub at site {self.config.name} refused task {spec.name!r}: "
-                                             f"{out.describe()}"))
-                continue
-            self._jobs[sub.attempt_id] = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id,
-                                              directory=directory, submitted_at=time.monotonic(),
-                                              data=sub.data)
-            self._pending.append(AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id))
+        """Write each attempt to the shared filesystem and qsub it (a few qsub calls in parallel)."""
+        answers = self._pool.map(self._submit_one, submissions)
+        for sub, (job, update) in zip(submissions, answers, strict=True):
+            if job is not None:
+                self._jobs[sub.attempt_id] = job
+            self._pending.append(update)
+
+    def _submit_one(self, sub: Submission) -> tuple[_Job | None, AttemptUpdate]:
+        directory = self.attempts_dir / sub.attempt_id
+        directory.mkdir(parents=True, exist_ok=True)
+        spec = sub.spec
+        if spec.kind is TaskKind.COMMAND:
+            body = scripts.command_job_script(attempt_id=sub.attempt_id, spec=spec,
+                                              attempt_dir=str(directory))
+        else:
+            write_attempt(directory, spec, sub.function, sub.dependency_results, sub.data, sub.restore)
+            body = scripts.job_script(attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory),
+                                      python=self.config.python, pythonpath=self._pythonpath)
+        lines = commands.directives(spec=spec, name=commands.job_name(self.config.name, sub.attempt_id),
+                                    attempt_dir=str(directory), queue=self.config.queue,
+                                    project=self.config.project, pe=self.config.pe)
+        script = directory / "job.sh"
+        script.write_text(commands.with_directives(body, lines))
+        try:
+            out = self.runner.run(commands.qsub_argv(str(script)))
+        except SiteAgentError as exc:
+            self._mark_unavailable(str(exc))
+            return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=TaskOutcome(
+                lost=True, charge_retry=False, detail=str(exc)))
+        if not out.ok and parsers.qmaster_unreachable(out.stderr):  # placed again, at no cost
+            self._mark_unavailable(out.describe())
+            return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=TaskOutcome(
+                lost=True, charge_retry=False, detail=f"site {self.config.name}: {out.describe()}"))
+        job_id = parsers.parse_qsub_terse(out.stdout) if out.ok else None
+        if job_id is None:
+            return None, _failed(sub.attempt_id, "SubmitError", f"qsub at site {self.config.name} refused "
+                                                                f"task {spec.name!r}: {out.describe()}")
+        job = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id, directory=directory,
+                   submitted_at=time.monotonic(), data=sub.data)
+        return job, AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id)
 
     # ------------------------------------------------------------------------------ poll
     def poll(self) -> list[AttemptUpdate]:

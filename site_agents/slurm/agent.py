@@ -59,6 +59,8 @@ _POLL_WAIT_S = 0.25
 # A controller whose squeue has not answered for this long gets no new jobs until it answers (sbatch
 # would hang just as long, and the outage is not known yet: a stopped controller fails after ~9 s).
 _SLOW_S = 3.0
+# A site without jobs still runs squeue this often, to notice a dead controller before it is given work.
+_IDLE_PROBE_S = 2.0
 _PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # what pickled the functions we submit
 
 
@@ -290,13 +292,17 @@ class SlurmAgent:
         """At most once per poll_interval: one squeue call, then outcome files for finished jobs.
 
         squeue runs in the agent's own thread and a poll waits for it at most _POLL_WAIT_S: an
-        unreachable controller (whose commands retry for ~9 s) slows no other site. A site marked
-        unavailable is probed even without jobs, so it gets work again once it answers.
+        unreachable controller (whose commands retry for ~9 s) slows no other site. A site without jobs
+        is still probed every _IDLE_PROBE_S (an idle site whose controller died gets no new jobs, instead
+        of finding out with sbatch calls that time out), and an unavailable one every poll_interval, so
+        it gets work again once it answers.
         """
         updates, self._pending_updates = self._pending_updates, []
         now = time.monotonic()
         if self._squeue is None:
-            if (not self._jobs and self.available) or now - self._last_poll < self.config.poll_interval:
+            busy = bool(self._jobs) or not self.available
+            interval = self.config.poll_interval if busy else max(self.config.poll_interval, _IDLE_PROBE_S)
+            if now - self._last_poll < interval:
                 return updates
             self._last_poll = self._squeue_since = now
             self._squeue = self._poller.submit(self.runner.run, commands.squeue_argv(self._user))

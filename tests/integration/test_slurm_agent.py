@@ -103,11 +103,11 @@ class FaultRun:
     rows: dict[str, SiteSummary]
 
     def attempts_placed_while_down(self, journal: Path) -> list[tuple[str, str]]:
-        """(site, state) of every attempt submitted while alpha was down (after 5 s to notice)."""
+        """(site, state) of every attempt submitted while alpha was down (after 8 s to notice)."""
         db = sqlite3.connect(journal)
         try:
             return list(db.execute("SELECT site, state FROM attempts WHERE submitted_at BETWEEN ? AND ?",
-                                   (self.down_from + 5, self.down_until)))
+                                   (self.down_from + 8, self.down_until)))
         finally:
             db.close()
 
@@ -132,7 +132,9 @@ def _controller_fault(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, journ
         done_at_fault = sum(f.done() for f in futures)
         subprocess.run([*fault, controller], check=True, capture_output=True, timeout=60)
         down_from = time.time()  # the controller is gone once docker returns
-        time.sleep(5)  # squeue unanswered for 3 s: alpha gets no new jobs (it fails after ~9 s)
+        # Even an idle alpha runs squeue every 2 s; unanswered for 3 s, alpha gets no new jobs (squeue
+        # itself fails only after ~9 s).
+        time.sleep(8)
         futures += [work(i) for i in range(20, 60)]
         try:
             time.sleep(15)  # beta carries on meanwhile
