@@ -20,13 +20,12 @@ from pathlib import Path
 from metasched.data.objects import DataContext
 from metasched.errors import SiteAgentError
 from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskKind, TaskOutcome, TaskSpec
-from metasched.worker import command_outcome, read_outcome, store_if_big, write_attempt
+from metasched.worker import read_outcome, write_attempt
+from site_agents import batch
 from site_agents.base import AttemptUpdate, Submission
 from site_agents.gridengine import commands, parsers
 from site_agents.gridengine.config import GridEngineSite
 from site_agents.runner import CommandRunner
-from site_agents.slurm import commands as scripts
-from site_agents.slurm.parsers import parse_exit_status
 from site_agents.staging import stage_worker
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class GridEngineAgent:
     @property
     def attempts_dir(self) -> Path:
         """Where attempt directories live, in the site's shared filesystem."""
-        return Path(self.config.shared_dir) / ".metasched" / "attempts"
+        return batch.attempts_dir(self.config.shared_dir)
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -118,11 +117,11 @@ class GridEngineAgent:
         directory.mkdir(parents=True, exist_ok=True)
         spec = sub.spec
         if spec.kind is TaskKind.COMMAND:
-            body = scripts.command_job_script(attempt_id=sub.attempt_id, spec=spec,
+            body = batch.command_job_script(attempt_id=sub.attempt_id, spec=spec,
                                               attempt_dir=str(directory))
         else:
             write_attempt(directory, spec, sub.function, sub.dependency_results, sub.data, sub.restore)
-            body = scripts.job_script(attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory),
+            body = batch.job_script(attempt_id=sub.attempt_id, spec=spec, attempt_dir=str(directory),
                                       python=self.config.python, pythonpath=self._pythonpath)
         lines = commands.directives(spec=spec, name=commands.job_name(self.config.name, sub.attempt_id),
                                     attempt_dir=str(directory), queue=self.config.queue,
@@ -141,8 +140,8 @@ class GridEngineAgent:
                 lost=True, charge_retry=False, detail=f"site {self.config.name}: {out.describe()}"))
         job_id = parsers.parse_qsub_terse(out.stdout) if out.ok else None
         if job_id is None:
-            return None, _failed(sub.attempt_id, "SubmitError", f"qsub at site {self.config.name} refused "
-                                                                f"task {spec.name!r}: {out.describe()}")
+            message = f"qsub at site {self.config.name} refused task {spec.name!r}: {out.describe()}"
+            return None, batch.failed(sub.attempt_id, "SubmitError", message)
         job = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id, directory=directory,
                    submitted_at=time.monotonic(), data=sub.data)
         return job, AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id)
@@ -196,7 +195,7 @@ class GridEngineAgent:
             errored.append(job.job_id)
             shown = self.runner.run(commands.qstat_j_argv(job.job_id))
             reason = parsers.error_reason(shown.stdout) or status.native_state
-            return _failed(job.attempt_id, "SchedulerError",
+            return batch.failed(job.attempt_id, "SchedulerError",
                            f"job {job.job_id} at site {self.config.name} went into error state "
                            f"{status.native_state} and was deleted: {reason}", native_id=job.job_id)
         if status.state is parsers.JobState.RUNNING and not job.reported_running:
@@ -214,7 +213,7 @@ class GridEngineAgent:
         if job.cancelled:
             return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id,
                                  outcome=TaskOutcome(cancelled=True, detail=f"{where} deleted"))
-        err = _tail(job.directory / "job.err")
+        err = batch.tail(job.directory / "job.err")
         if accounting.walltime_exceeded:
             return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id, outcome=TaskOutcome(
                 failure=RemoteFailure(error_type="WalltimeExceeded", traceback=err, walltime_exceeded=True,
@@ -222,7 +221,7 @@ class GridEngineAgent:
         if accounting.deleted:
             return _lost(job, f"{where} was deleted outside metasched (qacct: failed {accounting.failed} "
                               f"{accounting.failed_reason}, exit status {accounting.exit_status})")
-        return _failed(job.attempt_id, "SchedulerError",
+        return batch.failed(job.attempt_id, "SchedulerError",
                        f"{where} ended without a result (qacct: failed {accounting.failed} "
                        f"{accounting.failed_reason}, exit status {accounting.exit_status}); its stderr is "
                        f"below and in {job.directory}/job.err", traceback=err, native_id=job.job_id)
@@ -230,20 +229,7 @@ class GridEngineAgent:
     def _read_outcome(self, job: _Job) -> TaskOutcome | None:
         if job.spec.kind is not TaskKind.COMMAND:
             return read_outcome(job.directory)
-        try:
-            status = parse_exit_status((job.directory / scripts.EXIT_STATUS_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        if status is None:
-            return None
-        walltime = job.spec.resources.walltime_s
-        stopped = (walltime is not None and status.returncode in (124, 137)
-                   and status.elapsed_s >= walltime - 0.5)
-        outcome = command_outcome(job.spec, returncode=status.returncode,
-                                  stdout=_tail(job.directory / scripts.COMMAND_STDOUT, limit=None),
-                                  stderr=_tail(job.directory / scripts.COMMAND_STDERR, limit=None),
-                                  walltime_exceeded=stopped)
-        return store_if_big(job.spec, outcome, job.data)
+        return batch.command_outcome_in(job.directory, job.spec, job.data)
 
     def _mark_unavailable(self, reason: str) -> None:
         if self.available:
@@ -280,20 +266,6 @@ class GridEngineAgent:
             est_wait_s=backlog * self._mean_run_s / max(1, self._capacity.total_slots))
 
 
-def _failed(attempt_id: AttemptId, error_type: str, message: str, *, traceback: str = "",
-            native_id: str | None = None) -> AttemptUpdate:
-    return AttemptUpdate(attempt_id=attempt_id, native_id=native_id, outcome=TaskOutcome(
-        failure=RemoteFailure(error_type=error_type, message=message, traceback=traceback)))
-
-
 def _lost(job: _Job, detail: str) -> AttemptUpdate:
     return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id,
                          outcome=TaskOutcome(lost=True, charge_retry=True, detail=detail))
-
-
-def _tail(path: Path, limit: int | None = 4000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return text if limit is None else text[-limit:]

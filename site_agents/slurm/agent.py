@@ -31,11 +31,10 @@ from metasched.errors import SiteAgentError
 from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskKind, TaskOutcome, TaskSpec
 from metasched.worker import (
     WALLTIME_WARNING_FILE,
-    command_outcome,
     read_outcome,
-    store_if_big,
     write_attempt,
 )
+from site_agents import batch
 from site_agents.base import AttemptUpdate, Submission
 from site_agents.runner import CommandOutput, CommandRunner
 from site_agents.slurm import apptainer, commands, parsers
@@ -116,7 +115,7 @@ class SlurmAgent:
     @property
     def attempts_dir(self) -> Path:
         """Where attempt directories live, in the site's shared filesystem."""
-        return Path(self.config.shared_dir) / ".metasched" / "attempts"
+        return batch.attempts_dir(self.config.shared_dir)
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -190,7 +189,7 @@ class SlurmAgent:
         elif spec.checkpoint == "criu":
             problem = self._write_criu_job(sub, directory, script)
             if problem is not None:
-                self._pending_updates.append(_failed(sub.attempt_id, "CheckpointError", problem))
+                self._pending_updates.append(batch.failed(sub.attempt_id, "CheckpointError", problem))
                 return None
         elif spec.kind is TaskKind.COMMAND:  # run directly: no Python start-up on the compute node
             directory.mkdir(parents=True, exist_ok=True)
@@ -213,7 +212,7 @@ class SlurmAgent:
         if not out.ok:
             if _unreachable(out):
                 return f"site {self.config.name}: sbatch could not reach the controller ({out.describe()})"
-            self._pending_updates.append(_failed(sub.attempt_id, "SubmitError",
+            self._pending_updates.append(batch.failed(sub.attempt_id, "SubmitError",
                                                  f"sbatch refused the job: {out.describe()}"))
             return None
         job_id = parsers.parse_sbatch_parsable(out.stdout)
@@ -372,7 +371,7 @@ class SlurmAgent:
             return stalled
         if status.state is JobState.QUEUED and status.reason in parsers.NEVER_STARTS:
             never_start.append(job.job_id)
-            return _failed(job.attempt_id, "SubmitError",
+            return batch.failed(job.attempt_id, "SubmitError",
                            f"job {job.job_id} can never start at site {self.config.name} "
                            f"(Slurm reason {status.reason}); lower the request or pick another partition",
                            native_id=job.job_id)
@@ -418,20 +417,7 @@ class SlurmAgent:
             checkpointed = self._checkpoint_outcome(job)
             if checkpointed is not None:
                 return checkpointed
-        try:
-            status = parsers.parse_exit_status((job.directory / commands.EXIT_STATUS_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        if status is None:
-            return None
-        walltime = job.spec.resources.walltime_s
-        stopped = (walltime is not None and status.returncode in (124, 137)
-                   and status.elapsed_s >= walltime - 0.5)
-        outcome = command_outcome(job.spec, returncode=status.returncode,
-                                  stdout=_tail(job.directory / commands.COMMAND_STDOUT, limit=None),
-                                  stderr=_tail(job.directory / commands.COMMAND_STDERR, limit=None),
-                                  walltime_exceeded=stopped)
-        return store_if_big(job.spec, outcome, job.data)
+        return batch.command_outcome_in(job.directory, job.spec, job.data)
 
     def _restart_point(self, job: _Job) -> DataRef | None:
         """The newest restart point a running CRIU job took (older unreported ones are dropped)."""
@@ -468,11 +454,11 @@ class SlurmAgent:
         if error.exists():
             return TaskOutcome(failure=RemoteFailure(
                 error_type="CheckpointError", message=f"job {job.job_id} at site {self.config.name}: "
-                f"{error.read_text().strip()}", traceback=_tail(job.directory / "job.err")))
+                f"{error.read_text().strip()}", traceback=batch.tail(job.directory / "job.err")))
         return None
 
     def _explain_finished_without_outcome(self, job: _Job, status: parsers.JobStatus) -> AttemptUpdate:
-        err = _tail(job.directory / "job.err")
+        err = batch.tail(job.directory / "job.err")
         where = f"job {job.job_id} at site {self.config.name}"
         if status.state is JobState.TIMEOUT:
             return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id, outcome=TaskOutcome(
@@ -485,7 +471,7 @@ class SlurmAgent:
             return self._lost_by_site(job, f"{where} was cancelled outside metasched ({status.native_state})")
         if status.state is JobState.NODE_FAIL:
             return _lost(job, f"{where}: node failure", charge=True)
-        return _failed(job.attempt_id, f"Slurm{status.state.value.title()}",
+        return batch.failed(job.attempt_id, f"Slurm{status.state.value.title()}",
                        f"{where} ended {status.native_state} ({status.reason}) without a result; its stderr "
                        f"is below and in {job.directory}/job.err", traceback=err, native_id=job.job_id)
 
@@ -540,20 +526,6 @@ def _capabilities(config: SlurmSite) -> frozenset[str]:
 
 def _unreachable(out: CommandOutput) -> bool:
     return any(marker in out.stderr for marker in _UNREACHABLE)
-
-
-def _tail(path: Path, limit: int | None = 4000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return text if limit is None else text[-limit:]
-
-
-def _failed(attempt_id: AttemptId, error_type: str, message: str, *, traceback: str = "",
-            native_id: str | None = None) -> AttemptUpdate:
-    return AttemptUpdate(attempt_id=attempt_id, native_id=native_id, outcome=TaskOutcome(
-        failure=RemoteFailure(error_type=error_type, message=message, traceback=traceback)))
 
 
 def _lost(job: _Job, detail: str, *, charge: bool) -> AttemptUpdate:

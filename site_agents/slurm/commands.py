@@ -4,68 +4,14 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Sequence
 from dataclasses import replace
 
 from metasched.records import CommandSpec, TaskKind, TaskSpec
-
-JOB_SCRIPT = """#!/bin/bash
-# metasched attempt {attempt_id}: task {task_name!r} ({task_id})
-export PATH=/usr/local/bin:/usr/bin:/bin
-export PYTHONPATH={pythonpath}
-cd {attempt_dir}
-exec {python} -m metasched.worker {attempt_dir}
-"""
-
-
-COMMAND_SCRIPT = """#!/bin/bash
-# metasched attempt {attempt_id}: command task {task_name!r} ({task_id})
-# Runs the command directly (no Python on the compute node) and writes EXIT_STATUS_FILE atomically:
-# "<exit status> <start epoch> <end epoch>". USR1 (Slurm's warning before the time limit) is recorded.
-export PATH=/usr/local/bin:/usr/bin:/bin
-cd {attempt_dir} || exit 1
-trap 'date +%s > {warning}' USR1
-record() {{ echo "$1 $start $(date +%s.%N)" > .exit-status.tmp && mv .exit-status.tmp {status}; }}
-start=$(date +%s.%N)
-{precheck}cd {cwd} || {{ echo "metasched: cannot enter {cwd_text}" > {err}; record 126; exit 126; }}
-{launch} > {out} 2> {err} < /dev/null &
-child=$!
-while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
-cd {attempt_dir} && record "$rc"
-exit "$rc"
-"""
-EXIT_STATUS_FILE = "exit-status"
-COMMAND_STDOUT = "cmd.out"
-COMMAND_STDERR = "cmd.err"
-
-
-def command_job_script(*, attempt_id: str, spec: TaskSpec, attempt_dir: str, wrap: Sequence[str] = (),
-                       precheck: str = "") -> str:
-    """The batch script of a command task: its argv run directly, every value shell-quoted.
-
-    A walltime runs the command under ``timeout`` (TERM, then KILL 5 s later); the agent recognises a
-    walltime stop by the exit status (124 or 137) and the elapsed time. `wrap` goes before the argv
-    (e.g. ``apptainer exec ... IMAGE``); `precheck` is a script line run first (it may `record` and exit).
-    """
-    command = spec.command
-    if command is None:
-        raise ValueError(f"task {spec.task_id} is not a command task")
-    launch: list[str] = []
-    if spec.resources.walltime_s is not None:
-        launch += ["timeout", "--kill-after=5s", f"{spec.resources.walltime_s:g}s"]
-    if command.env:
-        launch += ["env", *(f"{key}={value}" for key, value in command.env)]
-    launch += [*wrap, *command.argv]
-    directory = shlex.quote(attempt_dir)
-    return COMMAND_SCRIPT.format(precheck=f"{precheck}\n" if precheck else "",
-        attempt_id=attempt_id, task_name=spec.name.replace("\n", " "), task_id=spec.task_id,
-        attempt_dir=directory, cwd=shlex.quote(command.cwd or attempt_dir),
-        cwd_text=(command.cwd or attempt_dir).replace("\n", " ").replace('"', "'"),
-        warning=f"{directory}/walltime-warning", status=f"{directory}/{EXIT_STATUS_FILE}",
-        out=f"{directory}/{COMMAND_STDOUT}", err=f"{directory}/{COMMAND_STDERR}",
-        launch=" ".join(shlex.quote(arg) for arg in launch),
-    )
-
+from site_agents.batch import COMMAND_STDERR as COMMAND_STDERR
+from site_agents.batch import COMMAND_STDOUT as COMMAND_STDOUT
+from site_agents.batch import EXIT_STATUS_FILE as EXIT_STATUS_FILE
+from site_agents.batch import command_job_script as command_job_script
+from site_agents.batch import job_script as job_script
 
 CRIU_JOB_SCRIPT = """#!/bin/bash
 # metasched attempt {attempt_id}: checkpointable command task {task_name!r} ({task_id})
@@ -119,14 +65,6 @@ def signal_argv(job_ids: list[str], signal: str) -> list[str]:
 def job_name(site: str, attempt_id: str) -> str:
     """The Slurm job name of an attempt."""
     return f"ms-{site}-{attempt_id}"
-
-
-def job_script(*, attempt_id: str, spec: TaskSpec, attempt_dir: str, python: str, pythonpath: str) -> str:
-    """The batch script: run metasched's worker on the attempt directory (values shell-quoted)."""
-    return JOB_SCRIPT.format(
-        attempt_id=attempt_id, task_name=spec.name.replace("\n", " "), task_id=spec.task_id,
-        pythonpath=shlex.quote(pythonpath), attempt_dir=shlex.quote(attempt_dir), python=shlex.quote(python),
-    )
 
 
 def sbatch_argv(

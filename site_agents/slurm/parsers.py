@@ -11,6 +11,9 @@ import logging
 import re
 from dataclasses import dataclass
 
+from site_agents.batch import ExitStatus as ExitStatus
+from site_agents.batch import parse_exit_status as parse_exit_status
+
 log = logging.getLogger(__name__)
 
 
@@ -160,20 +163,3 @@ def parse_sinfo_nodes(stdout: str) -> list[NodeInfo]:
         except ValueError:
             log.warning("skipping unparsable sinfo line %r", line)
     return list(nodes.values())
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExitStatus:
-    """What a command job's script recorded: exit status and wall-clock span."""
-
-    returncode: int
-    elapsed_s: float
-
-
-def parse_exit_status(text: str) -> ExitStatus | None:
-    """Parse ``<rc> <start> <end>`` written by the command job script; None if incomplete."""
-    parts = text.split()
-    try:
-        return ExitStatus(returncode=int(parts[0]), elapsed_s=max(0.0, float(parts[2]) - float(parts[1])))
-    except (IndexError, ValueError):
-        return None
