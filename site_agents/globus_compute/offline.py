@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from multiprocessing.managers import BaseManager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("metasched.offline_endpoint")
 
@@ -35,6 +35,9 @@ log = logging.getLogger("metasched.offline_endpoint")
 NODE_LIBRARIES = ("parsl", "globus_compute_endpoint", "globus_compute_sdk", "globus_compute_common",
                   "globus_sdk", "dill", "zmq", "pyzmq.libs", "tblib", "typeguard", "psutil", "setproctitle",
                   "click", "cryptography", "_cffi_backend", "cffi", "jwt", "packaging", "pika", "filelock")
+
+#: How long the engine's own shutdown may take before its blocks are cancelled directly.
+SHUTDOWN_WAIT_S = 20.0
 
 #: How long a fetched result stays (a scheduler that crashed before journaling it can fetch it again).
 KEEP_FETCHED_S = 3600.0
@@ -153,12 +156,33 @@ def serve(args: argparse.Namespace) -> None:
     engine = build_engine(args)
     engine.start(endpoint_id=uuid.uuid4(), run_dir=str(run_dir))
     endpoint = OfflineEndpoint(engine)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # shut the engine down: its batch jobs end too
-    print(f"READY 127.0.0.1:{args.port}", flush=True)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # shut the engine down: its batch jobs end too
+        signal.signal(signum, lambda *_: sys.exit(0))
+    _, port = cast(tuple[str, int], server.address)  # the port the OS chose for --port 0
+    print(f"READY 127.0.0.1:{port}", flush=True)
     try:
         server.serve_forever()
     finally:
-        engine.shutdown()
+        _shutdown(engine)
+
+
+def _shutdown(engine: Any) -> None:
+    """Shut the engine down, ending its blocks (batch jobs); then leave at once.
+
+    A signal sent to the whole process group (Ctrl-C, `timeout`) also ends the engine's interchange,
+    and the engine's own shutdown then waits forever for its answer: after SHUTDOWN_WAIT_S the blocks
+    are cancelled through the provider directly.
+    """
+    stopper = threading.Thread(target=engine.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(timeout=SHUTDOWN_WAIT_S)
+    if stopper.is_alive():
+        blocks = list(engine.executor.blocks_to_job_id.values())
+        log.warning("the engine did not shut down in %.0f s (its interchange is gone?): cancelling its "
+                    "blocks %s through the provider", SHUTDOWN_WAIT_S, blocks)
+        engine.provider.cancel(blocks)
+    logging.shutdown()
+    os._exit(0)  # the SDK's atexit thread may wait on the engine too
 
 
 def main(argv: list[str] | None = None) -> None:
