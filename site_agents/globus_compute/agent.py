@@ -161,12 +161,12 @@ class GlobusComputeAgent:
         while self._requests and now - self._requests[0] > 1.0:
             self._requests.popleft()
         while len(self._requests) < max(1, int(self.config.requests_per_s)):
-            ready = [q for q in self._queue if q.announced][:self.config.batch_size]
-            if not ready:
+            # Announced calls are a prefix of the queue: a poll announces every call queued before it.
+            batch: list[Call] = []
+            while self._queue and self._queue[0].announced and len(batch) < self.config.batch_size:
+                batch.append(self._queue.popleft().call)
+            if not batch:
                 break
-            sent = {id(q) for q in ready}
-            self._queue = deque(q for q in self._queue if id(q) not in sent)
-            batch = [q.call for q in ready]
             self._requests.append(now)
             try:
                 self._service.submit(batch)
