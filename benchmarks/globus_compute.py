@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,34 +65,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
-    from globus_compute_endpoint.engines import GlobusComputeEngine
-    from parsl.providers import LocalProvider
+    from site_agents.globus_compute.offline import build_engine
 
     tmp = Path(tempfile.mkdtemp(prefix="metasched-bench-gc-"))
-    engine = GlobusComputeEngine(address="127.0.0.1", provider=LocalProvider(init_blocks=1, max_blocks=1),
-                                 max_workers_per_node=args.workers)
-    interchange = "parsl.executors.high_throughput.interchange"
-    engine.executor.interchange_launch_cmd = [sys.executable, "-m", interchange]
-    engine.executor.launch_cmd = engine.executor.launch_cmd.replace(
-        "globus-compute-endpoint python-exec", f"{sys.executable} -m", 1)
+    engine = build_engine(provider="local", workers=args.workers)  # the engine the offline endpoint runs
     engine.start(endpoint_id=uuid.uuid4(), run_dir=str(tmp / "by-hand"))
     key = tmp / "key"
     key.write_text(secrets.token_hex(32))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    endpoint = subprocess.Popen([sys.executable, "-m", "site_agents.globus_compute.offline",
-                                 "--port", str(port), "--authkey-file", str(key),
-                                 "--run-dir", str(tmp / "endpoint"), "--workers", str(args.workers)],
-                                stdout=subprocess.PIPE, text=True)
+    endpoint = subprocess.Popen([sys.executable, "-m", "site_agents.globus_compute.offline", "--port", "0",
+                                 "--authkey-file", str(key), "--run-dir", str(tmp / "endpoint"),
+                                 "--workers", str(args.workers)], stdout=subprocess.PIPE, text=True)
     assert endpoint.stdout is not None
     ready = endpoint.stdout.readline().strip()
-    if not ready.startswith("READY"):
+    if not ready.startswith("READY "):
         engine.shutdown()
         raise SystemExit(f"the offline endpoint did not start (see its output above): {ready!r}")
-    print(f"offline endpoint {ready}", flush=True)
+    address = ready.split()[1]
+    print(f"offline endpoint {address}", flush=True)
     init_embedded_ray(num_cpus=2, resources={}, object_store_mb=256, namespace="metasched")
-    site = ms.GlobusComputeSite("gc", offline_endpoint=f"127.0.0.1:{port}", authkey_file=str(key),
+    site = ms.GlobusComputeSite("gc", offline_endpoint=address, authkey_file=str(key),
                                 cores=args.workers, poll_interval=0.05, requests_per_s=20)
     try:
         by_hand(engine, 40)  # workers up and warm on both sides

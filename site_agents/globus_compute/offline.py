@@ -105,26 +105,45 @@ def _error_result(task_id: str, message: str) -> bytes:
     return bytes(messagepack.pack(Result(task_id=uuid.UUID(task_id), data=message, error_details=details)))
 
 
-def build_engine(args: argparse.Namespace) -> Any:
+class _Manager(BaseManager):
+    """The manager type both sides agree on: one shared object, registered as "endpoint"."""
+
+
+_Manager.register("endpoint")  # clients' side; serve() registers the object itself
+
+
+def connect(address: str, authkey: bytes) -> Any:
+    """A client's proxy of the offline endpoint at ``host:port``.
+
+    Raises OSError if none answers there, multiprocessing.AuthenticationError if it refuses the key.
+    """
+    host, _, port = address.rpartition(":")
+    manager = _Manager(address=(host, int(port)), authkey=authkey)
+    manager.connect()
+    return manager.endpoint()  # type: ignore[attr-defined]
+
+
+def build_engine(*, provider: str = "local", workers: int = 2, worker_python: str = sys.executable,
+                 worker_pythonpath: str = "", slurm_conf: str = "", partition: str = "",
+                 walltime: str = "01:00:00") -> Any:
     """A GlobusComputeEngine whose interchange and workers talk over 127.0.0.1 only."""
     from globus_compute_endpoint.engines import GlobusComputeEngine  # type: ignore[import-untyped]
     from parsl.launchers import SimpleLauncher
     from parsl.providers import LocalProvider, SlurmProvider
 
-    worker_init = f"export PYTHONPATH={shlex.quote(args.worker_pythonpath)}" if args.worker_pythonpath else ""
-    provider: Any
-    if args.provider == "local":
-        provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1,  # type: ignore[no-untyped-call]
-                                 worker_init=worker_init)
+    worker_init = f"export PYTHONPATH={shlex.quote(worker_pythonpath)}" if worker_pythonpath else ""
+    blocks: Any
+    if provider == "local":
+        blocks = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1,  # type: ignore[no-untyped-call]
+                               worker_init=worker_init)
     else:
-        os.environ["SLURM_CONF"] = args.slurm_conf
-        provider = SlurmProvider(partition=args.partition, nodes_per_block=1, init_blocks=1, min_blocks=1,
-                                 max_blocks=1, walltime=args.walltime, launcher=SimpleLauncher(),
-                                 worker_init=f"export SLURM_CONF={shlex.quote(args.slurm_conf)}; "
-                                             f"{worker_init}",
-                                 exclusive=False, cores_per_node=args.workers)
-    engine = GlobusComputeEngine(address="127.0.0.1", loopback_address="127.0.0.1", provider=provider,
-                                 max_workers_per_node=args.workers, encrypted=True,
+        os.environ["SLURM_CONF"] = slurm_conf
+        blocks = SlurmProvider(partition=partition, nodes_per_block=1, init_blocks=1, min_blocks=1,
+                               max_blocks=1, walltime=walltime, launcher=SimpleLauncher(),
+                               worker_init=f"export SLURM_CONF={shlex.quote(slurm_conf)}; {worker_init}",
+                               exclusive=False, cores_per_node=workers)
+    engine = GlobusComputeEngine(address="127.0.0.1", loopback_address="127.0.0.1", provider=blocks,
+                                 max_workers_per_node=workers, encrypted=True,
                                  heartbeat_period=5, heartbeat_threshold=30)
     # Start the interchange with this Python, and workers with the nodes' Python: neither needs the
     # endpoint's console script on PATH.
@@ -132,7 +151,7 @@ def build_engine(args: argparse.Namespace) -> Any:
                                               "parsl.executors.high_throughput.interchange"]
     engine.executor.launch_cmd = engine.executor.launch_cmd.replace(
         "globus-compute-endpoint python-exec parsl.executors.high_throughput.process_worker_pool",
-        f"{args.worker_python} -m parsl.executors.high_throughput.process_worker_pool", 1)
+        f"{worker_python} -m parsl.executors.high_throughput.process_worker_pool", 1)
     return engine
 
 
@@ -146,14 +165,12 @@ def serve(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     endpoint: OfflineEndpoint | None = None
-
-    class _Manager(BaseManager):
-        pass
-
     _Manager.register("endpoint", callable=lambda: endpoint)
     manager = _Manager(address=("127.0.0.1", args.port), authkey=authkey)
     server = manager.get_server()  # bound first: a taken port fails before any worker starts
-    engine = build_engine(args)
+    engine = build_engine(provider=args.provider, workers=args.workers, worker_python=args.worker_python,
+                          worker_pythonpath=args.worker_pythonpath, slurm_conf=args.slurm_conf,
+                          partition=args.partition, walltime=args.walltime)
     engine.start(endpoint_id=uuid.uuid4(), run_dir=str(run_dir))
     endpoint = OfflineEndpoint(engine)
     for signum in (signal.SIGTERM, signal.SIGINT):  # shut the engine down: its batch jobs end too

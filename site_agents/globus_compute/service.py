@@ -19,12 +19,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import Any, Protocol
 
 from metasched.errors import SiteAgentError
 from metasched.worker import run_packed
+from site_agents.globus_compute import offline
 from site_agents.globus_compute.config import GlobusComputeSite
 
 
@@ -134,21 +134,14 @@ class OfflineService:
 
     def start(self) -> None:
         """Connect; raise SiteAgentError with the fix if the endpoint cannot be used."""
-        host, _, port = str(self.config.offline_endpoint).rpartition(":")
         try:
             authkey = Path(str(self.config.authkey_file)).read_bytes().strip()
         except OSError as exc:
             raise SiteAgentError(f"site {self.config.name}: cannot read authkey_file "
                                  f"{self.config.authkey_file}: {exc.strerror}",
                                  site=self.config.name) from None
-
-        class _Manager(BaseManager):
-            pass
-
-        _Manager.register("endpoint")
-        manager = _Manager(address=(host, int(port)), authkey=authkey)
         try:
-            manager.connect()
+            self._endpoint = offline.connect(str(self.config.offline_endpoint), authkey)
         except OSError as exc:
             raise SiteAgentError(
                 f"site {self.config.name}: no offline endpoint answers at {self.config.offline_endpoint} "
@@ -159,7 +152,6 @@ class OfflineService:
                                  f"{self.config.offline_endpoint} refused the key in "
                                  f"{self.config.authkey_file} "
                                  f"({type(exc).__name__})", site=self.config.name) from None
-        self._endpoint = manager.endpoint()  # type: ignore[attr-defined]
 
     def reserve(self, key: str) -> str | None:
         """Task ids are chosen here (the endpoint takes them as given), so they are journaled first."""

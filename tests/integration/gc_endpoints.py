@@ -58,13 +58,6 @@ def offline_endpoint(directory: Path, *extra: str, ready_timeout_s: float = 120)
 
 def endpoint_client(endpoint: OfflineEndpoint) -> Any:
     """The endpoint object itself, through its manager (status(), known(task_ids), ...)."""
-    from multiprocessing.managers import BaseManager
+    from site_agents.globus_compute.offline import connect
 
-    class _Manager(BaseManager):
-        pass
-
-    _Manager.register("endpoint")
-    host, _, port = endpoint.address.rpartition(":")
-    manager = _Manager(address=(host, int(port)), authkey=Path(endpoint.authkey_file).read_bytes().strip())
-    manager.connect()
-    return manager.endpoint()  # type: ignore[attr-defined]
+    return connect(endpoint.address, Path(endpoint.authkey_file).read_bytes().strip())
