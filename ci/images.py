@@ -5,8 +5,8 @@ the parent tag, Dockerfile and build context for the others), so a second run fi
 build. Debian package versions inside an image are whatever the mirror served when it was built; delete
 the image (``docker rmi``) to force a rebuild.
 
-Usage: ``python ci/images.py [base|slurm|task|slurm-sid|all]`` prints each image's tag, whether it was
-cached, and how long it took.
+Usage: ``python ci/images.py [base|slurm|task|slurm-sid|gridengine|torque-wrappers|all]`` prints each
+image's tag, whether it was cached, and how long it took.
 """
 
 from __future__ import annotations
@@ -173,6 +173,11 @@ def ensure_slurm_sid() -> BuiltImage:
                         dockerfile="Dockerfile.sid")
 
 
+def ensure_torque_wrappers() -> BuiltImage:
+    """The Slurm image plus Debian's Torque-style wrappers (slurm-wlm-torque): the Torque test site."""
+    return ensure_image("metasched/torque-wrappers", CI_DIR / "torque-wrappers" / "image", ensure_slurm().tag)
+
+
 def ensure_gridengine() -> BuiltImage:
     """The Grid Engine 8.1.9 image (bookworm's packages) built FROM the base image."""
     base = ensure_base()
@@ -242,14 +247,17 @@ def main(argv: list[str]) -> int:
             _report("slurm-sid", ensure_slurm_sid())
         elif what == "gridengine":
             _report("gridengine", ensure_gridengine())
+        elif what == "torque-wrappers":
+            _report("torque-wrappers", ensure_torque_wrappers())
         elif what == "all":
             _report("slurm", ensure_slurm())
             _report("task", ensure_task())
             _report("slurm-sid", ensure_slurm_sid())
             _report("gridengine", ensure_gridengine())
+            _report("torque-wrappers", ensure_torque_wrappers())
         else:
-            print(f"usage: images.py [base|slurm|task|slurm-sid|gridengine|all] (got {what!r})",
-                  file=sys.stderr)
+            print("usage: images.py [base|slurm|task|slurm-sid|gridengine|torque-wrappers|all] "
+                  f"(got {what!r})", file=sys.stderr)
             return 2
     except ImageBuildError as exc:
         print(f"image build failed: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ _EXPORTS = {
     "SlurmSite": "site_agents.slurm.config",
     "GlobusComputeSite": "site_agents.globus_compute.config",
     "GridEngineSite": "site_agents.gridengine.config",
+    "PBSSite": "site_agents.pbs.config",
 }
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "JournalError",
     "LocalSite",
     "MetaschedError",
+    "PBSSite",
     "PlacementError",
     "RedisStore",
     "RemoteTaskError",
@@ -96,6 +98,7 @@ if TYPE_CHECKING:
     from site_agents.globus_compute.config import GlobusComputeSite
     from site_agents.gridengine.config import GridEngineSite
     from site_agents.local import LocalSite
+    from site_agents.pbs.config import PBSSite
     from site_agents.slurm.config import SlurmSite
 
 

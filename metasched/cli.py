@@ -25,6 +25,7 @@ from metasched.config import (
     GridEngineSiteModel,
     LoadedCampaign,
     LocalSiteModel,
+    PBSSiteModel,
     RedisStoreModel,
     load_campaign_file,
 )
@@ -104,6 +105,11 @@ def _sites(loaded: LoadedCampaign) -> list[Any]:
 
             options["login"] = tuple(options["login"])
             sites.append(GridEngineSite(model.name, **options))
+        elif isinstance(model, PBSSiteModel):
+            from site_agents.pbs.config import PBSSite
+
+            options["login"] = tuple(options["login"])
+            sites.append(PBSSite(model.name, **options))
         elif isinstance(model, GlobusComputeSiteModel):
             from site_agents.globus_compute.config import GlobusComputeSite
 

@@ -170,8 +170,25 @@ class GridEngineSiteModel(_Model):
     store: StoreModel | None = None
 
 
-SiteModel = Annotated[LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel | GridEngineSiteModel,
-                      Field(discriminator="kind")]
+class PBSSiteModel(_Model):
+    """A ``[[sites]]`` entry of kind "pbs" (dialect "openpbs" or "torque")."""
+
+    kind: Literal["pbs"]
+    name: str
+    shared_dir: str = Field(pattern=r"^/")
+    dialect: Literal["openpbs", "torque"] = "openpbs"
+    login: list[str] = Field(default_factory=list)
+    environment: dict[str, str] = Field(default_factory=dict)
+    queue: str | None = None
+    account: str | None = None
+    max_jobs: int = Field(default=100, ge=1)
+    poll_interval: float = Field(default=1.0, gt=0)
+    python: str = "python3"
+    store: StoreModel | None = None
+
+
+SiteModel = Annotated[LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel | GridEngineSiteModel
+                      | PBSSiteModel, Field(discriminator="kind")]
 
 
 class RangeModel(_Model):
@@ -348,7 +365,7 @@ def check_data(data: dict[str, Any], path: Path, text: str = "") -> LoadedCampai
 
 def _union_member(part: str | int) -> bool:
     """Parts pydantic adds to a location to say which union member it tried (not fields of the file)."""
-    site_kinds = ("local", "slurm", "globus_compute", "gridengine")
+    site_kinds = ("local", "slurm", "globus_compute", "gridengine", "pbs")
     return isinstance(part, str) and (part in site_kinds or "[" in part or part.endswith("Model"))
 
 
@@ -370,7 +387,7 @@ def _check_semantics(path: Path, text: str, spec: CampaignFile, problems: list[s
                 report(("sites", i, "slurm_conf"), f"file {site.slurm_conf} does not exist")
             if not Path(site.shared_dir).is_dir():
                 report(("sites", i, "shared_dir"), f"directory {site.shared_dir} does not exist")
-        if isinstance(site, GridEngineSiteModel) and not Path(site.shared_dir).is_dir():
+        if isinstance(site, GridEngineSiteModel | PBSSiteModel) and not Path(site.shared_dir).is_dir():
             report(("sites", i, "shared_dir"), f"directory {site.shared_dir} does not exist")
         key = site.authkey_file if isinstance(site, GlobusComputeSiteModel) else None
         if key and not Path(key).is_file():

@@ -14,7 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from metasched.config import GlobusComputeSiteModel, GridEngineSiteModel, LocalSiteModel, SlurmSiteModel
+from metasched.config import (
+    GlobusComputeSiteModel,
+    GridEngineSiteModel,
+    LocalSiteModel,
+    PBSSiteModel,
+    SlurmSiteModel,
+)
 from metasched.errors import SiteAgentError
 from site_agents.runner import CommandRunner
 from site_agents.slurm import parsers
@@ -32,7 +38,7 @@ class Check:
 
 
 def check_site(site: LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel | GridEngineSiteModel
-               ) -> list[Check]:
+               | PBSSiteModel) -> list[Check]:
     """Every check of one site, in order; later checks are skipped once the site is unreachable."""
     if isinstance(site, LocalSiteModel):
         return list(_local(site))
@@ -40,6 +46,8 @@ def check_site(site: LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel | 
         return list(_gridengine(site))
     if isinstance(site, GlobusComputeSiteModel):
         return list(_globus_compute(site))
+    if isinstance(site, PBSSiteModel):
+        return list(_pbs(site))
     return list(_slurm(site))
 
 
@@ -63,6 +71,28 @@ def _gridengine(site: GridEngineSiteModel) -> Iterator[Check]:
     yield Check(site=site.name, check="reachable", passed=capacity.total_slots > 0,
                 detail=f"{capacity.hosts} queue instance(s), {capacity.total_slots} slots",
                 fix="" if capacity.total_slots else "the cell has no queue instance with slots")
+
+
+def _pbs(site: PBSSiteModel) -> Iterator[Check]:
+    """Reach the server (pbsnodes in the site's dialect) and count the cores of usable nodes."""
+    from site_agents.pbs.agent import DIALECTS
+
+    dialect = DIALECTS[site.dialect]
+    runner = CommandRunner(site=site.name, env=site.environment, timeout_s=30, login=site.login)
+    try:
+        out = runner.run(dialect.nodes_argv())
+    except SiteAgentError as exc:
+        yield Check(site=site.name, check="reachable", passed=False, detail=str(exc),
+                    fix="install the PBS client here, or set login to reach a submit host")
+        return
+    if not out.ok:
+        yield Check(site=site.name, check="reachable", passed=False, detail=out.describe(),
+                    fix="check PBS_SERVER (environment) and that the server runs")
+        return
+    capacity = dialect.parse_nodes(out.stdout)
+    yield Check(site=site.name, check="reachable", passed=capacity.total_cores > 0,
+                detail=f"{capacity.nodes} usable node(s), {capacity.total_cores} cores ({site.dialect})",
+                fix="" if capacity.total_cores else "every node is down or offline (pbsnodes)")
 
 
 def _globus_compute(site: GlobusComputeSiteModel) -> Iterator[Check]:

@@ -127,6 +127,19 @@ def epsilon() -> Iterator[gesite.GESiteInfo]:
 
 
 @pytest.fixture(scope="session")
+def zeta() -> Iterator[slurmsite.SiteInfo]:
+    """The site `zeta`: Slurm 22.05 with Debian's Torque-style wrappers (qsub/qstat/qdel/pbsnodes) and
+    spank_pbs; the wrappers run in its controller container. Not Torque: a compatibility layer."""
+    reason = _docker_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    info = slurmsite.up("zeta", fresh=True, flavor="torque", cpus=4)
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        slurmsite.down("zeta")
+
+
+@pytest.fixture(scope="session")
 def task_sif(task_image: str, delta: slurmsite.SiteInfo) -> str:
     """containers/task as a SIF where delta's nodes read it (built from `docker save`, cached by tag)."""
     import images  # ci/images.py

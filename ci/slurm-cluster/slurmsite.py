@@ -48,6 +48,8 @@ MAX_BLOCKS = 200
 LABEL = "metasched.site"
 SCRATCH = "/var/tmp/metasched-scratch"
 COMMAND_TIMEOUT_S = 60.0
+SPANK_PBS = "/usr/lib/x86_64-linux-gnu/slurm-wlm/spank_pbs.so"
+FLAVORS = ("bookworm", "sid", "torque")
 READY_TIMEOUT_S = 90.0
 
 
@@ -71,7 +73,9 @@ class SiteInfo:
     image: str
     min_job_age: int = 300
     slurmd_timeout: int = 300
-    flavor: str = "bookworm"  # or "sid": Slurm 26.05 + Apptainer, reached through its controller container
+    # "bookworm" (Slurm 22.05, host client), "sid" (Slurm 26.05 + Apptainer) or "torque" (bookworm plus
+    # Debian's Torque-style wrappers, spank_pbs loaded); the last two are reached through the controller
+    flavor: str = "bookworm"
 
     @property
     def nodes(self) -> list[str]:
@@ -85,7 +89,8 @@ class SiteInfo:
     @property
     def login(self) -> list[str]:
         """The argv prefix that runs this site's Slurm client: none (the host's 22.05 client) for bookworm
-        sites; the controller container for sid sites (a 22.05 client cannot talk to Slurm 26.05)."""
+        sites; the controller container for sid sites (a 22.05 client cannot talk to Slurm 26.05) and for
+        torque sites (the wrappers are installed there, not on the host)."""
         if self.flavor == "bookworm":
             return []
         return ["docker", "exec", "-i", _container_name(self.name, "controller")]
@@ -204,6 +209,8 @@ def render_slurm_conf(info: SiteInfo) -> str:
         "KillWait=5",
         "InactiveLimit=0",
     ]
+    if info.flavor == "torque":
+        lines.append(f"PlugStackConfig={d}/etc/plugstack.conf")
     for node in info.nodes:
         lines.append(
             f"NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 Port={info.node_ports[node]} "
@@ -248,6 +255,8 @@ def _prepare_directory(info: SiteInfo, *, fresh: bool) -> None:
         key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     (d / "etc" / "slurm.conf").write_text(render_slurm_conf(info))
+    if info.flavor == "torque":  # PBS_JOBID, PBS_O_WORKDIR... in every job (slurm-wlm-basic-plugins)
+        (d / "etc" / "plugstack.conf").write_text(f"required {SPANK_PBS}\n")
     (d / "site.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
 
 
@@ -382,12 +391,14 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
 
     `min_job_age` (how long finished jobs stay in squeue) and `slurmd_timeout` (how soon a silent node
     is declared down) can be shortened for fault-injection tests. `flavor` "sid" makes a Slurm 26.05
-    site whose nodes run Apptainer (its client runs in the controller container: see SiteInfo.login).
+    site whose nodes run Apptainer, "torque" a 22.05 site with Debian's Torque-style wrappers (their
+    clients run in the controller container: see SiteInfo.login).
     """
     directory = _site_dir(name)
-    if flavor not in ("bookworm", "sid"):
-        raise SiteError(f"site {name!r}: flavor must be 'bookworm' or 'sid', got {flavor!r}")
-    image = (images.ensure_slurm() if flavor == "bookworm" else images.ensure_slurm_sid()).tag
+    if flavor not in FLAVORS:
+        raise SiteError(f"site {name!r}: flavor must be one of {', '.join(FLAVORS)}, got {flavor!r}")
+    image = {"bookworm": images.ensure_slurm, "sid": images.ensure_slurm_sid,
+             "torque": images.ensure_torque_wrappers}[flavor]().tag
     existing = directory / "site.json"
     info: SiteInfo | None = SiteInfo.load(existing) if existing.exists() else None
     running = [c for c in _site_containers(name) if c["state"] == "running"]
@@ -465,8 +476,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--memory-mb", type=int, default=8000, help="memory each node claims")
     parser.add_argument("--fresh", action="store_true", help="up: wipe state, logs and shared files")
     parser.add_argument("--purge", action="store_true", help="down: delete the site directory too")
-    parser.add_argument("--flavor", choices=["bookworm", "sid"], default="bookworm",
-                        help="up: Slurm 22.05 (bookworm) or Slurm 26.05 with Apptainer (sid)")
+    parser.add_argument("--flavor", choices=FLAVORS, default="bookworm",
+                        help="up: Slurm 22.05 (bookworm), Slurm 26.05 with Apptainer (sid), or 22.05 "
+                             "with the Torque-style wrappers (torque)")
     args = parser.parse_args(argv)
     try:
         if args.action == "up":

@@ -6,7 +6,9 @@ containerized Slurm site alpha, one job per attempt) and `slurm-apptainer` (the 
 running every task in the same image as a SIF with Apptainer), `globus-compute-local` and
 `globus-compute-slurm` (a Globus Compute site served by an offline endpoint: a real GlobusComputeEngine
 whose workers run on this machine, or in a Slurm job at alpha) and `gridengine` (the Grid Engine 8.1.9
-site epsilon, one job per attempt). Later site kinds add a parameter here.
+site epsilon, one job per attempt) and `torque-wrappers` (the PBS agent's Torque dialect against the
+site zeta: Slurm 22.05 behind Debian's Torque-style wrappers, which is a compatibility layer, not Torque).
+Later site kinds add a parameter here.
 `workdir` is a directory the site's tasks can see (for Slurm: inside the site's shared filesystem).
 """
 
@@ -28,7 +30,8 @@ SITE_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker),
               pytest.param("slurm-batch", marks=pytest.mark.slurm),
               pytest.param("slurm-apptainer", marks=[pytest.mark.slurm, pytest.mark.docker]),
               "globus-compute-local", pytest.param("globus-compute-slurm", marks=pytest.mark.slurm),
-              pytest.param("gridengine", marks=pytest.mark.docker)]
+              pytest.param("gridengine", marks=pytest.mark.docker),
+              pytest.param("torque-wrappers", marks=pytest.mark.docker)]
 
 
 @dataclass
@@ -66,6 +69,13 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         sites = [ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir, login=tuple(epsilon.login),
                                    poll_interval=0.3)]
         workdir = Path(epsilon.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir()
+    elif kind == "torque-wrappers":
+        from tests.integration.pbs_sites import torque_site
+
+        zeta = request.getfixturevalue("zeta")
+        sites = [torque_site(zeta, poll_interval=0.3)]
+        workdir = Path(zeta.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
     elif kind.startswith("globus-compute"):
         endpoint = request.getfixturevalue("gc_local" if kind.endswith("local") else "gc_alpha")

@@ -39,9 +39,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("missing campaign", edit('[campaign]\nname = "c"\n', ""), ["1: campaign: Field required"]),
     ("bad policy", edit('name = "c"', 'name = "c"\npolicy = "random"'),
      ["3: campaign.policy: Input should be 'default' or 'round-robin'"]),
-    ("unknown site kind", edit('kind = "local"', 'kind = "pbs"'),
-     ["4: sites[0]: Input tag 'pbs' found using 'kind' does not match any of the expected tags: "
-      "'local', 'slurm', 'globus_compute', 'gridengine'"]),
+    ("unknown site kind", edit('kind = "local"', 'kind = "lsf"'),
+     ["4: sites[0]: Input tag 'lsf' found using 'kind' does not match any of the expected tags: "
+      "'local', 'slurm', 'globus_compute', 'gridengine', 'pbs'"]),
     ("missing site kind", edit('kind = "local"\n', ""),
      ["4: sites[0]: Unable to extract tag using discriminator 'kind'"]),
     ("unknown site key", edit('name = "local"', 'name = "local"\ncpus = 4'),
