@@ -152,8 +152,9 @@ class PBSAgent:
             return None, self._refused_at_no_cost(sub.attempt_id, out.describe())
         job_id = self.dialect.parse_qsub(out.stdout) if out.ok else None
         if job_id is None:
-            message = (f"qsub at site {self.config.name} refused task {spec.name!r}: {out.describe()} "
-                       f"{out.stdout.strip()[:300]}")
+            said = " ".join(f"{out.stderr} {out.stdout}".split())  # the wrappers print errors on stdout
+            message = (f"qsub at site {self.config.name} refused task {spec.name!r} (exit {out.returncode}): "
+                       f"{said[-600:]}")
             return None, batch.failed(sub.attempt_id, "SubmitError", message)
         job = _Job(attempt_id=sub.attempt_id, spec=spec, job_id=job_id, directory=directory,
                    submitted_at=time.monotonic(), data=sub.data)

@@ -1,4 +1,5 @@
-"""One campaign across scheduler families: Slurm (alpha, beta) and Grid Engine (epsilon)."""
+"""One campaign across scheduler families: Slurm (alpha, beta), Grid Engine (epsilon) and the PBS agent's
+Torque dialect (zeta: Debian's Torque-style wrappers over Slurm)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,24 @@ import pytest
 import slurmsite
 
 import metasched as ms
+from tests.integration.pbs_sites import torque_site
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
 
 
-def test_200_tasks_across_slurm_and_grid_engine_survive_a_controller_stop(
-    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, epsilon: object, ray_local: None, tmp_path: Path
+def test_200_tasks_across_slurm_grid_engine_and_torque_survive_a_controller_stop(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, epsilon: object, zeta: slurmsite.SiteInfo,
+    ray_local: None, tmp_path: Path
 ) -> None:
     """alpha's slurmctld is stopped once 50 tasks are done and started again 20 s later: the campaign
-    completes, every task succeeds exactly once, and all three sites did work."""
+    completes, every task succeeds exactly once, and all four sites did work."""
     journal = tmp_path / "families.db"
     sites = [ms.SlurmSite(s.name, slurm_conf=s.slurm_conf, shared_dir=s.shared_dir, poll_interval=0.3,
                           max_jobs=30) for s in (alpha, beta)]
     sites += [
         ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir,  # type: ignore[attr-defined]
-                          login=tuple(epsilon.login), poll_interval=0.3, max_jobs=8)]  # type: ignore[attr-defined]
+                          login=tuple(epsilon.login), poll_interval=0.3, max_jobs=8),  # type: ignore[attr-defined]
+        torque_site(zeta, poll_interval=0.3, max_jobs=8)]
     controller = "metasched-slurm-alpha-controller"
     with ms.Campaign("families", sites=sites, journal=journal) as c:
         @c.task
@@ -48,7 +52,7 @@ def test_200_tasks_across_slurm_and_grid_engine_survive_a_controller_stop(
         done = {row.site: row.done for row in c.status()}
     slurmsite.wait_ready(alpha)
     assert sum(done.values()) == 200
-    assert all(done.get(site, 0) > 0 for site in ("alpha", "beta", "epsilon")), done
+    assert all(done.get(site, 0) > 0 for site in ("alpha", "beta", "epsilon", "zeta")), done
     db = sqlite3.connect(journal)
     twice = list(db.execute("SELECT task_id FROM attempts WHERE state = 'succeeded' GROUP BY task_id "
                             "HAVING COUNT(*) > 1"))
