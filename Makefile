@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALL_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit test-integration venv lint typecheck system engine images \
+.PHONY: demo test test-unit test-integration matrix venv lint typecheck system engine images \
         sites-up sites-down docs clean
 
 demo: venv
@@ -22,6 +22,11 @@ test-unit: lint typecheck
 
 test-integration: images venv
 	$(VENV)/bin/pytest -m "slurm or docker" $(PYTEST_ARGS)
+
+# The scheduler test matrix: the conformance suite and fault injection against every containerized
+# scheduler; rewrites docs/test-matrix.md and docs/test-matrix.json (exit 1 if a cell failed).
+matrix: images
+	$(VENV)/bin/metasched testmatrix
 
 venv: $(INSTALL_STAMP)
 

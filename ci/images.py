@@ -5,8 +5,8 @@ the parent tag, Dockerfile and build context for the others), so a second run fi
 build. Debian package versions inside an image are whatever the mirror served when it was built; delete
 the image (``docker rmi``) to force a rebuild.
 
-Usage: ``python ci/images.py [base|slurm|task|slurm-sid|gridengine|torque-wrappers|all]`` prints each
-image's tag, whether it was cached, and how long it took.
+Usage: ``python ci/images.py [base|slurm|task|slurm-sid|slurm-trixie|gridengine|torque-wrappers|all]``
+prints each image's tag, whether it was cached, and how long it took.
 """
 
 from __future__ import annotations
@@ -57,6 +57,18 @@ SID_SLURM_ARGV_TEMPLATE = (
     "--aptopt=Acquire::Check-Valid-Until \"false\"",
     "--quiet",
     "sid",
+    "{tar}",
+    MIRROR,
+)
+
+
+# Slurm 24.11 with slurmdbd and MariaDB from trixie: the site row that exercises accounting (sacct).
+TRIXIE_SLURM_ARGV_TEMPLATE = (
+    "mmdebstrap",
+    "--variant=minbase",
+    "--include=ca-certificates,slurmctld,slurmd,slurmdbd,slurm-client,munge,mariadb-server,python3,procps",
+    "--quiet",
+    "trixie",
     "{tar}",
     MIRROR,
 )
@@ -173,6 +185,16 @@ def ensure_slurm_sid() -> BuiltImage:
                         dockerfile="Dockerfile.sid")
 
 
+def ensure_slurm_trixie() -> BuiltImage:
+    """The Slurm 24.11 image with slurmdbd + MariaDB (trixie), plus bookworm's Python 3.11 for the worker."""
+    digest = _digest(" ".join(TRIXIE_SLURM_ARGV_TEMPLATE).encode())
+    root = _ensure_imported(f"metasched/trixie-slurm-root:{digest}", TRIXIE_SLURM_ARGV_TEMPLATE,
+                            min_bytes=100_000_000)
+    _report("trixie root", root)
+    return ensure_image("metasched/slurm-trixie", CI_DIR / "slurm-cluster" / "image-2411", root.tag,
+                        PY311=ensure_slurm().tag, BOOKWORM=ensure_base().tag)
+
+
 def ensure_torque_wrappers() -> BuiltImage:
     """The Slurm image plus Debian's Torque-style wrappers (slurm-wlm-torque): the Torque test site."""
     return ensure_image("metasched/torque-wrappers", CI_DIR / "torque-wrappers" / "image", ensure_slurm().tag)
@@ -247,6 +269,8 @@ def main(argv: list[str]) -> int:
             _report("slurm-sid", ensure_slurm_sid())
         elif what == "gridengine":
             _report("gridengine", ensure_gridengine())
+        elif what == "slurm-trixie":
+            _report("slurm-trixie", ensure_slurm_trixie())
         elif what == "torque-wrappers":
             _report("torque-wrappers", ensure_torque_wrappers())
         elif what == "all":
@@ -255,8 +279,9 @@ def main(argv: list[str]) -> int:
             _report("slurm-sid", ensure_slurm_sid())
             _report("gridengine", ensure_gridengine())
             _report("torque-wrappers", ensure_torque_wrappers())
+            _report("slurm-trixie", ensure_slurm_trixie())
         else:
-            print("usage: images.py [base|slurm|task|slurm-sid|gridengine|torque-wrappers|all] "
+            print("usage: images.py [base|slurm|task|slurm-sid|slurm-trixie|gridengine|torque-wrappers|all] "
                   f"(got {what!r})", file=sys.stderr)
             return 2
     except ImageBuildError as exc:

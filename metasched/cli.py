@@ -90,7 +90,8 @@ def store_of(model: FileStoreModel | RedisStoreModel | EndpointStoreModel | None
     return RedisStore(model.port, host=model.host)
 
 
-def _sites(loaded: LoadedCampaign) -> list[Any]:
+def build_sites(loaded: LoadedCampaign) -> list[Any]:
+    """The site configurations of a loaded campaign file (LocalSite, SlurmSite, ... records)."""
     from site_agents.local import LocalSite
     from site_agents.slurm.config import SlurmSite
 
@@ -140,8 +141,9 @@ def run(
 
     def start() -> Any:
         section = loaded.spec.campaign
-        return ms.Campaign(section.name, sites=_sites(loaded), journal=loaded.journal, policy=section.policy,
-                           store=store_of(section.store), data_threshold=section.data_threshold).start()
+        return ms.Campaign(section.name, sites=build_sites(loaded), journal=loaded.journal,
+                           policy=section.policy, store=store_of(section.store),
+                           data_threshold=section.data_threshold).start()
 
     def submit_all(c: Any) -> list[Any]:
         futures: dict[str, Any] = {}
@@ -406,6 +408,63 @@ def sites_check(file: CampaignFileArg) -> None:
                           check.detail, check.fix)
     console.print(table)
     raise typer.Exit(1 if failures else 0)
+
+
+@app.command("testmatrix")
+def matrix_command(
+    sites: Annotated[Path | None, typer.Option("--sites", help="A campaign file: run the conformance suite "
+                                               "against its [[sites]] instead of the built-in test sites.")]
+    = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Built-in rows to run (repeatable).")]
+    = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Table to write (default "
+                                                  "docs/test-matrix.md, or test-matrix.md with --sites).")]
+    = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="JSON to write (next to the table).")]
+    = None,
+    root: Annotated[Path, typer.Option("--root", help="A metasched checkout (the suite lives in tests/).")]
+    = Path("."),
+) -> None:
+    """Run the conformance suite (and fault injection) per scheduler; write the matrix as Markdown + JSON."""
+    from metasched import testmatrix as tm
+
+    if not (root / tm.CONTRACT).is_file():
+        err_console.print(f"{root.resolve()} is not a metasched checkout ({tm.CONTRACT} is missing): run "
+                          "this from the repository, or pass --root", style="bold red")
+        raise typer.Exit(2)
+    env: dict[str, str] = {}
+    if sites is not None:
+        try:
+            loaded = load_campaign_file(sites)
+        except CampaignFileError as exc:
+            err_console.print(str(exc), style="bold red")
+            raise typer.Exit(2) from None
+        rows = tm.user_rows([site.name for site in loaded.spec.sites])
+        env["METASCHED_CONTRACT_SITES"] = str(sites.resolve())
+        command = f"metasched testmatrix --sites {sites}"
+    else:
+        try:
+            rows = tm.rows_named(only or [])
+        except ValueError as exc:
+            err_console.print(str(exc), style="bold red")
+            raise typer.Exit(2) from None
+        command = "make matrix" if not only else "metasched testmatrix " + " ".join(f"--only {o}"
+                                                                                    for o in only)
+    default = Path("docs/test-matrix.md") if sites is None else Path("test-matrix.md")
+    md_path = markdown or (root / default if sites is None else default)
+    json_path = json_out or md_path.with_suffix(".json")
+    results = tm.run(rows, root=root, env=env)
+    table = tm.cells(rows, results)
+    generated = tm.generated_now()
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(tm.render_markdown(table, generated=generated, command=command))
+    json_path.write_text(json.dumps({"generated": generated, "columns": list(tm.COLUMNS), "rows": table},
+                                    indent=2) + "\n")
+    failed = [f"{row['name']} / {column}" for row in table for column, cell in row["cells"].items()
+              if cell["outcome"] == "fail"]
+    verdict = f"[red]{len(failed)} failed[/]: {', '.join(failed)}" if failed else "[green]no failure[/]"
+    console.print(f"test matrix written to {md_path} and {json_path}: {verdict}")
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

@@ -115,6 +115,7 @@ class SlurmSiteModel(_Model):
     gpus_per_node: int = Field(default=0, ge=0)
     signal_lead_s: int = Field(default=60, ge=0)
     stall_after_s: float = Field(default=120.0, gt=0)
+    accounting: bool | None = None
     store: StoreModel | None = None
     checkpoint_dir: str | None = Field(default=None, pattern=r"^/")
     criu: str = "criu"

@@ -127,6 +127,20 @@ def epsilon() -> Iterator[gesite.GESiteInfo]:
 
 
 @pytest.fixture(scope="session")
+def eta() -> Iterator[slurmsite.SiteInfo]:
+    """The site `eta`: Slurm 24.11 (trixie) with slurmdbd + MariaDB, so sacct answers; its client runs in
+    its controller container; its nodes run bookworm's Python 3.11 as `python3.11` for the worker."""
+    reason = _docker_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    # MinJobAge 2 s: finished jobs leave squeue within ~10 s, so a test can reach sacct's answers quickly
+    info = slurmsite.up("eta", fresh=True, flavor="trixie", cpus=4, min_job_age=2)
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        slurmsite.down("eta")
+
+
+@pytest.fixture(scope="session")
 def zeta() -> Iterator[slurmsite.SiteInfo]:
     """The site `zeta`: Slurm 22.05 with Debian's Torque-style wrappers (qsub/qstat/qdel/pbsnodes) and
     spank_pbs; the wrappers run in its controller container. Not Torque: a compatibility layer."""

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 _UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
                 "Connection refused", "Transport endpoint")
 _OUTCOME_GRACE_POLLS = 3  # a finished job's outcome file may appear a little later on a shared FS
+_SACCT_AFTER_POLLS = 2  # a job missing from squeue this many polls is looked up in sacct (with accounting)
 _NODE_REFRESH_S = 30.0  # how often sinfo re-reads which nodes take jobs (drained, down, back again)
 # A job that vanishes this soon after the controller came back was lost by the controller (a crash
 # loses the state saved since), not by the task: it is resubmitted without using up a retry.
@@ -95,6 +96,7 @@ class SlurmAgent:
         self._last_refresh = 0.0
         self._answered_again_at = -_OUTAGE_GRACE_S
         self._usable_nodes = 0
+        self._accounting: bool | None = config.accounting
         self._total_cores = 0
         self._max_cores = 0
         self._max_memory_mb = 0
@@ -129,6 +131,10 @@ class SlurmAgent:
                                  "directory.", site=self.config.name)
         self._user = getpass.getuser()
         self._refresh_nodes(required=True)
+        self._accounting = self.config.accounting
+        if self._accounting is None:
+            shown = self.runner.run(commands.show_config_argv())
+            self._accounting = shown.ok and parsers.has_slurmdbd_accounting(shown.stdout)
         self.attempts_dir.mkdir(parents=True, exist_ok=True)
         self._pythonpath = self.config.worker_pythonpath or str(stage_worker(self.config.shared_dir))
         self._pool = ThreadPoolExecutor(max_workers=_SUBMIT_THREADS,
@@ -360,6 +366,9 @@ class SlurmAgent:
             return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id)
         if status is None:
             job.missing_polls += 1
+            accounted = self._accounted(job) if job.missing_polls >= _SACCT_AFTER_POLLS else None
+            if accounted is not None and accounted.state.finished:
+                return self._explain_finished_without_outcome(job, accounted)
             if job.missing_polls >= self.config.vanish_after_polls:
                 return self._lost_by_site(job, f"VANISHED: job {job.job_id} left squeue without an outcome "
                                                "file")
@@ -384,6 +393,16 @@ class SlurmAgent:
         if job.finished_polls < _OUTCOME_GRACE_POLLS:
             return None
         return self._explain_finished_without_outcome(job, status)
+
+    def _accounted(self, job: _Job) -> parsers.JobStatus | None:
+        """What slurmdbd recorded of a job squeue no longer lists (None without accounting or a record)."""
+        if not self._accounting:
+            return None
+        out = self.runner.run(commands.sacct_argv([job.job_id]))
+        record = parsers.parse_sacct(out.stdout).get(job.job_id) if out.ok else None
+        if record is None or record.name != commands.job_name(self.config.name, job.attempt_id):
+            return None  # not recorded (yet), or another job that got the same id after a lost state
+        return record
 
     def _stalled(self, job: _Job, status: parsers.JobStatus) -> AttemptUpdate | None:
         """Withdraw a job that waited stall_after_s on unusable nodes, so the task can run elsewhere."""

@@ -125,6 +125,17 @@ def squeue_argv(user: str) -> list[str]:
     return ["squeue", "--noheader", "--states=all", f"--user={user}", "--format=%i|%T|%r|%j"]
 
 
+def sacct_argv(job_ids: list[str]) -> list[str]:
+    """Accounting records of several jobs (any user's own jobs, finished or purged from squeue)."""
+    return ["sacct", "--noheader", "--parsable2", f"--jobs={','.join(job_ids)}",
+            "--format=JobIDRaw,State,ExitCode,JobName"]
+
+
+def show_config_argv() -> list[str]:
+    """The controller's running configuration."""
+    return ["scontrol", "show", "config"]
+
+
 def scancel_argv(job_ids: list[str]) -> list[str]:
     """Cancel several jobs in one call."""
     return ["scancel", *job_ids]

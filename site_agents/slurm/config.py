@@ -30,6 +30,9 @@ class SlurmSite:
         signal_lead_s: seconds before the time limit at which Slurm sends USR1 (recorded as a warning).
         vanish_after_polls: polls a job may be missing from squeue, without an outcome file, before it
             is declared VANISHED and resubmitted.
+        accounting: whether the site keeps accounting in slurmdbd, so ``sacct`` explains a job that left
+            squeue without an outcome file (purged after MinJobAge, or while metasched was down) instead
+            of it being declared VANISHED; default: asked once at start (``scontrol show config``).
         command_timeout_s: timeout of each Slurm command.
         stall_after_s: seconds a job may wait on nodes that are down, drained or held (Slurm reasons such
             as ReqNodeNotAvail) before metasched withdraws it (scancel) and places the task again, at no
@@ -68,6 +71,7 @@ class SlurmSite:
     gpus_per_node: int = 0
     signal_lead_s: int = 60
     vanish_after_polls: int = 3
+    accounting: bool | None = None
     command_timeout_s: float = 30.0
     stall_after_s: float = 120.0
     store: StoreSpec | None = None

@@ -106,6 +106,29 @@ def map_state(native: str) -> JobState:
     return state
 
 
+def parse_sacct(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``sacct --noheader --parsable2 --format=JobIDRaw,State,ExitCode,JobName``.
+
+    Only the job rows count (not their ``.batch``/step rows); the exit code becomes the reason (``3:0``:
+    exit status 3, no signal).
+    """
+    jobs: dict[str, JobStatus] = {}
+    for line in stdout.splitlines():
+        parts = line.split("|", 3)
+        if len(parts) != 4 or not parts[0].isdigit():
+            continue
+        job_id, native, exit_code, name = parts
+        jobs[job_id] = JobStatus(job_id=job_id, state=map_state(native), native_state=native,
+                                 reason=f"exit code {exit_code}", name=name)
+    return jobs
+
+
+def has_slurmdbd_accounting(scontrol_show_config: str) -> bool:
+    """Whether ``scontrol show config`` says accounting goes to slurmdbd (so sacct can answer)."""
+    return any(line.split("=", 1)[0].strip() == "AccountingStorageType" and "slurmdbd" in line
+               for line in scontrol_show_config.splitlines())
+
+
 def parse_sbatch_parsable(stdout: str) -> str:
     """The job id from ``sbatch --parsable`` output (``123`` or ``123;cluster``)."""
     lines = [line for line in stdout.strip().splitlines() if line.strip()]

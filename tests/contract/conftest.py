@@ -7,8 +7,13 @@ running every task in the same image as a SIF with Apptainer), `globus-compute-l
 `globus-compute-slurm` (a Globus Compute site served by an offline endpoint: a real GlobusComputeEngine
 whose workers run on this machine, or in a Slurm job at alpha) and `gridengine` (the Grid Engine 8.1.9
 site epsilon, one job per attempt) and `torque-wrappers` (the PBS agent's Torque dialect against the
-site zeta: Slurm 22.05 behind Debian's Torque-style wrappers, which is a compatibility layer, not Torque).
+site zeta: Slurm 22.05 behind Debian's Torque-style wrappers, which is a compatibility layer, not Torque)
+and `slurm-24.11` (the site eta: Slurm 24.11 from trixie with slurmdbd + MariaDB, reached through its
+controller container).
 Later site kinds add a parameter here.
+
+With METASCHED_CONTRACT_SITES=CAMPAIGN_FILE (what `metasched testmatrix --sites FILE` sets) the suite runs
+against that file's [[sites]] instead, one parameter `user-<name>` per site.
 `workdir` is a directory the site's tasks can see (for Slurm: inside the site's shared filesystem).
 """
 
@@ -26,12 +31,25 @@ import pytest
 import metasched as ms
 
 _names = itertools.count()
-SITE_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker),
+USER_SITES = os.environ.get("METASCHED_CONTRACT_SITES")
+BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker),
               pytest.param("slurm-batch", marks=pytest.mark.slurm),
               pytest.param("slurm-apptainer", marks=[pytest.mark.slurm, pytest.mark.docker]),
               "globus-compute-local", pytest.param("globus-compute-slurm", marks=pytest.mark.slurm),
               pytest.param("gridengine", marks=pytest.mark.docker),
-              pytest.param("torque-wrappers", marks=pytest.mark.docker)]
+              pytest.param("torque-wrappers", marks=pytest.mark.docker),
+              pytest.param("slurm-24.11", marks=pytest.mark.docker)]
+
+
+def _user_sites() -> dict[str, object]:
+    from metasched.cli import build_sites
+    from metasched.config import load_campaign_file
+
+    assert USER_SITES is not None
+    return {f"user-{site.name}": site for site in build_sites(load_campaign_file(USER_SITES))}
+
+
+SITE_KINDS = list(_user_sites()) if USER_SITES else BUILT_IN_KINDS
 
 
 @dataclass
@@ -46,8 +64,15 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
     request.getfixturevalue("ray_local")
     kind = request.param
     defaults: dict[str, object] = {}
-    if kind == "local":
-        sites: list[object] = [ms.LocalSite("local", cores=2)]
+    if kind.startswith("user-"):
+        site_config = _user_sites()[kind]
+        sites: list[object] = [site_config]
+        shared = getattr(site_config, "shared_dir", None)
+        workdir = Path(shared) / f"contract-{uuid.uuid4().hex[:8]}" if shared else tmp_path
+        workdir.mkdir(exist_ok=True)
+        kind = f"{getattr(site_config, 'kind', 'user')}:{kind}"
+    elif kind == "local":
+        sites = [ms.LocalSite("local", cores=2)]
         workdir = tmp_path
     elif kind == "local-docker":
         image = request.getfixturevalue("task_image")
@@ -69,6 +94,12 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         sites = [ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir, login=tuple(epsilon.login),
                                    poll_interval=0.3)]
         workdir = Path(epsilon.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir()
+    elif kind == "slurm-24.11":
+        eta = request.getfixturevalue("eta")
+        sites = [ms.SlurmSite("eta", slurm_conf=eta.slurm_conf, shared_dir=eta.shared_dir, poll_interval=0.3,
+                              login=tuple(eta.login), python="python3.11")]
+        workdir = Path(eta.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
     elif kind == "torque-wrappers":
         from tests.integration.pbs_sites import torque_site

@@ -126,7 +126,7 @@ def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
 
 
 def test_stores_in_a_campaign_file_become_store_specs(tmp_path: Path) -> None:
-    from metasched.cli import _sites, store_of
+    from metasched.cli import build_sites, store_of
     from metasched.data.stores import EndpointStore, FileStore, RedisStore
 
     path = tmp_path / "c.toml"
@@ -136,8 +136,8 @@ def test_stores_in_a_campaign_file_become_store_specs(tmp_path: Path) -> None:
     loaded = load_campaign_file(path)
     assert loaded.spec.campaign.data_threshold == 5000
     assert store_of(loaded.spec.campaign.store) == FileStore("/data/demo")
-    assert _sites(loaded)[0].store == RedisStore(6400)
+    assert build_sites(loaded)[0].store == RedisStore(6400)
     uuid = "c84f791d-8c03-42e0-90c9-d1124bf1ce7a"
     path.write_text(GOOD.replace('name = "local"', f'name = "local"\nstore = {{ kind = "endpoint", '
                                 f'endpoint = "{uuid}", proxystore_dir = "/shared/ps" }}'))
-    assert _sites(load_campaign_file(path))[0].store == EndpointStore(uuid, proxystore_dir="/shared/ps")
+    assert build_sites(load_campaign_file(path))[0].store == EndpointStore(uuid, proxystore_dir="/shared/ps")

@@ -168,3 +168,21 @@ def test_apptainer_job_scripts_and_check_messages() -> None:
     assert "has Python 3.9 (python3), but this campaign's driver runs Python 3.11" in other
     broken = apptainer.check_problem("python c1\nFATAL: no python3 here\n", python, "hpc", "3.11")
     assert broken == "image 'app:1' cannot run 'python3' for Python tasks on node c1: FATAL: no python3 here"
+
+
+def test_sacct_of_purged_jobs_on_slurm_24_11() -> None:
+    """Recorded on the test site eta (Slurm 24.11.5 + slurmdbd): tests/data/slurm-24.11/README.md."""
+    text = (DATA.parent / "slurm-24.11" / "sacct-finished.txt").read_text()
+    jobs = parsers.parse_sacct(text)
+    assert {job_id: (j.state, j.name) for job_id, j in jobs.items()} == {
+        "2": (JobState.COMPLETED, "ms-eta-ok"), "3": (JobState.FAILED, "ms-eta-fail"),
+        "4": (JobState.CANCELLED, "ms-eta-cancel"), "5": (JobState.TIMEOUT, "ms-eta-timeout")}
+    assert jobs["3"].reason == "exit code 3:0"
+    assert jobs["4"].native_state == "CANCELLED by 0"
+
+
+def test_accounting_detected_from_scontrol_show_config() -> None:
+    text = (DATA.parent / "slurm-24.11" / "scontrol-show-config-accounting.txt").read_text()
+    assert parsers.has_slurmdbd_accounting(text)
+    assert not parsers.has_slurmdbd_accounting("AccountingStorageType   = (null)\nJobCompType = "
+                                               "jobcomp/filetxt\n")
