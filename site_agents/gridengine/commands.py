@@ -12,11 +12,6 @@ from metasched.records import TaskSpec
 H_RT_MARGIN_S = 60
 
 
-def job_name(site: str, attempt_id: str) -> str:
-    """The Grid Engine job name of an attempt."""
-    return f"ms-{site}-{attempt_id}"
-
-
 def directives(*, spec: TaskSpec, name: str, attempt_dir: str, queue: str | None = None,
                project: str | None = None, pe: str = "smp") -> list[str]:
     """The ``#$`` lines of one attempt's job script.
@@ -42,12 +37,6 @@ def directives(*, spec: TaskSpec, name: str, attempt_dir: str, queue: str | None
         if any(c in line for c in "\n\r"):
             raise ValueError(f"task {spec.name!r}: a Grid Engine directive would span lines: {line!r}")
     return [f"#$ {line}" for line in lines]
-
-
-def with_directives(script: str, lines: Sequence[str]) -> str:
-    """Put the directives right after the script's ``#!`` line (where qsub reads them)."""
-    shebang, _, rest = script.partition("\n")
-    return "\n".join([shebang, *lines, rest])
 
 
 def qsub_argv(script: str) -> list[str]:

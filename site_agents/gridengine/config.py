@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import KW_ONLY, dataclass, field
 from typing import ClassVar
 
-from metasched.data.stores import FileStore, StoreSpec
-from metasched.errors import ConfigurationError
+from metasched.data.stores import StoreSpec
+from site_agents.batch_config import check_batch_config, shared_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +54,10 @@ class GridEngineSite:
     store: StoreSpec | None = None
 
     def __post_init__(self) -> None:
-        where = f"gridengine site {self.name}"
-        if not os.path.isabs(self.shared_dir):
-            raise ConfigurationError(f"{where}: shared_dir must be an absolute path, got "
-                                     f"{self.shared_dir!r}.")
-        if self.max_jobs < 1 or self.poll_interval <= 0:
-            raise ConfigurationError(f"{where}: max_jobs must be at least 1 and poll_interval positive.")
+        check_batch_config(f"gridengine site {self.name}", shared_dir=self.shared_dir, max_jobs=self.max_jobs,
+                           poll_interval=self.poll_interval)
         object.__setattr__(self, "login", tuple(self.login))
 
     def default_store(self) -> StoreSpec:
         """A file store in the shared directory (every execution host sees it)."""
-        return FileStore(os.path.join(self.shared_dir, ".metasched", "store"))
+        return shared_store(self.shared_dir)

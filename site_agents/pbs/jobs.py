@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from metasched.records import TaskSpec
+from site_agents.batch_agent import Capacity
+
+__all__ = ["Capacity", "Dialect", "JobState", "JobStatus"]
 
 #: The scheduler's own walltime is the task's plus this: metasched's worker stops the task at its exact
 #: walltime first and reports it precisely; the scheduler's limit only catches a worker that could not.
@@ -34,15 +37,6 @@ class JobStatus:
     native_state: str
     exit_status: int | None = None
     comment: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Capacity:
-    """Cores of the nodes that can take work (not down or offline)."""
-
-    total_cores: int
-    max_cores_per_node: int
-    nodes: int
 
 
 def sequence_number(job_id: str) -> str:

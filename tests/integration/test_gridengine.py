@@ -11,6 +11,13 @@ from pathlib import Path
 import pytest
 
 import metasched as ms
+from tests.integration.batch_faults import (
+    assert_nothing_lost,
+    attempts,
+    job_of_first_attempt,
+    outage_campaign,
+    rerun_argv,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
@@ -18,17 +25,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.ray]
 def _site(epsilon: object, **options: object) -> ms.GridEngineSite:
     return ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir,  # type: ignore[attr-defined]
                              login=tuple(epsilon.login), poll_interval=0.3, **options)  # type: ignore[attr-defined,arg-type]
-
-
-_ENDED = ("succeeded", "failed", "lost", "cancelled")
-
-
-def _attempts(journal: Path) -> list[tuple[str, str, str, str | None]]:
-    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
-    try:
-        return list(db.execute("SELECT task_id, site, state, native_id FROM attempts ORDER BY submitted_at"))
-    finally:
-        db.close()
 
 
 def test_refused_submission_names_site_task_and_reason(epsilon: object, ray_local: None,
@@ -43,23 +39,13 @@ def test_refused_submission_names_site_task_and_reason(epsilon: object, ray_loca
 
 def test_job_deleted_outside_metasched_is_run_again(epsilon: object, ray_local: None, tmp_path: Path) -> None:
     marker = Path(epsilon.shared_dir) / f"deleted-{time.time_ns()}"  # type: ignore[attr-defined]
-    argv = ["python3", "-c", "import os, sys, time; first = not os.path.exists(sys.argv[1]); "
-            "open(sys.argv[1], 'a').close(); time.sleep(300 if first else 0); print('attempt 2' if not first "
-            "else 'attempt 1')", str(marker)]
     journal = tmp_path / "d.db"
     with ms.Campaign("ge-deleted", sites=[_site(epsilon)], journal=journal) as c:
-        future = c.command(argv, retries=1)
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the first attempt never started"
-            time.sleep(0.2)
-        c.flush()
-        [(_, _, _, job_id)] = _attempts(journal)
-        assert job_id is not None
+        future = c.command(rerun_argv(marker), retries=1)
+        job_id = job_of_first_attempt(c, journal, marker)
         subprocess.run([*epsilon.login, "qdel", job_id], check=True, capture_output=True)  # type: ignore[attr-defined]
         assert future.result(timeout=120).stdout == "attempt 2\n"
-    states = [row[2] for row in _attempts(journal)]
-    assert states == ["lost", "succeeded"], states
+    assert [row[2] for row in attempts(journal)] == ["lost", "succeeded"]
 
 
 def test_qmaster_stopped_midway_loses_nothing(epsilon: object, ray_local: None, tmp_path: Path) -> None:
@@ -69,32 +55,10 @@ def test_qmaster_stopped_midway_loses_nothing(epsilon: object, ray_local: None, 
     sites = [ms.LocalSite("local", cores=1), _site(epsilon)]
     login = list(epsilon.login)  # type: ignore[attr-defined]
     with ms.Campaign("ge-qmaster", sites=sites, journal=journal) as c:
-        first = [c.command(["sleep", "2"], name=f"first-{i}") for i in range(12)]
-        deadline = time.monotonic() + 60
-        while not any(r[1] == "epsilon" and r[3] and r[2] not in _ENDED for r in _attempts(journal)):
-            assert time.monotonic() < deadline, "nothing ran at epsilon"
-            c.flush()
-            time.sleep(0.2)
-        subprocess.run([*login, "pkill", "sge_qmaster"], check=True)
-        down_at = time.time()
-        time.sleep(3)
-        second = [c.command(["sleep", "1"], name=f"second-{i}") for i in range(8)]
-        time.sleep(8)
-        subprocess.run([*login, "/usr/sbin/sge_qmaster"], check=True)
-        up_at = time.time()
-        results = [f.result(timeout=300) for f in first + second]
-    assert all(r.returncode == 0 for r in results)
-    db = sqlite3.connect(journal)
-    placed = list(db.execute("SELECT site FROM attempts WHERE submitted_at > ? AND submitted_at < ?",
-                             (down_at + 2, up_at)))
-    finals = list(db.execute("SELECT task_id, COUNT(*) FROM attempts WHERE state = 'succeeded' "
-                             "GROUP BY task_id"))
-    lost = list(db.execute("SELECT site, native_id FROM attempts WHERE state = 'lost'"))
-    db.close()
-    assert lost == [], f"attempts lost although the jobs ran on: {lost}"
-    assert ("epsilon",) not in placed, "work was sent to epsilon while its qmaster was down"
-    assert len(finals) == 20
-    assert all(count == 1 for _, count in finals)
+        outage = outage_campaign(c, journal, "epsilon",
+                                 stop=lambda: subprocess.run([*login, "pkill", "sge_qmaster"], check=True),
+                                 start=lambda: subprocess.run([*login, "/usr/sbin/sge_qmaster"], check=True))
+    assert_nothing_lost(journal, "epsilon", outage)
 
 
 def test_sites_check_reaches_the_cell_or_says_how_to_fix(epsilon: object) -> None:
@@ -120,12 +84,12 @@ def test_job_in_error_state_is_deleted_and_fails_with_the_reason(epsilon: object
     with ms.Campaign("ge-eqw", sites=[_site(epsilon)], journal=journal) as c:
         blockers = [c.command(["sleep", "300"], name=f"blocker-{i}") for i in range(4)]  # the 4 slots
         deadline = time.monotonic() + 60
-        while len([r for r in _attempts(journal) if r[3]]) < 4:
+        while len([r for r in attempts(journal) if r[3]]) < 4:
             assert time.monotonic() < deadline, "the blockers were not submitted"
             c.flush()
             time.sleep(0.2)
         victim = c.command(["true"], name="victim")
-        while len([r for r in _attempts(journal) if r[3]]) < 5:
+        while len([r for r in attempts(journal) if r[3]]) < 5:
             assert time.monotonic() < deadline, "the victim was not submitted"
             c.flush()
             time.sleep(0.2)

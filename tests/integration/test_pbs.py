@@ -7,7 +7,6 @@ parsers are tested on recorded real output (tests/unit/test_pbs_parsers.py).
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -15,20 +14,16 @@ from pathlib import Path
 import pytest
 
 import metasched as ms
+from tests.integration.batch_faults import (
+    assert_nothing_lost,
+    attempts,
+    job_of_first_attempt,
+    outage_campaign,
+    rerun_argv,
+)
 from tests.integration.pbs_sites import torque_site
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
-
-_ENDED = ("succeeded", "failed", "lost", "cancelled")
-
-
-def _attempts(journal: Path) -> list[tuple[str, str, str, str | None]]:
-    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
-    try:
-        return list(db.execute("SELECT task_id, site, state, native_id FROM attempts ORDER BY submitted_at"))
-    finally:
-        db.close()
-
 
 def _client(zeta: object, *argv: str) -> list[str]:
     return [*zeta.login, "env", f"SLURM_CONF={zeta.slurm_conf}", *argv]  # type: ignore[attr-defined]
@@ -38,7 +33,7 @@ def test_jobs_see_pbs_jobid_from_spank_pbs(zeta: object, ray_local: None, tmp_pa
     journal = tmp_path / "j.db"
     with ms.Campaign("pbs-jobid", sites=[torque_site(zeta, poll_interval=0.3)], journal=journal) as c:
         result = c.command(["sh", "-c", 'echo "$PBS_JOBID"'], cores=2).result(timeout=120)
-    [(_, site, state, job_id)] = _attempts(journal)
+    [(_, site, state, job_id)] = attempts(journal)
     assert (site, state) == ("zeta", "succeeded")
     assert result.stdout == f"{job_id}\n"
 
@@ -55,23 +50,13 @@ def test_refused_submission_names_site_task_and_reason(zeta: object, ray_local: 
 
 def test_job_deleted_outside_metasched_is_run_again(zeta: object, ray_local: None, tmp_path: Path) -> None:
     marker = Path(zeta.shared_dir) / f"deleted-{time.time_ns()}"  # type: ignore[attr-defined]
-    argv = ["python3", "-c", "import os, sys, time; first = not os.path.exists(sys.argv[1]); "
-            "open(sys.argv[1], 'a').close(); time.sleep(300 if first else 0); print('attempt 2' if not first "
-            "else 'attempt 1')", str(marker)]
     journal = tmp_path / "d.db"
     with ms.Campaign("pbs-deleted", sites=[torque_site(zeta, poll_interval=0.3)], journal=journal) as c:
-        future = c.command(argv, retries=1)
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the first attempt never started"
-            time.sleep(0.2)
-        c.flush()
-        [(_, _, _, job_id)] = _attempts(journal)
-        assert job_id is not None
+        future = c.command(rerun_argv(marker), retries=1)
+        job_id = job_of_first_attempt(c, journal, marker)
         subprocess.run(_client(zeta, "qdel", job_id), check=True, capture_output=True)
         assert future.result(timeout=120).stdout == "attempt 2\n"
-    states = [row[2] for row in _attempts(journal)]
-    assert states == ["lost", "succeeded"], states
+    assert [row[2] for row in attempts(journal)] == ["lost", "succeeded"]
 
 
 def test_server_stopped_midway_loses_nothing(zeta: object, ray_local: None, tmp_path: Path) -> None:
@@ -82,32 +67,12 @@ def test_server_stopped_midway_loses_nothing(zeta: object, ray_local: None, tmp_
     controller = zeta.login[-1]  # type: ignore[attr-defined]
     sites = [ms.LocalSite("local", cores=1), torque_site(zeta, poll_interval=0.3)]
     with ms.Campaign("pbs-server", sites=sites, journal=journal) as c:
-        first = [c.command(["sleep", "2"], name=f"first-{i}") for i in range(12)]
-        deadline = time.monotonic() + 60
-        while not any(r[1] == "zeta" and r[3] and r[2] not in _ENDED for r in _attempts(journal)):
-            assert time.monotonic() < deadline, "nothing ran at zeta"
-            c.flush()
-            time.sleep(0.2)
-        subprocess.run(["docker", "stop", "--time", "30", controller], check=True, capture_output=True)
-        down_at = time.time()
-        time.sleep(3)
-        second = [c.command(["sleep", "1"], name=f"second-{i}") for i in range(8)]
-        time.sleep(8)
-        subprocess.run(["docker", "start", controller], check=True, capture_output=True)
-        up_at = time.time()
-        results = [f.result(timeout=300) for f in first + second]
-    assert all(r.returncode == 0 for r in results)
-    db = sqlite3.connect(journal)
-    placed = list(db.execute("SELECT site FROM attempts WHERE submitted_at > ? AND submitted_at < ?",
-                             (down_at + 2, up_at)))
-    finals = list(db.execute("SELECT task_id, COUNT(*) FROM attempts WHERE state = 'succeeded' "
-                             "GROUP BY task_id"))
-    lost = list(db.execute("SELECT site, native_id FROM attempts WHERE state = 'lost'"))
-    db.close()
-    assert lost == [], f"attempts lost although the jobs ran on: {lost}"
-    assert ("zeta",) not in placed, "work was sent to zeta while its server was down"
-    assert len(finals) == 20
-    assert all(count == 1 for _, count in finals)
+        outage = outage_campaign(
+            c, journal, "zeta",
+            stop=lambda: subprocess.run(["docker", "stop", "--time", "30", controller], check=True,
+                                        capture_output=True),
+            start=lambda: subprocess.run(["docker", "start", controller], check=True, capture_output=True))
+    assert_nothing_lost(journal, "zeta", outage)
 
 
 def test_sites_check_reaches_the_server_or_says_how_to_fix(zeta: object) -> None:

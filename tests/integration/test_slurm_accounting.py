@@ -11,6 +11,7 @@ import pytest
 import slurmsite
 
 import metasched as ms
+from tests.integration.batch_faults import job_of_first_attempt, rerun_argv
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
@@ -21,23 +22,14 @@ def test_sacct_explains_a_job_purged_from_squeue(eta: slurmsite.SiteInfo, ray_lo
     (poll_interval 25 s): sacct says CANCELLED, so the attempt is lost to an outside cancel and the task
     runs again - without accounting it could only be declared VANISHED."""
     marker = Path(eta.shared_dir) / f"purged-{time.time_ns()}"
-    argv = ["python3.11", "-c", "import os, sys, time; first = not os.path.exists(sys.argv[1]); "
-            "open(sys.argv[1], 'a').close(); time.sleep(300 if first else 0); print('second')", str(marker)]
     journal = tmp_path / "acct.db"
     site = ms.SlurmSite("eta", slurm_conf=eta.slurm_conf, shared_dir=eta.shared_dir, login=tuple(eta.login),
                         python="python3.11", poll_interval=25.0)
     with ms.Campaign("acct", sites=[site], journal=journal) as c:
-        future = c.command(argv, retries=1)
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the first attempt never started"
-            time.sleep(0.2)
-        c.flush()
-        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-        [(job_id,)] = list(db.execute("SELECT native_id FROM attempts"))
-        db.close()
+        future = c.command(rerun_argv(marker, python="python3.11"), retries=1)
+        job_id = job_of_first_attempt(c, journal, marker)
         subprocess.run([*eta.login, "env", f"SLURM_CONF={eta.slurm_conf}", "scancel", job_id], check=True)
-        assert future.result(timeout=240).stdout == "second\n"
+        assert future.result(timeout=240).stdout == "attempt 2\n"
     db = sqlite3.connect(journal)
     states = [state for (state,) in db.execute("SELECT state FROM attempts ORDER BY submitted_at")]
     details = [detail for (detail,) in db.execute("SELECT detail FROM transitions WHERE detail != ''")]

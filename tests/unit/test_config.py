@@ -141,3 +141,34 @@ def test_stores_in_a_campaign_file_become_store_specs(tmp_path: Path) -> None:
     path.write_text(GOOD.replace('name = "local"', f'name = "local"\nstore = {{ kind = "endpoint", '
                                 f'endpoint = "{uuid}", proxystore_dir = "/shared/ps" }}'))
     assert build_sites(load_campaign_file(path))[0].store == EndpointStore(uuid, proxystore_dir="/shared/ps")
+
+
+def test_pbs_sites_in_a_campaign_file(tmp_path: Path) -> None:
+    from metasched.cli import build_sites
+    from site_agents.pbs.config import PBSSite
+
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD.replace('kind = "local"\nname = "local"',
+                                 f'kind = "pbs"\nname = "cluster"\ndialect = "torque"\n'
+                                 f'shared_dir = "{tmp_path}"\nlogin = ["ssh", "login1"]\nqueue = "batch"'))
+    [site] = build_sites(load_campaign_file(path))
+    assert site == PBSSite("cluster", shared_dir=str(tmp_path), dialect="torque", login=("ssh", "login1"),
+                           queue="batch")
+    path.write_text(GOOD.replace('kind = "local"\nname = "local"',
+                                 'kind = "pbs"\nname = "cluster"\ndialect = "lsf"\nshared_dir = "/nope"'))
+    with pytest.raises(CampaignFileError) as caught:
+        load_campaign_file(path)
+    assert "sites[0].dialect: Input should be 'openpbs' or 'torque'" in "\n".join(caught.value.problems)
+    path.write_text(GOOD.replace('kind = "local"\nname = "local"',
+                                 'kind = "pbs"\nname = "cluster"\nshared_dir = "/nope"'))
+    with pytest.raises(CampaignFileError) as caught:
+        load_campaign_file(path)
+    assert "sites[0].shared_dir: directory /nope does not exist" in "\n".join(caught.value.problems)
+
+
+def test_pbs_site_refuses_an_unknown_dialect() -> None:
+    from metasched.errors import ConfigurationError
+    from site_agents.pbs.config import PBSSite
+
+    with pytest.raises(ConfigurationError, match="dialect must be one of openpbs, torque, got 'sge'"):
+        PBSSite("x", shared_dir="/tmp", dialect="sge")

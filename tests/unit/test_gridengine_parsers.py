@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from metasched.records import CommandSpec, Resources, TaskKind, TaskSpec
+from site_agents.batch_agent import with_directives
 from site_agents.gridengine import commands, parsers
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "gridengine-8.1.9"
@@ -83,7 +84,7 @@ def test_directives() -> None:
     assert lines == ["#$ -N ms-e-a1", "#$ -S /bin/bash", "#$ -wd /s/a1", "#$ -o /s/a1/job.out",
                      "#$ -e /s/a1/job.err", "#$ -r n", "#$ -pe smp 4", "#$ -l h_vmem=2000M",
                      "#$ -l h_rt=151", "#$ -q all.q", "#$ -P p1"]
-    script = commands.with_directives("#!/bin/bash\necho hi\n", ["#$ -N x"])
+    script = with_directives("#!/bin/bash\necho hi\n", ["#$ -N x"])
     assert script == "#!/bin/bash\n#$ -N x\necho hi\n"
     with pytest.raises(ValueError, match="span lines"):
         commands.directives(spec=_spec(), name="a\nb", attempt_dir="/s")

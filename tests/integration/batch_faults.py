@@ -1,0 +1,93 @@
+"""Fault scenarios shared by the batch-scheduler tests (Grid Engine, PBS, Slurm with accounting).
+
+Each is the same story told to a different scheduler: a job removed behind metasched's back is run again,
+and a server that stops mid-campaign loses nothing and gets no work while it is down.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import metasched as ms
+
+ENDED = ("succeeded", "failed", "lost", "cancelled")
+
+
+def attempts(journal: Path) -> list[tuple[str, str, str, str | None]]:
+    """Every attempt as (task_id, site, state, native_id), oldest first."""
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        return list(db.execute("SELECT task_id, site, state, native_id FROM attempts ORDER BY submitted_at"))
+    finally:
+        db.close()
+
+
+def rerun_argv(marker: Path, python: str = "python3") -> list[str]:
+    """A command whose first attempt creates `marker` and sleeps 300 s; a second prints 'attempt 2'."""
+    return [python, "-c", "import os, sys, time; first = not os.path.exists(sys.argv[1]); "
+            "open(sys.argv[1], 'a').close(); time.sleep(300 if first else 0); print('attempt 2' if not first "
+            "else 'attempt 1')", str(marker)]
+
+
+def job_of_first_attempt(campaign: ms.Campaign, journal: Path, marker: Path) -> str:
+    """Wait until the first attempt runs (its marker exists) and return its job id from the journal."""
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            campaign.flush()
+            raise AssertionError(f"the first attempt never started; attempts: {attempts(journal)}, "
+                                 f"status: {campaign.status()}")
+        time.sleep(0.2)
+    campaign.flush()
+    [(_, _, _, job_id)] = attempts(journal)
+    assert job_id is not None
+    return job_id
+
+
+@dataclass(frozen=True)
+class Outage:
+    """When a site's server was down during `outage_campaign`."""
+
+    down_at: float
+    up_at: float
+
+
+def outage_campaign(campaign: ms.Campaign, journal: Path, site: str, stop: Callable[[], None],
+                    start: Callable[[], None]) -> Outage:
+    """12 tasks, then `stop` once one of them runs at `site`, 8 more while it is down, `start` 11 s later;
+    waits for all 20 and checks they succeeded."""
+    first = [campaign.command(["sleep", "2"], name=f"first-{i}") for i in range(12)]
+    deadline = time.monotonic() + 60
+    while not any(r[1] == site and r[3] and r[2] not in ENDED for r in attempts(journal)):
+        assert time.monotonic() < deadline, f"nothing ran at {site}"
+        campaign.flush()
+        time.sleep(0.2)
+    stop()
+    down_at = time.time()
+    time.sleep(3)
+    second = [campaign.command(["sleep", "1"], name=f"second-{i}") for i in range(8)]
+    time.sleep(8)
+    start()
+    up_at = time.time()
+    results = [f.result(timeout=300) for f in first + second]
+    assert all(r.returncode == 0 for r in results)
+    return Outage(down_at, up_at)
+
+
+def assert_nothing_lost(journal: Path, site: str, outage: Outage, tasks: int = 20) -> None:
+    """No attempt lost, nothing placed at `site` while it was down, every task succeeded exactly once."""
+    db = sqlite3.connect(journal)
+    placed = list(db.execute("SELECT site FROM attempts WHERE submitted_at > ? AND submitted_at < ?",
+                             (outage.down_at + 2, outage.up_at)))
+    finals = list(db.execute("SELECT task_id, COUNT(*) FROM attempts WHERE state = 'succeeded' "
+                             "GROUP BY task_id"))
+    lost = list(db.execute("SELECT site, native_id FROM attempts WHERE state = 'lost'"))
+    db.close()
+    assert lost == [], f"attempts lost although the jobs ran on: {lost}"
+    assert (site,) not in placed, f"work was sent to {site} while its server was down"
+    assert len(finals) == tasks
+    assert all(count == 1 for _, count in finals)
