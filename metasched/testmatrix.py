@@ -60,8 +60,14 @@ ROWS: tuple[Row, ...] = (
                                  "test_job_purged_from_squeue_is_resolved_from_its_own_files",
         "node lost": "tests/integration/test_slurm_faults.py::"
                      "test_killed_compute_node_its_task_is_retried_elsewhere",
+        "job deleted outside": "tests/integration/test_slurm_faults.py::"
+                               "test_job_cancelled_outside_metasched_is_run_again",
         "parsers (recorded output)": "tests/unit/test_slurm_parsers.py"}),
     Row("slurm-24.11", "Slurm + slurmdbd", "24.11.5 (trixie)", "eta", "slurm-24.11", faults={
+        "server stopped": "tests/integration/test_slurm_accounting.py::"
+                          "test_controller_host_stopped_midway_loses_nothing",
+        "job deleted outside": "tests/integration/test_slurm_accounting.py::"
+                               "test_sacct_explains_a_job_purged_from_squeue",
         "job purged from queue": "tests/integration/test_slurm_accounting.py::"
                                  "test_sacct_explains_a_job_purged_from_squeue",
         "parsers (recorded output)": "tests/unit/test_slurm_parsers.py::"
@@ -195,10 +201,10 @@ def render_markdown(table: Sequence[Mapping[str, Any]], *, generated: str, comma
     lines = [
         "# Scheduler test matrix",
         "",
-        f"Generated {generated} by `{command}` on this project's CI machine kind (see docs/test-sites.md for",
-        "the containerized sites). Each cell is one test against that site: pass (with its duration in",
-        "seconds), **FAIL**, skipped (with why, below), *not tested* (no test exercises it there yet) or n/a",
-        "(the capability does not exist for that kind of site). JSON: test-matrix.json.",
+        f"Generated {generated} by `{command}`, against the containerized sites of",
+        "docs/test-sites.md. Each cell is one test against that site: pass (with its duration in seconds),",
+        "**FAIL**, skipped (with why, below), *not tested* (no test exercises it there yet) or n/a (the",
+        "capability does not exist for that kind of site). The same data as JSON: test-matrix.json.",
         "",
         "| row | scheduler | version | site | " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * (4 + len(COLUMNS)),

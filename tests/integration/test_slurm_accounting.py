@@ -11,7 +11,12 @@ import pytest
 import slurmsite
 
 import metasched as ms
-from tests.integration.batch_faults import job_of_first_attempt, rerun_argv
+from tests.integration.batch_faults import (
+    assert_nothing_lost,
+    job_of_first_attempt,
+    outage_campaign,
+    rerun_argv,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
@@ -37,3 +42,22 @@ def test_sacct_explains_a_job_purged_from_squeue(eta: slurmsite.SiteInfo, ray_lo
     assert states == ["lost", "succeeded"], states
     expected = f"job {job_id} at site eta was cancelled outside metasched (CANCELLED by 0)"
     assert any(expected in detail for detail in details), details
+
+
+def test_controller_host_stopped_midway_loses_nothing(eta: slurmsite.SiteInfo, ray_local: None,
+                                                      tmp_path: Path) -> None:
+    """eta's controller container - slurmctld, slurmdbd, MariaDB and the login host in one - is stopped
+    while jobs run and queue: the Slurm commands fail at `docker exec` rather than with Slurm's own
+    messages, yet new work goes to the local site, eta's jobs are followed to their end once it is back,
+    and every task ends exactly once."""
+    journal = tmp_path / "stop.db"
+    controller = eta.login[-1]
+    site = ms.SlurmSite("eta", slurm_conf=eta.slurm_conf, shared_dir=eta.shared_dir, login=tuple(eta.login),
+                        python="python3.11", poll_interval=0.3)
+    with ms.Campaign("eta-stop", sites=[ms.LocalSite("local", cores=1), site], journal=journal) as c:
+        outage = outage_campaign(
+            c, journal, "eta",
+            stop=lambda: subprocess.run(["docker", "stop", "--time", "30", controller], check=True,
+                                        capture_output=True),
+            start=lambda: subprocess.run(["docker", "start", controller], check=True, capture_output=True))
+    assert_nothing_lost(journal, "eta", outage)

@@ -14,6 +14,7 @@ import slurmsite
 
 import metasched as ms
 from tests.conftest import _slurm_unavailable_reason
+from tests.integration.batch_faults import attempts, job_of_first_attempt, rerun_argv
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
 
@@ -81,3 +82,17 @@ def test_killed_compute_node_its_task_is_retried_elsewhere(
     states = [state for (state,) in db.execute("SELECT state FROM attempts ORDER BY number")]
     db.close()
     assert states == ["lost", "succeeded"]
+
+
+def test_job_cancelled_outside_metasched_is_run_again(
+    gamma: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    marker = Path(gamma.shared_dir) / f"cancelled-{time.time_ns()}"
+    journal = tmp_path / "c.db"
+    site = ms.SlurmSite("gamma", slurm_conf=gamma.slurm_conf, shared_dir=gamma.shared_dir, poll_interval=0.3)
+    with ms.Campaign(f"scancel-{os.getpid()}", sites=[site], journal=journal) as c:
+        future = c.command(rerun_argv(marker), retries=1)
+        job_id = job_of_first_attempt(c, journal, marker)
+        subprocess.run(["scancel", job_id], env=gamma.client_env(), check=True, timeout=30)
+        assert future.result(timeout=120).stdout == "attempt 2\n"
+    assert [row[2] for row in attempts(journal)] == ["lost", "succeeded"]
