@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import slurmsite
 
 import metasched as ms
 from tests.integration.batch_faults import (
@@ -73,6 +74,9 @@ def test_server_stopped_midway_loses_nothing(zeta: object, ray_local: None, tmp_
                                         capture_output=True),
             start=lambda: subprocess.run(["docker", "start", controller], check=True, capture_output=True))
     assert_nothing_lost(journal, "zeta", outage)
+    # The restarted controller lists its nodes as "unknown" until their slurmd registers again; the next
+    # test's site would see no usable node.
+    slurmsite.wait_ready(zeta)  # type: ignore[arg-type]
 
 
 def test_sites_check_reaches_the_server_or_says_how_to_fix(zeta: object) -> None:

@@ -61,3 +61,4 @@ def test_controller_host_stopped_midway_loses_nothing(eta: slurmsite.SiteInfo, r
                                         capture_output=True),
             start=lambda: subprocess.run(["docker", "start", controller], check=True, capture_output=True))
     assert_nothing_lost(journal, "eta", outage)
+    slurmsite.wait_ready(eta)  # its nodes are "unknown" until their slurmd registers with the new controller
