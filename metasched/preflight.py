@@ -10,7 +10,7 @@ import shlex
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,21 +56,14 @@ def _gridengine(site: GridEngineSiteModel) -> Iterator[Check]:
     from site_agents.gridengine import commands as ge_commands
     from site_agents.gridengine import parsers as ge_parsers
 
-    runner = CommandRunner(site=site.name, env=site.environment, timeout_s=30, login=site.login)
-    try:
-        out = runner.run(ge_commands.qstat_f_argv())
-    except SiteAgentError as exc:
-        yield Check(site=site.name, check="reachable", passed=False, detail=str(exc),
-                    fix="install the Grid Engine client here, or set login to reach a submit host")
-        return
-    if not out.ok:
-        yield Check(site=site.name, check="reachable", passed=False, detail=out.describe(),
-                    fix="check SGE_ROOT/SGE_CELL (environment) and that the qmaster runs")
-        return
-    capacity = ge_parsers.parse_qstat_f_xml(out.stdout)
-    yield Check(site=site.name, check="reachable", passed=capacity.total_slots > 0,
-                detail=f"{capacity.hosts} queue instance(s), {capacity.total_slots} slots",
-                fix="" if capacity.total_slots else "the cell has no queue instance with slots")
+    def summary(stdout: str) -> tuple[bool, str, str]:
+        capacity = ge_parsers.parse_qstat_f_xml(stdout)
+        return (capacity.total_slots > 0, f"{capacity.hosts} queue instance(s), {capacity.total_slots} slots",
+                "" if capacity.total_slots else "the cell has no queue instance with slots")
+
+    yield _reachable(site.name, site.environment, site.login, ge_commands.qstat_f_argv(), summary,
+                     client="the Grid Engine client",
+                     running="check SGE_ROOT/SGE_CELL (environment) and that the qmaster runs")
 
 
 def _pbs(site: PBSSiteModel) -> Iterator[Check]:
@@ -78,21 +71,31 @@ def _pbs(site: PBSSiteModel) -> Iterator[Check]:
     from site_agents.pbs.agent import DIALECTS
 
     dialect = DIALECTS[site.dialect]
-    runner = CommandRunner(site=site.name, env=site.environment, timeout_s=30, login=site.login)
+
+    def summary(stdout: str) -> tuple[bool, str, str]:
+        capacity = dialect.parse_nodes(stdout)
+        return (capacity.total_cores > 0,
+                f"{capacity.nodes} usable node(s), {capacity.total_cores} cores ({site.dialect})",
+                "" if capacity.total_cores else "every node is down or offline (pbsnodes)")
+
+    yield _reachable(site.name, site.environment, site.login, dialect.nodes_argv(), summary,
+                     client="the PBS client",
+                     running="check PBS_SERVER (environment) and that the server runs")
+
+
+def _reachable(name: str, environment: dict[str, str], login: list[str], argv: list[str],
+               summary: Callable[[str], tuple[bool, str, str]], *, client: str, running: str) -> Check:
+    """One "reachable" check of a batch site: run `argv` there and summarize what it printed."""
+    runner = CommandRunner(site=name, env=environment, timeout_s=30, login=login)
     try:
-        out = runner.run(dialect.nodes_argv())
+        out = runner.run(argv)
     except SiteAgentError as exc:
-        yield Check(site=site.name, check="reachable", passed=False, detail=str(exc),
-                    fix="install the PBS client here, or set login to reach a submit host")
-        return
+        return Check(site=name, check="reachable", passed=False, detail=str(exc),
+                     fix=f"install {client} here, or set login to reach a submit host")
     if not out.ok:
-        yield Check(site=site.name, check="reachable", passed=False, detail=out.describe(),
-                    fix="check PBS_SERVER (environment) and that the server runs")
-        return
-    capacity = dialect.parse_nodes(out.stdout)
-    yield Check(site=site.name, check="reachable", passed=capacity.total_cores > 0,
-                detail=f"{capacity.nodes} usable node(s), {capacity.total_cores} cores ({site.dialect})",
-                fix="" if capacity.total_cores else "every node is down or offline (pbsnodes)")
+        return Check(site=name, check="reachable", passed=False, detail=out.describe(), fix=running)
+    passed, detail, fix = summary(out.stdout)
+    return Check(site=name, check="reachable", passed=passed, detail=detail, fix=fix)
 
 
 def _globus_compute(site: GlobusComputeSiteModel) -> Iterator[Check]:

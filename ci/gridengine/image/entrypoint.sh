@@ -54,7 +54,8 @@ qconf -Ap "${tmp}/smp" >/dev/null
 # One queue on this host with SLOTS slots and the smp parallel environment (multi-core jobs: -pe smp N).
 cat > "${tmp}/edit-queue" <<EDIT
 #!/bin/sh
-sed -i -e 's/^hostlist .*/hostlist ${host}/' -e 's/^slots .*/slots ${slots}/' -e 's/^pe_list .*/pe_list smp/' "\$1"
+sed -i -e 's/^hostlist .*/hostlist ${host}/' -e 's/^slots .*/slots ${slots}/' -e 's/^pe_list .*/pe_list smp/' \
+    -e 's/^load_thresholds .*/load_thresholds NONE/' "\$1"
 EDIT
 chmod +x "${tmp}/edit-queue"
 EDITOR="${tmp}/edit-queue" qconf -aq all.q >/dev/null
@@ -66,11 +67,15 @@ sed -i -e 's/^min_uid .*/min_uid 0/' -e 's/^min_gid .*/min_gid 0/' \
 EDIT
 chmod +x "${tmp}/edit-conf"
 EDITOR="${tmp}/edit-conf" qconf -mconf global >/dev/null
-# Schedule every second and at once on submit/finish (the default waits up to 15 s).
+# Schedule every second and at once on submit/finish (the default waits up to 15 s). Dispatch by slots
+# only: the host's load (the whole test machine's, shared by every site) must not put all.q in alarm
+# (load_thresholds NONE above) nor count each dispatched job as extra load (job_load_adjustments): on a
+# loaded 2-core machine that held jobs in qw for minutes and dispatched one per second.
 cat > "${tmp}/edit-sched" <<'EDIT'
 #!/bin/sh
 sed -i -e 's/^schedule_interval .*/schedule_interval 0:0:1/' -e 's/^flush_submit_sec .*/flush_submit_sec 1/' \
-    -e 's/^flush_finish_sec .*/flush_finish_sec 1/' "$1"
+    -e 's/^flush_finish_sec .*/flush_finish_sec 1/' -e 's/^job_load_adjustments .*/job_load_adjustments NONE/' \
+    -e 's/^load_adjustment_decay_time .*/load_adjustment_decay_time 0:0:0/' "$1"
 EDIT
 chmod +x "${tmp}/edit-sched"
 EDITOR="${tmp}/edit-sched" qconf -msconf >/dev/null
