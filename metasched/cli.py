@@ -450,8 +450,7 @@ def matrix_command(
             raise typer.Exit(2) from None
         command = "make matrix" if not only else "metasched testmatrix " + " ".join(f"--only {o}"
                                                                                     for o in only)
-    default = Path("docs/test-matrix.md") if sites is None else Path("test-matrix.md")
-    md_path = markdown or (root / default if sites is None else default)
+    md_path = markdown or (root / "docs" / "test-matrix.md" if sites is None else Path("test-matrix.md"))
     json_path = json_out or md_path.with_suffix(".json")
     results = tm.run(rows, root=root, env=env)
     table = tm.cells(rows, results)

@@ -45,6 +45,10 @@ cd {attempt_dir} && record "$rc"
 exit "$rc"
 """
 EXIT_STATUS_FILE = "exit-status"
+#: A scheduler's own walltime limit is the task's walltime plus this: metasched's worker stops the task at
+#: its exact walltime first and reports it precisely; the scheduler's limit only catches a worker that could
+#: not (Grid Engine's h_rt, PBS's walltime).
+WALLTIME_MARGIN_S = 60
 COMMAND_STDOUT = "cmd.out"
 COMMAND_STDERR = "cmd.err"
 
@@ -142,3 +146,10 @@ def command_outcome_in(directory: Path, spec: TaskSpec, data: DataContext | None
                               stdout=tail(directory / COMMAND_STDOUT, None),
                               stderr=tail(directory / COMMAND_STDERR, None))
     return store_if_big(spec, outcome, data)
+
+
+def check_directives(spec: TaskSpec, lines: Sequence[str], scheduler: str) -> None:
+    """Refuse a directive that would span lines (a value with a newline would inject more directives)."""
+    for line in lines:
+        if any(c in line for c in "\n\r"):
+            raise ValueError(f"task {spec.name!r}: a {scheduler} directive would span lines: {line!r}")

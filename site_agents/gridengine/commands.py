@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from metasched.records import TaskSpec
-
-#: Grid Engine's own limit (h_rt) is the task's walltime plus this: metasched's worker stops the task at
-#: its exact walltime first and reports it precisely; h_rt only catches a worker that could not.
-H_RT_MARGIN_S = 60
+from site_agents.batch import WALLTIME_MARGIN_S, check_directives
 
 
 def directives(*, spec: TaskSpec, name: str, attempt_dir: str, queue: str | None = None,
@@ -28,14 +24,12 @@ def directives(*, spec: TaskSpec, name: str, attempt_dir: str, queue: str | None
     if res.memory_mb:
         lines.append(f"-l h_vmem={math.ceil(res.memory_mb / max(1, res.cores))}M")
     if res.walltime_s is not None:
-        lines.append(f"-l h_rt={math.ceil(res.walltime_s) + H_RT_MARGIN_S}")
+        lines.append(f"-l h_rt={math.ceil(res.walltime_s) + WALLTIME_MARGIN_S}")
     if queue:
         lines.append(f"-q {queue}")
     if project:
         lines.append(f"-P {project}")
-    for line in lines:
-        if any(c in line for c in "\n\r"):
-            raise ValueError(f"task {spec.name!r}: a Grid Engine directive would span lines: {line!r}")
+    check_directives(spec, lines, "Grid Engine")
     return [f"#$ {line}" for line in lines]
 
 
@@ -62,8 +56,3 @@ def qacct_argv(job_id: str) -> list[str]:
 def qstat_j_argv(job_id: str) -> list[str]:
     """Everything qstat knows of one job (its error reason, for jobs in Eqw)."""
     return ["qstat", "-j", job_id]
-
-
-def qdel_argv(job_ids: Sequence[str]) -> list[str]:
-    """Delete several jobs in one call."""
-    return ["qdel", *job_ids]

@@ -19,7 +19,7 @@ from site_agents import batch
 from site_agents.base import AttemptUpdate
 from site_agents.batch_agent import BatchAgent, BatchJob, job_name, lost
 from site_agents.pbs.config import PBSSite
-from site_agents.pbs.jobs import WALLTIME_MARGIN_S, Dialect, JobState, JobStatus, sequence_number
+from site_agents.pbs.jobs import Dialect, JobState, JobStatus, sequence_number
 from site_agents.pbs.jobs import server_unreachable as unreachable
 from site_agents.pbs.openpbs import OpenPBS
 from site_agents.pbs.torque import Torque
@@ -143,4 +143,4 @@ class PBSAgent(BatchAgent[PBSSite, JobStatus]):
     def _ran_past_walltime(self, job: BatchJob) -> bool:
         limit = job.spec.resources.walltime_s
         return (limit is not None and job.started_at is not None
-                and time.monotonic() - job.started_at >= limit + WALLTIME_MARGIN_S)
+                and time.monotonic() - job.started_at >= limit + batch.WALLTIME_MARGIN_S)

@@ -13,9 +13,6 @@ from site_agents.batch_agent import Capacity
 
 __all__ = ["Capacity", "Dialect", "JobState", "JobStatus"]
 
-#: The scheduler's own walltime is the task's plus this: metasched's worker stops the task at its exact
-#: walltime first and reports it precisely; the scheduler's limit only catches a worker that could not.
-WALLTIME_MARGIN_S = 60
 
 
 class JobState(enum.Enum):
@@ -71,13 +68,6 @@ def server_unreachable(output: str) -> bool:
     """True when a client program failed because the server did not answer (not because of the job)."""
     text = output.lower()
     return any(marker in text for marker in _UNREACHABLE)
-
-
-def check_single_line(spec: TaskSpec, lines: Sequence[str]) -> None:
-    """Refuse a directive that would span lines (a value with a newline would inject more directives)."""
-    for line in lines:
-        if any(c in line for c in "\n\r"):
-            raise ValueError(f"task {spec.name!r}: a PBS directive would span lines: {line!r}")
 
 
 class Dialect(Protocol):

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from metasched.records import TaskSpec
+from site_agents.batch import WALLTIME_MARGIN_S, check_directives
 from site_agents.pbs.jobs import (
-    WALLTIME_MARGIN_S,
     Capacity,
     JobState,
     JobStatus,
-    check_single_line,
     describe_signal_exit,
     hhmmss,
     sequence_number,
@@ -71,7 +70,7 @@ class OpenPBS:
             lines.append(f"-q {queue}")
         if account:
             lines.append(f"-A {account}")
-        check_single_line(spec, lines)
+        check_directives(spec, lines, "PBS")
         return [f"#PBS {line}" for line in lines]
 
     def qsub_argv(self, script: str, directives: Sequence[str]) -> list[str]:

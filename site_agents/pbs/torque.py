@@ -18,12 +18,11 @@ import re
 from collections.abc import Sequence
 
 from metasched.records import TaskSpec
+from site_agents.batch import WALLTIME_MARGIN_S, check_directives
 from site_agents.pbs.jobs import (
-    WALLTIME_MARGIN_S,
     Capacity,
     JobState,
     JobStatus,
-    check_single_line,
     describe_signal_exit,
     hhmmss,
     sequence_number,
@@ -55,7 +54,7 @@ class Torque:
             lines.append(f"-q {queue}")
         if account:
             lines.append(f"-A {account}")
-        check_single_line(spec, lines)
+        check_directives(spec, lines, "PBS")
         return [f"#PBS {line}" for line in lines]
 
     def qsub_argv(self, script: str, directives: Sequence[str]) -> list[str]:

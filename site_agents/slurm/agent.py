@@ -328,10 +328,14 @@ class SlurmAgent:
             log.warning("site %s answers again", self.config.name)
             self._answered_again_at = now
         self.available, self.unavailable_reason = True, ""
-        statuses = parsers.parse_squeue(out.stdout)
+        listed = parsers.parse_squeue(out.stdout)
+        statuses = {job.job_id: status for job in self._jobs.values()
+                    if (status := self._ours(job, listed.get(job.job_id))) is not None}
+        accounted = self._accounted([job for job in self._jobs.values() if job.job_id not in statuses
+                                     and job.missing_polls + 1 >= _SACCT_AFTER_POLLS])
         never_start: list[str] = []
         for job in list(self._jobs.values()):
-            update = self._check(job, statuses.get(job.job_id), never_start)
+            update = self._check(job, statuses.get(job.job_id), accounted.get(job.job_id), never_start)
             if update is not None:
                 updates.append(update)
                 if update.outcome is not None:
@@ -342,11 +346,18 @@ class SlurmAgent:
             self._refresh_nodes()
         return updates
 
-    def _check(self, job: _Job, status: parsers.JobStatus | None,
-               never_start: list[str]) -> AttemptUpdate | None:
+    def _ours(self, job: _Job, status: parsers.JobStatus | None) -> parsers.JobStatus | None:
+        """The status squeue lists under the job's id, unless it names another job.
+
+        A controller that lost its state (a crash) gives our job's id to another.
+        """
         if status is not None and status.name and status.name != commands.job_name(self.config.name,
                                                                                    job.attempt_id):
-            status = None  # the controller lost our job and gave its id to another (state lost in a crash)
+            return None
+        return status
+
+    def _check(self, job: _Job, status: parsers.JobStatus | None, accounted: parsers.JobStatus | None,
+               never_start: list[str]) -> AttemptUpdate | None:
         warning = job.directory / WALLTIME_WARNING_FILE
         if job.attempt_id not in self.walltime_warnings and warning.exists():
             self.walltime_warnings[job.attempt_id] = time.time()
@@ -366,7 +377,6 @@ class SlurmAgent:
             return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id)
         if status is None:
             job.missing_polls += 1
-            accounted = self._accounted(job) if job.missing_polls >= _SACCT_AFTER_POLLS else None
             if accounted is not None and accounted.state.finished:
                 return self._explain_finished_without_outcome(job, accounted)
             if job.missing_polls >= self.config.vanish_after_polls:
@@ -394,15 +404,18 @@ class SlurmAgent:
             return None
         return self._explain_finished_without_outcome(job, status)
 
-    def _accounted(self, job: _Job) -> parsers.JobStatus | None:
-        """What slurmdbd recorded of a job squeue no longer lists (None without accounting or a record)."""
-        if not self._accounting:
-            return None
-        out = self.runner.run(commands.sacct_argv([job.job_id]))
-        record = parsers.parse_sacct(out.stdout).get(job.job_id) if out.ok else None
-        if record is None or record.name != commands.job_name(self.config.name, job.attempt_id):
-            return None  # not recorded (yet), or another job that got the same id after a lost state
-        return record
+    def _accounted(self, jobs: Sequence[_Job]) -> dict[str, parsers.JobStatus]:
+        """What slurmdbd recorded of jobs squeue no longer lists, in one sacct call.
+
+        Nothing without accounting; a record under another job's name (an id reused after a lost state)
+        is left out.
+        """
+        if not self._accounting or not jobs:
+            return {}
+        out = self.runner.run(commands.sacct_argv([job.job_id for job in jobs]))
+        records = parsers.parse_sacct(out.stdout) if out.ok else {}
+        return {job.job_id: record for job in jobs if (record := records.get(job.job_id)) is not None
+                and record.name == commands.job_name(self.config.name, job.attempt_id)}
 
     def _stalled(self, job: _Job, status: parsers.JobStatus) -> AttemptUpdate | None:
         """Withdraw a job that waited stall_after_s on unusable nodes, so the task can run elsewhere."""
