@@ -1,7 +1,9 @@
 """metasched: a meta-scheduler for science campaigns that span several computing sites.
 
 The public names are imported on first use (PEP 562), so ``python -m metasched.worker`` on a compute
-node loads only the worker and the records it needs, not the scheduler and the API.
+node loads only the worker and the records it needs, not the scheduler and the API. Site configuration
+classes (``ms.LocalSite``, ``ms.SlurmSite``...) are those of the installed site kinds, found by class
+name through the ``metasched.site_agents`` entry points: metasched itself names no kind.
 """
 
 from __future__ import annotations
@@ -35,11 +37,6 @@ _EXPORTS = {
     "Image": "metasched.records",
     "Checkpoint": "metasched.checkpoint.cooperative",
     "TaskState": "metasched.scheduler.states",
-    "LocalSite": "site_agents.local",
-    "SlurmSite": "site_agents.slurm.config",
-    "GlobusComputeSite": "site_agents.globus_compute.config",
-    "GridEngineSite": "site_agents.gridengine.config",
-    "PBSSite": "site_agents.pbs.config",
 }
 
 __all__ = [
@@ -52,18 +49,13 @@ __all__ = [
     "DependencyError",
     "EndpointStore",
     "FileStore",
-    "GlobusComputeSite",
-    "GridEngineSite",
     "Image",
     "JournalError",
-    "LocalSite",
     "MetaschedError",
-    "PBSSite",
     "PlacementError",
     "RedisStore",
     "RemoteTaskError",
     "SiteAgentError",
-    "SlurmSite",
     "TaskCancelledError",
     "TaskError",
     "TaskFuture",
@@ -95,21 +87,26 @@ if TYPE_CHECKING:
     from metasched.futures import TaskFuture, as_completed, wait
     from metasched.records import CommandResult, Image
     from metasched.scheduler.states import TaskState
-    from site_agents.globus_compute.config import GlobusComputeSite
-    from site_agents.gridengine.config import GridEngineSite
-    from site_agents.local import LocalSite
-    from site_agents.pbs.config import PBSSite
-    from site_agents.slurm.config import SlurmSite
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name[:1].isupper():
+        from metasched.sites.registry import config_class_named
+
+        value = config_class_named(name)
+        if value is None:
+            raise AttributeError(f"module 'metasched' has no attribute {name!r} (no installed site kind "
+                                 "has a configuration class of that name)")
+    else:
         raise AttributeError(f"module 'metasched' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return __all__
+    from metasched.sites.registry import kinds
+
+    return sorted({*__all__, *(kind.config.__name__ for kind in kinds())})

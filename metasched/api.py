@@ -9,72 +9,40 @@
         print(total.result())
 
 Calling a task function returns a ``TaskFuture`` at once; a future anywhere in the arguments (also
-inside lists, tuples and dicts) is a dependency. Submissions are sent to the scheduler in batches by a
-background thread; ``Campaign.flush()`` returns once everything submitted so far is in the journal.
+inside lists, tuples and dicts) is a dependency. ``Campaign`` is a facade: it turns calls into typed task
+specs and futures; ``metasched.client.SchedulerClient`` owns Ray, the scheduler actor and the threads that
+send submissions in batches and resolve futures (``Campaign.flush()`` returns once everything submitted so
+far is in the journal).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
-import hashlib
 import os
 import re
-import sys
-import sysconfig
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from metasched.catalog import remember
+from metasched.client import SchedulerClient
 from metasched.data import DEFAULT_THRESHOLD, DataRef, DataSettings, StoreSpec, home_store
 from metasched.data.driver import externalize_arguments, load_result
 from metasched.data.pickling import dumps
 from metasched.errors import ConfigurationError, MetaschedError, TaskError
+from metasched.functions import FunctionCache
 from metasched.futures import P, R, TaskFunction, TaskFuture, as_completed, wait
 from metasched.journal import Journal
-from metasched.options import check_options, resources_from
-from metasched.records import (
-    CommandResult,
-    CommandSpec,
-    SiteName,
-    TaskId,
-    TaskKind,
-    TaskRef,
-    TaskSpec,
-    parse_walltime,
-    replace_nested,
-)
-from metasched.runtime import connect_ray, init_embedded_ray
-from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
-from metasched.scheduler.service import SiteSummary, TaskEvent
+from metasched.options import check_options, task_spec
+from metasched.records import CommandResult, CommandSpec, TaskId, TaskKind, TaskRef, TaskSpec, replace_nested
+from metasched.retry import retried, retry_selection
+from metasched.scheduler.events import SiteSummary, TaskEvent
 from metasched.scheduler.states import TaskState
-from site_agents.local import LocalSite
+from metasched.sites.registry import default_sites
 
 __all__ = ["Campaign", "TaskFunction", "TaskFuture", "as_completed", "wait"]
-
-
-_FLUSH_BATCH = 1000
-_FLUSH_INTERVAL_S = 0.002
-_EVENT_POLL_S = 0.5
-_LIBRARY_PATHS = tuple(
-    p for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
-                sysconfig.get_paths()["platlib"]} if p
-)
-
-
-def _is_library_module(module_name: str) -> bool:
-    module = sys.modules.get(module_name)
-    path = getattr(module, "__file__", None)
-    if module is None or path is None or module_name in ("__main__", "builtins"):
-        return module_name == "builtins"
-    return bool(os.path.abspath(path).startswith(_LIBRARY_PATHS))
-
 
 class Campaign:
     """A set of tasks scheduled across sites, journaled so it can be resumed after a crash.
@@ -116,7 +84,7 @@ class Campaign:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ConfigurationError(f"campaign name {name!r} may hold only letters, digits, '_', '.', '-'.")
         self.name = name
-        self.sites = list(sites) if sites is not None else [LocalSite(name="local")]
+        self.sites = list(sites) if sites is not None else default_sites()
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"campaign {name!r}: site names must be unique, got {names}.")
@@ -132,24 +100,18 @@ class Campaign:
         check_options(self.defaults, f"campaign {name!r} defaults")
         if "name" in self.defaults:
             raise ConfigurationError(f"campaign {name!r} defaults: 'name' names one task, not all of them.")
-        self._resume = _resume
         self._futures: dict[TaskId, TaskFuture[Any]] = {}
         self._superseded: set[TaskId] = set()  # failed tasks that `retry` replaced
-        self._functions: dict[Any, tuple[str, bytes]] = {}
+        self._functions = FunctionCache()
         self._sent_digests: set[str] = set()
-        self._buffer: list[TaskSpec] = []
-        self._buffer_functions: dict[str, bytes] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._flushed = threading.Condition(self._lock)
-        self._flush_requested = 0
-        self._flush_done = 0
         self._started = False
         self._closing = False
-        self._owns_ray = False
-        self._actor: Any = None
-        self._threads: list[threading.Thread] = []
-        self._background_error: BaseException | None = None
+        self._client = SchedulerClient(
+            name=name, journal=self.journal_path, sites=self.sites, address=address, policy=policy,
+            object_store_mb=object_store_mb, data=self.data, resume=_resume, on_event=self._resolve,
+            on_refused=self._refused, on_failure=self._fail_all)
+        self._client.finished = lambda: all(f.done() for f in self._futures.values())
 
     # -------------------------------------------------------------------------------- lifecycle
     @classmethod
@@ -194,77 +156,10 @@ class Campaign:
         """Start Ray (embedded unless `address`), the scheduler actor and the driver threads."""
         if self._started:
             return self
-        if not self._resume:
-            self._claim_journal()
-        if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
-            self._init_ray()
-        import ray
-
-        existing = self._existing_actor(ray)
-        if existing is not None:
-            raise ConfigurationError(
-                f"campaign {self.name!r} is already running (Ray actor {actor_name(self.name)!r}); "
-                "close it first or use another name."
-            )
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(SchedulerActor)
-        self._actor = actor_cls.options(
-            name=actor_name(self.name), namespace=NAMESPACE, lifetime="non_detached",
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
-                                                               soft=False),
-        ).remote(journal_path=str(self.journal_path), sites=self.sites, policy=self.policy,
-                 resume=self._resume, data=self.data)
-        try:
-            ray.get(self._actor.start.remote())
-        except ray.exceptions.RayTaskError as exc:  # show our own error, not Ray's wrapping of it
-            ray.kill(self._actor)
-            if self._owns_ray:
-                ray.shutdown()
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), MetaschedError) else None
-            if cause is not None:
-                raise cause from None
-            raise
+        self._client.start()
         self._started = True
         remember(self.name, self.journal_path)
-        for target, label in ((self._flush_loop, "flush"), (self._event_loop, "events")):
-            thread = threading.Thread(target=target, name=f"metasched-{self.name}-{label}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
         return self
-
-    def _claim_journal(self) -> None:
-        journal = Journal(self.journal_path).open()
-        try:
-            owner = journal.get_meta("campaign")
-            count = len(journal.task_index())
-            if owner is not None and count:
-                raise ConfigurationError(
-                    f"journal {self.journal_path} already holds campaign {owner!r} with {count} task(s); "
-                    f"use Campaign.resume({str(self.journal_path)!r}) or another journal path."
-                )
-            journal.set_meta("campaign", self.name)
-        finally:
-            journal.close()
-
-    def _init_ray(self) -> None:
-        if self.address is None:
-            local = [s for s in self.sites if isinstance(s, LocalSite)]
-            init_embedded_ray(
-                num_cpus=max([1, *(s.cores for s in local)]),
-                resources={s.ray_resource: float(s.cores) for s in local},
-                object_store_mb=self.object_store_mb,
-                namespace=NAMESPACE,
-            )
-        else:
-            connect_ray(self.address, namespace=NAMESPACE)
-        self._owns_ray = True
-
-    def _existing_actor(self, ray: Any) -> Any:
-        try:
-            return ray.get_actor(actor_name(self.name), namespace=NAMESPACE)
-        except ValueError:
-            return None
 
     def __enter__(self) -> Campaign:
         return self.start()
@@ -286,18 +181,9 @@ class Campaign:
                 concurrent.futures.wait(list(self._futures.values()), timeout=timeout)
         finally:
             self._closing = True
-            with self._lock:
-                self._wake.notify_all()
-            import ray
-
             try:
-                ray.get(self._actor.close.remote(), timeout=60)
+                self._client.close()
             finally:
-                ray.kill(self._actor)
-                for thread in self._threads:
-                    thread.join(timeout=5)
-                if self._owns_ray:
-                    ray.shutdown()
                 for future in self._futures.values():
                     if not future.done():
                         future.set_exception(MetaschedError(
@@ -352,7 +238,7 @@ class Campaign:
         deps: list[TaskId] = []
         args = self._replace_futures(args, deps)
         kwargs = self._replace_futures(kwargs, deps)
-        digest, blob = self._pickled_function(fn)
+        digest, blob = self._functions.pickled(fn)
         name = str(options.get("name") or getattr(fn, "__name__", "task"))
         task_id = TaskId(uuid.uuid4().hex[:16])
         inputs: tuple[DataRef, ...] = ()
@@ -373,38 +259,21 @@ class Campaign:
                  command: CommandSpec | None = None, task_id: TaskId | None = None,
                  inputs: tuple[DataRef, ...] = ()) -> TaskFuture[Any]:
         self._check_running()
-        options = {**self.defaults, **options}
-        wanted = options.get("checkpoint")
-        if wanted == "criu" and kind is not TaskKind.COMMAND:
-            raise ConfigurationError(f"task {name!r}: checkpoint='criu' is for command tasks; a Python task "
-                                     "uses checkpoint='cooperative' and a ckpt handle.")
-        if wanted == "cooperative" and kind is not TaskKind.FUNCTION:
-            raise ConfigurationError(f"command {name!r}: checkpoint='cooperative' is for Python tasks (they "
-                                     "get a ckpt handle); commands use checkpoint='criu'.")
-        spec = TaskSpec(
-            task_id=task_id or TaskId(uuid.uuid4().hex[:16]), name=name, kind=kind,
-            resources=resources_from(options),
-            retries=int(options.get("retries", 0)),
-            sites=tuple(SiteName(s) for s in options.get("sites", ()) or ()),
-            tags=tuple(sorted((str(k), str(v)) for k, v in (options.get("tags") or {}).items())),
-            depends_on=tuple(dict.fromkeys(deps)), function_digest=digest, payload=payload, command=command,
-            inputs=inputs, keep=bool(options.get("keep", False)), checkpoint=options.get("checkpoint"),
-            checkpoint_every_s=parse_walltime(options.get("checkpoint_every")),
-            container=options.get("container"),
-        )
+        spec = task_spec(name, kind, {**self.defaults, **options},
+                         task_id=task_id or TaskId(uuid.uuid4().hex[:16]),
+                         deps=deps, digest=digest, payload=payload, command=command, inputs=inputs)
         return self._enqueue_spec(spec, blob)
 
     def _enqueue_spec(self, spec: TaskSpec, blob: bytes | None = None) -> TaskFuture[Any]:
         future: TaskFuture[Any] = TaskFuture(self, spec.task_id, spec.name)
         digest = spec.function_digest
+        function = None
         with self._lock:
             self._futures[spec.task_id] = future
             if digest is not None and blob is not None and digest not in self._sent_digests:
-                self._buffer_functions[digest] = blob
+                function = (digest, blob)
                 self._sent_digests.add(digest)
-            self._buffer.append(spec)
-            if len(self._buffer) in (1, _FLUSH_BATCH):
-                self._wake.notify()
+        self._client.enqueue(spec, function)
         return future
 
     def retry(self, names: Sequence[str] | None = None) -> list[TaskFuture[Any]]:
@@ -419,10 +288,10 @@ class Campaign:
         journal = Journal(self.journal_path).open()
         try:
             stored = [t for t in journal.tasks() if t.superseded_by is None]
-            chosen = _retry_selection(stored, names)
+            chosen = retry_selection(stored, names)
             replacements = {t.spec.task_id: TaskId(uuid.uuid4().hex[:16])
                             for t in stored if t.spec.task_id in chosen}
-            copies = [_retried(t.spec, replacements) for t in stored if t.spec.task_id in chosen]
+            copies = [retried(t.spec, replacements) for t in stored if t.spec.task_id in chosen]
             journal.supersede(replacements)
             self._superseded.update(replacements)
         finally:
@@ -442,85 +311,22 @@ class Campaign:
 
         return replace_nested(value, TaskFuture, to_ref)
 
-    def _pickled_function(self, fn: Callable[..., Any]) -> tuple[str, bytes]:
-        cached = self._functions.get(fn)
-        if cached is not None:
-            return cached
-        module = getattr(fn, "__module__", None)
-        if module and not _is_library_module(module) and module != "__main__":
-            # Store the user's own code by value, so a resumed process can run it as it was submitted.
-            cloudpickle.register_pickle_by_value(sys.modules[module])
-        try:
-            blob = cloudpickle.dumps(fn)
-        except Exception as exc:
-            raise ConfigurationError(f"task function {fn!r} cannot be pickled: {exc}") from exc
-        entry = (hashlib.sha256(blob).hexdigest()[:20], blob)
-        self._functions[fn] = entry
-        return entry
-
     def _check_running(self) -> None:
         if not self._started or self._closing:
             raise ConfigurationError(f"campaign {self.name!r} is not running; use it inside `with` or "
                                      "call start() first.")
-        if self._background_error is not None:
-            raise MetaschedError(f"campaign {self.name!r} stopped: {self._background_error}")
+        if self._client.error is not None:
+            raise MetaschedError(f"campaign {self.name!r} stopped: {self._client.error}")
 
     # ------------------------------------------------------------------------------ background
     def flush(self) -> None:
         """Return once every task submitted so far is accepted and journaled by the scheduler."""
-        if not self._started:
-            return
-        with self._lock:
-            self._flush_requested += 1
-            ticket = self._flush_requested
-            self._wake.notify()
-            while self._flush_done < ticket and self._background_error is None:
-                self._flushed.wait(timeout=1.0)
-        if self._background_error is not None:
-            raise MetaschedError(f"campaign {self.name!r} stopped: {self._background_error}")
+        if self._started:
+            self._client.flush()
 
-    def _flush_loop(self) -> None:
-        import ray
-
-        while True:
-            with self._lock:
-                while not self._buffer and self._flush_done >= self._flush_requested and not self._closing:
-                    self._wake.wait()
-                if self._closing and not self._buffer and self._flush_done >= self._flush_requested:
-                    return
-                accumulate = len(self._buffer) < _FLUSH_BATCH and self._flush_done >= self._flush_requested
-            if accumulate:  # let a burst of submissions gather into one batch
-                time.sleep(_FLUSH_INTERVAL_S)
-            with self._lock:
-                specs, self._buffer = self._buffer, []
-                functions, self._buffer_functions = self._buffer_functions, {}
-                ticket = self._flush_requested
-            if specs or functions:
-                try:
-                    refused = ray.get(self._actor.submit.remote(specs, functions))
-                except Exception as exc:
-                    self._fail_background(exc)
-                    return
-                for task_id, why in refused.items():
-                    self._futures[task_id].set_exception(
-                        ConfigurationError(f"task {self._futures[task_id].name!r} was refused: {why}"))
-            with self._lock:
-                self._flush_done = max(self._flush_done, ticket)
-                self._flushed.notify_all()
-
-    def _event_loop(self) -> None:
-        import ray
-
-        cursor = 0
-        while not (self._closing and all(f.done() for f in self._futures.values())):
-            try:
-                cursor, events = ray.get(self._actor.events.remote(cursor, _EVENT_POLL_S))
-            except Exception as exc:
-                if not self._closing:
-                    self._fail_background(exc)
-                return
-            for event in events:
-                self._resolve(event)
+    def _refused(self, task_id: TaskId, why: str) -> None:
+        future = self._futures[task_id]
+        future.set_exception(ConfigurationError(f"task {future.name!r} was refused: {why}"))
 
     def _resolve(self, event: TaskEvent) -> None:
         future = self._futures.get(event.task_id)
@@ -538,10 +344,7 @@ class Campaign:
                 f"task {future.name!r} ({future.task_id}) ended {event.state.value} without an error.",
                 task_id=future.task_id, task_name=future.name))
 
-    def _fail_background(self, exc: BaseException) -> None:
-        with self._lock:
-            self._background_error = exc
-            self._flushed.notify_all()
+    def _fail_all(self, exc: BaseException) -> None:
         for future in list(self._futures.values()):
             if not future.done():
                 future.set_exception(MetaschedError(
@@ -558,10 +361,8 @@ class Campaign:
 
     def cancel(self, *futures: TaskFuture[Any]) -> int:
         """Cancel tasks (their dependents fail with DependencyError). Returns how many were unfinished."""
-        import ray
-
         self.flush()
-        count: int = ray.get(self._actor.cancel.remote([self._ref(f).task_id for f in futures]))
+        count: int = self._client.call("cancel", [self._ref(f).task_id for f in futures])
         return count
 
     def drain(self, site: str, *, undo: bool = False) -> str:
@@ -590,57 +391,15 @@ class Campaign:
 
     def _ask(self, method: str, *args: Any) -> str:
         """Call a scheduler actor method; its own MetaschedError comes out as is."""
-        import ray
-
         self.flush()
-        try:
-            message: str = ray.get(getattr(self._actor, method).remote(*args))
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, MetaschedError):
-                raise cause from None
-            raise
+        message: str = self._client.call(method, *args)
         return message
 
     def status(self) -> list[SiteSummary]:
         """Per-site counts of queued, running, done and failed tasks."""
-        import ray
-
         self.flush()
-        rows: list[SiteSummary] = ray.get(self._actor.summary.remote())
+        rows: list[SiteSummary] = self._client.call("summary")
         return rows
 
     def __iter__(self) -> Iterator[TaskFuture[Any]]:
         return iter(self.futures())
-
-
-def _retry_selection(stored: Sequence[Any], names: Sequence[str] | None) -> set[TaskId]:
-    """Failed/cancelled tasks to retry.
-
-    The named ones (all if none), their failed ancestors, and the failed tasks downstream of them.
-    """
-    failed = {t.spec.task_id for t in stored if t.state in (TaskState.FAILED, TaskState.CANCELLED)}
-    by_id = {t.spec.task_id: t for t in stored}
-    chosen = {tid for tid in failed if names is None or by_id[tid].spec.name in names}
-    stack = list(chosen)
-    while stack:
-        for dep in by_id[stack.pop()].spec.depends_on:
-            if dep in failed and dep not in chosen:
-                chosen.add(dep)
-                stack.append(dep)
-    for task in stored:  # in submission order, so chains of dependents are covered
-        if task.spec.task_id in failed and any(d in chosen for d in task.spec.depends_on):
-            chosen.add(task.spec.task_id)
-    return chosen
-
-
-def _retried(spec: TaskSpec, replacements: dict[TaskId, TaskId]) -> TaskSpec:
-    """A copy of `spec` under its new id, depending on the new copies of its retried dependencies."""
-    deps = tuple(replacements.get(d, d) for d in spec.depends_on)
-    payload = spec.payload
-    if spec.kind is TaskKind.FUNCTION and deps != spec.depends_on:
-        args, kwargs = cloudpickle.loads(payload)
-        remap = lambda ref: TaskRef(replacements.get(ref.task_id, ref.task_id))  # noqa: E731
-        payload = cloudpickle.dumps((replace_nested(args, TaskRef, remap),
-                                     replace_nested(kwargs, TaskRef, remap)))
-    return dataclasses.replace(spec, task_id=replacements[spec.task_id], depends_on=deps, payload=payload)

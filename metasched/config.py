@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,36 +40,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from metasched.errors import ConfigurationError
 from metasched.records import Image
+from metasched.sites.base import NamesLocalPaths
+from metasched.sites.registry import default_sites, installed_kinds, kind_named
+from metasched.sites.schema import StoreOption, validate_site
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FileStoreModel(_Model):
-    """``store = { kind = "file", path = "/shared/dir" }``."""
-
-    kind: Literal["file"]
-    path: str = Field(pattern=r"^/")
-
-
-class RedisStoreModel(_Model):
-    """``store = { kind = "redis", port = 6379 }`` (host defaults to 127.0.0.1)."""
-
-    kind: Literal["redis"]
-    port: int = Field(gt=0, lt=65536)
-    host: str = "127.0.0.1"
-
-
-class EndpointStoreModel(_Model):
-    """``store = { kind = "endpoint", endpoint = "<uuid>", proxystore_dir = "/shared/psdir" }``."""
-
-    kind: Literal["endpoint"]
-    endpoint: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
-    proxystore_dir: str | None = Field(default=None, pattern=r"^/")
-
-
-StoreModel = Annotated[FileStoreModel | RedisStoreModel | EndpointStoreModel, Field(discriminator="kind")]
 
 
 class CampaignSection(_Model):
@@ -78,118 +55,8 @@ class CampaignSection(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     journal: str | None = None
     policy: Literal["default", "round-robin"] = "default"
-    store: StoreModel | None = None
+    store: StoreOption = None
     data_threshold: int = Field(default=100_000, ge=0)
-
-
-class LocalSiteModel(_Model):
-    """A ``[[sites]]`` entry of kind "local"."""
-
-    kind: Literal["local"]
-    name: str
-    cores: int = Field(default=0, ge=0)
-    gpus: int = Field(default=0, ge=0)
-    memory_mb: int = Field(default=0, ge=0)
-    max_inflight: int = Field(default=0, ge=0)
-    max_pack: int = Field(default=32, ge=1)
-    store: StoreModel | None = None
-    container_runtimes: list[Literal["docker"]] = Field(default_factory=list)
-    container_binds: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
-    work_dir: str = Field(default="", pattern=r"^(/.*)?$")
-
-
-class SlurmSiteModel(_Model):
-    """A ``[[sites]]`` entry of kind "slurm"."""
-
-    kind: Literal["slurm"]
-    name: str
-    slurm_conf: str
-    shared_dir: str
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    mode: Literal["batch"] = "batch"
-    max_jobs: int = Field(default=100, ge=1)
-    poll_interval: float = Field(default=1.0, gt=0)
-    python: str = "python3"
-    gpus_per_node: int = Field(default=0, ge=0)
-    signal_lead_s: int = Field(default=60, ge=0)
-    stall_after_s: float = Field(default=120.0, gt=0)
-    accounting: bool | None = None
-    store: StoreModel | None = None
-    checkpoint_dir: str | None = Field(default=None, pattern=r"^/")
-    criu: str = "criu"
-    login: list[str] = Field(default_factory=list)
-    container_runtimes: list[Literal["apptainer"]] = Field(default_factory=list)
-    apptainer: list[str] = Field(default_factory=lambda: ["apptainer", "--quiet", "exec"], min_length=1)
-
-
-class GlobusComputeSiteModel(_Model):
-    """A ``[[sites]]`` entry of kind "globus_compute" (exactly one of endpoint_id and offline_endpoint)."""
-
-    kind: Literal["globus_compute"]
-    name: str
-    endpoint_id: str | None = Field(default=None, pattern=r"^[0-9a-fA-F-]{36}$")
-    user_endpoint_config: dict[str, Any] = Field(default_factory=dict)
-    offline_endpoint: str | None = Field(default=None, pattern=r"^(127\.0\.0\.1|localhost):\d+$")
-    authkey_file: str | None = None
-    max_inflight: int = Field(default=256, ge=1)
-    cores: int = Field(default=4, ge=1)
-    memory_mb: int = Field(default=16000, ge=1)
-    gpus: int = Field(default=0, ge=0)
-    batch_size: int = Field(default=64, ge=1)
-    requests_per_s: float = Field(default=2.0, gt=0)
-    code_strategy: Literal["DillCode", "PickleCode"] = "DillCode"
-    data_strategy: Literal["DillDataBase64"] = "DillDataBase64"
-    preflight_timeout_s: float = Field(default=300.0, ge=0)
-    store: StoreModel | None = None
-    poll_interval: float = Field(default=0.5, gt=0)
-
-    @model_validator(mode="after")
-    def _one_endpoint(self) -> GlobusComputeSiteModel:
-        if (self.endpoint_id is None) == (self.offline_endpoint is None):
-            raise ValueError("give exactly one of endpoint_id and offline_endpoint")
-        if self.offline_endpoint is not None and not self.authkey_file:
-            raise ValueError("offline_endpoint needs authkey_file")
-        return self
-
-
-class GridEngineSiteModel(_Model):
-    """A ``[[sites]]`` entry of kind "gridengine"."""
-
-    kind: Literal["gridengine"]
-    name: str
-    shared_dir: str = Field(pattern=r"^/")
-    login: list[str] = Field(default_factory=list)
-    environment: dict[str, str] = Field(default_factory=dict)
-    queue: str | None = None
-    project: str | None = None
-    pe: str = "smp"
-    max_jobs: int = Field(default=100, ge=1)
-    poll_interval: float = Field(default=1.0, gt=0)
-    python: str = "python3"
-    store: StoreModel | None = None
-
-
-class PBSSiteModel(_Model):
-    """A ``[[sites]]`` entry of kind "pbs" (dialect "openpbs" or "torque")."""
-
-    kind: Literal["pbs"]
-    name: str
-    shared_dir: str = Field(pattern=r"^/")
-    dialect: Literal["openpbs", "torque"] = "openpbs"
-    login: list[str] = Field(default_factory=list)
-    environment: dict[str, str] = Field(default_factory=dict)
-    queue: str | None = None
-    account: str | None = None
-    max_jobs: int = Field(default=100, ge=1)
-    poll_interval: float = Field(default=1.0, gt=0)
-    python: str = "python3"
-    store: StoreModel | None = None
-
-
-SiteModel = Annotated[LocalSiteModel | SlurmSiteModel | GlobusComputeSiteModel | GridEngineSiteModel
-                      | PBSSiteModel, Field(discriminator="kind")]
 
 
 class RangeModel(_Model):
@@ -246,10 +113,10 @@ class TaskModel(_Model):
 
 
 class CampaignFile(_Model):
-    """A whole campaign file."""
+    """A whole campaign file; each ``[[sites]]`` table is validated by its kind's config class."""
 
     campaign: CampaignSection
-    sites: list[SiteModel] = Field(default_factory=list)
+    sites: list[dict[str, Any]] = Field(default_factory=list)
     tasks: list[TaskModel] = Field(min_length=1)
 
 
@@ -269,10 +136,11 @@ class ExpandedTask:
 
 @dataclass(frozen=True, slots=True)
 class LoadedCampaign:
-    """A validated campaign file and its tasks after sweeps, dependencies first."""
+    """A validated campaign file: its sites (config records of their kinds) and tasks after sweeps."""
 
     path: Path
     spec: CampaignFile
+    sites: list[Any]
     tasks: list[ExpandedTask]
     dependencies: dict[str, list[str]]
 
@@ -351,48 +219,77 @@ def load_campaign_file(path: str | Path) -> LoadedCampaign:
 def check_data(data: dict[str, Any], path: Path, text: str = "") -> LoadedCampaign:
     """Validate already-parsed campaign data (`text` is the source, for line numbers)."""
     problems: list[str] = []
+
+    def report(loc: tuple[str | int, ...], message: str) -> None:
+        problems.append(f"{path}:{_line_of(text, loc)}: {_where(loc)}: {message}")
+
+    spec: CampaignFile | None = None
     try:
         spec = CampaignFile.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
-            loc = tuple(p for p in error["loc"] if not _union_member(p))
-            problems.append(f"{path}:{_line_of(text, loc)}: {_where(loc)}: {error['msg']}")
-        raise CampaignFileError(_summary(path, problems), problems=problems) from None
-    tasks, dependencies = _check_semantics(path, text, spec, problems)
+            report(tuple(p for p in error["loc"] if not _union_member(p)), _message(error))
+    tables: list[Any] = data["sites"] if isinstance(data.get("sites"), list) else []
+    sites = [_site(i, table, report) for i, table in enumerate(tables) if isinstance(table, dict)]
+    if spec is None:
+        raise CampaignFileError(_summary(path, problems), problems=problems)
+    tasks, dependencies = _check_semantics(spec, [s for s in sites if s is not None], report)
     if problems:
         raise CampaignFileError(_summary(path, problems), problems=problems)
-    return LoadedCampaign(path=path, spec=spec, tasks=tasks, dependencies=dependencies)
+    return LoadedCampaign(path=path, spec=spec, sites=[s for s in sites if s is not None] or default_sites(),
+                          tasks=tasks, dependencies=dependencies)
+
+
+def _site(index: int, table: dict[str, Any], report: Callable[[tuple[str | int, ...], str], None]) -> Any:
+    """One ``[[sites]]`` table as its kind's config record (None if it is bad: its problems reported)."""
+    where: tuple[str | int, ...] = ("sites", index)
+    kind = table.get("kind")
+    if not isinstance(kind, str):
+        report((*where, "kind"), f"every site needs a kind (installed kinds: {', '.join(installed_kinds())})")
+        return None
+    try:
+        config = kind_named(kind).config
+    except ConfigurationError as exc:
+        report((*where, "kind"), str(exc))
+        return None
+    try:
+        return validate_site(config, {k: v for k, v in table.items() if k != "kind"})
+    except ValidationError as exc:
+        for error in exc.errors():
+            report((*where, *(p for p in error["loc"] if not _union_member(p))), _message(error))
+    except ConfigurationError as exc:  # the config class's own checks, across fields
+        report(where, str(exc))
+    return None
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message, in the words it uses for models too (dataclass configs say it differently)."""
+    if error["type"] == "unexpected_keyword_argument":
+        return "Extra inputs are not permitted"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _union_member(part: str | int) -> bool:
-    """Parts pydantic adds to a location to say which union member it tried (not fields of the file)."""
-    site_kinds = ("local", "slurm", "globus_compute", "gridengine", "pbs")
-    return isinstance(part, str) and (part in site_kinds or "[" in part or part.endswith("Model"))
+    """Parts pydantic adds to a location to say which union member or validator it tried (not fields)."""
+    return isinstance(part, str) and ("[" in part or part.endswith(("Model",
+                                                                    "Store")) or part == "function-after")
 
 
 def _summary(path: Path, problems: list[str]) -> str:
     return f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems)
 
 
-def _check_semantics(path: Path, text: str, spec: CampaignFile, problems: list[str]
+def _check_semantics(spec: CampaignFile, sites: list[Any], report: Callable[[tuple[str | int, ...], str],
+                                                                            None]
                      ) -> tuple[list[ExpandedTask], dict[str, list[str]]]:
-    def report(loc: tuple[str | int, ...], message: str) -> None:
-        problems.append(f"{path}:{_line_of(text, loc)}: {_where(loc)}: {message}")
-
-    site_names = [s.name for s in spec.sites]
-    for i, site in enumerate(spec.sites):
-        if site_names.count(site.name) > 1:
-            report(("sites", i, "name"), f"site name {site.name!r} is used more than once")
-        if isinstance(site, SlurmSiteModel):
-            if not Path(site.slurm_conf).is_file():
-                report(("sites", i, "slurm_conf"), f"file {site.slurm_conf} does not exist")
-            if not Path(site.shared_dir).is_dir():
-                report(("sites", i, "shared_dir"), f"directory {site.shared_dir} does not exist")
-        if isinstance(site, GridEngineSiteModel | PBSSiteModel) and not Path(site.shared_dir).is_dir():
-            report(("sites", i, "shared_dir"), f"directory {site.shared_dir} does not exist")
-        key = site.authkey_file if isinstance(site, GlobusComputeSiteModel) else None
-        if key and not Path(key).is_file():
-            report(("sites", i, "authkey_file"), f"file {key} does not exist")
+    site_names = [str(table.get("name")) for table in spec.sites]
+    for i, name in enumerate(site_names):
+        if site_names.count(name) > 1:
+            report(("sites", i, "name"), f"site name {name!r} is used more than once")
+    for i, site in enumerate(sites):
+        for field_name, problem in _missing_paths(site):
+            report(("sites", site_names.index(site.name) if site.name in site_names else i, field_name),
+                   problem)
     expanded: list[ExpandedTask] = []
     by_base: dict[str, list[str]] = {}
     for i, task in enumerate(spec.tasks):
@@ -425,6 +322,16 @@ def _check_semantics(path: Path, text: str, spec: CampaignFile, problems: list[s
         dependencies[item.name] = deps
     order = _topological(expanded, dependencies, report)
     return order, dependencies
+
+
+def _missing_paths(site: Any) -> list[tuple[str, str]]:
+    """Paths a site's config names on this machine that do not exist, by field (the kind says which)."""
+    problems = []
+    for field_name, path, want in site.local_paths() if isinstance(site, NamesLocalPaths) else []:
+        exists = Path(path).is_dir() if want == "directory" else Path(path).is_file()
+        if not exists:
+            problems.append((field_name, f"{want} {path} does not exist"))
+    return problems
 
 
 def _topological(tasks: list[ExpandedTask], deps: dict[str, list[str]],

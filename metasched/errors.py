@@ -77,6 +77,8 @@ class RemoteTaskError(TaskError):
         self.remote_traceback = remote_traceback
 
     def __str__(self) -> str:
+        if not self.remote_traceback.strip():
+            return self.message
         return f"{self.message}\n\nRemote traceback (site {self.site}):\n{self.remote_traceback}"
 
 

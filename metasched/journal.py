@@ -12,123 +12,27 @@ import pickle
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metasched.data.objects import DataRef
-from metasched.errors import JournalError, TaskError
+from metasched.errors import ConfigurationError, JournalError
+from metasched.journal_schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    TERMINAL_VALUES,
+    FinalRecord,
+    LiveAttempt,
+    NewReplica,
+    Note,
+    Request,
+    RequestKind,
+    StoredTask,
+    stored_task,
+)
 from metasched.records import AttemptId, SiteName, TaskId, TaskSpec
 from metasched.scheduler.core import Attempt, Transition
 from metasched.scheduler.states import TERMINAL, AttemptState, TaskState
-
-SCHEMA_VERSION = "1"
-_TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
-CREATE TABLE IF NOT EXISTS functions (digest TEXT PRIMARY KEY, blob BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT UNIQUE NOT NULL,
-    name TEXT NOT NULL,
-    spec BLOB NOT NULL,
-    state TEXT NOT NULL,
-    tries INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    site TEXT,
-    result BLOB,
-    error BLOB,
-    finished_at REAL,
-    superseded_by TEXT
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    attempt_id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    site TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    native_id TEXT,
-    submitted_at REAL NOT NULL,
-    ended_at REAL
-);
-CREATE TABLE IF NOT EXISTS transitions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL,
-    attempt_id TEXT,
-    site TEXT,
-    old TEXT,
-    new TEXT NOT NULL,
-    at REAL NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    task_name TEXT,
-    created REAL NOT NULL,
-    handled REAL,
-    outcome TEXT
-);
-CREATE TABLE IF NOT EXISTS objects (
-    object_id TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    ref BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    origin INTEGER NOT NULL,
-    created REAL NOT NULL,
-    transfer_s REAL,
-    evicted REAL,
-    PRIMARY KEY (object_id, store_id)
-);
-CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
-CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task_id);
-"""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredTask:
-    """One task as the journal has it."""
-
-    spec: TaskSpec
-    state: TaskState
-    tries: int
-    attempts: int
-    result: bytes | None
-    error: TaskError | None
-    site: SiteName | None = None
-    superseded_by: TaskId | None = None
-    checkpoint: str | None = None
-    migrate_to: SiteName | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LiveAttempt:
-    """An attempt the journal last saw submitted or running."""
-
-    attempt_id: AttemptId
-    task_id: TaskId
-    site: SiteName
-    number: int
-    native_id: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FinalRecord:
-    """A task's terminal state and what it produced, to be written once."""
-
-    task_id: TaskId
-    state: TaskState
-    result: bytes | None = None
-    error: TaskError | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewReplica:
-    """A replica to record: a task's stored result (origin) or a transfer's copy."""
-
-    ref: DataRef
-    origin: bool
-    transfer_s: float | None = None
 
 
 class Journal:
@@ -138,22 +42,21 @@ class Journal:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
 
-    def open(self) -> Journal:
-        """Open (creating if needed) the journal file."""
+    def open(self, *, read_only: bool = False) -> Journal:
+        """Open (creating if needed) the journal file; read_only: an existing one, for queries alone."""
+        if read_only:
+            try:
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10,
+                                           check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot read the journal {self.path}: {exc}.") from exc
+            return self
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
-            if "superseded_by" not in columns:  # journals written before `retry` existed
-                db.execute("ALTER TABLE tasks ADD COLUMN superseded_by TEXT")
-            for column in ("checkpoint", "migrate_to"):  # journals written before checkpointing
-                if column not in columns:
-                    db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
-            if "outcome" not in {row[1] for row in db.execute("PRAGMA table_info(requests)")}:
-                db.execute("ALTER TABLE requests ADD COLUMN outcome TEXT")
+            db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc}.") from exc
         self._db = db
@@ -204,6 +107,7 @@ class Journal:
         replicas: Sequence[NewReplica] = (),
         evicted: Sequence[tuple[str, str]] = (),
         moves: Iterable[tuple[TaskId, str | None, str | None]] = (),
+        notes: Sequence[Note] = (),
     ) -> list[TaskId]:
         """Record one scheduler step atomically; returns the tasks whose final state was newly written."""
         db = self.db
@@ -237,6 +141,10 @@ class Journal:
             if moves:  # (task, checkpoint object, migration target)
                 db.executemany("UPDATE tasks SET checkpoint = ?, migrate_to = ? WHERE task_id = ?",
                                [(ckpt, target, tid) for tid, ckpt, target in moves])
+            if notes:
+                db.executemany("INSERT INTO notes (task_id, attempt_id, site, at, note) "
+                               "VALUES (?, ?, ?, ?, ?)",
+                               [(n.task_id, n.attempt_id, n.site, n.at, n.note) for n in notes])
             if evicted:
                 db.executemany("UPDATE objects SET evicted = ? WHERE object_id = ? AND store_id = ?",
                                [(time.time(), oid, sid) for oid, sid in evicted])
@@ -249,7 +157,7 @@ class Journal:
                 )
                 live = [(t.new.value, t.task_id) for t in transitions if t.new not in TERMINAL]
                 db.executemany(
-                    f"UPDATE tasks SET state = ? WHERE task_id = ? AND state NOT IN {_TERMINAL_VALUES}", live
+                    f"UPDATE tasks SET state = ? WHERE task_id = ? AND state NOT IN {TERMINAL_VALUES}", live
                 )
             if counters:
                 db.executemany("UPDATE tasks SET tries = ?, attempts = ?, site = ? WHERE task_id = ?",
@@ -258,7 +166,7 @@ class Journal:
             for final in finals:
                 cur = db.execute(
                     "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ? "
-                    f"WHERE task_id = ? AND state NOT IN {_TERMINAL_VALUES}",
+                    f"WHERE task_id = ? AND state NOT IN {TERMINAL_VALUES}",
                     (final.state.value, final.result,
                      pickle.dumps(final.error) if final.error is not None else None, now, final.task_id),
                 )
@@ -276,28 +184,28 @@ class Journal:
         rows = self.db.execute(query + " ORDER BY created")
         return [(pickle.loads(ref), bool(origin)) for ref, origin in rows]
 
-    def request(self, kind: str, task_names: Sequence[str] | None) -> int:
-        """Ask the running scheduler for something ("cancel", "migrate:SITE") for named tasks.
+    def request(self, kind: RequestKind, task_names: Sequence[str] | None, *,
+                target: str | None = None) -> int:
+        """Ask the running scheduler for something for named tasks (None names every task).
 
-        None names every task. Returns the id of the last request made.
-
-        Another process (the CLI) may call this while the scheduler runs; the scheduler picks requests
-        up within a second.
+        Returns the id of the last request made. Another process (the CLI) may call this while the
+        scheduler runs; the scheduler picks requests up within a second.
         """
         names: Sequence[str | None] = list(task_names) if task_names else [None]
-        ids = [self.db.execute("INSERT INTO requests (kind, task_name, created) VALUES (?, ?, ?)",
-                               (kind, name, time.time())).lastrowid for name in names]
+        ids = [self.db.execute("INSERT INTO requests (kind, task_name, target, created) VALUES (?, ?, ?, ?)",
+                               (kind.value, name, target, time.time())).lastrowid for name in names]
         return int(ids[-1] or 0)
 
-    def take_requests(self) -> list[tuple[int, str, str | None]]:
-        """Requests not handled yet (id, kind, task name), marked handled."""
+    def take_requests(self) -> list[Request]:
+        """Requests not handled yet, marked handled."""
         db = self.db
         rows = db.execute(
-            "SELECT id, kind, task_name FROM requests WHERE handled IS NULL ORDER BY id").fetchall()
+            "SELECT id, kind, task_name, target FROM requests WHERE handled IS NULL ORDER BY id").fetchall()
         if rows:
-            db.executemany("UPDATE requests SET handled = ? WHERE id = ?",
-                           [(time.time(), r[0]) for r in rows])
-        return [(int(rid), kind, name) for rid, kind, name in rows]
+            db.executemany("UPDATE requests SET handled = ? WHERE id = ?", [(time.time(),
+                                                                             r[0]) for r in rows])
+        return [Request(request_id=int(rid), kind=RequestKind(kind), task_name=name, target=target)
+                for rid, kind, name, target in rows]
 
     def answer(self, request_id: int, outcome: str) -> None:
         """Record what the scheduler made of a request (read by the CLI that made it)."""
@@ -330,14 +238,8 @@ class Journal:
         rows = self.db.execute(
             "SELECT spec, state, tries, attempts, result, error, site, superseded_by, checkpoint, migrate_to "
             "FROM tasks ORDER BY seq")
-        for spec, state, tries, attempts, result, error, site, superseded, checkpoint, migrate_to in rows:
-            yield StoredTask(
-                spec=pickle.loads(spec), state=TaskState(state), tries=tries, attempts=attempts,
-                result=result, error=pickle.loads(error) if error is not None else None,
-                site=SiteName(site) if site else None,
-                superseded_by=TaskId(superseded) if superseded else None,
-                checkpoint=checkpoint, migrate_to=SiteName(migrate_to) if migrate_to else None,
-            )
+        for row in rows:
+            yield stored_task(row)
 
     def supersede(self, replacements: dict[TaskId, TaskId]) -> None:
         """Record that failed tasks were retried as new tasks (they stay in the journal as history)."""
@@ -361,6 +263,66 @@ class Journal:
     def terminal_transition_counts(self) -> dict[TaskId, int]:
         """How many terminal transitions each task has (exactly one for a finished task)."""
         rows = self.db.execute(
-            f"SELECT task_id, COUNT(*) FROM transitions WHERE new IN {_TERMINAL_VALUES} GROUP BY task_id"
+            f"SELECT task_id, COUNT(*) FROM transitions WHERE new IN {TERMINAL_VALUES} GROUP BY task_id"
         )
         return {TaskId(t): n for t, n in rows}
+
+    def claim(self, campaign: str) -> None:
+        """Record that this journal belongs to `campaign`; refuse one that holds another campaign's tasks."""
+        owner = self.campaign()
+        count = len(self.task_index())
+        if owner is not None and count:
+            raise ConfigurationError(f"journal {self.path} already holds campaign {owner!r} with {count} "
+                                     "task(s); "
+                                     f"use Campaign.resume({str(self.path)!r}) or another journal path.")
+        self.set_meta("campaign", campaign)
+
+    # ---------------------------------------------------------------------------------------- queries
+    def campaign(self) -> str | None:
+        """The campaign this journal belongs to."""
+        name: str | None = self.get_meta("campaign")
+        return name
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Tasks (not superseded by a retry) by site ("-" before placement) and state."""
+        counts: dict[str, dict[str, int]] = {}
+        rows = self.db.execute("SELECT COALESCE(site, '-'), state, COUNT(*) FROM tasks "
+                               "WHERE superseded_by IS "
+                               "NULL GROUP BY 1, 2")
+        for site, state, count in rows:
+            counts.setdefault(site, {})[state] = count
+        return counts
+
+    def task_named(self, name: str) -> StoredTask | None:
+        """The first task with this name (or id)."""
+        row = self.db.execute("SELECT spec, state, tries, attempts, result, error, site, superseded_by, "
+                              "checkpoint, "
+                              "migrate_to FROM tasks WHERE name = ? OR task_id = ? ORDER BY seq LIMIT 1",
+                              (name, name)).fetchone()
+        return None if row is None else stored_task(row)
+
+    def notes_of(self, task_id: TaskId) -> list[Note]:
+        """What was noted about the task's attempts, in order."""
+        rows = self.db.execute("SELECT attempt_id, site, at, note FROM notes WHERE task_id = ? ORDER BY id",
+                               (task_id,))
+        return [Note(task_id=task_id, attempt_id=AttemptId(a), site=SiteName(s), at=at, note=n)
+                for a, s, at, n in rows]
+
+    def attempt_times(self) -> list[tuple[str, str, str, str, str, float, float | None, float | None]]:
+        """Every attempt, oldest first, with its times.
+
+        (attempt id, task id, task name, site, state, submitted at, ended at, first seen running at).
+        """
+        rows = self.db.execute(
+            "SELECT a.attempt_id, t.task_id, t.name, a.site, a.state, a.submitted_at, a.ended_at, "
+            "(SELECT MIN(x.at) FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'running') "
+            "FROM attempts a JOIN tasks t ON t.task_id = a.task_id ORDER BY a.submitted_at")
+        return [tuple(row) for row in rows]
+
+    def objects(self) -> list[tuple[str, str, int, bool, float | None, bool]]:
+        """Every replica recorded: (object id, store id, size, origin, transfer seconds, evicted)."""
+        rows = self.db.execute(
+            "SELECT object_id, store_id, size, origin, transfer_s, evicted FROM objects ORDER BY created")
+        return [(oid, sid, size, bool(origin), transfer_s, evicted is not None)
+                for oid, sid, size, origin, transfer_s, evicted in rows]
+

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metasched.errors import ConfigurationError
-from metasched.records import Image, Resources, parse_walltime
+from metasched.records import (
+    CheckpointKind,
+    CommandSpec,
+    Image,
+    Resources,
+    SiteName,
+    TaskId,
+    TaskKind,
+    TaskSpec,
+    parse_walltime,
+)
+
+if TYPE_CHECKING:
+    from metasched.data.objects import DataRef
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
 
@@ -49,20 +62,50 @@ def check_options(options: dict[str, Any], where: str) -> None:
         raise ConfigurationError(
             f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(TASK_OPTIONS))}."
         )
-    checkpoint = options.get("checkpoint")
-    if checkpoint not in (None, "criu", "cooperative"):
-        raise ConfigurationError(f"{where}: checkpoint must be 'criu' (transparent, command tasks) or "
-                                 f"'cooperative' (Python tasks with a ckpt handle), got {checkpoint!r}.")
-    if options.get("checkpoint_every") is not None and checkpoint != "criu":
+    checkpoint = checkpoint_kind(options.get("checkpoint"), where)
+    if options.get("checkpoint_every") is not None and checkpoint is not CheckpointKind.CRIU:
         raise ConfigurationError(f"{where}: checkpoint_every needs checkpoint='criu' (cooperative tasks save "
                                  "when they choose).")
     container = options.get("container")
     if container is not None and not isinstance(container, Image):
         raise ConfigurationError(f"{where}: container must be an ms.Image(...), got {container!r}; e.g. "
                                  "container=ms.Image('metasched/task:bookworm').")
-    if container is not None and options.get("checkpoint") == "criu":
+    if container is not None and checkpoint is CheckpointKind.CRIU:
         raise ConfigurationError(f"{where}: checkpoint='criu' cannot dump a container; use "
                                  "checkpoint='cooperative' (Python tasks) or run without a container.")
     retries = options.get("retries", 0)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f"{where}: retries must be a non-negative integer, got {retries!r}.")
+
+
+def checkpoint_kind(value: object, where: str) -> CheckpointKind | None:
+    """The task option ``checkpoint`` ("criu", "cooperative" or the enum) as a CheckpointKind."""
+    if value is None or isinstance(value, CheckpointKind):
+        return value
+    try:
+        return CheckpointKind(value)
+    except ValueError:
+        raise ConfigurationError(f"{where}: checkpoint must be 'criu' (transparent, command tasks) or "
+                                 f"'cooperative' (Python tasks with a ckpt handle), got {value!r}.") from None
+
+
+def task_spec(name: str, kind: TaskKind, options: dict[str, Any], *, task_id: TaskId, deps: list[TaskId],
+              digest: str | None = None, payload: bytes = b"", command: CommandSpec | None = None,
+              inputs: tuple[DataRef, ...] = ()) -> TaskSpec:
+    """The TaskSpec of a task with these (already checked) options."""
+    wanted = checkpoint_kind(options.get("checkpoint"), f"task {name!r}")
+    if wanted is CheckpointKind.CRIU and kind is not TaskKind.COMMAND:
+        raise ConfigurationError(f"task {name!r}: checkpoint='criu' is for command tasks; a Python task "
+                                 "uses checkpoint='cooperative' and a ckpt handle.")
+    if wanted is CheckpointKind.COOPERATIVE and kind is not TaskKind.FUNCTION:
+        raise ConfigurationError(f"command {name!r}: checkpoint='cooperative' is for Python tasks (they "
+                                 "get a ckpt handle); commands use checkpoint='criu'.")
+    return TaskSpec(
+        task_id=task_id, name=name, kind=kind, resources=resources_from(options),
+        retries=int(options.get("retries", 0)),
+        sites=tuple(SiteName(s) for s in options.get("sites", ()) or ()),
+        tags=tuple(sorted((str(k), str(v)) for k, v in (options.get("tags") or {}).items())),
+        depends_on=tuple(dict.fromkeys(deps)), function_digest=digest, payload=payload, command=command,
+        inputs=inputs, keep=bool(options.get("keep", False)), checkpoint=wanted,
+        checkpoint_every_s=parse_walltime(options.get("checkpoint_every")),
+        container=options.get("container"))

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from metasched.errors import PlacementError
-from metasched.records import SiteLoad, SiteName, TaskSpec
+from metasched.records import Capability, SiteLoad, SiteName, TaskSpec
 
 
 def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
@@ -21,20 +21,20 @@ def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
         return f"not among the task's allowed sites ({', '.join(spec.sites)})"
     if res.cores > site.max_cores_per_task:
         return f"needs cores={res.cores}, offers at most {site.max_cores_per_task}"
-    if res.memory_mb > site.max_memory_mb:
+    if site.max_memory_mb is not None and res.memory_mb > site.max_memory_mb:
         return f"needs memory={res.memory_mb} MB, offers at most {site.max_memory_mb} MB"
     if res.gpus > site.gpus:
         return f"needs gpus={res.gpus}, offers {site.gpus}"
     if res.nodes > site.nodes:
         return f"needs nodes={res.nodes}, offers {site.nodes}"
-    if spec.checkpoint and f"checkpoint:{spec.checkpoint}" not in site.capabilities:
-        return f"needs checkpoint={spec.checkpoint}, which this site does not offer"
+    if spec.checkpoint and Capability.checkpoint(spec.checkpoint) not in site.capabilities:
+        return f"needs checkpoint={spec.checkpoint.value}, which this site does not offer"
     if spec.container is not None:
         wanted = spec.container.runtimes()
-        if not any(f"container:{runtime}" in site.capabilities for runtime in wanted):
-            offered = sorted(c.split(":", 1)[1] for c in site.capabilities if c.startswith("container:"))
+        if not any(Capability.container(runtime) in site.capabilities for runtime in wanted):
+            offered = sorted(c.runtime.value for c in site.capabilities if c.runtime is not None)
             return (f"needs a container runtime for image {spec.container.name!r} "
-                    f"({' or '.join(wanted)}), offers {', '.join(offered) or 'none'}")
+                    f"({' or '.join(r.value for r in wanted)}), offers {', '.join(offered) or 'none'}")
     return None
 
 

@@ -26,6 +26,52 @@ class TaskKind(enum.Enum):
     COMMAND = "command"
 
 
+class CheckpointKind(enum.Enum):
+    """How a task can be stopped and continued.
+
+    CRIU dumps a command task's processes (transparent); a cooperative Python task saves and loads its own
+    state through a ``ckpt`` handle.
+    """
+
+    CRIU = "criu"
+    COOPERATIVE = "cooperative"
+
+
+class ContainerRuntime(enum.Enum):
+    """What runs a task's container image at a site."""
+
+    DOCKER = "docker"
+    APPTAINER = "apptainer"
+
+
+class Capability(enum.Enum):
+    """Something a site offers beyond cores, memory and GPUs.
+
+    Placement sends a task only where what it needs is offered.
+    """
+
+    CHECKPOINT_CRIU = "checkpoint:criu"
+    CHECKPOINT_COOPERATIVE = "checkpoint:cooperative"
+    CONTAINER_DOCKER = "container:docker"
+    CONTAINER_APPTAINER = "container:apptainer"
+
+    @classmethod
+    def checkpoint(cls, kind: CheckpointKind) -> Capability:
+        """The capability of running tasks with this kind of checkpoint."""
+        return cls(f"checkpoint:{kind.value}")
+
+    @classmethod
+    def container(cls, runtime: ContainerRuntime) -> Capability:
+        """The capability of running container images with this runtime."""
+        return cls(f"container:{runtime.value}")
+
+    @property
+    def runtime(self) -> ContainerRuntime | None:
+        """The container runtime this capability stands for, if it is one."""
+        kind, _, value = self.value.partition(":")
+        return ContainerRuntime(value) if kind == "container" else None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resources:
     """What one attempt of a task needs from a site."""
@@ -45,9 +91,6 @@ class Resources:
                 raise ConfigurationError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.walltime_s is not None and self.walltime_s <= 0:
             raise ConfigurationError(f"walltime must be positive, got {self.walltime_s} s.")
-
-
-CONTAINER_RUNTIMES = ("docker", "apptainer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +127,15 @@ class Image:
             raise ConfigurationError(f"Image {self.name!r}: sif must be an absolute path on the compute "
                                      f"nodes, got {self.sif!r}.")
 
-    def source(self, runtime: str) -> str | None:
+    def source(self, runtime: ContainerRuntime) -> str | None:
         """What `runtime` runs for this image, or None if the image has nothing for it."""
-        if runtime == "docker":
+        if runtime is ContainerRuntime.DOCKER:
             return self.docker or (self.name if self.sif is None else None)
-        if runtime == "apptainer":
-            return self.sif
-        return None
+        return self.sif
 
-    def runtimes(self) -> tuple[str, ...]:
+    def runtimes(self) -> tuple[ContainerRuntime, ...]:
         """The runtimes this image can be run by."""
-        return tuple(r for r in CONTAINER_RUNTIMES if self.source(r) is not None)
+        return tuple(r for r in ContainerRuntime if self.source(r) is not None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,7 +182,7 @@ class TaskSpec:
     command: CommandSpec | None = None
     inputs: tuple[DataRef, ...] = ()
     keep: bool = False
-    checkpoint: str | None = None  # "criu" (command tasks) or "cooperative" (Python tasks with a ckpt)
+    checkpoint: CheckpointKind | None = None  # CRIU (command tasks) or cooperative (Python tasks, ckpt)
     checkpoint_every_s: float | None = None  # CRIU restart points taken this often while the task runs
     container: Image | None = None  # run inside this image (the site must offer a runtime it has)
 
@@ -189,20 +230,6 @@ class RemoteFailure:
     walltime_exceeded: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskOutcome:
-    """The end of one attempt as a site reports it: a pickled result, or a failure."""
-
-    result: bytes | None = None
-    failure: RemoteFailure | None = None
-    lost: bool = False
-    cancelled: bool = False
-    charge_retry: bool = True  # False when the loss was not the task's doing (e.g. a packed neighbour)
-    detail: str = ""
-    checkpoint: DataRef | None = None  # the attempt stopped with this checkpoint (in the site's store)
-    checkpoint_reason: str = ""  # "requested" (a migration) or "walltime" (before the time limit)
-
-
 @dataclass(slots=True, kw_only=True)
 class SiteLoad:
     """A site's current capacity as its agent reports it; the input of placement."""
@@ -210,13 +237,13 @@ class SiteLoad:
     site: SiteName
     total_cores: int
     max_cores_per_task: int
-    max_memory_mb: int
+    max_memory_mb: int | None  # None: the site does not track memory (requests are not enforced)
     gpus: int
     nodes: int
     inflight: int
     max_inflight: int
     est_wait_s: float = 0.0
-    capabilities: frozenset[str] = field(default_factory=frozenset)
+    capabilities: frozenset[Capability] = field(default_factory=frozenset)
 
     @property
     def free_slots(self) -> int:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import html
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from metasched.journal import Journal  # noqa: E402
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -54,15 +55,11 @@ class SiteRow:
 
 def read_spans(journal: Path) -> list[AttemptSpan]:
     """Every attempt of a journal, with its running time from the RUNNING transition if there is one."""
-    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    stored = Journal(journal).open(read_only=True)
     try:
-        rows = db.execute(
-            "SELECT a.attempt_id, t.task_id, t.name, a.site, a.state, a.submitted_at, a.ended_at, "
-            "(SELECT MIN(x.at) FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'running') "
-            "FROM attempts a JOIN tasks t ON t.task_id = a.task_id ORDER BY a.submitted_at"
-        ).fetchall()
+        rows = stored.attempt_times()
     finally:
-        db.close()
+        stored.close()
     if not rows:
         return []
     origin = min(r[5] for r in rows)

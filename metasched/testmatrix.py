@@ -2,8 +2,9 @@
 
 `run` executes the suite with pytest (from a checkout: the suite lives in ``tests/``) and records each
 test's outcome and duration; `cells` maps them onto rows (scheduler x version) and columns (capability);
-`render_markdown` writes the table of docs/test-matrix.md. Rows and the fault tests that fill their columns
-are declared here, so a capability nobody tests shows as "not tested" rather than disappearing.
+`render_markdown` writes the table of docs/test-matrix.md. The columns are declared here; the rows (and
+the fault tests that fill their columns) are declared by each installed site kind (``SiteKind.matrix_rows``),
+so a capability nobody tests shows as "not tested" rather than disappearing.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import datetime as dt
 import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from metasched.sites.kind import MatrixRow
 
 CONTRACT = "tests/contract/test_site_contract.py"
 
@@ -28,73 +31,8 @@ CONTRACT_COLUMNS = {
     "test_many_tasks": "many tasks",
 }
 FAULT_COLUMNS = ("server stopped", "server crash, state lost", "job deleted outside", "job purged from queue",
-                 "node lost", "parsers (recorded output)")
+                 "node lost", "job run twice", "parsers (recorded output)")
 COLUMNS = (*CONTRACT_COLUMNS.values(), *FAULT_COLUMNS)
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One scheduler x version, the contract variant that exercises it and its fault tests."""
-
-    name: str
-    scheduler: str
-    version: str
-    site: str
-    contract_kind: str | None
-    faults: Mapping[str, str] = field(default_factory=dict)  # column -> test node id
-    not_applicable: tuple[str, ...] = ()
-    note: str = ""
-
-
-_LOCAL_NA = ("server stopped", "server crash, state lost", "job deleted outside", "job purged from queue",
-             "node lost", "parsers (recorded output)")
-ROWS: tuple[Row, ...] = (
-    Row("local", "Ray (local site)", "2.60", "local", "local", not_applicable=_LOCAL_NA),
-    Row("local-docker", "Ray + Docker", "docker.io 20.10", "local", "local-docker", not_applicable=_LOCAL_NA),
-    Row("slurm-22.05", "Slurm", "22.05.8 (bookworm)", "alpha", "slurm-batch", faults={
-        "server stopped": "tests/integration/test_slurm_agent.py::"
-                          "test_controller_stop_moves_work_elsewhere_and_loses_nothing",
-        "server crash, state lost": "tests/integration/test_slurm_agent.py::"
-                                    "test_controller_crash_with_lost_state_loses_nothing",
-        "job purged from queue": "tests/integration/test_slurm_faults.py::"
-                                 "test_job_purged_from_squeue_is_resolved_from_its_own_files",
-        "node lost": "tests/integration/test_slurm_faults.py::"
-                     "test_killed_compute_node_its_task_is_retried_elsewhere",
-        "job deleted outside": "tests/integration/test_slurm_faults.py::"
-                               "test_job_cancelled_outside_metasched_is_run_again",
-        "parsers (recorded output)": "tests/unit/test_slurm_parsers.py"}),
-    Row("slurm-24.11", "Slurm + slurmdbd", "24.11.5 (trixie)", "eta", "slurm-24.11", faults={
-        "server stopped": "tests/integration/test_slurm_accounting.py::"
-                          "test_controller_host_stopped_midway_loses_nothing",
-        "job deleted outside": "tests/integration/test_slurm_accounting.py::"
-                               "test_sacct_explains_a_job_purged_from_squeue",
-        "job purged from queue": "tests/integration/test_slurm_accounting.py::"
-                                 "test_sacct_explains_a_job_purged_from_squeue",
-        "parsers (recorded output)": "tests/unit/test_slurm_parsers.py::"
-                                     "test_sacct_of_purged_jobs_on_slurm_24_11"}),
-    Row("slurm-26.05-apptainer", "Slurm + Apptainer", "26.05.5 (sid)", "delta", "slurm-apptainer"),
-    Row("torque-wrappers", "Torque-style wrappers over Slurm (not Torque)", "slurm-wlm-torque 22.05.8",
-        "zeta", "torque-wrappers", faults={
-            "server stopped": "tests/integration/test_pbs.py::test_server_stopped_midway_loses_nothing",
-            "job deleted outside": "tests/integration/test_pbs.py::"
-                                   "test_job_deleted_outside_metasched_is_run_again",
-            "parsers (recorded output)": "tests/unit/test_pbs_parsers.py::"
-                                         "test_torque_qstat_queued_running_completed"},
-        note="a compatibility layer over Slurm: proves the Torque dialect's commands, not a Torque server"),
-    Row("openpbs", "OpenPBS / PBS Pro", "recordings of 19.0, 19.2.6, 2022.1.7", "-", None, faults={
-        "parsers (recorded output)": "tests/unit/test_pbs_parsers.py::"
-                                     "test_openpbs_held_queued_and_deleted_before_running"},
-        note="no OpenPBS server can run here: only the dialect's parsers, on cited recordings"),
-    Row("gridengine-8.1.9", "Grid Engine", "8.1.9 (bookworm)", "epsilon", "gridengine", faults={
-        "server stopped": "tests/integration/test_gridengine.py::test_qmaster_stopped_midway_loses_nothing",
-        "job deleted outside": "tests/integration/test_gridengine.py::"
-                               "test_job_deleted_outside_metasched_is_run_again",
-        "parsers (recorded output)": "tests/unit/test_gridengine_parsers.py"}),
-    Row("globus-compute-local", "Globus Compute (offline endpoint)", "4.19", "gc", "globus-compute-local",
-        not_applicable=("server crash, state lost", "job purged from queue", "node lost")),
-    Row("globus-compute-slurm", "Globus Compute (offline endpoint) on Slurm", "4.19 / 22.05.8", "gc",
-        "globus-compute-slurm", not_applicable=("server crash, state lost", "job purged from queue")),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +66,7 @@ class Recorder:
                                                      round(report.duration, 2), message)
 
 
-def selected_tests(rows: Iterable[Row]) -> list[str]:
+def selected_tests(rows: Iterable[MatrixRow]) -> list[str]:
     """The pytest arguments (node ids) covering these rows."""
     rows = list(rows)
     kinds = [r.contract_kind for r in rows if r.contract_kind]
@@ -137,7 +75,7 @@ def selected_tests(rows: Iterable[Row]) -> list[str]:
     return [*tests, *dict.fromkeys(faults)]
 
 
-def run(rows: Sequence[Row], *, root: Path, extra_args: Sequence[str] = (),
+def run(rows: Sequence[MatrixRow], *, root: Path, extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None) -> dict[str, TestResult]:
     """Run the rows' tests with pytest inside this process (cwd `root`, a checkout); return the results."""
     import pytest
@@ -168,7 +106,7 @@ def _result_for(nodeid: str, results: Mapping[str, TestResult]) -> TestResult | 
                       worst.message if worst else f"{len(under)} tests")
 
 
-def cells(rows: Sequence[Row], results: Mapping[str, TestResult]) -> list[dict[str, Any]]:
+def cells(rows: Sequence[MatrixRow], results: Mapping[str, TestResult]) -> list[dict[str, Any]]:
     """Each row with one cell per column: outcome ("pass", "fail", "skipped", "not tested", "n/a")."""
     table = []
     for row in rows:
@@ -196,13 +134,19 @@ def _cell(nodeid: str, results: Mapping[str, TestResult]) -> dict[str, Any]:
 _SYMBOL = {"pass": "pass", "fail": "**FAIL**", "skipped": "skipped", "not tested": "not tested", "n/a": "n/a"}
 
 
-def render_markdown(table: Sequence[Mapping[str, Any]], *, generated: str, command: str) -> str:
-    """docs/test-matrix.md: the table (outcome and seconds per cell), the rows' notes, how to regenerate."""
+def render_markdown(table: Sequence[Mapping[str, Any]], *, generated: str, command: str,
+                    user_sites: str | None = None) -> str:
+    """docs/test-matrix.md: the table (outcome and seconds per cell), the rows' notes, how to regenerate.
+
+    `user_sites`: the campaign file whose sites were tested (None: the containerized test sites).
+    """
+    against = (f"against the sites of {user_sites}" if user_sites
+               else "against the containerized sites of docs/test-sites.md")
     lines = [
         "# Scheduler test matrix",
         "",
-        f"Generated {generated} by `{command}`, against the containerized sites of",
-        "docs/test-sites.md. Each cell is one test against that site: pass (with its duration in seconds),",
+        f"Generated {generated} by `{command}`, {against}.",
+        "Each cell is one test against that site: pass (with its duration in seconds),",
         "**FAIL**, skipped (with why, below), *not tested* (no test exercises it there yet) or n/a (the",
         "capability does not exist for that kind of site). The same data as JSON: test-matrix.json.",
         "",
@@ -226,14 +170,19 @@ def render_markdown(table: Sequence[Mapping[str, Any]], *, generated: str, comma
             notes.append(f"- {row['name']}: {row['note']}")
     if notes:
         lines += ["", "Notes:", "", *notes]
-    lines += ["", "Regenerate with `make matrix` (brings every containerized site up). Check your own sites",
-              "with `metasched testmatrix --sites YOUR.toml` from a checkout (see docs/test-sites.md).", ""]
+    if user_sites:
+        lines += ["", f"Regenerate with `{command}` from a metasched checkout.", ""]
+    else:
+        lines += ["",
+                  "Regenerate with `make matrix` (brings every containerized site up). Check your own sites",
+                  "with `metasched testmatrix --sites YOUR.toml` from a checkout (see docs/test-sites.md).",
+                  ""]
     return "\n".join(lines)
 
 
-def user_rows(site_names: Sequence[str]) -> tuple[Row, ...]:
+def user_rows(site_names: Sequence[str]) -> tuple[MatrixRow, ...]:
     """Rows for a user's own sites (from a campaign file): the conformance suite only."""
-    return tuple(Row(name, "your site", "-", name, f"user-{name}", not_applicable=FAULT_COLUMNS,
+    return tuple(MatrixRow(name, "your site", "-", name, f"user-{name}", not_applicable=FAULT_COLUMNS,
                      note="fault injection needs the containerized test sites (make matrix)")
                  for name in site_names)
 
@@ -244,11 +193,19 @@ def generated_now() -> str:
     return f"{stamp} ({platform.system()} {platform.machine()}, Python {platform.python_version()})"
 
 
-def rows_named(names: Sequence[str]) -> tuple[Row, ...]:
+def built_in_rows() -> tuple[MatrixRow, ...]:
+    """The rows every installed site kind declares, in kind order."""
+    from metasched.sites.registry import kinds
+
+    return tuple(row for kind in kinds() for row in kind.matrix_rows)
+
+
+def rows_named(names: Sequence[str]) -> tuple[MatrixRow, ...]:
     """The built-in rows with these names (all when empty); unknown names raise ValueError listing them."""
+    rows = built_in_rows()
     if not names:
-        return ROWS
-    known = {r.name: r for r in ROWS}
+        return rows
+    known = {r.name: r for r in rows}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown matrix row(s) {', '.join(unknown)}; known: {', '.join(known)}")

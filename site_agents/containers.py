@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metasched.attempt_dir import AttemptDir, AttemptInputs
 from metasched.data.objects import DataContext, store_paths
-from metasched.records import RemoteFailure, TaskId, TaskKind, TaskOutcome, TaskSpec
-from metasched.worker import command_outcome, read_outcome, store_if_big, write_attempt
+from metasched.outcomes import TaskOutcome, command_outcome, failed, store_if_big
+from metasched.records import ContainerRuntime, TaskId, TaskKind, TaskSpec
 
-STDOUT_FILE = "container.out"
-STDERR_FILE = "container.err"
 _PYTHON_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
 _WORKER_GRACE_S = 15.0
 _python_versions: dict[tuple[str, str], str] = {}  # (image reference, python) -> "3.11", per worker process
@@ -53,23 +52,21 @@ def run_in_docker(packed: bytes) -> bytes:
     """
     (site, attempt_id, spec, function, dependency_results, data, work_dir, pythonpath,
      binds) = pickle.loads(packed)
-    directory = Path(work_dir) / attempt_id
-    directory.mkdir(parents=True, exist_ok=True)
+    attempt = AttemptDir(Path(work_dir) / attempt_id).create()
     try:
-        outcome = _run(site, attempt_id, spec, function, dependency_results, data, directory, pythonpath,
-                       binds)
+        outcome = _run(site, spec, function, dependency_results, data, attempt, pythonpath, binds)
     except ContainerProblem as exc:
-        outcome = TaskOutcome(failure=RemoteFailure(error_type="ContainerError", message=str(exc),
-                                                    traceback=""))
+        outcome = failed("ContainerError", str(exc))
     return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _run(site: str, attempt_id: str, spec: TaskSpec, function: bytes | None,
-         dependency_results: Mapping[TaskId, bytes], data: DataContext | None, directory: Path,
-         pythonpath: str, binds: tuple[str, ...]) -> TaskOutcome:
+def _run(site: str, spec: TaskSpec, function: bytes | None, dependency_results: Mapping[TaskId, bytes],
+         data: DataContext | None, attempt: AttemptDir, pythonpath: str, binds: tuple[str,
+                                                                                      ...]) -> TaskOutcome:
     assert spec.container is not None  # noqa: S101  (only container specs come here)
     image = spec.container
-    ref = image.source("docker") or image.name
+    ref = image.source(ContainerRuntime.DOCKER) or image.name
+    directory, attempt_id = attempt.path, attempt.attempt_id
     api = _api()
     if image.digest is not None:
         _check_digest(api, ref, image.digest, spec.name, site)
@@ -77,7 +74,8 @@ def _run(site: str, attempt_id: str, spec: TaskSpec, function: bytes | None,
     environment: dict[str, str] = {}
     if spec.kind is TaskKind.FUNCTION:
         _check_python(api, ref, image.python, image.name, site, task=spec.name)
-        write_attempt(directory, spec, function, dependency_results, data)
+        attempt.write_inputs(AttemptInputs(spec=spec, function=function,
+                                           dependency_results=dict(dependency_results), data=data))
         argv = [image.python, "-m", "metasched.worker", str(directory)]
         environment["PYTHONPATH"] = pythonpath
         workdir = str(directory)
@@ -96,22 +94,22 @@ def _run(site: str, attempt_id: str, spec: TaskSpec, function: bytes | None,
                    environment=environment, workdir=workdir, labels={"metasched.task": spec.task_id,
                                                                      "metasched.name": spec.name},
                    timeout_s=None if res.walltime_s is None else res.walltime_s + grace)
-    (directory / STDOUT_FILE).write_bytes(run.stdout)
-    (directory / STDERR_FILE).write_bytes(run.stderr)
+    attempt.container_stdout.write_bytes(run.stdout)
+    attempt.container_stderr.write_bytes(run.stderr)
     stderr = run.stderr.decode(errors="replace")
     if spec.kind is TaskKind.COMMAND:
         outcome = command_outcome(spec, returncode=run.returncode, stdout=run.stdout.decode(errors="replace"),
                                   stderr=stderr, walltime_exceeded=run.timed_out)
         return store_if_big(spec, outcome, data)
-    found = read_outcome(directory)
+    found = attempt.worker_outcome()
     if found is not None:
         return found
     why = (f"hit its walltime of {res.walltime_s} s" if run.timed_out
            else f"exited {run.returncode} after {run.seconds:.1f} s without an outcome")
-    return TaskOutcome(failure=RemoteFailure(
-        error_type="WalltimeExceeded" if run.timed_out else "ContainerError", walltime_exceeded=run.timed_out,
-        message=f"the container of task {spec.name!r} ({attempt_id}) {why}; its stderr is below and in "
-                f"{directory / STDERR_FILE}", traceback=stderr[-4000:]))
+    return failed("WalltimeExceeded" if run.timed_out else "ContainerError", walltime_exceeded=run.timed_out,
+                  message=f"the container of task {spec.name!r} ({attempt_id}) {why}; its stderr is below "
+                          "and in "
+                          f"{attempt.container_stderr}", traceback=stderr[-4000:])
 
 
 def _api() -> Any:

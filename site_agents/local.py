@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from metasched.catalog import metasched_home
-from metasched.data.stores import StoreSpec
 from metasched.errors import ConfigurationError, SiteAgentError
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskKind, TaskOutcome
+from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome
+from metasched.records import AttemptId, Capability, ContainerRuntime, SiteLoad, SiteName, TaskKind
+from metasched.sites.base import AttemptUpdate, Submission
+from metasched.sites.kind import Check, MatrixRow, SiteKind
+from metasched.sites.schema import FORBID_EXTRA, NonNegativeInt, PositiveInt, StoreOption, check_fields
+from metasched.testmatrix import FAULT_COLUMNS as NO_FAULT_TESTS
 from metasched.worker import run_packed
-from site_agents.base import AttemptUpdate, Submission
 from site_agents.containers import container_name, remove_containers, run_in_docker
 from site_agents.staging import stage_worker
 
@@ -52,25 +56,26 @@ class LocalSite:
             the file stores are always mounted.
     """
 
+    __pydantic_config__ = FORBID_EXTRA
     kind: ClassVar[str] = "local"
     name: str
     _: KW_ONLY
-    cores: int = 0
-    gpus: int = 0
-    memory_mb: int = 0
-    max_inflight: int = 0
-    max_pack: int = 32
-    store: StoreSpec | None = None
-    container_runtimes: tuple[str, ...] = ()
+    cores: NonNegativeInt = 0
+    gpus: NonNegativeInt = 0
+    memory_mb: NonNegativeInt = 0
+    max_inflight: NonNegativeInt = 0
+    max_pack: PositiveInt = 32
+    store: StoreOption = None
+    container_runtimes: tuple[Literal["docker"], ...] = ()
     work_dir: str = ""
     container_binds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        runtimes = tuple(self.container_runtimes)
-        if any(r != "docker" for r in runtimes):
-            raise ConfigurationError(f"local site {self.name}: container_runtimes may only contain 'docker', "
-                                     f"got {list(runtimes)} (Apptainer runs on Slurm sites).")
-        object.__setattr__(self, "container_runtimes", runtimes)
+        object.__setattr__(self, "container_runtimes", tuple(self.container_runtimes))
+        check_fields(self)
+        if self.work_dir and not os.path.isabs(self.work_dir):
+            raise ConfigurationError(f"local site {self.name}: work_dir must be an absolute path, got "
+                                     f"{self.work_dir!r}.")
         binds = tuple(os.fspath(b) for b in self.container_binds)
         relative = [b for b in binds if not os.path.isabs(b)]
         if relative:
@@ -91,6 +96,10 @@ class LocalSite:
     def ray_resource(self) -> str:
         """The custom Ray resource that stands for this site's cores."""
         return f"site:{self.name}"
+
+    def ray_resources(self) -> dict[str, float]:
+        """What the embedded Ray offers for this site: its cores, as CPUs and as its own resource."""
+        return {"CPU": float(self.cores), self.ray_resource: float(self.cores)}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -232,7 +241,7 @@ class LocalAgent:
         ray = self._ray
         try:
             if pack.container:
-                outcome: TaskOutcome = pickle.loads(ray.get(ref))
+                outcome: TaskOutcome = pickle.loads(ray.get(ref))  # noqa: S301  (our own worker's answer)
                 return [AttemptUpdate(attempt_id=pack.attempt_ids[0], outcome=outcome)]
             results: list[tuple[AttemptId, TaskOutcome, float]] = pickle.loads(ray.get(ref))
         except ray.exceptions.TaskCancelledError:
@@ -257,12 +266,13 @@ class LocalAgent:
     @staticmethod
     def _interrupted(attempt_id: AttemptId, pack: _Pack, reason: str) -> AttemptUpdate:
         if attempt_id in pack.cancelled:
-            return AttemptUpdate(attempt_id=attempt_id, outcome=TaskOutcome(cancelled=True, detail=reason))
+            return AttemptUpdate(attempt_id=attempt_id, outcome=Cancelled(detail=reason))
         # A neighbour in the pack was cancelled, or the worker died: not this task's fault if it
         # shared the pack; a lone attempt whose worker died is charged a retry.
         charge = len(pack.attempt_ids) == 1 and not pack.cancelled
-        return AttemptUpdate(attempt_id=attempt_id,
-                             outcome=TaskOutcome(lost=True, charge_retry=charge, detail=reason))
+        why = LossReason.NEIGHBOUR_STOPPED if pack.cancelled else LossReason.WORKER_DIED
+        return AttemptUpdate(attempt_id=attempt_id, outcome=Lost(reason=why, detail=reason,
+                                                                 charge_retry=charge))
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Force-cancel the Ray tasks of these attempts (kills their worker processes if running).
@@ -293,7 +303,8 @@ class LocalAgent:
             inflight=inflight,
             max_inflight=self.config.max_inflight,
             est_wait_s=backlog * (self._mean_run_s or 0.0) / self.config.cores,
-            capabilities=frozenset(f"container:{r}" for r in self.config.container_runtimes),
+            capabilities=frozenset(Capability.container(ContainerRuntime(r))
+                                   for r in self.config.container_runtimes),
         )
 
     def close(self) -> None:
@@ -305,3 +316,23 @@ class LocalAgent:
                            if pack.container for a in pack.attempt_ids])
         self._packs.clear()
         self._by_attempt.clear()
+
+
+def preflight(site: LocalSite) -> Iterator[Check]:
+    """Ray importable here (the local site runs on the campaign's Ray), and this Python."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        import ray
+
+        yield Check(site=site.name, check="ray", passed=True, detail=f"ray {ray.__version__} importable")
+    except ImportError as exc:
+        yield Check(site=site.name, check="ray", passed=False, detail=str(exc),
+                    fix="install metasched's dependencies in this environment (pip install metasched)")
+    yield Check(site=site.name, check="python", passed=True, detail=f"Python {here} (this process)")
+
+
+KIND = SiteKind(name="local", config=LocalSite, agent=LocalAgent, preflight=preflight, matrix_rows=(
+    MatrixRow("local", "Ray (local site)", "2.60", "local", "local", not_applicable=NO_FAULT_TESTS),
+    MatrixRow("local-docker", "Ray + Docker", "docker.io 20.10", "local", "local-docker",
+              not_applicable=NO_FAULT_TESTS),
+))

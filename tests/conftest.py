@@ -216,11 +216,12 @@ def gc_alpha(slurm_sites: dict[str, slurmsite.SiteInfo]) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def criu_ready(slurm_sites: dict[str, slurmsite.SiteInfo]) -> None:
     """The CRIU backend's gate on both sites (a job dumps and restores a process); skip with why if not."""
-    from metasched.config import SlurmSiteModel
-    from metasched.preflight import criu_check
+    import metasched as ms
+    from metasched.sites.preflight import check_site
 
     for info in slurm_sites.values():
-        result = criu_check(SlurmSiteModel(kind="slurm", name=info.name, slurm_conf=info.slurm_conf,
-                                           shared_dir=info.shared_dir, checkpoint_dir=slurmsite.SCRATCH))
-        if not result.passed:
+        checks = check_site(ms.SlurmSite(info.name, slurm_conf=info.slurm_conf, shared_dir=info.shared_dir,
+                                         checkpoint_dir=slurmsite.SCRATCH))
+        result = checks[-1]
+        if result.check != "criu" or not result.passed:
             pytest.skip(f"CRIU does not work at site {info.name}: {result.detail} ({result.fix})")

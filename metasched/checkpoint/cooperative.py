@@ -10,7 +10,8 @@
         return state["total"]
 
 The worker passes the handle as the keyword argument ``ckpt``. ``save`` pickles the state into the
-site's store and records it in the attempt directory (``coop-checkpoint``), where the agent picks it up:
+site's store and records it in the attempt directory (``AttemptDir.save_cooperative``), where the agent
+picks it up:
 the scheduler keeps the latest as the task's checkpoint. When the scheduler asked the attempt to stop
 (USR2, for a migration) or Slurm warned that the time limit is near (USR1, when the task has a
 walltime), the next ``save`` stores the state and ends the attempt; the next attempt, wherever it
@@ -19,21 +20,21 @@ runs, gets the state back from ``load``.
 
 from __future__ import annotations
 
-import os
 import pickle
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metasched.data.objects import DataContext, DataRef, put_blob, read_value
+from metasched.outcomes import CheckpointReason
 
-RECORD_FILE = "coop-checkpoint"
+if TYPE_CHECKING:
+    from metasched.attempt_dir import AttemptDir
 
 
 class CheckpointStop(BaseException):  # noqa: N818  (a control-flow signal, like StopIteration)
     """Raised by ``Checkpoint.save`` to end the attempt after its state was stored."""
 
-    def __init__(self, ref: DataRef, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, ref: DataRef, reason: CheckpointReason) -> None:
+        super().__init__(reason.value)
         self.ref = ref
         self.reason = reason
 
@@ -41,14 +42,14 @@ class CheckpointStop(BaseException):  # noqa: N818  (a control-flow signal, like
 class Checkpoint:
     """The handle a cooperative task receives as ``ckpt``."""
 
-    def __init__(self, *, attempt_id: str, data: DataContext | None, directory: Path | None,
+    def __init__(self, *, attempt_id: str, data: DataContext | None, attempt: AttemptDir | None,
                  restore: DataRef | None) -> None:
         self._attempt_id = attempt_id
         self._data = data
-        self._directory = directory
+        self._attempt = attempt
         self._restore = restore
         self._saves = 0
-        self.stop_reason: str | None = None  # set from a signal handler: "requested" or "walltime"
+        self.stop_reason: CheckpointReason | None = None  # set from a signal handler
 
     @property
     def restored(self) -> bool:
@@ -71,18 +72,7 @@ class Checkpoint:
         self._saves += 1
         blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         ref = put_blob(self._data.store, blob, object_id=f"{self._attempt_id}.ckpt{self._saves}")
-        if self._directory is not None:
-            tmp = self._directory / f".{RECORD_FILE}.tmp"
-            tmp.write_bytes(pickle.dumps(ref))
-            os.replace(tmp, self._directory / RECORD_FILE)
+        if self._attempt is not None:
+            self._attempt.save_cooperative(ref)
         if self.stop_reason is not None:
             raise CheckpointStop(ref, self.stop_reason)
-
-
-def latest(directory: Path) -> DataRef | None:
-    """The last state an attempt saved (read by the agent), if any."""
-    try:
-        ref: DataRef = pickle.loads((directory / RECORD_FILE).read_bytes())
-    except FileNotFoundError:
-        return None
-    return ref

@@ -1,23 +1,25 @@
 """The batch-job side of CRIU checkpointing: ``python -m metasched.checkpoint.criu_job ATTEMPT_DIR``.
 
-Runs on a compute node (the job script ``exec``s it, so Slurm's signals reach it). It reads
-``ATTEMPT_DIR/task.json`` and either starts the command as the first process of a new PID namespace in
+Runs on a compute node (the job script ``exec``s it, so Slurm's signals reach it). It reads the
+attempt's CRIU task (``AttemptDir.read_criu_task``) and either starts the command as the first process
+of a new PID namespace in
 its working directory, or restores it from a checkpoint archive. It is the subreaper of the task and
-writes the same files as a plain command job (``exit-status``, ``cmd.out``, ``cmd.err``), so the agent
-reads both kinds alike.
+writes the same records as a plain command job (exit status, command output, through ``AttemptDir``), so
+the agent reads both kinds alike.
 
 Signals: USR2 = checkpoint now (for a migration); USR1 = Slurm's warning before the time limit
-(checkpoint if ``checkpoint_on_warning``, else recorded in ``walltime-warning``); TERM = cancel (the
+(checkpoint if ``checkpoint_on_warning``, else recorded as a walltime warning); TERM = cancel (the
 namespace's init ignores TERM, so the task gets KILL). Slurm may send USR1 up to a minute early (seen
 here: 2 s into a one-minute job with a 30 s lead), so a walltime checkpoint waits until ``lead_s``
 before the job's time limit, as the warning meant: an early signal must not cost an extra hop.
 
-A checkpoint is ``criu dump`` of the namespace, then ``checkpoint.tar`` (the images and the working
-directory, taken while the task is stopped so every open file has its size at dump time) and
-``checkpoint.json`` (size and xxh3-128 hash of the archive, reason). The job then ends with status 0;
-the agent recognises a checkpoint by ``checkpoint.json``, never by the job state.
+A checkpoint is ``criu dump`` of the namespace, then an archive (the images and the working directory,
+taken while the task is stopped so every open file has its size at dump time) and its record (size and
+xxh3-128 hash of the archive, reason). The job then ends with status 0; the agent recognises a
+checkpoint by its record, never by the job state.
 
-Standard library only (plus xxhash, staged with metasched): it runs on the node's own Python.
+Standard library only (plus xxhash and metasched's attempt directory, staged with metasched): it runs on
+the node's own Python.
 """
 
 from __future__ import annotations
@@ -34,15 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from metasched.attempt_dir import AttemptDir
+
 _PR_SET_CHILD_SUBREAPER = 36
 _CLONE_NEWPID = 0x20000000
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
-TASK_FILE = "task.json"
-CHECKPOINT_ARCHIVE = "checkpoint.tar"
-CHECKPOINT_RECORD = "checkpoint.json"
-CHECKPOINT_NOW = "checkpoint-now"  # created by the agent: take a restart point and keep running
-EXIT_STATUS_FILE = "exit-status"
+# The task's own output, in its working directory (so a restored task goes on writing the same files).
 STDOUT_NAME = "stdout"
 STDERR_NAME = "stderr"
 
@@ -80,9 +80,10 @@ def _tar(*args: str) -> None:
 class Job:
     """One attempt: start or restore the task, watch it, checkpoint it on request."""
 
-    def __init__(self, attempt_dir: Path) -> None:
-        self.dir = attempt_dir
-        self.task: dict[str, Any] = json.loads((attempt_dir / TASK_FILE).read_text())
+    def __init__(self, attempt: AttemptDir) -> None:
+        self.attempt = attempt
+        self.dir = attempt.path
+        self.task: dict[str, Any] = attempt.read_criu_task()
         self.workdir = Path(self.task["workdir"])
         self.criu = self.task.get("criu", "criu")
         self.pid = 0  # the task (init of its PID namespace), as this process sees it
@@ -135,7 +136,7 @@ class Job:
     def restore(self) -> None:
         """Unpack the checkpoint (working directory at its original path) and restore the task."""
         archive = Path(self.task["restore"])
-        images = self.dir / "images"
+        images = self.attempt.images_dir
         shutil.rmtree(images, ignore_errors=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
         # One pass: images/ next to this job, workdir/ at the task's absolute path (the archive holds
@@ -145,7 +146,7 @@ class Job:
         started = time.time()
         _tar("--extract", f"--file={archive}", "--directory=/", f"--transform={rename}", "images", "workdir")
         unpacked = time.time()
-        pidfile = self.dir / "restored.pid"
+        pidfile = self.attempt.restored_pid_file
         proc = subprocess.run(
             [self.criu, "restore", "--images-dir", str(images), "--unprivileged", "--restore-detached",
              "--restore-sibling", "--pidfile", str(pidfile), "--log-file", "restore.log", "-v2"],
@@ -156,7 +157,7 @@ class Job:
         self.pid = int(pidfile.read_text().strip())
         timing = {"unpack_s": unpacked - started, "restore_s": time.time() - unpacked,
                   "job_start_to_running_s": time.time() - self.start}
-        (self.dir / "restore.json").write_text(json.dumps(timing))
+        self.attempt.restore_timing_file.write_text(json.dumps(timing))
 
     # ------------------------------------------------------------------------------- checkpoint
     def checkpoint(self, reason: str, *, keep_running: bool = False) -> None:
@@ -168,7 +169,7 @@ class Job:
         has the size CRIU recorded, then continued; the archive is ``restart-<n>.tar`` with
         ``restart-<n>.json``.
         """
-        images = self.dir / "images"
+        images = self.attempt.images_dir
         shutil.rmtree(images, ignore_errors=True)
         images.mkdir()
         started = time.time()
@@ -181,10 +182,10 @@ class Job:
         dumped = time.time()
         if keep_running:
             self.restart_points += 1
-            archive = self.dir / f"restart-{self.restart_points}.tar"
-            note = self.dir / f"restart-{self.restart_points}.json"
+            archive = self.attempt.restart_archive(self.restart_points)
+            note = self.attempt.restart_record_file(self.restart_points)
         else:
-            archive, note = self.dir / CHECKPOINT_ARCHIVE, self.dir / CHECKPOINT_RECORD
+            archive, note = self.attempt.checkpoint_archive, self.attempt.checkpoint_record_file
         try:
             tmp = archive.with_name(archive.name + ".tmp")
             _tar("--create", f"--file={tmp}", f"--directory={self.dir}", "images",
@@ -197,9 +198,7 @@ class Job:
         os.replace(tmp, archive)
         record = {"reason": reason, "size": size, "digest": digest, "dump_s": dumped - started,
                   "archive_s": time.time() - dumped, "at": time.time(), "archive": archive.name}
-        partial = note.with_name(note.name + ".tmp")
-        partial.write_text(json.dumps(record))
-        os.replace(partial, note)
+        self.attempt.write_checkpoint_record(note, record)
         self.last_checkpoint = time.time()
 
     def _continue_tree(self) -> None:
@@ -239,20 +238,19 @@ class Job:
             if self.checkpoint_at is not None and time.time() >= self.checkpoint_at:
                 self.checkpoint_at = None
                 self._request("walltime")
-            now_asked = (self.dir / CHECKPOINT_NOW).exists()
+            now_asked = self.attempt.take_restart_request()
             if now_asked or (self.every is not None and time.time() - self.last_checkpoint >= self.every):
-                (self.dir / CHECKPOINT_NOW).unlink(missing_ok=True)
                 try:
                     self.checkpoint("on demand" if now_asked else "periodic", keep_running=True)
                 except RuntimeError as exc:  # the task goes on; say why there is no restart point
-                    (self.dir / "checkpoint-failed").write_text(f"{exc}\n")
+                    self.attempt.note_checkpoint_failed(str(exc))
                     self.last_checkpoint = time.time()
             if self.requested is not None:
                 reason, self.requested = self.requested, None
                 try:
                     self.checkpoint(reason)
                 except RuntimeError as exc:  # criu left the task running: go on, say why
-                    (self.dir / "checkpoint-failed").write_text(f"{exc}\n")
+                    self.attempt.note_checkpoint_failed(str(exc))
                     continue
                 self._reap_all()
                 return 0
@@ -266,7 +264,7 @@ class Job:
             self.requested = what
 
     def _warned(self) -> None:
-        (self.dir / "walltime-warning").write_text(f"{time.time()}\n")
+        self.attempt.note_walltime_warning(time.time())
         if self.task.get("checkpoint_on_warning"):
             limit, lead = self.task.get("time_limit_s"), self.task.get("lead_s")
             due = self.start + float(limit) - float(lead) if limit and lead else time.time()
@@ -306,13 +304,12 @@ class Job:
                 time.sleep(0.02)
 
     def _finish(self, status: int) -> int:
-        for name, target in ((STDOUT_NAME, "cmd.out"), (STDERR_NAME, "cmd.err")):
+        for name, target in ((STDOUT_NAME, self.attempt.command_stdout),
+                             (STDERR_NAME, self.attempt.command_stderr)):
             source = self.workdir / name
             if source.exists():
-                shutil.copyfile(source, self.dir / target)
-        tmp = self.dir / ".exit-status.tmp"
-        tmp.write_text(f"{status} {self.start} {time.time()}\n")
-        os.replace(tmp, self.dir / EXIT_STATUS_FILE)
+                shutil.copyfile(source, target)
+        self.attempt.write_exit_status(status, self.start, time.time())
         return status
 
 
@@ -327,17 +324,17 @@ def check(directory: Path, criu: str) -> str:
     if version.returncode != 0:
         raise RuntimeError(f"{criu} --version failed: {version.stderr.strip() or version.stdout.strip()}")
     shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    attempt = AttemptDir(directory).create()
     task = {"argv": ["sleep", "120"], "env": {}, "workdir": str(directory / "work"), "criu": criu}
-    (directory / TASK_FILE).write_text(json.dumps(task))
-    job = Job(directory)
+    attempt.write_criu_task(task)
+    job = Job(attempt)
     job.launch()
     time.sleep(0.3)
     job.checkpoint("check")
     job._reap_all()
-    record = json.loads((directory / CHECKPOINT_RECORD).read_text())
-    (directory / TASK_FILE).write_text(json.dumps({**task, "restore": str(directory / CHECKPOINT_ARCHIVE)}))
-    again = Job(directory)
+    record = json.loads(attempt.checkpoint_record_file.read_text())
+    attempt.write_criu_task({**task, "restore": str(attempt.checkpoint_archive)})
+    again = Job(attempt)
     started = time.time()
     again.restore()
     restored = time.time() - started
@@ -366,12 +363,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m metasched.checkpoint.criu_job ATTEMPT_DIR | --check DIR CRIU",
               file=sys.stderr)
         return 2
-    directory = Path(argv[0])
+    attempt = AttemptDir(argv[0])
     try:
-        return Job(directory).run()
+        return Job(attempt).run()
     except Exception as exc:  # reported through the job's stderr and a failed exit status
         print(f"metasched checkpoint job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        (directory / "criu-error").write_text(f"{type(exc).__name__}: {exc}\n")
+        attempt.write_criu_error(f"{type(exc).__name__}: {exc}")
         return 70
 
 

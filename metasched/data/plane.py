@@ -16,7 +16,7 @@ from metasched.data.objects import DataContext, DataRef, decode_ref, encode_ref,
 from metasched.data.stores import StoreSpec
 from metasched.data.tracker import DataTracker
 from metasched.data.transfers import TransferManager, TransferReport, TransferRunner
-from metasched.journal import NewReplica
+from metasched.journal_schema import NewReplica
 from metasched.records import SiteName, TaskId, TaskSpec
 
 log = logging.getLogger(__name__)

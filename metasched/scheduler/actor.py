@@ -21,8 +21,9 @@ from metasched.data.transfers import RayTransferRunner
 from metasched.journal import Journal
 from metasched.placement import policy_named
 from metasched.records import SiteName, TaskId, TaskSpec
-from metasched.scheduler.service import SchedulerService, SiteSummary, TaskEvent
-from site_agents.registry import agent_for
+from metasched.scheduler.events import SiteSummary, TaskEvent
+from metasched.scheduler.service import SchedulerService
+from metasched.sites.registry import agent_for
 
 NAMESPACE = "metasched"
 

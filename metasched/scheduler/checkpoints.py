@@ -1,6 +1,7 @@
-"""Checkpoint and migration on the scheduler's side: requests, restart points, moves, fallbacks.
+"""Steering on the scheduler's side: requests from the journal, checkpoints, migration, drain, fallbacks.
 
-A mixin of ``SchedulerService`` (it uses the service's core, agents, data plane and journal): a task
+A mixin of ``SchedulerService`` (it uses the service's core, agents, data plane and journal). Other
+processes (the CLI) leave requests in the journal, answered here about once a second. A task
 submitted with ``checkpoint=...`` can be asked for a restart point (it goes on) or to move to another
 site (it stops with a checkpoint, and the next attempt, pinned to the target, restores from it). The
 task row keeps the current checkpoint and the target (``_moves``), so a restarted scheduler resumes a
@@ -9,17 +10,24 @@ move or rolls back to the last good checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from metasched.data.objects import DataRef
 from metasched.data.plane import DataPlane
 from metasched.errors import ConfigurationError
 from metasched.journal import Journal
+from metasched.journal_schema import RequestKind
+from metasched.outcomes import Checkpointed, CheckpointReason
 from metasched.placement import PlacementPolicy, infeasibility
-from metasched.records import AttemptId, SiteName, TaskId, TaskOutcome
+from metasched.records import AttemptId, CheckpointKind, SiteName, TaskId
 from metasched.scheduler.core import SchedulerCore, TaskRecord
 from metasched.scheduler.states import TaskState
-from site_agents.base import CheckpointingAgent, SiteAgent
+from metasched.sites.base import CheckpointingAgent, SiteAgent
+
+_REQUEST_POLL_S = 1.0  # how often the journal is read for requests from other processes
 
 
 class CheckpointRequests:
@@ -33,8 +41,42 @@ class CheckpointRequests:
     drained: set[SiteName]
     policy: PlacementPolicy
 
+    _last_requests: float
+
     def _flush(self) -> None:
         raise NotImplementedError  # the service's
+
+    def cancel(self, task_ids: Sequence[TaskId]) -> int:
+        """Cancel tasks (the service's)."""
+        raise NotImplementedError
+
+    def _handle_requests(self) -> bool:
+        """Act on requests other processes left in the journal (e.g. `metasched cancel`), once a second."""
+        now = time.monotonic()
+        if now - self._last_requests < _REQUEST_POLL_S:
+            return False
+        self._last_requests = now
+        requests = self.journal.take_requests()
+        if not requests:
+            return False
+        by_name: dict[str, list[TaskId]] = defaultdict(list)
+        for task_id, record in self.core.tasks.items():
+            by_name[record.spec.name].append(task_id)
+        for request in requests:
+            name, target = request.task_name, SiteName(request.target or "")
+            match request.kind:
+                case RequestKind.CANCEL:
+                    targets = list(self.core.tasks) if name is None else by_name.get(name, [])
+                    answer = f"ok: cancelled {self.cancel(targets)} task(s)"
+                case RequestKind.DRAIN | RequestKind.UNDRAIN:
+                    answer = self._answer(partial(self.drain, target,
+                                                  undo=request.kind is RequestKind.UNDRAIN))
+                case RequestKind.CHECKPOINT:
+                    answer = self._for_each_live(name, by_name, self.checkpoint)
+                case RequestKind.MIGRATE:
+                    answer = self._for_each_live(name, by_name, partial(self.migrate, site=target))
+            self.journal.answer(request.request_id, answer)
+        return True
 
     def drain(self, site: SiteName, *, undo: bool = False) -> str:
         """Stop placing work at `site` and move its running checkpointable tasks elsewhere.
@@ -81,7 +123,7 @@ class CheckpointRequests:
         if record is None:
             raise ConfigurationError(f"no task {task_id!r} in this campaign.")
         name = f"task {record.spec.name!r} ({task_id})"
-        if record.spec.checkpoint != "criu":
+        if record.spec.checkpoint is not CheckpointKind.CRIU:
             raise ConfigurationError(f"{name}: on-demand checkpoints need checkpoint='criu' (cooperative "
                                      "tasks save when they choose).")
         live = record.current
@@ -153,15 +195,14 @@ class CheckpointRequests:
         self.data.checkpoint_stored(ref)
         self._replaced(record, previous)
 
-    def _checkpointed(self, attempt_id: AttemptId, record: TaskRecord, outcome: TaskOutcome) -> bool:
+    def _checkpointed(self, attempt_id: AttemptId, record: TaskRecord, outcome: Checkpointed) -> bool:
         """An attempt stopped with a checkpoint: record the archive, drop the previous one, requeue."""
-        ref = outcome.checkpoint
-        assert ref is not None  # noqa: S101  (checked by the caller)
+        ref = outcome.ref
         previous = record.checkpoint
         if self.data is not None:
             self.data.checkpoint_stored(ref)
         site = self.core.attempts[attempt_id].site
-        if outcome.checkpoint_reason == "walltime" and record.migrate_to is None:
+        if outcome.reason is CheckpointReason.WALLTIME and record.migrate_to is None:
             record.avoid_site = site  # its time is up there: continue where it can start afresh
         applied = self.core.attempt_checkpointed(attempt_id, ref.object_id, detail=outcome.detail)
         if applied:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import partial
 
 from metasched.data.plane import DataPlane, MissingInput
 from metasched.errors import (
@@ -18,42 +16,20 @@ from metasched.errors import (
     DataTransferError,
     MetaschedError,
     PlacementError,
-    RemoteTaskError,
     SiteAgentError,
-    TaskError,
-    WalltimeExceededError,
 )
-from metasched.journal import FinalRecord, Journal, LiveAttempt
+from metasched.journal import Journal
+from metasched.journal_schema import FinalRecord, LiveAttempt, Note
+from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded
 from metasched.placement import PlacementPolicy, feasible_sites
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskOutcome, TaskSpec
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
 from metasched.scheduler.checkpoints import CheckpointRequests
 from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord, Transition
+from metasched.scheduler.events import EventLog, SiteSummary, TaskEvent, site_summary, task_error
 from metasched.scheduler.states import TERMINAL, TaskState
-from site_agents.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
+from metasched.sites.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
 
 _MAX_DEFERRED_PER_STEP = 2000
-_REQUEST_POLL_S = 1.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskEvent:
-    """A task reached a terminal state (sent to the driver to resolve its future)."""
-
-    task_id: TaskId
-    state: TaskState
-    result: bytes | None = None
-    error: TaskError | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SiteSummary:
-    """Counts for one site (or for tasks not yet placed, under site ``"-"``)."""
-
-    site: str
-    queued: int
-    running: int
-    done: int
-    failed: int
 
 
 class SchedulerService(CheckpointRequests):
@@ -67,13 +43,13 @@ class SchedulerService(CheckpointRequests):
         self.policy = policy
         self.core = SchedulerCore()
         self.functions: dict[str, bytes] = {}
-        self._events: list[TaskEvent] = []
-        self._event_base = 0
+        self.events = EventLog()
         self._new_attempts: list[Attempt] = []
         self._native_ids: dict[AttemptId, str] = {}
         self._last_requests = 0.0
         self._ended_attempts: list[Attempt] = []
         self._moves: dict[TaskId, tuple[str | None, str | None]] = {}
+        self._notes: list[Note] = []
         self.drained: set[SiteName] = set()
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -120,7 +96,7 @@ class SchedulerService(CheckpointRequests):
                 self.core.reattach(task_id, attempt.site, attempt.attempt_id, attempt.number)
                 reattached.append(attempt)
             elif record.state.terminal:
-                self._events.append(TaskEvent(task_id=task_id, state=record.state,
+                self.events.add(TaskEvent(task_id=task_id, state=record.state,
                                               result=record.result, error=record.error))
             restored += 1
         kept = {a.attempt_id for a in reattached}
@@ -185,85 +161,43 @@ class SchedulerService(CheckpointRequests):
             self._flush()
         return changed
 
-    def _handle_requests(self) -> bool:
-        """Act on requests other processes left in the journal (e.g. `metasched cancel`), once a second."""
-        now = time.monotonic()
-        if now - self._last_requests < _REQUEST_POLL_S:
-            return False
-        self._last_requests = now
-        requests = self.journal.take_requests()
-        if not requests:
-            return False
-        by_name: dict[str, list[TaskId]] = defaultdict(list)
-        for task_id, record in self.core.tasks.items():
-            by_name[record.spec.name].append(task_id)
-        for request_id, kind, name in requests:
-            if kind == "cancel":
-                targets = list(self.core.tasks) if name is None else by_name.get(name, [])
-                self.journal.answer(request_id, f"ok: cancelled {self.cancel(targets)} task(s)")
-            elif kind in ("drain", "undrain"):  # the request's "task name" is the site
-                self.journal.answer(request_id, self._answer(
-                    partial(self.drain, SiteName(name or ""), undo=kind == "undrain")))
-            elif kind == "checkpoint":
-                self.journal.answer(request_id, self._for_each_live(name, by_name, self.checkpoint))
-            elif kind.startswith("migrate:"):
-                migrate_to = partial(self.migrate, site=SiteName(kind.split(":", 1)[1]))
-                self.journal.answer(request_id, self._for_each_live(name, by_name, migrate_to))
-            else:
-                self.journal.answer(request_id, f"refused: unknown request {kind!r}")
-        return True
-
     def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
         core = self.core
-        if update.native_id is not None and update.attempt_id in core.attempts:
+        attempt = core.attempts.get(update.attempt_id)
+        if attempt is None:
+            return
+        if update.native_id is not None:
             self._native_ids[update.attempt_id] = update.native_id
+        if update.note:
+            self._notes.append(Note(task_id=attempt.task_id, attempt_id=update.attempt_id, site=site,
+                                    at=time.time(), note=update.note))
         if update.outcome is None:
             if update.running:
                 core.attempt_running(update.attempt_id)
             if update.checkpoint is not None:
                 self._saved(update.attempt_id, update.checkpoint)
             return
-        attempt = core.attempts.get(update.attempt_id)
-        outcome: TaskOutcome = update.outcome
-        if attempt is None:
-            return
         record = core.tasks[attempt.task_id]
-        applied = False
-        if outcome.checkpoint is not None:
-            applied = self._checkpointed(update.attempt_id, record, outcome)
-        elif outcome.result is not None:
-            applied = core.attempt_succeeded(update.attempt_id, outcome.result)
-            if applied and self.data is not None:
-                self.data.result_stored(outcome.result)
-        elif outcome.lost or outcome.cancelled:
-            reason = outcome.detail or ("cancelled at the site" if outcome.cancelled else "lost")
-            applied = core.attempt_lost(update.attempt_id, reason=f"{reason} (site {site})",
-                                        counts_as_try=outcome.charge_retry)
-        elif outcome.failure is not None and outcome.failure.error_type == "CheckpointError" \
-                and record.checkpoint is not None:
-            applied = self._restore_failed(update.attempt_id, record, site, outcome.failure.message)
-        elif outcome.failure is not None:
-            applied = core.attempt_failed(update.attempt_id, self._task_error(record, site, outcome))
+        match update.outcome:
+            case Checkpointed() as checkpointed:
+                applied = self._checkpointed(update.attempt_id, record, checkpointed)
+            case Succeeded(result=result):
+                applied = core.attempt_succeeded(update.attempt_id, result)
+                if applied and self.data is not None:
+                    self.data.result_stored(result)
+            case Lost() as lost:
+                applied = core.attempt_lost(update.attempt_id, reason=f"{lost.describe()} (site {site})",
+                                            counts_as_try=lost.charge_retry)
+            case Cancelled(detail=detail):
+                applied = core.attempt_lost(update.attempt_id, counts_as_try=True,
+                                            reason=f"{detail or 'cancelled at the site'} (site {site})")
+            case RestoreFailed(message=message):
+                applied = self._restore_failed(update.attempt_id, record, site, message)
+            case Failed() as failed:
+                applied = core.attempt_failed(update.attempt_id, task_error(record.spec, site,
+                                                                            record.attempts, failed))
         if applied:
             self._ended_attempts.append(attempt)
-
-    @staticmethod
-    def _task_error(record: TaskRecord, site: SiteName, outcome: TaskOutcome) -> TaskError:
-        failure = outcome.failure
-        assert failure is not None  # noqa: S101  (checked by the caller)
-        spec = record.spec
-        where = f"at site {site} (attempt {record.attempts})"
-        if failure.walltime_exceeded:
-            return WalltimeExceededError(
-                f"task {spec.name!r} ({spec.task_id}) was stopped {where}: {failure.message}. "
-                "Raise its walltime or split the work.",
-                task_id=spec.task_id, task_name=spec.name,
-            )
-        return RemoteTaskError(
-            f"task {spec.name!r} ({spec.task_id}) failed {where}: {failure.error_type}: {failure.message}",
-            task_id=spec.task_id, task_name=spec.name, site=site, error_type=failure.error_type,
-            remote_traceback=failure.traceback,
-        )
 
     def _dispatch(self) -> bool:
         core = self.core
@@ -438,42 +372,30 @@ class SchedulerService(CheckpointRequests):
         attempts = self._new_attempts + self._ended_attempts
         native_ids, self._native_ids = self._native_ids, {}
         moves, self._moves = self._moves, {}
+        notes, self._notes = self._notes, []
         self._new_attempts, self._ended_attempts = [], []
         if not (new_tasks or transitions or attempts or functions or native_ids or replicas or evicted
-                or moves):
+                or moves or notes):
             return
         written = self.journal.write_step(
             functions=functions, new_tasks=new_tasks, attempts=attempts, transitions=transitions,
             finals=finals, counters=counters.values(), native_ids=native_ids, replicas=replicas,
-            evicted=evicted, moves=[(tid, ckpt, target) for tid, (ckpt, target) in moves.items()],
+            evicted=evicted, moves=[(tid, ckpt, target) for tid, (ckpt,
+                                                                  target) in moves.items()], notes=notes,
         )
         for task_id in written:
             record = core.tasks[task_id]
-            self._events.append(TaskEvent(task_id=task_id, state=record.state, result=record.result,
+            self.events.add(TaskEvent(task_id=task_id, state=record.state, result=record.result,
                                           error=record.error))
 
     # ------------------------------------------------------------------------------------ queries
     def events_since(self, cursor: int) -> tuple[int, list[TaskEvent]]:
         """Terminal events after `cursor`; events before it are acknowledged and dropped."""
-        if cursor > self._event_base:
-            drop = min(cursor - self._event_base, len(self._events))
-            del self._events[:drop]
-            self._event_base += drop
-        start = max(0, cursor - self._event_base)
-        events = self._events[start:]
-        return self._event_base + len(self._events), events
+        return self.events.since(cursor)
 
     def summary(self) -> list[SiteSummary]:
         """Per-site counts; tasks never placed are counted under site "-"."""
-        rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        for record in self.core.tasks.values():
-            site = record.last_site or "-"
-            state = record.state
-            column = {TaskState.PENDING: 0, TaskState.READY: 0, TaskState.STAGING: 0, TaskState.SUBMITTED: 1,
-                      TaskState.RUNNING: 1, TaskState.DONE: 2}.get(state, 3)
-            rows[site][column] += 1
-        return [SiteSummary(site=s, queued=r[0], running=r[1], done=r[2], failed=r[3])
-                for s, r in sorted(rows.items())]
+        return site_summary(self.core.tasks.values())
 
     def idle(self) -> bool:
         """True when no task is unfinished."""

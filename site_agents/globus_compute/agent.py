@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from metasched.errors import SiteAgentError
-from metasched.records import AttemptId, RemoteFailure, SiteLoad, SiteName, TaskOutcome
-from site_agents.base import AttemptUpdate, Submission
+from metasched.outcomes import Cancelled, LossReason, Lost, failed
+from metasched.records import AttemptId, SiteLoad, SiteName
+from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.globus_compute.config import PAYLOAD_LIMIT, GlobusComputeSite
 from site_agents.globus_compute.service import Call, CallResult, CloudService, ComputeService, OfflineService
 
@@ -137,14 +138,12 @@ class GlobusComputeAgent:
         for sub in submissions:
             body = payload(sub)
             if len(body) + _ENVELOPE > PAYLOAD_LIMIT:
-                self._pending.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=TaskOutcome(
-                    failure=RemoteFailure(
-                        error_type="PayloadTooLarge", traceback="",
-                        message=f"task {sub.spec.name!r}: its arguments make a {len(body) / 1e6:.1f} MB "
-                                "message, "
-                                f"over Globus Compute's {PAYLOAD_LIMIT / 2**20:.0f} MiB limit (site "
-                                f"{self.config.name}); keep the campaign's data layer on (data_threshold) so "
-                                "big arguments travel as references, or pass a ProxyStore proxy"))))
+                self._pending.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(
+                    "PayloadTooLarge", f"task {sub.spec.name!r}: its arguments make a "
+                    f"{len(body) / 1e6:.1f} MB "
+                    f"message, over Globus Compute's {PAYLOAD_LIMIT / 2**20:.0f} MiB limit (site "
+                    f"{self.config.name}); keep the campaign's data layer on (data_threshold) so big "
+                    "arguments travel as references, or pass a ProxyStore proxy")))
                 continue
             assert self._service is not None  # noqa: S101
             self._attempts[sub.attempt_id] = _Attempt(attempt_id=sub.attempt_id, name=sub.spec.name)
@@ -174,8 +173,8 @@ class GlobusComputeAgent:
                 self._mark_unavailable(f"{type(exc).__name__}: {exc}")
                 for call in batch:
                     self._attempts.pop(AttemptId(call.key), None)
-                    updates.append(AttemptUpdate(attempt_id=AttemptId(call.key), outcome=TaskOutcome(
-                        lost=True, charge_retry=False,
+                    updates.append(AttemptUpdate(attempt_id=AttemptId(call.key), outcome=Lost(
+                        reason=LossReason.SITE_UNAVAILABLE, charge_retry=False,
                         detail=f"site {self.config.name}: the endpoint did not take the call ({exc})")))
                 return updates
             for call in batch:
@@ -231,8 +230,8 @@ class GlobusComputeAgent:
         mismatch = version_problem(result.details, self.config.name) if result.details else None
         message = (f"task {attempt.name!r} failed at the Globus Compute endpoint of site {self.config.name}: "
                    f"{_first_line(error)}" + (f" ({mismatch})" if mismatch else ""))
-        return AttemptUpdate(attempt_id=attempt.attempt_id, outcome=TaskOutcome(failure=RemoteFailure(
-            error_type="GlobusComputeError", message=message, traceback=error)))
+        return AttemptUpdate(attempt_id=attempt.attempt_id,
+                             outcome=failed("GlobusComputeError", message, traceback=error))
 
     def _mark_unavailable(self, reason: str) -> None:
         if self.available:
@@ -260,7 +259,7 @@ class GlobusComputeAgent:
                       f"no longer followed; the endpoint of site {self.config.name} may still run it to "
                       "the end")
             self._pending.append(AttemptUpdate(attempt_id=attempt_id,
-                                               outcome=TaskOutcome(cancelled=True, detail=detail)))
+                                               outcome=Cancelled(detail=detail)))
 
     def reattach(self, attempt_id: AttemptId, spec: object, native_id: str) -> bool:
         """Follow a call an earlier scheduler sent (by its task id)."""

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from metasched.data.stores import StoreSpec
+from pydantic import AfterValidator
+
 from metasched.errors import ConfigurationError
+from metasched.sites.schema import (
+    FORBID_EXTRA,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StoreOption,
+    check_fields,
+)
 
 #: The service's limit on one task's payload and on one result (globus-compute-sdk 4.19: 10 MiB).
 PAYLOAD_LIMIT = 10 * 2**20
 # The function sent is metasched's worker entry point, imported by reference at the endpoint: only the
 # strategies that pickle a reference work (the source-text ones would send the worker's source without its
-# module); the argument is bytes (metasched's payload), which JSONData cannot carry.
-CODE_STRATEGIES = ("DillCode", "PickleCode")
-DATA_STRATEGIES = ("DillDataBase64",)
+# module: see code_strategy); the argument is bytes (metasched's payload), which JSONData cannot carry.
+
+
+def _uuid(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F-]{36}", value):
+        raise ValueError(f"must be an endpoint UUID, got {value!r}")
+    return value
+
+
+def _loopback(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"(127\.0\.0\.1|localhost):\d+", value):
+        raise ValueError(f"must be 127.0.0.1:PORT (offline endpoints listen on loopback only), got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,48 +69,37 @@ class GlobusComputeSite:
         poll_interval: seconds between result checks.
     """
 
+    __pydantic_config__ = FORBID_EXTRA
     kind: ClassVar[str] = "globus_compute"
     name: str
     _: KW_ONLY
-    endpoint_id: str | None = None
+    endpoint_id: Annotated[str | None, AfterValidator(_uuid)] = None
     user_endpoint_config: dict[str, Any] = field(default_factory=dict)
-    offline_endpoint: str | None = None
+    offline_endpoint: Annotated[str | None, AfterValidator(_loopback)] = None
     authkey_file: str | None = None
-    max_inflight: int = 256
-    cores: int = 4
-    memory_mb: int = 16000
-    gpus: int = 0
-    batch_size: int = 64
-    requests_per_s: float = 2.0
-    code_strategy: str = "DillCode"
-    data_strategy: str = "DillDataBase64"
-    preflight_timeout_s: float = 300.0
-    store: StoreSpec | None = None
-    poll_interval: float = 0.5
+    max_inflight: PositiveInt = 256
+    cores: PositiveInt = 4
+    memory_mb: PositiveInt = 16000
+    gpus: NonNegativeInt = 0
+    batch_size: PositiveInt = 64
+    requests_per_s: PositiveFloat = 2.0
+    code_strategy: Literal["DillCode", "PickleCode"] = "DillCode"
+    data_strategy: Literal["DillDataBase64"] = "DillDataBase64"
+    preflight_timeout_s: NonNegativeFloat = 300.0
+    store: StoreOption = None
+    poll_interval: PositiveFloat = 0.5
 
     def __post_init__(self) -> None:
         where = f"globus_compute site {self.name}"
+        check_fields(self)
         if (self.endpoint_id is None) == (self.offline_endpoint is None):
             raise ConfigurationError(f"{where}: give exactly one of endpoint_id (the Globus cloud) and "
                                      "offline_endpoint (a local offline endpoint).")
-        if self.offline_endpoint is not None:
-            host = self.offline_endpoint.rpartition(":")[0]
-            if host not in ("127.0.0.1", "localhost"):
-                raise ConfigurationError(f"{where}: offline_endpoint must be on 127.0.0.1, got "
-                                         f"{self.offline_endpoint!r}.")
-            if not self.authkey_file:
-                raise ConfigurationError(f"{where}: offline_endpoint needs authkey_file (the key the "
-                                         "endpoint was started with).")
-        if self.code_strategy not in CODE_STRATEGIES:
-            raise ConfigurationError(f"{where}: code_strategy must be one of {', '.join(CODE_STRATEGIES)}, "
-                                     "got "
-                                     f"{self.code_strategy!r}.")
-        if self.data_strategy not in DATA_STRATEGIES:
-            raise ConfigurationError(f"{where}: data_strategy must be one of {', '.join(DATA_STRATEGIES)}, "
-                                     "got "
-                                     f"{self.data_strategy!r}.")
-        for option in ("max_inflight", "cores", "batch_size"):
-            if getattr(self, option) < 1:
-                raise ConfigurationError(f"{where}: {option} must be at least 1.")
-        if self.requests_per_s <= 0:
-            raise ConfigurationError(f"{where}: requests_per_s must be positive.")
+        if self.offline_endpoint is not None and not self.authkey_file:
+            raise ConfigurationError(f"{where}: offline_endpoint needs authkey_file (the key the endpoint "
+                                     "was "
+                                     "started with).")
+
+    def local_paths(self) -> list[tuple[str, str, str]]:
+        """The offline endpoint's key file."""
+        return [("authkey_file", self.authkey_file, "file")] if self.authkey_file else []

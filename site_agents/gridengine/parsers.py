@@ -1,58 +1,43 @@
-"""Pure parsers of Grid Engine 8.1.9 output (recorded real output in tests/data/gridengine-8.1.9)."""
+"""Pure parsers of Grid Engine 8.1.9 output (recorded real output in tests/data/gridengine-8.1.9).
+
+qstat's state letters map to the batch agent's ``JobState`` here: E (``Eqw``: never starts until an admin
+clears it) is HELD, d (being deleted) is UNKNOWN until it leaves, s/S/T (suspended) and r/t/R count as
+running, anything else is queued. ``qacct -j`` explains a job that left qstat (``JobEnd``).
+"""
 
 from __future__ import annotations
 
-import enum
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-
-class JobState(enum.Enum):
-    """What metasched needs to know of a job that qstat still lists."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    ERROR = "error"  # E in the state letters (Eqw): never starts until an admin clears it
-    DELETING = "deleting"
-    SUSPENDED = "suspended"
-
-
-@dataclass(frozen=True, slots=True)
-class JobStatus:
-    """One job of ``qstat -xml``."""
-
-    job_id: str
-    name: str
-    state: JobState
-    native_state: str
-    slots: int
+from site_agents.batch.dialect import JobEnd, JobState, JobStatus
 
 
 def job_state(letters: str) -> JobState:
     """Map qstat's state letters (qw, hqw, r, t, Rr, dr, Eqw, s, S, T...) to a JobState."""
     if "E" in letters:
-        return JobState.ERROR
+        return JobState.HELD
     if "d" in letters:
-        return JobState.DELETING
-    if any(c in letters for c in "sST"):
-        return JobState.SUSPENDED
-    if any(c in letters for c in "rtR"):
+        return JobState.UNKNOWN
+    if any(c in letters for c in "sSTrtR"):
         return JobState.RUNNING
     return JobState.QUEUED
 
 
 def parse_qstat_xml(text: str) -> dict[str, JobStatus]:
     """Every job in ``qstat -xml`` (running ones sit under queue_info, pending ones under job_info)."""
-    root = ET.fromstring(text)
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return {}
     jobs: dict[str, JobStatus] = {}
     for job in root.iter("job_list"):
         job_id = (job.findtext("JB_job_number") or "").strip()
         letters = (job.findtext("state") or "").strip()
         if job_id:
             jobs[job_id] = JobStatus(job_id=job_id, name=(job.findtext("JB_name") or "").strip(),
-                                     state=job_state(letters), native_state=letters,
-                                     slots=int(job.findtext("slots") or 1))
+                                     state=job_state(letters), native_state=letters)
     return jobs
 
 
@@ -67,7 +52,10 @@ class QueueCapacity:
 
 def parse_qstat_f_xml(text: str) -> QueueCapacity:
     """Total slots, the most slots on one queue instance, and how many instances (``qstat -f -xml``)."""
-    root = ET.fromstring(text)
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return QueueCapacity(total_slots=0, max_slots_per_host=0, hosts=0)
     slots = [int(q.findtext("slots_total") or 0) for q in root.iter("Queue-List")]
     return QueueCapacity(total_slots=sum(slots), max_slots_per_host=max(slots, default=0), hosts=len(slots))
 
@@ -86,6 +74,8 @@ class Accounting:
     failed: int
     failed_reason: str
     exit_status: int
+    job_id: str = ""
+    name: str = ""
 
     @property
     def walltime_exceeded(self) -> bool:
@@ -112,9 +102,26 @@ def parse_qacct(text: str) -> Accounting | None:
     code, _, reason = failed.partition(":")
     try:
         return Accounting(failed=int(code.strip()), failed_reason=reason.strip(),
-                          exit_status=int(fields.get("exit_status", "0").split()[0]))
+                          exit_status=int(fields.get("exit_status", "0").split()[0]),
+                          job_id=fields.get("jobnumber", ""), name=fields.get("jobname", ""))
     except ValueError:
         return None
+
+
+def accounted_status(record: Accounting) -> JobStatus:
+    """A finished job as qacct reports it, in the batch agent's words."""
+    if record.walltime_exceeded:
+        end = JobEnd.TIMEOUT
+    elif record.deleted:
+        end = JobEnd.CANCELLED
+    elif record.failed == 0 and record.exit_status == 0:
+        end = JobEnd.COMPLETED
+    else:
+        end = JobEnd.FAILED
+    return JobStatus(job_id=record.job_id, name=record.name, state=JobState.FINISHED, end=end,
+                     native_state="qacct",
+                     reason=f"failed {record.failed} {record.failed_reason}, exit status "
+                            f"{record.exit_status}")
 
 
 def error_reason(qstat_j: str) -> str:

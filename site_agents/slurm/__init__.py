@@ -1,8 +1,13 @@
-"""Slurm sites: pure command builders and parsers, and the batch-mode agent."""
+"""Slurm sites: the Slurm dialect of the batch agent, its configuration and its preflight checks."""
 
 from __future__ import annotations
 
-from site_agents.slurm.agent import SlurmAgent
+from metasched.sites.kind import SiteKind
+from site_agents.slurm.agent import slurm_agent
 from site_agents.slurm.config import SlurmSite
+from site_agents.slurm.matrix import ROWS
+from site_agents.slurm.preflight import preflight
 
-__all__ = ["SlurmAgent", "SlurmSite"]
+KIND = SiteKind(name="slurm", config=SlurmSite, agent=slurm_agent, preflight=preflight, matrix_rows=ROWS)
+
+__all__ = ["KIND", "SlurmSite", "slurm_agent"]

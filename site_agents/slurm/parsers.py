@@ -1,66 +1,47 @@
 """Pure parsers of Slurm command output (tested on recorded output of real Slurm in tests/data).
 
-Native job states map to ``JobState`` at the top of this module; a state Slurm adds later maps to
-UNKNOWN with a warning, never to an exception.
+Native job states map to the batch agent's ``JobState`` and ``JobEnd`` at the top of this module; a
+state Slurm adds later maps to UNKNOWN with a warning, never to an exception. A pending job whose reason
+says it can never start is HELD; one waiting on unusable nodes is STALLED.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 from dataclasses import dataclass
 
-from site_agents.batch import ExitStatus as ExitStatus
-from site_agents.batch import parse_exit_status as parse_exit_status
+from site_agents.batch.dialect import Capacity, JobEnd, JobState, JobStatus
 
 log = logging.getLogger(__name__)
 
-
-class JobState(enum.Enum):
-    """What metasched needs to know about a Slurm job."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMEOUT = "timeout"
-    NODE_FAIL = "node_fail"
-    OUT_OF_MEMORY = "out_of_memory"
-    UNKNOWN = "unknown"
-
-    @property
-    def finished(self) -> bool:
-        """True once the job will not run any more."""
-        return self not in (JobState.QUEUED, JobState.RUNNING, JobState.UNKNOWN)
-
-
-NATIVE_STATES: dict[str, JobState] = {
-    "PENDING": JobState.QUEUED,
-    "CONFIGURING": JobState.QUEUED,
-    "REQUEUED": JobState.QUEUED,
-    "REQUEUE_FED": JobState.QUEUED,
-    "REQUEUE_HOLD": JobState.QUEUED,
-    "RESV_DEL_HOLD": JobState.QUEUED,
-    "SUSPENDED": JobState.RUNNING,
-    "RUNNING": JobState.RUNNING,
-    "COMPLETING": JobState.RUNNING,
-    "STAGE_OUT": JobState.RUNNING,
-    "SIGNALING": JobState.RUNNING,
-    "RESIZING": JobState.RUNNING,
-    "STOPPED": JobState.RUNNING,
-    "COMPLETED": JobState.COMPLETED,
-    "FAILED": JobState.FAILED,
-    "BOOT_FAIL": JobState.FAILED,
-    "DEADLINE": JobState.FAILED,
-    "SPECIAL_EXIT": JobState.FAILED,
-    "REVOKED": JobState.CANCELLED,
-    "CANCELLED": JobState.CANCELLED,
-    "PREEMPTED": JobState.CANCELLED,
-    "TIMEOUT": JobState.TIMEOUT,
-    "NODE_FAIL": JobState.NODE_FAIL,
-    "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY,
+_QUEUED = (JobState.QUEUED, None)
+_RUNNING = (JobState.RUNNING, None)
+NATIVE_STATES: dict[str, tuple[JobState, JobEnd | None]] = {
+    "PENDING": _QUEUED,
+    "CONFIGURING": _QUEUED,
+    "REQUEUED": _QUEUED,
+    "REQUEUE_FED": _QUEUED,
+    "REQUEUE_HOLD": _QUEUED,
+    "RESV_DEL_HOLD": _QUEUED,
+    "SUSPENDED": _RUNNING,
+    "RUNNING": _RUNNING,
+    "COMPLETING": _RUNNING,
+    "STAGE_OUT": _RUNNING,
+    "SIGNALING": _RUNNING,
+    "RESIZING": _RUNNING,
+    "STOPPED": _RUNNING,
+    "COMPLETED": (JobState.FINISHED, JobEnd.COMPLETED),
+    "FAILED": (JobState.FINISHED, JobEnd.FAILED),
+    "BOOT_FAIL": (JobState.FINISHED, JobEnd.FAILED),
+    "DEADLINE": (JobState.FINISHED, JobEnd.FAILED),
+    "SPECIAL_EXIT": (JobState.FINISHED, JobEnd.FAILED),
+    "REVOKED": (JobState.FINISHED, JobEnd.CANCELLED),
+    "CANCELLED": (JobState.FINISHED, JobEnd.CANCELLED),
+    "PREEMPTED": (JobState.FINISHED, JobEnd.CANCELLED),
+    "TIMEOUT": (JobState.FINISHED, JobEnd.TIMEOUT),
+    "NODE_FAIL": (JobState.FINISHED, JobEnd.NODE_FAIL),
+    "OUT_OF_MEMORY": (JobState.FINISHED, JobEnd.OUT_OF_MEMORY),
 }
 
 # Pending reasons that mean the job can never start as submitted.
@@ -80,30 +61,19 @@ UNUSABLE_NODE_STATES = frozenset({"down", "drained", "draining", "drain", "fail"
 _JOB_ID = re.compile(r"^(\d+)(?:;(\S+))?$")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobStatus:
-    """One job as squeue reports it."""
-
-    job_id: str
-    state: JobState
-    native_state: str
-    reason: str
-    name: str = ""  # the job name ("" in output recorded without it)
-
-    @property
-    def stalled(self) -> bool:
-        """Queued on nodes that are down, drained or held: it will not start until an admin acts."""
-        return self.state is JobState.QUEUED and self.reason.startswith(STALLED_PREFIXES)
-
-
-def map_state(native: str) -> JobState:
-    """Map a native Slurm state (e.g. ``CANCELLED by 0``) to a JobState; unknown ones to UNKNOWN."""
+def job_status(job_id: str, native: str, reason: str, name: str = "") -> JobStatus:
+    """A job as squeue or sacct lists it, in the batch agent's words (unknown states become UNKNOWN)."""
     word = native.split()[0].rstrip("+") if native.strip() else ""
-    state = NATIVE_STATES.get(word)
-    if state is None:
+    mapped = NATIVE_STATES.get(word)
+    if mapped is None:
         log.warning("unknown Slurm job state %r; treating it as UNKNOWN", native)
-        return JobState.UNKNOWN
-    return state
+        mapped = (JobState.UNKNOWN, None)
+    state, end = mapped
+    if state is JobState.QUEUED and reason in NEVER_STARTS:
+        state, reason = JobState.HELD, f"{reason}; lower the request or pick another partition"
+    elif state is JobState.QUEUED and reason.startswith(STALLED_PREFIXES):
+        state = JobState.STALLED
+    return JobStatus(job_id=job_id, state=state, end=end, native_state=native, reason=reason, name=name)
 
 
 def parse_sacct(stdout: str) -> dict[str, JobStatus]:
@@ -118,8 +88,7 @@ def parse_sacct(stdout: str) -> dict[str, JobStatus]:
         if len(parts) != 4 or not parts[0].isdigit():
             continue
         job_id, native, exit_code, name = parts
-        jobs[job_id] = JobStatus(job_id=job_id, state=map_state(native), native_state=native,
-                                 reason=f"exit code {exit_code}", name=name)
+        jobs[job_id] = job_status(job_id, native, f"exit code {exit_code}", name)
     return jobs
 
 
@@ -129,13 +98,11 @@ def has_slurmdbd_accounting(scontrol_show_config: str) -> bool:
                for line in scontrol_show_config.splitlines())
 
 
-def parse_sbatch_parsable(stdout: str) -> str:
-    """The job id from ``sbatch --parsable`` output (``123`` or ``123;cluster``)."""
+def parse_sbatch_parsable(stdout: str) -> str | None:
+    """The job id from ``sbatch --parsable`` output (``123`` or ``123;cluster``); None if it printed none."""
     lines = [line for line in stdout.strip().splitlines() if line.strip()]
     match = _JOB_ID.match(lines[-1].strip()) if lines else None
-    if match is None:
-        raise ValueError(f"sbatch --parsable printed no job id: {stdout.strip()[:200]!r}")
-    return match.group(1)
+    return match.group(1) if match else None
 
 
 def parse_squeue(stdout: str) -> dict[str, JobStatus]:
@@ -152,8 +119,7 @@ def parse_squeue(stdout: str) -> dict[str, JobStatus]:
             log.warning("skipping unparsable squeue line %r", line)
             continue
         job_id, native, reason, *name = parts
-        jobs[job_id] = JobStatus(job_id=job_id, state=map_state(native), native_state=native, reason=reason,
-                                 name="|".join(name))
+        jobs[job_id] = job_status(job_id, native, reason, "|".join(name))
     return jobs
 
 
@@ -186,3 +152,19 @@ def parse_sinfo_nodes(stdout: str) -> list[NodeInfo]:
         except ValueError:
             log.warning("skipping unparsable sinfo line %r", line)
     return list(nodes.values())
+
+
+def capacity(nodes: list[NodeInfo]) -> Capacity:
+    """What the usable nodes offer.
+
+    Nodes without ``RealMemory`` report 1 MB: the site does not track memory, so memory requests are not
+    enforced there (None).
+    """
+    usable = [n for n in nodes if n.usable]
+    tracked = [n.memory_mb for n in nodes if n.memory_mb > 1]
+    down = [f"{n.name} {n.state}" for n in nodes if not n.usable]
+    cores = [n.cpus for n in nodes]
+    return Capacity(total_cores=sum(cores), max_cores_per_node=max(cores, default=0), nodes=len(nodes),
+                    usable_nodes=len(usable),
+                    max_memory_mb=max(tracked) if tracked and len(tracked) == len(nodes) else None,
+                    detail=f"({', '.join(down)})" if down else "")

@@ -42,11 +42,10 @@ BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker
 
 
 def _user_sites() -> dict[str, object]:
-    from metasched.cli import build_sites
     from metasched.config import load_campaign_file
 
     assert USER_SITES is not None
-    return {f"user-{site.name}": site for site in build_sites(load_campaign_file(USER_SITES))}
+    return {f"user-{site.name}": site for site in load_campaign_file(USER_SITES).sites}
 
 
 SITE_KINDS = list(_user_sites()) if USER_SITES else BUILT_IN_KINDS

@@ -117,7 +117,6 @@ def _moves_to_beta(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo,
 def test_a_100_mb_result_flows_alpha_to_beta_outside_the_scheduler_process(
     alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
 ) -> None:
-    import ray
 
     with _campaign(tmp_path, [_site(alpha), _site(beta)]) as c:
         @c.task(sites=["alpha"])
@@ -129,9 +128,9 @@ def test_a_100_mb_result_flows_alpha_to_beta_outside_the_scheduler_process(
             import hashlib
             return len(data), int(hashlib.sha256(bytes(data)).hexdigest()[:8], 16)
 
-        baseline = ray.get(c._actor.peak_memory_mb.remote())
+        baseline = c._client.call("peak_memory_mb")
         result = check(produce()).result(timeout=300)
-        peak = ray.get(c._actor.peak_memory_mb.remote())
+        peak = c._client.call("peak_memory_mb")
     import hashlib
 
     expected = bytes(range(256)) * (100 * 2**20 // 256)

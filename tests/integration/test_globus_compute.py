@@ -136,15 +136,15 @@ def test_real_endpoint_through_the_globus_cloud(ray_local: None, tmp_path: Path)
 
 
 def test_sites_check_runs_the_probe_or_says_how_to_fix(gc_local: OfflineEndpoint) -> None:
-    from metasched.config import GlobusComputeSiteModel
-    from metasched.preflight import check_site
+    import dataclasses
 
-    good = GlobusComputeSiteModel(kind="globus_compute", name="gc", offline_endpoint=gc_local.address,
-                                  authkey_file=gc_local.authkey_file)
+    from metasched.sites.preflight import check_site
+
+    good = ms.GlobusComputeSite("gc", offline_endpoint=gc_local.address, authkey_file=gc_local.authkey_file)
     [check] = check_site(good)
     assert check.passed, check
     assert check.detail.startswith(f"probe task ran: Python {sys.version.split()[0]}, dill ")
-    absent = good.model_copy(update={"offline_endpoint": "127.0.0.1:1"})
+    absent = dataclasses.replace(good, offline_endpoint="127.0.0.1:1")
     [check] = check_site(absent)
     assert not check.passed
     assert "no offline endpoint answers at 127.0.0.1:1" in check.detail

@@ -62,15 +62,16 @@ def test_qmaster_stopped_midway_loses_nothing(epsilon: object, ray_local: None, 
 
 
 def test_sites_check_reaches_the_cell_or_says_how_to_fix(epsilon: object) -> None:
-    from metasched.config import GridEngineSiteModel
-    from metasched.preflight import check_site
+    import dataclasses
 
-    good = GridEngineSiteModel(kind="gridengine", name="epsilon", shared_dir=epsilon.shared_dir,  # type: ignore[attr-defined]
-                               login=list(epsilon.login))  # type: ignore[attr-defined]
-    [check] = check_site(good)
-    assert check.passed, check
-    assert check.detail == "1 queue instance(s), 4 slots"
-    [check] = check_site(good.model_copy(update={"login": ["docker", "exec", "-i", "no-such-container"]}))
+    from metasched.sites.preflight import check_site
+
+    good = _site(epsilon)
+    checks = {c.check: c for c in check_site(good)}
+    assert list(checks) == ["reachable", "smoke task", "python"]
+    assert all(c.passed for c in checks.values()), checks
+    assert checks["reachable"].detail.startswith("1 of 1 node(s) take jobs, 4 cores")
+    [check] = check_site(dataclasses.replace(good, login=("docker", "exec", "-i", "no-such-container")))
     assert not check.passed
     assert "no-such-container" in check.detail
     assert "SGE_ROOT" in check.fix
@@ -104,7 +105,8 @@ def test_job_in_error_state_is_deleted_and_fails_with_the_reason(epsilon: object
         error = victim.exception(timeout=120)
     assert isinstance(error, ms.RemoteTaskError)
     assert error.error_type == "SchedulerError"
-    assert f"job {job_id} at site epsilon went into error state Eqw and was deleted" in str(error)
+    assert f"job {job_id} at site epsilon can never start as submitted (Eqw: error: can't chdir" in str(error)
+    assert str(error).splitlines()[0].endswith("and was deleted")
     assert "error:" in str(error)
     listed = subprocess.run([*epsilon.login, "qstat", "-xml"], capture_output=True, text=True,  # type: ignore[attr-defined]
                             check=True).stdout

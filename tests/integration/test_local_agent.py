@@ -8,8 +8,9 @@ import time
 import cloudpickle
 import pytest
 
-from metasched.records import AttemptId, Resources, TaskId, TaskKind, TaskOutcome, TaskSpec
-from site_agents.base import AttemptUpdate, Submission
+from metasched.outcomes import Cancelled, Lost, Succeeded, TaskOutcome
+from metasched.records import AttemptId, Resources, TaskId, TaskKind, TaskSpec
+from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.local import LocalAgent, LocalSite
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_local")]
@@ -46,7 +47,7 @@ def test_short_tasks_are_packed_and_a_cancel_spares_the_neighbours_retry() -> No
     agent.start()
     for _ in range(5):  # learn that tasks are short (a cold worker's first call is slower)
         agent.submit([submission(i, 0.0) for i in range(8)])
-        assert all(o.result is not None for o in drain(agent, 8).values())
+        assert all(isinstance(o, Succeeded) for o in drain(agent, 8).values())
         if agent._mean_run_s is not None and agent._mean_run_s < LocalAgent.PACK_BELOW_S:
             break
     assert agent._mean_run_s is not None
@@ -58,10 +59,10 @@ def test_short_tasks_are_packed_and_a_cancel_spares_the_neighbours_retry() -> No
     time.sleep(1.0)  # the sleeper (first of its pack) is running now
     agent.cancel([AttemptId("t10.1")])
     outcomes = drain(agent, 8)
-    assert outcomes["t10.1"].cancelled
+    assert isinstance(outcomes["t10.1"], Cancelled)
     neighbours = [outcomes[f"t{i}.1"] for i in range(11, 14)]
-    assert all(o.lost and not o.charge_retry for o in neighbours), neighbours
-    assert all(outcomes[f"t{i}.1"].result is not None for i in range(14, 18))
+    assert all(isinstance(o, Lost) and not o.charge_retry for o in neighbours), neighbours
+    assert all(isinstance(outcomes[f"t{i}.1"], Succeeded) for i in range(14, 18))
     agent.close()
 
 

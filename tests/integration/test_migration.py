@@ -16,6 +16,7 @@ import slurmsite
 from typer.testing import CliRunner
 
 import metasched as ms
+from metasched.attempt_dir import AttemptDir
 from metasched.cli import app
 from site_agents.slurm import SlurmSite
 from tests.integration.counter import COUNTER
@@ -151,8 +152,8 @@ def test_a_scheduler_killed_between_dump_and_restore_resumes_the_migration(
         other = "beta" if first == "alpha" else "alpha"
         answer = CliRunner().invoke(app, ["migrate", str(journal), "counter", "--to", other])
         assert answer.exit_code == 0, answer.output
-        attempt_dir = Path(sites[first].shared_dir) / ".metasched" / "attempts" / f"{task_id}.1"
-        while not (attempt_dir / "checkpoint.json").exists():  # the dump is done: kill the scheduler now
+        attempt = AttemptDir.of(sites[first].shared_dir, f"{task_id}.1")
+        while not attempt.checkpoint_record_file.exists():  # the dump is done: kill the scheduler now
             assert time.monotonic() < deadline, "no checkpoint within 90 s"
             time.sleep(0.02)
     finally:

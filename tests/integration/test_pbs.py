@@ -80,15 +80,16 @@ def test_server_stopped_midway_loses_nothing(zeta: object, ray_local: None, tmp_
 
 
 def test_sites_check_reaches_the_server_or_says_how_to_fix(zeta: object) -> None:
-    from metasched.config import PBSSiteModel
-    from metasched.preflight import check_site
+    import dataclasses
 
-    good = PBSSiteModel(kind="pbs", name="zeta", dialect="torque", shared_dir=zeta.shared_dir,  # type: ignore[attr-defined]
-                        login=list(zeta.login), environment={"SLURM_CONF": zeta.slurm_conf})  # type: ignore[attr-defined]
-    [check] = check_site(good)
-    assert check.passed, check
-    assert check.detail == "2 usable node(s), 8 cores (torque)"
-    [check] = check_site(good.model_copy(update={"login": ["docker", "exec", "-i", "no-such-container"]}))
+    from metasched.sites.preflight import check_site
+
+    good = torque_site(zeta)  # type: ignore[arg-type]
+    checks = {c.check: c for c in check_site(good)}
+    assert list(checks) == ["reachable", "smoke task", "python"]
+    assert all(c.passed for c in checks.values()), checks
+    assert checks["reachable"].detail.startswith("2 of 2 node(s) take jobs, 8 cores")
+    [check] = check_site(dataclasses.replace(good, login=("docker", "exec", "-i", "no-such-container")))
     assert not check.passed
     assert "no-such-container" in check.detail
     assert "PBS_SERVER" in check.fix

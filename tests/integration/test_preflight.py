@@ -8,24 +8,24 @@ import pytest
 import slurmsite
 from typer.testing import CliRunner
 
+import metasched as ms
 from metasched.cli import app
-from metasched.config import SlurmSiteModel
-from metasched.preflight import check_site
+from metasched.sites.preflight import check_site
 
 pytestmark = pytest.mark.slurm
 
 
-def model(site: slurmsite.SiteInfo, **options: object) -> SlurmSiteModel:
-    return SlurmSiteModel(kind="slurm", name=site.name, slurm_conf=site.slurm_conf,
-                          shared_dir=site.shared_dir, **options)  # type: ignore[arg-type]
+def model(site: slurmsite.SiteInfo, **options: object) -> ms.SlurmSite:
+    return ms.SlurmSite(site.name, slurm_conf=site.slurm_conf, shared_dir=site.shared_dir,
+                        **options)  # type: ignore[arg-type]
 
 
 def test_good_site_passes_every_check(alpha: slurmsite.SiteInfo) -> None:
     checks = {c.check: c for c in check_site(model(alpha, partition="debug", account="proj1"))}
-    assert set(checks) == {"reachable", "partition", "account", "smoke task", "python"}
+    assert list(checks) == ["reachable", "partition", "account", "smoke task", "python"]
     assert all(c.passed for c in checks.values()), checks
     assert "no accounting" in checks["account"].detail
-    assert checks["reachable"].detail == "2 node(s), 16 CPUs"
+    assert checks["reachable"].detail.startswith("2 of 2 node(s) take jobs, 16 cores")
 
 
 def test_criu_check_dumps_and_restores_on_a_node_or_says_how_to_fix_it(alpha: slurmsite.SiteInfo) -> None:
@@ -46,8 +46,8 @@ def test_failures_name_the_fix(alpha: slurmsite.SiteInfo, tmp_path: Path) -> Non
     bad_python = {c.check: c for c in check_site(model(alpha, python="python9.9"))}
     assert not bad_python["smoke task"].passed
     assert "python9.9" in bad_python["smoke task"].fix
-    down = check_site(SlurmSiteModel(kind="slurm", name="nowhere", slurm_conf=str(tmp_path / "none.conf"),
-                                     shared_dir=str(tmp_path)))
+    down = check_site(ms.SlurmSite("nowhere", slurm_conf=str(tmp_path / "none.conf"),
+                                   shared_dir=str(tmp_path)))
     assert [(c.check, c.passed) for c in down] == [("slurm_conf", False)]
 
 

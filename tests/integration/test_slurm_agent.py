@@ -15,10 +15,11 @@ import pytest
 import slurmsite
 
 import metasched as ms
+from metasched.outcomes import Lost
 from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
-from metasched.scheduler.service import SiteSummary
-from site_agents.base import Submission
-from site_agents.slurm import SlurmAgent, SlurmSite
+from metasched.scheduler.events import SiteSummary
+from metasched.sites.base import Submission
+from site_agents.slurm import SlurmSite, slurm_agent
 from tests.integration.processes import kill_tree
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
@@ -37,7 +38,7 @@ def sleeper(n: int) -> Submission:
 
 
 def test_polling_cost_does_not_grow_with_tasks(alpha: slurmsite.SiteInfo) -> None:
-    agent = SlurmAgent(slurm_site(alpha, poll_interval=0.01, max_jobs=1000))
+    agent = slurm_agent(slurm_site(alpha, poll_interval=0.01, max_jobs=1000))
     agent.start()
     try:
         def commands_per_poll() -> int:
@@ -214,7 +215,7 @@ def test_resumed_campaign_reattaches_to_running_jobs(alpha: slurmsite.SiteInfo, 
 
 
 def test_sbatch_that_does_not_answer_loses_only_its_own_attempt(alpha: slurmsite.SiteInfo) -> None:
-    agent = SlurmAgent(slurm_site(alpha, poll_interval=0.01))
+    agent = slurm_agent(slurm_site(alpha, poll_interval=0.01))
     agent.start()
     try:
         agent.runner.timeout_s = 0.001  # every sbatch now times out
@@ -223,8 +224,7 @@ def test_sbatch_that_does_not_answer_loses_only_its_own_attempt(alpha: slurmsite
         updates = {u.attempt_id: u.outcome for u in agent.poll()}
         assert set(updates) == {s.attempt_id for s in subs}
         for outcome in updates.values():
-            assert outcome is not None
-            assert outcome.lost
+            assert isinstance(outcome, Lost)
             assert not outcome.charge_retry
             assert "did not answer" in outcome.detail
         assert not agent.available

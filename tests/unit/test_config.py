@@ -126,7 +126,6 @@ def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
 
 
 def test_stores_in_a_campaign_file_become_store_specs(tmp_path: Path) -> None:
-    from metasched.cli import build_sites, store_of
     from metasched.data.stores import EndpointStore, FileStore, RedisStore
 
     path = tmp_path / "c.toml"
@@ -135,24 +134,23 @@ def test_stores_in_a_campaign_file_become_store_specs(tmp_path: Path) -> None:
                     .replace('name = "local"', 'name = "local"\nstore = { kind = "redis", port = 6400 }'))
     loaded = load_campaign_file(path)
     assert loaded.spec.campaign.data_threshold == 5000
-    assert store_of(loaded.spec.campaign.store) == FileStore("/data/demo")
-    assert build_sites(loaded)[0].store == RedisStore(6400)
+    assert loaded.spec.campaign.store == FileStore("/data/demo")
+    assert loaded.sites[0].store == RedisStore(6400)
     uuid = "c84f791d-8c03-42e0-90c9-d1124bf1ce7a"
     path.write_text(GOOD.replace('name = "local"', f'name = "local"\nstore = {{ kind = "endpoint", '
                                 f'endpoint = "{uuid}", proxystore_dir = "/shared/ps" }}'))
-    assert build_sites(load_campaign_file(path))[0].store == EndpointStore(uuid, proxystore_dir="/shared/ps")
+    assert load_campaign_file(path).sites[0].store == EndpointStore(uuid, proxystore_dir="/shared/ps")
 
 
 def test_pbs_sites_in_a_campaign_file(tmp_path: Path) -> None:
-    from metasched.cli import build_sites
     from site_agents.pbs.config import PBSSite
 
     path = tmp_path / "c.toml"
     path.write_text(GOOD.replace('kind = "local"\nname = "local"',
                                  f'kind = "pbs"\nname = "cluster"\ndialect = "torque"\n'
-                                 f'shared_dir = "{tmp_path}"\nlogin = ["ssh", "login1"]\nqueue = "batch"'))
-    [site] = build_sites(load_campaign_file(path))
-    assert site == PBSSite("cluster", shared_dir=str(tmp_path), dialect="torque", login=("ssh", "login1"),
+                                 f'shared_dir = "{tmp_path}"\nlogin = ["sudo", "-u", "me"]\nqueue = "batch"'))
+    [site] = load_campaign_file(path).sites
+    assert site == PBSSite("cluster", shared_dir=str(tmp_path), dialect="torque", login=("sudo", "-u", "me"),
                            queue="batch")
     path.write_text(GOOD.replace('kind = "local"\nname = "local"',
                                  'kind = "pbs"\nname = "cluster"\ndialect = "lsf"\nshared_dir = "/nope"'))
@@ -170,5 +168,14 @@ def test_pbs_site_refuses_an_unknown_dialect() -> None:
     from metasched.errors import ConfigurationError
     from site_agents.pbs.config import PBSSite
 
-    with pytest.raises(ConfigurationError, match="dialect must be one of openpbs, torque, got 'sge'"):
+    with pytest.raises(ConfigurationError,
+                       match="pbs site x: dialect must be one of 'openpbs', 'torque', got 'sge'"):
         PBSSite("x", shared_dir="/tmp", dialect="sge")
+
+
+def test_login_through_ssh_is_refused_with_the_reason() -> None:
+    from metasched.errors import ConfigurationError
+    from site_agents.slurm.config import SlurmSite
+
+    with pytest.raises(ConfigurationError, match="login through ssh is not supported yet: ssh joins"):
+        SlurmSite("x", shared_dir="/tmp", login=("ssh", "login1"))

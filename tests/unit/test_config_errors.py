@@ -40,17 +40,19 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("bad policy", edit('name = "c"', 'name = "c"\npolicy = "random"'),
      ["3: campaign.policy: Input should be 'default' or 'round-robin'"]),
     ("unknown site kind", edit('kind = "local"', 'kind = "lsf"'),
-     ["4: sites[0]: Input tag 'lsf' found using 'kind' does not match any of the expected tags: "
-      "'local', 'slurm', 'globus_compute', 'gridengine', 'pbs'"]),
+     ["5: sites[0].kind: no installed package provides the site kind 'lsf' (installed kinds: "
+      "globus_compute, gridengine, local, pbs, slurm)."]),
     ("missing site kind", edit('kind = "local"\n', ""),
-     ["4: sites[0]: Unable to extract tag using discriminator 'kind'"]),
+     ["4: sites[0].kind: every site needs a kind (installed kinds: globus_compute, gridengine, local, pbs, "
+      "slurm)"]),
     ("unknown site key", edit('name = "local"', 'name = "local"\ncpus = 4'),
      ["7: sites[0].cpus: Extra inputs are not permitted"]),
     ("negative site cores", edit('name = "local"', 'name = "local"\ncores = -1'),
      ["7: sites[0].cores: Input should be greater than or equal to 0"]),
     ("slurm without slurm_conf", edit('kind = "local"\nname = "local"', 'kind = "slurm"\nname = "s"\n'
                                       'shared_dir = "/tmp"'),
-     ["4: sites[0].slurm_conf: Field required"]),
+     ["4: sites[0]: slurm site s: give slurm_conf (the cluster's slurm.conf), or a login prefix that runs "
+      "the site's own Slurm client."]),
     ("slurm poll interval 0", edit('kind = "local"\nname = "local"', SLURM + "\npoll_interval = 0"),
      ["9: sites[0].poll_interval: Input should be greater than 0"]),
     ("slurm pilot mode", edit('kind = "local"\nname = "local"', SLURM + '\nmode = "pilot"'),
@@ -90,12 +92,11 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("env value not a string", edit('command = ["true"]', 'command = ["true"]\nenv = { A = 1 }'),
      ["11: tasks[0].env.A: Input should be a valid string"]),
     ("store of unknown kind", edit('name = "local"', 'name = "local"\nstore = { kind = "s3" }'),
-     ["7: sites[0].store: Input tag 's3' found using 'kind' does not match any of the expected tags: "
-      "'file', 'redis', 'endpoint'"]),
+     ["7: sites[0].store: store kind must be one of file, redis, endpoint, got 's3'"]),
     ("redis store without port", edit('name = "c"', 'name = "c"\nstore = { kind = "redis" }'),
-     ["3: campaign.store.redis.port: Field required"]),
+     ["3: campaign.store.port: Field required"]),
     ("relative file store", edit('name = "local"', 'name = "local"\nstore = { kind = "file", path = "x" }'),
-     ["7: sites[0].store.file.path: String should match pattern '^/'"]),
+     ["7: sites[0].store: file store path 'x' must be absolute."]),
     ("negative data threshold", edit('name = "c"', 'name = "c"\ndata_threshold = -1'),
      ["3: campaign.data_threshold: Input should be greater than or equal to 0"]),
     ("unknown checkpoint backend", edit('command = ["true"]', 'command = ["true"]\ncheckpoint = "dmtcp"'),
@@ -108,7 +109,7 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["11: tasks[0].container.name: Field required"]),
     ("criu checkpoint of a container",
      edit('command = ["true"]', 'command = ["true"]\ncontainer = "app:1"\ncheckpoint = "criu"'),
-     ["8: tasks[0]: Value error, checkpoint = 'criu' cannot dump a container; drop one of "
+     ["8: tasks[0]: checkpoint = 'criu' cannot dump a container; drop one of "
       "container/checkpoint"]),
     ("local site with apptainer",
      edit('name = "local"', 'name = "local"\ncontainer_runtimes = ["apptainer"]'),
@@ -117,11 +118,13 @@ CASES: list[tuple[str, str, list[str]]] = [
      edit('kind = "local"\nname = "local"', 'kind = "globus_compute"\nname = "g"\n'
           'endpoint_id = "6a2c1b0e-53ea-4d5c-9c4e-0a3b4c5d6e7f"\noffline_endpoint = "127.0.0.1:9"\n'
           'authkey_file = "/etc/hostname"'),
-     ["4: sites[0]: Value error, give exactly one of endpoint_id and offline_endpoint"]),
+     ["4: sites[0]: globus_compute site g: give exactly one of endpoint_id (the Globus cloud) and "
+      "offline_endpoint (a local offline endpoint)."]),
     ("globus compute offline endpoint off loopback",
      edit('kind = "local"\nname = "local"', 'kind = "globus_compute"\nname = "g"\n'
           'offline_endpoint = "10.0.0.1:9"\nauthkey_file = "/etc/hostname"'),
-     ["7: sites[0].offline_endpoint: String should match pattern '^(127\\.0\\.0\\.1|localhost):\\d+$'"]),
+     ["7: sites[0].offline_endpoint: must be 127.0.0.1:PORT (offline endpoints listen on loopback only), got "
+      "'10.0.0.1:9'"]),
     ("globus compute missing authkey file",
      edit('kind = "local"\nname = "local"', 'kind = "globus_compute"\nname = "g"\n'
           'offline_endpoint = "127.0.0.1:9"\nauthkey_file = "/no/such/key"'),

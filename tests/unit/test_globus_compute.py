@@ -14,15 +14,18 @@ import metasched as ms  # noqa: E402
 from site_agents.globus_compute.agent import version_problem  # noqa: E402
 from site_agents.globus_compute.service import pack_task, serializer, unpack_result  # noqa: E402
 
+EP = "c84f791d-8c03-42e0-90c9-d1124bf1ce7a"
+
 
 @pytest.mark.parametrize(("options", "message"), [
     ({}, "give exactly one of endpoint_id"),
-    ({"endpoint_id": "x", "offline_endpoint": "127.0.0.1:9", "authkey_file": "/k"}, "give exactly one"),
-    ({"offline_endpoint": "192.168.1.2:9", "authkey_file": "/k"}, "must be on 127.0.0.1"),
+    ({"endpoint_id": EP, "offline_endpoint": "127.0.0.1:9", "authkey_file": "/k"}, "give exactly one"),
+    ({"offline_endpoint": "192.168.1.2:9", "authkey_file": "/k"}, "must be 127.0.0.1:PORT"),
     ({"offline_endpoint": "127.0.0.1:9"}, "needs authkey_file"),
-    ({"endpoint_id": "x", "code_strategy": "DillCodeSource"}, "code_strategy must be one of DillCode, "
-                                                                "PickleCode"),
-    ({"endpoint_id": "x", "batch_size": 0}, "batch_size must be at least 1"),
+    ({"endpoint_id": EP, "code_strategy": "DillCodeSource"}, "code_strategy must be one of 'DillCode', "
+                                                               "'PickleCode'"),
+    ({"endpoint_id": EP, "batch_size": 0}, "batch_size must be at least 1"),
+    ({"endpoint_id": "x"}, "endpoint_id must be an endpoint UUID"),
 ])
 def test_bad_configuration_says_what_to_fix(options: dict[str, object], message: str) -> None:
     with pytest.raises(ms.ConfigurationError, match=message):
@@ -34,7 +37,7 @@ def test_task_message_runs_in_the_endpoints_own_executor(tmp_path: Path) -> None
     unpacks to run_packed's answer, with the worker's environment details."""
     from globus_compute_endpoint.engines.helper import execute_task
 
-    serde = serializer(ms.GlobusComputeSite("g", endpoint_id="x"))
+    serde = serializer(ms.GlobusComputeSite("g", endpoint_id=EP))
     task_id = uuid.uuid4()
     packed = execute_task(pack_task(serde, task_id, pickle.dumps(({}, []))), task_id, run_dir=str(tmp_path))
     result = unpack_result(serde, "k", packed)
@@ -46,7 +49,7 @@ def test_task_message_runs_in_the_endpoints_own_executor(tmp_path: Path) -> None
 def test_an_endpoint_failure_keeps_its_text(tmp_path: Path) -> None:
     from globus_compute_endpoint.engines.helper import execute_task
 
-    serde = serializer(ms.GlobusComputeSite("g", endpoint_id="x"))
+    serde = serializer(ms.GlobusComputeSite("g", endpoint_id=EP))
     task_id = uuid.uuid4()
     packed = execute_task(pack_task(serde, task_id, b"not a pickle"), task_id, run_dir=str(tmp_path))
     result = unpack_result(serde, "k", packed)

@@ -1,4 +1,4 @@
-"""Grid Engine parsers and builders on recorded real 8.1.9 output (tests/data/gridengine-8.1.9)."""
+"""Grid Engine dialect: parsers and builders on recorded real 8.1.9 output (tests/data/gridengine-8.1.9)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from metasched.records import CommandSpec, Resources, TaskKind, TaskSpec
-from site_agents.batch_agent import with_directives
-from site_agents.gridengine import commands, parsers
+from metasched.attempt_dir import AttemptDir
+from metasched.records import CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from site_agents.batch.dialect import JobEnd, JobRequest, JobState, with_header
+from site_agents.gridengine import parsers
+from site_agents.gridengine.dialect import GridEngine
+from site_agents.runner import CommandOutput
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "gridengine-8.1.9"
 
@@ -19,26 +22,31 @@ def read(name: str) -> str:
 
 def test_qstat_xml_running_pending_and_error_jobs() -> None:
     jobs = parsers.parse_qstat_xml(read("qstat.xml"))
-    assert {j: (s.state, s.native_state, s.slots) for j, s in jobs.items()} == {
-        "1": (parsers.JobState.RUNNING, "r", 1), "3": (parsers.JobState.RUNNING, "r", 1),
-        "4": (parsers.JobState.RUNNING, "r", 1), "5": (parsers.JobState.QUEUED, "qw", 16),
-        "6": (parsers.JobState.ERROR, "Eqw", 1)}
+    assert {j: (s.state, s.native_state) for j, s in jobs.items()} == {
+        "1": (JobState.RUNNING, "r"), "3": (JobState.RUNNING, "r"), "4": (JobState.RUNNING, "r"),
+        "5": (JobState.QUEUED, "qw"), "6": (JobState.HELD, "Eqw")}
     assert jobs["1"].name == "ms-ge-run"
     later = parsers.parse_qstat_xml(read("qstat-later.xml"))
     assert sorted(later) == ["1", "5", "6"]
+    assert parsers.parse_qstat_xml("not xml") == {}
 
 
 @pytest.mark.parametrize(("letters", "state"), [
-    ("qw", parsers.JobState.QUEUED), ("hqw", parsers.JobState.QUEUED), ("r", parsers.JobState.RUNNING),
-    ("t", parsers.JobState.RUNNING), ("Rr", parsers.JobState.RUNNING), ("dr", parsers.JobState.DELETING),
-    ("Eqw", parsers.JobState.ERROR), ("s", parsers.JobState.SUSPENDED), ("S", parsers.JobState.SUSPENDED)])
-def test_state_letters(letters: str, state: parsers.JobState) -> None:
+    ("qw", JobState.QUEUED), ("hqw", JobState.QUEUED), ("r", JobState.RUNNING), ("t", JobState.RUNNING),
+    ("Rr", JobState.RUNNING), ("dr", JobState.UNKNOWN), ("Eqw", JobState.HELD), ("s", JobState.RUNNING),
+    ("S", JobState.RUNNING)])
+def test_state_letters(letters: str, state: JobState) -> None:
     assert parsers.job_state(letters) is state
 
 
 def test_qstat_f_slots() -> None:
     assert parsers.parse_qstat_f_xml(read("qstat-f.xml")) == parsers.QueueCapacity(
         total_slots=4, max_slots_per_host=4, hosts=1)
+    capacity = GridEngine().parse_nodes(CommandOutput(argv=("qstat",), returncode=0,
+                                                      stdout=read("qstat-f.xml"),
+                                                      stderr=""))
+    assert capacity is not None
+    assert (capacity.total_cores, capacity.usable_nodes, capacity.max_memory_mb) == (4, 1, None)
 
 
 def test_qsub_terse_and_its_refusal() -> None:
@@ -49,17 +57,23 @@ def test_qsub_terse_and_its_refusal() -> None:
 
 def test_qacct_records() -> None:
     failed = parsers.parse_qacct(read("qacct-2.txt"))
-    assert failed == parsers.Accounting(failed=0, failed_reason="", exit_status=3)
+    assert failed == parsers.Accounting(failed=0, failed_reason="", exit_status=3, job_id="2",
+                                        name="ms-ge-fail")
+    assert parsers.accounted_status(failed).end is JobEnd.FAILED
     hrt = parsers.parse_qacct(read("qacct-3.txt"))
     assert hrt is not None
     assert hrt.walltime_exceeded
     assert hrt.exit_status == 137
     assert "h_rt" in hrt.failed_reason
+    assert parsers.accounted_status(hrt).end is JobEnd.TIMEOUT
     deleted = parsers.parse_qacct(read("qacct-4.txt"))
     assert deleted is not None
     assert deleted.deleted
     assert deleted.failed_reason == "assumedly after job"
+    assert parsers.accounted_status(deleted).end is JobEnd.CANCELLED
     assert parsers.parse_qacct(read("qacct-unknown.txt")) is None
+    assert GridEngine().parse_accounting(read("qacct-2.txt"))["2"].state is JobState.FINISHED
+    assert GridEngine().parse_accounting(read("qacct-unknown.txt")) == {}
 
 
 def test_qmaster_down_is_told_apart_from_a_refused_job() -> None:
@@ -71,20 +85,31 @@ def test_qmaster_down_is_told_apart_from_a_refused_job() -> None:
 def test_error_reason_without_timestamps() -> None:
     assert parsers.error_reason(read("qstat-j-error.txt")) == (
         "error: can't chdir to /no/such/dir: No such file or directory")
+    dialect = GridEngine()
+    assert dialect.hold_reason_argv("6") == ["qstat", "-j", "6"]
 
 
-def _spec(**resources: object) -> TaskSpec:
-    return TaskSpec(task_id="t1", name="sim", kind=TaskKind.COMMAND, command=CommandSpec(argv=("true",)),
+def _request(directory: str = "/s/a1", **resources: object) -> JobRequest:
+    spec = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND,
+                    command=CommandSpec(argv=("true",)),
                     resources=Resources(**resources))  # type: ignore[arg-type]
+    return JobRequest(spec=spec, name="ms-e-a1", attempt=AttemptDir(directory), limit_s=151.0,
+                      warning_lead_s=None)
 
 
-def test_directives() -> None:
-    lines = commands.directives(spec=_spec(cores=4, memory_mb=8000, walltime_s=90.5), name="ms-e-a1",
-                                attempt_dir="/s/a1", queue="all.q", project="p1")
-    assert lines == ["#$ -N ms-e-a1", "#$ -S /bin/bash", "#$ -wd /s/a1", "#$ -o /s/a1/job.out",
-                     "#$ -e /s/a1/job.err", "#$ -r n", "#$ -pe smp 4", "#$ -l h_vmem=2000M",
-                     "#$ -l h_rt=151", "#$ -q all.q", "#$ -P p1"]
-    script = with_directives("#!/bin/bash\necho hi\n", ["#$ -N x"])
-    assert script == "#!/bin/bash\n#$ -N x\necho hi\n"
+def test_options_go_on_the_command_line() -> None:
+    dialect = GridEngine(queue="all.q", project="p1")
+    job = _request(cores=4, memory_mb=8000, walltime_s=90.5)
+    assert dialect.header(job) == []
+    assert dialect.submit_argv(job, []) == [
+        "qsub", "-terse", "-N", "ms-e-a1", "-S", "/bin/bash", "-wd", "/s/a1", "-o", "/s/a1/job.out",
+        "-e", "/s/a1/job.err", "-r", "n", "-pe", "smp", "4", "-l", "h_vmem=2000M", "-l", "h_rt=151",
+        "-q", "all.q", "-P", "p1", "/s/a1/job.sh"]
+    spaced = dialect.submit_argv(_request("/s/we ird'dir/a1"), [])
+    assert "/s/we ird'dir/a1/job.out" in spaced  # one argv element: no quoting needed
+    assert dialect.status_argv("root", ["1"]) == ["qstat", "-xml", "-u", "root"]
+    assert with_header("#!/bin/bash\necho hi\n", ["#$ -N x"]) == "#!/bin/bash\n#$ -N x\necho hi\n"
+    bad = _request()
+    bad = JobRequest(spec=bad.spec, name="a\nb", attempt=bad.attempt, limit_s=None, warning_lead_s=None)
     with pytest.raises(ValueError, match="span lines"):
-        commands.directives(spec=_spec(), name="a\nb", attempt_dir="/s")
+        dialect.submit_argv(bad, [])

@@ -1,5 +1,6 @@
-"""PBS dialects on recorded real output: OpenPBS/PBS Pro JSON (tests/data/openpbs, each file cited in its
-README) and Debian's Torque-style wrappers over Slurm (tests/data/torque-wrappers)."""
+"""PBS dialects on recorded real output: a live OpenPBS 23.06.06 server in every job state
+(tests/data/openpbs-23.06.06), older PBS Pro JSON (tests/data/openpbs, each file cited in its README) and
+Debian's Torque-style wrappers over Slurm (tests/data/torque-wrappers)."""
 
 from __future__ import annotations
 
@@ -7,118 +8,198 @@ from pathlib import Path
 
 import pytest
 
-from metasched.records import CommandSpec, Resources, TaskKind, TaskSpec
-from site_agents.pbs.jobs import JobState, hhmmss, sequence_number, server_unreachable
-from site_agents.pbs.openpbs import OpenPBS
+from metasched.attempt_dir import AttemptDir
+from metasched.records import CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from site_agents.batch.dialect import JobEnd, JobRequest, JobState, hhmmss
+from site_agents.pbs.family import quoted_path, sequence_number, server_unreachable
+from site_agents.pbs.openpbs import OpenPBS, describe_exit, parse_qstat
 from site_agents.pbs.torque import Torque
+from site_agents.pbs.torque import parse_qstat as parse_torque_qstat
+from site_agents.runner import CommandOutput
 
 DATA = Path(__file__).resolve().parent.parent / "data"
+LIVE = DATA / "openpbs-23.06.06"
 
 
 def read(name: str) -> str:
     return (DATA / name).read_text()
 
 
-def _spec(**resources: object) -> TaskSpec:
-    return TaskSpec(task_id="t1", name="sim", kind=TaskKind.COMMAND, command=CommandSpec(argv=("true",)),
+def out(stdout: str = "", stderr: str = "", returncode: int = 0) -> CommandOutput:
+    return CommandOutput(argv=("qstat",), returncode=returncode, stdout=stdout, stderr=stderr)
+
+
+def _request(directory: str = "/s/a1", **resources: object) -> JobRequest:
+    spec = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND,
+                    command=CommandSpec(argv=("true",)),
                     resources=Resources(**resources))  # type: ignore[arg-type]
+    return JobRequest(spec=spec, name="ms-p-a1", attempt=AttemptDir(directory), limit_s=151.0,
+                      warning_lead_s=None)
 
 
-# ---------------------------------------------------------------------------------------------- OpenPBS
+def live(name: str) -> object:
+    (job,) = parse_qstat((LIVE / name).read_text()).values()
+    return job
+
+
+# ------------------------------------------------------------------------------- OpenPBS 23.06.06 (live)
+@pytest.mark.parametrize(("recording", "state", "end"), [
+    ("qstat-queued.json", JobState.QUEUED, None),
+    ("qstat-running.json", JobState.RUNNING, None),
+    ("qstat-held-user.json", JobState.QUEUED, None),  # held by its owner: may be released
+    ("qstat-held-system.json", JobState.HELD, None),  # held by the system: never starts as it is
+    ("qstat-finished-0.json", JobState.FINISHED, JobEnd.COMPLETED),
+    ("qstat-finished-3.json", JobState.FINISHED, JobEnd.FAILED),
+    ("qstat-finished-killed-9.json", JobState.FINISHED, JobEnd.FAILED),  # 137: its own shell, not PBS
+    ("qstat-walltime.json", JobState.FINISHED, JobEnd.TIMEOUT),
+    ("qstat-deleted-while-queued.json", JobState.FINISHED, JobEnd.CANCELLED),
+    ("qstat-deleted-while-running.json", JobState.FINISHED, JobEnd.CANCELLED),
+    ("qstat-deleted-while-running-by-root.json", JobState.FINISHED, JobEnd.CANCELLED),
+    # A root-owned job deleted while running ends with Exit_status 0: only the comment tells.
+    ("root-job-qstat-deleted-while-running.json", JobState.FINISHED, JobEnd.CANCELLED),
+])
+def test_every_job_state_of_a_live_openpbs_23_06_server(recording: str, state: JobState, end: JobEnd | None
+                                                         ) -> None:
+    job = live(recording)
+    assert (job.state, job.end) == (state, end)  # type: ignore[attr-defined]
+    assert job.name == "ms-probe-a1b2.0"  # type: ignore[attr-defined]
+
+
+def test_live_openpbs_exit_statuses_and_run_counts_in_words() -> None:
+    killed = live("qstat-finished-killed-9.json")
+    assert "killed by signal 9 (SIGKILL, exit status 137)" in killed.reason  # type: ignore[attr-defined]
+    deleted = live("qstat-deleted-while-running.json")
+    assert "killed by signal 15 (SIGTERM, exit status 271)" in deleted.reason  # type: ignore[attr-defined]
+    assert "terminated by alice" in deleted.reason  # type: ignore[attr-defined]
+    assert "JOB_EXEC_KILL_WALLTIME" in live("qstat-walltime.json").reason  # type: ignore[attr-defined]
+    assert live("qstat-finished-0.json").run_count == 1  # type: ignore[attr-defined]
+    assert live("qstat-queued.json").run_count is None  # type: ignore[attr-defined]
+
+
+def test_live_openpbs_nodes() -> None:
+    capacity = OpenPBS().parse_nodes(out((LIVE / "pbsnodes.json").read_text()))
+    assert capacity is not None
+    assert (capacity.total_cores, capacity.nodes, capacity.usable_nodes) == (8, 1, 1)
+
+
+# ---------------------------------------------------------------------------------- PBS Pro 19 / 2022
 def test_openpbs_finished_job_with_exit_status() -> None:
-    jobs = OpenPBS().parse_qstat(read("openpbs/qstat-x-f-F-json-pbs-19.0.0-finished.json"))
-    job = jobs["40"]
-    assert (job.job_id, job.name, job.state, job.exit_status) == ("40.pbs", "pbs_sleep", JobState.FINISHED, 0)
-    assert job.comment.endswith("and finished")
+    job = parse_qstat(read("openpbs/qstat-x-f-F-json-pbs-19.0.0-finished.json"))["40"]
+    assert (job.job_id, job.name, job.state, job.end) == ("40.pbs", "pbs_sleep", JobState.FINISHED,
+                                                          JobEnd.COMPLETED)
+    assert job.reason.endswith("and finished")
 
 
 def test_openpbs_held_queued_and_deleted_before_running() -> None:
-    jobs = OpenPBS().parse_qstat(read("openpbs/qstat-x-f-F-json-pbspro-2022.1.7-excerpt.json"))
+    jobs = parse_qstat(read("openpbs/qstat-x-f-F-json-pbspro-2022.1.7-excerpt.json"))
     assert set(jobs) == {"4345644", "4683812", "4846773"}
     held, queued, deleted = jobs["4345644"], jobs["4683812"], jobs["4846773"]
-    assert held.state is JobState.HELD_BY_SYSTEM
-    assert held.comment == "job held, too many failed attempts to run"
+    assert held.state is JobState.HELD
+    assert held.reason == "job held, too many failed attempts to run"
     assert queued.state is JobState.QUEUED
-    assert queued.exit_status is None
     assert deleted.state is JobState.FINISHED
-    assert deleted.exit_status is None
+    assert deleted.end is JobEnd.CANCELLED  # no Exit_status; its comment says "terminated"
     assert deleted.job_id == "4846773.aurora-pbs-0001.hostmgmt.cm.aurora.alcf.anl.gov"
 
 
 def test_openpbs_nodes() -> None:
-    capacity = OpenPBS().parse_nodes(read("openpbs/pbsnodes-av-F-json-pbs-19.2.6.json"))
+    capacity = OpenPBS().parse_nodes(out(read("openpbs/pbsnodes-av-F-json-pbs-19.2.6.json")))
+    assert capacity is not None
     assert (capacity.total_cores, capacity.max_cores_per_node, capacity.nodes) == (56, 56, 1)
 
 
 def test_openpbs_empty_or_garbled_answers_list_nothing() -> None:
-    assert OpenPBS().parse_qstat("") == {}
-    assert OpenPBS().parse_qstat("qstat: Unknown Job Id 12.srv\n") == {}
-    assert OpenPBS().parse_nodes('{"nodes": {"n1": {"state": "down", "resources_available": {"ncpus": 8}}}}'
-                                 ).total_cores == 0
+    assert parse_qstat("") == {}
+    assert OpenPBS().parse_status(out("", "qstat: Unknown Job Id 12.srv\n", 153)) == {}
+    assert OpenPBS().parse_status(out("", "qstat: cannot connect to server pbs (errno=15010)", 1)) is None
+    down = OpenPBS().parse_nodes(out('{"nodes": {"n1": {"state": "down", '
+                                     '"resources_available": {"ncpus": 8}}}}'))
+    assert down is not None
+    assert (down.total_cores, down.usable_nodes) == (0, 0)
 
 
 def test_openpbs_directives_follow_the_reference_guide() -> None:
-    lines = OpenPBS().directives(spec=_spec(cores=4, memory_mb=8000, gpus=1, walltime_s=90.5),
-                                 name="ms-p-a1", attempt_dir="/s/a1", queue="workq", account="proj1")
-    assert lines == ["#PBS -N ms-p-a1", "#PBS -S /bin/bash", "#PBS -o /s/a1/job.out", "#PBS -e /s/a1/job.err",
-                     "#PBS -r n", "#PBS -l select=1:ncpus=4:mem=8000mb:ngpus=1", "#PBS -l walltime=00:02:31",
-                     "#PBS -q workq", "#PBS -A proj1"]
-    assert OpenPBS().qsub_argv("/s/a1/job.sh", lines) == ["qsub", "/s/a1/job.sh"]
-    assert OpenPBS().qstat_argv(["1.s", "2.s"]) == ["qstat", "-f", "-F", "json", "-x", "1.s", "2.s"]
+    dialect = OpenPBS(queue="workq", account="proj1")
+    job = _request(cores=4, memory_mb=8000, gpus=1, walltime_s=90.5)
+    lines = dialect.header(job)
+    assert lines == ['#PBS -N ms-p-a1', '#PBS -S /bin/bash', '#PBS -o "/s/a1/job.out"',
+                     '#PBS -e "/s/a1/job.err"',
+                     '#PBS -r n', '#PBS -l select=1:ncpus=4:mem=8000mb:ngpus=1', '#PBS -l walltime=00:02:31',
+                     '#PBS -q workq', '#PBS -A proj1']
+    assert dialect.submit_argv(job, lines) == ["qsub", "/s/a1/job.sh"]
+    assert dialect.status_argv("alice", ["1.s", "2.s"]) == ["qstat", "-f", "-F", "json", "-x", "1.s", "2.s"]
+    bad = JobRequest(spec=job.spec, name="a\nb", attempt=job.attempt, limit_s=None, warning_lead_s=None)
     with pytest.raises(ValueError, match="span lines"):
-        OpenPBS().directives(spec=_spec(), name="a\nb", attempt_dir="/s", queue=None, account=None)
+        dialect.header(bad)
+
+
+def test_paths_with_spaces_are_quoted_and_quotes_refused() -> None:
+    """A live OpenPBS 23.06 refused `#PBS -o` with a space ("directive error") and took it double-quoted."""
+    lines = OpenPBS().header(_request("/s/we ird dir/a1"))
+    assert '#PBS -o "/s/we ird dir/a1/job.out"' in lines
+    with pytest.raises(ValueError, match="double quote"):
+        quoted_path('/s/say "hi"/a1')
+    torque = Torque()
+    job = _request("/s/a1")
+    argv = torque.submit_argv(job, torque.header(job))
+    assert argv[argv.index("-o") + 1] == "/s/a1/job.out"  # unquoted in argv
+    # The Torque-style wrappers over Slurm run sbatch through a shell with the paths unquoted.
+    with pytest.raises(ValueError, match="Torque-style qsub commands pass paths to sbatch through a shell"):
+        torque.header(_request("/s/we ird dir/a1"))
 
 
 def test_openpbs_exit_codes_in_words() -> None:
-    dialect = OpenPBS()
-    assert dialect.describe_exit(271) == "exit status 271 (killed by signal 15)"
-    assert "JOB_EXEC_KILL_WALLTIME" in dialect.describe_exit(-29)
-    assert dialect.describe_exit(None) == "no exit status"
-    jobs = dialect.parse_qstat(read("openpbs/qstat-x-f-F-json-pbs-19.0.0-finished.json"))
-    assert not dialect.walltime_killed(jobs["40"])
+    assert describe_exit(271) == "killed by signal 15 (SIGTERM, exit status 271)"
+    assert describe_exit(137) == "killed by signal 9 (SIGKILL, exit status 137)"
+    assert "JOB_EXEC_KILL_WALLTIME" in describe_exit(-29)
+    assert describe_exit(None) == "no exit status"
+    assert describe_exit(3) == "exit status 3"
 
 
 def test_qsub_output() -> None:
-    assert OpenPBS().parse_qsub("1234.pbs-server\n") == "1234.pbs-server"
-    assert OpenPBS().parse_qsub("qsub: Unknown queue\n") is None
-    ids = [Torque().parse_qsub(line) for line in read("torque-wrappers/qsub.txt").splitlines()]
+    assert OpenPBS().parse_submitted(out("1234.pbs-server\n")) == "1234.pbs-server"
+    assert OpenPBS().parse_submitted(out("qsub: Unknown queue\n")) is None
+    ids = [Torque().parse_submitted(out(line)) for line in read("torque-wrappers/qsub.txt").splitlines()]
     assert ids == ["3", "4", "5", "6"]
-    assert Torque().parse_qsub("There was an error running the Slurm sbatch command.\n") is None
+    assert Torque().parse_submitted(out("There was an error running the Slurm sbatch command.\n")) is None
 
 
 # ----------------------------------------------------------------------------------------------- Torque
 def test_torque_qstat_queued_running_completed() -> None:
-    jobs = Torque().parse_qstat(read("torque-wrappers/qstat-f-queued-running-completed.txt"))
+    jobs = parse_torque_qstat(read("torque-wrappers/qstat-f-queued-running-completed.txt"))
     states = {job_id: job.state for job_id, job in jobs.items()}
     assert states == {"1": JobState.FINISHED, "2": JobState.FINISHED, "3": JobState.RUNNING,
                       "4": JobState.RUNNING, "5": JobState.QUEUED, "6": JobState.QUEUED}
     assert jobs["3"].name == "ms-zeta-s1"
-    assert jobs["3"].exit_status is None
+    assert jobs["1"].end is JobEnd.UNKNOWN  # the wrappers give no exit status
 
 
 def test_torque_qstat_after_qdel_and_real_torque_exit_status() -> None:
-    jobs = Torque().parse_qstat(read("torque-wrappers/qstat-f-after-qdel.txt"))
+    jobs = parse_torque_qstat(read("torque-wrappers/qstat-f-after-qdel.txt"))
     assert jobs["4"].state is JobState.FINISHED
     assert jobs["4"].name == "ms-zeta-s2"
     # Real Torque adds exit_status to completed jobs and wraps long values onto indented lines.
     text = ("Job Id: 77.head.example.org\n    Job_Name = ms-t-a1\n    job_state = C\n"
             "    Variable_List = PBS_O_HOME=/root,PBS_O_LANG=C,\n\tPBS_O_WORKDIR=/tmp\n"
             "    exit_status = 271\n")
-    job = Torque().parse_qstat(text)["77"]
-    assert (job.name, job.state, job.exit_status) == ("ms-t-a1", JobState.FINISHED, 271)
+    job = parse_torque_qstat(text)["77"]
+    assert (job.name, job.state, job.end) == ("ms-t-a1", JobState.FINISHED, JobEnd.KILLED)
 
 
 def test_torque_nodes_skip_down_ones() -> None:
-    capacity = Torque().parse_nodes(read("torque-wrappers/pbsnodes-a-one-down.txt"))
-    assert (capacity.total_cores, capacity.max_cores_per_node, capacity.nodes) == (4, 4, 1)
+    capacity = Torque().parse_nodes(out(read("torque-wrappers/pbsnodes-a-one-down.txt")))
+    assert capacity is not None
+    assert (capacity.total_cores, capacity.max_cores_per_node, capacity.usable_nodes) == (4, 4, 1)
 
 
 def test_torque_directives_and_one_resource_list_on_the_command_line() -> None:
-    lines = Torque().directives(spec=_spec(cores=2, memory_mb=200, walltime_s=10), name="ms-z-a1",
-                                attempt_dir="/s/a1", queue="batch", account=None)
-    assert lines == ["#PBS -N ms-z-a1", "#PBS -o /s/a1/job.out", "#PBS -e /s/a1/job.err", "#PBS -r n",
-                     "#PBS -l nodes=1:ppn=2,mem=200mb,walltime=00:01:10", "#PBS -q batch"]
-    assert Torque().qsub_argv("/s/a1/job.sh", lines) == [
+    dialect = Torque(queue="batch")
+    job = JobRequest(spec=_request(cores=2, memory_mb=200).spec, name="ms-z-a1", attempt=AttemptDir("/s/a1"),
+                     limit_s=70.0, warning_lead_s=None)
+    lines = dialect.header(job)
+    assert lines == ['#PBS -N ms-z-a1', '#PBS -o "/s/a1/job.out"', '#PBS -e "/s/a1/job.err"', '#PBS -r n',
+                     '#PBS -l nodes=1:ppn=2,mem=200mb,walltime=00:01:10', '#PBS -q batch']
+    assert dialect.submit_argv(job, lines) == [
         "qsub", "-N", "ms-z-a1", "-o", "/s/a1/job.out", "-e", "/s/a1/job.err", "-r", "n",
         "-l", "nodes=1:ppn=2,mem=200mb,walltime=00:01:10", "-q", "batch", "/s/a1/job.sh"]
 

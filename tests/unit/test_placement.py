@@ -5,7 +5,18 @@ import pytest
 from metasched.errors import ConfigurationError, PlacementError
 from metasched.options import check_options
 from metasched.placement import DefaultPolicy, RoundRobinPolicy, feasible_sites, policy_named
-from metasched.records import Image, Resources, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
+from metasched.records import (
+    Capability,
+    CheckpointKind,
+    ContainerRuntime,
+    Image,
+    Resources,
+    SiteLoad,
+    SiteName,
+    TaskId,
+    TaskKind,
+    TaskSpec,
+)
 
 
 def load(name: str, *, cores: int = 8, gpus: int = 0, inflight: int = 0, max_inflight: int = 10,
@@ -55,10 +66,11 @@ def test_round_robin_rotates_among_open_sites() -> None:
 
 def test_checkpointable_tasks_only_go_where_the_backend_is_offered() -> None:
     criu = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND, resources=Resources(),
-                    checkpoint="criu")
+                    checkpoint=CheckpointKind.CRIU)
     plain = load("plain")
     able = SiteLoad(site=SiteName("able"), total_cores=8, max_cores_per_task=8, max_memory_mb=16000, gpus=0,
-                    nodes=1, inflight=0, max_inflight=10, capabilities=frozenset({"checkpoint:criu"}))
+                    nodes=1, inflight=0, max_inflight=10,
+                    capabilities=frozenset({Capability.CHECKPOINT_CRIU}))
     assert [s.site for s in feasible_sites(criu, [plain, able])] == ["able"]
     with pytest.raises(PlacementError, match="needs checkpoint=criu"):
         feasible_sites(criu, [plain])
@@ -72,7 +84,8 @@ def test_container_tasks_only_go_where_a_runtime_of_their_image_is_offered() -> 
     def offering(name: str, *runtimes: str) -> SiteLoad:
         return SiteLoad(site=SiteName(name), total_cores=8, max_cores_per_task=8, max_memory_mb=16000, gpus=0,
                         nodes=1, inflight=0, max_inflight=10,
-                        capabilities=frozenset(f"container:{r}" for r in runtimes))
+                        capabilities=frozenset(Capability.container(ContainerRuntime(r))
+                                               for r in runtimes))
 
     sites = [load("plain"), offering("dock", "docker"), offering("hpc", "apptainer")]
     assert [s.site for s in feasible_sites(with_image(Image("app:1")), sites)] == ["dock"]
@@ -86,9 +99,9 @@ def test_container_tasks_only_go_where_a_runtime_of_their_image_is_offered() -> 
 
 
 def test_image_records_validate_and_name_their_sources() -> None:
-    assert Image("app:1").source("docker") == "app:1"
-    assert Image("app:1").source("apptainer") is None
-    assert Image("app", sif="/i/app.sif").runtimes() == ("apptainer",)
+    assert Image("app:1").source(ContainerRuntime.DOCKER) == "app:1"
+    assert Image("app:1").source(ContainerRuntime.APPTAINER) is None
+    assert Image("app", sif="/i/app.sif").runtimes() == (ContainerRuntime.APPTAINER,)
     with pytest.raises(ConfigurationError, match="digest must be 'sha256:'"):
         Image("app", digest="md5:abc")
     with pytest.raises(ConfigurationError, match="sif must be an absolute path"):

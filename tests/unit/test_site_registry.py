@@ -14,8 +14,8 @@ from metasched.placement import DefaultPolicy
 from metasched.records import Resources, TaskId, TaskKind, TaskRef, TaskSpec
 from metasched.scheduler.service import SchedulerService
 from metasched.scheduler.states import TaskState
-from site_agents import registry
-from site_agents.base import SiteAgent
+from metasched.sites import registry
+from metasched.sites.base import SiteAgent
 from site_agents.local import LocalAgent, LocalSite
 
 EXTERNAL_AGENT = '''
@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 from metasched.records import SiteLoad, SiteName
+from metasched.sites.base import AttemptUpdate
+from metasched.sites.kind import SiteKind
 from metasched.worker import run_attempt
-from site_agents.base import AttemptUpdate
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class InlineAgent:
 
     def close(self):
         pass
+
+
+KIND = SiteKind(name="inline", config=InlineSite, agent=InlineAgent)
 '''
 
 
@@ -75,7 +79,7 @@ def external_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: inline-agent\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(textwrap.dedent("""\
         [metasched.site_agents]
-        inline = inline_agent:InlineAgent
+        inline = inline_agent:KIND
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
 
@@ -92,7 +96,7 @@ def test_unknown_kind_lists_what_is_installed() -> None:
         kind = "strange"
         name = "s1"
 
-    with pytest.raises(ConfigurationError, match=r"kind 'strange'.*installed kinds: .*local"):
+    with pytest.raises(ConfigurationError, match=r"site kind 'strange'.*installed kinds: .*local"):
         registry.agent_for(Strange())
 
 

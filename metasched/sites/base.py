@@ -1,9 +1,11 @@
 """The seam between the global scheduler and every kind of site.
 
-A site kind is a configuration record (``SiteConfig``: data only, picklable) and an agent class
-(``SiteAgent``) built from it. Agents are found through the entry-point group ``metasched.site_agents``,
-keyed by the config's ``kind``, so an external package adds a site kind without touching metasched.
-Agents do no I/O in their constructor; ``start`` connects, ``close`` releases everything.
+A site kind is a configuration record (``SiteConfig``: data only, picklable) and an agent (``SiteAgent``)
+built from it, declared together as a ``metasched.sites.kind.SiteKind`` and found through the entry-point
+group ``metasched.site_agents`` (``metasched.sites.registry``), so an external package adds a site kind
+without touching metasched. metasched owns this seam and never imports a concrete kind; the
+``site_agents`` package implements it. Agents do no I/O in their constructor; ``start`` connects,
+``close`` releases everything.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 from metasched.data.objects import DataContext, DataRef
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskOutcome, TaskSpec
+from metasched.outcomes import TaskOutcome
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskSpec
 
 
 @runtime_checkable
@@ -46,13 +49,18 @@ class Submission:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptUpdate:
-    """What a poll learned about one attempt: it started running, or it ended with `outcome`."""
+    """What a poll learned about one attempt: it started running, or it ended with `outcome`.
+
+    ``note`` is something worth keeping in the attempt's record that changes nothing (e.g. the scheduler
+    ran the job twice and the second run was refused).
+    """
 
     attempt_id: AttemptId
     running: bool = False
     outcome: TaskOutcome | None = None
     native_id: str | None = None
-    checkpoint: DataRef | None = None  # a restart point the running attempt saved (cooperative tasks)
+    checkpoint: DataRef | None = None  # a restart point the running attempt saved
+    note: str = ""
 
 
 @runtime_checkable
@@ -86,6 +94,24 @@ class SiteAgent(Protocol):
 
     def close(self) -> None:
         """Cancel what is still running and release the site's resources."""
+        ...
+
+
+@runtime_checkable
+class NamesLocalPaths(Protocol):
+    """A site configuration naming paths that must exist on this machine (``config check`` looks)."""
+
+    def local_paths(self) -> list[tuple[str, str, str]]:
+        """(field, path, "file" or "directory") of each such path."""
+        ...
+
+
+@runtime_checkable
+class EmbeddedRaySite(Protocol):
+    """A site whose attempts run on the campaign's Ray cluster: the embedded Ray must offer these."""
+
+    def ray_resources(self) -> dict[str, float]:
+        """Custom Ray resources (and ``"CPU"``) the embedded ``ray.init()`` adds for this site."""
         ...
 
 

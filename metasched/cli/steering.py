@@ -1,7 +1,7 @@
 """CLI commands that act on a campaign through its journal.
 
 Steering a running scheduler (cancel, migrate, checkpoint, drain: requests it answers within about a
-second) and the campaign's stored data (data, delete). They are registered on ``metasched.cli.app``.
+second) and the campaign's stored data (data, delete).
 """
 
 from __future__ import annotations
@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from metasched.cli import CampaignArg, _counts, _journal_of, _totals, app, console, err_console
+from metasched.cli.app import CampaignArg, app, console, err_console, journal_of
+from metasched.cli.reading import counts, totals
+from metasched.journal import Journal
+from metasched.journal_schema import RequestKind
+from metasched.records import TaskId
 
 
 @app.command()
@@ -23,12 +27,10 @@ def cancel(
     tasks: Annotated[list[str] | None, typer.Argument(help="Task names; none means every task.")] = None,
 ) -> None:
     """Ask the campaign's running scheduler to cancel tasks (it acts within about a second)."""
-    from metasched.journal import Journal
-
-    journal = _journal_of(campaign)
+    journal = journal_of(campaign)
     store = Journal(journal).open()
     try:
-        store.request("cancel", tasks)
+        store.request(RequestKind.CANCEL, tasks)
     finally:
         store.close()
     what = ", ".join(tasks) if tasks else "every unfinished task"
@@ -46,7 +48,7 @@ def drain(
 
     Tasks that cannot be checkpointed finish where they are. Exit status as for migrate.
     """
-    _ask_scheduler(campaign, "undrain" if undo else "drain", site, wait)
+    _ask_scheduler(campaign, RequestKind.UNDRAIN if undo else RequestKind.DRAIN, None, wait, target=site)
 
 
 @app.command()
@@ -59,7 +61,7 @@ def checkpoint(
 
     Exit status: 0 requested, 1 refused (the reason is printed), 2 no answer (is the campaign running?).
     """
-    _ask_scheduler(campaign, "checkpoint", task, wait)
+    _ask_scheduler(campaign, RequestKind.CHECKPOINT, task, wait)
 
 
 @app.command()
@@ -74,17 +76,16 @@ def migrate(
     Exit status: 0 the checkpoint was requested, 1 refused (the reason is printed), 2 no answer
     (is the campaign running?).
     """
-    _ask_scheduler(campaign, f"migrate:{to}", task, wait)
+    _ask_scheduler(campaign, RequestKind.MIGRATE, task, wait, target=to)
 
 
-def _ask_scheduler(campaign: str, kind: str, task: str, wait: float) -> None:
+def _ask_scheduler(campaign: str, kind: RequestKind, task: str | None, wait: float, *,
+                   target: str | None = None) -> None:
     """Leave a request in the journal and print the running scheduler's answer; exit 0/1/2."""
-    from metasched.journal import Journal
-
-    journal = _journal_of(campaign)
+    journal = journal_of(campaign)
     store = Journal(journal).open()
     try:
-        request = store.request(kind, [task])
+        request = store.request(kind, [task] if task else None, target=target)
         deadline = time.monotonic() + wait
         handled, outcome = store.outcome_of(request)
         while outcome is None and time.monotonic() < deadline:
@@ -94,7 +95,7 @@ def _ask_scheduler(campaign: str, kind: str, task: str, wait: float) -> None:
         store.close()
     if outcome is None:
         state = "taken but not answered" if handled else "not taken"
-        err_console.print(f"the {kind.split(':')[0]} request was {state} within {wait:g} s: is campaign "
+        err_console.print(f"the {kind.value} request was {state} within {wait:g} s: is campaign "
                           f"{campaign} running (metasched status)?", style="bold red")
         raise typer.Exit(2)
     accepted = outcome.startswith("ok: ")
@@ -108,20 +109,17 @@ def data(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the objects a campaign stored: task, store, size, transfer time; evicted ones marked."""
-    from metasched.journal import Journal
-
-    journal = _journal_of(campaign)
-    stored = Journal(journal).open()
+    journal = journal_of(campaign)
+    stored = Journal(journal).open(read_only=True)
     try:
         names = {task_id: name for task_id, name, _ in stored.task_index()}
-        replicas = stored.db.execute(
-            "SELECT object_id, store_id, size, origin, transfer_s, evicted FROM objects ORDER BY created"
-        ).fetchall()
+        replicas = stored.objects()
     finally:
         stored.close()
-    rows = [{"object": oid, "task": names.get(oid.split(".")[0], "?"), "store": store, "bytes": size,
-             "copy": not origin, "transfer_s": transfer_s, "evicted": evicted is not None}
-            for oid, store, size, origin, transfer_s, evicted in replicas]
+    rows: list[dict[str, Any]] = [
+        {"object": oid, "task": names.get(TaskId(oid.split(".")[0]), "?"), "store": store, "bytes": size,
+         "copy": not origin, "transfer_s": transfer_s, "evicted": evicted}
+        for oid, store, size, origin, transfer_s, evicted in replicas]
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -144,11 +142,10 @@ def delete(
     """Delete a finished campaign: evict every object it stored (outputs too), then remove its journal."""
     from metasched.catalog import forget
     from metasched.data.objects import evict
-    from metasched.journal import Journal
 
-    journal = _journal_of(campaign)
-    counts, _ = _counts(journal)
-    if _totals(counts)[2]:
+    journal = journal_of(campaign)
+    by_site, _ = counts(journal)
+    if totals(by_site)[2]:
         err_console.print(f"{campaign} has unfinished tasks; cancel it first (metasched cancel {campaign})",
                           style="bold red")
         raise typer.Exit(2)

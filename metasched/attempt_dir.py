@@ -1,0 +1,387 @@
+"""An attempt's directory: the one owner of its layout and of every read and write of it.
+
+A batch attempt is a directory in its site's shared filesystem (``<shared_dir>/.metasched/attempts/<id>``).
+The agent writes the job script and the attempt's inputs there; the job (the command script, the worker,
+the CRIU wrapper) writes how the attempt ended and what it saw on the way; the agent reads that record
+first and asks the scheduler only to explain a job that ended without one. Job scripts, the worker
+(``metasched.worker``), the CRIU wrapper (``metasched.checkpoint.criu_job``), cooperative checkpoints and
+every agent go through this class, so no file name is spelled anywhere else.
+
+Imports only the standard library and metasched's records at module level: the CRIU wrapper runs it on a
+compute node's own Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metasched.records import TaskId, TaskKind, TaskSpec
+
+if TYPE_CHECKING:
+    from metasched.data.objects import DataContext, DataRef
+    from metasched.data.stores import StoreSpec
+    from metasched.outcomes import TaskOutcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptInputs:
+    """What the worker needs to run an attempt: the task, its function, its dependencies' results."""
+
+    spec: TaskSpec
+    function: bytes | None = None
+    dependency_results: dict[TaskId, bytes] = field(default_factory=dict)
+    data: DataContext | None = None
+    restore: DataRef | None = None  # a cooperative task's saved state to continue from
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExitStatus:
+    """What a command's job script (or the CRIU wrapper) recorded: exit status and wall-clock span."""
+
+    returncode: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointRecord:
+    """A checkpoint archive the CRIU wrapper wrote, adopted into the site's store."""
+
+    ref: DataRef
+    reason: str
+    dump_s: float
+
+
+def parse_exit_status(text: str) -> ExitStatus | None:
+    """Parse ``<rc> <start> <end>``; None if incomplete."""
+    parts = text.split()
+    try:
+        return ExitStatus(returncode=int(parts[0]), elapsed_s=max(0.0, float(parts[2]) - float(parts[1])))
+    except (IndexError, ValueError):
+        return None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class AttemptDir:
+    """One attempt's directory (see the module docstring); cheap to build, does no I/O until asked."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @staticmethod
+    def root(shared_dir: str) -> Path:
+        """Where a site's attempt directories live, in its shared filesystem."""
+        return Path(shared_dir) / ".metasched" / "attempts"
+
+    @classmethod
+    def of(cls, shared_dir: str, attempt_id: str) -> AttemptDir:
+        """The directory of one attempt at a site."""
+        return cls(cls.root(shared_dir) / attempt_id)
+
+    @property
+    def attempt_id(self) -> str:
+        """The attempt this directory belongs to."""
+        return self.path.name
+
+    def create(self) -> AttemptDir:
+        """Make the directory (and its parents) if missing."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def exists(self) -> bool:
+        """Whether the directory is there (a re-attached attempt's must be)."""
+        return self.path.is_dir()
+
+    def __repr__(self) -> str:
+        return f"AttemptDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ files job scripts write
+    @property
+    def script(self) -> Path:
+        """The job script the scheduler runs."""
+        return self.path / "job.sh"
+
+    @property
+    def job_stdout(self) -> Path:
+        """The job's own standard output (the scheduler writes it)."""
+        return self.path / "job.out"
+
+    @property
+    def job_stderr(self) -> Path:
+        """The job's own standard error (the scheduler writes it)."""
+        return self.path / "job.err"
+
+    @property
+    def exit_status_file(self) -> Path:
+        """``<exit status> <start epoch> <end epoch>`` of a command, written atomically when it ends."""
+        return self.path / "exit-status"
+
+    @property
+    def command_stdout(self) -> Path:
+        """A command task's standard output."""
+        return self.path / "cmd.out"
+
+    @property
+    def command_stderr(self) -> Path:
+        """A command task's standard error."""
+        return self.path / "cmd.err"
+
+    @property
+    def warning_file(self) -> Path:
+        """Written when the scheduler warned that the time limit is near (Slurm's USR1)."""
+        return self.path / "walltime-warning"
+
+    @property
+    def claim_marker(self) -> Path:
+        """Made (``mkdir``, atomic) by the first run of the job; a second run of it finds it and stops."""
+        return self.path / "claimed"
+
+    @property
+    def refused_runs_file(self) -> Path:
+        """One line per further run of the job the claim refused: ``<epoch> <job id> <host>``."""
+        return self.path / "refused-runs"
+
+    @property
+    def container_stdout(self) -> Path:
+        """Standard output of the attempt's container (local site, Docker)."""
+        return self.path / "container.out"
+
+    @property
+    def container_stderr(self) -> Path:
+        """Standard error of the attempt's container (local site, Docker)."""
+        return self.path / "container.err"
+
+    @property
+    def container_check_file(self) -> Path:
+        """Written by a container job whose image or Python is unusable on its node."""
+        return self.path / "container-check"
+
+    # ------------------------------------------------------------------ inputs and outcomes
+    def write_inputs(self, inputs: AttemptInputs) -> None:
+        """Store the attempt where the job's worker reads it."""
+        self.create()
+        write_atomically(self.path / "attempt.pkl", pickle.dumps(inputs, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def read_inputs(self) -> AttemptInputs:
+        """The attempt the agent stored."""
+        inputs: AttemptInputs = pickle.loads((self.path / "attempt.pkl").read_bytes())
+        return inputs
+
+    def write_outcome(self, outcome: TaskOutcome) -> None:
+        """The worker's record of how the attempt ended."""
+        write_atomically(self.path / "outcome.pkl", pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def worker_outcome(self) -> TaskOutcome | None:
+        """The outcome the worker wrote, or None (yet)."""
+        try:
+            data = (self.path / "outcome.pkl").read_bytes()
+        except FileNotFoundError:
+            return None
+        outcome: TaskOutcome = pickle.loads(data)
+        return outcome
+
+    def write_exit_status(self, returncode: int, start: float, end: float) -> None:
+        """A command's exit status and span (the CRIU wrapper's; the command script writes its own)."""
+        write_atomically(self.exit_status_file, f"{returncode} {start} {end}\n".encode())
+
+    def exit_status(self) -> ExitStatus | None:
+        """What a command's job recorded, or None until it is complete."""
+        try:
+            return parse_exit_status(self.exit_status_file.read_text())
+        except FileNotFoundError:
+            return None
+
+    def command_outcome(self, spec: TaskSpec, data: DataContext | None) -> TaskOutcome | None:
+        """A command job's outcome from its exit status and output files; None until it is complete.
+
+        A walltime stop is recognised by the exit status of ``timeout`` (124, or 137 after its KILL) and
+        the time the command ran; a big output goes to the site's store like any result.
+        """
+        from metasched.outcomes import command_outcome, store_if_big
+
+        status = self.exit_status()
+        if status is None:
+            return None
+        walltime = spec.resources.walltime_s
+        stopped = (walltime is not None and status.returncode in (124, 137)
+                   and status.elapsed_s >= walltime - 0.5)
+        outcome = command_outcome(spec, returncode=status.returncode, walltime_exceeded=stopped,
+                                  stdout=tail(self.command_stdout, None), stderr=tail(self.command_stderr,
+                                                                                      None))
+        return store_if_big(spec, outcome, data)
+
+    def outcome(self, spec: TaskSpec, data: DataContext | None) -> TaskOutcome | None:
+        """The attempt's own record of how it ended: the worker's (functions), the exit status (commands)."""
+        if spec.kind is TaskKind.COMMAND:
+            return self.command_outcome(spec, data)
+        return self.worker_outcome()
+
+    # ------------------------------------------------------------------ what the job saw
+    def note_walltime_warning(self, at: float) -> None:
+        """Record the scheduler's warning that the time limit is near."""
+        self.warning_file.write_text(f"{at}\n")
+
+    def walltime_warned(self) -> bool:
+        """Whether the scheduler warned the job that its time limit is near."""
+        return self.warning_file.exists()
+
+    def refused_runs(self) -> list[str]:
+        """The further runs of the job that the claim refused (a scheduler ran the job again)."""
+        return [line for line in tail(self.refused_runs_file, None).splitlines() if line.strip()]
+
+    def stderr_tail(self, limit: int = 4000) -> str:
+        """The end of the job's own stderr (why a job ended without a record)."""
+        return tail(self.job_stderr, limit)
+
+    def container_check(self) -> str | None:
+        """What a container job's check on its node found wrong, or None."""
+        try:
+            return self.container_check_file.read_text()
+        except FileNotFoundError:
+            return None
+
+    # ------------------------------------------------------------------ CRIU checkpoints
+    @property
+    def criu_task_file(self) -> Path:
+        """The CRIU wrapper's task: argv, env, working directory, restore archive, time limit."""
+        return self.path / "task.json"
+
+    @property
+    def images_dir(self) -> Path:
+        """CRIU's image directory (dump and restore)."""
+        return self.path / "images"
+
+    @property
+    def checkpoint_archive(self) -> Path:
+        """The archive of a stopping checkpoint (images + working directory)."""
+        return self.path / "checkpoint.tar"
+
+    @property
+    def checkpoint_record_file(self) -> Path:
+        """Size, hash and reason of ``checkpoint_archive``; its presence means the job checkpointed."""
+        return self.path / "checkpoint.json"
+
+    @property
+    def restart_request_file(self) -> Path:
+        """Made by the agent: take a restart point now and keep running."""
+        return self.path / "checkpoint-now"
+
+    @property
+    def restore_timing_file(self) -> Path:
+        """How long unpacking and restoring took (written by the wrapper)."""
+        return self.path / "restore.json"
+
+    @property
+    def restored_pid_file(self) -> Path:
+        """The restored task's pid, as ``criu restore --pidfile`` writes it."""
+        return self.path / "restored.pid"
+
+    def restart_archive(self, number: int) -> Path:
+        """The archive of the n-th restart point (the task kept running)."""
+        return self.path / f"restart-{number}.tar"
+
+    def restart_record_file(self, number: int) -> Path:
+        """The record of the n-th restart point."""
+        return self.path / f"restart-{number}.json"
+
+    def write_criu_task(self, task: dict[str, Any]) -> None:
+        """The CRIU wrapper's task."""
+        self.create()
+        self.criu_task_file.write_text(json.dumps(task))
+
+    def read_criu_task(self) -> dict[str, Any]:
+        """The CRIU wrapper's task."""
+        task: dict[str, Any] = json.loads(self.criu_task_file.read_text())
+        return task
+
+    def write_checkpoint_record(self, path: Path, record: dict[str, Any]) -> None:
+        """A checkpoint's (or restart point's) record, written last and atomically."""
+        write_atomically(path, json.dumps(record).encode())
+
+    def request_restart_point(self) -> None:
+        """Ask the running wrapper for a restart point."""
+        self.restart_request_file.touch()
+
+    def take_restart_request(self) -> bool:
+        """Whether a restart point was asked for (the request is consumed)."""
+        if not self.restart_request_file.exists():
+            return False
+        self.restart_request_file.unlink(missing_ok=True)
+        return True
+
+    def write_criu_error(self, text: str) -> None:
+        """Why the wrapper could not start, restore or checkpoint the task (the attempt fails)."""
+        (self.path / "criu-error").write_text(f"{text}\n")
+
+    def criu_error(self) -> str | None:
+        """The wrapper's fatal error, or None."""
+        try:
+            return (self.path / "criu-error").read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def note_checkpoint_failed(self, text: str) -> None:
+        """A checkpoint failed but the task goes on."""
+        (self.path / "checkpoint-failed").write_text(f"{text}\n")
+
+    def take_checkpoint(self, store: StoreSpec, object_id: str) -> CheckpointRecord | None:
+        """The stopping checkpoint the wrapper wrote, adopted into `store` once (None if there is none)."""
+        from metasched.data.objects import adopt_file
+
+        try:
+            record = json.loads(self.checkpoint_record_file.read_text())
+        except FileNotFoundError:
+            return None
+        ref = adopt_file(str(self.checkpoint_archive), store, object_id=object_id, size=int(record["size"]),
+                         digest=str(record["digest"]))
+        self.checkpoint_record_file.rename(self.path / "checkpoint.json.adopted")
+        return CheckpointRecord(ref=ref, reason=str(record["reason"]), dump_s=float(record["dump_s"]))
+
+    def take_restart_point(self, store: StoreSpec) -> DataRef | None:
+        """The newest restart point the running wrapper took, adopted into `store`; older ones are dropped."""
+        from metasched.data.objects import adopt_file
+
+        notes = sorted(self.path.glob("restart-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+        if not notes:
+            return None
+        for old in notes[:-1]:
+            (self.path / json.loads(old.read_text())["archive"]).unlink(missing_ok=True)
+            old.unlink()
+        record = json.loads(notes[-1].read_text())
+        ref = adopt_file(str(self.path / record["archive"]), store,
+                         object_id=f"{self.attempt_id}.{notes[-1].stem}", size=int(record["size"]),
+                         digest=str(record["digest"]))
+        notes[-1].unlink()
+        return ref
+
+    # ------------------------------------------------------------------ cooperative checkpoints
+    def save_cooperative(self, ref: DataRef) -> None:
+        """Record the state a cooperative task just saved (the agent reports it as a restart point)."""
+        write_atomically(self.path / "coop-checkpoint", pickle.dumps(ref))
+
+    def cooperative_checkpoint(self) -> DataRef | None:
+        """The last state a cooperative task saved, if any."""
+        try:
+            ref: DataRef = pickle.loads((self.path / "coop-checkpoint").read_bytes())
+        except FileNotFoundError:
+            return None
+        return ref
+
+
+def tail(path: Path, limit: int | None = 4000) -> str:
+    """The end of a text file (all of it with limit=None); empty if it cannot be read."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text if limit is None else text[-limit:]

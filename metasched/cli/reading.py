@@ -1,0 +1,176 @@
+"""Commands that read a campaign's journal (also while it runs): status, watch, logs, report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from metasched.cli.app import CampaignArg, app, console, err_console, journal_of
+from metasched.journal import Journal
+
+STATES = ["pending", "ready", "staging", "submitted", "running", "done", "failed", "cancelled"]
+
+
+def counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
+    """Task counts by site and state, and the campaign's name, from a journal (read-only)."""
+    stored = Journal(journal).open(read_only=True)
+    try:
+        return stored.counts(), stored.campaign()
+    finally:
+        stored.close()
+
+
+def totals(by_site: dict[str, dict[str, int]]) -> tuple[int, int, int]:
+    """(done, failed or cancelled, unfinished) over every site of `counts`."""
+    done = sum(by.get("done", 0) for by in by_site.values())
+    failed = sum(by.get("failed", 0) + by.get("cancelled", 0) for by in by_site.values())
+    return done, failed, sum(sum(by.values()) for by in by_site.values()) - done - failed
+
+
+def journal_holds(journal: Path, name: str) -> bool:
+    """True if `journal` already has tasks of campaign `name`."""
+    if not journal.is_file():
+        return False
+    by_site, owner = counts(journal)
+    return owner == name and bool(by_site)
+
+
+def _status_table(journal: Path, by_site: dict[str, dict[str, int]]) -> Table:
+    table = Table(title=f"journal {journal}")
+    table.add_column("site")
+    for state in STATES:
+        table.add_column(state, justify="right")
+    for site, by_state in sorted(by_site.items()):
+        table.add_row(site, *(str(by_state.get(s, 0)) for s in STATES))
+    return table
+
+
+@app.command()
+def watch(
+    campaign: CampaignArg,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """Follow a campaign's per-site counts until every task has finished (Ctrl-C stops watching only)."""
+    from rich.live import Live
+
+    journal = journal_of(campaign)
+    by_site, _ = counts(journal)
+    with Live(_status_table(journal, by_site), console=console, auto_refresh=False) as live:
+        while True:
+            by_site, _ = counts(journal)
+            live.update(_status_table(journal, by_site), refresh=True)
+            if not totals(by_site)[2]:
+                break
+            time.sleep(interval)
+    raise typer.Exit(1 if totals(by_site)[1] else 0)
+
+
+@app.command()
+def logs(
+    campaign: CampaignArg,
+    task: Annotated[str, typer.Argument(help="The task's name (or id).")],
+) -> None:
+    """Print what a finished task left, and what was noted about its attempts.
+
+    A command's stdout and stderr, or the error and its traceback.
+    """
+    journal = journal_of(campaign)
+    stored = Journal(journal).open(read_only=True)
+    try:
+        found = stored.task_named(task)
+        notes = stored.notes_of(found.spec.task_id) if found is not None else []
+    finally:
+        stored.close()
+    if found is None:
+        err_console.print(f"{journal}: no task named {task!r}", style="bold red")
+        raise typer.Exit(2)
+    name = found.spec.name
+    console.print(f"task {name!r} ({found.spec.task_id}): {found.state.value}", style="bold")
+    for note in notes:
+        console.print(f"note (attempt {note.attempt_id} at {note.site}): {note.note}", markup=False)
+    if found.result is not None:
+        from metasched.data.driver import load_result
+
+        try:
+            value = load_result(found.result)
+            value = value.__proxy_wrapped__ if type(value).__name__ == "Proxy" else value
+        except Exception as exc:  # a stored result that was evicted or whose store is unreachable
+            err_console.print(f"the result of {name!r} cannot be read: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        if hasattr(value, "stdout") and hasattr(value, "stderr"):
+            console.print(f"--- exit status {value.returncode}; stdout:", markup=False)
+            console.out(value.stdout, end="", highlight=False)
+            console.print("--- stderr:", markup=False)
+            console.out(value.stderr, end="", highlight=False)
+        else:
+            console.out(repr(value), highlight=False)
+    if found.error is not None:
+        console.out(str(found.error), highlight=False)
+    if found.result is None and found.error is None:
+        console.print("(not finished yet)")
+
+
+@app.command()
+def report(
+    campaign: CampaignArg,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <journal>-report).")]
+    = None,
+) -> None:
+    """Write an HTML report with a Gantt chart, utilization and queue-wait figures."""
+    from metasched.report import write_report
+
+    journal = journal_of(campaign)
+    target = out or journal.with_name(journal.stem + "-report")
+    try:
+        index = write_report(journal, target)
+    except ValueError as exc:
+        err_console.print(str(exc), style="bold red")
+        raise typer.Exit(2) from None
+    console.print(f"report written to {index}")
+
+
+@app.command()
+def status(
+    campaign: Annotated[str | None, typer.Argument(help="A campaign's name or journal; none lists all.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Task counts by site and state, read from a campaign's journal (works while it runs)."""
+    if campaign is None:
+        _list_campaigns(as_json)
+        return
+    journal = journal_of(campaign)
+    by_site, name = counts(journal)
+    failed = totals(by_site)[1]
+    if as_json:
+        typer.echo(json.dumps({"campaign": name, "sites": by_site}))
+    else:
+        console.print(_status_table(journal, by_site))
+    raise typer.Exit(1 if failed else 0)
+
+
+def _list_campaigns(as_json: bool) -> None:
+    from metasched.catalog import known
+
+    rows = []
+    table = Table(title="campaigns started on this machine")
+    for column in ("campaign", "journal", "done", "failed", "unfinished"):
+        table.add_column(column)
+    for name, journal in sorted(known().items()):
+        exists = Path(journal).is_file()
+        by_site = counts(Path(journal))[0] if exists else {}
+        tasks: dict[str, int] = {}
+        for by_state in by_site.values():
+            for state, count in by_state.items():
+                tasks[state] = tasks.get(state, 0) + count
+        rows.append({"campaign": name, "journal": journal, "exists": exists, "tasks": tasks})
+        table.add_row(name, journal + ("" if exists else " (missing)"), *map(str, totals(by_site)))
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        console.print(table)

@@ -1,0 +1,159 @@
+"""How an attempt ended, as a tagged union the scheduler handles with ``match``.
+
+An agent reports exactly one of these per attempt: ``Succeeded`` (the pickled result, or a ref of it in
+the site's store), ``Failed`` (the task's own failure, or one the site reports for it), ``RestoreFailed``
+(the attempt could not continue from its checkpoint: the scheduler falls back to a restart),
+``Lost`` (the site lost the attempt; ``reason`` says how, ``charge_retry`` whether it uses one of the
+task's retries), ``Cancelled`` (metasched stopped it) or ``Checkpointed`` (it stopped with a checkpoint
+the next attempt continues from).
+
+Also here: the one description of a finished command (the same wherever it ran) and of an exit status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cloudpickle
+
+from metasched.records import CommandResult, RemoteFailure, TaskSpec
+
+if TYPE_CHECKING:
+    from metasched.data.objects import DataContext, DataRef
+
+#: How much of a command's stderr a failure carries.
+STDERR_TAIL = 4000
+
+
+class LossReason(enum.Enum):
+    """Why a site lost an attempt (the attempt's journaled reason)."""
+
+    VANISHED = "vanished"  # the scheduler stopped listing the job and it left no outcome
+    DELETED_OUTSIDE = "deleted outside metasched"  # scancel/qdel by a user or an admin
+    NODE_FAILURE = "node failure"
+    SITE_UNAVAILABLE = "site unavailable"  # the server did not answer a submission: placed again
+    STALLED = "stalled"  # waited too long on unusable nodes: withdrawn to run elsewhere
+    KILLED = "killed"  # the job ended by a signal from outside the task, without a result
+    WORKER_DIED = "worker died"  # the process running it died (local site)
+    NEIGHBOUR_STOPPED = "neighbour stopped"  # a packed neighbour was cancelled (local site)
+    SCHEDULER_RESTART = "scheduler restart"  # the scheduler that tracked it is gone
+
+
+class CheckpointReason(enum.Enum):
+    """Why an attempt stopped with a checkpoint."""
+
+    REQUESTED = "requested"  # a migration (or a drain) asked for it
+    WALLTIME = "walltime"  # its time limit was near
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Succeeded:
+    """The task returned: its cloudpickled result (or an encoded ref of it in the site's store)."""
+
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failed:
+    """The task failed, or the site ended it without a result for a reason of the task's."""
+
+    failure: RemoteFailure
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreFailed:
+    """The attempt could not restore the task's checkpoint; the next one starts from scratch."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lost:
+    """The site lost the attempt; the task may run again."""
+
+    reason: LossReason
+    detail: str
+    charge_retry: bool = True  # False when the loss was the site's doing, not the task's
+
+    def describe(self) -> str:
+        """The reason and what the site said, for the journal."""
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancelled:
+    """Metasched stopped the attempt."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpointed:
+    """The attempt stopped with this checkpoint (in the site's store); the next attempt continues it."""
+
+    ref: DataRef
+    reason: CheckpointReason
+    detail: str = ""
+
+
+TaskOutcome = Succeeded | Failed | RestoreFailed | Lost | Cancelled | Checkpointed
+
+
+def failed(error_type: str, message: str, *, traceback: str = "", walltime_exceeded: bool = False) -> Failed:
+    """A failure as the site or the worker reports it."""
+    return Failed(failure=RemoteFailure(error_type=error_type, message=message, traceback=traceback,
+                                        walltime_exceeded=walltime_exceeded))
+
+
+def describe_exit(status: int) -> str:
+    """An exit status in words: a plain status, or the signal that killed the process.
+
+    A shell reports a child killed by signal N as 128 + N (137: SIGKILL, e.g. the out-of-memory killer);
+    PBS reports a job its MoM killed by signal N as 256 + N.
+    """
+    for base in (256, 128):
+        if base < status < base + 65:
+            number = status - base
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                name = f"signal {number}"
+            return f"killed by signal {number} ({name}, exit status {status})"
+    return f"exit status {status}"
+
+
+def command_outcome(spec: TaskSpec, *, returncode: int, stdout: str, stderr: str,
+                    walltime_exceeded: bool = False) -> TaskOutcome:
+    """The outcome of a finished command, the same wherever it ran (a worker, a batch job's script)."""
+    command = spec.command
+    argv = command.argv if command is not None else ()
+    if walltime_exceeded:
+        message = (f"walltime of {spec.resources.walltime_s:g} s exceeded; process group of "
+                   f"{argv[0] if argv else '?'!r} killed")
+        return failed("WalltimeExceeded", message, traceback=stderr[-STDERR_TAIL:], walltime_exceeded=True)
+    if (command is None or command.check) and returncode != 0:
+        return failed("CommandFailed", f"command {list(argv)!r} {_ended(returncode)}",
+                      traceback=stderr[-STDERR_TAIL:])
+    result = CommandResult(argv=argv, returncode=returncode, stdout=stdout, stderr=stderr)
+    return Succeeded(result=cloudpickle.dumps(result))
+
+
+def _ended(returncode: int) -> str:
+    if returncode < 0:  # subprocess: killed by signal -returncode
+        return describe_exit(128 - returncode)
+    said = describe_exit(returncode)
+    return f"was {said}" if said.startswith("killed") else f"exited with status {returncode}"
+
+
+def store_if_big(spec: TaskSpec, outcome: TaskOutcome, data: DataContext | None) -> TaskOutcome:
+    """Put a result bigger than the threshold in the site's store; the outcome then carries its ref."""
+    if data is None or not isinstance(outcome, Succeeded) or len(outcome.result) <= data.threshold:
+        return outcome
+    from metasched.data.objects import encode_ref, put_blob
+
+    ref = put_blob(data.store, outcome.result, object_id=spec.task_id)
+    return dataclasses.replace(outcome, result=encode_ref(ref))

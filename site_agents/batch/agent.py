@@ -1,0 +1,391 @@
+"""The batch agent: one job per attempt at any batch scheduler, through its dialect.
+
+Attempts are job scripts in the site's shared filesystem (``metasched.attempt_dir``), written by a
+launcher and submitted a few at a time. Each poll asks the scheduler once about every job, on the agent's
+own thread: a server that does not answer (Slurm commands retry for ~9 s) never holds up the scheduler
+and its other sites for more than ``POLL_WAIT_S`` per step, and a site whose status has not answered for
+``SLOW_S`` gets no new jobs. A site with no jobs is probed every ``IDLE_PROBE_S`` (listing its nodes),
+so a dead server is noticed before work is sent there. The attempt's own record of how it ended comes
+first; the scheduler's word (its listing, then its accounting) only explains a job that ended without
+one (``explain``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from metasched.attempt_dir import AttemptDir
+from metasched.errors import SiteAgentError
+from metasched.outcomes import LossReason, Lost, Succeeded, failed
+from metasched.records import AttemptId, Capability, CheckpointKind, SiteLoad, SiteName, TaskSpec
+from metasched.sites.base import AttemptUpdate, Submission
+from site_agents.batch import explain
+from site_agents.batch.config import BatchSite
+from site_agents.batch.dialect import Capacity, Dialect, JobRequest, JobState, JobStatus, with_header
+from site_agents.batch.jobs import BatchJob
+from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers, time_limit_s, warning_lead_s
+from site_agents.batch.rounds import Answer, Deletions, status_round
+from site_agents.runner import CommandRunner
+
+log = logging.getLogger(__name__)
+
+SUBMIT_THREADS = 4  # submissions in flight at once (each is a round trip to the server)
+POLL_WAIT_S = 0.25  # how long one poll waits for the status command
+# A status round unanswered this long (3 poll intervals, at least SLOW_MIN_S, at most SLOW_S): no new jobs
+# until it answers. A server that is shutting down may accept connections and answer none for a while.
+SLOW_S = 3.0
+SLOW_MIN_S = 1.0
+IDLE_PROBE_S = 2.0  # a site without jobs is still probed this often
+NODES_REFRESH_S = 30.0  # how often the nodes (down, drained, back) are read again
+OUTCOME_GRACE_POLLS = 3  # a finished job's record may appear a little later on a shared filesystem
+SMOOTHING = 0.2
+
+
+def job_name(site: str, attempt_id: str) -> str:
+    """The scheduler's job name of an attempt: unique, and starts with a letter (as PBS requires)."""
+    return f"ms-{site}-{attempt_id}"
+
+
+class BatchAgent:
+    """Submits each attempt as a batch job and tracks them all with one status call per poll."""
+
+    def __init__(self, config: BatchSite, dialect: Dialect, *, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.dialect = dialect
+        self.runner = CommandRunner(site=config.name, env={**config.environment, **(env or {})},
+                                    timeout_s=config.command_timeout_s, login=config.login)
+        self.available = True
+        self.unavailable_reason = ""
+        self.user = ""
+        self._jobs: dict[AttemptId, BatchJob] = {}
+        self._pending: list[AttemptUpdate] = []
+        self._capacity = Capacity(total_cores=0, max_cores_per_node=0, nodes=0, usable_nodes=0)
+        self._launchers: Launchers | None = None
+        self._capabilities: frozenset[Capability] = frozenset()
+        self._answered_again_at = -explain.OUTAGE_GRACE_S
+        self._last_poll = 0.0
+        self._last_nodes = 0.0
+        self._mean_run_s = 0.0
+        self._submitter = ThreadPoolExecutor(max_workers=SUBMIT_THREADS,
+                                             thread_name_prefix=f"submit-{config.name}")
+        self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"status-{config.name}")
+        self._round: Future[Answer] | None = None
+        self._round_since = 0.0
+
+    @property
+    def name(self) -> SiteName:
+        """The site this agent serves."""
+        return SiteName(self.config.name)
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Check the site answers, learn who we are there and its nodes, stage the worker."""
+        if not os.path.isdir(self.config.shared_dir):
+            raise SiteAgentError(f"site {self.config.name}: shared_dir {self.config.shared_dir} is not a "
+                                 "directory.", site=self.config.name)
+        self.dialect.prepare(self.runner.run)
+        self.user = self._whoami()
+        capacity = self.dialect.parse_nodes(self.runner.run(self.dialect.nodes_argv()))
+        if capacity is None or capacity.usable_nodes == 0:
+            said = capacity.detail if capacity is not None else "the server did not answer"
+            raise SiteAgentError(f"site {self.config.name}: no node can take jobs ({said}). Check that the "
+                                 f"{self.dialect.name} server is up and the login and environment reach it.",
+                                 site=self.config.name, transient=capacity is None)
+        self._capacity, self._last_nodes = capacity, time.monotonic()
+        AttemptDir.root(self.config.shared_dir).mkdir(parents=True, exist_ok=True)
+        self._launchers = site_launchers(self.config, self.dialect)
+        self._capabilities = self._offered(self._launchers)
+
+    def _whoami(self) -> str:
+        """The user the site's commands run as (through the login prefix: maybe not ours here)."""
+        out = self.runner.run(["id", "-un"])
+        user = out.stdout.strip().splitlines()[-1] if out.ok and out.stdout.strip() else ""
+        if not user:
+            raise SiteAgentError(f"site {self.config.name}: cannot tell which user its commands run as "
+                                 f"({out.describe()}).", site=self.config.name, transient=True)
+        return user
+
+    def close(self) -> None:
+        """Delete every job still queued or running."""
+        live = [job.job_id for job in self._jobs.values()]
+        if live:
+            try:
+                self.runner.run(self.dialect.delete_argv(live))
+            except SiteAgentError as exc:
+                log.warning("could not delete jobs at %s: %s", self.config.name, exc)
+        self._jobs.clear()
+        self._submitter.shutdown(wait=True)
+        self._poller.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------------------ submit
+    def submit(self, submissions: Sequence[Submission]) -> None:
+        """Write each attempt to the shared filesystem and submit it (a few submissions in parallel)."""
+        if self._launchers is None:
+            raise SiteAgentError(f"site {self.config.name}: agent not started.", site=self.config.name)
+        for sub, (job, update) in zip(submissions, self._submitter.map(self._submit_one, submissions),
+                                      strict=True):
+            if job is not None:
+                self._jobs[sub.attempt_id] = job
+            self._pending.append(update)
+
+    def _submit_one(self, sub: Submission) -> tuple[BatchJob | None, AttemptUpdate]:
+        assert self._launchers is not None  # noqa: S101  (checked by submit)
+        attempt = AttemptDir.of(self.config.shared_dir, sub.attempt_id).create()
+        request = self._request(sub.spec, attempt)
+        try:
+            launcher = self._launchers.for_(sub.spec)
+            header = self.dialect.header(request)
+            attempt.script.write_text(with_header(launcher.write(sub, attempt), header))
+        except (LaunchRefused, ValueError) as exc:
+            kind = exc.error_type if isinstance(exc, LaunchRefused) else "SubmitError"
+            return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(kind, str(exc)))
+        try:
+            out = self.runner.run(self.dialect.submit_argv(request, header))
+        except SiteAgentError as exc:  # timed out or cannot run: this attempt only, at no cost
+            return None, self._refused_at_no_cost(sub.attempt_id, str(exc))
+        job_id = self.dialect.parse_submitted(out) if out.ok else None
+        if job_id is None and not out.ok and self.dialect.unreachable(out):
+            return None, self._refused_at_no_cost(sub.attempt_id, out.describe())
+        if job_id is None:
+            said = " ".join(f"{out.stderr} {out.stdout}".split())  # some print their errors on stdout
+            return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(
+                "SubmitError", f"{out.argv[0]} at site {self.config.name} refused task {sub.spec.name!r} "
+                f"(exit {out.returncode}): {said[-600:]}"))
+        data = sub.data
+        job = BatchJob(attempt_id=sub.attempt_id, spec=sub.spec, job_id=job_id, attempt=attempt,
+                       launcher=launcher,
+                       store=(data.store if data is not None else None) or self.config.store
+                       or self.config.default_store(), submitted_at=time.monotonic(), data=data,
+                       restoring=sub.restore is not None)
+        return job, AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id)
+
+    def _request(self, spec: TaskSpec, attempt: AttemptDir) -> JobRequest:
+        walltime = spec.resources.walltime_s
+        lead = warning_lead_s(walltime, self.config.signal_lead_s) if walltime is not None else None
+        return JobRequest(spec=spec, name=job_name(self.config.name, attempt.attempt_id), attempt=attempt,
+                          limit_s=time_limit_s(spec), warning_lead_s=lead)
+
+    def _refused_at_no_cost(self, attempt_id: AttemptId, reason: str) -> AttemptUpdate:
+        """The server did not answer: the attempt is placed again (anywhere) without a retry charged."""
+        self.mark_unavailable(reason)
+        return AttemptUpdate(attempt_id=attempt_id, outcome=Lost(
+            reason=LossReason.SITE_UNAVAILABLE, detail=f"site {self.config.name}: {reason}",
+            charge_retry=False))
+
+    # ------------------------------------------------------------------------------ poll
+    def poll(self) -> list[AttemptUpdate]:
+        """At most once per poll_interval: the status round's answer, then each job's record and status."""
+        updates, self._pending = self._pending, []
+        now = time.monotonic()
+        if self._round is None:
+            busy = bool(self._jobs) or not self.available
+            interval = self.config.poll_interval if busy else max(self.config.poll_interval, IDLE_PROBE_S)
+            if now - self._last_poll < interval:
+                return updates
+            self._last_poll = self._round_since = now
+            nodes_due = not self.available or now - self._last_nodes >= NODES_REFRESH_S
+            asked = [(j.job_id, j.missing_polls) for j in self._jobs.values()]
+            self._round = self._poller.submit(status_round, self.dialect, self.runner.run, self.user, asked,
+                                              nodes_due)
+        try:
+            answer = self._round.result(timeout=POLL_WAIT_S)
+        except FutureTimeout:
+            return updates  # a slow or unreachable server: look again at the next step
+        except SiteAgentError as exc:
+            self._round = None
+            self.mark_unavailable(str(exc))
+            return updates
+        self._round = None
+        if answer.statuses is None:
+            self.mark_unavailable(answer.problem)
+            return updates
+        if not self.available:
+            log.warning("site %s answers again", self.config.name)
+            self._answered_again_at = now
+        self.available, self.unavailable_reason = True, ""
+        if answer.capacity is not None:
+            self._take_capacity(answer.capacity, now)
+        delete = Deletions()
+        for job in list(self._jobs.values()):
+            status = self._ours(job, answer.statuses.get(self.dialect.status_key(job.job_id)))
+            update = self._check(job, status, answer, delete)
+            if update is not None:
+                updates.append(update)
+                if update.outcome is not None:
+                    del self._jobs[job.attempt_id]
+        if delete.ids:
+            self.runner.run(self.dialect.delete_argv(delete.ids))
+        for argv in self.dialect.delete_by_name_argvs(delete.names) if delete.names else []:
+            self.runner.run(argv)
+        return updates
+
+    def _take_capacity(self, capacity: Capacity, now: float) -> None:
+        if capacity.usable_nodes != self._capacity.usable_nodes:
+            log.warning("site %s: %d of %d nodes take jobs %s", self.config.name, capacity.usable_nodes,
+                        capacity.nodes, capacity.detail)
+        self._capacity, self._last_nodes = capacity, now
+
+    def _ours(self, job: BatchJob, status: JobStatus | None) -> JobStatus | None:
+        """The status listed under the job's id, unless it names another job.
+
+        A server that lost its state gives our job's id to another.
+        """
+        if status is not None and status.name and status.name != job_name(self.config.name, job.attempt_id):
+            return None
+        return status
+
+    def _check(self, job: BatchJob, status: JobStatus | None, answer: Answer,
+               delete: Deletions) -> AttemptUpdate | None:
+        note = self._notes(job, status)
+        outcome = job.launcher.outcome(job)
+        if outcome is not None:
+            if isinstance(outcome, Succeeded):
+                self._mean_run_s += SMOOTHING * (time.monotonic() - job.submitted_at - self._mean_run_s)
+            return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id, note=note)
+        update = self._explain(job, status, answer, delete)
+        saved = job.launcher.progress(job) if update is None or update.outcome is None else None
+        if update is None and (saved is not None or note):
+            return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id, checkpoint=saved, note=note)
+        if update is not None and (saved is not None or note):
+            return AttemptUpdate(attempt_id=update.attempt_id, native_id=job.job_id, running=update.running,
+                                 outcome=update.outcome, checkpoint=saved, note=note)
+        return update
+
+    def _notes(self, job: BatchJob, status: JobStatus | None) -> str:
+        """What is worth recording about the job although it changes nothing: runs the claim refused."""
+        notes = []
+        refused = job.attempt.refused_runs()
+        if len(refused) > job.refused_runs:
+            notes += [f"the scheduler ran {job.where} again; run refused by the attempt's claim ({line})"
+                      for line in refused[job.refused_runs:]]
+            job.refused_runs = len(refused)
+        if status is not None and status.run_count is not None and status.run_count > job.run_count_noted:
+            notes.append(f"the scheduler reports {job.where} started {status.run_count} times")
+            job.run_count_noted = status.run_count
+        for line in notes:
+            log.warning("site %s: %s", self.config.name, line)
+        return "; ".join(notes)
+
+    def _explain(self, job: BatchJob, status: JobStatus | None, answer: Answer,
+                 delete: Deletions) -> AttemptUpdate | None:
+        """What the scheduler's word means for a job that has left no record (yet)."""
+        site, now = self.config.name, time.monotonic()
+        after_outage = now - self._answered_again_at < explain.OUTAGE_GRACE_S
+        if status is None:
+            job.missing_polls += 1
+            accounted = self._ours(job, answer.accounted.get(job.job_id))
+            if accounted is not None and accounted.state is JobState.FINISHED:
+                return explain.ended(job, accounted, site, ran_s=self._ran(job, now),
+                                     after_outage=after_outage)
+            if job.missing_polls >= self.config.vanish_after_polls:
+                # By its unique name, not its id: the server may have given the id to another job. A lost
+                # job must not keep running beside its task's next attempt.
+                delete.names.append(job_name(self.config.name, job.attempt_id))
+                return explain.vanished(job, site, polls=job.missing_polls, after_outage=after_outage)
+            return None
+        job.missing_polls = 0
+        if status.state is not JobState.STALLED:
+            job.stalled_since = None
+        match status.state:
+            case JobState.STALLED:
+                job.stalled_since = job.stalled_since or now
+                self._last_nodes = -NODES_REFRESH_S  # the site likely lost its nodes: read them again now
+                if now - job.stalled_since < self.config.stall_after_s:
+                    return None
+                delete.ids.append(job.job_id)
+                return explain.stalled(job, status, site, now - job.stalled_since)
+            case JobState.HELD:
+                delete.ids.append(job.job_id)
+                return explain.held(job, status, site, answer.hold_reasons.get(status.job_id, ""))
+            case JobState.RUNNING if job.started_at is None:
+                job.started_at = now
+                return AttemptUpdate(attempt_id=job.attempt_id, running=True, native_id=job.job_id)
+            case JobState.FINISHED:
+                job.finished_polls += 1
+                if job.finished_polls < OUTCOME_GRACE_POLLS:
+                    return None
+                return explain.ended(job, status, site, ran_s=self._ran(job, now), after_outage=after_outage)
+        return None
+
+    @staticmethod
+    def _ran(job: BatchJob, now: float) -> float | None:
+        return None if job.started_at is None else now - job.started_at
+
+    def mark_unavailable(self, reason: str) -> None:
+        """No new work until the server answers again."""
+        if self.available:
+            log.warning("site %s unavailable: %s", self.config.name, reason)
+        self.available, self.unavailable_reason = False, reason
+
+    # ------------------------------------------------------------------ cancel, checkpoint, reattach
+    def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
+        """Delete the jobs of these attempts in one call."""
+        jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs]
+        for job in jobs:
+            job.cancelled = True
+        if jobs:
+            self.runner.run(self.dialect.delete_argv([j.job_id for j in jobs]))
+
+    def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool = True) -> list[AttemptId]:
+        """Ask running checkpointable jobs to checkpoint and stop (USR2 to their batch shell).
+
+        With stop=False: take a restart point and go on (CRIU jobs only: a request their wrapper watches).
+        """
+        jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs and self._jobs[a].spec.checkpoint]
+        if not stop:
+            jobs = [j for j in jobs if j.spec.checkpoint is CheckpointKind.CRIU]
+            for job in jobs:
+                job.attempt.request_restart_point()
+            return [j.attempt_id for j in jobs]
+        argv = self.dialect.signal_argv([j.job_id for j in jobs], "USR2") if jobs else None
+        if argv is None:
+            return []
+        out = self.runner.run(argv)
+        if not out.ok:
+            raise SiteAgentError(f"site {self.config.name}: could not signal jobs for a checkpoint: "
+                                 f"{out.describe()}", site=self.config.name, transient=True)
+        return [j.attempt_id for j in jobs]
+
+    def reattach(self, attempt_id: AttemptId, spec: TaskSpec, native_id: str) -> bool:
+        """Track a job an earlier scheduler submitted; the next polls resolve it like any other."""
+        attempt = AttemptDir.of(self.config.shared_dir, attempt_id)
+        if not attempt.exists() or self._launchers is None:
+            return False
+        self._jobs[attempt_id] = BatchJob(
+            attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt,
+            launcher=self._launchers.for_(spec), store=self.config.store or self.config.default_store(),
+            submitted_at=time.monotonic())
+        return True
+
+    # ------------------------------------------------------------------------------ load
+    def load(self) -> SiteLoad:
+        """Capacity as last listed; no free room while the server does not answer (or is slow to)."""
+        inflight = len(self._jobs)
+        capacity = self._capacity
+        patience = min(SLOW_S, max(SLOW_MIN_S, 3 * self.config.poll_interval))
+        slow = self._round is not None and time.monotonic() - self._round_since > patience
+        accepting = self.available and capacity.usable_nodes > 0 and not slow
+        backlog = max(0, inflight - capacity.total_cores)
+        return SiteLoad(
+            site=self.name, total_cores=capacity.total_cores, max_cores_per_task=capacity.max_cores_per_node,
+            max_memory_mb=capacity.max_memory_mb, gpus=self.config.gpus_per_node,
+            nodes=capacity.nodes, inflight=inflight,
+            max_inflight=self.config.max_jobs if accepting else inflight,
+            est_wait_s=backlog * self._mean_run_s / max(1, capacity.total_cores),
+            capabilities=self._capabilities)
+
+    def _offered(self, launchers: Launchers) -> frozenset[Capability]:
+        """Checkpoints where jobs can be signalled (CRIU: with a checkpoint_dir), containers if configured."""
+        offered: set[Capability] = set()
+        if self.dialect.signal_argv(["0"], "USR2") is not None:
+            offered.add(Capability.CHECKPOINT_COOPERATIVE)
+        if launchers.criu is not None:
+            offered.add(Capability.CHECKPOINT_CRIU)
+        if launchers.apptainer is not None:
+            offered.add(Capability.CONTAINER_APPTAINER)
+        return frozenset(offered)

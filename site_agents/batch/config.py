@@ -1,0 +1,106 @@
+"""The configuration every batch site shares (a base of SlurmSite, PBSSite, GridEngineSite): data only."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import KW_ONLY, dataclass, field
+from typing import ClassVar, Literal
+
+from metasched.data.stores import FileStore, StoreSpec
+from metasched.errors import ConfigurationError
+from metasched.sites.schema import (
+    FORBID_EXTRA,
+    AbsolutePath,
+    NonEmptyArgv,
+    NonNegativeInt,
+    OptionalAbsolutePath,
+    PositiveFloat,
+    PositiveInt,
+    StoreOption,
+    check_fields,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSite:
+    """Fields of every batch site (see each kind's class for its own).
+
+    Args:
+        name: the site's name within the campaign.
+        shared_dir: a directory this machine and the compute nodes share (same path on both); attempts,
+            their outputs and the staged worker live under ``<shared_dir>/.metasched``.
+        login: an argv prefix that runs the site's client programs on a submit host, passing the rest
+            of the argv through unchanged (e.g. ``("docker", "exec", "-i", "login1")``); default: this
+            machine's client programs. Variables of `environment` are handed on with ``env``.
+        environment: variables the client programs need (``SGE_ROOT``, ``PBS_SERVER``...).
+        mode: "batch" (one job per attempt); "pilot" is not available yet.
+        max_jobs: the most jobs metasched keeps queued or running at this site.
+        poll_interval: seconds between status calls (one call per interval, whatever the task count).
+        gpus_per_node: GPUs a node offers (for feasibility; asked for per task as the dialect says).
+        python: the Python on the compute nodes (same minor version as this machine's).
+        worker_pythonpath: where compute nodes import metasched from; default a copy staged in
+            shared_dir (metasched and the worker's libraries are pure Python or CPython 3.11 wheels).
+        vanish_after_polls: polls a job may be missing from the scheduler's listing (and accounting),
+            without an outcome record, before it is declared VANISHED and its task placed again.
+        command_timeout_s: timeout of each scheduler command.
+        stall_after_s: seconds a job may wait on nodes that are down, drained or held before metasched
+            withdraws it and places the task again, at no cost to its retries.
+        store: where results bigger than the campaign's data threshold go; default a file store in
+            ``<shared_dir>/.metasched/store``.
+        signal_lead_s: seconds before the time limit at which the scheduler warns a job (USR1), where
+            it can (Slurm); checkpointable tasks checkpoint then.
+        checkpoint_dir: where ``checkpoint="criu"`` tasks get their working directories, at the same
+            absolute path on every site a task may migrate between; None: no CRIU tasks here. Offered
+            where the scheduler can signal a job (see docs/checkpointing.md).
+        criu: the CRIU command on the compute nodes.
+        container_runtimes: ``("apptainer",)`` when the compute nodes run ``apptainer`` for tasks with
+            ``container=ms.Image(..., sif=...)`` (see docs/containers.md).
+        apptainer: how a job runs an image: the argv before ``--bind ... IMAGE COMMAND``.
+    """
+
+    __pydantic_config__ = FORBID_EXTRA
+    kind: ClassVar[str] = "batch"
+    name: str
+    _: KW_ONLY
+    shared_dir: AbsolutePath
+    login: tuple[str, ...] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+    mode: Literal["batch"] = "batch"
+    max_jobs: PositiveInt = 100
+    poll_interval: PositiveFloat = 1.0
+    gpus_per_node: NonNegativeInt = 0
+    python: str = "python3"
+    worker_pythonpath: str | None = None
+    vanish_after_polls: PositiveInt = 5
+    command_timeout_s: PositiveFloat = 30.0
+    stall_after_s: PositiveFloat = 120.0
+    store: StoreOption = None
+    signal_lead_s: NonNegativeInt = 60
+    checkpoint_dir: OptionalAbsolutePath = None
+    criu: str = "criu"
+    container_runtimes: tuple[Literal["apptainer"], ...] = ()
+    apptainer: NonEmptyArgv = ("apptainer", "--quiet", "exec")
+
+    def __post_init__(self) -> None:
+        for name in ("login", "container_runtimes", "apptainer"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "environment", dict(self.environment))
+        if self.login and os.path.basename(self.login[0]) in ("ssh", "rsh"):
+            raise ConfigurationError(
+                f"{self.kind} site {self.name}: login through {self.login[0]} is not supported yet: ssh "
+                "joins the command into a shell string on the other side, so arguments would be re-split and "
+                "interpreted there. Use a prefix that passes the argv through unchanged (docker exec, "
+                "kubectl exec --, sudo -u USER), or run metasched on the cluster's login node.")
+        if self.mode != "batch":
+            raise ConfigurationError(f"{self.kind} site {self.name}: mode={self.mode!r} is not available "
+                                     "yet; "
+                                     "use mode='batch'.")
+        check_fields(self)
+
+    def local_paths(self) -> list[tuple[str, str, str]]:
+        """The shared directory must exist here (this machine is the site's login node or shares its FS)."""
+        return [("shared_dir", self.shared_dir, "directory")]
+
+    def default_store(self) -> StoreSpec:
+        """A file store in the shared directory (every compute node sees it)."""
+        return FileStore(os.path.join(self.shared_dir, ".metasched", "store"))

@@ -1,0 +1,62 @@
+"""A submitted attempt as the batch agent tracks it, and the launcher seam it was started through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from metasched.attempt_dir import AttemptDir
+from metasched.data.objects import DataContext, DataRef
+from metasched.data.stores import StoreSpec
+from metasched.outcomes import TaskOutcome
+from metasched.records import AttemptId, TaskSpec
+from metasched.sites.base import Submission
+
+
+class Launcher(Protocol):
+    """How an attempt starts inside its allocation, and how to read the records only it writes.
+
+    ``write`` stores the attempt's inputs and returns its job script (without directives); ``outcome``
+    reads how the attempt ended (None until it has); ``progress`` a restart point a running attempt took
+    since the last look (None if none).
+    """
+
+    def write(self, sub: Submission, attempt: AttemptDir) -> str:
+        """The job script of `sub` (its inputs written to `attempt`)."""
+        ...
+
+    def outcome(self, job: BatchJob) -> TaskOutcome | None:
+        """The attempt's own record of how it ended, if it has ended."""
+        ...
+
+    def progress(self, job: BatchJob) -> DataRef | None:
+        """A new restart point of the running attempt, if it took one."""
+        ...
+
+
+@dataclass(slots=True, kw_only=True)
+class BatchJob:
+    """One submitted attempt and what the agent has seen of it."""
+
+    attempt_id: AttemptId
+    spec: TaskSpec
+    job_id: str
+    attempt: AttemptDir
+    launcher: Launcher
+    store: StoreSpec  # where its big results and checkpoints go
+    submitted_at: float
+    data: DataContext | None = None
+    restoring: bool = False  # continues from a checkpoint
+    cancelled: bool = False  # metasched deleted it
+    started_at: float | None = None
+    missing_polls: int = 0  # polls in a row the status did not list it
+    finished_polls: int = 0  # polls it was listed finished without an outcome record
+    stalled_since: float | None = None
+    last_saved: str = ""  # the last cooperative checkpoint reported
+    refused_runs: int = 0  # further runs of the job the claim refused (reported once each)
+    run_count_noted: int = 1  # the highest run count the scheduler reported and was noted
+
+    @property
+    def where(self) -> str:
+        """``job 123`` (for messages that add ``at site X``)."""
+        return f"job {self.job_id}"

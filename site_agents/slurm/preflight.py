@@ -1,0 +1,85 @@
+"""``metasched sites check`` of a Slurm site: its configuration and client, then the batch checks.
+
+Slurm's own words decide the fix: a missing slurm.conf, a client that cannot authenticate with the
+site's munge, or a controller that does not answer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from metasched.sites.kind import Check
+from site_agents.batch.preflight import batch_preflight
+from site_agents.runner import CommandOutput, CommandRunner
+from site_agents.slurm.agent import slurm_agent
+from site_agents.slurm.config import SlurmSite
+from site_agents.slurm.dialect import SlurmDialect
+
+_FIXES = (
+    (("cannot stat", "could not open", "no such file"),
+     "slurm_conf does not name a readable slurm.conf on the "
+     "side that runs the Slurm commands (this machine, or the login node with login=)"),
+    (("munge", "authentication"), "this client cannot authenticate with the site's munge: run the commands "
+     "where the site's munged runs (login=), or use the site's munge key"),
+    (("unable to contact", "connection refused", "socket timed out"), "the controller does not answer: check "
+     "that slurmctld runs (scontrol ping) and is reachable from where the commands run"),
+)
+
+
+def explain_failure(out: CommandOutput) -> str:
+    """The fix for a Slurm command that failed, from Slurm's own words."""
+    said = (out.stderr + out.stdout).lower()
+    for markers, fix in _FIXES:
+        if any(marker in said for marker in markers):
+            return fix
+    return "check that the controller named in slurm_conf is up (scontrol ping) and the partition exists"
+
+
+def preflight(site: SlurmSite) -> Iterator[Check]:
+    """Every check of one Slurm site (see the module docstring)."""
+    agent = slurm_agent(site)
+    runner = agent.runner
+    if site.slurm_conf and not site.login and not Path(site.slurm_conf).is_file():
+        yield Check(site=site.name, check="slurm_conf", passed=False,
+                    detail=f"{site.slurm_conf} does not exist",
+                    fix="point slurm_conf at the cluster's slurm.conf")
+        return
+    if site.slurm_conf and site.login and not runner.run(["test", "-r", site.slurm_conf]).ok:
+        yield Check(site=site.name, check="slurm_conf", passed=False,
+                    detail=f"{site.slurm_conf} is not readable on the login side ({' '.join(site.login)})",
+                    fix="give the login node's own path of slurm.conf, or leave slurm_conf out")
+        return
+    if not site.login and shutil.which("sinfo") is None:
+        yield Check(site=site.name, check="client", passed=False, detail="no Slurm client (sinfo) on PATH",
+                    fix="install the Slurm client of the cluster's release on this machine, or set login")
+        return
+    assert isinstance(agent.dialect, SlurmDialect)  # noqa: S101  (built just above)
+    yield from batch_preflight(site, agent.dialect, runner, explain=explain_failure,
+                               extra=lambda: _associations(site, runner),
+                               probe=SlurmDialect(site=site.name).nodes_argv())
+
+
+def _associations(site: SlurmSite, runner: CommandRunner) -> Iterator[Check]:
+    if site.partition:
+        part = runner.run(["sinfo", "--noheader", f"--partition={site.partition}", "--format=%P"])
+        found = part.ok and part.stdout.strip() != ""
+        yield Check(site=site.name, check="partition", passed=found,
+                    detail=f"partition {site.partition!r} " + ("exists" if found else "not found"),
+                    fix="" if found else "use one of the partitions `sinfo --summarize` lists")
+    for kind, value in (("account", site.account), ("qos", site.qos)):
+        if value:
+            yield _association(runner, site.name, kind, value)
+
+
+def _association(runner: CommandRunner, site: str, kind: str, value: str) -> Check:
+    out = runner.run(["sacctmgr", "--noheader", "--parsable2", "show", kind, value, "format=name"])
+    said = (out.stderr + out.stdout).lower()
+    if not out.ok and ("accounting storage is disabled" in said or "accounting_storage plugin" in said):
+        return Check(site=site, check=kind, passed=True, detail=f"{kind} {value!r} not checked: the site "
+                     "has no accounting (Slurm will check it at submission)")
+    found = out.ok and value in out.stdout.split()
+    return Check(site=site, check=kind, passed=found, detail=f"{kind} {value!r} " + (
+        "exists" if found else f"not found ({out.describe() if not out.ok else 'no such entry'})"),
+        fix="" if found else f"use one that `sacctmgr show {kind}` lists for you")
