@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import images  # noqa: E402  (ci/images.py)
+import sitecontainers as containers  # noqa: E402  (ci/sitecontainers.py: docker-py)
 
 ROOT = Path("/var/tmp/metasched-sites")
 READY_TIMEOUT_S = 60.0
@@ -48,13 +47,6 @@ class GESiteInfo:
         return ["docker", "exec", "-i", self.container]
 
 
-def _run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    if check and out.returncode != 0:
-        raise SiteError(f"{' '.join(argv[:3])}... exited {out.returncode}: {out.stderr.strip()[:400]}")
-    return out
-
-
 def up(name: str, *, slots: int = 4) -> GESiteInfo:
     """Bring a site up (or confirm it is up) and return its description once the cell takes jobs."""
     image = images.ensure_gridengine().tag
@@ -63,32 +55,29 @@ def up(name: str, *, slots: int = 4) -> GESiteInfo:
     shared.mkdir(parents=True, exist_ok=True)
     info = GESiteInfo(name=name, container=f"metasched-ge-{name}", shared_dir=str(shared), slots=slots,
                       image=image)
-    state = _run(["docker", "inspect", "--format", "{{.State.Running}} {{.Config.Image}}", info.container],
-                 check=False)
-    if state.returncode == 0 and state.stdout.split() == ["true", image] and _ready(info):
+    existing = containers.state(info.container)
+    if existing is not None and (existing.state, existing.image) == ("running", image) and _ready(info):
         return info
-    _run(["docker", "rm", "-f", info.container], check=False)
-    _run(["docker", "run", "-d", "--init", "--name", info.container, "--hostname", f"ge-{name}",
-          "--network", "none", "--volume", f"{shared}:{shared}", image, str(slots)])
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not _ready(info):
-        if time.monotonic() > deadline:
-            logs = _run(["docker", "logs", "--tail", "30", info.container], check=False)
-            raise SiteError(f"Grid Engine site {name!r} not ready after {READY_TIMEOUT_S:.0f} s:\n"
-                            f"{logs.stdout}{logs.stderr}")
-        time.sleep(0.3)
+    containers.remove([info.container])
+    try:
+        containers.run(info.container, image, [str(slots)], labels={"metasched.gridengine": name},
+                       network="none", volumes=[f"{shared}:{shared}"], hostname=f"ge-{name}")
+    except containers.ContainerError as exc:
+        raise SiteError(str(exc)) from exc
+    if not containers.wait_for(lambda: _ready(info), timeout_s=READY_TIMEOUT_S):
+        raise SiteError(f"Grid Engine site {name!r} not ready after {READY_TIMEOUT_S:.0f} s:\n"
+                        f"{containers.logs(info.container, tail=30)}")
     (directory / "site.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
     return info
 
 
 def _ready(info: GESiteInfo) -> bool:
-    logs = _run(["docker", "logs", info.container], check=False)
-    return "gridengine: ready" in logs.stdout
+    return "gridengine: ready" in containers.logs(info.container)
 
 
 def down(name: str) -> None:
     """Remove the site's container (the shared directory is kept)."""
-    _run(["docker", "rm", "-f", f"metasched-ge-{name}"], check=False)
+    containers.remove([f"metasched-ge-{name}"])
 
 
 def main(argv: list[str]) -> int:

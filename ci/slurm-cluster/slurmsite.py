@@ -39,7 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import images  # noqa: E402  (ci/images.py, found through the path set just above)
+import images  # noqa: E402  (ci/images.py)
+import sitecontainers as containers  # noqa: E402  (ci/sitecontainers.py: docker-py)
 
 DEFAULT_ROOT = Path("/var/tmp/metasched-sites")
 FIRST_PORT = 16800
@@ -259,17 +260,9 @@ def _container_name(site: str, role: str) -> str:
     return f"metasched-slurm-{role}" if role.startswith(f"{site}-") else f"metasched-slurm-{site}-{role}"
 
 
-def _site_containers(name: str) -> list[dict[str, str]]:
-    """Containers labelled for this site: name, state, image."""
-    proc = _run(
-        ["docker", "ps", "-a", "--filter", f"label={LABEL}={name}",
-         "--format", "{{.Names}}\t{{.State}}\t{{.Image}}"],
-    )
-    rows = []
-    for line in proc.stdout.splitlines():
-        cname, state, image = line.split("\t")
-        rows.append({"name": cname, "state": state, "image": image})
-    return rows
+def _site_containers(name: str) -> list[containers.Container]:
+    """Containers labelled for this site."""
+    return containers.labelled(LABEL, name)
 
 
 def _prepare_directory(info: SiteInfo, *, fresh: bool) -> None:
@@ -297,26 +290,22 @@ def _prepare_directory(info: SiteInfo, *, fresh: bool) -> None:
 
 
 def _start_container(info: SiteInfo, role: str, *args: str) -> None:
-    compute = [] if role == "controller" else [
-        # CRIU (checkpointing command tasks) needs only these, with `criu --unprivileged`; Docker 20.10
-        # rejects CAP_CHECKPOINT_RESTORE and --privileged fails on this host.
-        "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
-        # the same absolute path on every site, for checkpointed tasks' working directories
-        "--volume", f"{info.directory}/scratch:{SCRATCH}",
-        # Apptainer mounts SIF images with squashfuse (in a user namespace: `exec --userns`)
-        *(["--device", "/dev/fuse"] if info.flavor == "sid" else []),
-    ]
-    _run(
-        [
-            "docker", "run", "--detach", "--init", "--network", "host",
-            "--name", _container_name(info.name, role),
-            "--label", f"{LABEL}={info.name}",
-            "--label", f"metasched.role={role}",
-            "--volume", f"{info.directory}:{info.directory}",
-            *compute,
-            info.image, *args,
-        ]
-    )
+    compute = role != "controller"
+    try:
+        containers.run(
+            _container_name(info.name, role), info.image, args,
+            labels={LABEL: info.name, "metasched.role": role},
+            volumes=[f"{info.directory}:{info.directory}",
+                     # the same absolute path on every site, for checkpointed tasks' working directories
+                     *([f"{info.directory}/scratch:{SCRATCH}"] if compute else [])],
+            # CRIU (checkpointing command tasks) needs only these, with `criu --unprivileged`; Docker 20.10
+            # rejects CAP_CHECKPOINT_RESTORE and --privileged fails on this host.
+            cap_add=["SYS_ADMIN"] if compute else [],
+            security_opt=["seccomp=unconfined"] if compute else [],
+            # Apptainer mounts SIF images with squashfuse (in a user namespace: `exec --userns`)
+            devices=["/dev/fuse"] if compute and info.flavor == "sid" else [])
+    except containers.ContainerError as exc:
+        raise SiteError(str(exc)) from exc
 
 
 def _log_tail(info: SiteInfo, lines: int = 25) -> str:
@@ -325,9 +314,8 @@ def _log_tail(info: SiteInfo, lines: int = 25) -> str:
         text = log.read_text(errors="replace").splitlines()[-lines:]
         chunks.append(f"--- {log} (last {len(text)} lines)\n" + "\n".join(text))
     for c in _site_containers(info.name):
-        if c["state"] != "running":
-            out = _run(["docker", "logs", "--tail", str(lines), c["name"]], check=False)
-            chunks.append(f"--- docker logs {c['name']} ({c['state']})\n{out.stdout}{out.stderr}")
+        if c.state != "running":
+            chunks.append(f"--- docker logs {c.name} ({c.state})\n{containers.logs(c.name, tail=lines)}")
     return "\n".join(chunks)
 
 
@@ -437,7 +425,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
              "torque": images.ensure_torque_wrappers, "trixie": images.ensure_slurm_trixie}[flavor]().tag
     existing = directory / "site.json"
     info: SiteInfo | None = SiteInfo.load(existing) if existing.exists() else None
-    running = [c for c in _site_containers(name) if c["state"] == "running"]
+    running = [c for c in _site_containers(name) if c.state == "running"]
     if (
         not fresh
         and info is not None
@@ -445,7 +433,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         and len(info.node_ports) == nodes
         and (info.min_job_age, info.slurmd_timeout, info.flavor) == (min_job_age, slurmd_timeout, flavor)
         and len(running) == nodes + 1
-        and all(c["image"] == image for c in running)
+        and all(c.image == image for c in running)
     ):
         wait_ready(info)
         return info
@@ -480,9 +468,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
 def down(name: str, *, purge: bool = False) -> None:
     """Remove a site's containers; with purge, its directory too (logs, state, shared files)."""
     directory = _site_dir(name)
-    containers = [c["name"] for c in _site_containers(name)]
-    if containers:
-        _run(["docker", "rm", "--force", *containers], timeout=120)
+    containers.remove([c.name for c in _site_containers(name)])
     if purge and directory.exists():
         shutil.rmtree(directory)
 
@@ -491,13 +477,13 @@ def status(name: str) -> str:
     """A human-readable status: containers, and sinfo from the login node."""
     directory = _site_dir(name)
     lines = [f"site {name}: {directory}"]
-    containers = _site_containers(name)
-    if not containers:
+    running = _site_containers(name)
+    if not running:
         lines.append("  no containers (site is down)")
-    for c in containers:
-        lines.append(f"  {c['name']}: {c['state']} ({c['image']})")
+    for c in running:
+        lines.append(f"  {c.name}: {c.state} ({c.image})")
     info_file = directory / "site.json"
-    if info_file.exists() and containers:
+    if info_file.exists() and running:
         info = SiteInfo.load(info_file)
         lines.append(f"  SLURM_CONF={info.slurm_conf}  controller 127.0.0.1:{info.controller_port}")
         proc = _run(info.client(["sinfo", "--Node", "--long"]), env=info.client_env(), check=False)
