@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALL_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit test-integration matrix venv lint typecheck system engine images \
+.PHONY: demo test test-unit test-integration wheel matrix venv lint typecheck system engine images \
         sites-up sites-down docs clean
 
 demo: venv
@@ -16,12 +16,17 @@ demo: venv
 test: images lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# Fast tier: no Docker, no Slurm sites.
+# Fast tier: no Docker, no Slurm sites, no wheel built.
 test-unit: lint typecheck
-	$(VENV)/bin/pytest -m "not slurm and not docker" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not slurm and not docker and not wheel" $(PYTEST_ARGS)
 
 test-integration: images venv
-	$(VENV)/bin/pytest -m "slurm or docker" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "slurm or docker or wheel" $(PYTEST_ARGS)
+
+# The wheel as a user gets it: built, installed into a fresh virtualenv, a campaign run from it (also part
+# of `make test`, as tests/integration/test_wheel.py).
+wheel: venv
+	$(VENV)/bin/pytest -m wheel $(PYTEST_ARGS)
 
 # The scheduler test matrix: the conformance suite and fault injection against every containerized
 # scheduler; rewrites docs/test-matrix.md and docs/test-matrix.json (exit 1 if a cell failed).

@@ -1,0 +1,95 @@
+"""A site kind from outside metasched (tests/data/external-kind), installed as a user would install one:
+a campaign file, `sites check` and the contract suite run against it through metasched's own CLI, with
+no change to metasched (the kind is found through its entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.wheel, pytest.mark.ray]
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "tests" / "data" / "external-kind"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The package installed (pip, through its entry point) into a directory put on PYTHONPATH."""
+    target = tmp_path_factory.mktemp("external-kind")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                           str(target), str(PACKAGE)], capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(target.glob("metasched_subproc_site-*.dist-info/entry_points.txt"))
+    return {**os.environ, "PYTHONPATH": str(target)}
+
+
+def metasched(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "metasched", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+
+
+def campaign_file(directory: Path) -> Path:
+    work = directory / "work"
+    work.mkdir()
+    path = directory / "c.toml"
+    path.write_text(f"""
+[campaign]
+name = "external-{os.getpid()}"
+
+[[sites]]
+kind = "subproc"
+name = "procs"
+work_dir = "{work}"
+slots = 2
+
+[[tasks]]
+name = "echo-{{x}}"
+command = ["python3", "-c", "print({{x}})"]
+sweep = {{ x = [1, 2, 3, 4] }}
+""")
+    return path
+
+
+def test_a_campaign_file_and_sites_check_use_the_installed_kind(installed: dict[str, str], tmp_path: Path
+                                                                  ) -> None:
+    path = campaign_file(tmp_path)
+    checked = metasched(installed, "config", "check", str(path), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "1 site(s), 4 task(s)" in checked.stdout
+    sites = metasched(installed, "sites", "check", str(path), cwd=tmp_path)
+    assert sites.returncode == 0, sites.stdout + sites.stderr
+    assert "work_dir" in sites.stdout
+    bad = path.read_text().replace("slots = 2", "slots = 0\ncolour = 1")
+    (tmp_path / "bad.toml").write_text(bad)
+    refused = metasched(installed, "config", "check", str(tmp_path / "bad.toml"), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "sites[0].slots: Input should be greater than or equal to 1" in refused.stderr
+    assert "sites[0].colour: Extra inputs are not permitted" in refused.stderr
+    ran = metasched(installed, "run", "--headless", str(path), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    journal = next(tmp_path.glob("external-*.db"))
+    status = metasched(installed, "status", "--json", str(journal), cwd=tmp_path)
+    assert json.loads(status.stdout)["sites"] == {"procs": {"done": 4}}
+    unknown = metasched({**installed, "PYTHONPATH": ""}, "config", "check", str(path), cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "no installed package provides the site kind 'subproc'" in unknown.stderr
+
+
+def test_the_contract_suite_passes_on_the_installed_kind(installed: dict[str, str], tmp_path: Path) -> None:
+    path = campaign_file(tmp_path)
+    out = tmp_path / "matrix.md"
+    matrix = metasched(installed, "testmatrix", "--sites", str(path), "--root", str(ROOT), "--markdown",
+                       str(out), cwd=ROOT)
+    assert matrix.returncode == 0, matrix.stdout[-4000:] + matrix.stderr[-4000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    [row] = report["rows"]
+    outcomes = {column: cell["outcome"] for column, cell in row["cells"].items() if cell["outcome"] != "n/a"}
+    assert outcomes == dict.fromkeys(outcomes, "pass")
+    assert len(outcomes) == 6
+    assert f"against the sites of {path}" in out.read_text()
