@@ -110,8 +110,8 @@ class Campaign:
         self._client = SchedulerClient(
             name=name, journal=self.journal_path, sites=self.sites, address=address, policy=policy,
             object_store_mb=object_store_mb, data=self.data, resume=_resume, on_event=self._resolve,
-            on_refused=self._refused, on_failure=self._fail_all)
-        self._client.finished = lambda: all(f.done() for f in self._futures.values())
+            on_refused=self._refused, on_failure=self._fail_all,
+            finished=lambda: all(f.done() for f in self._futures.values()))
 
     # -------------------------------------------------------------------------------- lifecycle
     @classmethod

@@ -231,10 +231,6 @@ class AttemptDir:
         """Record the scheduler's warning that the time limit is near."""
         self.warning_file.write_text(f"{at}\n")
 
-    def walltime_warned(self) -> bool:
-        """Whether the scheduler warned the job that its time limit is near."""
-        return self.warning_file.exists()
-
     def refused_runs(self) -> list[str]:
         """The further runs of the job that the claim refused (a scheduler ran the job again)."""
         return [line for line in tail(self.refused_runs_file, None).splitlines() if line.strip()]
@@ -298,6 +294,15 @@ class AttemptDir:
         """The CRIU wrapper's task."""
         self.create()
         self.criu_task_file.write_text(json.dumps(task))
+
+    def restores(self) -> bool:
+        """Whether this attempt continues from a checkpoint (a CRIU restore, or a cooperative state)."""
+        if self.criu_task_file.exists():
+            return bool(self.read_criu_task().get("restore"))
+        try:
+            return self.read_inputs().restore is not None
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return False
 
     def read_criu_task(self) -> dict[str, Any]:
         """The CRIU wrapper's task."""

@@ -46,7 +46,7 @@ class SchedulerClient:
     def __init__(self, *, name: str, journal: Path, sites: Sequence[Any], address: str | None, policy: str,
                  object_store_mb: int, data: DataSettings, resume: bool,
                  on_event: Callable[[TaskEvent], None], on_refused: Callable[[TaskId, str], None],
-                 on_failure: Callable[[BaseException], None]) -> None:
+                 on_failure: Callable[[BaseException], None], finished: Callable[[], bool]) -> None:
         self.name = name
         self.journal = journal
         self.sites = list(sites)
@@ -56,6 +56,7 @@ class SchedulerClient:
         self.data = data
         self.resume = resume
         self._on_event, self._on_refused, self._on_failure = on_event, on_refused, on_failure
+        self._finished = finished  # every future the driver holds is resolved (the event thread may stop)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._flushed = threading.Condition(self._lock)
@@ -65,7 +66,6 @@ class SchedulerClient:
         self._actor: Any = None
         self._threads: list[threading.Thread] = []
         self.error: BaseException | None = None
-        self.finished: Callable[[], bool] = lambda: True  # set by the campaign: every future is done
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -204,7 +204,7 @@ class SchedulerClient:
 
     def _event_loop(self) -> None:
         cursor = 0
-        while not (self._closing and self.finished()):
+        while not (self._closing and self._finished()):
             try:
                 cursor, events = self.call("events", cursor, EVENT_POLL_S)
             except Exception as exc:

@@ -12,6 +12,7 @@ one (``explain``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
-from metasched.outcomes import LossReason, Lost, Succeeded, failed
+from metasched.outcomes import LossReason, Lost, failed
 from metasched.records import AttemptId, Capability, CheckpointKind, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import explain
@@ -244,17 +245,14 @@ class BatchAgent:
         note = self._notes(job, status)
         outcome = job.launcher.outcome(job)
         if outcome is not None:
-            if isinstance(outcome, Succeeded):
-                self._mean_run_s += SMOOTHING * (time.monotonic() - job.submitted_at - self._mean_run_s)
+            self._mean_run_s += SMOOTHING * (time.monotonic() - job.submitted_at - self._mean_run_s)
             return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id, note=note)
         update = self._explain(job, status, answer, delete)
         saved = job.launcher.progress(job) if update is None or update.outcome is None else None
-        if update is None and (saved is not None or note):
-            return AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id, checkpoint=saved, note=note)
-        if update is not None and (saved is not None or note):
-            return AttemptUpdate(attempt_id=update.attempt_id, native_id=job.job_id, running=update.running,
-                                 outcome=update.outcome, checkpoint=saved, note=note)
-        return update
+        if saved is None and not note:
+            return update
+        return dataclasses.replace(update or AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id),
+                                   checkpoint=saved, note=note)
 
     def _notes(self, job: BatchJob, status: JobStatus | None) -> str:
         """What is worth recording about the job although it changes nothing: runs the claim refused."""
@@ -356,10 +354,14 @@ class BatchAgent:
         attempt = AttemptDir.of(self.config.shared_dir, attempt_id)
         if not attempt.exists() or self._launchers is None:
             return False
+        try:
+            launcher = self._launchers.for_(spec)
+        except LaunchRefused:  # the site no longer runs such tasks (its configuration changed)
+            return False
         self._jobs[attempt_id] = BatchJob(
-            attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt,
-            launcher=self._launchers.for_(spec), store=self.config.store or self.config.default_store(),
-            submitted_at=time.monotonic())
+            attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt, launcher=launcher,
+            store=self.config.store or self.config.default_store(), submitted_at=time.monotonic(),
+            restoring=attempt.restores())
         return True
 
     # ------------------------------------------------------------------------------ load

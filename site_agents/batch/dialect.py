@@ -12,6 +12,7 @@ an exception.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -186,5 +187,5 @@ def check_header(spec: TaskSpec, lines: Sequence[str], scheduler: str) -> None:
 
 def hhmmss(seconds: float) -> str:
     """A time limit as PBS writes it, rounded up to the second (``01:02:03``)."""
-    total = int(-(-seconds // 1))
+    total = math.ceil(seconds)
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"

@@ -11,7 +11,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,9 +273,6 @@ class Launchers:
             return self.criu
         return self.command if spec.kind is TaskKind.COMMAND else self.worker
 
-    def all(self) -> Sequence[Launcher]:
-        """Every launcher this site has."""
-        return [x for x in (self.worker, self.command, self.apptainer, self.criu) if x is not None]
 
 
 def site_launchers(config: BatchSite, dialect: Dialect) -> Launchers:
