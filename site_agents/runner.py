@@ -3,12 +3,20 @@
 Scheduler-specific modules build argv lists and parse output (pure functions); this runner does the I/O
 and turns "could not run it at all" (missing binary, timeout) into a transient ``SiteAgentError``.
 Every call is counted per program name, so tests can check how many scheduler commands a poll costs.
+
+A client that retries on its own (a Slurm command without its configuration, or refused by munge,
+retries for up to a minute) is stopped at the first line of stderr holding one of `give_up_on`: the
+caller gets the client's own words at once instead of a timeout that hides them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import selectors
+import signal
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,8 +58,9 @@ class CommandRunner:
     """
 
     def __init__(self, *, site: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0,
-                 login: Sequence[str] = ()) -> None:
+                 login: Sequence[str] = (), give_up_on: Sequence[str] = ()) -> None:
         self.site = site
+        self.give_up_on = tuple(give_up_on)
         base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
         self.env = {**base, **(env or {})}
         self.timeout_s = timeout_s
@@ -59,26 +68,74 @@ class CommandRunner:
         self._forwarded = [f"{key}={value}" for key, value in (env or {}).items()]
         self.calls: Counter[str] = Counter()
 
-    def run(self, argv: Sequence[str], *, timeout_s: float | None = None, input_text: str | None = None
-            ) -> CommandOutput:
-        """Run `argv` (never through a shell) and return its output; raise only if it could not run."""
+    def run(self, argv: Sequence[str], *, timeout_s: float | None = None) -> CommandOutput:
+        """Run `argv` (never through a shell) and return its output; raise only if it could not run.
+
+        A command stopped at a line of `give_up_on` returns exit status -1 with what it printed so far.
+        """
         program = os.path.basename(argv[0])
         self.calls[program] += 1
         full = [*self.login, "env", *self._forwarded, *argv] if self.login else list(argv)
+        limit = timeout_s or self.timeout_s
         try:
-            proc = subprocess.run(
-                full, capture_output=True, text=True, env=self.env,
-                timeout=timeout_s or self.timeout_s, input=input_text, check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise SiteAgentError(
-                f"site {self.site}: {program} did not answer within {exc.timeout:.0f} s.",
-                site=self.site, transient=True,
-            ) from exc
+            proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=self.env, start_new_session=True)
         except OSError as exc:
             raise SiteAgentError(
                 f"site {self.site}: cannot run {program}: {exc.strerror}. Is the scheduler's client "
                 "installed on this machine?", site=self.site, transient=False,
             ) from exc
-        return CommandOutput(argv=tuple(argv), returncode=proc.returncode, stdout=proc.stdout,
-                             stderr=proc.stderr)
+        stdout, stderr, ended = self._collect(proc, time.monotonic() + limit)
+        said = stderr.decode(errors="replace")
+        if ended == "timed out":
+            raise SiteAgentError(f"site {self.site}: {program} did not answer within {limit:.0f} s"
+                                 + (f"; it said: {said.strip()[-500:]}" if said.strip() else "."),
+                                 site=self.site, transient=True)
+        return CommandOutput(argv=tuple(argv), returncode=-1 if ended == "gave up" else int(proc.returncode),
+                             stdout=stdout.decode(errors="replace"), stderr=said)
+
+    def _collect(self, proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bytes, str]:
+        """What the command prints, and how it ended.
+
+        "exited", "gave up" (a line of `give_up_on`) or "timed out"; the last two are killed, with their
+        process group.
+        """
+        assert proc.stdout is not None  # noqa: S101  (piped by run)
+        assert proc.stderr is not None  # noqa: S101
+        names = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
+        chunks: dict[int, list[bytes]] = {1: [], 2: []}
+        ended = "exited"
+        with selectors.DefaultSelector() as selector:
+            for fd in names:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map() and ended == "exited":
+                left = deadline - time.monotonic()
+                ready = selector.select(timeout=left) if left > 0 else []
+                if not ready:
+                    ended = "timed out"
+                for key, _ in ready:
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        selector.unregister(key.fd)
+                    chunks[names[key.fd]].append(data)
+                    if names[key.fd] == 2 and data and self._gives_up(b"".join(chunks[2])):
+                        ended = "gave up"
+        if ended == "exited":
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                ended = "timed out"
+        if ended != "exited":
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+        return b"".join(chunks[1]), b"".join(chunks[2]), ended
+
+    def _gives_up(self, stderr: bytes) -> bool:
+        """Whether a complete line of stderr holds a marker of `give_up_on`."""
+        if not self.give_up_on:
+            return False
+        lines = stderr.decode(errors="replace").rpartition("\n")[0]
+        return any(marker in lines for marker in self.give_up_on)

@@ -59,7 +59,8 @@ class BatchAgent:
         self.config = config
         self.dialect = dialect
         self.runner = CommandRunner(site=config.name, env={**config.environment, **(env or {})},
-                                    timeout_s=config.command_timeout_s, login=config.login)
+                                    timeout_s=config.command_timeout_s, login=config.login,
+                                    give_up_on=dialect.give_up_on)
         self.available = True
         self.unavailable_reason = ""
         self.user = ""
@@ -91,9 +92,10 @@ class BatchAgent:
                                  "directory.", site=self.config.name)
         self.dialect.prepare(self.runner.run)
         self.user = self._whoami()
-        capacity = self.dialect.parse_nodes(self.runner.run(self.dialect.nodes_argv()))
+        listed = self.runner.run(self.dialect.nodes_argv())
+        capacity = self.dialect.parse_nodes(listed)
         if capacity is None or capacity.usable_nodes == 0:
-            said = capacity.detail if capacity is not None else "the server did not answer"
+            said = capacity.detail if capacity is not None else listed.describe()
             raise SiteAgentError(f"site {self.config.name}: no node can take jobs ({said}). Check that the "
                                  f"{self.dialect.name} server is up and the login and environment reach it.",
                                  site=self.config.name, transient=capacity is None)

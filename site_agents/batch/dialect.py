@@ -99,6 +99,11 @@ class Dialect(Protocol):
         """The scheduler's name, for messages ("Slurm", "Grid Engine"...)."""
         ...
 
+    @property
+    def give_up_on(self) -> tuple[str, ...]:
+        """Client error lines after which waiting is pointless (the client would only retry, then fail)."""
+        ...
+
     def prepare(self, run: Callable[[list[str]], CommandOutput]) -> None:
         """Learn what the dialect must know of the site once, at start (e.g. whether sacct answers)."""
         ...

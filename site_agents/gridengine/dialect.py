@@ -25,6 +25,7 @@ class GridEngine:
     project: str | None = None
     pe: str = "smp"
     name: str = "Grid Engine"
+    give_up_on: tuple[str, ...] = ()
 
     def prepare(self, run: Callable[[list[str]], CommandOutput]) -> None:
         """Nothing to learn at start."""

@@ -41,6 +41,8 @@ def quoted_path(path: str) -> str:
 class PBSFamily:
     """The parts of a PBS dialect that do not depend on the flavour (a base of OpenPBS and Torque)."""
 
+    give_up_on: tuple[str, ...] = ()
+
     def __init__(self, *, queue: str | None = None, account: str | None = None) -> None:
         self.queue = queue
         self.account = account

@@ -19,6 +19,8 @@ from site_agents.slurm import parsers
 
 _UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
                 "Connection refused", "Transport endpoint")
+# A Slurm client retries these for up to 60 s before it gives up: its first line says all there is to say.
+GIVE_UP_ON = ("cannot stat file", "Munge encode failed", "failed to fetch config")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,6 +33,7 @@ class SlurmDialect:
     qos: str | None = None
     accounting: bool | None = None  # sacct answers (slurmdbd); None: asked at start
     name: str = "Slurm"
+    give_up_on: tuple[str, ...] = GIVE_UP_ON
 
     def prepare(self, run: Callable[[list[str]], CommandOutput]) -> None:
         """Ask the controller whether it keeps accounting in slurmdbd (unless the site said)."""

@@ -17,14 +17,16 @@ from site_agents.slurm.agent import slurm_agent
 from site_agents.slurm.config import SlurmSite
 from site_agents.slurm.dialect import SlurmDialect
 
-_FIXES = (
-    (("cannot stat", "could not open", "no such file"),
-     "slurm_conf does not name a readable slurm.conf on the "
-     "side that runs the Slurm commands (this machine, or the login node with login=)"),
+_FIXES = (  # the first that matches wins: the munge messages name a missing file too
     (("munge", "authentication"), "this client cannot authenticate with the site's munge: run the commands "
      "where the site's munged runs (login=), or use the site's munge key"),
+    (("cannot stat file", "could not open", "failed to fetch config"), "slurm_conf does not name a readable "
+     "slurm.conf on the side that runs the Slurm commands (this machine, or the login node with login=)"),
     (("unable to contact", "connection refused", "socket timed out"), "the controller does not answer: check "
      "that slurmctld runs (scontrol ping) and is reachable from where the commands run"),
+    (("zero bytes were transmitted",), "the controller closed the connection: this client's munge key is "
+     "likely not the site's (slurm.conf's AuthInfo names another munged's socket), or slurmctld is "
+     "restarting; run the commands where the site's munged runs (login=), or use the site's munge key"),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,36 @@ command = ["true"]
     assert CliRunner().invoke(app, ["sites", "check", str(path)]).exit_code == 0
     path.write_text(body.replace("{extra}", 'partition = "gpu"'))
     assert CliRunner().invoke(app, ["sites", "check", str(path)]).exit_code == 1
+
+
+def test_a_client_slurm_refuses_answers_at_once_with_slurms_words_and_the_fix(alpha: slurmsite.SiteInfo,
+                                                                             tmp_path: Path) -> None:
+    """Without the site's munge (or with another site's key), and with a slurm.conf missing where the
+    commands run, Slurm's client retries for up to a minute; sites check answers within seconds instead."""
+    conf = Path(alpha.slurm_conf).read_text()
+    socket = f"{alpha.directory}/munge/munged.sock"
+    cases = {
+        "no munge": (conf.replace(socket, "/nonexistent/munged.sock"), "Munge encode failed", "munge"),
+        "another site's key": (conf.replace(socket, socket.replace("/alpha/", "/beta/")),
+                               "Zero Bytes were transmitted", "munge key is likely not the site's"),
+    }
+    for case, (text, said, fix) in cases.items():
+        path = tmp_path / f"{case.replace(' ', '-')}.conf"
+        path.write_text(text)
+        started = time.monotonic()
+        [check] = check_site(ms.SlurmSite("alpha", slurm_conf=str(path), shared_dir=alpha.shared_dir))
+        assert time.monotonic() - started < 10, case
+        assert (check.check, check.passed) == ("reachable", False), case
+        assert said in check.detail, (case, check)
+        assert fix in check.fix, (case, check)
+    # A slurm.conf missing on the login side: the client would retry for 60 s; the agent gives up at once.
+    from site_agents.slurm import slurm_agent
+
+    agent = slurm_agent(ms.SlurmSite("alpha", slurm_conf="/nonexistent/slurm.conf",
+                                     shared_dir=alpha.shared_dir,
+                                     login=("env",)))
+    started = time.monotonic()
+    with pytest.raises(ms.SiteAgentError, match="cannot stat file /nonexistent/slurm.conf"):
+        agent.start()
+    assert time.monotonic() - started < 10
+    agent.close()
