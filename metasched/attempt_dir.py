@@ -216,8 +216,8 @@ class AttemptDir:
         stopped = (walltime is not None and status.returncode in (124, 137)
                    and status.elapsed_s >= walltime - 0.5)
         outcome = command_outcome(spec, returncode=status.returncode, walltime_exceeded=stopped,
-                                  stdout=tail(self.command_stdout, None), stderr=tail(self.command_stderr,
-                                                                                      None))
+                                  stdout=tail(self.command_stdout, None),
+                                  stderr=tail(self.command_stderr, None))
         return store_if_big(spec, outcome, data)
 
     def outcome(self, spec: TaskSpec, data: DataContext | None) -> TaskOutcome | None:

@@ -89,10 +89,10 @@ class SchedulerClient:
             raise ConfigurationError(f"campaign {self.name!r} is already running (Ray actor "
                                      f"{actor_name(self.name)!r}); close it first or use another name.")
         actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(SchedulerActor)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self._actor = actor_cls.options(
             name=actor_name(self.name), namespace=NAMESPACE, lifetime="non_detached",
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
-                                                               soft=False),
+            scheduling_strategy=here,
         ).remote(journal_path=str(self.journal), sites=self.sites, policy=self.policy, resume=self.resume,
                  data=self.data)
         try:

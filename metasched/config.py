@@ -240,7 +240,7 @@ def check_data(data: dict[str, Any], path: Path, text: str = "") -> LoadedCampai
                           tasks=tasks, dependencies=dependencies)
 
 
-def _site(index: int, table: dict[str, Any], report: Callable[[tuple[str | int, ...], str], None]) -> Any:
+def _site(index: int, table: dict[str, Any], report: Report) -> Any:
     """One ``[[sites]]`` table as its kind's config record (None if it is bad: its problems reported)."""
     where: tuple[str | int, ...] = ("sites", index)
     kind = table.get("kind")
@@ -279,8 +279,10 @@ def _summary(path: Path, problems: list[str]) -> str:
     return f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems)
 
 
-def _check_semantics(spec: CampaignFile, sites: list[Any], report: Callable[[tuple[str | int, ...], str],
-                                                                            None]
+Report = Callable[[tuple[str | int, ...], str], None]
+
+
+def _check_semantics(spec: CampaignFile, sites: list[Any], report: Report
                      ) -> tuple[list[ExpandedTask], dict[str, list[str]]]:
     site_names = [str(table.get("name")) for table in spec.sites]
     for i, name in enumerate(site_names):

@@ -202,8 +202,8 @@ class Journal:
         rows = db.execute(
             "SELECT id, kind, task_name, target FROM requests WHERE handled IS NULL ORDER BY id").fetchall()
         if rows:
-            db.executemany("UPDATE requests SET handled = ? WHERE id = ?", [(time.time(),
-                                                                             r[0]) for r in rows])
+            now = time.time()
+            db.executemany("UPDATE requests SET handled = ? WHERE id = ?", [(now, r[0]) for r in rows])
         return [Request(request_id=int(rid), kind=RequestKind(kind), task_name=name, target=target)
                 for rid, kind, name, target in rows]
 

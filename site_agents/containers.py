@@ -61,8 +61,8 @@ def run_in_docker(packed: bytes) -> bytes:
 
 
 def _run(site: str, spec: TaskSpec, function: bytes | None, dependency_results: Mapping[TaskId, bytes],
-         data: DataContext | None, attempt: AttemptDir, pythonpath: str, binds: tuple[str,
-                                                                                      ...]) -> TaskOutcome:
+         data: DataContext | None, attempt: AttemptDir, pythonpath: str, binds: tuple[str, ...]
+         ) -> TaskOutcome:
     assert spec.container is not None  # noqa: S101  (only container specs come here)
     image = spec.container
     ref = image.source(ContainerRuntime.DOCKER) or image.name

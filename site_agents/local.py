@@ -271,8 +271,8 @@ class LocalAgent:
         # shared the pack; a lone attempt whose worker died is charged a retry.
         charge = len(pack.attempt_ids) == 1 and not pack.cancelled
         why = LossReason.NEIGHBOUR_STOPPED if pack.cancelled else LossReason.WORKER_DIED
-        return AttemptUpdate(attempt_id=attempt_id, outcome=Lost(reason=why, detail=reason,
-                                                                 charge_retry=charge))
+        lost = Lost(reason=why, detail=reason, charge_retry=charge)
+        return AttemptUpdate(attempt_id=attempt_id, outcome=lost)
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Force-cancel the Ray tasks of these attempts (kills their worker processes if running).

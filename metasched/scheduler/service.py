@@ -194,8 +194,8 @@ class SchedulerService(CheckpointRequests):
             case RestoreFailed(message=message):
                 applied = self._restore_failed(update.attempt_id, record, site, message)
             case Failed() as failed:
-                applied = core.attempt_failed(update.attempt_id, task_error(record.spec, site,
-                                                                            record.attempts, failed))
+                error = task_error(record.spec, site, record.attempts, failed)
+                applied = core.attempt_failed(update.attempt_id, error)
         if applied:
             self._ended_attempts.append(attempt)
 

@@ -128,9 +128,8 @@ class ApptainerLauncher:
             cwd = command.cwd if command is not None and command.cwd else str(attempt.path)
             wrap = [*self.apptainer, "--bind", scripts.binds([str(attempt.path), cwd, *bind]), "--pwd", cwd,
                     sif]
-            body = scripts.command_body(attempt, sub.spec, wrap=wrap,
-                                        precheck=scripts.missing_image_check(attempt, sif,
-                                                                             "record 127; exit 127"))
+            precheck = scripts.missing_image_check(attempt, sif, "record 127; exit 127")
+            body = scripts.command_body(attempt, sub.spec, wrap=wrap, precheck=precheck)
             return scripts.script(attempt, sub.spec, what=f"command task in {image.name}", body=body)
         attempt.write_inputs(_inputs(sub))
         body = scripts.apptainer_python_body(attempt, apptainer=self.apptainer, sif=sif, python=image.python,

@@ -65,10 +65,9 @@ def q(value: object) -> str:
 def script(attempt: AttemptDir, spec: TaskSpec, *, what: str, body: str, path: str = PATH) -> str:
     """A whole job script (without directives): the prologue with the run-once claim, then `body`."""
     return PROLOGUE.format(
-        attempt_id=attempt.attempt_id, what=what, task_name=spec.name.replace("\n",
-                                                                              " "), task_id=spec.task_id,
-        path=path, attempt_dir=q(attempt.path), claim=q(attempt.claim_marker), job_id=JOB_ID,
-        refused=q(attempt.refused_runs_file)) + body
+        attempt_id=attempt.attempt_id, what=what, task_name=spec.name.replace("\n", " "),
+        task_id=spec.task_id, path=path, attempt_dir=q(attempt.path), claim=q(attempt.claim_marker),
+        job_id=JOB_ID, refused=q(attempt.refused_runs_file)) + body
 
 
 def python_module_body(attempt: AttemptDir, *, module: str, python: str, pythonpath: str) -> str:

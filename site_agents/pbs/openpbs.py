@@ -98,10 +98,9 @@ class OpenPBS(PBSFamily):
         if not out.ok:
             return None
         nodes = [n for n in (_json(out.stdout).get("nodes") or {}).values() if isinstance(n, dict)]
-        usable = [_int((n.get("resources_available") or {}).get("ncpus")) for n in nodes
-                  if _usable(str(n.get("state", "")))]
-        down = [f"{n.get('Mom', '?')} {n.get('state')}" for n in nodes if not _usable(str(n.get("state",
-                                                                                                "")))]
+        up = [n for n in nodes if _usable(str(n.get("state", "")))]
+        usable = [_int((n.get("resources_available") or {}).get("ncpus")) for n in up]
+        down = [f"{n.get('Mom', '?')} {n.get('state')}" for n in nodes if n not in up]
         return Capacity(total_cores=sum(usable), max_cores_per_node=max(usable, default=0), nodes=len(nodes),
                         usable_nodes=len(usable), detail=f"({', '.join(down)})" if down else "")
 
