@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "ci"))
 sys.path.insert(0, str(ROOT / "ci" / "slurm-cluster"))
 sys.path.insert(0, str(ROOT / "ci" / "gridengine"))
+sys.path.insert(0, str(ROOT / "ci" / "torque-wrappers"))
 
 import gesite  # noqa: E402  (ci/gridengine/gesite.py)
 import slurmsite  # noqa: E402  (ci/slurm-cluster/slurmsite.py)
+import torquesite  # noqa: E402  (ci/torque-wrappers/torquesite.py)
 
 SITE_NAMES = ("alpha", "beta")
 
@@ -147,10 +149,10 @@ def zeta() -> Iterator[slurmsite.SiteInfo]:
     reason = _docker_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    info = slurmsite.up("zeta", fresh=True, flavor="torque", cpus=4)
+    info = torquesite.up("zeta", cpus=4)
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
-        slurmsite.down("zeta")
+        torquesite.down("zeta")
 
 
 @pytest.fixture(scope="session")
