@@ -272,9 +272,9 @@ class Journal:
         owner = self.campaign()
         count = len(self.task_index())
         if owner is not None and count:
-            raise ConfigurationError(f"journal {self.path} already holds campaign {owner!r} with {count} "
-                                     "task(s); "
-                                     f"use Campaign.resume({str(self.path)!r}) or another journal path.")
+            raise ConfigurationError(f"journal {self.path} already holds campaign {owner!r} with "
+                                     f"{count} task(s); use Campaign.resume({str(self.path)!r}) or another "
+                                     "journal path.")
         self.set_meta("campaign", campaign)
 
     # ---------------------------------------------------------------------------------------- queries
@@ -287,8 +287,7 @@ class Journal:
         """Tasks (not superseded by a retry) by site ("-" before placement) and state."""
         counts: dict[str, dict[str, int]] = {}
         rows = self.db.execute("SELECT COALESCE(site, '-'), state, COUNT(*) FROM tasks "
-                               "WHERE superseded_by IS "
-                               "NULL GROUP BY 1, 2")
+                               "WHERE superseded_by IS NULL GROUP BY 1, 2")
         for site, state, count in rows:
             counts.setdefault(site, {})[state] = count
         return counts
@@ -296,8 +295,8 @@ class Journal:
     def task_named(self, name: str) -> StoredTask | None:
         """The first task with this name (or id)."""
         row = self.db.execute("SELECT spec, state, tries, attempts, result, error, site, superseded_by, "
-                              "checkpoint, "
-                              "migrate_to FROM tasks WHERE name = ? OR task_id = ? ORDER BY seq LIMIT 1",
+                              "checkpoint, migrate_to FROM tasks "
+                              "WHERE name = ? OR task_id = ? ORDER BY seq LIMIT 1",
                               (name, name)).fetchone()
         return None if row is None else stored_task(row)
 

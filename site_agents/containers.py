@@ -108,8 +108,7 @@ def _run(site: str, spec: TaskSpec, function: bytes | None, dependency_results: 
            else f"exited {run.returncode} after {run.seconds:.1f} s without an outcome")
     return failed("WalltimeExceeded" if run.timed_out else "ContainerError", walltime_exceeded=run.timed_out,
                   message=f"the container of task {spec.name!r} ({attempt_id}) {why}; its stderr is below "
-                          "and in "
-                          f"{attempt.container_stderr}", traceback=stderr[-4000:])
+                          f"and in {attempt.container_stderr}", traceback=stderr[-4000:])
 
 
 def _api() -> Any:

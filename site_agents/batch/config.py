@@ -93,8 +93,7 @@ class BatchSite:
                 "kubectl exec --, sudo -u USER), or run metasched on the cluster's login node.")
         if self.mode != "batch":
             raise ConfigurationError(f"{self.kind} site {self.name}: mode={self.mode!r} is not available "
-                                     "yet; "
-                                     "use mode='batch'.")
+                                     "yet; use mode='batch'.")
         check_fields(self)
 
     def local_paths(self) -> list[tuple[str, str, str]]:

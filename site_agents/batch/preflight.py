@@ -56,8 +56,7 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
               else f"up to {capacity.max_memory_mb} MB per node")
     yield Check(site=name, check="reachable", passed=True,
                 detail=f"{capacity.usable_nodes} of {capacity.nodes} node(s) take jobs, "
-                       f"{capacity.total_cores} "
-                       f"cores, {memory}")
+                       f"{capacity.total_cores} cores, {memory}")
     checks = list(extra())
     yield from checks
     if not all(c.passed for c in checks):
@@ -74,8 +73,7 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
     if not ok:
         yield Check(site=name, check="smoke task", passed=False, detail=said,
                     fix=f"make {config.python!r} available on the compute nodes (the site's python), and "
-                        "check "
-                        "the queue: the site may be full or the request impossible")
+                        "check the queue: the site may be full or the request impossible")
         return
     theirs = said.splitlines()[-1]
     yield Check(site=name, check="smoke task", passed=True, detail=f"{config.python} ran on a compute node")

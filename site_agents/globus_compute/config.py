@@ -97,8 +97,7 @@ class GlobusComputeSite:
                                      "offline_endpoint (a local offline endpoint).")
         if self.offline_endpoint is not None and not self.authkey_file:
             raise ConfigurationError(f"{where}: offline_endpoint needs authkey_file (the key the endpoint "
-                                     "was "
-                                     "started with).")
+                                     "was started with).")
 
     def local_paths(self) -> list[tuple[str, str, str]]:
         """The offline endpoint's key file."""

@@ -33,8 +33,7 @@ def quoted_path(path: str) -> str:
     """
     if any(c in path for c in '"\n\r\\'):
         raise ValueError(f"the path {path!r} cannot be written in a #PBS directive (it holds a double "
-                         "quote, a "
-                         "backslash or a newline): use a shared_dir without them")
+                         "quote, a backslash or a newline): use a shared_dir without them")
     return f'"{path}"'
 
 

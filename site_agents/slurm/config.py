@@ -35,8 +35,7 @@ class SlurmSite(BatchSite):
         BatchSite.__post_init__(self)
         if self.slurm_conf is None and not self.login:
             raise ConfigurationError(f"slurm site {self.name}: give slurm_conf (the cluster's slurm.conf), "
-                                     "or "
-                                     "a login prefix that runs the site's own Slurm client.")
+                                     "or a login prefix that runs the site's own Slurm client.")
 
     def local_paths(self) -> list[tuple[str, str, str]]:
         """The shared directory, and slurm_conf where this machine's client reads it (no login)."""
