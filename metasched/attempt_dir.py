@@ -72,6 +72,11 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def site_area(shared_dir: str) -> Path:
+    """The directory of metasched's own in a site's shared filesystem (attempts, staged worker, store)."""
+    return Path(shared_dir) / ".metasched"
+
+
 class AttemptDir:
     """One attempt's directory (see the module docstring); cheap to build, does no I/O until asked."""
 
@@ -81,7 +86,7 @@ class AttemptDir:
     @staticmethod
     def root(shared_dir: str) -> Path:
         """Where a site's attempt directories live, in its shared filesystem."""
-        return Path(shared_dir) / ".metasched" / "attempts"
+        return site_area(shared_dir) / "attempts"
 
     @classmethod
     def of(cls, shared_dir: str, attempt_id: str) -> AttemptDir:

@@ -94,6 +94,15 @@ class CommandRunner:
         return CommandOutput(argv=tuple(argv), returncode=-1 if ended == "gave up" else int(proc.returncode),
                              stdout=stdout.decode(errors="replace"), stderr=said)
 
+    def whoami(self) -> str:
+        """The user the commands run as at the site (through the login prefix: maybe not ours here)."""
+        out = self.run(["id", "-un"])
+        user = out.stdout.strip().splitlines()[-1] if out.ok and out.stdout.strip() else ""
+        if not user:
+            raise SiteAgentError(f"site {self.site}: cannot tell which user its commands run as "
+                                 f"({out.describe()}).", site=self.site, transient=True)
+        return user
+
     def _collect(self, proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bytes, str]:
         """What the command prints, and how it ended.
 

@@ -19,6 +19,7 @@ import cloudpickle
 
 import metasched
 import site_agents
+from metasched.attempt_dir import site_area
 
 WORKER_LIBRARIES = ("cloudpickle", "xxhash", "proxystore", "pydantic", "pydantic_core", "typing_extensions",
                     "annotated_types", "typing_inspection", "tomli_w", "redis", "async_timeout",
@@ -60,7 +61,7 @@ def stage_worker(shared_dir: str, extra: Sequence[str] = ()) -> Path:
     for src, path in files:
         digest.update(str(path.relative_to(src.parent)).encode())
         digest.update(path.read_bytes())
-    target = Path(shared_dir) / ".metasched" / f"lib-{digest.hexdigest()[:16]}"
+    target = site_area(shared_dir) / f"lib-{digest.hexdigest()[:16]}"
     if not target.exists():
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

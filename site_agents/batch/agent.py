@@ -21,13 +21,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from metasched.attempt_dir import AttemptDir
+from metasched.data.objects import DataContext
+from metasched.data.stores import StoreSpec
 from metasched.errors import SiteAgentError
 from metasched.outcomes import LossReason, Lost, failed
 from metasched.records import AttemptId, Capability, CheckpointKind, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import explain
 from site_agents.batch.config import BatchSite
-from site_agents.batch.dialect import Capacity, Dialect, JobRequest, JobState, JobStatus, with_header
+from site_agents.batch.dialect import (
+    Capacity,
+    Dialect,
+    JobRequest,
+    JobState,
+    JobStatus,
+    can_signal,
+    with_header,
+)
 from site_agents.batch.jobs import BatchJob
 from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers, time_limit_s, warning_lead_s
 from site_agents.batch.rounds import Answer, Deletions, status_round
@@ -91,7 +101,7 @@ class BatchAgent:
             raise SiteAgentError(f"site {self.config.name}: shared_dir {self.config.shared_dir} is not a "
                                  "directory.", site=self.config.name)
         self.dialect.prepare(self.runner.run)
-        self.user = self._whoami()
+        self.user = self.runner.whoami()
         listed = self.runner.run(self.dialect.nodes_argv())
         capacity = self.dialect.parse_nodes(listed)
         if capacity is None or capacity.usable_nodes == 0:
@@ -103,15 +113,6 @@ class BatchAgent:
         AttemptDir.root(self.config.shared_dir).mkdir(parents=True, exist_ok=True)
         self._launchers = site_launchers(self.config, self.dialect)
         self._capabilities = self._offered(self._launchers)
-
-    def _whoami(self) -> str:
-        """The user the site's commands run as (through the login prefix: maybe not ours here)."""
-        out = self.runner.run(["id", "-un"])
-        user = out.stdout.strip().splitlines()[-1] if out.ok and out.stdout.strip() else ""
-        if not user:
-            raise SiteAgentError(f"site {self.config.name}: cannot tell which user its commands run as "
-                                 f"({out.describe()}).", site=self.config.name, transient=True)
-        return user
 
     def close(self) -> None:
         """Delete every job still queued or running."""
@@ -159,12 +160,9 @@ class BatchAgent:
             return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(
                 "SubmitError", f"{out.argv[0]} at site {self.config.name} refused task {sub.spec.name!r} "
                 f"(exit {out.returncode}): {said[-600:]}"))
-        data = sub.data
         job = BatchJob(attempt_id=sub.attempt_id, spec=sub.spec, job_id=job_id, attempt=attempt,
-                       launcher=launcher,
-                       store=(data.store if data is not None else None) or self.config.store
-                       or self.config.default_store(), submitted_at=time.monotonic(), data=data,
-                       restoring=sub.restore is not None)
+                       launcher=launcher, store=self._store(sub.data), submitted_at=time.monotonic(),
+                       data=sub.data, restoring=sub.restore is not None)
         return job, AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id)
 
     def _request(self, spec: TaskSpec, attempt: AttemptDir) -> JobRequest:
@@ -172,6 +170,10 @@ class BatchAgent:
         lead = warning_lead_s(walltime, self.config.signal_lead_s) if walltime is not None else None
         return JobRequest(spec=spec, name=job_name(self.config.name, attempt.attempt_id), attempt=attempt,
                           limit_s=time_limit_s(spec), warning_lead_s=lead)
+
+    def _store(self, data: DataContext | None) -> StoreSpec:
+        """Where an attempt's big results and checkpoints go: its campaign's store here, else the site's."""
+        return (data.store if data is not None else None) or self.config.store or self.config.default_store()
 
     def _refused_at_no_cost(self, attempt_id: AttemptId, reason: str) -> AttemptUpdate:
         """The server did not answer: the attempt is placed again (anywhere) without a retry charged."""
@@ -362,7 +364,7 @@ class BatchAgent:
             return False
         self._jobs[attempt_id] = BatchJob(
             attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt, launcher=launcher,
-            store=self.config.store or self.config.default_store(), submitted_at=time.monotonic(),
+            store=self._store(None), submitted_at=time.monotonic(),
             restoring=attempt.restores())
         return True
 
@@ -386,7 +388,7 @@ class BatchAgent:
     def _offered(self, launchers: Launchers) -> frozenset[Capability]:
         """Checkpoints where jobs can be signalled (CRIU: with a checkpoint_dir), containers if configured."""
         offered: set[Capability] = set()
-        if self.dialect.signal_argv(["0"], "USR2") is not None:
+        if can_signal(self.dialect):
             offered.add(Capability.CHECKPOINT_COOPERATIVE)
         if launchers.criu is not None:
             offered.add(Capability.CHECKPOINT_CRIU)

@@ -6,6 +6,7 @@ import os
 from dataclasses import KW_ONLY, dataclass, field
 from typing import ClassVar, Literal
 
+from metasched.attempt_dir import site_area
 from metasched.data.stores import FileStore, StoreSpec
 from metasched.errors import ConfigurationError
 from metasched.sites.schema import (
@@ -102,4 +103,4 @@ class BatchSite:
 
     def default_store(self) -> StoreSpec:
         """A file store in the shared directory (every compute node sees it)."""
-        return FileStore(os.path.join(self.shared_dir, ".metasched", "store"))
+        return FileStore(str(site_area(self.shared_dir) / "store"))

@@ -177,6 +177,11 @@ class Dialect(Protocol):
         ...
 
 
+def can_signal(dialect: Dialect) -> bool:
+    """Whether the scheduler can signal a job's batch shell (cooperative checkpoints, CRIU migration)."""
+    return dialect.signal_argv(["0"], "USR2") is not None
+
+
 def with_header(script: str, lines: Sequence[str]) -> str:
     """Put the directive lines right after the script's ``#!`` line (where submit commands read them)."""
     shebang, _, rest = script.partition("\n")

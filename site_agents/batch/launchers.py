@@ -28,7 +28,7 @@ from metasched.records import CheckpointKind, Image, TaskKind, TaskSpec
 from metasched.sites.base import Submission
 from site_agents.batch import scripts
 from site_agents.batch.config import BatchSite
-from site_agents.batch.dialect import Dialect
+from site_agents.batch.dialect import WALLTIME_MARGIN_S, Dialect, can_signal
 from site_agents.batch.jobs import BatchJob, Launcher
 from site_agents.containers import python_mismatch
 from site_agents.staging import stage_worker
@@ -237,12 +237,13 @@ def time_limit_s(spec: TaskSpec) -> float | None:
 
     A checkpointable task gets exactly its walltime (rounded up to the minute): its walltime is per
     attempt, and the scheduler's warning makes it checkpoint and continue in a new attempt. Any other task
-    gets a minute more, so the worker's own exact walltime stops it first and reports it precisely.
+    gets ``WALLTIME_MARGIN_S`` more, so the worker's own exact walltime stops it first and reports it
+    precisely.
     """
     walltime = spec.resources.walltime_s
     if walltime is None:
         return None
-    return 60.0 * (math.ceil(walltime / 60) + (0 if spec.checkpoint else 1))
+    return 60.0 * math.ceil(walltime / 60) + (0 if spec.checkpoint else WALLTIME_MARGIN_S)
 
 
 def warning_lead_s(walltime_s: float, signal_lead_s: int) -> int:
@@ -273,16 +274,19 @@ class Launchers:
         return self.command if spec.kind is TaskKind.COMMAND else self.worker
 
 
+def worker_path(config: BatchSite) -> str:
+    """Where the site's nodes import metasched from: the site's own path, or a copy staged in shared_dir."""
+    return config.worker_pythonpath or str(stage_worker(config.shared_dir))
+
 
 def site_launchers(config: BatchSite, dialect: Dialect) -> Launchers:
     """The launchers of a site (the worker staged in its shared directory unless it has its own path).
 
     CRIU needs a ``checkpoint_dir`` and a scheduler that can signal a job (a migration's USR2).
     """
-    pythonpath = config.worker_pythonpath or str(stage_worker(config.shared_dir))
-    signals = dialect.signal_argv(["0"], "USR2") is not None
+    pythonpath = worker_path(config)
     criu = None
-    if config.checkpoint_dir and signals:
+    if config.checkpoint_dir and can_signal(dialect):
         criu = CriuLauncher(python=config.python, pythonpath=pythonpath, checkpoint_dir=config.checkpoint_dir,
                             criu=config.criu, signal_lead_s=config.signal_lead_s, site=config.name)
     apptainer = None

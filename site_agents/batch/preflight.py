@@ -15,15 +15,15 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from metasched.attempt_dir import AttemptDir
+from metasched.attempt_dir import AttemptDir, site_area
 from metasched.errors import SiteAgentError
 from metasched.records import CheckpointKind, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from metasched.sites.kind import Check
 from site_agents.batch import scripts
 from site_agents.batch.config import BatchSite
-from site_agents.batch.dialect import Dialect, JobRequest, JobState
+from site_agents.batch.dialect import Dialect, JobRequest, JobState, can_signal
+from site_agents.batch.launchers import worker_path
 from site_agents.runner import CommandOutput, CommandRunner
-from site_agents.staging import stage_worker
 
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
 PROBE = "import sys, metasched.worker; print('%d.%d' % sys.version_info[:2])"
@@ -66,7 +66,7 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
                     detail=f"{config.shared_dir} is not a directory",
                     fix="create it on the shared filesystem, or point shared_dir at one")
         return
-    pythonpath = config.worker_pythonpath or str(stage_worker(config.shared_dir))
+    pythonpath = worker_path(config)
     body = (f"export PYTHONPATH={shlex.quote(pythonpath)}\n"
             f"exec {shlex.quote(config.python)} -c {shlex.quote(PROBE)}\n")
     ok, said = probe_job(config, dialect, runner, "ms-preflight", body)
@@ -87,7 +87,7 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
 def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: str, body: str,
               *, timeout_s: float = SMOKE_TIMEOUT_S) -> tuple[bool, str]:
     """Run `body` as a short job through the dialect: (it printed something, what it printed or why not)."""
-    attempt = AttemptDir(Path(config.shared_dir) / ".metasched" / "preflight" / uuid.uuid4().hex[:12])
+    attempt = AttemptDir(site_area(config.shared_dir) / "preflight" / uuid.uuid4().hex[:12])
     attempt.create()
     spec = TaskSpec(task_id=TaskId(name), name=name, kind=TaskKind.COMMAND,
                     resources=Resources(walltime_s=60),
@@ -98,11 +98,14 @@ def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: 
     except ValueError as exc:  # e.g. a path a directive cannot carry
         return False, str(exc)
     attempt.script.write_text("\n".join(["#!/bin/bash", *header, scripts.PATH, body]))
+    try:
+        user = runner.whoami()
+    except SiteAgentError as exc:
+        return False, str(exc)
     out = runner.run(dialect.submit_argv(request, header))
     job_id = dialect.parse_submitted(out) if out.ok else None
     if job_id is None:
         return False, out.describe()
-    user = runner.run(["id", "-un"]).stdout.strip()
     deadline, gone, ended = time.monotonic() + timeout_s, 0, 0
     while time.monotonic() < deadline:
         time.sleep(0.5)
@@ -129,7 +132,7 @@ def criu_check(config: BatchSite, dialect: Dialect, runner: CommandRunner, pytho
     """
     fix = ("install CRIU >= 4.1 on the nodes (or set the site's criu), let jobs have CAP_SYS_ADMIN, and set "
            "checkpoint_dir to a writable directory at the same path on every site")
-    if dialect.signal_argv(["0"], "USR2") is None:
+    if not can_signal(dialect):
         return Check(site=config.name, check="criu", passed=False, fix="use a Slurm site for CRIU tasks",
                      detail=f"{dialect.name} jobs cannot be signalled: checkpoint="
                             f"{CheckpointKind.CRIU.value!r} not offered")
