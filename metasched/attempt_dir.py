@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metasched.records import TaskId, TaskKind, TaskSpec
+from metasched.records import TaskId, TaskSpec
 
 if TYPE_CHECKING:
     from metasched.data.objects import DataContext, DataRef
@@ -224,12 +224,6 @@ class AttemptDir:
                                   stdout=tail(self.command_stdout, None),
                                   stderr=tail(self.command_stderr, None))
         return store_if_big(spec, outcome, data)
-
-    def outcome(self, spec: TaskSpec, data: DataContext | None) -> TaskOutcome | None:
-        """The attempt's own record of how it ended: the worker's (functions), the exit status (commands)."""
-        if spec.kind is TaskKind.COMMAND:
-            return self.command_outcome(spec, data)
-        return self.worker_outcome()
 
     # ------------------------------------------------------------------ what the job saw
     def note_walltime_warning(self, at: float) -> None:

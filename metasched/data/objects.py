@@ -22,7 +22,6 @@ import xxhash
 from metasched.data.stores import FileStore, StoreSpec, open_store
 
 _MAGIC = b"MSREF1"
-_CHUNK = 8 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
