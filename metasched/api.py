@@ -44,6 +44,7 @@ from metasched.sites.registry import default_sites
 
 __all__ = ["Campaign", "TaskFunction", "TaskFuture", "as_completed", "wait"]
 
+
 class Campaign:
     """A set of tasks scheduled across sites, journaled so it can be resumed after a crash.
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metasched.records import TaskId, TaskSpec
+from metasched.records import STDERR_TAIL, TaskId, TaskSpec
 
 if TYPE_CHECKING:
     from metasched.data.objects import DataContext, DataRef
@@ -234,7 +234,7 @@ class AttemptDir:
         """The further runs of the job that the claim refused (a scheduler ran the job again)."""
         return [line for line in tail(self.refused_runs_file, None).splitlines() if line.strip()]
 
-    def stderr_tail(self, limit: int = 4000) -> str:
+    def stderr_tail(self, limit: int = STDERR_TAIL) -> str:
         """The end of the job's own stderr (why a job ended without a record)."""
         return tail(self.job_stderr, limit)
 
@@ -382,7 +382,7 @@ class AttemptDir:
         return ref
 
 
-def tail(path: Path, limit: int | None = 4000) -> str:
+def tail(path: Path, limit: int | None = STDERR_TAIL) -> str:
     """The end of a text file (all of it with limit=None); empty if it cannot be read."""
     try:
         text = path.read_text(errors="replace")

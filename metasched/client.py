@@ -96,14 +96,11 @@ class SchedulerClient:
         ).remote(journal_path=str(self.journal), sites=self.sites, policy=self.policy, resume=self.resume,
                  data=self.data)
         try:
-            ray.get(self._actor.start.remote())
-        except ray.exceptions.RayTaskError as exc:  # show our own error, not Ray's wrapping of it
+            self.call("start")
+        except (MetaschedError, ray.exceptions.RayTaskError):
             ray.kill(self._actor)
             if self._owns_ray:
                 ray.shutdown()
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), MetaschedError) else None
-            if cause is not None:
-                raise cause from None
             raise
         for target, label in ((self._flush_loop, "flush"), (self._event_loop, "events")):
             thread = threading.Thread(target=target, name=f"metasched-{self.name}-{label}", daemon=True)

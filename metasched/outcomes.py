@@ -20,13 +20,10 @@ from typing import TYPE_CHECKING
 
 import cloudpickle
 
-from metasched.records import CommandResult, RemoteFailure, TaskSpec
+from metasched.records import STDERR_TAIL, CommandResult, RemoteFailure, TaskSpec
 
 if TYPE_CHECKING:
     from metasched.data.objects import DataContext, DataRef
-
-#: How much of a command's stderr a failure carries.
-STDERR_TAIL = 4000
 
 
 class LossReason(enum.Enum):

@@ -220,6 +220,10 @@ def replace_nested(value: Any, kind: type[T], replace: Callable[[T], Any]) -> An
     return value
 
 
+#: How much of a job's or command's stderr a failure carries (the end of it).
+STDERR_TAIL = 4000
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteFailure:
     """How a task's own code failed, in a form any process can read without the task's libraries."""

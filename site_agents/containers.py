@@ -27,7 +27,7 @@ from typing import Any
 from metasched.attempt_dir import AttemptDir, AttemptInputs
 from metasched.data.objects import DataContext, store_paths
 from metasched.outcomes import TaskOutcome, command_outcome, failed, store_if_big
-from metasched.records import ContainerRuntime, TaskId, TaskKind, TaskSpec
+from metasched.records import STDERR_TAIL, ContainerRuntime, TaskId, TaskKind, TaskSpec
 
 _PYTHON_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
 _WORKER_GRACE_S = 15.0
@@ -108,7 +108,7 @@ def _run(site: str, spec: TaskSpec, function: bytes | None, dependency_results: 
            else f"exited {run.returncode} after {run.seconds:.1f} s without an outcome")
     return failed("WalltimeExceeded" if run.timed_out else "ContainerError", walltime_exceeded=run.timed_out,
                   message=f"the container of task {spec.name!r} ({attempt_id}) {why}; its stderr is below "
-                          f"and in {attempt.container_stderr}", traceback=stderr[-4000:])
+                          f"and in {attempt.container_stderr}", traceback=stderr[-STDERR_TAIL:])
 
 
 def _api() -> Any:

@@ -12,8 +12,9 @@ from rich.table import Table
 
 from metasched.cli.app import CampaignArg, app, console, err_console, journal_of
 from metasched.journal import Journal
+from metasched.scheduler.states import TaskState
 
-STATES = ["pending", "ready", "staging", "submitted", "running", "done", "failed", "cancelled"]
+STATES = [state.value for state in TaskState]  # the columns of the status table, in a task's order
 
 
 def counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
