@@ -9,13 +9,12 @@
                 ckpt.save(state)          # a restart point; stops the task here if a move was asked
         return state["total"]
 
-The worker passes the handle as the keyword argument ``ckpt``. ``save`` pickles the state into the
-site's store and records it in the attempt directory (``AttemptDir.save_cooperative``), where the agent
-picks it up:
-the scheduler keeps the latest as the task's checkpoint. When the scheduler asked the attempt to stop
-(USR2, for a migration) or Slurm warned that the time limit is near (USR1, when the task has a
-walltime), the next ``save`` stores the state and ends the attempt; the next attempt, wherever it
-runs, gets the state back from ``load``.
+The worker passes the handle as the keyword argument ``ckpt``. ``save`` pickles the state into the site's
+store and records it in the attempt directory (``AttemptDir.save_cooperative``), where the agent picks it
+up: the scheduler keeps the latest as the task's checkpoint. When the scheduler asked the attempt to stop
+(USR2, for a migration) or Slurm warned that the time limit is near (USR1, when the task has a walltime),
+the next ``save`` stores the state and ends the attempt; the next attempt, wherever it runs, gets the
+state back from ``load``.
 """
 
 from __future__ import annotations

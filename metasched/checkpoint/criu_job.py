@@ -2,10 +2,9 @@
 
 Runs on a compute node (the job script ``exec``s it, so Slurm's signals reach it). It reads the
 attempt's CRIU task (``AttemptDir.read_criu_task``) and either starts the command as the first process
-of a new PID namespace in
-its working directory, or restores it from a checkpoint archive. It is the subreaper of the task and
-writes the same records as a plain command job (exit status, command output, through ``AttemptDir``), so
-the agent reads both kinds alike.
+of a new PID namespace in its working directory, or restores it from a checkpoint archive. It is the
+subreaper of the task and writes the same records as a plain command job (exit status, command output,
+through ``AttemptDir``), so the agent reads both kinds alike.
 
 Signals: USR2 = checkpoint now (for a migration); USR1 = Slurm's warning before the time limit
 (checkpoint if ``checkpoint_on_warning``, else recorded as a walltime warning); TERM = cancel (the

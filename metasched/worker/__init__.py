@@ -3,9 +3,8 @@
 The worker never raises for the task's own failures: it returns a ``TaskOutcome`` (``Succeeded`` with
 the cloudpickled result, or ``Failed`` with a ``RemoteFailure``: type, message, traceback as text), so
 the scheduler can record both without importing the task's libraries. Walltime is enforced here: a
-command's process
-group is killed, a Python function is interrupted by SIGALRM (when it runs in the main thread, as Ray
-tasks do) and reported as ``walltime_exceeded``.
+command's process group is killed, a Python function is interrupted by SIGALRM (when it runs in the main
+thread, as Ray tasks do) and reported as ``walltime_exceeded``.
 """
 
 from __future__ import annotations
