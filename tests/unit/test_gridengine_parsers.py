@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from metasched.attempt_dir import AttemptDir
-from metasched.records import CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from site_agents.batch.dialect import JobEnd, JobRequest, JobState, with_header
 from site_agents.gridengine import parsers
 from site_agents.gridengine.dialect import GridEngine
 from site_agents.runner import CommandOutput
+from tests.unit.dialect_inputs import job_request
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "gridengine-8.1.9"
 
@@ -89,27 +88,21 @@ def test_error_reason_without_timestamps() -> None:
     assert dialect.hold_reason_argv("6") == ["qstat", "-j", "6"]
 
 
-def _request(directory: str = "/s/a1", **resources: object) -> JobRequest:
-    spec = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND,
-                    command=CommandSpec(argv=("true",)),
-                    resources=Resources(**resources))  # type: ignore[arg-type]
-    return JobRequest(spec=spec, name="ms-e-a1", attempt=AttemptDir(directory), limit_s=151.0,
-                      warning_lead_s=None)
 
 
 def test_options_go_on_the_command_line() -> None:
     dialect = GridEngine(queue="all.q", project="p1")
-    job = _request(cores=4, memory_mb=8000, walltime_s=90.5)
+    job = job_request("ms-e-a1", cores=4, memory_mb=8000, walltime_s=90.5)
     assert dialect.header(job) == []
     assert dialect.submit_argv(job, []) == [
         "qsub", "-terse", "-N", "ms-e-a1", "-S", "/bin/bash", "-wd", "/s/a1", "-o", "/s/a1/job.out",
         "-e", "/s/a1/job.err", "-r", "n", "-pe", "smp", "4", "-l", "h_vmem=2000M", "-l", "h_rt=151",
         "-q", "all.q", "-P", "p1", "/s/a1/job.sh"]
-    spaced = dialect.submit_argv(_request("/s/we ird'dir/a1"), [])
+    spaced = dialect.submit_argv(job_request("ms-e-a1", "/s/we ird'dir/a1"), [])
     assert "/s/we ird'dir/a1/job.out" in spaced  # one argv element: no quoting needed
     assert dialect.status_argv("root", ["1"]) == ["qstat", "-xml", "-u", "root"]
     assert with_header("#!/bin/bash\necho hi\n", ["#$ -N x"]) == "#!/bin/bash\n#$ -N x\necho hi\n"
-    bad = _request()
+    bad = job_request("ms-e-a1")
     bad = JobRequest(spec=bad.spec, name="a\nb", attempt=bad.attempt, limit_s=None, warning_lead_s=None)
     with pytest.raises(ValueError, match="span lines"):
         dialect.submit_argv(bad, [])

@@ -4,18 +4,17 @@ Debian's Torque-style wrappers over Slurm (tests/data/torque-wrappers)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from metasched.attempt_dir import AttemptDir
-from metasched.records import CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from site_agents.batch.dialect import JobEnd, JobRequest, JobState, hhmmss
 from site_agents.pbs.family import quoted_path, sequence_number, server_unreachable
 from site_agents.pbs.openpbs import OpenPBS, describe_exit, parse_qstat
 from site_agents.pbs.torque import Torque
 from site_agents.pbs.torque import parse_qstat as parse_torque_qstat
-from site_agents.runner import CommandOutput
+from tests.unit.dialect_inputs import job_request, output
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 LIVE = DATA / "openpbs-23.06.06"
@@ -25,16 +24,8 @@ def read(name: str) -> str:
     return (DATA / name).read_text()
 
 
-def out(stdout: str = "", stderr: str = "", returncode: int = 0) -> CommandOutput:
-    return CommandOutput(argv=("qstat",), returncode=returncode, stdout=stdout, stderr=stderr)
 
 
-def _request(directory: str = "/s/a1", **resources: object) -> JobRequest:
-    spec = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND,
-                    command=CommandSpec(argv=("true",)),
-                    resources=Resources(**resources))  # type: ignore[arg-type]
-    return JobRequest(spec=spec, name="ms-p-a1", attempt=AttemptDir(directory), limit_s=151.0,
-                      warning_lead_s=None)
 
 
 def live(name: str) -> object:
@@ -77,7 +68,7 @@ def test_live_openpbs_exit_statuses_and_run_counts_in_words() -> None:
 
 
 def test_live_openpbs_nodes() -> None:
-    capacity = OpenPBS().parse_nodes(out((LIVE / "pbsnodes.json").read_text()))
+    capacity = OpenPBS().parse_nodes(output((LIVE / "pbsnodes.json").read_text()))
     assert capacity is not None
     assert (capacity.total_cores, capacity.nodes, capacity.usable_nodes) == (8, 1, 1)
 
@@ -103,16 +94,16 @@ def test_openpbs_held_queued_and_deleted_before_running() -> None:
 
 
 def test_openpbs_nodes() -> None:
-    capacity = OpenPBS().parse_nodes(out(read("openpbs/pbsnodes-av-F-json-pbs-19.2.6.json")))
+    capacity = OpenPBS().parse_nodes(output(read("openpbs/pbsnodes-av-F-json-pbs-19.2.6.json")))
     assert capacity is not None
     assert (capacity.total_cores, capacity.max_cores_per_node, capacity.nodes) == (56, 56, 1)
 
 
 def test_openpbs_empty_or_garbled_answers_list_nothing() -> None:
     assert parse_qstat("") == {}
-    assert OpenPBS().parse_status(out("", "qstat: Unknown Job Id 12.srv\n", 153)) == {}
-    assert OpenPBS().parse_status(out("", "qstat: cannot connect to server pbs (errno=15010)", 1)) is None
-    down = OpenPBS().parse_nodes(out('{"nodes": {"n1": {"state": "down", '
+    assert OpenPBS().parse_status(output("", "qstat: Unknown Job Id 12.srv\n", 153)) == {}
+    assert OpenPBS().parse_status(output("", "qstat: cannot connect to server pbs (errno=15010)", 1)) is None
+    down = OpenPBS().parse_nodes(output('{"nodes": {"n1": {"state": "down", '
                                      '"resources_available": {"ncpus": 8}}}}'))
     assert down is not None
     assert (down.total_cores, down.usable_nodes) == (0, 0)
@@ -120,7 +111,7 @@ def test_openpbs_empty_or_garbled_answers_list_nothing() -> None:
 
 def test_openpbs_directives_follow_the_reference_guide() -> None:
     dialect = OpenPBS(queue="workq", account="proj1")
-    job = _request(cores=4, memory_mb=8000, gpus=1, walltime_s=90.5)
+    job = job_request("ms-p-a1", cores=4, memory_mb=8000, gpus=1, walltime_s=90.5)
     lines = dialect.header(job)
     assert lines == ['#PBS -N ms-p-a1', '#PBS -S /bin/bash', '#PBS -o "/s/a1/job.out"',
                      '#PBS -e "/s/a1/job.err"',
@@ -135,17 +126,17 @@ def test_openpbs_directives_follow_the_reference_guide() -> None:
 
 def test_paths_with_spaces_are_quoted_and_quotes_refused() -> None:
     """A live OpenPBS 23.06 refused `#PBS -o` with a space ("directive error") and took it double-quoted."""
-    lines = OpenPBS().header(_request("/s/we ird dir/a1"))
+    lines = OpenPBS().header(job_request("ms-p-a1", "/s/we ird dir/a1"))
     assert '#PBS -o "/s/we ird dir/a1/job.out"' in lines
     with pytest.raises(ValueError, match="double quote"):
         quoted_path('/s/say "hi"/a1')
     torque = Torque()
-    job = _request("/s/a1")
+    job = job_request("ms-p-a1", "/s/a1")
     argv = torque.submit_argv(job, torque.header(job))
     assert argv[argv.index("-o") + 1] == "/s/a1/job.out"  # unquoted in argv
     # The Torque-style wrappers over Slurm run sbatch through a shell with the paths unquoted.
     with pytest.raises(ValueError, match="Torque-style qsub commands pass paths to sbatch through a shell"):
-        torque.header(_request("/s/we ird dir/a1"))
+        torque.header(job_request("ms-p-a1", "/s/we ird dir/a1"))
 
 
 def test_openpbs_exit_codes_in_words() -> None:
@@ -157,11 +148,11 @@ def test_openpbs_exit_codes_in_words() -> None:
 
 
 def test_qsub_output() -> None:
-    assert OpenPBS().parse_submitted(out("1234.pbs-server\n")) == "1234.pbs-server"
-    assert OpenPBS().parse_submitted(out("qsub: Unknown queue\n")) is None
-    ids = [Torque().parse_submitted(out(line)) for line in read("torque-wrappers/qsub.txt").splitlines()]
+    assert OpenPBS().parse_submitted(output("1234.pbs-server\n")) == "1234.pbs-server"
+    assert OpenPBS().parse_submitted(output("qsub: Unknown queue\n")) is None
+    ids = [Torque().parse_submitted(output(line)) for line in read("torque-wrappers/qsub.txt").splitlines()]
     assert ids == ["3", "4", "5", "6"]
-    assert Torque().parse_submitted(out("There was an error running the Slurm sbatch command.\n")) is None
+    assert Torque().parse_submitted(output("There was an error running the Slurm sbatch command.\n")) is None
 
 
 # ----------------------------------------------------------------------------------------------- Torque
@@ -187,15 +178,14 @@ def test_torque_qstat_after_qdel_and_real_torque_exit_status() -> None:
 
 
 def test_torque_nodes_skip_down_ones() -> None:
-    capacity = Torque().parse_nodes(out(read("torque-wrappers/pbsnodes-a-one-down.txt")))
+    capacity = Torque().parse_nodes(output(read("torque-wrappers/pbsnodes-a-one-down.txt")))
     assert capacity is not None
     assert (capacity.total_cores, capacity.max_cores_per_node, capacity.usable_nodes) == (4, 4, 1)
 
 
 def test_torque_directives_and_one_resource_list_on_the_command_line() -> None:
     dialect = Torque(queue="batch")
-    job = JobRequest(spec=_request(cores=2, memory_mb=200).spec, name="ms-z-a1", attempt=AttemptDir("/s/a1"),
-                     limit_s=70.0, warning_lead_s=None)
+    job = dataclasses.replace(job_request("ms-z-a1", cores=2, memory_mb=200), limit_s=70.0)
     lines = dialect.header(job)
     assert lines == ['#PBS -N ms-z-a1', '#PBS -o "/s/a1/job.out"', '#PBS -e "/s/a1/job.err"', '#PBS -r n',
                      '#PBS -l nodes=1:ppn=2,mem=200mb,walltime=00:01:10', '#PBS -q batch']

@@ -11,15 +11,13 @@ from metasched.attempt_dir import AttemptDir
 from metasched.records import CheckpointKind, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from site_agents.batch.dialect import JobEnd, JobRequest, JobState
 from site_agents.batch.launchers import time_limit_s, warning_lead_s
-from site_agents.runner import CommandOutput
 from site_agents.slurm import parsers
 from site_agents.slurm.dialect import SlurmDialect
+from tests.unit.dialect_inputs import output
 
 DATA = Path(__file__).parent.parent / "data" / "slurm-22.05"
 
 
-def out(stdout: str = "", stderr: str = "", returncode: int = 0) -> CommandOutput:
-    return CommandOutput(argv=("slurm",), returncode=returncode, stdout=stdout, stderr=stderr)
 
 
 def test_squeue_recorded_output() -> None:
@@ -85,8 +83,8 @@ def test_sbatch_parsable() -> None:
 def test_controller_down_is_recognised() -> None:
     stderr = (DATA / "squeue-controller-down.txt").read_text()
     dialect = SlurmDialect(site="alpha")
-    assert dialect.unreachable(out(stderr=stderr, returncode=1))
-    assert dialect.parse_status(out(stderr=stderr, returncode=1)) is None
+    assert dialect.unreachable(output(stderr=stderr, returncode=1))
+    assert dialect.parse_status(output(stderr=stderr, returncode=1)) is None
 
 
 def spec(**res: int | float) -> TaskSpec:
@@ -156,7 +154,7 @@ def test_accounting_detected_from_scontrol_show_config() -> None:
     assert not parsers.has_slurmdbd_accounting("AccountingStorageType   = (null)\nJobCompType = "
                                                "jobcomp/filetxt\n")
     dialect = SlurmDialect(site="eta")
-    dialect.prepare(lambda argv: out(stdout=text))
+    dialect.prepare(lambda argv: output(stdout=text))
     assert dialect.accounting
 
 
