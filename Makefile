@@ -7,21 +7,27 @@ PY := $(VENV)/bin/python
 INSTALL_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit test-integration wheel matrix venv lint typecheck system engine images \
+.PHONY: demo test test-unit test-integration test-pilot wheel matrix venv lint typecheck system engine images \
         sites-up sites-down docs clean
 
 demo: venv
 	$(PY) examples/demo.py
 
+# Pilot mode's tests run inside a loopback-only network namespace (Ray listens on every interface there).
 test: images lint typecheck
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not pilot" $(PYTEST_ARGS)
+	$(MAKE) test-pilot
+
+test-pilot: images
+	$(VENV)/bin/python ci/netns.py run -- $(VENV)/bin/pytest -m pilot tests/pilot tests/contract $(PYTEST_ARGS)
 
 # Fast tier: no Docker, no Slurm sites, no wheel built.
 test-unit: lint typecheck
 	$(VENV)/bin/pytest -m "not slurm and not docker and not wheel" $(PYTEST_ARGS)
 
 test-integration: images venv
-	$(VENV)/bin/pytest -m "slurm or docker or wheel" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "(slurm or docker or wheel) and not pilot" $(PYTEST_ARGS)
+	$(MAKE) test-pilot
 
 # The wheel as a user gets it: built, installed into a fresh virtualenv, a campaign run from it (also part
 # of `make test`, as tests/integration/test_wheel.py).

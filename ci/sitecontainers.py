@@ -57,8 +57,10 @@ def run(name: str, image: str, command: Sequence[str], *, labels: Mapping[str, s
         volumes: Sequence[str] = (), cap_add: Sequence[str] = (), security_opt: Sequence[str] = (),
         devices: Sequence[str] = (), hostname: str | None = None) -> None:
     """Start a detached container with an init process (daemons that fork leave no zombies)."""
-    binds = {source: {"bind": target, "mode": "rw"}
-             for source, target in (volume.split(":", 1) for volume in volumes)}
+    binds = {}
+    for volume in volumes:  # source:target or source:target:ro
+        source, target, *mode = volume.split(":")
+        binds[source] = {"bind": target, "mode": mode[0] if mode else "rw"}
     try:
         engine().containers.run(image, list(command), name=name, detach=True, init=True, network_mode=network,
                                 labels=dict(labels), volumes=binds, cap_add=list(cap_add) or None,

@@ -54,6 +54,9 @@ class Campaign:
         journal: the SQLite journal path; default ``<name>.db`` in the current directory.
         address: None starts an embedded Ray on this machine (127.0.0.1, small footprint); "auto" or
             "ray://host:port" joins an existing Ray cluster.
+        ray_node_ip: the address other nodes reach the embedded Ray head at, for pilot blocks to join it
+            (``"auto"``: the address Ray detects). Ray then listens on every interface of this machine
+            (see docs/pilots.md); None keeps it on 127.0.0.1 (no pilots can join).
         policy: placement policy, "default" or "round-robin".
         object_store_mb: object store size of the embedded Ray.
         store: the driver's data store (also the default of local sites); default a file store in
@@ -74,6 +77,7 @@ class Campaign:
         sites: Sequence[Any] | None = None,
         journal: str | os.PathLike[str] | None = None,
         address: str | None = None,
+        ray_node_ip: str | None = None,
         policy: str = "default",
         object_store_mb: int = 256,
         store: StoreSpec | None = None,
@@ -109,7 +113,8 @@ class Campaign:
         self._started = False
         self._closing = False
         self._client = SchedulerClient(
-            name=name, journal=self.journal_path, sites=self.sites, address=address, policy=policy,
+            name=name, journal=self.journal_path, sites=self.sites, address=address, ray_node_ip=ray_node_ip,
+            policy=policy,
             object_store_mb=object_store_mb, data=self.data, resume=_resume, on_event=self._resolve,
             on_refused=self._refused, on_failure=self._fail_all,
             finished=lambda: all(f.done() for f in self._futures.values()))
@@ -122,6 +127,7 @@ class Campaign:
         *,
         sites: Sequence[Any] | None = None,
         address: str | None = None,
+        ray_node_ip: str | None = None,
         policy: str = "default",
     ) -> Campaign:
         """Reopen a campaign from its journal and start it.
@@ -143,7 +149,8 @@ class Campaign:
         if name is None:
             raise ConfigurationError(f"cannot resume: {path} is not a metasched campaign journal.")
         data = data or DataSettings(home=home_store(name))
-        campaign = cls(name, sites=sites or journaled_sites, journal=path, address=address, policy=policy,
+        campaign = cls(name, sites=sites or journaled_sites, journal=path, address=address,
+                       ray_node_ip=ray_node_ip, policy=policy,
                        store=data.home, data_threshold=data.threshold,
                        evict_intermediates=data.evict_intermediates, _resume=True)
         for task_id, task_name, superseded in tasks:

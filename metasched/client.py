@@ -43,14 +43,15 @@ class _Outbox:
 class SchedulerClient:
     """Starts and talks to one campaign's scheduler actor (see the module docstring)."""
 
-    def __init__(self, *, name: str, journal: Path, sites: Sequence[Any], address: str | None, policy: str,
-                 object_store_mb: int, data: DataSettings, resume: bool,
+    def __init__(self, *, name: str, journal: Path, sites: Sequence[Any], address: str | None,
+                 ray_node_ip: str | None, policy: str, object_store_mb: int, data: DataSettings, resume: bool,
                  on_event: Callable[[TaskEvent], None], on_refused: Callable[[TaskId, str], None],
                  on_failure: Callable[[BaseException], None], finished: Callable[[], bool]) -> None:
         self.name = name
         self.journal = journal
         self.sites = list(sites)
         self.address = address
+        self.ray_node_ip = ray_node_ip
         self.policy = policy
         self.object_store_mb = object_store_mb
         self.data = data
@@ -117,7 +118,8 @@ class SchedulerClient:
                     cpus = max(cpus, offered.pop("CPU", 0.0))
                     resources.update(offered)
             init_embedded_ray(num_cpus=int(cpus), resources=resources,
-                              object_store_mb=self.object_store_mb, namespace=NAMESPACE)
+                              object_store_mb=self.object_store_mb, namespace=NAMESPACE,
+                              node_ip=self.ray_node_ip)
         else:
             connect_ray(self.address, namespace=NAMESPACE)
         self._owns_ray = True

@@ -57,6 +57,7 @@ class CampaignSection(_Model):
     policy: Literal["default", "round-robin"] = "default"
     store: StoreOption = None
     data_threshold: int = Field(default=100_000, ge=0)
+    ray_node_ip: str | None = None  # where pilot blocks reach the embedded Ray head (docs/pilots.md)
 
 
 class RangeModel(_Model):

@@ -38,6 +38,7 @@ class LossReason(enum.Enum):
     WORKER_DIED = "worker died"  # the process running it died (local site)
     NEIGHBOUR_STOPPED = "neighbour stopped"  # a packed neighbour was cancelled (local site)
     SCHEDULER_RESTART = "scheduler restart"  # the scheduler that tracked it is gone
+    BLOCK_ENDED = "pilot block ended"  # the pilot block it ran in was cancelled, timed out or lost a node
 
 
 class CheckpointReason(enum.Enum):

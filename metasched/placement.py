@@ -25,6 +25,8 @@ def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
         return f"needs memory={res.memory_mb} MB, offers at most {site.max_memory_mb} MB"
     if res.gpus > site.gpus:
         return f"needs gpus={res.gpus}, offers {site.gpus}"
+    if site.max_walltime_s is not None and (res.walltime_s or 0.0) > site.max_walltime_s:
+        return f"needs walltime={res.walltime_s:g} s, blocks there leave at most {site.max_walltime_s:g} s"
     if res.nodes > site.nodes:
         return f"needs nodes={res.nodes}, offers {site.nodes}"
     if spec.checkpoint and Capability.checkpoint(spec.checkpoint) not in site.capabilities:

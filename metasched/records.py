@@ -248,6 +248,7 @@ class SiteLoad:
     max_inflight: int
     est_wait_s: float = 0.0
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
+    max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)
 
     @property
     def free_slots(self) -> int:

@@ -15,12 +15,21 @@ import sys
 import warnings
 from typing import Any
 
+from metasched.errors import ConfigurationError
+
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def init_embedded_ray(*, num_cpus: int, resources: dict[str, float], object_store_mb: int,
-                      namespace: str) -> Any:
-    """Start a new single-machine Ray bound to 127.0.0.1 and return the ``ray`` module."""
+                      namespace: str, node_ip: str | None = None) -> Any:
+    """Start a new Ray head here and return the ``ray`` module.
+
+    Without `node_ip`: a single-machine Ray bound to 127.0.0.1. With it, a head other nodes (pilot blocks)
+    can join: Ray binds its servers to every interface of the machine ("auto": the address Ray detects).
+    """
+    if node_ip is not None:
+        return _init_head(node_ip, num_cpus=num_cpus, resources=resources, object_store_mb=object_store_mb,
+                          namespace=namespace)
     already_imported = "ray" in sys.modules
     os.environ[SINGLE_MACHINE_ENV] = "0"
     import ray
@@ -42,6 +51,35 @@ def init_embedded_ray(*, num_cpus: int, resources: dict[str, float], object_stor
         object_store_memory=object_store_mb * 2**20,
         namespace=namespace,
         configure_logging=False,
+    )
+    return ray
+
+
+def _init_head(node_ip: str, *, num_cpus: int, resources: dict[str, float], object_store_mb: int,
+               namespace: str) -> Any:
+    """A head other nodes can join, with token authentication on (a token is made if there is none)."""
+    if node_ip in ("127.0.0.1", "localhost"):
+        raise ConfigurationError(
+            "ray_node_ip 127.0.0.1 cannot be joined by other nodes (Ray then binds to this machine only); "
+            "give the address the compute nodes reach this machine at, or 'auto'.")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.pop(SINGLE_MACHINE_ENV, None)
+    import ray
+
+    if not ray._private.ray_constants.ENABLE_RAY_CLUSTER:
+        raise ConfigurationError(
+            f"this process imported Ray with {SINGLE_MACHINE_ENV}=0 (an earlier single-machine campaign), so "
+            "Ray would keep every node on 127.0.0.1 and no pilot could join; start the pilot campaign in a "
+            "new process.")
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        resources=resources,
+        include_dashboard=False,
+        object_store_memory=object_store_mb * 2**20,
+        namespace=namespace,
+        configure_logging=False,
+        **({} if node_ip == "auto" else {"_node_ip_address": node_ip}),
     )
     return ray
 

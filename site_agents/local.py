@@ -11,26 +11,22 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from metasched.catalog import metasched_home
 from metasched.errors import ConfigurationError, SiteAgentError
-from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome
 from metasched.records import AttemptId, Capability, ContainerRuntime, SiteLoad, SiteName, TaskKind
 from metasched.sites.base import AttemptUpdate, Submission
 from metasched.sites.kind import Check, MatrixRow, SiteKind
 from metasched.sites.schema import FORBID_EXTRA, NonNegativeInt, PositiveInt, StoreOption, check_fields
 from metasched.testmatrix import FAULT_COLUMNS as NO_FAULT_TESTS
-from metasched.worker import run_packed
 from site_agents.containers import container_name, remove_containers, run_in_docker
+from site_agents.ray_tasks import Pack, RayTasks
 from site_agents.staging import stage_worker
-
-_DURATION_SMOOTHING = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +98,6 @@ class LocalSite:
         return {"CPU": float(self.cores), self.ray_resource: float(self.cores)}
 
 
-@dataclass(slots=True, kw_only=True)
-class _Pack:
-    """One Ray task running one or more attempts in sequence."""
-
-    attempt_ids: list[AttemptId]
-    submitted_at: float
-    cancelled: set[AttemptId] = field(default_factory=set)
-    container: bool = False  # one attempt run by run_in_docker (its answer is one pickled outcome)
-
-
 class LocalAgent:
     """Runs attempts as Ray tasks; cancel uses ``ray.cancel(force=True)``.
 
@@ -126,14 +112,10 @@ class LocalAgent:
 
     def __init__(self, config: LocalSite) -> None:
         self.config = config
-        self._packs: dict[Any, _Pack] = {}
-        self._by_attempt: dict[AttemptId, Any] = {}
-        self._remote: Any = None
-        self._remotes: dict[tuple[int, int], Any] = {}
+        self._tasks: RayTasks | None = None
         self._ray: Any = None
         self._docker_remote: Any = None
         self._pythonpath = ""
-        self._mean_run_s: float | None = None
 
     @property
     def name(self) -> SiteName:
@@ -153,7 +135,7 @@ class LocalAgent:
                 f"--resources '{{\"{self.config.ray_resource}\": {self.config.cores}}}'.",
                 site=self.config.name,
             )
-        self._remote = ray.remote(max_retries=0, num_cpus=0)(run_packed)
+        self._tasks = RayTasks(ray, on_orphan=self._remove_orphan)
         if self.config.container_runtimes:
             self._start_docker()
 
@@ -173,6 +155,13 @@ class LocalAgent:
         self._pythonpath = str(stage_worker(self.config.work_dir))
         self._docker_remote = self._ray.remote(max_retries=0, num_cpus=0)(run_in_docker)
 
+    @property
+    def tasks(self) -> RayTasks:
+        """The Ray tasks in flight (after start)."""
+        if self._tasks is None:
+            raise SiteAgentError(f"local site {self.config.name}: agent not started.", site=self.config.name)
+        return self._tasks
+
     def submit(self, submissions: Sequence[Submission]) -> None:
         """Start Ray tasks for these attempts, packing short function tasks."""
         groups: dict[tuple[int, int, bool], list[Submission]] = defaultdict(list)
@@ -182,19 +171,10 @@ class LocalAgent:
                 continue
             res = sub.spec.resources
             groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
-        now = time.monotonic()
         for (cores, gpus, is_function), subs in groups.items():
             size = self._pack_size(len(subs)) if is_function else 1
-            remote = self._remote_for(cores, gpus)
             for i in range(0, len(subs), size):
-                chunk = subs[i:i + size]
-                functions = {s.spec.function_digest: s.function for s in chunk
-                             if s.spec.function_digest and s.function is not None}
-                items = [(s.attempt_id, s.spec, s.dependency_results, s.data) for s in chunk]
-                ref = remote.remote(pickle.dumps((functions, items), protocol=pickle.HIGHEST_PROTOCOL))
-                self._packs[ref] = _Pack(attempt_ids=[s.attempt_id for s in chunk], submitted_at=now)
-                for s in chunk:
-                    self._by_attempt[s.attempt_id] = ref
+                self.tasks.run(subs[i:i + size], {self.config.ray_resource: float(cores)}, gpus=gpus)
 
     def _submit_container(self, sub: Submission) -> None:
         res = sub.spec.resources
@@ -203,95 +183,38 @@ class LocalAgent:
             (self.config.name, sub.attempt_id, sub.spec, sub.function, sub.dependency_results, sub.data,
              self.config.work_dir, self._pythonpath, self.config.container_binds),
             protocol=pickle.HIGHEST_PROTOCOL))
-        self._packs[ref] = _Pack(attempt_ids=[sub.attempt_id], submitted_at=time.monotonic(), container=True)
-        self._by_attempt[sub.attempt_id] = ref
+        self.tasks.track(ref, [sub.attempt_id], container=True)
 
     def _pack_size(self, count: int) -> int:
-        if self._mean_run_s is None or self._mean_run_s >= self.PACK_BELOW_S:
+        mean = self.tasks.mean_run_s
+        if mean is None or mean >= self.PACK_BELOW_S:
             return 1
         return max(1, min(self.config.max_pack, count // (2 * self.config.cores)))
 
-    def _remote_for(self, cores: int, gpus: int) -> Any:
-        """The Ray remote function with this resource request (``.options`` is costly: build it once)."""
-        key = (cores, gpus)
-        remote = self._remotes.get(key)
-        if remote is None:
-            options: dict[str, Any] = {"resources": {self.config.ray_resource: float(cores)}}
-            if gpus:
-                options["num_gpus"] = gpus
-            remote = self._remotes[key] = self._remote.options(**options)
-        return remote
-
     def poll(self) -> list[AttemptUpdate]:
         """Collect every finished pack with one ray.wait over all live refs."""
-        if not self._packs:
-            return []
-        ray = self._ray
-        refs = list(self._packs)
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        updates: list[AttemptUpdate] = []
-        for ref in ready:
-            pack = self._packs.pop(ref)
-            for attempt_id in pack.attempt_ids:
-                self._by_attempt.pop(attempt_id, None)
-            updates.extend(self._collect(ref, pack))
-        return updates
+        return self.tasks.poll() if self._tasks is not None else []
 
-    def _collect(self, ref: Any, pack: _Pack) -> list[AttemptUpdate]:
-        ray = self._ray
-        try:
-            if pack.container:
-                outcome: TaskOutcome = pickle.loads(ray.get(ref))  # noqa: S301  (our own worker's answer)
-                return [AttemptUpdate(attempt_id=pack.attempt_ids[0], outcome=outcome)]
-            results: list[tuple[AttemptId, TaskOutcome, float]] = pickle.loads(ray.get(ref))
-        except ray.exceptions.TaskCancelledError:
-            self._remove_orphan(pack)
-            return [self._interrupted(a, pack, "cancelled") for a in pack.attempt_ids]
-        except ray.exceptions.RayError as exc:  # worker died, node lost, object lost
-            self._remove_orphan(pack)
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-            return [self._interrupted(a, pack, reason) for a in pack.attempt_ids]
-        for _, _, run_s in results:
-            if self._mean_run_s is None:
-                self._mean_run_s = run_s
-            else:
-                self._mean_run_s += _DURATION_SMOOTHING * (run_s - self._mean_run_s)
-        return [AttemptUpdate(attempt_id=a, outcome=outcome) for a, outcome, _ in results]
-
-    def _remove_orphan(self, pack: _Pack) -> None:
+    def _remove_orphan(self, pack: Pack) -> None:
         """A container whose worker died (cancel is asynchronous: it may have started it meanwhile)."""
         if pack.container:
             remove_containers([container_name(self.config.name, a) for a in pack.attempt_ids])
-
-    @staticmethod
-    def _interrupted(attempt_id: AttemptId, pack: _Pack, reason: str) -> AttemptUpdate:
-        if attempt_id in pack.cancelled:
-            return AttemptUpdate(attempt_id=attempt_id, outcome=Cancelled(detail=reason))
-        # A neighbour in the pack was cancelled, or the worker died: not this task's fault if it
-        # shared the pack; a lone attempt whose worker died is charged a retry.
-        charge = len(pack.attempt_ids) == 1 and not pack.cancelled
-        why = LossReason.NEIGHBOUR_STOPPED if pack.cancelled else LossReason.WORKER_DIED
-        lost = Lost(reason=why, detail=reason, charge_retry=charge)
-        return AttemptUpdate(attempt_id=attempt_id, outcome=lost)
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Force-cancel the Ray tasks of these attempts (kills their worker processes if running).
 
         A container outlives its killed worker: it is removed by name.
         """
-        containers = []
-        for attempt_id in attempt_ids:
-            ref = self._by_attempt.get(attempt_id)
-            if ref is not None:
-                self._packs[ref].cancelled.add(attempt_id)
-                self._ray.cancel(ref, force=True)
-                if self._packs[ref].container:
-                    containers.append(container_name(self.config.name, attempt_id))
-        remove_containers(containers)
+        if self._tasks is None:
+            return
+        packs = self._tasks.cancel(attempt_ids)
+        remove_containers([container_name(self.config.name, a) for p in packs if p.container
+                           for a in p.cancelled])
 
     def load(self) -> SiteLoad:
         """Capacity from the configuration; wait estimated from recent attempt run times."""
-        inflight = len(self._by_attempt)
+        inflight = len(self._tasks) if self._tasks is not None else 0
+        mean = self._tasks.mean_run_s if self._tasks is not None else None
         backlog = max(0, inflight - self.config.cores)
         return SiteLoad(
             site=self.name,
@@ -302,20 +225,16 @@ class LocalAgent:
             nodes=1,
             inflight=inflight,
             max_inflight=self.config.max_inflight,
-            est_wait_s=backlog * (self._mean_run_s or 0.0) / self.config.cores,
+            est_wait_s=backlog * (mean or 0.0) / self.config.cores,
             capabilities=frozenset(Capability.container(ContainerRuntime(r))
                                    for r in self.config.container_runtimes),
         )
 
     def close(self) -> None:
         """Cancel every attempt still in flight."""
-        if self._ray is not None:
-            for ref in list(self._packs):
-                self._ray.cancel(ref, force=True)
-        remove_containers([container_name(self.config.name, a) for ref, pack in self._packs.items()
-                           if pack.container for a in pack.attempt_ids])
-        self._packs.clear()
-        self._by_attempt.clear()
+        if self._tasks is not None:
+            remove_containers([container_name(self.config.name, a) for pack in self._tasks.close()
+                               if pack.container for a in pack.attempt_ids])
 
 
 def preflight(site: LocalSite) -> Iterator[Check]:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pilot.listeners import listening
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "ci"))
 sys.path.insert(0, str(ROOT / "ci" / "slurm-cluster"))
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT / "ci" / "gridengine"))
 sys.path.insert(0, str(ROOT / "ci" / "torque-wrappers"))
 
 import gesite  # noqa: E402  (ci/gridengine/gesite.py)
+import netns  # noqa: E402  (ci/netns.py)
 import slurmsite  # noqa: E402  (ci/slurm-cluster/slurmsite.py)
 import torquesite  # noqa: E402  (ci/torque-wrappers/torquesite.py)
 
@@ -227,3 +230,48 @@ def criu_ready(slurm_sites: dict[str, slurmsite.SiteInfo]) -> None:
         result = checks[-1]
         if result.check != "criu" or not result.passed:
             pytest.skip(f"CRIU does not work at site {info.name}: {result.detail} ({result.fix})")
+
+# ---------------------------------------------------------------------------------------------- pilots
+# Pilot nodes join the campaign's Ray head, and Ray then listens on every interface; on this machine that
+# happens only inside the namespace of a ``--network none`` holder container (ci/netns.py). ``make test``
+# runs the pilot tests (tests/pilot, and the contract suite's pilot variants) through ``python
+# ci/netns.py run -- pytest -m pilot ...``; run anywhere else, they skip and say so. The pilot sites'
+# compute nodes mount this machine's Python and virtualenv read-only at the same paths, so the pilots run
+# the very Ray (and Python, to the patch level) of the head, as a shared filesystem gives them on a real
+# cluster.
+
+
+@pytest.fixture(scope="session")
+def holder() -> str:
+    """The holder container whose namespace this process runs in; skip (with how to run) elsewhere."""
+    name = os.environ.get(netns.HOLDER_ENV, "")
+    if not name or not netns.inside(name):
+        pytest.skip("pilot tests run inside the loopback-only network namespace: "
+                    "`python ci/netns.py run -- pytest tests/pilot` (part of `make test`)")
+    return name
+
+
+@pytest.fixture(scope="session")
+def host_listeners(holder: str) -> set[tuple[str, str, int]]:
+    """What listens in the machine's own namespace before any pilot test."""
+    return listening()
+
+
+@pytest.fixture(scope="session")
+def kappa(holder: str) -> Iterator[slurmsite.SiteInfo]:
+    """A 2-node Slurm 22.05 site in the holder's namespace, compute nodes with this Python mounted."""
+    info = slurmsite.up("kappa", fresh=True, nodes=2, cpus=4, network=f"container:{holder}",
+                        binds=tuple(sorted({sys.base_prefix, sys.prefix})))
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        slurmsite.down("kappa")
+
+
+@pytest.fixture(scope="session")
+def mu(holder: str) -> Iterator[slurmsite.SiteInfo]:
+    """A Torque-wrapper site (qsub/qstat/qdel over Slurm) in the holder's namespace, for the PBS dialect."""
+    info = torquesite.up("mu", cpus=4, network=f"container:{holder}",
+                         binds=tuple(sorted({sys.base_prefix, sys.prefix})))
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        torquesite.down("mu")

@@ -80,6 +80,10 @@ class SiteInfo:
     flavor: str = "bookworm"
     dbd_port: int = 0  # trixie: slurmdbd, and MariaDB on the next port
     mysql_port: int = 0
+    # "host", or "container:<holder>": every container of the site in the holder's network namespace (its
+    # own loopback only; ci/netns.py), reached through the controller container
+    network: str = "host"
+    binds: tuple[str, ...] = ()  # more host paths mounted read-only, at the same path, on the compute nodes
 
     @property
     def nodes(self) -> list[str]:
@@ -95,7 +99,7 @@ class SiteInfo:
         """The argv prefix that runs this site's Slurm client: none (the host's 22.05 client) for bookworm
         sites; the controller container for sid sites (a 22.05 client cannot talk to Slurm 26.05) and for
         torque sites (the wrappers are installed there, not on the host) and trixie sites (24.11)."""
-        if self.flavor == "bookworm":
+        if self.flavor == "bookworm" and self.network == "host":
             return []
         return ["docker", "exec", "-i", _container_name(self.name, "controller")]
 
@@ -109,6 +113,7 @@ class SiteInfo:
     def load(cls, path: Path) -> SiteInfo:
         """Read a site.json written by `up`."""
         data = json.loads(path.read_text())
+        data["binds"] = tuple(data.get("binds", ()))
         return cls(**data)
 
 
@@ -297,7 +302,9 @@ def _start_container(info: SiteInfo, role: str, *args: str) -> None:
             labels={LABEL: info.name, "metasched.role": role},
             volumes=[f"{info.directory}:{info.directory}",
                      # the same absolute path on every site, for checkpointed tasks' working directories
-                     *([f"{info.directory}/scratch:{SCRATCH}"] if compute else [])],
+                     *([f"{info.directory}/scratch:{SCRATCH}"] if compute else []),
+                     *(f"{path}:{path}:ro" for path in (info.binds if compute else ()))],
+            network=info.network,
             # CRIU (checkpointing command tasks) needs only these, with `criu --unprivileged`; Docker 20.10
             # rejects CAP_CHECKPOINT_RESTORE and --privileged fails on this host.
             cap_add=["SYS_ADMIN"] if compute else [],
@@ -410,13 +417,16 @@ def _resume_nodes(info: SiteInfo) -> None:
 
 
 def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh: bool = False,
-       min_job_age: int = 300, slurmd_timeout: int = 300, flavor: str = "bookworm") -> SiteInfo:
+       min_job_age: int = 300, slurmd_timeout: int = 300, flavor: str = "bookworm", network: str = "host",
+       binds: tuple[str, ...] = ()) -> SiteInfo:
     """Bring a site up (or confirm it is up) and return its description once a job can run.
 
     `min_job_age` (how long finished jobs stay in squeue) and `slurmd_timeout` (how soon a silent node
     is declared down) can be shortened for fault-injection tests. `flavor` "sid" makes a Slurm 26.05
     site whose nodes run Apptainer, "torque" a 22.05 site with Debian's Torque-style wrappers (their
-    clients run in the controller container: see SiteInfo.login).
+    clients run in the controller container: see SiteInfo.login). `network` "container:<holder>" puts
+    the site in a holder's loopback-only namespace (ci/netns.py); `binds` are host paths the compute nodes
+    see read-only (e.g. this machine's Python and virtualenv, for pilot nodes that join its Ray).
     """
     directory = _site_dir(name)
     if flavor not in FLAVORS:
@@ -432,6 +442,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         and info.image == image
         and len(info.node_ports) == nodes
         and (info.min_job_age, info.slurmd_timeout, info.flavor) == (min_job_age, slurmd_timeout, flavor)
+        and (info.network, info.binds) == (network, tuple(binds))
         and len(running) == nodes + 1
         and all(c.image == image for c in running)
     ):
@@ -456,6 +467,8 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         flavor=flavor,
         dbd_port=ports[nodes + 1] if extra else 0,
         mysql_port=ports[nodes + 2] if extra else 0,
+        network=network,
+        binds=tuple(binds),
     )
     _prepare_directory(info, fresh=fresh)
     _start_container(info, "controller", "controller", info.directory)

@@ -17,9 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "slurm-cluster")
 import slurmsite  # noqa: E402  (ci/slurm-cluster/slurmsite.py)
 
 
-def up(name: str, *, cpus: int = 4, fresh: bool = True) -> slurmsite.SiteInfo:
-    """A Torque-wrapper site, ready (its PBSSite: tests/integration/pbs_sites.py)."""
-    return slurmsite.up(name, fresh=fresh, flavor="torque", cpus=cpus)
+def up(name: str, *, cpus: int = 4, fresh: bool = True, network: str = "host",
+       binds: tuple[str, ...] = ()) -> slurmsite.SiteInfo:
+    """A Torque-wrapper site, ready (its PBSSite: tests/integration/pbs_sites.py); `network` and `binds` as
+    for ``slurmsite.up`` (a pilot test site in the loopback-only namespace)."""
+    return slurmsite.up(name, fresh=fresh, flavor="torque", cpus=cpus, network=network, binds=binds)
 
 
 def down(name: str) -> None:

@@ -26,14 +26,16 @@ def run(
     if journal_holds(loaded.journal, loaded.spec.campaign.name):
         # Running the same file again after a stop or a crash continues the campaign.
         console.print(f"resuming campaign {loaded.spec.campaign.name!r} from {loaded.journal}")
-        _drive(lambda: ms.Campaign.resume(loaded.journal), lambda c: c.futures(), loaded.journal,
-               headless=headless)
+        node_ip = loaded.spec.campaign.ray_node_ip
+        _drive(lambda: ms.Campaign.resume(loaded.journal, ray_node_ip=node_ip), lambda c: c.futures(),
+               loaded.journal, headless=headless)
         return
 
     def start() -> Any:
         section = loaded.spec.campaign
         return ms.Campaign(section.name, sites=loaded.sites, journal=loaded.journal, policy=section.policy,
-                           store=section.store, data_threshold=section.data_threshold).start()
+                           store=section.store, data_threshold=section.data_threshold,
+                           ray_node_ip=section.ray_node_ip).start()
 
     def submit_all(c: Any) -> list[Any]:
         futures: dict[str, Any] = {}

@@ -23,6 +23,7 @@ from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded
 from metasched.placement import PlacementPolicy, feasible_sites
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
+from metasched.scheduler.blocks import BlockJournal
 from metasched.scheduler.checkpoints import CheckpointRequests
 from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord, Transition
 from metasched.scheduler.events import EventLog, SiteSummary, TaskEvent, site_summary, task_error
@@ -51,10 +52,13 @@ class SchedulerService(CheckpointRequests):
         self._moves: dict[TaskId, tuple[str | None, str | None]] = {}
         self._notes: list[Note] = []
         self.drained: set[SiteName] = set()
+        self.blocks = BlockJournal(journal, agents)
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self, *, resume: bool) -> int:
         """Start every agent; when resuming, rebuild state from the journal. Returns tasks restored."""
+        if resume:
+            self.blocks.resume()
         for agent in self.agents.values():
             agent.start()
         return self._restore() if resume else 0
@@ -157,6 +161,7 @@ class SchedulerService(CheckpointRequests):
         changed = self._poll_transfers() or changed
         changed = self._dispatch() or changed
         changed = self._handle_requests() or changed
+        self.blocks.record()
         if changed or self.core.transitions:
             self._flush()
         return changed

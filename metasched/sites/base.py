@@ -134,3 +134,27 @@ class ReattachableAgent(Protocol):
     def reattach(self, attempt_id: AttemptId, spec: TaskSpec, native_id: str) -> bool:
         """Track an attempt submitted by an earlier scheduler; False if the agent cannot."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockRecord:
+    """One pilot block of a site (a batch job holding Ray worker nodes), as its agent reports it."""
+
+    block_id: str
+    job_id: str
+    state: str  # queued, running (its nodes joined), leaving (cancelled by metasched), ended
+    nodes: int
+    detail: str = ""
+
+
+@runtime_checkable
+class PoolAgent(Protocol):
+    """An agent that runs attempts in blocks of its own (pilot mode); the scheduler journals them."""
+
+    def blocks(self) -> list[BlockRecord]:
+        """Every block this agent started and has not forgotten, newest last."""
+        ...
+
+    def forget_blocks(self, earlier: Sequence[BlockRecord]) -> None:
+        """Blocks an earlier scheduler of this campaign journaled: delete the ones that may still be live."""
+        ...

@@ -385,6 +385,11 @@ class BatchAgent:
             est_wait_s=backlog * self._mean_run_s / max(1, capacity.total_cores),
             capabilities=self._capabilities)
 
+    @property
+    def capacity(self) -> Capacity:
+        """The site's nodes as last listed."""
+        return self._capacity
+
     def _offered(self, launchers: Launchers) -> frozenset[Capability]:
         """Checkpoints where jobs can be signalled (CRIU: with a checkpoint_dir), containers if configured."""
         offered: set[Capability] = set()

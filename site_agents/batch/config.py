@@ -34,7 +34,15 @@ class BatchSite:
             of the argv through unchanged (e.g. ``("docker", "exec", "-i", "login1")``); default: this
             machine's client programs. Variables of `environment` are handed on with ``env``.
         environment: variables the client programs need (``SGE_ROOT``, ``PBS_SERVER``...).
-        mode: "batch" (one job per attempt); "pilot" is not available yet.
+        mode: "batch" (one job per attempt) or "pilot" (Ray worker nodes in elastic blocks of jobs, joining
+            the campaign's Ray head; the fields below; see docs/pilots.md).
+        nodes_per_block: nodes of one pilot block (one Ray worker node each).
+        cores_per_node: cores a block asks for on each node (0: the site's largest node).
+        block_walltime: the time limit of each block, in seconds; a task whose walltime does not fit in
+            what is left of a block is not sent there.
+        init_blocks, min_blocks, max_blocks: blocks started at once, kept while idle, and at most.
+        idle_timeout: seconds a block may run no task before it is cancelled (down to min_blocks).
+        block_object_store_mb: the Ray object store of each pilot node.
         max_jobs: the most jobs metasched keeps queued or running at this site.
         poll_interval: seconds between status calls (one call per interval, whatever the task count).
         gpus_per_node: GPUs a node offers (for feasibility; asked for per task as the dialect says).
@@ -66,7 +74,15 @@ class BatchSite:
     shared_dir: AbsolutePath
     login: tuple[str, ...] = ()
     environment: dict[str, str] = field(default_factory=dict)
-    mode: Literal["batch"] = "batch"
+    mode: Literal["batch", "pilot"] = "batch"
+    nodes_per_block: PositiveInt = 1
+    cores_per_node: NonNegativeInt = 0
+    block_walltime: PositiveFloat = 3600.0
+    init_blocks: NonNegativeInt = 1
+    min_blocks: NonNegativeInt = 0
+    max_blocks: PositiveInt = 4
+    idle_timeout: PositiveFloat = 120.0
+    block_object_store_mb: PositiveInt = 256
     max_jobs: PositiveInt = 100
     poll_interval: PositiveFloat = 1.0
     gpus_per_node: NonNegativeInt = 0
@@ -92,10 +108,11 @@ class BatchSite:
                 "joins the command into a shell string on the other side, so arguments would be re-split and "
                 "interpreted there. Use a prefix that passes the argv through unchanged (docker exec, "
                 "kubectl exec --, sudo -u USER), or run metasched on the cluster's login node.")
-        if self.mode != "batch":
-            raise ConfigurationError(f"{self.kind} site {self.name}: mode={self.mode!r} is not available "
-                                     "yet; use mode='batch'.")
         check_fields(self)
+        if not self.min_blocks <= self.max_blocks or self.init_blocks > self.max_blocks:
+            raise ConfigurationError(
+                f"{self.kind} site {self.name}: blocks must satisfy min_blocks <= max_blocks and init_blocks "
+                f"<= max_blocks, got min={self.min_blocks}, init={self.init_blocks}, max={self.max_blocks}.")
 
     def local_paths(self) -> list[tuple[str, str, str]]:
         """The shared directory must exist here (this machine is the site's login node or shares its FS)."""

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from metasched.sites.kind import Check, MatrixRow, SiteKind
 from site_agents.batch.agent import BatchAgent
+from site_agents.batch.pilots import in_mode
 from site_agents.batch.preflight import batch_preflight
 from site_agents.gridengine.config import GridEngineSite
 from site_agents.gridengine.dialect import GridEngine
@@ -29,7 +30,7 @@ ROWS = (MatrixRow("gridengine-8.1.9", "Grid Engine", "8.1.9 (bookworm)", "epsilo
                            "test_job_deleted_outside_metasched_is_run_again",
     "parsers (recorded output)": "tests/unit/test_gridengine_parsers.py"}),)
 
-KIND = SiteKind(name="gridengine", config=GridEngineSite, agent=gridengine_agent, preflight=preflight,
-                matrix_rows=ROWS)
+KIND = SiteKind(name="gridengine", config=GridEngineSite, agent=in_mode(gridengine_agent),
+                preflight=preflight, matrix_rows=ROWS)
 
 __all__ = ["KIND", "GridEngineSite", "gridengine_agent"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metasched.sites.kind import MatrixRow, SiteKind
+from site_agents.batch.pilots import in_mode
 from site_agents.pbs.agent import pbs_agent, preflight
 from site_agents.pbs.config import PBSSite
 
@@ -24,6 +25,6 @@ ROWS = (
                    "state of a live server; see docs/sites/pbs.md for what that server was shown to do)"),
 )
 
-KIND = SiteKind(name="pbs", config=PBSSite, agent=pbs_agent, preflight=preflight, matrix_rows=ROWS)
+KIND = SiteKind(name="pbs", config=PBSSite, agent=in_mode(pbs_agent), preflight=preflight, matrix_rows=ROWS)
 
 __all__ = ["KIND", "PBSSite", "pbs_agent"]

@@ -9,7 +9,9 @@ whose workers run on this machine, or in a Slurm job at alpha) and `gridengine` 
 site epsilon, one job per attempt) and `torque-wrappers` (the PBS agent's Torque dialect against the
 site zeta: Slurm 22.05 behind Debian's Torque-style wrappers, which is a compatibility layer, not Torque)
 and `slurm-24.11` (the site eta: Slurm 24.11 from trixie with slurmdbd + MariaDB, reached through its
-controller container).
+controller container), and the pilot-mode variants `slurm-pilot` (site kappa) and `torque-pilot` (site mu:
+the Torque-style wrappers), whose tasks run in Ray worker nodes inside blocks of batch jobs; those run in
+the loopback-only network namespace (``make test-pilot``; see tests/conftest.py).
 Later site kinds add a parameter here.
 
 With METASCHED_CONTRACT_SITES=CAMPAIGN_FILE (what `metasched testmatrix --sites FILE` sets) the suite runs
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +41,10 @@ BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker
               "globus-compute-local", pytest.param("globus-compute-slurm", marks=pytest.mark.slurm),
               pytest.param("gridengine", marks=pytest.mark.docker),
               pytest.param("torque-wrappers", marks=pytest.mark.docker),
-              pytest.param("slurm-24.11", marks=pytest.mark.docker)]
+              pytest.param("slurm-24.11", marks=pytest.mark.docker),
+              pytest.param("slurm-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
+              pytest.param("torque-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot])]
+PILOT_HEAD_IP = "127.0.0.2"  # the campaign's Ray head inside the loopback-only namespace
 
 
 def _user_sites() -> dict[str, object]:
@@ -60,9 +66,11 @@ class SiteUnderTest:
 
 @pytest.fixture(params=SITE_KINDS)
 def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTest]:
-    request.getfixturevalue("ray_local")
     kind = request.param
+    if not kind.endswith("-pilot"):
+        request.getfixturevalue("ray_local")
     defaults: dict[str, object] = {}
+    head_ip = None
     if kind.startswith("user-"):
         site_config = _user_sites()[kind]
         sites: list[object] = [site_config]
@@ -107,6 +115,19 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         sites = [torque_site(zeta, poll_interval=0.3)]
         workdir = Path(zeta.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
+    elif kind.endswith("-pilot"):
+        from tests.integration.pbs_sites import torque_site
+
+        info = request.getfixturevalue("kappa" if kind == "slurm-pilot" else "mu")
+        options: dict[str, object] = {
+            "mode": "pilot", "python": f"{sys.prefix}/bin/python", "cores_per_node": 2, "init_blocks": 1,
+            "max_blocks": 2, "block_object_store_mb": 100, "poll_interval": 0.3}
+        sites = [ms.SlurmSite(info.name, slurm_conf=info.slurm_conf, shared_dir=info.shared_dir,
+                              login=tuple(info.login), **options)
+                 if kind == "slurm-pilot" else torque_site(info, **options)]
+        workdir = Path(info.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir()
+        head_ip = PILOT_HEAD_IP
     elif kind.startswith("globus-compute"):
         endpoint = request.getfixturevalue("gc_local" if kind.endswith("local") else "gc_alpha")
         sites = [ms.GlobusComputeSite("gc", offline_endpoint=endpoint.address,
@@ -122,5 +143,6 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         workdir = Path(alpha.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
     name = f"contract-{os.getpid()}-{next(_names)}"
-    with ms.Campaign(name, sites=sites, journal=tmp_path / "c.db", defaults=defaults) as campaign:
+    with ms.Campaign(name, sites=sites, journal=tmp_path / "c.db", defaults=defaults,
+                     ray_node_ip=head_ip) as campaign:
         yield SiteUnderTest(kind=kind, campaign=campaign, workdir=workdir)

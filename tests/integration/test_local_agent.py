@@ -48,14 +48,14 @@ def test_short_tasks_are_packed_and_a_cancel_spares_the_neighbours_retry() -> No
     for _ in range(5):  # learn that tasks are short (a cold worker's first call is slower)
         agent.submit([submission(i, 0.0) for i in range(8)])
         assert all(isinstance(o, Succeeded) for o in drain(agent, 8).values())
-        if agent._mean_run_s is not None and agent._mean_run_s < LocalAgent.PACK_BELOW_S:
+        if agent.tasks.mean_run_s is not None and agent.tasks.mean_run_s < LocalAgent.PACK_BELOW_S:
             break
-    assert agent._mean_run_s is not None
-    assert agent._mean_run_s < LocalAgent.PACK_BELOW_S
+    assert agent.tasks.mean_run_s is not None
+    assert agent.tasks.mean_run_s < LocalAgent.PACK_BELOW_S
 
     agent.submit([submission(10, 30.0)] + [submission(i, 0.0) for i in range(11, 18)])
     assert agent.load().inflight == 8
-    assert len(agent._packs) == 2, "8 short attempts on 1 core should share 2 Ray tasks"
+    assert agent.tasks.packs == 2, "8 short attempts on 1 core should share 2 Ray tasks"
     time.sleep(1.0)  # the sleeper (first of its pack) is running now
     agent.cancel([AttemptId("t10.1")])
     outcomes = drain(agent, 8)
@@ -72,6 +72,6 @@ def test_packing_off_gives_one_ray_task_per_attempt() -> None:
     agent.submit([submission(i, 0.0) for i in range(4)])
     drain(agent, 4)
     agent.submit([submission(i, 0.0) for i in range(10, 18)])
-    assert len(agent._packs) == 8
+    assert agent.tasks.packs == 8
     assert len(drain(agent, 8)) == 8
     agent.close()

@@ -1,0 +1,93 @@
+"""A pilot block: one batch job whose nodes each run a Ray worker node (``metasched.worker.pilot``).
+
+A block is submitted as an ordinary command attempt of the site's ``BatchAgent``: its directory is an
+attempt directory holding the pilot's plan and the Ray token (owner-only), its command runs the pilot with
+the block's walltime, so every dialect submits, watches and deletes blocks as it does any job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from metasched.attempt_dir import AttemptDir, tail
+from metasched.errors import SiteAgentError
+from metasched.outcomes import Cancelled, Failed, Lost, Succeeded, TaskOutcome
+from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from metasched.sites.base import Submission
+from metasched.worker.pilot import PilotPlan, write_plan
+from site_agents.batch.config import BatchSite
+from site_agents.batch.launchers import worker_path
+
+LEAVE_EARLY_S = 30.0  # a pilot leaves this long before its block's walltime (an orderly end, not a kill)
+
+
+@dataclass(slots=True, kw_only=True)
+class Block:
+    """One pilot block as the agent follows it."""
+
+    block_id: str
+    submitted_at: float
+    job_id: str = ""
+    started_at: float | None = None  # the batch job runs
+    joined_at: float | None = None  # its Ray node(s) are up
+    nodes_up: int = 0
+    idle_since: float = 0.0
+    cancelling: bool = False
+    ended: str = ""
+
+    def remaining_s(self, now: float, walltime: float) -> float:
+        """Seconds before the block's pilots leave (the whole walltime while it waits)."""
+        began = self.started_at if self.started_at is not None else now
+        return began + walltime - LEAVE_EARLY_S - now
+
+
+def block_submission(config: BatchSite, *, head: str, block_id: str, number: int,
+                     cores_per_node: int) -> Submission:
+    """The block's directory (plan and token written), and its job as a command attempt."""
+    attempt = AttemptDir.of(config.shared_dir, block_id).create()
+    plan = PilotPlan(head=head, site=config.name, block=block_id, cores=cores_per_node,
+                     gpus=config.gpus_per_node, object_store_mb=config.block_object_store_mb,
+                     leave_after_s=config.block_walltime - LEAVE_EARLY_S)
+    write_plan(attempt.path, plan, ray_token())
+    command = CommandSpec(argv=(config.python, "-m", "metasched.worker.pilot", str(attempt.path)),
+                          env=(("PYTHONPATH", worker_path(config)),))
+    spec = TaskSpec(task_id=TaskId(block_id), name=f"pilot block {number} of {config.name}",
+                    kind=TaskKind.COMMAND, command=command,
+                    resources=Resources(cores=cores_per_node, gpus=config.gpus_per_node,
+                                        nodes=config.nodes_per_block, walltime_s=config.block_walltime))
+    return Submission(attempt_id=AttemptId(block_id), spec=spec)
+
+
+def ending(outcome: TaskOutcome) -> str:
+    """How a block's job ended, in words."""
+    match outcome:
+        case Succeeded():
+            return "ended"
+        case Cancelled():
+            return "was cancelled"
+        case Lost(detail=detail):
+            return f"was lost ({detail})"
+        case Failed(failure=failure):
+            return f"failed ({failure.error_type}: {failure.message})"
+    return f"ended ({type(outcome).__name__})"
+
+
+def pilot_lines(attempt: AttemptDir, lines: int = 8) -> str:
+    """The last lines the pilot printed (ray start's own errors), for a block that never joined."""
+    said = [tail(path, 4000) for path in (attempt.command_stderr, attempt.command_stdout)]
+    text = "\n".join(s for s in said if s).strip().splitlines()[-lines:]
+    return " | ".join(text) or "no output"
+
+
+def ray_token() -> str:
+    """The head's token, where Ray looks for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise SiteAgentError(f"pilot blocks need the Ray head's token, and {path} cannot be read ({exc}); "
+                             "token authentication stays on.", site="") from exc

@@ -1,0 +1,358 @@
+"""Pilot mode of a batch site: Ray worker nodes inside elastic blocks of batch jobs.
+
+A **block** is one batch job of ``nodes_per_block`` nodes and ``block_walltime``: on each node
+``metasched.worker.pilot`` starts a Ray worker node that joins the campaign's Ray head with the resources
+``site:<name>`` and ``block:<id>``. Blocks are ordinary command attempts of the site's ``BatchAgent`` (its
+dialect, job scripts, status rounds, vanished and held jobs, deletion at close), so every batch site kind
+gets pilots without code of its own. The campaign's attempts then run as Ray tasks (``RayTasks``) asking
+for ``block:<id>``: the agent keeps them in its own queue and hands each to a block that has room and
+enough time left for the task's walltime, so Ray never holds more than a block can start soon and the
+rest stays where placement can still send it elsewhere.
+
+Elastic: ``init_blocks`` at start; more while the queued and running work needs them (up to
+``max_blocks``); a block that ran nothing for ``idle_timeout`` is cancelled, down to ``min_blocks``. A
+block that ends (cancelled, its walltime, a node lost) returns its running attempts as lost at no cost to
+their retries. A block whose pilot never joins the head (unreachable head, wrong Python or Ray) ends with
+the pilot's own lines; after ``GIVE_UP_AFTER`` such blocks in a row, the queued attempts fail with them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from metasched.attempt_dir import AttemptDir
+from metasched.errors import SiteAgentError
+from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome, failed
+from metasched.records import (
+    AttemptId,
+    SiteLoad,
+    SiteName,
+    TaskSpec,
+)
+from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
+from site_agents.batch.agent import BatchAgent, job_name
+from site_agents.batch.blocks import LEAVE_EARLY_S, Block, block_submission, ending, pilot_lines
+from site_agents.batch.config import BatchSite
+from site_agents.ray_tasks import RayTasks
+
+log = logging.getLogger(__name__)
+
+OVERSUBSCRIBE = 2  # attempts handed to a block per core (the next ones start without waiting for a poll)
+NODES_REFRESH_S = 1.0  # how often the Ray node table is read
+MAX_HISTORY = 200  # ended blocks kept in the journal's record
+GIVE_UP_AFTER = 2  # blocks in a row that never joined before the queued attempts fail with their words
+DEFAULT_BLOCK_WAIT_S = 30.0  # predicted wait for a new block before one has started
+
+
+class PilotAgent:
+    """Runs attempts as Ray tasks in pilot blocks that a ``BatchAgent`` submits and watches."""
+
+    def __init__(self, batch: BatchAgent) -> None:
+        self.config = batch.config
+        self.batch = batch
+        self._tasks: RayTasks | None = None
+        self._ray: Any = None
+        self._head = ""
+        self._run = secrets.token_hex(3)
+        self._count = 0
+        self._live: dict[str, Block] = {}
+        self._queue: collections.deque[Submission] = collections.deque()
+        self._cores: dict[AttemptId, int] = {}
+        self._where: dict[AttemptId, str] = {}
+        self._pending: list[AttemptUpdate] = []
+        self._nodes_read = 0.0
+        self._never_joined: list[str] = []
+        self._block_waits: list[float] = []
+        self._history: list[BlockRecord] = []  # blocks that ended (and an earlier scheduler's)
+        self.cores_per_node: int = batch.config.cores_per_node
+
+    @property
+    def name(self) -> SiteName:
+        """The site this agent serves."""
+        return SiteName(self.config.name)
+
+    @property
+    def block_cores(self) -> int:
+        """Cores of one block (every node's)."""
+        return self.cores_per_node * self.config.nodes_per_block
+
+    @property
+    def tasks(self) -> RayTasks:
+        """The attempts in flight as Ray tasks (after start)."""
+        if self._tasks is None:
+            raise SiteAgentError(f"site {self.config.name}: agent not started.", site=self.config.name)
+        return self._tasks
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the batch side, check the head can be joined, and submit the first blocks."""
+        import ray
+
+        self._ray = ray
+        self._head = ray.get_runtime_context().gcs_address
+        if self._head.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
+            raise SiteAgentError(
+                f"pilot site {self.config.name}: the campaign's Ray head listens on 127.0.0.1 only, so no "
+                "pilot can join it. Start the campaign with ray_node_ip= (the address the compute nodes "
+                "reach this machine at; see docs/pilots.md), or join a Ray cluster whose head they reach "
+                "(address=).", site=self.config.name)
+        self.batch.start()
+        if not self.cores_per_node:
+            self.cores_per_node = self.batch.capacity.max_cores_per_node
+        self._tasks = RayTasks(ray)
+        self._add_blocks(self.config.init_blocks)
+
+    def close(self) -> None:
+        """Cancel the attempts in flight and delete every block."""
+        if self._tasks is not None:
+            self._tasks.close()
+        self.batch.close()
+        self._live.clear()
+
+    # ------------------------------------------------------------------------------ blocks
+    def _add_blocks(self, count: int) -> None:
+        submissions = [self._block_submission() for _ in range(count)]
+        if submissions:
+            self.batch.submit(submissions)
+
+    def _block_submission(self) -> Submission:
+        self._count += 1
+        block_id = f"pilot-{self._run}-{self._count}"
+        self._live[block_id] = Block(block_id=block_id, submitted_at=time.monotonic())
+        log.info("site %s: pilot block %s submitted", self.config.name, block_id)
+        return block_submission(self.config, head=self._head, block_id=block_id, number=self._count,
+                                cores_per_node=self.cores_per_node)
+
+    def _follow_blocks(self, now: float) -> None:
+        """The batch side's news about the block jobs, then the Ray node table."""
+        for update in self.batch.poll():
+            block = self._live.get(update.attempt_id)
+            if block is None:
+                continue
+            if update.native_id:
+                block.job_id = update.native_id
+            if update.running and block.started_at is None:
+                block.started_at = now
+            if update.outcome is not None:
+                self._ended(block, update.outcome)
+        if now - self._nodes_read >= NODES_REFRESH_S:
+            self._read_nodes(now)
+
+    def _read_nodes(self, now: float) -> None:
+        self._nodes_read = now
+        up: collections.Counter[str] = collections.Counter()
+        for node in self._ray.nodes():
+            if node.get("Alive"):
+                for resource in node.get("Resources", {}):
+                    if resource.startswith("block:"):
+                        up[resource.removeprefix("block:")] += 1
+        for block in list(self._live.values()):
+            was = block.nodes_up
+            block.nodes_up = up.get(block.block_id, 0)
+            if block.nodes_up and block.joined_at is None:
+                block.joined_at = block.idle_since = now
+                block.started_at = block.started_at or now
+                self._block_waits.append(now - block.submitted_at)
+                self._never_joined.clear()
+                log.info("site %s: pilot block %s (job %s) joined with %d node(s)", self.config.name,
+                         block.block_id, block.job_id, block.nodes_up)
+            elif was and block.nodes_up < was:
+                self._lose(block, f"pilot block {block.block_id} (job {block.job_id}) lost "
+                                  f"{was - block.nodes_up} of its Ray nodes")
+
+    def _ended(self, block: Block, outcome: TaskOutcome) -> None:
+        del self._live[block.block_id]
+        why = ending(outcome)
+        self._history = [*self._history[-MAX_HISTORY + 1:], self._record(block, "ended", why)]
+        if block.joined_at is None and not block.cancelling:
+            said = pilot_lines(AttemptDir.of(self.config.shared_dir, block.block_id))
+            self._never_joined.append(f"block {block.block_id} (job {block.job_id}) {why}: {said}")
+            log.warning("site %s: pilot %s", self.config.name, self._never_joined[-1])
+            if len(self._never_joined) >= GIVE_UP_AFTER:
+                self._fail_queue()
+        self._lose(block, f"pilot block {block.block_id} (job {block.job_id}) {why}")
+
+    def _lose(self, block: Block, detail: str) -> None:
+        lost = Lost(reason=LossReason.BLOCK_ENDED, detail=f"site {self.config.name}: {detail}",
+                    charge_retry=False)
+        if self.tasks.lose_group(block.block_id, lost):
+            log.warning("site %s: %s; its running tasks are placed again", self.config.name, detail)
+
+    def _fail_queue(self) -> None:
+        detail = "; ".join(self._never_joined[-GIVE_UP_AFTER:])
+        message = (f"site {self.config.name}: {GIVE_UP_AFTER} pilot blocks in a row ended without joining "
+                   f"the campaign's Ray head at {self._head} ({detail}). Check that the compute nodes reach "
+                   "that address, and that `python` there has this Ray version (see docs/pilots.md).")
+        while self._queue:
+            sub = self._queue.popleft()
+            self._cores.pop(sub.attempt_id, None)
+            outcome = failed("PilotError", message)
+            self._pending.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=outcome))
+        self._never_joined.clear()
+
+    def blocks(self) -> list[BlockRecord]:
+        """Every block: the ended ones (the last MAX_HISTORY), then the live ones."""
+        live = [self._record(b, "leaving" if b.cancelling else "running" if b.joined_at else "queued")
+                for b in self._live.values()]
+        return [*self._history, *live]
+
+    def _record(self, block: Block, state: str, detail: str = "") -> BlockRecord:
+        return BlockRecord(block_id=block.block_id, job_id=block.job_id, state=state, nodes=block.nodes_up,
+                           detail=detail)
+
+    def forget_blocks(self, earlier: Sequence[BlockRecord]) -> None:
+        """Delete the blocks an earlier scheduler left (their head is gone); keep their records."""
+        live = [r for r in earlier if r.state != "ended"]
+        ids = [r.job_id for r in live if r.job_id]
+        try:
+            if ids:
+                self.batch.runner.run(self.batch.dialect.delete_argv(ids))
+            names = [job_name(self.config.name, r.block_id) for r in live]
+            for argv in self.batch.dialect.delete_by_name_argvs(names) if names else []:
+                self.batch.runner.run(argv)
+        except SiteAgentError as exc:
+            log.warning("site %s: could not delete an earlier scheduler's blocks: %s", self.config.name, exc)
+        gone = [dataclasses.replace(r, state="ended", detail="deleted when the campaign resumed")
+                for r in live]
+        self._history = [r for r in earlier if r.state == "ended"] + gone
+
+    def _scale(self, now: float) -> None:
+        """More blocks while the work needs them; idle ones cancelled down to min_blocks."""
+        walltime = self.config.block_walltime
+        useful = [b for b in self._live.values()
+                  if not b.cancelling and b.remaining_s(now, walltime) > max(10.0, 0.1 * walltime)]
+        demand = sum(self._cores.values())
+        wanted = min(self.config.max_blocks, max(self.config.min_blocks,
+                                                 math.ceil(demand / max(1, self.block_cores))))
+        alive = [b for b in self._live.values() if not b.cancelling]
+        if self._queue and len(useful) < wanted and len(alive) < self.config.max_blocks:
+            self._add_blocks(min(wanted - len(useful), self.config.max_blocks - len(alive)))
+        idle = [b for b in alive if b.joined_at is not None and not self.tasks.in_group(b.block_id)
+                and now - b.idle_since >= self.config.idle_timeout]
+        for block in idle[:max(0, len(alive) - self.config.min_blocks)] if not self._queue else []:
+            block.cancelling = True
+            log.info("site %s: pilot block %s idle for %.0f s: cancelled", self.config.name, block.block_id,
+                     now - block.idle_since)
+            self.batch.cancel([AttemptId(block.block_id)])
+
+    # ------------------------------------------------------------------------------ attempts
+    def submit(self, submissions: Sequence[Submission]) -> None:
+        """Queue the attempts; each poll hands them to blocks with room and time for them."""
+        for sub in submissions:
+            self._queue.append(sub)
+            self._cores[sub.attempt_id] = sub.spec.resources.cores
+
+    def poll(self) -> list[AttemptUpdate]:
+        """Blocks first (ended ones give back their tasks), then finished attempts, then dispatch."""
+        now = time.monotonic()
+        self._follow_blocks(now)
+        updates, self._pending = self._pending, []
+        for update in self.tasks.poll():
+            self._cores.pop(update.attempt_id, None)
+            self._where.pop(update.attempt_id, None)
+            updates.append(self._blame(update))
+        updates += self._dispatch(now)
+        self._scale(now)
+        return updates
+
+    def _blame(self, update: AttemptUpdate) -> AttemptUpdate:
+        """A worker that died with its node is the block's end, not the task's fault."""
+        outcome = update.outcome
+        if not isinstance(outcome, Lost) or outcome.reason is not LossReason.WORKER_DIED:
+            return update
+        self._read_nodes(time.monotonic())
+        gone = [b for b in self._live.values() if b.joined_at is not None and not b.nodes_up]
+        if not gone and self._live:
+            return update
+        lost = Lost(reason=LossReason.BLOCK_ENDED, detail=f"site {self.config.name}: {outcome.detail}",
+                    charge_retry=False)
+        return AttemptUpdate(attempt_id=update.attempt_id, outcome=lost)
+
+    def _dispatch(self, now: float) -> list[AttemptUpdate]:
+        started: list[AttemptUpdate] = []
+        ready = [b for b in self._live.values() if self._takes_work(b)]
+        if not ready or not self._queue:
+            return started
+        room = {b.block_id: self._room(b) for b in ready}
+        waiting: collections.deque[Submission] = collections.deque()
+        while self._queue:
+            sub = self._queue.popleft()
+            block = self._block_for(sub.spec, ready, room, now)
+            if block is None:
+                waiting.append(sub)
+                continue
+            room[block.block_id] -= sub.spec.resources.cores
+            block.idle_since = now
+            self._where[sub.attempt_id] = block.block_id
+            self.tasks.run([sub], {f"block:{block.block_id}": float(sub.spec.resources.cores)},
+                           gpus=sub.spec.resources.gpus, group=block.block_id)
+            started.append(AttemptUpdate(attempt_id=sub.attempt_id, running=True, native_id=block.job_id))
+        self._queue = waiting
+        return started
+
+    @staticmethod
+    def _takes_work(block: Block) -> bool:
+        return block.joined_at is not None and block.nodes_up > 0 and not block.cancelling
+
+    def _block_for(self, spec: TaskSpec, ready: list[Block], room: dict[str, int],
+                   now: float) -> Block | None:
+        """The block with the most room that has the task's cores free and its walltime left."""
+        need = spec.resources.walltime_s or 0.0
+        fits = [b for b in ready if room[b.block_id] >= spec.resources.cores
+                and b.remaining_s(now, self.config.block_walltime) >= need]
+        return max(fits, key=lambda b: room[b.block_id], default=None)
+
+    def _room(self, block: Block) -> int:
+        """Cores' worth of attempts the block may still be handed (OVERSUBSCRIBE per core)."""
+        used = sum(self._cores.get(a, 1) for a, b in self._where.items() if b == block.block_id)
+        return OVERSUBSCRIBE * self.cores_per_node * block.nodes_up - used
+
+    def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
+        """Queued attempts end at once; running ones are force-cancelled in Ray."""
+        wanted = set(attempt_ids)
+        kept: collections.deque[Submission] = collections.deque()
+        for sub in self._queue:
+            if sub.attempt_id in wanted:
+                self._cores.pop(sub.attempt_id, None)
+                cancelled = Cancelled(detail="cancelled while queued for a pilot block")
+                self._pending.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=cancelled))
+            else:
+                kept.append(sub)
+        self._queue = kept
+        self.tasks.cancel([a for a in attempt_ids if a in self._where])
+
+    # ------------------------------------------------------------------------------ load
+    def load(self) -> SiteLoad:
+        """Room for twice the cores of max_blocks; the wait is zero where a block has room, else a block's."""
+        capacity = self.batch.capacity
+        room = any(self._takes_work(b) and self._room(b) > 0 for b in self._live.values())
+        waits = self._block_waits[-5:]
+        wait = 0.0 if room else (sum(waits) / len(waits) if waits else DEFAULT_BLOCK_WAIT_S)
+        inflight = len(self._cores)
+        limit = OVERSUBSCRIBE * self.block_cores * self.config.max_blocks
+        return SiteLoad(
+            site=self.name, total_cores=self.block_cores * self.config.max_blocks,
+            max_cores_per_task=self.cores_per_node, max_memory_mb=capacity.max_memory_mb,
+            gpus=self.config.gpus_per_node, nodes=1, inflight=inflight,
+            max_inflight=limit if self.batch.available else inflight, est_wait_s=wait,
+            max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S)
+
+
+def in_mode(factory: Callable[[Any], BatchAgent]) -> Callable[[Any], BatchAgent | PilotAgent]:
+    """A batch kind's agent factory that honours ``mode``: the batch agent, or pilots around it."""
+
+    def agent(config: BatchSite) -> BatchAgent | PilotAgent:
+        batch = factory(config)
+        return PilotAgent(batch) if config.mode == "pilot" else batch
+
+    agent.__doc__ = factory.__doc__
+    return agent
+
+

@@ -1,0 +1,171 @@
+"""Attempts running as Ray tasks on the campaign's Ray cluster: what the local site and pilot blocks share.
+
+An attempt (or a pack of short ones, run one after the other) is one Ray task asking for a custom
+resource: ``site:<name>`` on a local site, ``block:<id>`` in a pilot block. ``RayTasks`` keeps the tasks
+in flight, collects every finished one with a single ``ray.wait`` and turns what Ray says into outcomes:
+a cancelled task is Cancelled, a dead worker or node is Lost (charged a retry only when the attempt ran
+alone and nothing outside it was to blame).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome
+from metasched.records import AttemptId
+from metasched.sites.base import AttemptUpdate, Submission
+from metasched.worker import run_packed
+
+_DURATION_SMOOTHING = 0.2
+
+
+@dataclass(slots=True, kw_only=True)
+class Pack:
+    """One Ray task running one or more attempts in sequence."""
+
+    attempt_ids: list[AttemptId]
+    submitted_at: float
+    group: str = ""  # the pilot block it runs in ("" on a local site)
+    cancelled: set[AttemptId] = field(default_factory=set)
+    container: bool = False  # one attempt run by run_in_docker (its answer is one pickled outcome)
+    lost: Lost | None = None  # the site lost the place it ran (a pilot block ended): not the task's fault
+
+
+class RayTasks:
+    """Ray tasks in flight for one site, by attempt; ``poll`` collects the finished ones in one call."""
+
+    def __init__(self, ray: Any, *, on_orphan: Callable[[Pack], None] | None = None) -> None:
+        self._ray = ray
+        self._remote = ray.remote(max_retries=0, num_cpus=0)(run_packed)
+        self._remotes: dict[tuple[tuple[tuple[str, float], ...], int], Any] = {}
+        self._packs: dict[Any, Pack] = {}
+        self._by_attempt: dict[AttemptId, Any] = {}
+        self._on_orphan = on_orphan
+        self.mean_run_s: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._by_attempt)
+
+    @property
+    def packs(self) -> int:
+        """Ray tasks in flight."""
+        return len(self._packs)
+
+    def run(self, subs: Sequence[Submission], resources: dict[str, float], *, gpus: int = 0,
+            group: str = "") -> None:
+        """Start one Ray task running `subs` in sequence, asking for `resources` (and `gpus`)."""
+        functions = {s.spec.function_digest: s.function for s in subs
+                     if s.spec.function_digest and s.function is not None}
+        items = [(s.attempt_id, s.spec, s.dependency_results, s.data) for s in subs]
+        ref = self._remote_for(resources, gpus).remote(
+            pickle.dumps((functions, items), protocol=pickle.HIGHEST_PROTOCOL))
+        self.track(ref, [s.attempt_id for s in subs], group=group)
+
+    def track(self, ref: Any, attempt_ids: list[AttemptId], *, group: str = "",
+              container: bool = False) -> None:
+        """Follow a Ray task started elsewhere (e.g. a container attempt)."""
+        self._packs[ref] = Pack(attempt_ids=attempt_ids, submitted_at=time.monotonic(), group=group,
+                                container=container)
+        for attempt_id in attempt_ids:
+            self._by_attempt[attempt_id] = ref
+
+    def _remote_for(self, resources: dict[str, float], gpus: int) -> Any:
+        """The Ray remote function with this resource request (``.options`` is costly: build it once)."""
+        key = (tuple(sorted(resources.items())), gpus)
+        remote = self._remotes.get(key)
+        if remote is None:
+            options: dict[str, Any] = {"resources": resources}
+            if gpus:
+                options["num_gpus"] = gpus
+            remote = self._remotes[key] = self._remote.options(**options)
+        return remote
+
+    def poll(self) -> list[AttemptUpdate]:
+        """Collect every finished pack with one ray.wait over all live refs."""
+        if not self._packs:
+            return []
+        refs = list(self._packs)
+        ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+        updates: list[AttemptUpdate] = []
+        for ref in ready:
+            pack = self._packs.pop(ref)
+            for attempt_id in pack.attempt_ids:
+                self._by_attempt.pop(attempt_id, None)
+            updates.extend(self._collect(ref, pack))
+        return updates
+
+    def _collect(self, ref: Any, pack: Pack) -> list[AttemptUpdate]:
+        ray = self._ray
+        try:
+            if pack.container:
+                outcome: TaskOutcome = pickle.loads(ray.get(ref))  # noqa: S301  (our own worker's answer)
+                return [AttemptUpdate(attempt_id=pack.attempt_ids[0], outcome=outcome)]
+            results: list[tuple[AttemptId, TaskOutcome, float]] = pickle.loads(ray.get(ref))  # noqa: S301
+        except ray.exceptions.TaskCancelledError:
+            self._orphaned(pack)
+            return [self._interrupted(a, pack, "cancelled") for a in pack.attempt_ids]
+        except ray.exceptions.RayError as exc:  # worker died, node lost, object lost
+            self._orphaned(pack)
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            return [self._interrupted(a, pack, reason) for a in pack.attempt_ids]
+        for _, _, run_s in results:
+            if self.mean_run_s is None:
+                self.mean_run_s = run_s
+            else:
+                self.mean_run_s += _DURATION_SMOOTHING * (run_s - self.mean_run_s)
+        return [AttemptUpdate(attempt_id=a, outcome=outcome) for a, outcome, _ in results]
+
+    def _orphaned(self, pack: Pack) -> None:
+        if self._on_orphan is not None:
+            self._on_orphan(pack)
+
+    @staticmethod
+    def _interrupted(attempt_id: AttemptId, pack: Pack, reason: str) -> AttemptUpdate:
+        if attempt_id in pack.cancelled:
+            return AttemptUpdate(attempt_id=attempt_id, outcome=Cancelled(detail=reason))
+        if pack.lost is not None:
+            return AttemptUpdate(attempt_id=attempt_id, outcome=pack.lost)
+        # A neighbour in the pack was cancelled, or the worker died: not this task's fault if it
+        # shared the pack; a lone attempt whose worker died is charged a retry.
+        charge = len(pack.attempt_ids) == 1 and not pack.cancelled
+        why = LossReason.NEIGHBOUR_STOPPED if pack.cancelled else LossReason.WORKER_DIED
+        lost = Lost(reason=why, detail=reason, charge_retry=charge)
+        return AttemptUpdate(attempt_id=attempt_id, outcome=lost)
+
+    def cancel(self, attempt_ids: Sequence[AttemptId]) -> list[Pack]:
+        """Force-cancel the Ray tasks of these attempts (kills their worker processes if running)."""
+        hit = []
+        for attempt_id in attempt_ids:
+            ref = self._by_attempt.get(attempt_id)
+            if ref is not None:
+                self._packs[ref].cancelled.add(attempt_id)
+                self._ray.cancel(ref, force=True)
+                hit.append(self._packs[ref])
+        return hit
+
+    def lose_group(self, group: str, lost: Lost) -> int:
+        """The place `group` ran is gone: its attempts come back as `lost` (at the next poll)."""
+        count = 0
+        for ref, pack in self._packs.items():
+            if pack.group == group:
+                pack.lost = lost
+                self._ray.cancel(ref, force=True)
+                count += len(pack.attempt_ids)
+        return count
+
+    def in_group(self, group: str) -> int:
+        """Attempts in flight in `group`."""
+        return sum(len(p.attempt_ids) for p in self._packs.values() if p.group == group)
+
+    def close(self) -> list[Pack]:
+        """Cancel every task still in flight; returns their packs."""
+        packs = list(self._packs.values())
+        for ref in list(self._packs):
+            self._ray.cancel(ref, force=True)
+        self._packs.clear()
+        self._by_attempt.clear()
+        return packs

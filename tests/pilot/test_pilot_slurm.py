@@ -1,0 +1,163 @@
+"""Pilot mode at a real Slurm site: Ray worker nodes in batch jobs, joined to the campaign's head.
+
+Everything here runs in the loopback-only namespace (see conftest.py); the head listens on 127.0.0.2 and
+each pilot node on its own 127.x address.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import slurmsite
+
+import metasched as ms
+from metasched.journal import Journal
+from metasched.scheduler.blocks import journaled_blocks
+from tests.integration.processes import kill_tree
+from tests.pilot.listeners import listening
+
+pytestmark = [pytest.mark.slurm, pytest.mark.pilot]
+HEAD_IP = "127.0.0.2"
+SCRIPT = Path(__file__).parent / "scripts" / "pilot_campaign.py"
+_names = itertools.count()
+
+
+def pilot_site(info: slurmsite.SiteInfo, **options: Any) -> ms.SlurmSite:
+    settings: dict[str, Any] = {"cores_per_node": 2, "block_walltime": 900.0, "poll_interval": 0.5,
+                                "block_object_store_mb": 100, "idle_timeout": 300.0,
+                                "python": f"{sys.prefix}/bin/python", **options}
+    return ms.SlurmSite(info.name, login=tuple(info.login), slurm_conf=info.slurm_conf,
+                        shared_dir=info.shared_dir, mode="pilot", **settings)
+
+
+def block_jobs(info: slurmsite.SiteInfo, state: str = "") -> dict[str, str]:
+    """Pilot block jobs in the site's queue: {job id: state}."""
+    argv = ["squeue", "--noheader", "--format=%i %T %j", *([f"--states={state}"] if state else [])]
+    out = subprocess.run(info.client(argv), capture_output=True, text=True, timeout=60, check=True).stdout
+    return {job: st for job, st, name in (line.split() for line in out.splitlines())
+            if name.startswith(f"ms-{info.name}-pilot-")}
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.5)
+
+
+def campaign(tmp_path: Path, site: ms.SlurmSite) -> ms.Campaign:
+    return ms.Campaign(f"pilot-{next(_names)}", sites=[site], journal=tmp_path / "c.db", ray_node_ip=HEAD_IP)
+
+
+def test_blocks_run_tasks_and_a_cancelled_block_loses_no_task(
+        kappa: slurmsite.SiteInfo, host_listeners: set[tuple[str, str, int]], tmp_path: Path) -> None:
+    site = pilot_site(kappa, init_blocks=2, max_blocks=2)
+    with campaign(tmp_path, site) as c:
+
+        @c.task(retries=0)
+        def square(x: int, pause: float) -> int:
+            time.sleep(pause)
+            return x * x
+
+        wait_for(lambda: len(block_jobs(kappa, "RUNNING")) == 2, 120, "both blocks to run")
+        short = [square(i, 0.01) for i in range(300)]
+        long = [square(1000 + i, 8.0) for i in range(4)]
+        assert [f.result(timeout=180) for f in short[:50]] == [i * i for i in range(50)]
+        assert listening() == host_listeners, "pilot mode opened a port in the machine's own namespace"
+        victim = sorted(block_jobs(kappa, "RUNNING"))[0]
+        subprocess.run(kappa.client(["scancel", victim]), check=True, timeout=60)
+        assert [f.result(timeout=300) for f in short] == [i * i for i in range(300)]
+        assert [f.result(timeout=300) for f in long] == [(1000 + i) ** 2 for i in range(4)]
+        with pytest.raises(ms.PlacementError, match="blocks there leave at most"):
+            c.task(walltime=site.block_walltime)(abs)(-1).result(timeout=60)
+    wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's blocks to leave the queue")
+    journal = Journal(tmp_path / "c.db").open(read_only=True)
+    try:
+        counts = journal.terminal_transition_counts()
+        attempts = journal.attempt_times()
+    finally:
+        journal.close()
+    assert set(counts.values()) == {1}, "a task reached a terminal state more than once"
+    lost = [a for a in attempts if a[4] == "lost"]
+    assert lost, "the cancelled block was running tasks: they should come back as lost attempts"
+    assert all(a[3] == "kappa" for a in attempts)
+    assert listening() == host_listeners
+
+
+def test_blocks_scale_up_with_work_and_leave_when_idle(kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    site = pilot_site(kappa, init_blocks=0, min_blocks=0, max_blocks=2, idle_timeout=5.0)
+    with campaign(tmp_path, site) as c:
+        assert not block_jobs(kappa), "init_blocks=0: no block before there is work"
+
+        @c.task
+        def nap(x: int) -> int:
+            time.sleep(0.5)
+            return x
+
+        futures = [nap(i) for i in range(40)]
+        wait_for(lambda: len(block_jobs(kappa)) == 2, 60, "a burst of work to start max_blocks blocks")
+        assert sorted(f.result(timeout=300) for f in futures) == list(range(40))
+        wait_for(lambda: not block_jobs(kappa), 90, "idle blocks to be cancelled down to min_blocks=0")
+
+
+def test_a_pilot_that_cannot_join_fails_the_tasks_with_its_own_words(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    # The nodes' Debian python3 has no Ray: `ray start` cannot even be imported there.
+    site = pilot_site(kappa, init_blocks=1, max_blocks=1, python="/usr/bin/python3")
+    with campaign(tmp_path, site) as c:
+        future = c.task(retries=0)(abs)(-3)
+        with pytest.raises(ms.RemoteTaskError, match="No module named 'ray'") as raised:
+            future.result(timeout=240)
+        assert "pilot blocks in a row ended without joining" in str(raised.value)
+    wait_for(lambda: not block_jobs(kappa), 60, "the failed blocks to leave the queue")
+
+
+def test_a_resumed_campaign_deletes_the_blocks_of_its_killed_scheduler(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    journal = tmp_path / "crash.db"
+    log = Path(kappa.shared_dir) / f"ran-{tmp_path.name}.log"  # written by the tasks, on the compute nodes
+    site = {"name": kappa.name, "login": kappa.login, "slurm_conf": kappa.slurm_conf,
+            "shared_dir": kappa.shared_dir, "python": f"{sys.prefix}/bin/python", "mode": "pilot",
+            "cores_per_node": 2, "init_blocks": 1, "max_blocks": 1, "block_object_store_mb": 100,
+            "poll_interval": 0.5}
+    run = subprocess.Popen([sys.executable, str(SCRIPT), str(journal), str(log), "run", json.dumps(site)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 4, 180,
+                 "the first tasks to finish in a pilot block")
+    finally:
+        kill_tree(run.pid)
+    output = run.stdout.read() if run.stdout else ""
+    assert "FINISHED BEFORE THE KILL" not in output
+    left = block_jobs(kappa)
+    assert left, "the killed scheduler's block is still queued or running"
+    journal_now = Journal(journal).open(read_only=True)
+    try:
+        journaled = journaled_blocks(journal_now)["kappa"]
+    finally:
+        journal_now.close()
+    assert {b.job_id for b in journaled if b.state != "ended"} == set(left)
+
+    resumed = subprocess.run([sys.executable, str(SCRIPT), str(journal), str(log), "resume"],
+                             capture_output=True, text=True, timeout=600, check=False)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-3000:]
+    assert f"RESUMED 24 {sum(i * 10 for i in range(24))}" in resumed.stdout
+    assert not set(left) & set(block_jobs(kappa)), "the earlier scheduler's block was not deleted"
+    journal_now = Journal(journal).open(read_only=True)
+    try:
+        counts = journal_now.terminal_transition_counts()
+        blocks = journaled_blocks(journal_now)["kappa"]
+    finally:
+        journal_now.close()
+    assert set(counts.values()) == {1}, "a task reached a terminal state more than once"
+    earlier = [b for b in blocks if b.job_id in left]
+    assert earlier, "the earlier scheduler's blocks stay in the journal's record"
+    assert {b.detail for b in earlier} == {"deleted when the campaign resumed"}

@@ -1,0 +1,75 @@
+"""Pilot mode's pure parts: the plan a block's nodes read, their addresses, `ray start` argv, the config."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+import metasched as ms
+from metasched.placement import infeasibility
+from metasched.records import Resources, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
+from metasched.worker.pilot import PilotPlan, node_ip, ray_start_argv, read_plan, write_plan
+
+PLAN = PilotPlan(head="127.0.0.2:6379", site="kappa", block="pilot-abc-1", cores=4, gpus=1, memory_mb=2000,
+                 leave_after_s=570.0)
+
+
+def test_plan_round_trips_and_the_token_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    write_plan(tmp_path, PLAN, "s3cret-token")
+    assert read_plan(tmp_path) == PLAN
+    token = tmp_path / "ray_token"
+    assert token.read_text() == "s3cret-token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert "s3cret" not in (tmp_path / "pilot.json").read_text()
+
+
+def test_nodes_behind_a_loopback_head_get_distinct_loopback_addresses() -> None:
+    first = node_ip(PLAN.head, PLAN.block, "kappa-c1/100")
+    second = node_ip(PLAN.head, PLAN.block, "kappa-c2/100")
+    assert first is not None
+    assert second is not None
+    assert first != second
+    assert first.startswith("127.")
+    assert first != "127.0.0.1"
+    assert node_ip(PLAN.head, PLAN.block, "kappa-c1/100") == first, "derived, not random"
+    assert node_ip("login1.cluster.example:6379", PLAN.block, "n1") is None, "Ray picks the address itself"
+
+
+def test_ray_start_joins_the_head_with_the_site_and_block_resources(tmp_path: Path) -> None:
+    argv = ray_start_argv(PLAN, "127.9.9.9", tmp_path)
+    assert argv[1:4] == ["-m", "ray.scripts.scripts", "start"]
+    options = dict(arg.removeprefix("--").split("=", 1) for arg in argv[4:] if "=" in arg)
+    assert options["address"] == PLAN.head
+    assert json.loads(options["resources"]) == {"site:kappa": 4.0, "block:pilot-abc-1": 4.0}
+    assert (options["num-cpus"], options["num-gpus"]) == ("4", "1")
+    assert options["memory"] == str(2000 * 2**20)
+    assert options["node-ip-address"] == "127.9.9.9"
+    assert options["temp-dir"] == str(tmp_path)
+    ports = [int(options[o]) for o in ("node-manager-port", "object-manager-port", "metrics-export-port",
+                                        "dashboard-agent-listen-port")]
+    assert len(set(ports)) == len(ports), "nodes sharing a network must not take Ray's fixed ports"
+    assert "--block" in argv
+    assert not any("token" in arg for arg in argv), "the token travels in a file, never in argv"
+
+
+def test_pilot_options_are_checked_with_the_field_named(tmp_path: Path) -> None:
+    with pytest.raises(ms.ConfigurationError, match="min_blocks <= max_blocks"):
+        ms.SlurmSite("kappa", slurm_conf="/etc/slurm.conf", shared_dir=str(tmp_path), mode="pilot",
+                     min_blocks=3, max_blocks=2)
+    with pytest.raises(ms.ConfigurationError, match="block_walltime"):
+        ms.SlurmSite("kappa", slurm_conf="/etc/slurm.conf", shared_dir=str(tmp_path), mode="pilot",
+                     block_walltime=0)
+
+
+def test_a_task_longer_than_a_block_is_infeasible_there() -> None:
+    load = SiteLoad(site=SiteName("kappa"), total_cores=8, max_cores_per_task=4, max_memory_mb=None, gpus=0,
+                    nodes=1, inflight=0, max_inflight=16, max_walltime_s=570.0)
+    spec = TaskSpec(task_id=TaskId("t1"), name="long", kind=TaskKind.FUNCTION,
+                    resources=Resources(walltime_s=600.0))
+    assert infeasibility(spec, load) == "needs walltime=600 s, blocks there leave at most 570 s"
+    short = TaskSpec(task_id=TaskId("t2"), name="short", kind=TaskKind.FUNCTION,
+                     resources=Resources(walltime_s=60.0))
+    assert infeasibility(short, load) is None
