@@ -25,7 +25,7 @@ from metasched.sites.kind import Check, MatrixRow, SiteKind
 from metasched.sites.schema import FORBID_EXTRA, NonNegativeInt, PositiveInt, StoreOption, check_fields
 from metasched.testmatrix import FAULT_COLUMNS as NO_FAULT_TESTS
 from site_agents.containers import container_name, remove_containers, run_in_docker
-from site_agents.ray_tasks import Pack, RayTasks
+from site_agents.ray_tasks import PACK_BELOW_S, Pack, RayTasks
 from site_agents.staging import stage_worker
 
 
@@ -108,7 +108,7 @@ class LocalAgent:
     as lost without using up a retry, and are resubmitted.
     """
 
-    PACK_BELOW_S = 0.02
+    PACK_BELOW_S = PACK_BELOW_S
 
     def __init__(self, config: LocalSite) -> None:
         self.config = config
@@ -172,7 +172,8 @@ class LocalAgent:
             res = sub.spec.resources
             groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
         for (cores, gpus, is_function), subs in groups.items():
-            size = self._pack_size(len(subs)) if is_function else 1
+            size = self.tasks.pack_size(len(subs), self.config.cores, self.config.max_pack) \
+                if is_function else 1
             for i in range(0, len(subs), size):
                 self.tasks.run(subs[i:i + size], {self.config.ray_resource: float(cores)}, gpus=gpus)
 
@@ -184,12 +185,6 @@ class LocalAgent:
              self.config.work_dir, self._pythonpath, self.config.container_binds),
             protocol=pickle.HIGHEST_PROTOCOL))
         self.tasks.track(ref, [sub.attempt_id], container=True)
-
-    def _pack_size(self, count: int) -> int:
-        mean = self.tasks.mean_run_s
-        if mean is None or mean >= self.PACK_BELOW_S:
-            return 1
-        return max(1, min(self.config.max_pack, count // (2 * self.config.cores)))
 
     def poll(self) -> list[AttemptUpdate]:
         """Collect every finished pack with one ray.wait over all live refs."""

@@ -21,6 +21,7 @@ from metasched.sites.base import AttemptUpdate, Submission
 from metasched.worker import run_packed
 
 _DURATION_SMOOTHING = 0.2
+PACK_BELOW_S = 0.02  # attempts shorter than this (on average) share Ray tasks
 
 
 @dataclass(slots=True, kw_only=True)
@@ -45,6 +46,7 @@ class RayTasks:
         self._packs: dict[Any, Pack] = {}
         self._by_attempt: dict[AttemptId, Any] = {}
         self._on_orphan = on_orphan
+        self._warming: list[Any] = []
         self.mean_run_s: float | None = None
 
     def __len__(self) -> int:
@@ -55,6 +57,17 @@ class RayTasks:
         """Ray tasks in flight."""
         return len(self._packs)
 
+    def pack_size(self, count: int, cores: int, max_pack: int) -> int:
+        """How many of `count` ready function attempts share one Ray task on `cores` cores.
+
+        Once the mean run time of recent attempts is below ``PACK_BELOW_S``, up to `max_pack` with the same
+        request share one (run one after the other), which amortizes Ray's per-task overhead, leaving at
+        least two packs per core.
+        """
+        if self.mean_run_s is None or self.mean_run_s >= PACK_BELOW_S:
+            return 1
+        return max(1, min(max_pack, count // (2 * max(1, cores))))
+
     def run(self, subs: Sequence[Submission], resources: dict[str, float], *, gpus: int = 0,
             group: str = "") -> None:
         """Start one Ray task running `subs` in sequence, asking for `resources` (and `gpus`)."""
@@ -64,6 +77,14 @@ class RayTasks:
         ref = self._remote_for(resources, gpus).remote(
             pickle.dumps((functions, items), protocol=pickle.HIGHEST_PROTOCOL))
         self.track(ref, [s.attempt_id for s in subs], group=group)
+
+    def warm(self, resources: dict[str, float], count: int) -> None:
+        """Start `count` empty packs asking for `resources`, answers not awaited.
+
+        Ray starts that many worker processes (importing metasched's worker) before an attempt needs one.
+        """
+        empty = pickle.dumps(({}, []), protocol=pickle.HIGHEST_PROTOCOL)
+        self._warming = [self._remote_for(resources, 0).remote(empty) for _ in range(count)]
 
     def track(self, ref: Any, attempt_ids: list[AttemptId], *, group: str = "",
               container: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,9 @@ from rich.table import Table
 
 from metasched.cli.app import CampaignArg, app, console, err_console, journal_of
 from metasched.journal import Journal
+from metasched.scheduler.blocks import journaled_blocks
 from metasched.scheduler.states import TaskState
+from metasched.sites.base import BlockRecord
 
 STATES = [state.value for state in TaskState]  # the columns of the status table, in a task's order
 
@@ -24,6 +27,31 @@ def counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
         return stored.counts(), stored.campaign()
     finally:
         stored.close()
+
+
+def pilot_blocks(journal: Path) -> dict[str, list[BlockRecord]]:
+    """Each pilot site's journaled blocks (read-only)."""
+    stored = Journal(journal).open(read_only=True)
+    try:
+        return journaled_blocks(stored)
+    finally:
+        stored.close()
+
+
+def _blocks_table(blocks: dict[str, list[BlockRecord]]) -> Table:
+    """Live blocks one per row; ended ones counted per site."""
+    table = Table(title="pilot blocks")
+    for column in ("site", "block", "job", "state", "nodes", "detail"):
+        table.add_column(column)
+    for site, records in sorted(blocks.items()):
+        for record in records:
+            if record.state != "ended":
+                table.add_row(site, record.block_id, record.job_id, record.state, str(record.nodes),
+                              record.detail)
+        ended = [r for r in records if r.state == "ended"]
+        if ended:
+            table.add_row(site, f"{len(ended)} ended", "", "ended", "", f"last: {ended[-1].detail}")
+    return table
 
 
 def totals(by_site: dict[str, dict[str, int]]) -> tuple[int, int, int]:
@@ -147,11 +175,15 @@ def status(
         return
     journal = journal_of(campaign)
     by_site, name = counts(journal)
+    blocks = pilot_blocks(journal)
     failed = totals(by_site)[1]
     if as_json:
-        typer.echo(json.dumps({"campaign": name, "sites": by_site}))
+        by_block = {site: [asdict(r) for r in records] for site, records in blocks.items()}
+        typer.echo(json.dumps({"campaign": name, "sites": by_site, "blocks": by_block}))
     else:
         console.print(_status_table(journal, by_site))
+        if blocks:
+            console.print(_blocks_table(blocks))
     raise typer.Exit(1 if failed else 0)
 
 

@@ -71,6 +71,7 @@ class SchedulerService(CheckpointRequests):
                 agent.close()
             except MetaschedError as exc:
                 errors.append(str(exc))
+        self.blocks.record()  # how the pilot blocks ended (deleted with their agents)
         self.journal.close()
         if errors:
             raise SiteAgentError("closing sites failed: " + "; ".join(errors), site="*")

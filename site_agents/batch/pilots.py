@@ -34,6 +34,7 @@ from metasched.records import (
     AttemptId,
     SiteLoad,
     SiteName,
+    TaskKind,
     TaskSpec,
 )
 from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
@@ -44,7 +45,11 @@ from site_agents.ray_tasks import RayTasks
 
 log = logging.getLogger(__name__)
 
-OVERSUBSCRIBE = 2  # attempts handed to a block per core (the next ones start without waiting for a poll)
+OVERSUBSCRIBE = 2  # attempts handed to a block per core at least (the next start without waiting for a poll)
+MAX_DEPTH = 64  # ... and at most (very short tasks)
+BACKLOG_S = 2.0  # the work a block is handed ahead, in seconds at the recent mean run time
+MAX_PACK = 32  # the most short function attempts sharing one Ray task
+MIN_WINDOW = 256  # attempts the scheduler may hand the agent ahead, at least
 NODES_REFRESH_S = 1.0  # how often the Ray node table is read
 MAX_HISTORY = 200  # ended blocks kept in the journal's record
 GIVE_UP_AFTER = 2  # blocks in a row that never joined before the queued attempts fail with their words
@@ -114,6 +119,8 @@ class PilotAgent:
         if self._tasks is not None:
             self._tasks.close()
         self.batch.close()
+        closed = [self._record(b, "ended", "deleted when the campaign closed") for b in self._live.values()]
+        self._history = [*self._history, *closed][-MAX_HISTORY:]
         self._live.clear()
 
     # ------------------------------------------------------------------------------ blocks
@@ -160,6 +167,7 @@ class PilotAgent:
                 block.joined_at = block.idle_since = now
                 block.started_at = block.started_at or now
                 self._block_waits.append(now - block.submitted_at)
+                self.tasks.warm({f"block:{block.block_id}": 1.0}, self.cores_per_node * block.nodes_up)
                 self._never_joined.clear()
                 log.info("site %s: pilot block %s (job %s) joined with %d node(s)", self.config.name,
                          block.block_id, block.job_id, block.nodes_up)
@@ -256,7 +264,9 @@ class PilotAgent:
         updates, self._pending = self._pending, []
         for update in self.tasks.poll():
             self._cores.pop(update.attempt_id, None)
-            self._where.pop(update.attempt_id, None)
+            block = self._live.get(self._where.pop(update.attempt_id, ""))
+            if block is not None:
+                block.idle_since = now  # idle_timeout counts from its last task's end
             updates.append(self._blame(update))
         updates += self._dispatch(now)
         self._scale(now)
@@ -276,26 +286,44 @@ class PilotAgent:
         return AttemptUpdate(attempt_id=update.attempt_id, outcome=lost)
 
     def _dispatch(self, now: float) -> list[AttemptUpdate]:
-        started: list[AttemptUpdate] = []
+        """Hand queued attempts to blocks with room and time for them (the rest keep their place)."""
         ready = [b for b in self._live.values() if self._takes_work(b)]
         if not ready or not self._queue:
-            return started
+            return []
         room = {b.block_id: self._room(b) for b in ready}
+        chosen: dict[str, list[Submission]] = collections.defaultdict(list)
         waiting: collections.deque[Submission] = collections.deque()
-        while self._queue:
+        while self._queue and max(room.values()) > 0:
             sub = self._queue.popleft()
             block = self._block_for(sub.spec, ready, room, now)
             if block is None:
                 waiting.append(sub)
                 continue
             room[block.block_id] -= sub.spec.resources.cores
-            block.idle_since = now
-            self._where[sub.attempt_id] = block.block_id
-            self.tasks.run([sub], {f"block:{block.block_id}": float(sub.spec.resources.cores)},
-                           gpus=sub.spec.resources.gpus, group=block.block_id)
-            started.append(AttemptUpdate(attempt_id=sub.attempt_id, running=True, native_id=block.job_id))
+            chosen[block.block_id].append(sub)
+        waiting.extend(self._queue)
         self._queue = waiting
+        started: list[AttemptUpdate] = []
+        for block in ready:
+            if chosen.get(block.block_id):
+                block.idle_since = now
+                started += self._start(block, chosen[block.block_id])
         return started
+
+    def _start(self, block: Block, subs: list[Submission]) -> list[AttemptUpdate]:
+        """Ray tasks in `block` for these attempts, short function attempts packed as on a local site."""
+        groups: dict[tuple[int, int, bool], list[Submission]] = collections.defaultdict(list)
+        for sub in subs:
+            res = sub.spec.resources
+            groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
+            self._where[sub.attempt_id] = block.block_id
+        for (cores, gpus, is_function), group in groups.items():
+            size = self.tasks.pack_size(len(group), self.cores_per_node * block.nodes_up, MAX_PACK) \
+                if is_function else 1
+            for i in range(0, len(group), size):
+                self.tasks.run(group[i:i + size], {f"block:{block.block_id}": float(cores)}, gpus=gpus,
+                               group=block.block_id)
+        return [AttemptUpdate(attempt_id=s.attempt_id, running=True, native_id=block.job_id) for s in subs]
 
     @staticmethod
     def _takes_work(block: Block) -> bool:
@@ -310,9 +338,16 @@ class PilotAgent:
         return max(fits, key=lambda b: room[b.block_id], default=None)
 
     def _room(self, block: Block) -> int:
-        """Cores' worth of attempts the block may still be handed (OVERSUBSCRIBE per core)."""
+        """Cores' worth of attempts the block may still be handed.
+
+        Enough to keep it busy for ``BACKLOG_S`` at the recent mean run time (at least OVERSUBSCRIBE and at
+        most MAX_DEPTH per core), so short tasks stream through Ray while long ones stay in the agent's
+        queue, where a later block (or another site) can still take them.
+        """
         used = sum(self._cores.get(a, 1) for a, b in self._where.items() if b == block.block_id)
-        return OVERSUBSCRIBE * self.cores_per_node * block.nodes_up - used
+        mean = self.tasks.mean_run_s
+        depth = OVERSUBSCRIBE if not mean else min(MAX_DEPTH, max(OVERSUBSCRIBE, BACKLOG_S / mean))
+        return int(depth * self.cores_per_node * block.nodes_up) - used
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Queued attempts end at once; running ones are force-cancelled in Ray."""
@@ -330,13 +365,13 @@ class PilotAgent:
 
     # ------------------------------------------------------------------------------ load
     def load(self) -> SiteLoad:
-        """Room for twice the cores of max_blocks; the wait is zero where a block has room, else a block's."""
+        """A window as deep as max_blocks take; the wait is zero where a block has room, else a block's."""
         capacity = self.batch.capacity
         room = any(self._takes_work(b) and self._room(b) > 0 for b in self._live.values())
         waits = self._block_waits[-5:]
         wait = 0.0 if room else (sum(waits) / len(waits) if waits else DEFAULT_BLOCK_WAIT_S)
         inflight = len(self._cores)
-        limit = OVERSUBSCRIBE * self.block_cores * self.config.max_blocks
+        limit = max(MIN_WINDOW, MAX_DEPTH * self.block_cores * self.config.max_blocks)
         return SiteLoad(
             site=self.name, total_cores=self.block_cores * self.config.max_blocks,
             max_cores_per_task=self.cores_per_node, max_memory_mb=capacity.max_memory_mb,

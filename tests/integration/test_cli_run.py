@@ -35,7 +35,8 @@ depends_on = ["echo-{i}"]
     status = runner.invoke(app, ["status", str(tmp_path / f"cli-{os.getpid()}.db"), "--json"])
     assert status.exit_code == 1
     assert json.loads(status.stdout) == {"campaign": f"cli-{os.getpid()}",
-                                         "sites": {"local": {"done": 3, "failed": 1}}}
+                                         "sites": {"local": {"done": 3, "failed": 1}},
+                                         "blocks": {}}  # no pilot site
 
 
 def test_report_writes_html_and_figures(tmp_path: Path) -> None:

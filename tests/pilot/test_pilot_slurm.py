@@ -67,14 +67,14 @@ def test_blocks_run_tasks_and_a_cancelled_block_loses_no_task(
             return x * x
 
         wait_for(lambda: len(block_jobs(kappa, "RUNNING")) == 2, 120, "both blocks to run")
-        short = [square(i, 0.01) for i in range(300)]
-        long = [square(1000 + i, 8.0) for i in range(4)]
-        assert [f.result(timeout=180) for f in short[:50]] == [i * i for i in range(50)]
+        long = [square(100_000 + i, 8.0) for i in range(4)]
+        short = [square(i, 0.005) for i in range(5000)]
+        assert [f.result(timeout=180) for f in short[:500]] == [i * i for i in range(500)]
         assert listening() == host_listeners, "pilot mode opened a port in the machine's own namespace"
         victim = sorted(block_jobs(kappa, "RUNNING"))[0]
         subprocess.run(kappa.client(["scancel", victim]), check=True, timeout=60)
-        assert [f.result(timeout=300) for f in short] == [i * i for i in range(300)]
-        assert [f.result(timeout=300) for f in long] == [(1000 + i) ** 2 for i in range(4)]
+        assert [f.result(timeout=300) for f in short] == [i * i for i in range(5000)]
+        assert [f.result(timeout=300) for f in long] == [(100_000 + i) ** 2 for i in range(4)]
         with pytest.raises(ms.PlacementError, match="blocks there leave at most"):
             c.task(walltime=site.block_walltime)(abs)(-1).result(timeout=60)
     wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's blocks to leave the queue")
@@ -89,6 +89,17 @@ def test_blocks_run_tasks_and_a_cancelled_block_loses_no_task(
     assert lost, "the cancelled block was running tasks: they should come back as lost attempts"
     assert all(a[3] == "kappa" for a in attempts)
     assert listening() == host_listeners
+    shown = subprocess.run([f"{sys.prefix}/bin/metasched", "status", str(tmp_path / "c.db"), "--json"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 1, "exit 1: one task failed (the one no block had time for)"
+    blocks = json.loads(shown.stdout)["blocks"]["kappa"]
+    # the cancelled block, the other one, and a replacement if the work still queued then needed one
+    assert {b["state"] for b in blocks} == {"ended"}
+    assert len(blocks) in (2, 3)
+    assert victim in {b["job_id"] for b in blocks}
+    details = {b["job_id"]: b["detail"] for b in blocks}
+    assert "cancelled outside metasched" in details.pop(victim)
+    assert set(details.values()) == {"deleted when the campaign closed"}
 
 
 def test_blocks_scale_up_with_work_and_leave_when_idle(kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
