@@ -275,3 +275,13 @@ def mu(holder: str) -> Iterator[slurmsite.SiteInfo]:
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         torquesite.down("mu")
+
+
+@pytest.fixture(scope="session")
+def nu(holder: str) -> Iterator[gesite.GESiteInfo]:
+    """A Grid Engine 8.1.9 cell in the holder's namespace, this Python mounted, for pilot blocks."""
+    info = gesite.up("nu", slots=4, network=f"container:{holder}",
+                     binds=tuple(sorted({sys.base_prefix, sys.prefix})))
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        gesite.down("nu")

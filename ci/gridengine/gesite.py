@@ -47,8 +47,13 @@ class GESiteInfo:
         return ["docker", "exec", "-i", self.container]
 
 
-def up(name: str, *, slots: int = 4) -> GESiteInfo:
-    """Bring a site up (or confirm it is up) and return its description once the cell takes jobs."""
+def up(name: str, *, slots: int = 4, network: str = "none", binds: tuple[str, ...] = ()) -> GESiteInfo:
+    """Bring a site up (or confirm it is up) and return its description once the cell takes jobs.
+
+    `network` "container:<holder>" puts the cell in the pilot tests' loopback-only namespace (ci/netns.py;
+    the host name is then the holder's, ``localhost``); `binds` are host paths mounted read-only at the
+    same path (this machine's Python and virtualenv, for pilot nodes).
+    """
     image = images.ensure_gridengine().tag
     directory = ROOT / name
     shared = directory / "shared"
@@ -61,7 +66,8 @@ def up(name: str, *, slots: int = 4) -> GESiteInfo:
     containers.remove([info.container])
     try:
         containers.run(info.container, image, [str(slots)], labels={"metasched.gridengine": name},
-                       network="none", volumes=[f"{shared}:{shared}"], hostname=f"ge-{name}")
+                       network=network, volumes=[f"{shared}:{shared}", *(f"{p}:{p}:ro" for p in binds)],
+                       hostname=f"ge-{name}" if network == "none" else None)
     except containers.ContainerError as exc:
         raise SiteError(str(exc)) from exc
     if not containers.wait_for(lambda: _ready(info), timeout_s=READY_TIMEOUT_S):

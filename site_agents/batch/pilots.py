@@ -52,6 +52,7 @@ MAX_PACK = 32  # the most short function attempts sharing one Ray task
 MIN_WINDOW = 256  # attempts the scheduler may hand the agent ahead, at least
 NODES_REFRESH_S = 1.0  # how often the Ray node table is read
 MAX_HISTORY = 200  # ended blocks kept in the journal's record
+NODE_DEATH_GRACE_S = 10.0  # how long a dead worker's node may still look alive to Ray
 GIVE_UP_AFTER = 2  # blocks in a row that never joined before the queued attempts fail with their words
 DEFAULT_BLOCK_WAIT_S = 30.0  # predicted wait for a new block before one has started
 
@@ -76,6 +77,7 @@ class PilotAgent:
         self._never_joined: list[str] = []
         self._block_waits: list[float] = []
         self._history: list[BlockRecord] = []  # blocks that ended (and an earlier scheduler's)
+        self._suspects: list[tuple[float, str, AttemptUpdate]] = []  # worker died: whose fault?
         self.cores_per_node: int = batch.config.cores_per_node
 
     @property
@@ -264,26 +266,43 @@ class PilotAgent:
         updates, self._pending = self._pending, []
         for update in self.tasks.poll():
             self._cores.pop(update.attempt_id, None)
-            block = self._live.get(self._where.pop(update.attempt_id, ""))
+            block_id = self._where.pop(update.attempt_id, "")
+            block = self._live.get(block_id)
             if block is not None:
                 block.idle_since = now  # idle_timeout counts from its last task's end
-            updates.append(self._blame(update))
+            if isinstance(update.outcome, Lost) and update.outcome.reason is LossReason.WORKER_DIED:
+                self._suspects.append((now + NODE_DEATH_GRACE_S, block_id, update))
+            else:
+                updates.append(update)
+        updates += self._judge(now)
         updates += self._dispatch(now)
         self._scale(now)
         return updates
 
-    def _blame(self, update: AttemptUpdate) -> AttemptUpdate:
-        """A worker that died with its node is the block's end, not the task's fault."""
-        outcome = update.outcome
-        if not isinstance(outcome, Lost) or outcome.reason is not LossReason.WORKER_DIED:
-            return update
-        self._read_nodes(time.monotonic())
-        gone = [b for b in self._live.values() if b.joined_at is not None and not b.nodes_up]
-        if not gone and self._live:
-            return update
-        lost = Lost(reason=LossReason.BLOCK_ENDED, detail=f"site {self.config.name}: {outcome.detail}",
-                    charge_retry=False)
-        return AttemptUpdate(attempt_id=update.attempt_id, outcome=lost)
+    def _judge(self, now: float) -> list[AttemptUpdate]:
+        """Attempts whose Ray worker died: the block's fault, or the task's.
+
+        The block's (lost at no cost) if its node went, or the block ended, within NODE_DEATH_GRACE_S: Ray
+        may see a worker die before it sees the node go. Else the task's: its retry is charged.
+        """
+        if not self._suspects:
+            return []
+        self._read_nodes(now)
+        judged: list[AttemptUpdate] = []
+        waiting = []
+        for deadline, block_id, update in self._suspects:
+            block = self._live.get(block_id)
+            assert isinstance(update.outcome, Lost)  # noqa: S101  (only such updates are suspects)
+            if block is None or block.nodes_up < self.config.nodes_per_block:
+                lost = Lost(reason=LossReason.BLOCK_ENDED, charge_retry=False,
+                            detail=f"site {self.config.name}: {update.outcome.detail}")
+                judged.append(AttemptUpdate(attempt_id=update.attempt_id, outcome=lost))
+            elif now >= deadline:
+                judged.append(update)
+            else:
+                waiting.append((deadline, block_id, update))
+        self._suspects = waiting
+        return judged
 
     def _dispatch(self, now: float) -> list[AttemptUpdate]:
         """Hand queued attempts to blocks with room and time for them (the rest keep their place)."""

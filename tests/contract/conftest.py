@@ -10,7 +10,8 @@ site epsilon, one job per attempt) and `torque-wrappers` (the PBS agent's Torque
 site zeta: Slurm 22.05 behind Debian's Torque-style wrappers, which is a compatibility layer, not Torque)
 and `slurm-24.11` (the site eta: Slurm 24.11 from trixie with slurmdbd + MariaDB, reached through its
 controller container), and the pilot-mode variants `slurm-pilot` (site kappa) and `torque-pilot` (site mu:
-the Torque-style wrappers), whose tasks run in Ray worker nodes inside blocks of batch jobs; those run in
+the Torque-style wrappers) and `gridengine-pilot` (site nu), whose tasks run in Ray worker nodes inside
+blocks of batch jobs; those run in
 the loopback-only network namespace (``make test-pilot``; see tests/conftest.py).
 Later site kinds add a parameter here.
 
@@ -43,7 +44,8 @@ BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker
               pytest.param("torque-wrappers", marks=pytest.mark.docker),
               pytest.param("slurm-24.11", marks=pytest.mark.docker),
               pytest.param("slurm-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
-              pytest.param("torque-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot])]
+              pytest.param("torque-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
+              pytest.param("gridengine-pilot", marks=[pytest.mark.docker, pytest.mark.pilot])]
 PILOT_HEAD_IP = "127.0.0.2"  # the campaign's Ray head inside the loopback-only namespace
 
 
@@ -118,13 +120,19 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
     elif kind.endswith("-pilot"):
         from tests.integration.pbs_sites import torque_site
 
-        info = request.getfixturevalue("kappa" if kind == "slurm-pilot" else "mu")
+        info = request.getfixturevalue({"slurm-pilot": "kappa", "torque-pilot": "mu",
+                                        "gridengine-pilot": "nu"}[kind])
         options: dict[str, object] = {
             "mode": "pilot", "python": f"{sys.prefix}/bin/python", "cores_per_node": 2, "init_blocks": 1,
             "max_blocks": 2, "block_object_store_mb": 100, "poll_interval": 0.3}
-        sites = [ms.SlurmSite(info.name, slurm_conf=info.slurm_conf, shared_dir=info.shared_dir,
-                              login=tuple(info.login), **options)
-                 if kind == "slurm-pilot" else torque_site(info, **options)]
+        if kind == "slurm-pilot":
+            sites = [ms.SlurmSite(info.name, slurm_conf=info.slurm_conf, shared_dir=info.shared_dir,
+                                  login=tuple(info.login), **options)]
+        elif kind == "torque-pilot":
+            sites = [torque_site(info, **options)]
+        else:
+            sites = [ms.GridEngineSite(info.name, shared_dir=info.shared_dir, login=tuple(info.login),
+                                       **options)]
         workdir = Path(info.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
         head_ip = PILOT_HEAD_IP

@@ -6,6 +6,7 @@ each pilot node on its own 127.x address.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -172,3 +173,48 @@ def test_a_resumed_campaign_deletes_the_blocks_of_its_killed_scheduler(
     earlier = [b for b in blocks if b.job_id in left]
     assert earlier, "the earlier scheduler's blocks stay in the journal's record"
     assert {b.detail for b in earlier} == {"deleted when the campaign resumed"}
+
+
+def test_big_results_travel_through_the_sites_store(kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    site = pilot_site(kappa, init_blocks=1, max_blocks=1)
+    with campaign(tmp_path, site) as c:
+
+        @c.task
+        def blob(n: int) -> bytes:
+            return bytes(range(256)) * (n // 256)
+
+        @c.task
+        def size(data: bytes) -> int:
+            return len(data)
+
+        made = blob(1_000_000)  # over the campaign's data threshold: stored at the site, passed as a proxy
+        assert size(made).result(timeout=240) == 999_936
+        assert made.result(timeout=60) == bytes(range(256)) * (1_000_000 // 256)
+        objects = Journal(tmp_path / "c.db").open(read_only=True)
+        try:
+            stored = objects.objects()
+        finally:
+            objects.close()
+        assert any(size_ >= 999_936 for _, _, size_, _, _, _ in stored), "the result went through a store"
+
+
+def test_batch_and_pilot_side_by_side_at_one_cluster(kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    pilot = pilot_site(kappa, init_blocks=1, max_blocks=1)
+    pilot = dataclasses.replace(pilot, name="kappa-pilot")
+    batch = ms.SlurmSite("kappa-batch", login=tuple(kappa.login), slurm_conf=kappa.slurm_conf,
+                         shared_dir=kappa.shared_dir, python=f"{sys.prefix}/bin/python", poll_interval=0.5)
+    with ms.Campaign("pilot-and-batch", sites=[batch, pilot], journal=tmp_path / "c.db",
+                     ray_node_ip=HEAD_IP) as c:
+        job = c.command(["sh", "-c", "echo $SLURM_JOB_ID"], sites=["kappa-batch"])
+
+        @c.task(sites=["kappa-pilot"])
+        def job_id(i: int) -> str:
+            import os
+
+            return os.environ["SLURM_JOB_ID"]
+
+        in_blocks = {f.result(timeout=240) for f in [job_id(i) for i in range(20)]}
+        alone = job.result(timeout=240).stdout.strip()
+    assert len(in_blocks) == 1, "every short task ran in the one block"
+    assert alone, "the batch task ran in a Slurm job"
+    assert alone not in in_blocks, "the batch task ran as a job of its own"
