@@ -14,7 +14,7 @@ import metasched as ms
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
 from tests.pilot.listeners import listening
-from tests.pilot.test_pilot_slurm import HEAD_IP, wait_for
+from tests.pilot.test_pilot_slurm import HEAD_IP, running_in, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.pilot]
 
@@ -45,7 +45,7 @@ def test_a_block_deleted_with_qdel_loses_no_task(
         long = [square(100 + i, 6.0) for i in range(4)]
         short = [square(i, 0.005) for i in range(1000)]
         assert [f.result(timeout=180) for f in short[:100]] == [i * i for i in range(100)]
-        victim = running_blocks(journal)[0]
+        victim = running_in(journal)[0]  # a block running (at least) a long task
         subprocess.run([*nu.login, "qdel", victim], check=True, timeout=60, capture_output=True)
         assert [f.result(timeout=300) for f in short] == [i * i for i in range(1000)]
         assert [f.result(timeout=300) for f in long] == [(100 + i) ** 2 for i in range(4)]

@@ -46,6 +46,26 @@ def block_jobs(info: slurmsite.SiteInfo, state: str = "") -> dict[str, str]:
             if name.startswith(f"ms-{info.name}-pilot-")}
 
 
+def joined_blocks(journal: Path) -> list[str]:
+    """Job ids of the blocks the campaign's journal shows joined (state "running")."""
+    stored = Journal(journal).open(read_only=True)
+    try:
+        return [b.job_id for records in journaled_blocks(stored).values() for b in records
+                if b.state == "running"]
+    finally:
+        stored.close()
+
+
+def running_in(journal: Path) -> list[str]:
+    """The job ids (blocks) where the journal shows attempts running now, busiest first."""
+    stored = Journal(journal).open(read_only=True)
+    try:
+        where = [a.native_id for a in stored.live_attempts() if a.native_id]
+    finally:
+        stored.close()
+    return sorted(set(where), key=where.count, reverse=True)
+
+
 def wait_for(condition: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -67,12 +87,12 @@ def test_blocks_run_tasks_and_a_cancelled_block_loses_no_task(
             time.sleep(pause)
             return x * x
 
-        wait_for(lambda: len(block_jobs(kappa, "RUNNING")) == 2, 120, "both blocks to run")
+        wait_for(lambda: len(joined_blocks(tmp_path / "c.db")) == 2, 120, "both blocks to join")
         long = [square(100_000 + i, 8.0) for i in range(4)]
         short = [square(i, 0.005) for i in range(5000)]
         assert [f.result(timeout=180) for f in short[:500]] == [i * i for i in range(500)]
         assert listening() == host_listeners, "pilot mode opened a port in the machine's own namespace"
-        victim = sorted(block_jobs(kappa, "RUNNING"))[0]
+        victim = running_in(tmp_path / "c.db")[0]  # a block running (at least) a long task
         subprocess.run(kappa.client(["scancel", victim]), check=True, timeout=60)
         assert [f.result(timeout=300) for f in short] == [i * i for i in range(5000)]
         assert [f.result(timeout=300) for f in long] == [(100_000 + i) ** 2 for i in range(4)]
