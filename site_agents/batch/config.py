@@ -21,6 +21,8 @@ from metasched.sites.schema import (
     check_fields,
 )
 
+MIN_BLOCK_WALLTIME_S = 120.0  # pilots leave 30 s before their block's walltime
+
 
 @dataclass(frozen=True, slots=True)
 class BatchSite:
@@ -109,6 +111,10 @@ class BatchSite:
                 "interpreted there. Use a prefix that passes the argv through unchanged (docker exec, "
                 "kubectl exec --, sudo -u USER), or run metasched on the cluster's login node.")
         check_fields(self)
+        if self.mode == "pilot" and self.block_walltime < MIN_BLOCK_WALLTIME_S:
+            raise ConfigurationError(
+                f"{self.kind} site {self.name}: block_walltime must be at least {MIN_BLOCK_WALLTIME_S:g} s "
+                f"in pilot mode (pilots leave 30 s before it), got {self.block_walltime:g}.")
         if not self.min_blocks <= self.max_blocks or self.init_blocks > self.max_blocks:
             raise ConfigurationError(
                 f"{self.kind} site {self.name}: blocks must satisfy min_blocks <= max_blocks and init_blocks "

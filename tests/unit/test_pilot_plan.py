@@ -62,6 +62,11 @@ def test_pilot_options_are_checked_with_the_field_named(tmp_path: Path) -> None:
     with pytest.raises(ms.ConfigurationError, match="block_walltime"):
         ms.SlurmSite("kappa", slurm_conf="/etc/slurm.conf", shared_dir=str(tmp_path), mode="pilot",
                      block_walltime=0)
+    with pytest.raises(ms.ConfigurationError, match="block_walltime must be at least 120 s in pilot mode"):
+        ms.SlurmSite("kappa", slurm_conf="/etc/slurm.conf", shared_dir=str(tmp_path), mode="pilot",
+                     block_walltime=60)
+    batch = ms.SlurmSite("kappa", slurm_conf="/etc/slurm.conf", shared_dir=str(tmp_path), block_walltime=60)
+    assert batch.mode == "batch", "block fields are not checked in batch mode"
 
 
 def test_a_task_longer_than_a_block_is_infeasible_there() -> None:
