@@ -48,7 +48,7 @@ def noop(i: int) -> int:
 
 def site_info() -> slurmsite.SiteInfo:
     return slurmsite.up("kappa", nodes=2, cpus=4, network=f"container:{netns.HOLDER}",
-                        binds=tuple(sorted({sys.base_prefix, sys.prefix})))
+                        binds=netns.this_python())
 
 
 def metasched_pilot(info: slurmsite.SiteInfo, n: int, blocks: int) -> tuple[float, float, float]:

@@ -27,6 +27,12 @@ LABEL = "metasched.netns"
 EXTRA_ADDRESS = "127.0.0.2/8"
 
 
+def this_python() -> tuple[str, ...]:
+    """The directories a pilot test site's nodes mount read-only at the same paths: this Python and its
+    virtualenv, so pilots run the head's very Ray and Python (as a shared filesystem gives them)."""
+    return tuple(sorted({sys.base_prefix, sys.prefix}))
+
+
 def holder_pid(name: str = HOLDER) -> int:
     """Start the holder if it is not running, and return the PID whose namespace it holds."""
     found = containers.state(name)

@@ -27,9 +27,23 @@ def init_embedded_ray(*, num_cpus: int, resources: dict[str, float], object_stor
     Without `node_ip`: a single-machine Ray bound to 127.0.0.1. With it, a head other nodes (pilot blocks)
     can join: Ray binds its servers to every interface of the machine ("auto": the address Ray detects).
     """
-    if node_ip is not None:
-        return _init_head(node_ip, num_cpus=num_cpus, resources=resources, object_store_mb=object_store_mb,
-                          namespace=namespace)
+    ray = _single_machine_ray() if node_ip is None else _joinable_ray(node_ip)
+    ip = "127.0.0.1" if node_ip is None else node_ip
+    ray.init(
+        address="local",  # always a new cluster, even if a killed one left its address file behind
+        num_cpus=num_cpus,
+        resources=resources,
+        include_dashboard=False,
+        object_store_memory=object_store_mb * 2**20,
+        namespace=namespace,
+        configure_logging=False,
+        **({} if ip == "auto" else {"_node_ip_address": ip}),
+    )
+    return ray
+
+
+def _single_machine_ray() -> Any:
+    """Ray imported so every server binds 127.0.0.1 (see the module docstring)."""
     already_imported = "ray" in sys.modules
     os.environ[SINGLE_MACHINE_ENV] = "0"
     import ray
@@ -40,24 +54,13 @@ def init_embedded_ray(*, num_cpus: int, resources: dict[str, float], object_stor
             f"servers to this machine's external address; set {SINGLE_MACHINE_ENV}=0 before importing "
             "ray (or let metasched import it) to keep them on 127.0.0.1.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    ray.init(
-        address="local",  # always a new cluster, even if a killed one left its address file behind
-        num_cpus=num_cpus,
-        resources=resources,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        object_store_memory=object_store_mb * 2**20,
-        namespace=namespace,
-        configure_logging=False,
-    )
     return ray
 
 
-def _init_head(node_ip: str, *, num_cpus: int, resources: dict[str, float], object_store_mb: int,
-               namespace: str) -> Any:
-    """A head other nodes can join, with token authentication on (a token is made if there is none)."""
+def _joinable_ray(node_ip: str) -> Any:
+    """Ray imported for a head other nodes can join, token authentication on (a token is made if none)."""
     if node_ip in ("127.0.0.1", "localhost"):
         raise ConfigurationError(
             "ray_node_ip 127.0.0.1 cannot be joined by other nodes (Ray then binds to this machine only); "
@@ -71,16 +74,6 @@ def _init_head(node_ip: str, *, num_cpus: int, resources: dict[str, float], obje
             f"this process imported Ray with {SINGLE_MACHINE_ENV}=0 (an earlier single-machine campaign), so "
             "Ray would keep every node on 127.0.0.1 and no pilot could join; start the pilot campaign in a "
             "new process.")
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        resources=resources,
-        include_dashboard=False,
-        object_store_memory=object_store_mb * 2**20,
-        namespace=namespace,
-        configure_logging=False,
-        **({} if node_ip == "auto" else {"_node_ip_address": node_ip}),
-    )
     return ray
 
 

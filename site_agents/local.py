@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from metasched.catalog import metasched_home
 from metasched.errors import ConfigurationError, SiteAgentError
-from metasched.records import AttemptId, Capability, ContainerRuntime, SiteLoad, SiteName, TaskKind
+from metasched.records import AttemptId, Capability, ContainerRuntime, SiteLoad, SiteName
 from metasched.sites.base import AttemptUpdate, Submission
 from metasched.sites.kind import Check, MatrixRow, SiteKind
 from metasched.sites.schema import FORBID_EXTRA, NonNegativeInt, PositiveInt, StoreOption, check_fields
@@ -164,18 +163,14 @@ class LocalAgent:
 
     def submit(self, submissions: Sequence[Submission]) -> None:
         """Start Ray tasks for these attempts, packing short function tasks."""
-        groups: dict[tuple[int, int, bool], list[Submission]] = defaultdict(list)
+        plain = []
         for sub in submissions:
             if sub.spec.container is not None:
                 self._submit_container(sub)
-                continue
-            res = sub.spec.resources
-            groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
-        for (cores, gpus, is_function), subs in groups.items():
-            size = self.tasks.pack_size(len(subs), self.config.cores, self.config.max_pack) \
-                if is_function else 1
-            for i in range(0, len(subs), size):
-                self.tasks.run(subs[i:i + size], {self.config.ray_resource: float(cores)}, gpus=gpus)
+            else:
+                plain.append(sub)
+        self.tasks.start(plain, self.config.ray_resource, cores=self.config.cores,
+                         max_pack=self.config.max_pack)
 
     def _submit_container(self, sub: Submission) -> None:
         res = sub.spec.resources

@@ -9,6 +9,7 @@ alone and nothing outside it was to blame).
 
 from __future__ import annotations
 
+import collections
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome
-from metasched.records import AttemptId
+from metasched.records import AttemptId, TaskKind
 from metasched.sites.base import AttemptUpdate, Submission
 from metasched.worker import run_packed
 
@@ -67,6 +68,22 @@ class RayTasks:
         if self.mean_run_s is None or self.mean_run_s >= PACK_BELOW_S:
             return 1
         return max(1, min(max_pack, count // (2 * max(1, cores))))
+
+    def start(self, subs: Sequence[Submission], resource: str, *, cores: int, max_pack: int,
+              group: str = "") -> None:
+        """Run `subs` on `cores` cores that offer `resource` (one unit per core an attempt asks for).
+
+        Attempts with the same request share a Ray task where ``pack_size`` says so (short function
+        attempts); commands and longer attempts get one each.
+        """
+        groups: dict[tuple[int, int, bool], list[Submission]] = collections.defaultdict(list)
+        for sub in subs:
+            res = sub.spec.resources
+            groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
+        for (need, gpus, is_function), same in groups.items():
+            size = self.pack_size(len(same), cores, max_pack) if is_function else 1
+            for i in range(0, len(same), size):
+                self.run(same[i:i + size], {resource: float(need)}, gpus=gpus, group=group)
 
     def run(self, subs: Sequence[Submission], resources: dict[str, float], *, gpus: int = 0,
             group: str = "") -> None:

@@ -261,7 +261,7 @@ def host_listeners(holder: str) -> set[tuple[str, str, int]]:
 def kappa(holder: str) -> Iterator[slurmsite.SiteInfo]:
     """A 2-node Slurm 22.05 site in the holder's namespace, compute nodes with this Python mounted."""
     info = slurmsite.up("kappa", fresh=True, nodes=2, cpus=4, network=f"container:{holder}",
-                        binds=tuple(sorted({sys.base_prefix, sys.prefix})))
+                        binds=netns.this_python())
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         slurmsite.down("kappa")
@@ -271,7 +271,7 @@ def kappa(holder: str) -> Iterator[slurmsite.SiteInfo]:
 def mu(holder: str) -> Iterator[slurmsite.SiteInfo]:
     """A Torque-wrapper site (qsub/qstat/qdel over Slurm) in the holder's namespace, for the PBS dialect."""
     info = torquesite.up("mu", cpus=4, network=f"container:{holder}",
-                         binds=tuple(sorted({sys.base_prefix, sys.prefix})))
+                         binds=netns.this_python())
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         torquesite.down("mu")
@@ -281,7 +281,7 @@ def mu(holder: str) -> Iterator[slurmsite.SiteInfo]:
 def nu(holder: str) -> Iterator[gesite.GESiteInfo]:
     """A Grid Engine 8.1.9 cell in the holder's namespace, this Python mounted, for pilot blocks."""
     info = gesite.up("nu", slots=4, network=f"container:{holder}",
-                     binds=tuple(sorted({sys.base_prefix, sys.prefix})))
+                     binds=netns.this_python())
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         gesite.down("nu")

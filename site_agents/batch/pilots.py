@@ -34,7 +34,6 @@ from metasched.records import (
     AttemptId,
     SiteLoad,
     SiteName,
-    TaskKind,
     TaskSpec,
 )
 from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
@@ -331,17 +330,10 @@ class PilotAgent:
 
     def _start(self, block: Block, subs: list[Submission]) -> list[AttemptUpdate]:
         """Ray tasks in `block` for these attempts, short function attempts packed as on a local site."""
-        groups: dict[tuple[int, int, bool], list[Submission]] = collections.defaultdict(list)
         for sub in subs:
-            res = sub.spec.resources
-            groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
             self._where[sub.attempt_id] = block.block_id
-        for (cores, gpus, is_function), group in groups.items():
-            size = self.tasks.pack_size(len(group), self.cores_per_node * block.nodes_up, MAX_PACK) \
-                if is_function else 1
-            for i in range(0, len(group), size):
-                self.tasks.run(group[i:i + size], {f"block:{block.block_id}": float(cores)}, gpus=gpus,
-                               group=block.block_id)
+        self.tasks.start(subs, f"block:{block.block_id}", cores=self.cores_per_node * block.nodes_up,
+                         max_pack=MAX_PACK, group=block.block_id)
         return [AttemptUpdate(attempt_id=s.attempt_id, running=True, native_id=block.job_id) for s in subs]
 
     @staticmethod
