@@ -307,15 +307,23 @@ class Journal:
         return [Note(task_id=task_id, attempt_id=AttemptId(a), site=SiteName(s), at=at, note=n)
                 for a, s, at, n in rows]
 
-    def attempt_times(self) -> list[tuple[str, str, str, str, str, float, float | None, float | None]]:
-        """Every attempt, oldest first, with its times.
+    def placements_of(self, task_id: TaskId) -> list[tuple[AttemptId, SiteName, str]]:
+        """Each attempt of the task with where it went and why (its submission's detail), in order."""
+        rows = self.db.execute("SELECT attempt_id, site, detail FROM transitions WHERE task_id = ? AND "
+                               "new = 'submitted' ORDER BY id", (task_id,))
+        return [(AttemptId(a), SiteName(s), detail) for a, s, detail in rows]
 
-        (attempt id, task id, task name, site, state, submitted at, ended at, first seen running at).
+    def attempt_times(self) -> list[tuple[str, str, str, str, str, float, float | None, float | None, str]]:
+        """Every attempt, oldest first, with its times and why it was placed where it was.
+
+        (attempt id, task id, task name, site, state, submitted at, ended at, first seen running at,
+        placement: the detail of its submission, ``metasched.placement.explain``'s text).
         """
         rows = self.db.execute(
             "SELECT a.attempt_id, t.task_id, t.name, a.site, a.state, a.submitted_at, a.ended_at, "
-            "(SELECT MIN(x.at) FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'running') "
-            "FROM attempts a JOIN tasks t ON t.task_id = a.task_id ORDER BY a.submitted_at")
+            "(SELECT MIN(x.at) FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'running'), "
+            "(SELECT x.detail FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'submitted' "
+            "LIMIT 1) FROM attempts a JOIN tasks t ON t.task_id = a.task_id ORDER BY a.submitted_at")
         return [tuple(row) for row in rows]
 
     def objects(self) -> list[tuple[str, str, int, bool, float | None, bool]]:

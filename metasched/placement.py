@@ -7,6 +7,7 @@ feasible site is full.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -63,14 +64,15 @@ def feasible_sites(spec: TaskSpec, loads: Sequence[SiteLoad]) -> list[SiteLoad]:
 
 @runtime_checkable
 class PlacementPolicy(Protocol):
-    """Chooses a site among feasible ones that have room; None means wait."""
+    """Chooses a site among feasible ones; None, or a site without a free slot, means wait."""
 
     def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
                transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
         """Pick one of `candidates` (feasible for `spec`, in campaign order) for the next attempt.
 
         `transfer_s` holds, per candidate, the predicted seconds to bring the task's stored inputs there
-        (absent or 0 where they already are).
+        (absent or 0 where they already are). A candidate without a free slot is an answer too: the task
+        waits in the scheduler's queue for that site (and is placed again at the next step).
         """
         ...
 
@@ -92,14 +94,15 @@ class RoundRobinPolicy:
 
 
 class DefaultPolicy:
-    """Picks the site with room where the task is predicted to start soonest; spreads load on ties.
+    """Sends the task where it is predicted to start soonest, even if that means waiting for a full site.
 
-    predicted start (s) = the site's estimated queue wait + the time to move the task's stored inputs
-    there (learned bandwidth per store pair). Sites within ``tie_s`` of the best are tied; among them
-    the one needing the least data movement wins, then the largest free fraction of its in-flight
-    window, so equal sites share the work. With room at the site that holds a task's data, the task
-    goes there; when that site is full (no free slots) or its wait exceeds the transfer time, the task
-    goes elsewhere and its data moves.
+    predicted start (s) = the site's predicted wait for one more attempt (``SiteLoad.wait_s``: other users'
+    jobs ahead, then our attempts already there) + the time to move the task's stored inputs there (learned
+    bandwidth per store pair). Sites within ``tie_s`` of the best are tied; among them a site with room
+    wins, then the one needing the least data movement, then the largest free fraction of its in-flight
+    window, so equal sites share the work. When the soonest start is at a site with no free slot (a local
+    site whose cores all run our tasks), the answer is that site all the same: the scheduler keeps the task
+    in its queue until a slot frees, or until another site's prediction gets better.
     """
 
     def __init__(self, *, tie_s: float = 1.0) -> None:
@@ -107,16 +110,44 @@ class DefaultPolicy:
 
     def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
                transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
-        """The candidate with room and the earliest predicted start (see the class docstring on ties)."""
+        """The candidate with the earliest predicted start (see the class docstring on ties)."""
         costs = transfer_s or {}
-        open_sites = [c for c in candidates if c.free_slots > 0]
-        if not open_sites:
+        accepting = [c for c in candidates if c.accepting]
+        if not any(c.free_slots > 0 for c in accepting):
             return None
-        start = {c.site: c.est_wait_s + costs.get(c.site, 0.0) for c in open_sites}
+        start = {c.site: predicted_start(spec, c, costs) for c in accepting}
         soonest = min(start.values())
-        tied = [c for c in open_sites if start[c.site] <= soonest + self.tie_s]
-        best = max(tied, key=lambda c: (-costs.get(c.site, 0.0), c.free_slots / max(1, c.max_inflight)))
+        tied = [c for c in accepting if start[c.site] <= soonest + self.tie_s]
+        best = max(tied, key=lambda c: (c.free_slots > 0, -costs.get(c.site, 0.0),
+                                        c.free_slots / max(1, c.max_inflight)))
         return best.site
+
+
+def predicted_start(spec: TaskSpec, site: SiteLoad, transfer_s: Mapping[SiteName, float]) -> float:
+    """Seconds until `spec` would start at `site`: its wait there plus moving its inputs there."""
+    return site.wait_s(spec.resources.cores) + transfer_s.get(site.site, 0.0)
+
+
+_PREDICTED = re.compile(r"predicted start (\d+(?:\.\d+)?) s")
+
+
+def explain(spec: TaskSpec, chosen: SiteLoad, candidates: Sequence[SiteLoad],
+            transfer_s: Mapping[SiteName, float]) -> str:
+    """What the placement of `spec` at `chosen` was weighed against, for the journal.
+
+    E.g. ``predicted start 0.4 s at alpha; local 2.1 s (full), beta 235.0 s``. ``predicted_wait`` reads
+    the first number back (reports compare it with the wait the attempt had).
+    """
+    others = [f"{c.site} {predicted_start(spec, c, transfer_s):.1f} s{'' if c.free_slots else ' (full)'}"
+              for c in candidates if c.site != chosen.site]
+    said = f"predicted start {predicted_start(spec, chosen, transfer_s):.1f} s at {chosen.site}"
+    return f"{said}; {', '.join(others)}" if others else said
+
+
+def predicted_wait(detail: str) -> float | None:
+    """The predicted start an ``explain`` text gave (None if the text has none)."""
+    match = _PREDICTED.search(detail)
+    return float(match.group(1)) if match else None
 
 
 def policy_named(name: str) -> PlacementPolicy:

@@ -246,14 +246,29 @@ class SiteLoad:
     nodes: int
     inflight: int
     max_inflight: int
-    est_wait_s: float = 0.0
+    est_wait_s: float = 0.0  # before the site starts any attempt of ours (other users' jobs, a block's start)
+    open_cores: int | None = None  # cores free to our attempts once est_wait_s has passed (None: total_cores)
+    cycle_s: float = 0.0  # how long an attempt of ours holds a core here, recently (0: not known yet)
+    accepting: bool = True  # False: the site takes no new work for now (unreachable, drained)
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
     max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)
 
     @property
     def free_slots(self) -> int:
         """How many more attempts the agent accepts now."""
-        return max(0, self.max_inflight - self.inflight)
+        return max(0, self.max_inflight - self.inflight) if self.accepting else 0
+
+    def wait_s(self, cores: int = 1) -> float:
+        """Predicted wait of one more attempt asking for `cores`: the site's own wait, then its turn.
+
+        Our attempts already there (``inflight``, which the scheduler raises as it places more in one
+        step) hold the open cores and the agent's slots; each frees again after ``cycle_s``.
+        """
+        open_cores = self.total_cores if self.open_cores is None else self.open_cores
+        for_cores = max(0, self.inflight + cores - open_cores) * self.cycle_s / max(1, open_cores)
+        slots = min(open_cores, self.max_inflight) if self.max_inflight > 0 else open_cores
+        for_slot = max(0, self.inflight + 1 - self.max_inflight) * self.cycle_s / max(1, slots)
+        return self.est_wait_s + max(for_cores, for_slot)
 
 
 _WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")

@@ -6,6 +6,10 @@
 - ``utilization.png``: attempts in flight per site over time.
 - ``waits.png``: distribution of queue waits per site (where the site reports them; as observed by
   polling, so with the site's poll interval as resolution).
+
+The summary table gives per site the attempts by outcome, the mean queue wait, the mean wait placement
+predicted when it chose the site (journaled with each attempt, ``metasched.placement.explain``) and the
+mean error of that prediction (where the site reports when attempts start), and the mean run time.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from metasched.journal import Journal  # noqa: E402
+from metasched.placement import predicted_wait  # noqa: E402
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -37,6 +42,7 @@ class AttemptSpan:
     submitted: float
     started: float | None
     ended: float | None
+    predicted_wait: float | None = None  # what placement predicted (metasched.placement.explain)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +57,8 @@ class SiteRow:
     moved: int
     mean_wait_s: float | None
     mean_run_s: float | None
+    mean_predicted_wait_s: float | None = None
+    wait_error_s: float | None = None  # mean |predicted - actual| where both are known
 
 
 def read_spans(journal: Path) -> list[AttemptSpan]:
@@ -65,8 +73,9 @@ def read_spans(journal: Path) -> list[AttemptSpan]:
     origin = min(r[5] for r in rows)
     return [AttemptSpan(attempt_id=a, task_id=t, task_name=n, site=s, state=st, submitted=sub - origin,
                         started=run - origin if run is not None else None,
-                        ended=end - origin if end is not None else None)
-            for a, t, n, s, st, sub, end, run in rows]
+                        ended=end - origin if end is not None else None,
+                        predicted_wait=predicted_wait(placed or ""))
+            for a, t, n, s, st, sub, end, run, placed in rows]
 
 
 def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
@@ -79,12 +88,17 @@ def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
         waits = [s.started - s.submitted for s in items if s.started is not None]
         runs = [s.ended - (s.started if s.started is not None else s.submitted)
                 for s in items if s.ended is not None]
+        predicted = [s.predicted_wait for s in items if s.predicted_wait is not None]
+        errors = [abs(s.started - s.submitted - s.predicted_wait) for s in items
+                  if s.started is not None and s.predicted_wait is not None]
         rows.append(SiteRow(
             site=site, attempts=len(items), succeeded=sum(s.state == "succeeded" for s in items),
             failed=sum(s.state == "failed" for s in items), lost=sum(s.state == "lost" for s in items),
             moved=sum(s.state == "checkpointed" for s in items),
             mean_wait_s=sum(waits) / len(waits) if waits else None,
             mean_run_s=sum(runs) / len(runs) if runs else None,
+            mean_predicted_wait_s=sum(predicted) / len(predicted) if predicted else None,
+            wait_error_s=sum(errors) / len(errors) if errors else None,
         ))
     return rows
 
@@ -204,7 +218,8 @@ def write_report(journal: Path, out_dir: Path) -> Path:
 
     table = "".join(
         f"<tr><td>{html.escape(r.site)}</td><td>{r.attempts}</td><td>{r.succeeded}</td><td>{r.failed}</td>"
-        f"<td>{r.lost}</td><td>{r.moved}</td><td>{fmt(r.mean_wait_s)}</td><td>{fmt(r.mean_run_s)}</td></tr>"
+        f"<td>{r.lost}</td><td>{r.moved}</td><td>{fmt(r.mean_wait_s)}</td><td>{fmt(r.mean_predicted_wait_s)}</td>"
+        f"<td>{fmt(r.wait_error_s)}</td><td>{fmt(r.mean_run_s)}</td></tr>"
         for r in rows)
     figures = ["gantt.png", "utilization.png"] + (["waits.png"] if has_waits else [])
     page = (
@@ -215,7 +230,8 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         f"</head><body><h1>Campaign report</h1><p>journal: {html.escape(str(journal))}</p>"
         "<table><tr><th>site</th><th>attempts</th><th>succeeded</th><th>failed</th><th>lost</th>"
         "<th>checkpointed and moved on</th>"
-        f"<th>mean wait (s)</th><th>mean run (s)</th></tr>{table}</table>"
+        "<th>mean wait (s)</th><th>mean predicted wait (s)</th><th>wait prediction error (s)</th>"
+        f"<th>mean run (s)</th></tr>{table}</table>"
         + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{bars}' "
           f"data-migration-arrows='{arrows}'></p>"
         + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures[1:])

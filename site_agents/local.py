@@ -24,8 +24,10 @@ from metasched.sites.kind import Check, MatrixRow, SiteKind
 from metasched.sites.schema import FORBID_EXTRA, NonNegativeInt, PositiveInt, StoreOption, check_fields
 from metasched.testmatrix import FAULT_COLUMNS as NO_FAULT_TESTS
 from site_agents.containers import container_name, remove_containers, run_in_docker
-from site_agents.ray_tasks import PACK_BELOW_S, Pack, RayTasks
+from site_agents.ray_tasks import PACK_BELOW_S, Pack, RayTasks, depth
 from site_agents.staging import stage_worker
+
+BACKLOG_S = 0.5  # work per core handed to Ray ahead of free cores, at the recent mean run time
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +39,9 @@ class LocalSite:
         cores: how many cores' worth of tasks run at once.
         gpus: GPUs the site offers (tasks asking for more are infeasible here).
         memory_mb: the most memory one task may ask for (default: this machine's memory).
-        max_inflight: attempts handed to Ray ahead of free cores (default 64 x cores, at least 256),
-            which keeps Ray's pipeline full without flooding it.
+        max_inflight: the most attempts handed to Ray at once (default 64 x cores, at least 256). Fewer
+            are: one per core, and more only for very short tasks (``BACKLOG_S`` of work per core), so
+            the rest wait in the scheduler's queue where placement can still send them elsewhere.
         max_pack: the most short function attempts that may share one Ray task (1 turns packing off).
         store: where results bigger than the campaign's data threshold go; default the campaign's
             own store (``Campaign(store=...)``), which the driver on this machine reads directly.
@@ -202,10 +205,14 @@ class LocalAgent:
                            for a in p.cancelled])
 
     def load(self) -> SiteLoad:
-        """Capacity from the configuration; wait estimated from recent attempt run times."""
+        """Room for an attempt per core, plus ``BACKLOG_S`` of very short ones; each holds a core a mean run.
+
+        Attempts beyond that stay in the scheduler's queue, where placement can still send them to
+        another site (and their wait there is the task's wait, not hidden inside Ray).
+        """
         inflight = len(self._tasks) if self._tasks is not None else 0
         mean = self._tasks.mean_run_s if self._tasks is not None else None
-        backlog = max(0, inflight - self.config.cores)
+        per_core = depth(mean, backlog_s=BACKLOG_S, least=1)
         return SiteLoad(
             site=self.name,
             total_cores=self.config.cores,
@@ -214,8 +221,8 @@ class LocalAgent:
             gpus=self.config.gpus,
             nodes=1,
             inflight=inflight,
-            max_inflight=self.config.max_inflight,
-            est_wait_s=backlog * (mean or 0.0) / self.config.cores,
+            max_inflight=min(self.config.max_inflight, int(per_core * self.config.cores)),
+            cycle_s=mean or 0.0,
             capabilities=frozenset(Capability.container(ContainerRuntime(r))
                                    for r in self.config.container_runtimes),
         )

@@ -103,6 +103,9 @@ def watch(
 def logs(
     campaign: CampaignArg,
     task: Annotated[str, typer.Argument(help="The task's name (or id).")],
+    placement: Annotated[bool, typer.Option(
+        "--placement", help="Also say where each attempt went and why: the predicted start at each site.")]
+    = False,
 ) -> None:
     """Print what a finished task left, and what was noted about its attempts.
 
@@ -113,6 +116,7 @@ def logs(
     try:
         found = stored.task_named(task)
         notes = stored.notes_of(found.spec.task_id) if found is not None else []
+        placed = stored.placements_of(found.spec.task_id) if found is not None and placement else []
     finally:
         stored.close()
     if found is None:
@@ -120,6 +124,8 @@ def logs(
         raise typer.Exit(2)
     name = found.spec.name
     console.print(f"task {name!r} ({found.spec.task_id}): {found.state.value}", style="bold")
+    for attempt_id, site, why in placed:
+        console.print(f"placed: attempt {attempt_id} at {site}: {why}", markup=False)
     for note in notes:
         console.print(f"note (attempt {note.attempt_id} at {note.site}): {note.note}", markup=False)
     if found.result is not None:

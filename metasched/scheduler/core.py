@@ -69,6 +69,7 @@ class TaskRecord:
     result: bytes | None = None
     error: TaskError | None = None
     last_site: SiteName | None = None
+    placed: str = ""  # why the pending placement chose its site (journaled with the attempt it starts)
     checkpoint: str | None = None  # object id of the checkpoint the next attempt restores from
     migrate_to: SiteName | None = None  # where the next attempt must run (a migration in progress)
     avoid_site: SiteName | None = None  # prefer another site for the next attempt (after a time limit)
@@ -174,14 +175,15 @@ class SchedulerCore:
         record.last_site = site
         self._move(record, TaskState.STAGING, detail=f"site {site}: {detail}")
 
-    def start_attempt(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId) -> Attempt:
-        """READY (or STAGING) -> SUBMITTED: the actor hands an attempt to `site`."""
+    def start_attempt(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId, why: str = "") -> Attempt:
+        """READY (or STAGING) -> SUBMITTED: the actor hands an attempt to `site` (`why`: the placement's)."""
         record = self.tasks[task_id]
         attempt = Attempt(
             attempt_id=attempt_id, task_id=task_id, site=site, number=record.attempts + 1,
             submitted_at=time.time(),
         )
-        self._move(record, TaskState.SUBMITTED, attempt=attempt, detail=f"attempt {attempt.number}")
+        detail = f"attempt {attempt.number}; {why}" if why else f"attempt {attempt.number}"
+        self._move(record, TaskState.SUBMITTED, attempt=attempt, detail=detail)
         record.attempts += 1
         record.tries += 1
         record.current = attempt

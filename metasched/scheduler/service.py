@@ -21,7 +21,7 @@ from metasched.errors import (
 from metasched.journal import Journal
 from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded
-from metasched.placement import PlacementPolicy, feasible_sites
+from metasched.placement import PlacementPolicy, explain, feasible_sites
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
 from metasched.scheduler.blocks import BlockJournal
 from metasched.scheduler.checkpoints import CheckpointRequests
@@ -213,7 +213,7 @@ class SchedulerService(CheckpointRequests):
         for staging_site, count in self._staging_sites().items():
             loads[staging_site].inflight += count
         for drained in self.drained:  # takes no new attempts
-            loads[drained].max_inflight = min(loads[drained].max_inflight, loads[drained].inflight)
+            loads[drained].accepting = False
         load_list = list(loads.values())
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
         deferred: list[TaskId] = []
@@ -237,10 +237,13 @@ class SchedulerService(CheckpointRequests):
             inputs = self._input_ids(record)
             costs = self.data.transfer_costs(inputs, [c.site for c in candidates]) if self.data else {}
             site = self.policy.choose(record.spec, candidates, costs)
-            if site is None:
+            full = site is None or loads[site].free_slots == 0
+            if site is not None:  # placed, or waiting for this full site: later tasks see it ahead
+                record.placed = "" if full else explain(record.spec, loads[site], candidates, costs)
+                loads[site].inflight += 1
+            if site is None or full:
                 deferred.append(task_id)
                 continue
-            loads[site].inflight += 1
             if inputs and self.data is not None:
                 try:
                     sources = self.data.missing(inputs, site)
@@ -279,7 +282,9 @@ class SchedulerService(CheckpointRequests):
     def _start(self, task_id: TaskId, site: SiteName) -> Submission:
         """Start an attempt of a placed task; returns what to hand to the site's agent."""
         record = self.core.tasks[task_id]
-        attempt = self.core.start_attempt(task_id, site, AttemptId(f"{task_id}.{record.attempts + 1}"))
+        attempt = self.core.start_attempt(task_id, site, AttemptId(f"{task_id}.{record.attempts + 1}"),
+                                          why=record.placed)
+        record.placed = ""
         self._new_attempts.append(attempt)
         spec = record.spec
         results = {d: self._result_of(d) for d in spec.depends_on}

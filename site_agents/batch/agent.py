@@ -38,6 +38,7 @@ from site_agents.batch.dialect import (
     can_signal,
     with_header,
 )
+from site_agents.batch.forecast import QueueWait
 from site_agents.batch.jobs import BatchJob
 from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers, time_limit_s, warning_lead_s
 from site_agents.batch.rounds import Answer, Deletions, status_round
@@ -53,8 +54,8 @@ SLOW_S = 3.0
 SLOW_MIN_S = 1.0
 IDLE_PROBE_S = 2.0  # a site without jobs is still probed this often
 NODES_REFRESH_S = 30.0  # how often the nodes (down, drained, back) are read again
+QUEUE_REFRESH_S = 10.0  # how often every user's queue is read (for the wait forecast), where the dialect can
 OUTCOME_GRACE_POLLS = 3  # a finished job's record may appear a little later on a shared filesystem
-SMOOTHING = 0.2
 
 
 def job_name(site: str, attempt_id: str) -> str:
@@ -82,7 +83,8 @@ class BatchAgent:
         self._answered_again_at = -explain.OUTAGE_GRACE_S
         self._last_poll = 0.0
         self._last_nodes = 0.0
-        self._mean_run_s = 0.0
+        self._last_queue = -QUEUE_REFRESH_S
+        self.waits = QueueWait()
         self._submitter = ThreadPoolExecutor(max_workers=SUBMIT_THREADS,
                                              thread_name_prefix=f"submit-{config.name}")
         self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"status-{config.name}")
@@ -110,6 +112,11 @@ class BatchAgent:
                                  f"{self.dialect.name} server is up and the login and environment reach it.",
                                  site=self.config.name, transient=capacity is None)
         self._capacity, self._last_nodes = capacity, time.monotonic()
+        queue_argv = self.dialect.queue_argv()
+        queue = self.dialect.parse_queue(self.runner.run(queue_argv)) if queue_argv is not None else None
+        if queue is not None:
+            self.waits.listed(queue, usable_cores=capacity.total_cores, ours=self.user)
+            self._last_queue = time.monotonic()
         AttemptDir.root(self.config.shared_dir).mkdir(parents=True, exist_ok=True)
         self._launchers = site_launchers(self.config, self.dialect)
         self._capabilities = self._offered(self._launchers)
@@ -131,9 +138,12 @@ class BatchAgent:
         """Write each attempt to the shared filesystem and submit it (a few submissions in parallel)."""
         if self._launchers is None:
             raise SiteAgentError(f"site {self.config.name}: agent not started.", site=self.config.name)
+        load = self.load()
         for sub, (job, update) in zip(submissions, self._submitter.map(self._submit_one, submissions),
                                       strict=True):
             if job is not None:
+                job.predicted_wait_s = load.wait_s(sub.spec.resources.cores)
+                load.inflight += 1
                 self._jobs[sub.attempt_id] = job
             self._pending.append(update)
 
@@ -194,9 +204,11 @@ class BatchAgent:
                 return updates
             self._last_poll = self._round_since = now
             nodes_due = not self.available or now - self._last_nodes >= NODES_REFRESH_S
+            queue_due = now - self._last_queue >= QUEUE_REFRESH_S
+            self._last_queue = now if queue_due else self._last_queue
             asked = [(j.job_id, j.missing_polls) for j in self._jobs.values()]
             self._round = self._poller.submit(status_round, self.dialect, self.runner.run, self.user, asked,
-                                              nodes_due)
+                                              nodes_due, queue_due)
         try:
             answer = self._round.result(timeout=POLL_WAIT_S)
         except FutureTimeout:
@@ -215,6 +227,8 @@ class BatchAgent:
         self.available, self.unavailable_reason = True, ""
         if answer.capacity is not None:
             self._take_capacity(answer.capacity, now)
+        if answer.queue is not None:
+            self.waits.listed(answer.queue, usable_cores=self._capacity.total_cores, ours=self.user)
         delete = Deletions()
         for job in list(self._jobs.values()):
             status = self._ours(job, answer.statuses.get(self.dialect.status_key(job.job_id)))
@@ -249,7 +263,7 @@ class BatchAgent:
         note = self._notes(job, status)
         outcome = job.launcher.outcome(job)
         if outcome is not None:
-            self._mean_run_s += SMOOTHING * (time.monotonic() - job.submitted_at - self._mean_run_s)
+            self.waits.ended(time.monotonic() - (job.started_at or job.submitted_at))
             return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id, note=note)
         update = self._explain(job, status, answer, delete)
         saved = job.launcher.progress(job) if update is None or update.outcome is None else None
@@ -306,6 +320,7 @@ class BatchAgent:
                 return explain.held(job, status, site, answer.hold_reasons.get(status.job_id, ""))
             case JobState.RUNNING if job.started_at is None:
                 job.started_at = now
+                self.waits.started(job.predicted_wait_s, now - job.submitted_at)
                 return AttemptUpdate(attempt_id=job.attempt_id, running=True, native_id=job.job_id)
             case JobState.FINISHED:
                 job.finished_polls += 1
@@ -370,20 +385,22 @@ class BatchAgent:
 
     # ------------------------------------------------------------------------------ load
     def load(self) -> SiteLoad:
-        """Capacity as last listed; no free room while the server does not answer (or is slow to)."""
+        """Capacity as last listed, the wait as forecast from the whole queue (``self.waits``).
+
+        No free room while the server does not answer (or is slow to).
+        """
         inflight = len(self._jobs)
         capacity = self._capacity
         patience = min(SLOW_S, max(SLOW_MIN_S, 3 * self.config.poll_interval))
         slow = self._round is not None and time.monotonic() - self._round_since > patience
         accepting = self.available and capacity.usable_nodes > 0 and not slow
-        backlog = max(0, inflight - capacity.total_cores)
         return SiteLoad(
             site=self.name, total_cores=capacity.total_cores, max_cores_per_task=capacity.max_cores_per_node,
             max_memory_mb=capacity.max_memory_mb, gpus=self.config.gpus_per_node,
             nodes=capacity.nodes, inflight=inflight,
-            max_inflight=self.config.max_jobs if accepting else inflight,
-            est_wait_s=backlog * self._mean_run_s / max(1, capacity.total_cores),
-            capabilities=self._capabilities)
+            max_inflight=self.config.max_jobs if accepting else inflight, accepting=accepting,
+            est_wait_s=self.waits.est_wait_s, open_cores=self.waits.open_cores(capacity.total_cores),
+            cycle_s=self.waits.cycle_s, capabilities=self._capabilities)
 
     @property
     def capacity(self) -> Capacity:

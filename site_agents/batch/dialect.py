@@ -19,6 +19,7 @@ from typing import Protocol
 
 from metasched.attempt_dir import AttemptDir
 from metasched.records import TaskSpec
+from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
 
 #: A scheduler's own time limit is the task's walltime plus this (unless the task is checkpointable):
@@ -150,6 +151,14 @@ class Dialect(Protocol):
 
     def parse_nodes(self, out: CommandOutput) -> Capacity | None:
         """What the usable nodes offer; None when the command did not answer."""
+        ...
+
+    def queue_argv(self) -> list[str] | None:
+        """A command listing every user's queued and running jobs (None where the dialect cannot read one)."""
+        ...
+
+    def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
+        """The whole queue in `queue_argv`'s answer; None when the command did not answer."""
         ...
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:

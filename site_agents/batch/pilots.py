@@ -40,12 +40,11 @@ from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
 from site_agents.batch.agent import BatchAgent, job_name
 from site_agents.batch.blocks import LEAVE_EARLY_S, Block, block_submission, ending, pilot_lines
 from site_agents.batch.config import BatchSite
-from site_agents.ray_tasks import RayTasks
+from site_agents.ray_tasks import MAX_DEPTH, RayTasks, depth
 
 log = logging.getLogger(__name__)
 
 OVERSUBSCRIBE = 2  # attempts handed to a block per core at least (the next start without waiting for a poll)
-MAX_DEPTH = 64  # ... and at most (very short tasks)
 BACKLOG_S = 2.0  # the work a block is handed ahead, in seconds at the recent mean run time
 MAX_PACK = 32  # the most short function attempts sharing one Ray task
 MIN_WINDOW = 256  # attempts the scheduler may hand the agent ahead, at least
@@ -356,9 +355,8 @@ class PilotAgent:
         queue, where a later block (or another site) can still take them.
         """
         used = sum(self._cores.get(a, 1) for a, b in self._where.items() if b == block.block_id)
-        mean = self.tasks.mean_run_s
-        depth = OVERSUBSCRIBE if not mean else min(MAX_DEPTH, max(OVERSUBSCRIBE, BACKLOG_S / mean))
-        return int(depth * self.cores_per_node * block.nodes_up) - used
+        per_core = depth(self.tasks.mean_run_s, backlog_s=BACKLOG_S, least=OVERSUBSCRIBE)
+        return int(per_core * self.cores_per_node * block.nodes_up) - used
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Queued attempts end at once; running ones are force-cancelled in Ray."""
@@ -376,11 +374,15 @@ class PilotAgent:
 
     # ------------------------------------------------------------------------------ load
     def load(self) -> SiteLoad:
-        """A window as deep as max_blocks take; the wait is zero where a block has room, else a block's."""
+        """A window as deep as max_blocks take; no wait of its own while blocks take work, else a block's.
+
+        Our attempts queue for the joined blocks' cores (``SiteLoad.wait_s``), each holding one for the
+        recent mean run time.
+        """
         capacity = self.batch.capacity
-        room = any(self._takes_work(b) and self._room(b) > 0 for b in self._live.values())
+        joined = sum(self.cores_per_node * b.nodes_up for b in self._live.values() if self._takes_work(b))
         waits = self._block_waits[-5:]
-        wait = 0.0 if room else (sum(waits) / len(waits) if waits else DEFAULT_BLOCK_WAIT_S)
+        wait = 0.0 if joined else (sum(waits) / len(waits) if waits else DEFAULT_BLOCK_WAIT_S)
         inflight = len(self._cores)
         limit = max(MIN_WINDOW, MAX_DEPTH * self.block_cores * self.config.max_blocks)
         return SiteLoad(
@@ -388,6 +390,8 @@ class PilotAgent:
             max_cores_per_task=self.cores_per_node, max_memory_mb=capacity.max_memory_mb,
             gpus=self.config.gpus_per_node, nodes=1, inflight=inflight,
             max_inflight=limit if self.batch.available else inflight, est_wait_s=wait,
+            open_cores=joined or self.block_cores * self.config.max_blocks,
+            cycle_s=self.tasks.mean_run_s or 0.0, accepting=self.batch.available,
             max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S)
 
 

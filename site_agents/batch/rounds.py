@@ -1,7 +1,8 @@
 """One round of a batch site's status commands, run on the agent's poller thread (no job record touched).
 
 The status command of every job; accounting for jobs it stopped listing; the reason a HELD job will not
-start; the node listing when it is due (or as the probe of a site without jobs).
+start; the node listing when it is due (or as the probe of a site without jobs); every user's queue when
+it is due (for the wait forecast).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from site_agents.batch.dialect import Capacity, Dialect, JobState, JobStatus
+from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
 
 ACCOUNTING_AFTER_POLLS = 2  # a job missing from the listing this many polls is looked up in accounting
@@ -24,6 +26,7 @@ class Answer:
     accounted: Mapping[str, JobStatus] = field(default_factory=dict)
     hold_reasons: Mapping[str, str] = field(default_factory=dict)
     capacity: Capacity | None = None
+    queue: Sequence[QueuedJob] | None = None  # every user's jobs, when they were due (and listed)
 
 
 @dataclass(slots=True)
@@ -35,12 +38,14 @@ class Deletions:
 
 
 def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], user: str,
-                 jobs: Sequence[tuple[str, int]], nodes_due: bool) -> Answer:
-    """Ask about these jobs ((job id, polls missing so far) each) and, when due, the nodes."""
+                 jobs: Sequence[tuple[str, int]], nodes_due: bool, queue_due: bool = False) -> Answer:
+    """Ask about these jobs ((job id, polls missing so far) each) and, when due, the nodes and the queue."""
     capacity = dialect.parse_nodes(run(dialect.nodes_argv())) if nodes_due or not jobs else None
+    queue_argv = dialect.queue_argv() if queue_due else None
+    queue = dialect.parse_queue(run(queue_argv)) if queue_argv is not None else None
     if not jobs:
         return Answer(statuses=None if capacity is None else {}, problem="the node listing did not answer",
-                      capacity=capacity)
+                      capacity=capacity, queue=queue)
     out = run(dialect.status_argv(user, [job_id for job_id, _ in jobs]))
     statuses = dialect.parse_status(out)
     if statuses is None:
@@ -56,4 +61,5 @@ def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], us
         argv = dialect.hold_reason_argv(status.job_id) if status.state is JobState.HELD else None
         if argv is not None:
             reasons[status.job_id] = dialect.parse_hold_reason(run(argv).stdout)
-    return Answer(statuses=statuses, accounted=accounted, hold_reasons=reasons, capacity=capacity)
+    return Answer(statuses=statuses, accounted=accounted, hold_reasons=reasons, capacity=capacity,
+                  queue=queue)

@@ -270,14 +270,13 @@ class GlobusComputeAgent:
         return True
 
     def load(self) -> SiteLoad:
-        """Capacity from the configuration; the wait from recent run times and what is in flight."""
+        """Capacity from the configuration; our calls in flight hold its cores for the recent run time."""
         inflight = len(self._attempts)
-        backlog = max(0, inflight - self.config.cores)
         return SiteLoad(
             site=self.name, total_cores=self.config.cores, max_cores_per_task=self.config.cores,
             max_memory_mb=self.config.memory_mb, gpus=self.config.gpus, nodes=1, inflight=inflight,
             max_inflight=self.config.max_inflight if self.available else inflight,
-            est_wait_s=backlog * self._mean_run_s / self.config.cores)
+            cycle_s=self._mean_run_s, accepting=self.available)
 
     def close(self) -> None:
         """Stop following calls (sent ones finish at the endpoint, as with any Globus Compute client)."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from site_agents.batch.dialect import Capacity, JobRequest, JobStatus, check_header
+from site_agents.batch.forecast import QueuedJob
 from site_agents.gridengine import parsers
 from site_agents.runner import CommandOutput
 
@@ -96,6 +98,14 @@ class GridEngine:
         return Capacity(total_cores=queues.total_slots, max_cores_per_node=queues.max_slots_per_host,
                         nodes=queues.hosts, usable_nodes=usable,
                         detail="" if usable else "(no queue instance with slots)")
+
+    def queue_argv(self) -> list[str]:
+        """Every user's jobs with their hard requests (h_rt), as XML."""
+        return ["qstat", "-xml", "-u", "*", "-r"]
+
+    def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
+        """The running and waiting jobs; None if qstat did not answer."""
+        return parsers.parse_queue_xml(out.stdout, datetime.now()) if out.ok else None
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:
         """``qacct -j`` of each job qstat stopped listing."""

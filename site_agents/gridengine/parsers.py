@@ -7,11 +7,14 @@ running, anything else is queued. ``qacct -j`` explains a job that left qstat (`
 
 from __future__ import annotations
 
+import contextlib
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import datetime
 
 from site_agents.batch.dialect import JobEnd, JobState, JobStatus
+from site_agents.batch.forecast import QueuedJob
 
 
 def job_state(letters: str) -> JobState:
@@ -39,6 +42,46 @@ def parse_qstat_xml(text: str) -> dict[str, JobStatus]:
             jobs[job_id] = JobStatus(job_id=job_id, name=(job.findtext("JB_name") or "").strip(),
                                      state=job_state(letters), native_state=letters)
     return jobs
+
+
+def parse_queue_xml(text: str, now: datetime) -> list[QueuedJob]:
+    """Every user's running and waiting jobs in ``qstat -xml -u '*' -r`` (`now`: the cell's clock).
+
+    A job's limit is its hard ``h_rt`` request (none: no limit); a running one keeps what is left of it
+    since ``JAT_start_time``. Jobs in error, on hold or being deleted will not start: skipped.
+    """
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return []
+    jobs = []
+    for job in root.iter("job_list"):
+        job_id, letters = (job.findtext("JB_job_number") or "").strip(), (job.findtext("state") or "").strip()
+        state = job_state(letters)
+        slots = (job.findtext("slots") or "").strip()
+        if not job_id or not slots.isdigit() or "h" in letters or state not in (JobState.RUNNING,
+                                                                                  JobState.QUEUED):
+            continue
+        limit = next((_seconds(r.text or "") for r in job.iter("hard_request") if r.get("name") == "h_rt"),
+                     None)
+        started = (job.findtext("JAT_start_time") or "").strip()
+        if state is JobState.RUNNING and limit is not None and started:
+            with contextlib.suppress(ValueError):  # a start time it does not print as ISO: the whole limit
+                limit = max(0.0, limit - (now - datetime.fromisoformat(started)).total_seconds())
+        jobs.append(QueuedJob(job_id=job_id, user=(job.findtext("JB_owner") or "").strip(),
+                              running=state is JobState.RUNNING, cores=int(slots), remaining_s=limit))
+    return jobs
+
+
+def _seconds(text: str) -> float | None:
+    """An h_rt value: seconds, or ``h:m:s``."""
+    parts = text.strip().split(":")
+    if not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    total = 0
+    for part in parts:
+        total = total * 60 + int(part)
+    return float(total)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from site_agents.batch.dialect import JobStatus
+from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
 
 _UNREACHABLE = ("cannot connect to", "unable to contact", "connection refused", "communication failure",
@@ -70,6 +71,14 @@ class PBSFamily:
     def delete_by_name_argvs(self, names: Sequence[str]) -> list[list[str]]:
         """None: qdel takes ids only (a name would need qselect first)."""
         return []
+
+    def queue_argv(self) -> list[str] | None:
+        """Not read yet: the site's wait is learned from the waits of our own jobs alone."""
+        return None
+
+    def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
+        """No whole-queue listing."""
+        return None
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:
         """No accounting look-up: finished jobs stay in qstat (job history, keep_completed)."""

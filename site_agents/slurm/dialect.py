@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from metasched.errors import SiteAgentError
 from site_agents.batch.dialect import Capacity, JobRequest, JobStatus
+from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
 from site_agents.slurm import parsers
 
@@ -108,6 +110,16 @@ class SlurmDialect:
         if not nodes:
             return None if not out.ok else parsers.capacity([])
         return parsers.capacity(nodes)
+
+    def queue_argv(self) -> list[str]:
+        """Every user's pending and running jobs in the partition (or all)."""
+        argv = ["squeue", "--noheader", "--all", "--states=PENDING,RUNNING",
+                "--format=%i|%T|%C|%L|%l|%S|%u|%P"]
+        return [*argv, f"--partition={self.partition}"] if self.partition else argv
+
+    def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
+        """The listed jobs; None if squeue did not answer."""
+        return parsers.parse_queue(out.stdout, datetime.now()) if out.ok else None
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:
         """One sacct call for every job squeue stopped listing (none without slurmdbd)."""

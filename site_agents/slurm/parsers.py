@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from site_agents.batch.dialect import Capacity, JobEnd, JobState, JobStatus
+from site_agents.batch.forecast import QueuedJob
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,46 @@ def capacity(nodes: list[NodeInfo]) -> Capacity:
     tracked = [n.memory_mb for n in nodes if n.memory_mb > 1]
     down = [f"{n.name} {n.state}" for n in nodes if not n.usable]
     cores = [n.cpus for n in nodes]
-    return Capacity(total_cores=sum(cores), max_cores_per_node=max(cores, default=0), nodes=len(nodes),
+    return Capacity(total_cores=sum(n.cpus for n in usable), max_cores_per_node=max(cores, default=0),
+                    nodes=len(nodes),
                     usable_nodes=len(usable),
                     max_memory_mb=max(tracked) if tracked and len(tracked) == len(nodes) else None,
                     detail=f"({', '.join(down)})" if down else "")
+
+
+_DURATION = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")
+
+
+def parse_duration(text: str) -> float | None:
+    """A time limit or time left as squeue prints it (``1-02:03:04``, ``2:00``); None for UNLIMITED..."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        return None
+    days, hours, minutes, seconds = (int(match.group(k) or 0) for k in ("d", "h", "m", "s"))
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def parse_queue(stdout: str, now: datetime) -> list[QueuedJob]:
+    """Parse ``squeue --noheader --all --states=PENDING,RUNNING --format='%i|%T|%C|%L|%l|%S|%u|%P'``.
+
+    Running jobs keep what is left of their limit (``%L``), pending ones their limit (``%l``) and the
+    backfill scheduler's expected start (``%S``, in the site's local time like `now`; ``N/A`` until it
+    has looked). Suspended and other states are skipped; so are lines that do not parse.
+    """
+    jobs = []
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 8 or parts[1] not in ("RUNNING", "PENDING") or not parts[2].isdigit():
+            continue
+        job_id, state, cores, left, limit, start, user, _ = parts
+        running = state == "RUNNING"
+        expected = None
+        if not running:
+            try:
+                expected = max(0.0, (datetime.fromisoformat(start) - now).total_seconds())
+            except ValueError:
+                expected = None
+        jobs.append(QueuedJob(job_id=job_id, user=user, running=running, cores=int(cores),
+                              remaining_s=parse_duration(left if running else limit),
+                              expected_start_s=expected))
+    return jobs

@@ -111,3 +111,32 @@ def test_job_in_error_state_is_deleted_and_fails_with_the_reason(epsilon: object
     listed = subprocess.run([*epsilon.login, "qstat", "-xml"], capture_output=True, text=True,  # type: ignore[attr-defined]
                             check=True).stdout
     assert f"<JB_job_number>{job_id}</JB_job_number>" not in listed
+
+
+def test_the_forecast_sees_another_users_jobs_filling_the_cell(epsilon: object) -> None:
+    from site_agents.gridengine import gridengine_agent
+
+    login = list(epsilon.login)  # type: ignore[attr-defined]
+    qsub = "qsub -terse -wd /tmp -o /dev/null -e /dev/null -l h_rt=300 -b y sleep 200"
+    for _ in range(4):  # every slot of the cell, then one more waiting
+        subprocess.run([*login, "su", "-s", "/bin/sh", "nobody", "-c", qsub], check=True, timeout=60,
+                       capture_output=True)
+    subprocess.run([*login, "su", "-s", "/bin/sh", "nobody", "-c", qsub], check=True, timeout=60,
+                   capture_output=True)
+    agent = gridengine_agent(_site(epsilon))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listed = subprocess.run([*login, "qstat", "-u", "nobody", "-s", "r"], capture_output=True,
+                                    text=True, timeout=60, check=False).stdout
+            if sum(" r " in line for line in listed.splitlines()) == 4:
+                break
+            time.sleep(0.5)
+        agent.start()
+        seen = agent.waits.forecast
+        assert seen is not None
+        assert (seen.busy_cores, seen.pending_cores) == (4, 1), seen.describe()
+        assert agent.load().wait_s() > 250, seen.describe()  # the running ones' h_rt, then the pending one's
+    finally:
+        agent.close()
+        subprocess.run([*login, "qdel", "-u", "nobody"], check=False, timeout=60, capture_output=True)

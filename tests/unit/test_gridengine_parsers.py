@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from site_agents.batch.dialect import JobEnd, JobRequest, JobState, with_header
+from site_agents.batch.forecast import QueuedJob, forecast
 from site_agents.gridengine import parsers
 from site_agents.gridengine.dialect import GridEngine
 from site_agents.runner import CommandOutput
@@ -106,3 +108,17 @@ def test_options_go_on_the_command_line() -> None:
     bad = JobRequest(spec=bad.spec, name="a\nb", attempt=bad.attempt, limit_s=None, warning_lead_s=None)
     with pytest.raises(ValueError, match="span lines"):
         dialect.submit_argv(bad, [])
+
+
+def test_every_users_queue_with_time_limits_left() -> None:
+    recorded_at = datetime.fromisoformat("2026-12-01T02:26:16")
+    jobs = {j.job_id: j for j in parsers.parse_queue_xml(read("qstat-all-users.xml"), recorded_at)}
+    assert sorted(jobs, key=int) == ["5", "6", "7", "8", "9", "10"]
+    assert jobs["5"] == QueuedJob(job_id="5", user="root", running=True, cores=1, remaining_s=None)
+    assert jobs["6"].remaining_s == 111.0  # h_rt=120, running since 02:26:07
+    assert (jobs["9"].running, jobs["9"].cores, jobs["9"].remaining_s) == (False, 4, 180.0)
+    seen = forecast(list(jobs.values()), usable_cores=4, ours="root", unlimited_s=3600.0)
+    # nobody's 3 running + our 1 fill the 4 slots; the 4-slot job waits for all of nobody's to end
+    # (the unlimited one: an hour), the 1-slot one behind it; ours after them
+    assert (seen.busy_cores, seen.pending_cores, seen.wait_s) == (3, 5, 3780.0)
+    assert parsers.parse_queue_xml("not xml", recorded_at) == []

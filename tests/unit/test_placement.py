@@ -110,3 +110,45 @@ def test_image_records_validate_and_name_their_sources() -> None:
         check_options({"container": "app:1"}, "task options")
     with pytest.raises(ConfigurationError, match="checkpoint='criu' cannot dump a container"):
         check_options({"container": Image("app:1"), "checkpoint": "criu"}, "command 'x'")
+
+
+def test_a_sites_wait_grows_with_our_attempts_ahead_of_the_next_one() -> None:
+    local = SiteLoad(site=SiteName("local"), total_cores=2, max_cores_per_task=2, max_memory_mb=None, gpus=0,
+                     nodes=1, inflight=0, max_inflight=2, cycle_s=4.0)
+    assert local.wait_s() == 0.0
+    local.inflight = 2  # both cores busy with ours: the next starts when one frees (4 s / 2 cores)
+    assert local.wait_s() == pytest.approx(2.0)
+    assert local.wait_s(cores=2) == pytest.approx(4.0)
+    busy = SiteLoad(site=SiteName("busy"), total_cores=16, max_cores_per_task=8, max_memory_mb=None, gpus=0,
+                    nodes=2, inflight=3, max_inflight=100, est_wait_s=90.0, open_cores=4, cycle_s=8.0)
+    assert busy.wait_s() == pytest.approx(90.0)  # other users' jobs first; then 4 cores are ours
+    busy.inflight = 6
+    assert busy.wait_s() == pytest.approx(90.0 + 3 * 8.0 / 4)
+
+
+def test_default_policy_waits_for_a_full_site_that_frees_sooner_than_the_others_start() -> None:
+    policy = DefaultPolicy()
+    local = SiteLoad(site=SiteName("local"), total_cores=1, max_cores_per_task=1, max_memory_mb=None, gpus=0,
+                     nodes=1, inflight=1, max_inflight=1, cycle_s=2.0)
+    busy = SiteLoad(site=SiteName("busy"), total_cores=16, max_cores_per_task=8, max_memory_mb=None, gpus=0,
+                    nodes=2, inflight=0, max_inflight=100, est_wait_s=90.0, open_cores=4, cycle_s=2.0)
+    assert policy.choose(task(), [local, busy]) == "local"  # full: the task waits for it (2 s, not 90 s)
+    local.inflight = 50  # 49 of ours already wait for it: 98 s
+    assert policy.choose(task(), [local, busy]) == "busy"
+    local.inflight, local.accepting = 1, False  # a site that takes no work is never waited for
+    assert policy.choose(task(), [local, busy]) == "busy"
+    busy.inflight = 100
+    assert policy.choose(task(), [local, busy]) is None  # nowhere with a free slot: wait, for no site
+
+
+def test_default_policy_prefers_a_site_with_room_among_equals() -> None:
+    full = load("full", inflight=10)
+    assert DefaultPolicy().choose(task(), [full, load("open", inflight=9)]) == "open"
+
+
+def test_a_site_out_of_slots_waits_for_one_of_ours_to_end_even_with_idle_cores() -> None:
+    capped = SiteLoad(site=SiteName("capped"), total_cores=16, max_cores_per_task=8, max_memory_mb=None,
+                      gpus=0, nodes=2, inflight=2, max_inflight=2, cycle_s=3.0)  # max_jobs=2, both taken
+    assert capped.wait_s() == pytest.approx(1.5)
+    spare = load("spare")
+    assert DefaultPolicy().choose(task(), [capped, spare]) == "spare"

@@ -167,3 +167,11 @@ def test_runner_passes_no_secrets_to_scheduler_commands(monkeypatch: pytest.Monk
     assert "SLURM_CONF=/x/slurm.conf" in answer.stdout
     assert "s3cret" not in answer.stdout
     assert runner.calls["env"] == 1
+
+
+def test_durations_as_squeue_prints_them() -> None:
+    assert parsers.parse_duration("1-02:03:04") == 93784.0
+    assert parsers.parse_duration("2:00") == 120.0
+    assert parsers.parse_duration("1:00:00") == 3600.0
+    assert parsers.parse_duration("UNLIMITED") is None
+    assert parsers.parse_duration("INVALID") is None

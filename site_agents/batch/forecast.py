@@ -1,0 +1,144 @@
+"""When a batch site would start a job of ours, from its whole queue (every user's jobs), as a pure function.
+
+The site's status listing shows only our jobs; a cluster full of other users' work looks idle through it.
+A dialect that can list the whole queue (``Dialect.queue_argv``) gives ``QueuedJob`` records; ``forecast``
+replays them on the site's usable cores: running jobs free their cores when their time limit runs out,
+pending ones start as cores free, in the order of the scheduler's own expected starts (no earlier than
+those) where it gives them, then in the listed order. A job of ours queued behind all of them starts
+when a core is free after the last of them has started. Time limits are upper bounds, so this errs
+towards waiting longer; the agent corrects it by the waits it observes (``WaitLearner``). Backfill,
+which may start a small job earlier, is not modelled.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+LEARNING_RATE = 0.2  # weight of the newest observation (wait error, run time)
+AT_ONCE_S = 5.0  # a job that started within this long started at once (the scheduler's cycle, our poll)
+UNLIMITED_S = 3600.0  # how long a job without a time limit is assumed to run
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedJob:
+    """One job in the site's queue, as the whole-queue listing shows it."""
+
+    job_id: str
+    user: str
+    running: bool
+    cores: int
+    remaining_s: float | None  # running: what is left of its time limit; pending: its limit (None: none)
+    expected_start_s: float | None = None  # pending: the scheduler's own estimate, seconds from now
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forecast:
+    """What other users' jobs mean for the next job of ours."""
+
+    wait_s: float  # until a core is free for a job queued behind every other user's job
+    open_cores: int  # cores free to our jobs then
+    busy_cores: int  # other users' running jobs hold these now
+    pending_cores: int  # ... and their pending jobs ask for these
+    jobs: int  # other users' jobs listed
+
+    def describe(self) -> str:
+        """E.g. "other users: 16 cores busy, 8 pending; ours start in ~95 s on 4 cores"."""
+        return (f"other users: {self.busy_cores} cores busy, {self.pending_cores} pending in {self.jobs} "
+                f"jobs; ours start in ~{self.wait_s:.0f} s on {self.open_cores} cores")
+
+
+def forecast(jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str, unlimited_s: float) -> Forecast:
+    """Replay other users' jobs (not `ours`) on `usable_cores`; a job without a limit runs `unlimited_s`."""
+    others = [j for j in jobs if j.user != ours]
+    running = [j for j in others if j.running]
+    pending = [j for j in others if not j.running and j.cores <= usable_cores]
+    busy = sum(j.cores for j in running)
+    ends = [(_limit(j, unlimited_s), j.cores) for j in running]
+    heapq.heapify(ends)
+    free, now = usable_cores - busy, 0.0
+
+    def free_up_to(cores: int) -> None:
+        nonlocal free, now
+        while free < cores and ends:
+            end, released = heapq.heappop(ends)
+            now, free = max(now, end), free + released
+
+    for job in sorted(pending, key=lambda j: (j.expected_start_s is None, j.expected_start_s or 0.0)):
+        now = max(now, job.expected_start_s or 0.0)
+        free_up_to(job.cores)
+        if free < job.cores:  # cannot fit even when everything else has ended: not our concern
+            continue
+        heapq.heappush(ends, (now + _limit(job, unlimited_s), job.cores))
+        free -= job.cores
+    free_up_to(1)
+    while ends and ends[0][0] <= now:  # everything that ends at that moment frees its cores too
+        free += heapq.heappop(ends)[1]
+    return Forecast(wait_s=now, open_cores=max(1, free), busy_cores=busy,
+                    pending_cores=sum(j.cores for j in pending), jobs=len(others))
+
+
+def _limit(job: QueuedJob, unlimited_s: float) -> float:
+    return job.remaining_s if job.remaining_s is not None else unlimited_s
+
+
+@dataclass(slots=True)
+class WaitLearner:
+    """The error of the site's predicted waits, learned from the waits its jobs of ours actually had.
+
+    ``bias_s`` is added to every prediction (an exponentially weighted mean of actual - predicted), so a
+    forecast that waits for time limits other users' jobs never reach drifts towards what the site does.
+    A wait under ``AT_ONCE_S`` counts as none: every batch site takes a moment to start a job, and a site
+    the campaign has used must not look slower for it than one it has not. ``error_s`` is the recent
+    mean absolute error, for reports.
+    """
+
+    bias_s: float = 0.0
+    error_s: float = 0.0
+    samples: int = 0
+
+    def observe(self, predicted_s: float, actual_s: float) -> None:
+        """One job of ours was predicted to wait `predicted_s` (bias included) and waited `actual_s`."""
+        miss = (actual_s if actual_s > AT_ONCE_S else 0.0) - predicted_s
+        self.bias_s += LEARNING_RATE * miss
+        self.error_s += LEARNING_RATE * (abs(miss) - self.error_s) if self.samples else abs(miss)
+        self.samples += 1
+
+    def corrected(self, predicted_s: float) -> float:
+        """A prediction with the learned bias (never below zero)."""
+        return max(0.0, predicted_s + self.bias_s)
+
+
+@dataclass(slots=True)
+class QueueWait:
+    """A batch site's predicted wait for our next job: the whole-queue forecast, corrected by observed waits.
+
+    Without a whole-queue listing (``forecast`` None) the wait is what our own jobs waited (the learned
+    bias alone).
+    """
+
+    forecast: Forecast | None = None
+    learner: WaitLearner = field(default_factory=WaitLearner)
+    cycle_s: float = 0.0  # how long a job of ours holds its cores, start to end, recently
+
+    def listed(self, jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str) -> None:
+        """A fresh whole-queue listing."""
+        self.forecast = forecast(jobs, usable_cores=usable_cores, ours=ours, unlimited_s=UNLIMITED_S)
+
+    @property
+    def est_wait_s(self) -> float:
+        """Before a core is free for us (``SiteLoad.est_wait_s``)."""
+        return self.learner.corrected(self.forecast.wait_s if self.forecast is not None else 0.0)
+
+    def open_cores(self, usable_cores: int) -> int:
+        """Cores free to our jobs then (all usable ones without a forecast)."""
+        return self.forecast.open_cores if self.forecast is not None else usable_cores
+
+    def started(self, predicted_s: float, waited_s: float) -> None:
+        """A job of ours started after `waited_s`; it was predicted to wait `predicted_s`."""
+        self.learner.observe(predicted_s, waited_s)
+
+    def ended(self, ran_s: float) -> None:
+        """A job of ours ended after holding its cores `ran_s`."""
+        self.cycle_s += LEARNING_RATE * (ran_s - self.cycle_s) if self.cycle_s else ran_s

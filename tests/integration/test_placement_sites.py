@@ -1,0 +1,116 @@
+"""Placement from the sites' real queues: a Slurm site full of another user's jobs is avoided.
+
+beta's 16 cores are taken by another user's jobs (``nobody``, submitted as root with ``sbatch --uid``),
+with more of them pending; metasched's own listing of beta shows none of them. Round-robin sends a third
+of the work there, where it would wait minutes; the default policy must not send it anything while
+another site can start it sooner, and must rather wait for the local site's own cores.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import slurmsite
+
+import metasched as ms
+from site_agents.slurm import SlurmSite, slurm_agent
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ray]
+OTHER_JOB_S = 170  # the other user's jobs run this long (limit 3 min): far beyond any test below
+
+
+def _site(info: slurmsite.SiteInfo, **options: object) -> SlurmSite:
+    return SlurmSite(info.name, slurm_conf=info.slurm_conf, shared_dir=info.shared_dir,  # type: ignore[arg-type]
+                     poll_interval=0.3, **options)
+
+
+def _as_other_user(info: slurmsite.SiteInfo, argv: list[str]) -> str:
+    out = subprocess.run(argv, env=info.client_env(), capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def busy_beta(slurm_sites: dict[str, slurmsite.SiteInfo]) -> Iterator[slurmsite.SiteInfo]:
+    """beta with every core running another user's 8-core job and two more such jobs pending."""
+    beta = slurm_sites["beta"]
+    submit = ["sbatch", "--parsable", "--uid=65534", "--gid=65534", "--chdir=/tmp", "--output=/dev/null",
+              "--time=3", "--cpus-per-task=8", "--wrap", f"sleep {OTHER_JOB_S}"]
+    jobs = [_as_other_user(beta, submit) for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = _as_other_user(beta, ["squeue", "--noheader", "--states=RUNNING", "--user=nobody",
+                                            "--format=%i"]).split()
+            if len(running) == 2:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the other user's jobs did not start at beta: {jobs}")
+        yield beta
+    finally:
+        subprocess.run(["scancel", *jobs], env=beta.client_env(), capture_output=True, timeout=60,
+                       check=False)
+
+
+def _sites_used(journal: Path) -> Counter[str]:
+    with sqlite3.connect(journal) as db:
+        return Counter(site for (site,) in db.execute("SELECT site FROM attempts"))
+
+
+def test_the_forecast_sees_other_users_jobs_that_the_status_listing_does_not(
+    busy_beta: slurmsite.SiteInfo, alpha: slurmsite.SiteInfo
+) -> None:
+    busy, idle = slurm_agent(_site(busy_beta)), slurm_agent(_site(alpha))
+    busy.start()
+    idle.start()
+    try:
+        waits = busy.waits.forecast
+        assert waits is not None
+        assert (waits.busy_cores, waits.pending_cores) == (16, 16), waits.describe()
+        # the other user's pending jobs start when the running ones reach their limit (about 3 min);
+        # ours comes after them
+        assert busy.load().wait_s() > 100, waits.describe()
+        assert idle.load().wait_s() == 0.0
+    finally:
+        busy.close()
+        idle.close()
+
+
+def test_default_policy_sends_nothing_to_the_busy_site_while_another_has_room(
+    busy_beta: slurmsite.SiteInfo, alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    sites = [ms.LocalSite("local", cores=2), _site(alpha), _site(busy_beta)]
+    started = time.monotonic()
+    with ms.Campaign(f"avoid-busy-{os.getpid()}", sites=sites, journal=tmp_path / "a.db") as c:
+        tasks = [c.command(["sleep", "2"], name=f"sleep-{i}") for i in range(24)]
+        assert all(t.result(timeout=120).returncode == 0 for t in tasks)
+    took = time.monotonic() - started
+    used = _sites_used(tmp_path / "a.db")
+    assert used["beta"] == 0, used
+    assert sum(used.values()) == 24, used
+    assert took < 60, f"{took:.0f} s"
+    shown = subprocess.run([sys.executable, "-m", "metasched", "logs", str(tmp_path / "a.db"), "sleep-0",
+                            "--placement"], capture_output=True, text=True, timeout=60, check=True).stdout
+    why = re.search(r"predicted start ([\d.]+) s at (\w+);.* beta ([\d.]+) s", shown)
+    assert why is not None, shown
+    assert float(why.group(1)) < 5 < 100 < float(why.group(3)), shown
+
+
+def test_tasks_wait_for_the_local_cores_rather_than_behind_other_users_jobs(
+    busy_beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    sites = [ms.LocalSite("local", cores=2), _site(busy_beta)]
+    with ms.Campaign(f"wait-local-{os.getpid()}", sites=sites, journal=tmp_path / "w.db") as c:
+        tasks = [c.command(["sleep", "1"], name=f"sleep-{i}") for i in range(8)]
+        assert all(t.result(timeout=120).returncode == 0 for t in tasks)
+    used = _sites_used(tmp_path / "w.db")
+    assert used == {"local": 8}, used
