@@ -123,6 +123,19 @@ class DefaultPolicy:
         return best.site
 
 
+def assume_cycles(loads: Sequence[SiteLoad], default_s: float = 1.0) -> None:
+    """Give sites that have not yet seen an attempt of ours end the mean ``cycle_s`` of those that have.
+
+    `default_s` while none has (any positive value: what matters then is that each site's wait grows with
+    our attempts there in proportion to its open cores). Without it, our attempts queued at a new site
+    would cost nothing, and the first step of a campaign would put all of it at the first sites with room.
+    """
+    known = [load.cycle_s for load in loads if load.cycle_s > 0]
+    assumed = sum(known) / len(known) if known else default_s
+    for load in loads:
+        load.cycle_s = load.cycle_s or assumed
+
+
 def predicted_start(spec: TaskSpec, site: SiteLoad, transfer_s: Mapping[SiteName, float]) -> float:
     """Seconds until `spec` would start at `site`: its wait there plus moving its inputs there."""
     return site.wait_s(spec.resources.cores) + transfer_s.get(site.site, 0.0)

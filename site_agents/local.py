@@ -212,16 +212,17 @@ class LocalAgent:
         """
         inflight = len(self._tasks) if self._tasks is not None else 0
         mean = self._tasks.mean_run_s if self._tasks is not None else None
-        per_core = depth(mean, backlog_s=BACKLOG_S, least=1)
+        cores = self.config.cores
+        per_core = depth(mean, backlog_s=BACKLOG_S, least=1, most=self.config.max_inflight / cores)
         return SiteLoad(
             site=self.name,
-            total_cores=self.config.cores,
-            max_cores_per_task=self.config.cores,
+            total_cores=cores,
+            max_cores_per_task=cores,
             max_memory_mb=self.config.memory_mb,
             gpus=self.config.gpus,
             nodes=1,
             inflight=inflight,
-            max_inflight=min(self.config.max_inflight, int(per_core * self.config.cores)),
+            max_inflight=int(per_core * cores),
             cycle_s=mean or 0.0,
             capabilities=frozenset(Capability.container(ContainerRuntime(r))
                                    for r in self.config.container_runtimes),

@@ -26,15 +26,15 @@ PACK_BELOW_S = 0.02  # attempts shorter than this (on average) share Ray tasks
 MAX_DEPTH = 64  # attempts handed to Ray per core at most (very short tasks)
 
 
-def depth(mean_run_s: float | None, *, backlog_s: float, least: int) -> float:
+def depth(mean_run_s: float | None, *, backlog_s: float, least: int, most: float = MAX_DEPTH) -> float:
     """Attempts per core to hand Ray ahead: ``backlog_s`` of work at the recent mean run time.
 
-    At least `least` (also while no attempt has ended) and at most ``MAX_DEPTH``: short tasks stream
-    through Ray, long ones stay in a queue where they can still go elsewhere.
+    At least `least` (also while no attempt has ended) and at most `most`: short tasks stream through
+    Ray, long ones stay in a queue where they can still go elsewhere.
     """
     if not mean_run_s:
         return least
-    return min(MAX_DEPTH, max(least, backlog_s / mean_run_s))
+    return min(most, max(least, backlog_s / mean_run_s))
 
 
 @dataclass(slots=True, kw_only=True)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from metasched.errors import ConfigurationError, PlacementError
 from metasched.options import check_options
-from metasched.placement import DefaultPolicy, RoundRobinPolicy, feasible_sites, policy_named
+from metasched.placement import DefaultPolicy, RoundRobinPolicy, assume_cycles, feasible_sites, policy_named
 from metasched.records import (
     Capability,
     CheckpointKind,
@@ -152,3 +154,19 @@ def test_a_site_out_of_slots_waits_for_one_of_ours_to_end_even_with_idle_cores()
     assert capped.wait_s() == pytest.approx(1.5)
     spare = load("spare")
     assert DefaultPolicy().choose(task(), [capped, spare]) == "spare"
+
+
+def test_a_campaigns_first_step_spreads_in_proportion_to_open_cores() -> None:
+    sites = [load("small", cores=4, max_inflight=200), load("big", cores=12, max_inflight=200)]
+    assume_cycles(sites)  # no attempt has ended anywhere yet
+    assert [s.cycle_s for s in sites] == [1.0, 1.0]
+    policy, placed = DefaultPolicy(tie_s=0.0), Counter[str]()
+    for _ in range(160):
+        chosen = policy.choose(task(), sites)
+        assert chosen is not None
+        placed[chosen] += 1
+        next(s for s in sites if s.site == chosen).inflight += 1
+    assert placed == {"small": 40, "big": 120}
+    sites[0].cycle_s, sites[1].cycle_s = 3.0, 0.0
+    assume_cycles(sites)
+    assert sites[1].cycle_s == 3.0  # the mean of the sites that know theirs
