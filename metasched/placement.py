@@ -123,17 +123,24 @@ class DefaultPolicy:
         return best.site
 
 
-def assume_cycles(loads: Sequence[SiteLoad], default_s: float = 1.0) -> None:
-    """Give sites that have not yet seen an attempt of ours end the mean ``cycle_s`` of those that have.
+def assume_unknowns(loads: Sequence[SiteLoad], default_cycle_s: float = 1.0) -> None:
+    """What sites the campaign has not used yet are assumed to be like: like the sites it has used.
 
-    `default_s` while none has (any positive value: what matters then is that each site's wait grows with
-    our attempts there in proportion to its open cores). Without it, our attempts queued at a new site
-    would cost nothing, and the first step of a campaign would put all of it at the first sites with room.
+    A site where no attempt of ours has ended gets the mean ``cycle_s`` of those where one has
+    (`default_cycle_s` while none has: any positive value, as what matters then is that each site's wait
+    grows with our attempts there in proportion to its open cores; without it, the first step of a
+    campaign would put all of it at the first sites with room). A site where none has started gets the
+    mean correction the others' waits taught (``learned_s``): otherwise every site the campaign has used
+    would look slower than one it has not, for the moment any batch site takes to start a job.
     """
     known = [load.cycle_s for load in loads if load.cycle_s > 0]
-    assumed = sum(known) / len(known) if known else default_s
+    assumed = sum(known) / len(known) if known else default_cycle_s
+    learned = [load.learned_s for load in loads if load.learns and load.learned_s is not None]
+    correction = sum(learned) / len(learned) if learned else 0.0
     for load in loads:
         load.cycle_s = load.cycle_s or assumed
+        if load.learns and load.learned_s is None:
+            load.est_wait_s = max(0.0, load.est_wait_s + correction)
 
 
 def predicted_start(spec: TaskSpec, site: SiteLoad, transfer_s: Mapping[SiteName, float]) -> float:

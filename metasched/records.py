@@ -249,6 +249,8 @@ class SiteLoad:
     est_wait_s: float = 0.0  # before the site starts any attempt of ours (other users' jobs, a block's start)
     open_cores: int | None = None  # cores free to our attempts once est_wait_s has passed (None: total_cores)
     cycle_s: float = 0.0  # how long an attempt of ours holds a core here, recently (0: not known yet)
+    learns: bool = False  # est_wait_s is corrected by the waits our attempts had here (batch sites)
+    learned_s: float | None = None  # ... by this much (included in it); None: none of ours has started yet
     accepting: bool = True  # False: the site takes no new work for now (unreachable, drained)
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
     max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)

@@ -21,7 +21,7 @@ from metasched.errors import (
 from metasched.journal import Journal
 from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded
-from metasched.placement import PlacementPolicy, assume_cycles, explain, feasible_sites
+from metasched.placement import PlacementPolicy, assume_unknowns, explain, feasible_sites
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
 from metasched.scheduler.blocks import BlockJournal
 from metasched.scheduler.checkpoints import CheckpointRequests
@@ -215,7 +215,7 @@ class SchedulerService(CheckpointRequests):
         for drained in self.drained:  # takes no new attempts
             loads[drained].accepting = False
         load_list = list(loads.values())
-        assume_cycles(load_list)
+        assume_unknowns(load_list)
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
         deferred: list[TaskId] = []
         staged = False

@@ -260,7 +260,10 @@ class BatchAgent:
 
     def _check(self, job: BatchJob, status: JobStatus | None, answer: Answer,
                delete: Deletions) -> AttemptUpdate | None:
-        note = self._notes(job, status)
+        news = job.news(status.run_count if status is not None else None)
+        for line in news:
+            log.warning("site %s: %s", self.config.name, line)
+        note = "; ".join(news)
         outcome = job.launcher.outcome(job)
         if outcome is not None:
             self.waits.ended(time.monotonic() - (job.started_at or job.submitted_at))
@@ -271,21 +274,6 @@ class BatchAgent:
             return update
         return dataclasses.replace(update or AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id),
                                    checkpoint=saved, note=note)
-
-    def _notes(self, job: BatchJob, status: JobStatus | None) -> str:
-        """What is worth recording about the job although it changes nothing: runs the claim refused."""
-        notes = []
-        refused = job.attempt.refused_runs()
-        if len(refused) > job.refused_runs:
-            notes += [f"the scheduler ran {job.where} again; run refused by the attempt's claim ({line})"
-                      for line in refused[job.refused_runs:]]
-            job.refused_runs = len(refused)
-        if status is not None and status.run_count is not None and status.run_count > job.run_count_noted:
-            notes.append(f"the scheduler reports {job.where} started {status.run_count} times")
-            job.run_count_noted = status.run_count
-        for line in notes:
-            log.warning("site %s: %s", self.config.name, line)
-        return "; ".join(notes)
 
     def _explain(self, job: BatchJob, status: JobStatus | None, answer: Answer,
                  delete: Deletions) -> AttemptUpdate | None:
@@ -400,7 +388,8 @@ class BatchAgent:
             nodes=capacity.nodes, inflight=inflight,
             max_inflight=self.config.max_jobs if accepting else inflight, accepting=accepting,
             est_wait_s=self.waits.est_wait_s, open_cores=self.waits.open_cores(capacity.total_cores),
-            cycle_s=self.waits.cycle_s, capabilities=self._capabilities)
+            cycle_s=self.waits.cycle_s, learns=True, learned_s=self.waits.learned_s,
+            capabilities=self._capabilities)
 
     @property
     def capacity(self) -> Capacity:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -202,6 +203,22 @@ def check_header(spec: TaskSpec, lines: Sequence[str], scheduler: str) -> None:
     for line in lines:
         if any(c in line for c in "\n\r"):
             raise ValueError(f"task {spec.name!r}: a {scheduler} directive would span lines: {line!r}")
+
+
+_DURATION = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?:(?P<h>\d+):)?(?P<m>\d+):)?(?P<s>\d+)$")
+
+
+def seconds_of(text: str) -> float | None:
+    """A duration as schedulers print one: ``[D-][HH:]MM:SS`` (hours may exceed 24) or seconds; else None.
+
+    >>> seconds_of("1-02:03:04"), seconds_of("2:00"), seconds_of("120"), seconds_of("UNLIMITED")
+    (93784.0, 120.0, 120.0, None)
+    """
+    match = _DURATION.match(text.strip())
+    if match is None:
+        return None
+    days, hours, minutes, seconds = (int(match.group(k) or 0) for k in ("d", "h", "m", "s"))
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 def hhmmss(seconds: float) -> str:

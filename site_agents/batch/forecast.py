@@ -131,6 +131,11 @@ class QueueWait:
         """Before a core is free for us (``SiteLoad.est_wait_s``)."""
         return self.learner.corrected(self.forecast.wait_s if self.forecast is not None else 0.0)
 
+    @property
+    def learned_s(self) -> float | None:
+        """The correction our jobs' waits taught (in ``est_wait_s``); None before any job of ours started."""
+        return self.learner.bias_s if self.learner.samples else None
+
     def open_cores(self, usable_cores: int) -> int:
         """Cores free to our jobs then (all usable ones without a forecast)."""
         return self.forecast.open_cores if self.forecast is not None else usable_cores

@@ -57,6 +57,23 @@ class BatchJob:
     refused_runs: int = 0  # further runs of the job the claim refused (reported once each)
     run_count_noted: int = 1  # the highest run count the scheduler reported and was noted
 
+    def news(self, run_count: int | None) -> list[str]:
+        """What is new and worth recording about the job although it changes nothing (each said once).
+
+        Runs the attempt's claim refused (the scheduler started the job again), and a run count higher
+        than the scheduler reported before (`run_count`: its latest word, where it says).
+        """
+        notes = []
+        refused = self.attempt.refused_runs()
+        if len(refused) > self.refused_runs:
+            notes += [f"the scheduler ran {self.where} again; run refused by the attempt's claim ({line})"
+                      for line in refused[self.refused_runs:]]
+            self.refused_runs = len(refused)
+        if run_count is not None and run_count > self.run_count_noted:
+            notes.append(f"the scheduler reports {self.where} started {run_count} times")
+            self.run_count_noted = run_count
+        return notes
+
     @property
     def where(self) -> str:
         """``job 123`` (for messages that add ``at site X``)."""

@@ -376,13 +376,15 @@ class PilotAgent:
     def load(self) -> SiteLoad:
         """A window as deep as max_blocks take; no wait of its own while blocks take work, else a block's.
 
-        Our attempts queue for the joined blocks' cores (``SiteLoad.wait_s``), each holding one for the
-        recent mean run time.
+        A block's wait: recent blocks' waits; before any, the batch site's forecast for a job (at least
+        30 s). Our attempts queue for the joined blocks' cores (``SiteLoad.wait_s``), each holding one for
+        the recent mean run time.
         """
         capacity = self.batch.capacity
         joined = sum(self.cores_per_node * b.nodes_up for b in self._live.values() if self._takes_work(b))
         waits = self._block_waits[-5:]
-        wait = 0.0 if joined else (sum(waits) / len(waits) if waits else DEFAULT_BLOCK_WAIT_S)
+        first = max(DEFAULT_BLOCK_WAIT_S, self.batch.waits.est_wait_s)  # no block has started yet
+        wait = 0.0 if joined else (sum(waits) / len(waits) if waits else first)
         inflight = len(self._cores)
         limit = max(MIN_WINDOW, MAX_DEPTH * self.block_cores * self.config.max_blocks)
         return SiteLoad(

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
 
-from site_agents.batch.dialect import JobEnd, JobState, JobStatus
+from site_agents.batch.dialect import JobEnd, JobState, JobStatus, seconds_of
 from site_agents.batch.forecast import QueuedJob
 
 
@@ -62,7 +62,7 @@ def parse_queue_xml(text: str, now: datetime) -> list[QueuedJob]:
         if not job_id or not slots.isdigit() or "h" in letters or state not in (JobState.RUNNING,
                                                                                   JobState.QUEUED):
             continue
-        limit = next((_seconds(r.text or "") for r in job.iter("hard_request") if r.get("name") == "h_rt"),
+        limit = next((seconds_of(r.text or "") for r in job.iter("hard_request") if r.get("name") == "h_rt"),
                      None)
         started = (job.findtext("JAT_start_time") or "").strip()
         if state is JobState.RUNNING and limit is not None and started:
@@ -71,17 +71,6 @@ def parse_queue_xml(text: str, now: datetime) -> list[QueuedJob]:
         jobs.append(QueuedJob(job_id=job_id, user=(job.findtext("JB_owner") or "").strip(),
                               running=state is JobState.RUNNING, cores=int(slots), remaining_s=limit))
     return jobs
-
-
-def _seconds(text: str) -> float | None:
-    """An h_rt value: seconds, or ``h:m:s``."""
-    parts = text.strip().split(":")
-    if not all(p.isdigit() for p in parts) or len(parts) > 3:
-        return None
-    total = 0
-    for part in parts:
-        total = total * 60 + int(part)
-    return float(total)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
-from site_agents.batch.dialect import JobStatus
+from site_agents.batch.dialect import JobStatus, seconds_of
 from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
 
@@ -19,6 +22,40 @@ def sequence_number(job_id: str) -> str:
     matched on this part.
     """
     return job_id.strip().split(".", 1)[0]
+
+
+_YEAR_S = 365 * 86400.0  # a longer limit means none (the Torque-style wrappers print Slurm's UNLIMITED so)
+
+
+def queued_job(job_id: str, attrs: Mapping[str, object], now: datetime) -> QueuedJob | None:
+    """One job of a whole-queue ``qstat -f`` for the wait forecast (None: held, waiting, finished...).
+
+    `attrs` maps attribute names as ``qstat -f`` prints them (``Resource_List.ncpus``...) to values. A
+    running job (R, E) keeps what is left of its ``walltime`` after ``resources_used.walltime``; a
+    queued one (Q) its whole limit and the server's ``estimated.start_time`` where it keeps one.
+    """
+    letter = str(attrs.get("job_state", ""))
+    if letter not in ("R", "E", "Q"):
+        return None
+    limit = seconds_of(str(attrs.get("Resource_List.walltime", "")))
+    limit = None if limit is not None and limit > _YEAR_S else limit
+    if letter != "Q" and limit is not None:
+        limit = max(0.0, limit - (seconds_of(str(attrs.get("resources_used.walltime", ""))) or 0.0))
+    expected = None
+    with contextlib.suppress(ValueError):
+        start = datetime.strptime(str(attrs.get("estimated.start_time", "")), "%a %b %d %H:%M:%S %Y")
+        expected = max(0.0, (start - now).total_seconds()) if letter == "Q" else None
+    return QueuedJob(job_id=sequence_number(job_id), user=str(attrs.get("Job_Owner", "")).split("@")[0],
+                     running=letter != "Q", cores=_cores(attrs), remaining_s=limit, expected_start_s=expected)
+
+
+def _cores(attrs: Mapping[str, object]) -> int:
+    """``Resource_List.ncpus``, else nodes x ppn of ``Resource_List.nodes`` (Torque), else 1."""
+    ncpus = str(attrs.get("Resource_List.ncpus", ""))
+    if ncpus.isdigit():
+        return max(1, int(ncpus))
+    nodes = re.fullmatch(r"(\d+)(?::ppn=(\d+))?.*", str(attrs.get("Resource_List.nodes", "")))
+    return int(nodes.group(1)) * int(nodes.group(2) or 1) if nodes else 1
 
 
 def server_unreachable(output: str) -> bool:
@@ -71,14 +108,6 @@ class PBSFamily:
     def delete_by_name_argvs(self, names: Sequence[str]) -> list[list[str]]:
         """None: qdel takes ids only (a name would need qselect first)."""
         return []
-
-    def queue_argv(self) -> list[str] | None:
-        """Not read yet: the site's wait is learned from the waits of our own jobs alone."""
-        return None
-
-    def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
-        """No whole-queue listing."""
-        return None
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:
         """No accounting look-up: finished jobs stay in qstat (job history, keep_completed)."""

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from metasched.outcomes import describe_exit as exit_in_words
 from site_agents.batch.dialect import Capacity, JobEnd, JobRequest, JobState, JobStatus, check_header, hhmmss
-from site_agents.pbs.family import PBSFamily, quoted_path, sequence_number
+from site_agents.batch.forecast import QueuedJob
+from site_agents.pbs.family import PBSFamily, queued_job, quoted_path, sequence_number
 from site_agents.runner import CommandOutput
 
 #: Exit_status values below zero are the server's JOB_EXEC_* codes (OpenPBS src/include/job.h).
@@ -89,6 +91,14 @@ class OpenPBS(PBSFamily):
             return None
         return parse_qstat(out.stdout)
 
+    def queue_argv(self) -> list[str]:
+        """Every user's jobs (no history), as JSON."""
+        return ["qstat", "-f", "-F", "json"]
+
+    def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
+        """The running and queued jobs; None if qstat did not answer."""
+        return parse_queue(out.stdout, datetime.now()) if out.ok else None
+
     def nodes_argv(self) -> list[str]:
         """Every vnode, as JSON."""
         return ["pbsnodes", "-av", "-F", "json"]
@@ -111,6 +121,24 @@ def parse_qstat(text: str) -> dict[str, JobStatus]:
     for job_id, attrs in (_json(text).get("Jobs") or {}).items():
         if isinstance(attrs, dict):
             jobs[sequence_number(job_id)] = _job(job_id, attrs)
+    return jobs
+
+
+def parse_queue(text: str, now: datetime) -> list[QueuedJob]:
+    """Every running and queued job of ``qstat -f -F json``.
+
+    Attribute groups are flattened as ``qstat -f`` prints them (``Resource_List.ncpus``).
+    """
+    jobs = []
+    for job_id, attrs in (_json(text).get("Jobs") or {}).items():
+        if not isinstance(attrs, dict):
+            continue
+        flat = {f"{key}.{sub}" if isinstance(value, dict) else key: inner
+                for key, value in attrs.items()
+                for sub, inner in (value.items() if isinstance(value, dict) else [("", value)])}
+        job = queued_job(job_id, flat, now)
+        if job is not None:
+            jobs.append(job)
     return jobs
 
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from metasched.outcomes import describe_exit
 from site_agents.batch.dialect import Capacity, JobEnd, JobRequest, JobState, JobStatus, check_header, hhmmss
-from site_agents.pbs.family import PBSFamily, quoted_path, sequence_number
+from site_agents.batch.forecast import QueuedJob
+from site_agents.pbs.family import PBSFamily, queued_job, quoted_path, sequence_number
 from site_agents.runner import CommandOutput
 
 _RUNNING = {"R", "E", "S"}
@@ -30,6 +32,7 @@ _RUNNING = {"R", "E", "S"}
 _SHELL_SAFE = re.compile(r"[A-Za-z0-9_./+,=:@%-]+")
 _FINISHED = {"C"}
 _DOWN = ("down", "offline", "unknown")
+_JOB_ID = re.compile(r"^Job Id:\s*(\S+)")
 
 
 class Torque(PBSFamily):
@@ -75,6 +78,18 @@ class Torque(PBSFamily):
             return None
         return parse_qstat(out.stdout)
 
+    def queue_argv(self) -> list[str]:
+        """Every user's jobs (the same listing as the status)."""
+        return ["qstat", "-f"]
+
+    def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
+        """The running and queued jobs; None if qstat did not answer."""
+        if not out.ok:
+            return None
+        now = datetime.now()
+        jobs = (queued_job(job_id, attrs, now) for job_id, attrs in _blocks(out.stdout, header=_JOB_ID))
+        return [job for job in jobs if job is not None]
+
     def nodes_argv(self) -> list[str]:
         """Every node."""
         return ["pbsnodes", "-a"]
@@ -104,7 +119,7 @@ def shell_safe(path: str) -> str:
 def parse_qstat(text: str) -> dict[str, JobStatus]:
     """Every ``Job Id:`` block of ``qstat -f``, by sequence number."""
     jobs: dict[str, JobStatus] = {}
-    for job_id, attrs in _blocks(text, header=re.compile(r"^Job Id:\s*(\S+)")):
+    for job_id, attrs in _blocks(text, header=_JOB_ID):
         letter = attrs.get("job_state", "")
         raw_exit = attrs.get("exit_status", attrs.get("Exit_status"))
         exit_status = int(raw_exit) if raw_exit and re.fullmatch(r"-?\d+", raw_exit) else None

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from site_agents.batch.dialect import Capacity, JobEnd, JobState, JobStatus
+from site_agents.batch.dialect import Capacity, JobEnd, JobState, JobStatus, seconds_of
 from site_agents.batch.forecast import QueuedJob
 
 log = logging.getLogger(__name__)
@@ -173,18 +173,6 @@ def capacity(nodes: list[NodeInfo]) -> Capacity:
                     detail=f"({', '.join(down)})" if down else "")
 
 
-_DURATION = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")
-
-
-def parse_duration(text: str) -> float | None:
-    """A time limit or time left as squeue prints it (``1-02:03:04``, ``2:00``); None for UNLIMITED..."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        return None
-    days, hours, minutes, seconds = (int(match.group(k) or 0) for k in ("d", "h", "m", "s"))
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
 def parse_queue(stdout: str, now: datetime) -> list[QueuedJob]:
     """Parse ``squeue --noheader --all --states=PENDING,RUNNING --format='%i|%T|%C|%L|%l|%S|%u|%P'``.
 
@@ -206,6 +194,6 @@ def parse_queue(stdout: str, now: datetime) -> list[QueuedJob]:
             except ValueError:
                 expected = None
         jobs.append(QueuedJob(job_id=job_id, user=user, running=running, cores=int(cores),
-                              remaining_s=parse_duration(left if running else limit),
+                              remaining_s=seconds_of(left if running else limit),
                               expected_start_s=expected))
     return jobs

@@ -93,3 +93,30 @@ def test_sites_check_reaches_the_server_or_says_how_to_fix(zeta: object) -> None
     assert not check.passed
     assert "no-such-container" in check.detail
     assert "PBS_SERVER" in check.fix
+
+
+def test_the_forecast_sees_another_users_jobs_through_qstat(zeta: object) -> None:
+    from site_agents.pbs.agent import pbs_agent
+
+    submit = ["sbatch", "--parsable", "--uid=65534", "--gid=65534", "--chdir=/tmp", "--output=/dev/null",
+              "--time=5", "--cpus-per-task=4", "--wrap", "sleep 240"]
+    jobs = [subprocess.run(_client(zeta, *submit), capture_output=True, text=True, timeout=60,
+                           check=True).stdout.strip() for _ in range(3)]  # zeta's 8 CPUs, and 4 more waiting
+    agent = pbs_agent(torque_site(zeta))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listing = _client(zeta, "squeue", "--noheader", "--user=nobody", "--states=RUNNING",
+                              "--format=%i")
+            answer = subprocess.run(listing, capture_output=True, text=True, timeout=60, check=False)
+            if len(answer.stdout.split()) == 2:
+                break
+            time.sleep(0.5)
+        agent.start()
+        seen = agent.waits.forecast
+        assert seen is not None
+        assert (seen.busy_cores, seen.pending_cores) == (8, 4), seen.describe()
+        assert agent.load().wait_s() > 200, seen.describe()  # the running ones' 5 min limit
+    finally:
+        agent.close()
+        subprocess.run(_client(zeta, "scancel", *jobs), capture_output=True, timeout=60, check=False)

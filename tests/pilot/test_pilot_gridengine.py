@@ -42,10 +42,11 @@ def test_a_block_deleted_with_qdel_loses_no_task(
             return x * x
 
         wait_for(lambda: len(running_blocks(journal)) == 2, 120, "both blocks to join")
-        long = [square(100 + i, 6.0) for i in range(4)]
         short = [square(i, 0.005) for i in range(1000)]
         assert [f.result(timeout=180) for f in short[:100]] == [i * i for i in range(100)]
-        victim = running_in(journal)[0]  # a block running (at least) a long task
+        long = [square(100 + i, 6.0) for i in range(4)]
+        wait_for(lambda: running_in(journal, long), 120, "a long task to be handed to a block")
+        victim = running_in(journal, long)[0]  # a block running a long task (6 s)
         subprocess.run([*nu.login, "qdel", victim], check=True, timeout=60, capture_output=True)
         assert [f.result(timeout=300) for f in short] == [i * i for i in range(1000)]
         assert [f.result(timeout=300) for f in long] == [(100 + i) ** 2 for i in range(4)]

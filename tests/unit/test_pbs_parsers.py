@@ -5,13 +5,15 @@ Debian's Torque-style wrappers over Slurm (tests/data/torque-wrappers)."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from site_agents.batch.dialect import JobEnd, JobRequest, JobState, hhmmss
-from site_agents.pbs.family import quoted_path, sequence_number, server_unreachable
-from site_agents.pbs.openpbs import OpenPBS, describe_exit, parse_qstat
+from site_agents.batch.forecast import QueuedJob
+from site_agents.pbs.family import queued_job, quoted_path, sequence_number, server_unreachable
+from site_agents.pbs.openpbs import OpenPBS, describe_exit, parse_qstat, parse_queue
 from site_agents.pbs.torque import Torque
 from site_agents.pbs.torque import parse_qstat as parse_torque_qstat
 from tests.unit.dialect_inputs import job_request, output
@@ -201,3 +203,34 @@ def test_helpers() -> None:
     assert server_unreachable("slurm_load_jobs error: Unable to contact slurm controller (connect failure)")
     assert server_unreachable("Connection refused\nqstat: cannot connect to server pbs (errno=15010)")
     assert not server_unreachable("qstat: Unknown Job Id 12.pbs")
+
+
+def test_openpbs_queue_for_the_forecast_keeps_running_and_queued_jobs() -> None:
+    now = datetime(2026, 11, 30, 16, 27)
+    assert parse_queue((LIVE / "qstat-queued.json").read_text(), now) == [
+        QueuedJob(job_id="1", user="alice", running=False, cores=8, remaining_s=None)]
+    assert [j.running for j in parse_queue((LIVE / "qstat-running.json").read_text(), now)] == [True]
+    assert parse_queue((LIVE / "qstat-held-user.json").read_text(), now) == []  # held: will not start
+    assert parse_queue((LIVE / "qstat-walltime.json").read_text(), now) == []  # finished
+    assert parse_queue("not json", now) == []
+
+
+def test_pbs_queue_fields_limits_and_estimated_starts() -> None:
+    now = datetime(2026, 11, 30, 16, 0)
+    attrs = {"job_state": "R", "Job_Owner": "bob@login", "Resource_List.ncpus": "4",
+             "Resource_List.walltime": "01:00:00", "resources_used.walltime": "00:10:00"}
+    running = queued_job("7.server", attrs, now)
+    assert running == QueuedJob(job_id="7", user="bob", running=True, cores=4, remaining_s=3000.0)
+    queued = queued_job("8", {"job_state": "Q", "Job_Owner": "bob@login", "Resource_List.nodes": "2:ppn=8",
+                              "estimated.start_time": "Mon Nov 30 16:05:00 2026"}, now)
+    assert queued == QueuedJob(job_id="8", user="bob", running=False, cores=16, remaining_s=None,
+                               expected_start_s=300.0)
+    assert queued_job("9", {"job_state": "H"}, now) is None
+
+
+def test_torque_wrapper_queue_reads_every_job_and_drops_slurms_unlimited() -> None:
+    jobs = Torque().parse_queue(output(read("torque-wrappers/qstat-f-queued-running-completed.txt")))
+    assert jobs is not None
+    assert [(j.job_id, j.running, j.cores, j.remaining_s) for j in jobs] == [
+        ("3", True, 4, 300.0), ("4", True, 4, 300.0), ("5", False, 4, 300.0), ("6", False, 1, None)]
+    assert Torque().parse_queue(output("", returncode=1)) is None

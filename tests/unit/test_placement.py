@@ -6,7 +6,7 @@ import pytest
 
 from metasched.errors import ConfigurationError, PlacementError
 from metasched.options import check_options
-from metasched.placement import DefaultPolicy, RoundRobinPolicy, assume_cycles, feasible_sites, policy_named
+from metasched.placement import DefaultPolicy, RoundRobinPolicy, assume_unknowns, feasible_sites, policy_named
 from metasched.records import (
     Capability,
     CheckpointKind,
@@ -158,7 +158,7 @@ def test_a_site_out_of_slots_waits_for_one_of_ours_to_end_even_with_idle_cores()
 
 def test_a_campaigns_first_step_spreads_in_proportion_to_open_cores() -> None:
     sites = [load("small", cores=4, max_inflight=200), load("big", cores=12, max_inflight=200)]
-    assume_cycles(sites)  # no attempt has ended anywhere yet
+    assume_unknowns(sites)  # no attempt has ended anywhere yet
     assert [s.cycle_s for s in sites] == [1.0, 1.0]
     policy, placed = DefaultPolicy(tie_s=0.0), Counter[str]()
     for _ in range(160):
@@ -168,5 +168,17 @@ def test_a_campaigns_first_step_spreads_in_proportion_to_open_cores() -> None:
         next(s for s in sites if s.site == chosen).inflight += 1
     assert placed == {"small": 40, "big": 120}
     sites[0].cycle_s, sites[1].cycle_s = 3.0, 0.0
-    assume_cycles(sites)
+    assume_unknowns(sites)
     assert sites[1].cycle_s == 3.0  # the mean of the sites that know theirs
+
+
+def test_a_batch_site_not_used_yet_is_assumed_to_start_jobs_as_late_as_the_used_ones() -> None:
+    used = SiteLoad(site=SiteName("used"), total_cores=16, max_cores_per_task=8, max_memory_mb=None, gpus=0,
+                    nodes=2, inflight=0, max_inflight=100, est_wait_s=3.0, learns=True, learned_s=3.0)
+    new = SiteLoad(site=SiteName("new"), total_cores=16, max_cores_per_task=8, max_memory_mb=None, gpus=0,
+                   nodes=2, inflight=0, max_inflight=100, est_wait_s=0.0, learns=True)
+    local = load("local")  # learns nothing: its wait is no guess
+    assume_unknowns([used, new, local])
+    assert (used.est_wait_s, new.est_wait_s, local.est_wait_s) == (3.0, 3.0, 0.0)
+    # so a task whose data is at the used site still goes there (ties go to the least data moved)
+    assert DefaultPolicy().choose(task(), [used, new], {SiteName("new"): 0.5}) == "used"

@@ -9,7 +9,7 @@ import pytest
 
 from metasched.attempt_dir import AttemptDir
 from metasched.records import CheckpointKind, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
-from site_agents.batch.dialect import JobEnd, JobRequest, JobState
+from site_agents.batch.dialect import JobEnd, JobRequest, JobState, seconds_of
 from site_agents.batch.launchers import time_limit_s, warning_lead_s
 from site_agents.slurm import parsers
 from site_agents.slurm.dialect import SlurmDialect
@@ -169,9 +169,11 @@ def test_runner_passes_no_secrets_to_scheduler_commands(monkeypatch: pytest.Monk
     assert runner.calls["env"] == 1
 
 
-def test_durations_as_squeue_prints_them() -> None:
-    assert parsers.parse_duration("1-02:03:04") == 93784.0
-    assert parsers.parse_duration("2:00") == 120.0
-    assert parsers.parse_duration("1:00:00") == 3600.0
-    assert parsers.parse_duration("UNLIMITED") is None
-    assert parsers.parse_duration("INVALID") is None
+def test_durations_as_schedulers_print_them() -> None:
+    assert seconds_of("1-02:03:04") == 93784.0
+    assert seconds_of("2:00") == 120.0
+    assert seconds_of("1:00:00") == 3600.0
+    assert seconds_of("71582788:15:00") == 71582788 * 3600.0 + 900
+    assert seconds_of("180") == 180.0
+    assert seconds_of("UNLIMITED") is None
+    assert seconds_of("INVALID") is None
