@@ -38,10 +38,10 @@ from site_agents.batch.dialect import (
     can_signal,
     with_header,
 )
-from site_agents.batch.forecast import QueueWait
+from site_agents.batch.forecast import QueuedJob, QueueWait
 from site_agents.batch.jobs import BatchJob
 from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers, time_limit_s, warning_lead_s
-from site_agents.batch.rounds import Answer, Deletions, status_round
+from site_agents.batch.rounds import Answer, Deletions, list_queue, status_round
 from site_agents.runner import CommandRunner
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class BatchAgent:
         self._submitter = ThreadPoolExecutor(max_workers=SUBMIT_THREADS,
                                              thread_name_prefix=f"submit-{config.name}")
         self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"status-{config.name}")
+        self._lister = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{config.name}")
+        self._listing: Future[list[QueuedJob] | None] | None = None
         self._round: Future[Answer] | None = None
         self._round_since = 0.0
 
@@ -112,8 +114,7 @@ class BatchAgent:
                                  f"{self.dialect.name} server is up and the login and environment reach it.",
                                  site=self.config.name, transient=capacity is None)
         self._capacity, self._last_nodes = capacity, time.monotonic()
-        queue_argv = self.dialect.queue_argv()
-        queue = self.dialect.parse_queue(self.runner.run(queue_argv)) if queue_argv is not None else None
+        queue = list_queue(self.dialect, self.runner.run)
         if queue is not None:
             self.waits.listed(queue, usable_cores=capacity.total_cores, ours=self.user)
             self._last_queue = time.monotonic()
@@ -132,6 +133,7 @@ class BatchAgent:
         self._jobs.clear()
         self._submitter.shutdown(wait=True)
         self._poller.shutdown(wait=False, cancel_futures=True)
+        self._lister.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------------------ submit
     def submit(self, submissions: Sequence[Submission]) -> None:
@@ -204,11 +206,12 @@ class BatchAgent:
                 return updates
             self._last_poll = self._round_since = now
             nodes_due = not self.available or now - self._last_nodes >= NODES_REFRESH_S
-            queue_due = now - self._last_queue >= QUEUE_REFRESH_S
-            self._last_queue = now if queue_due else self._last_queue
+            if self._listing is None and now - self._last_queue >= QUEUE_REFRESH_S:
+                self._last_queue = now
+                self._listing = self._lister.submit(list_queue, self.dialect, self.runner.run)
             asked = [(j.job_id, j.missing_polls) for j in self._jobs.values()]
             self._round = self._poller.submit(status_round, self.dialect, self.runner.run, self.user, asked,
-                                              nodes_due, queue_due)
+                                              nodes_due)
         try:
             answer = self._round.result(timeout=POLL_WAIT_S)
         except FutureTimeout:
@@ -227,8 +230,11 @@ class BatchAgent:
         self.available, self.unavailable_reason = True, ""
         if answer.capacity is not None:
             self._take_capacity(answer.capacity, now)
-        if answer.queue is not None:
-            self.waits.listed(answer.queue, usable_cores=self._capacity.total_cores, ours=self.user)
+        if self._listing is not None and self._listing.done():
+            queue = None if self._listing.exception() else self._listing.result()
+            self._listing = None
+            if queue is not None:
+                self.waits.listed(queue, usable_cores=self._capacity.total_cores, ours=self.user)
         delete = Deletions()
         for job in list(self._jobs.values()):
             status = self._ours(job, answer.statuses.get(self.dialect.status_key(job.job_id)))

@@ -1,8 +1,8 @@
 """One round of a batch site's status commands, run on the agent's poller thread (no job record touched).
 
 The status command of every job; accounting for jobs it stopped listing; the reason a HELD job will not
-start; the node listing when it is due (or as the probe of a site without jobs); every user's queue when
-it is due (for the wait forecast).
+start; the node listing when it is due (or as the probe of a site without jobs). Every user's queue
+(``list_queue``) is listed on a thread of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ class Answer:
     accounted: Mapping[str, JobStatus] = field(default_factory=dict)
     hold_reasons: Mapping[str, str] = field(default_factory=dict)
     capacity: Capacity | None = None
-    queue: Sequence[QueuedJob] | None = None  # every user's jobs, when they were due (and listed)
 
 
 @dataclass(slots=True)
@@ -38,14 +37,12 @@ class Deletions:
 
 
 def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], user: str,
-                 jobs: Sequence[tuple[str, int]], nodes_due: bool, queue_due: bool = False) -> Answer:
-    """Ask about these jobs ((job id, polls missing so far) each) and, when due, the nodes and the queue."""
+                 jobs: Sequence[tuple[str, int]], nodes_due: bool) -> Answer:
+    """Ask about these jobs ((job id, polls missing so far) each) and, when due, the nodes."""
     capacity = dialect.parse_nodes(run(dialect.nodes_argv())) if nodes_due or not jobs else None
-    queue_argv = dialect.queue_argv() if queue_due else None
-    queue = dialect.parse_queue(run(queue_argv)) if queue_argv is not None else None
     if not jobs:
         return Answer(statuses=None if capacity is None else {}, problem="the node listing did not answer",
-                      capacity=capacity, queue=queue)
+                      capacity=capacity)
     out = run(dialect.status_argv(user, [job_id for job_id, _ in jobs]))
     statuses = dialect.parse_status(out)
     if statuses is None:
@@ -61,5 +58,13 @@ def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], us
         argv = dialect.hold_reason_argv(status.job_id) if status.state is JobState.HELD else None
         if argv is not None:
             reasons[status.job_id] = dialect.parse_hold_reason(run(argv).stdout)
-    return Answer(statuses=statuses, accounted=accounted, hold_reasons=reasons, capacity=capacity,
-                  queue=queue)
+    return Answer(statuses=statuses, accounted=accounted, hold_reasons=reasons, capacity=capacity)
+
+
+def list_queue(dialect: Dialect, run: Callable[[list[str]], CommandOutput]) -> list[QueuedJob] | None:
+    """Every user's jobs, for the wait forecast (None where the dialect cannot list them or no answer).
+
+    Run on a thread of its own: a slow whole-queue listing never delays the status round.
+    """
+    argv = dialect.queue_argv()
+    return dialect.parse_queue(run(argv)) if argv is not None else None

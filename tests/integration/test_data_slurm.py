@@ -32,9 +32,9 @@ def _campaign(tmp_path: Path, sites: list[SlurmSite]) -> ms.Campaign:
                        store=ms.FileStore(str(tmp_path / "driver-store")))
 
 
-def _rows(journal: Path, query: str) -> list[tuple[object, ...]]:
+def _rows(journal: Path, query: str, *args: object) -> list[tuple[object, ...]]:
     with sqlite3.connect(journal) as db:
-        return list(db.execute(query))
+        return list(db.execute(query, args))
 
 
 def _pipeline(c: ms.Campaign, *, block_alpha: bool) -> tuple[list[ms.TaskFuture[float]], list[str]]:
@@ -63,8 +63,14 @@ def test_stage_two_runs_where_its_data_is_while_alpha_has_room(
         assert [m.result(timeout=180) for m in means] == [float(i) for i in range(20)]
         ids = [m.task_id for m in means]
     sites = dict(_rows(tmp_path / "c.db", "SELECT task_id, site FROM tasks"))
-    assert {sites[t] for t in ids} == {"alpha"}
-    assert _rows(tmp_path / "c.db", "SELECT count(*) FROM objects WHERE origin = 0") == [(0,)]
+    why = _rows(tmp_path / "c.db", "SELECT detail FROM transitions WHERE new = 'submitted' AND task_id IN "
+                f"({','.join('?' * len(ids))})", *ids)
+    # alpha has 16 cores for the 20 consumers: those it has a core for stay with their data; the rest may
+    # move to beta when waiting for a core at alpha (at the recent run time, slow on a loaded machine) is
+    # predicted to take longer than the transfer (each says why in the journal)
+    moved = [t for t in ids if sites[t] == "beta"]
+    assert len(moved) <= 20 - 16, [w for (w,) in why if "at beta" in str(w)]
+    assert _rows(tmp_path / "c.db", "SELECT count(*) FROM objects WHERE origin = 0") == [(len(moved),)]
     origins = _rows(tmp_path / "c.db", "SELECT store_id, size FROM objects WHERE origin = 1")
     assert len(origins) == 20
     assert {store for store, _ in origins} == {f"file:{alpha.shared_dir}/.metasched/store"}
