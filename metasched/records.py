@@ -288,10 +288,18 @@ def parse_walltime(value: str | float | int | None) -> float | None:
         return None
     if isinstance(value, int | float):
         return float(value)
-    match = _WALLTIME.match(value.strip())
-    if match is None:
+    seconds = clock_seconds(value)
+    if seconds is None:
         raise ConfigurationError(
             f"walltime {value!r} is not understood; use seconds or [D-]HH:MM:SS, e.g. '00:10:00'."
         )
+    return seconds
+
+
+def clock_seconds(text: str) -> float | None:
+    """``[D-][HH:]MM:SS`` (hours may exceed 24) in seconds; None if `text` is not written so."""
+    match = _WALLTIME.match(text.strip())
+    if match is None:
+        return None
     days, hours, minutes, seconds = (int(match.group(k) or 0) for k in ("d", "h", "m", "s"))
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)

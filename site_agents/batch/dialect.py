@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from metasched.attempt_dir import AttemptDir
-from metasched.records import TaskSpec
+from metasched.records import TaskSpec, clock_seconds
 from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
 
@@ -205,20 +204,13 @@ def check_header(spec: TaskSpec, lines: Sequence[str], scheduler: str) -> None:
             raise ValueError(f"task {spec.name!r}: a {scheduler} directive would span lines: {line!r}")
 
 
-_DURATION = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?:(?P<h>\d+):)?(?P<m>\d+):)?(?P<s>\d+)$")
-
-
 def seconds_of(text: str) -> float | None:
     """A duration as schedulers print one: ``[D-][HH:]MM:SS`` (hours may exceed 24) or seconds; else None.
 
     >>> seconds_of("1-02:03:04"), seconds_of("2:00"), seconds_of("120"), seconds_of("UNLIMITED")
     (93784.0, 120.0, 120.0, None)
     """
-    match = _DURATION.match(text.strip())
-    if match is None:
-        return None
-    days, hours, minutes, seconds = (int(match.group(k) or 0) for k in ("d", "h", "m", "s"))
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    return float(text.strip()) if text.strip().isdigit() else clock_seconds(text)
 
 
 def hhmmss(seconds: float) -> str:

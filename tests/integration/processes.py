@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -42,3 +43,11 @@ def wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path, *, timeou
             raise RuntimeError(f"{proc.args!r} did not start listening on port {port}: "
                                f"{log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.05)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `condition` every 0.5 s until it is true; fail the test after `timeout` s, saying `what`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.5)

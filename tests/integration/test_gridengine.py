@@ -18,6 +18,7 @@ from tests.integration.batch_faults import (
     outage_campaign,
     rerun_argv,
 )
+from tests.integration.processes import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
@@ -118,20 +119,18 @@ def test_the_forecast_sees_another_users_jobs_filling_the_cell(epsilon: object) 
 
     login = list(epsilon.login)  # type: ignore[attr-defined]
     qsub = "qsub -terse -wd /tmp -o /dev/null -e /dev/null -l h_rt=300 -b y sleep 200"
-    for _ in range(4):  # every slot of the cell, then one more waiting
+    for _ in range(5):  # every slot of the cell (4), then one more waiting
         subprocess.run([*login, "su", "-s", "/bin/sh", "nobody", "-c", qsub], check=True, timeout=60,
                        capture_output=True)
-    subprocess.run([*login, "su", "-s", "/bin/sh", "nobody", "-c", qsub], check=True, timeout=60,
-                   capture_output=True)
+
+    def running() -> int:
+        listed = subprocess.run([*login, "qstat", "-u", "nobody", "-s", "r"], capture_output=True, text=True,
+                                timeout=60, check=False).stdout
+        return sum(" r " in line for line in listed.splitlines())
+
     agent = gridengine_agent(_site(epsilon))
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            listed = subprocess.run([*login, "qstat", "-u", "nobody", "-s", "r"], capture_output=True,
-                                    text=True, timeout=60, check=False).stdout
-            if sum(" r " in line for line in listed.splitlines()) == 4:
-                break
-            time.sleep(0.5)
+        wait_for(lambda: running() == 4, 60, "the other user's jobs to fill the cell")
         agent.start()
         seen = agent.waits.forecast
         assert seen is not None

@@ -23,6 +23,7 @@ from tests.integration.batch_faults import (
     rerun_argv,
 )
 from tests.integration.pbs_sites import torque_site
+from tests.integration.processes import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
@@ -102,16 +103,12 @@ def test_the_forecast_sees_another_users_jobs_through_qstat(zeta: object) -> Non
               "--time=5", "--cpus-per-task=4", "--wrap", "sleep 240"]
     jobs = [subprocess.run(_client(zeta, *submit), capture_output=True, text=True, timeout=60,
                            check=True).stdout.strip() for _ in range(3)]  # zeta's 8 CPUs, and 4 more waiting
+    listing = _client(zeta, "squeue", "--noheader", "--user=nobody", "--states=RUNNING", "--format=%i")
     agent = pbs_agent(torque_site(zeta))
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            listing = _client(zeta, "squeue", "--noheader", "--user=nobody", "--states=RUNNING",
-                              "--format=%i")
-            answer = subprocess.run(listing, capture_output=True, text=True, timeout=60, check=False)
-            if len(answer.stdout.split()) == 2:
-                break
-            time.sleep(0.5)
+        wait_for(lambda: len(subprocess.run(listing, capture_output=True, text=True, timeout=60,
+                                            check=False).stdout.split()) == 2, 60,
+                 "the other user's jobs to start at zeta")
         agent.start()
         seen = agent.waits.forecast
         assert seen is not None

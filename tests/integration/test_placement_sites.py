@@ -23,6 +23,7 @@ import slurmsite
 
 import metasched as ms
 from site_agents.slurm import SlurmSite, slurm_agent
+from tests.integration.processes import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
 OTHER_JOB_S = 170  # the other user's jobs run this long (limit 3 min): far beyond any test below
@@ -45,16 +46,10 @@ def busy_beta(slurm_sites: dict[str, slurmsite.SiteInfo]) -> Iterator[slurmsite.
     submit = ["sbatch", "--parsable", "--uid=65534", "--gid=65534", "--chdir=/tmp", "--output=/dev/null",
               "--time=3", "--cpus-per-task=8", "--wrap", f"sleep {OTHER_JOB_S}"]
     jobs = [_as_other_user(beta, submit) for _ in range(4)]
+    listing = ["squeue", "--noheader", "--states=RUNNING", "--user=nobody", "--format=%i"]
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            running = _as_other_user(beta, ["squeue", "--noheader", "--states=RUNNING", "--user=nobody",
-                                            "--format=%i"]).split()
-            if len(running) == 2:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"the other user's jobs did not start at beta: {jobs}")
+        wait_for(lambda: len(_as_other_user(beta, listing).split()) == 2, 60,
+                 f"the other user's jobs {jobs} to start at beta")
         yield beta
     finally:
         subprocess.run(["scancel", *jobs], env=beta.client_env(), capture_output=True, timeout=60,

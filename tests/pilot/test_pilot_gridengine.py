@@ -13,8 +13,9 @@ import pytest
 import metasched as ms
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
+from tests.integration.processes import wait_for
 from tests.pilot.listeners import listening
-from tests.pilot.test_pilot_slurm import HEAD_IP, running_in, wait_for
+from tests.pilot.test_pilot_slurm import HEAD_IP, running_in
 
 pytestmark = [pytest.mark.docker, pytest.mark.pilot]
 

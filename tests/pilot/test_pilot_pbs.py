@@ -12,7 +12,8 @@ import slurmsite
 
 import metasched as ms
 from tests.integration.pbs_sites import torque_site
-from tests.pilot.test_pilot_slurm import HEAD_IP, wait_for
+from tests.integration.processes import wait_for
+from tests.pilot.test_pilot_slurm import HEAD_IP
 
 pytestmark = [pytest.mark.slurm, pytest.mark.pilot]
 

@@ -21,7 +21,7 @@ import slurmsite
 import metasched as ms
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
-from tests.integration.processes import kill_tree
+from tests.integration.processes import kill_tree, wait_for
 from tests.pilot.listeners import listening
 
 pytestmark = [pytest.mark.slurm, pytest.mark.pilot]
@@ -74,13 +74,6 @@ def blocks_and_losses(journal: Path) -> str:
         return f"blocks {journaled_blocks(stored)}; lost attempts {lost}"
     finally:
         stored.close()
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(0.5)
 
 
 def campaign(tmp_path: Path, site: ms.SlurmSite) -> ms.Campaign:
