@@ -5,8 +5,8 @@ the parent tag, Dockerfile and build context for the others), so a second run fi
 build. Debian package versions inside an image are whatever the mirror served when it was built; delete
 the image (``docker rmi``) to force a rebuild.
 
-Usage: ``python ci/images.py [base|slurm|task|slurm-sid|slurm-trixie|gridengine|torque-wrappers|all]``
-prints each image's tag, whether it was cached, and how long it took.
+Usage: ``python ci/images.py NAME`` (base, slurm, task, slurm-sid, slurm-trixie, slurm-campus, gridengine,
+torque-wrappers, or all) prints each image's tag, whether it was cached, and how long it took.
 """
 
 from __future__ import annotations
@@ -200,6 +200,12 @@ def ensure_torque_wrappers() -> BuiltImage:
     return ensure_image("metasched/torque-wrappers", CI_DIR / "torque-wrappers" / "image", ensure_slurm().tag)
 
 
+def ensure_slurm_campus() -> BuiltImage:
+    """The campus site's image (ci/slurm-campus): the Slurm image's packages, its own configuration, munge
+    key and users (a cluster metasched did not build)."""
+    return ensure_image("metasched/slurm-campus", CI_DIR / "slurm-campus" / "image", ensure_slurm().tag)
+
+
 def ensure_gridengine() -> BuiltImage:
     """The Grid Engine 8.1.9 image (bookworm's packages) built FROM the base image."""
     base = ensure_base()
@@ -273,6 +279,8 @@ def main(argv: list[str]) -> int:
             _report("slurm-trixie", ensure_slurm_trixie())
         elif what == "torque-wrappers":
             _report("torque-wrappers", ensure_torque_wrappers())
+        elif what == "slurm-campus":
+            _report("slurm-campus", ensure_slurm_campus())
         elif what == "all":
             _report("slurm", ensure_slurm())
             _report("task", ensure_task())
@@ -280,9 +288,10 @@ def main(argv: list[str]) -> int:
             _report("gridengine", ensure_gridengine())
             _report("torque-wrappers", ensure_torque_wrappers())
             _report("slurm-trixie", ensure_slurm_trixie())
+            _report("slurm-campus", ensure_slurm_campus())
         else:
-            print("usage: images.py [base|slurm|task|slurm-sid|slurm-trixie|gridengine|torque-wrappers|all] "
-                  f"(got {what!r})", file=sys.stderr)
+            print("usage: images.py base|slurm|task|slurm-sid|slurm-trixie|slurm-campus|gridengine|"
+                  f"torque-wrappers|all (got {what!r})", file=sys.stderr)
             return 2
     except ImageBuildError as exc:
         print(f"image build failed: {exc}", file=sys.stderr)

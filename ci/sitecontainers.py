@@ -57,13 +57,10 @@ def run(name: str, image: str, command: Sequence[str], *, labels: Mapping[str, s
         volumes: Sequence[str] = (), cap_add: Sequence[str] = (), security_opt: Sequence[str] = (),
         devices: Sequence[str] = (), hostname: str | None = None) -> None:
     """Start a detached container with an init process (daemons that fork leave no zombies)."""
-    binds = {}
-    for volume in volumes:  # source:target or source:target:ro
-        source, target, *mode = volume.split(":")
-        binds[source] = {"bind": target, "mode": mode[0] if mode else "rw"}
     try:
+        # `volumes` as source:target[:ro] strings: a source may be mounted at more than one target
         engine().containers.run(image, list(command), name=name, detach=True, init=True, network_mode=network,
-                                labels=dict(labels), volumes=binds, cap_add=list(cap_add) or None,
+                                labels=dict(labels), volumes=list(volumes), cap_add=list(cap_add) or None,
                                 security_opt=list(security_opt) or None, devices=list(devices) or None,
                                 hostname=hostname)
     except docker.errors.DockerException as exc:
