@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,11 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def group_writable(path: Path) -> None:
+    """Let the directory's group write it too (a site whose commands run as another user of that group)."""
+    path.chmod(path.stat().st_mode | stat.S_IRWXG)
+
+
 def site_area(shared_dir: str) -> Path:
     """The directory of metasched's own in a site's shared filesystem (attempts, staged worker, store)."""
     return Path(shared_dir) / ".metasched"
@@ -98,9 +104,11 @@ class AttemptDir:
         """The attempt this directory belongs to."""
         return self.path.name
 
-    def create(self) -> AttemptDir:
-        """Make the directory (and its parents) if missing."""
+    def create(self, *, for_group: bool = False) -> AttemptDir:
+        """Make the directory (and its parents) if missing; `for_group`: writable by its group too."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if for_group:
+            group_writable(self.path)
         return self
 
     def exists(self) -> bool:

@@ -28,6 +28,7 @@ from metasched.outcomes import LossReason, Lost, failed
 from metasched.records import AttemptId, Capability, CheckpointKind, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import explain
+from site_agents.batch.access import site_user
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import (
     Capacity,
@@ -75,6 +76,7 @@ class BatchAgent:
         self.available = True
         self.unavailable_reason = ""
         self.user = ""
+        self.via_group = False  # the site's user is another, who writes attempt dirs through their group
         self._jobs: dict[AttemptId, BatchJob] = {}
         self._pending: list[AttemptUpdate] = []
         self._capacity = Capacity(total_cores=0, max_cores_per_node=0, nodes=0, usable_nodes=0)
@@ -105,7 +107,8 @@ class BatchAgent:
             raise SiteAgentError(f"site {self.config.name}: shared_dir {self.config.shared_dir} is not a "
                                  "directory.", site=self.config.name)
         self.dialect.prepare(self.runner.run)
-        self.user = self.runner.whoami()
+        who = site_user(self.runner, self.config.shared_dir)
+        self.user, self.via_group = who.name, who.for_group
         listed = self.runner.run(self.dialect.nodes_argv())
         capacity = self.dialect.parse_nodes(listed)
         if capacity is None or capacity.usable_nodes == 0:
@@ -118,7 +121,6 @@ class BatchAgent:
         if queue is not None:
             self.waits.listed(queue, usable_cores=capacity.total_cores, ours=self.user)
             self._last_queue = time.monotonic()
-        AttemptDir.root(self.config.shared_dir).mkdir(parents=True, exist_ok=True)
         self._launchers = site_launchers(self.config, self.dialect)
         self._capabilities = self._offered(self._launchers)
 
@@ -151,7 +153,7 @@ class BatchAgent:
 
     def _submit_one(self, sub: Submission) -> tuple[BatchJob | None, AttemptUpdate]:
         assert self._launchers is not None  # noqa: S101  (checked by submit)
-        attempt = AttemptDir.of(self.config.shared_dir, sub.attempt_id).create()
+        attempt = AttemptDir.of(self.config.shared_dir, sub.attempt_id).create(for_group=self.via_group)
         request = self._request(sub.spec, attempt)
         try:
             launcher = self._launchers.for_(sub.spec)
@@ -181,7 +183,8 @@ class BatchAgent:
         walltime = spec.resources.walltime_s
         lead = warning_lead_s(walltime, self.config.signal_lead_s) if walltime is not None else None
         return JobRequest(spec=spec, name=job_name(self.config.name, attempt.attempt_id), attempt=attempt,
-                          limit_s=time_limit_s(spec), warning_lead_s=lead)
+                          limit_s=time_limit_s(spec), warning_lead_s=lead,
+                          nodes_report_memory=self._capacity.max_memory_mb is not None)
 
     def _store(self, data: DataContext | None) -> StoreSpec:
         """Where an attempt's big results and checkpoints go: its campaign's store here, else the site's."""

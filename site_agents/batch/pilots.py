@@ -109,6 +109,13 @@ class PilotAgent:
                 "reach this machine at; see docs/pilots.md), or join a Ray cluster whose head they reach "
                 "(address=).", site=self.config.name)
         self.batch.start()
+        if self.batch.via_group:
+            self.batch.close()
+            raise SiteAgentError(
+                f"pilot site {self.config.name}: its commands run as {self.batch.user!r}, not as this "
+                "process's user; a pilot reads the campaign's Ray token from its block directory, and only "
+                "this user may read it (never a group). Use batch mode there, or a login that runs the "
+                "commands as this user.", site=self.config.name)
         if not self.cores_per_node:
             self.cores_per_node = self.batch.capacity.max_cores_per_node
         self._tasks = RayTasks(ray)

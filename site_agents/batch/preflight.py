@@ -20,6 +20,7 @@ from metasched.errors import SiteAgentError
 from metasched.records import CheckpointKind, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from metasched.sites.kind import Check
 from site_agents.batch import scripts
+from site_agents.batch.access import SiteUser, group_of, site_user
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import Dialect, JobRequest, JobState, can_signal
 from site_agents.batch.launchers import worker_path
@@ -66,10 +67,21 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
                     detail=f"{config.shared_dir} is not a directory",
                     fix="create it on the shared filesystem, or point shared_dir at one")
         return
+    try:
+        user = site_user(runner, config.shared_dir)
+    except SiteAgentError as exc:
+        yield Check(site=name, check="shared_dir", passed=False, detail=str(exc),
+                    fix="give shared_dir a group both users are in (see detail), or run the commands as this "
+                        "user")
+        return
+    if user.for_group:
+        yield Check(site=name, check="shared_dir", passed=True,
+                    detail=f"the commands run as {user.name}, who writes attempt directories through their "
+                           f"group ({group_of(AttemptDir.root(config.shared_dir))})")
     pythonpath = worker_path(config)
     body = (f"export PYTHONPATH={shlex.quote(pythonpath)}\n"
             f"exec {shlex.quote(config.python)} -c {shlex.quote(PROBE)}\n")
-    ok, said = probe_job(config, dialect, runner, "ms-preflight", body)
+    ok, said = probe_job(config, dialect, runner, "ms-preflight", body, user=user)
     if not ok:
         yield Check(site=name, check="smoke task", passed=False, detail=said,
                     fix=f"make {config.python!r} available on the compute nodes (the site's python), and "
@@ -81,14 +93,14 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
                 detail=f"compute nodes: Python {theirs}; here: Python {HERE}",
                 fix="" if theirs == HERE else f"use Python {HERE} on the nodes (the site's `python` option)")
     if config.checkpoint_dir:
-        yield criu_check(config, dialect, runner, pythonpath)
+        yield criu_check(config, dialect, runner, pythonpath, user=user)
 
 
 def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: str, body: str,
-              *, timeout_s: float = SMOKE_TIMEOUT_S) -> tuple[bool, str]:
+              *, user: SiteUser, timeout_s: float = SMOKE_TIMEOUT_S) -> tuple[bool, str]:
     """Run `body` as a short job through the dialect: (it printed something, what it printed or why not)."""
     attempt = AttemptDir(site_area(config.shared_dir) / "preflight" / uuid.uuid4().hex[:12])
-    attempt.create()
+    attempt.create(for_group=user.for_group)
     spec = TaskSpec(task_id=TaskId(name), name=name, kind=TaskKind.COMMAND,
                     resources=Resources(walltime_s=60),
                     command=CommandSpec(argv=("true",)))
@@ -98,10 +110,6 @@ def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: 
     except ValueError as exc:  # e.g. a path a directive cannot carry
         return False, str(exc)
     attempt.script.write_text("\n".join(["#!/bin/bash", *header, scripts.PATH, body]))
-    try:
-        user = runner.whoami()
-    except SiteAgentError as exc:
-        return False, str(exc)
     out = runner.run(dialect.submit_argv(request, header))
     job_id = dialect.parse_submitted(out) if out.ok else None
     if job_id is None:
@@ -109,7 +117,7 @@ def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: 
     deadline, gone, ended = time.monotonic() + timeout_s, 0, 0
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        statuses = dialect.parse_status(runner.run(dialect.status_argv(user, [job_id]))) or {}
+        statuses = dialect.parse_status(runner.run(dialect.status_argv(user.name, [job_id]))) or {}
         status = statuses.get(dialect.status_key(job_id))
         gone = gone + 1 if status is None else 0
         if status is not None and status.state is JobState.HELD:
@@ -124,7 +132,8 @@ def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: 
     return False, f"job {job_id} did not finish within {timeout_s:.0f} s (deleted); is the site full?"
 
 
-def criu_check(config: BatchSite, dialect: Dialect, runner: CommandRunner, pythonpath: str) -> Check:
+def criu_check(config: BatchSite, dialect: Dialect, runner: CommandRunner, pythonpath: str, *,
+               user: SiteUser) -> Check:
     """The gate of the CRIU backend at a site: a job dumps and restores a `sleep` in a PID namespace.
 
     It runs metasched's own checkpoint code (``criu_job --check``) on a compute node, in the site's
@@ -140,7 +149,7 @@ def criu_check(config: BatchSite, dialect: Dialect, runner: CommandRunner, pytho
     body = (f"{scripts.SBIN_PATH}\nexport PYTHONPATH={shlex.quote(pythonpath)}\n"
             f"exec {shlex.quote(config.python)} -m metasched.checkpoint.criu_job --check {shlex.quote(work)} "
             f"{shlex.quote(config.criu)}\n")
-    ok, said = probe_job(config, dialect, runner, "ms-criu-check", body, timeout_s=180)
+    ok, said = probe_job(config, dialect, runner, "ms-criu-check", body, user=user, timeout_s=180)
     lines = [line for line in said.splitlines() if line.startswith("criu ")]
     detail = lines[-1] if lines else said[-300:]
     passed = ok and detail.startswith("criu works")
