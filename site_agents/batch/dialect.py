@@ -82,7 +82,10 @@ class JobRequest:
     """One attempt's job as the agent asks the dialect to write and submit it.
 
     ``limit_s`` is the time limit to ask the scheduler for (None: none); ``warning_lead_s`` how long before
-    it the scheduler should send USR1, where it can.
+    it the scheduler should send USR1, where it can. ``nodes_report_memory`` is false where the nodes
+    report no memory (Slurm nodes without ``RealMemory``): Slurm then refuses any ``--mem`` as impossible,
+    so its dialect leaves the request out (the site does not enforce memory anyway). Set from the
+    capacity the dialect parsed; dialects whose node listing has no memory ignore it.
     """
 
     spec: TaskSpec
@@ -90,6 +93,7 @@ class JobRequest:
     attempt: AttemptDir
     limit_s: float | None
     warning_lead_s: int | None
+    nodes_report_memory: bool = True
 
 
 class Dialect(Protocol):

@@ -58,7 +58,7 @@ class SlurmDialect:
                 f"--nodes={res.nodes}", f"--cpus-per-task={res.cores}"]
         if res.nodes > 1:
             argv.append("--ntasks-per-node=1")
-        if res.memory_mb:
+        if res.memory_mb and job.nodes_report_memory:
             argv.append(f"--mem={res.memory_mb}M")
         if res.gpus:
             argv.append(f"--gres=gpu:{res.gpus}")

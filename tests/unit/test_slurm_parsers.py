@@ -115,6 +115,17 @@ def test_sbatch_argv_maps_every_resource() -> None:
     assert "--output=/shared/we ird'dir/a/job.out" in dialect.submit_argv(spaced, [])
 
 
+def test_no_memory_request_where_the_nodes_report_no_memory() -> None:
+    """sbatch refuses any --mem on nodes without RealMemory ("Memory specification can not be satisfied")."""
+    dialect = SlurmDialect(site="iota")
+    job = request(spec(cores=2, memory_mb=2048))
+    untracked = JobRequest(spec=job.spec, name=job.name, attempt=job.attempt, limit_s=job.limit_s,
+                           warning_lead_s=None, nodes_report_memory=False)
+    assert not [a for a in dialect.submit_argv(untracked, []) if a.startswith("--mem")]
+    assert "--cpus-per-task=2" in dialect.submit_argv(untracked, [])
+    assert "--mem=2048M" in dialect.submit_argv(job, [])
+
+
 def test_checkpointable_tasks_get_their_walltime_per_attempt_and_a_warning() -> None:
     criu = TaskSpec(task_id=TaskId("t9"), name="sim", kind=TaskKind.COMMAND,
                     resources=Resources(walltime_s=60),
