@@ -24,7 +24,9 @@ sys.path.insert(0, str(ROOT / "ci"))
 sys.path.insert(0, str(ROOT / "ci" / "slurm-cluster"))
 sys.path.insert(0, str(ROOT / "ci" / "gridengine"))
 sys.path.insert(0, str(ROOT / "ci" / "torque-wrappers"))
+sys.path.insert(0, str(ROOT / "ci" / "slurm-campus"))
 
+import campussite  # noqa: E402  (ci/slurm-campus/campussite.py)
 import gesite  # noqa: E402  (ci/gridengine/gesite.py)
 import netns  # noqa: E402  (ci/netns.py)
 import slurmsite  # noqa: E402  (ci/slurm-cluster/slurmsite.py)
@@ -156,6 +158,19 @@ def zeta() -> Iterator[slurmsite.SiteInfo]:
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         torquesite.down("zeta")
+
+
+@pytest.fixture(scope="session")
+def iota() -> Iterator[campussite.CampusSiteInfo]:
+    """The site `iota`: a Slurm 22.05 cluster built by hand (ci/slurm-campus: its own slurm.conf, munge key
+    and users, in a loopback-only namespace); metasched reaches it as alice through `docker exec -u`."""
+    reason = _docker_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    info = campussite.up("iota")
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        campussite.down("iota")
 
 
 @pytest.fixture(scope="session")

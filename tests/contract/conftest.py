@@ -9,9 +9,10 @@ whose workers run on this machine, or in a Slurm job at alpha) and `gridengine` 
 site epsilon, one job per attempt) and `torque-wrappers` (the PBS agent's Torque dialect against the
 site zeta: Slurm 22.05 behind Debian's Torque-style wrappers, which is a compatibility layer, not Torque)
 and `slurm-24.11` (the site eta: Slurm 24.11 from trixie with slurmdbd + MariaDB, reached through its
-controller container), and the pilot-mode variants `slurm-pilot` (site kappa) and `torque-pilot` (site mu:
-the Torque-style wrappers) and `gridengine-pilot` (site nu), whose tasks run in Ray worker nodes inside
-blocks of batch jobs; those run in
+controller container) and `slurm-campus` (the site iota: a Slurm 22.05 cluster built by hand, not by
+metasched's recipe, whose commands run as another user than this process: ci/slurm-campus), and the
+pilot-mode variants `slurm-pilot` (site kappa) and `torque-pilot` (site mu: the Torque-style wrappers) and
+`gridengine-pilot` (site nu), whose tasks run in Ray worker nodes inside blocks of batch jobs; those run in
 the loopback-only network namespace (``make test-pilot``; see tests/conftest.py).
 Later site kinds add a parameter here.
 
@@ -33,6 +34,7 @@ from pathlib import Path
 import pytest
 
 import metasched as ms
+from metasched.attempt_dir import group_writable
 
 _names = itertools.count()
 USER_SITES = os.environ.get("METASCHED_CONTRACT_SITES")
@@ -43,6 +45,7 @@ BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker
               pytest.param("gridengine", marks=pytest.mark.docker),
               pytest.param("torque-wrappers", marks=pytest.mark.docker),
               pytest.param("slurm-24.11", marks=pytest.mark.docker),
+              pytest.param("slurm-campus", marks=pytest.mark.docker),
               pytest.param("slurm-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("torque-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("gridengine-pilot", marks=[pytest.mark.docker, pytest.mark.pilot])]
@@ -79,6 +82,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         shared = getattr(site_config, "shared_dir", None)
         workdir = Path(shared) / f"contract-{uuid.uuid4().hex[:8]}" if shared else tmp_path
         workdir.mkdir(exist_ok=True)
+        group_writable(workdir)  # the site's commands may run as another user of shared_dir's group
         kind = f"{getattr(site_config, 'kind', 'user')}:{kind}"
     elif kind == "local":
         sites = [ms.LocalSite("local", cores=2)]
@@ -98,6 +102,12 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         defaults = {"container": ms.Image("metasched/task", sif=sif)}
         workdir = Path(delta.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
+    elif kind == "slurm-campus":
+        iota = request.getfixturevalue("iota")
+        sites = [ms.SlurmSite("iota", shared_dir=iota.shared_dir, login=tuple(iota.login), poll_interval=0.3)]
+        workdir = Path(iota.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir()
+        group_writable(workdir)  # the tasks run as alice, of the project directory's group
     elif kind == "gridengine":
         epsilon = request.getfixturevalue("epsilon")
         sites = [ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir, login=tuple(epsilon.login),
