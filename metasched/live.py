@@ -32,6 +32,18 @@ def site_table(rows: list[Any], title: str = "per-site summary") -> Table:
     return table
 
 
+def failure_line(name: str, error: BaseException) -> str:
+    """One line for a failed task: what happened and why.
+
+    A TaskError's message leads with the task's name and id; they are dropped here (the line starts with
+    the name), so a long reason is not cut down to "task 'x' (id) failed at site s (attempt 1): ".
+    """
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    task_id = getattr(error, "task_id", "")
+    said = first.split(f"({task_id}) ", 1)[1] if task_id and f"({task_id}) " in first else first
+    return f"{name}: FAILED: {said[:200]}"
+
+
 def follow(campaign: Any, futures: list[Any], console: Console) -> int:
     """Show the campaign until every future is done; return how many failed."""
     progress = Progress(TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(),
@@ -51,8 +63,7 @@ def follow(campaign: Any, futures: list[Any], console: Console) -> int:
                 seen.add(index)
                 error = future.exception()
                 failed += error is not None
-                recent.append(f"{future.name}: done" if error is None
-                              else f"{future.name}: FAILED: {str(error).splitlines()[0][:120]}")
+                recent.append(f"{future.name}: done" if error is None else failure_line(future.name, error))
             progress.update(job, completed=len(seen), failed=failed)
             now = time.monotonic()
             if now - last_status >= _STATUS_EVERY_S or len(seen) == len(futures):

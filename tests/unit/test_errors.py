@@ -48,3 +48,23 @@ def test_remote_error_shows_the_remote_traceback() -> None:
     error = errors.RemoteTaskError("task 'x' failed.", **SAMPLES[errors.RemoteTaskError])
     assert "Remote traceback (site local)" in str(error)
     assert "ValueError: x" in str(error)
+
+
+def test_the_live_display_line_of_a_failure_keeps_the_reason() -> None:
+    """The first line of a TaskError leads with the task's name and id: the live line drops them instead of
+    cutting the reason off (a submit refusal once showed as "... failed at site iota (attempt 1): ")."""
+    from metasched.live import failure_line
+    from metasched.outcomes import failed
+    from metasched.records import Resources, TaskId, TaskKind, TaskSpec
+    from metasched.scheduler.events import task_error
+
+    spec = TaskSpec(task_id=TaskId("8e40004454664654"), name="hello", kind=TaskKind.COMMAND,
+                    resources=Resources())
+    reason = ("sbatch at site iota refused task 'hello' (exit 1): sbatch: error: Memory specification can "
+              "not be satisfied")
+    error = task_error(spec, "iota", 1, failed("SubmitError", reason))
+    line = failure_line("hello", error)
+    assert line.startswith("hello: FAILED: failed at site iota (attempt 1): SubmitError: sbatch at site iota")
+    assert "Memory specification can not be satisfied" in line
+    assert "8e40004454664654" not in line
+    assert failure_line("x", RuntimeError("boom\nmore")) == "x: FAILED: boom"
