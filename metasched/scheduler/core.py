@@ -299,6 +299,12 @@ class SchedulerCore:
         return live
 
     # ---------------------------------------------------------------------------------------- queries
+    def result_of(self, task_id: TaskId) -> bytes:
+        """A DONE task's result (what its dependents are given)."""
+        result = self.tasks[task_id].result
+        assert result is not None  # noqa: S101  (a READY task's dependencies are all DONE)
+        return result
+
     def take_transitions(self) -> list[Transition]:
         """The transitions recorded since the last call (the actor journals them)."""
         out, self.transitions = self.transitions, []

@@ -18,6 +18,7 @@ from metasched.errors import (
     PlacementError,
     SiteAgentError,
 )
+from metasched.faults import crash_point
 from metasched.journal import Journal
 from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded
@@ -88,7 +89,7 @@ class SchedulerService(CheckpointRequests):
             task_id = stored.spec.task_id
             attempt = live.get(task_id)
             agent = self.agents.get(attempt.site) if attempt is not None else None
-            reattach = (attempt is not None and bool(attempt.native_id) and not stored.state.terminal
+            reattach = (attempt is not None and not stored.state.terminal
                         and isinstance(agent, ReattachableAgent)
                         and agent.reattach(attempt.attempt_id, stored.spec, attempt.native_id or ""))
             # An attempt lost with the previous scheduler was our loss: it uses no retry.
@@ -288,7 +289,7 @@ class SchedulerService(CheckpointRequests):
         record.placed = ""
         self._new_attempts.append(attempt)
         spec = record.spec
-        results = {d: self._result_of(d) for d in spec.depends_on}
+        results = {d: self.core.result_of(d) for d in spec.depends_on}
         data = None
         restore = None
         if self.data is not None:
@@ -307,6 +308,8 @@ class SchedulerService(CheckpointRequests):
         )
 
     def _submit_batches(self, batches: dict[SiteName, list[Submission]]) -> None:
+        if any(isinstance(self.agents[site], ReattachableAgent) for site in batches):
+            self._flush()  # their jobs outlive us: journal the attempts (their job names) before submitting
         for site, submissions in batches.items():
             try:
                 self.agents[site].submit(submissions)
@@ -314,11 +317,7 @@ class SchedulerService(CheckpointRequests):
                 for sub in submissions:
                     self.core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}",
                                            counts_as_try=not exc.transient)
-
-    def _result_of(self, task_id: TaskId) -> bytes:
-        result = self.core.tasks[task_id].result
-        assert result is not None  # noqa: S101  (a READY task's dependencies are all DONE)
-        return result
+            crash_point("after-submit", site)  # the tests' window: submitted, its answer not yet journaled
 
     def _release_data(self, transitions: Sequence[Transition]) -> None:
         """Evict stored objects no unfinished task needs.
@@ -392,8 +391,7 @@ class SchedulerService(CheckpointRequests):
         written = self.journal.write_step(
             functions=functions, new_tasks=new_tasks, attempts=attempts, transitions=transitions,
             finals=finals, counters=counters.values(), native_ids=native_ids, replicas=replicas,
-            evicted=evicted, moves=[(tid, ckpt, target) for tid, (ckpt,
-                                                                  target) in moves.items()], notes=notes,
+            evicted=evicted, moves=[(t, c, g) for t, (c, g) in moves.items()], notes=notes,
         )
         for task_id in written:
             record = core.tasks[task_id]

@@ -132,7 +132,11 @@ class ReattachableAgent(Protocol):
     """An agent whose attempts outlive the scheduler (batch jobs) and can be picked up again."""
 
     def reattach(self, attempt_id: AttemptId, spec: TaskSpec, native_id: str) -> bool:
-        """Track an attempt submitted by an earlier scheduler; False if the agent cannot."""
+        """Track an attempt submitted by an earlier scheduler; False if the agent cannot.
+
+        `native_id` is "" when that scheduler stopped between the submit call and journaling its answer:
+        an agent that can find the attempt by its job name (batch sites) does so.
+        """
         ...
 
 

@@ -42,7 +42,7 @@ from site_agents.batch.dialect import (
 from site_agents.batch.forecast import QueuedJob, QueueWait
 from site_agents.batch.jobs import BatchJob
 from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers, time_limit_s, warning_lead_s
-from site_agents.batch.rounds import Answer, Deletions, list_queue, status_round
+from site_agents.batch.rounds import Answer, Deletions, jobs_by_name, list_queue, status_round
 from site_agents.runner import CommandRunner
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class BatchAgent:
         self.unavailable_reason = ""
         self.user = ""
         self.via_group = False  # the site's user is another, who writes attempt dirs through their group
+        self._named: dict[str, str] | None = None  # job ids by name, listed once for re-attaching
         self._jobs: dict[AttemptId, BatchJob] = {}
         self._pending: list[AttemptUpdate] = []
         self._capacity = Capacity(total_cores=0, max_cores_per_node=0, nodes=0, usable_nodes=0)
@@ -122,7 +123,7 @@ class BatchAgent:
             self.waits.listed(queue, usable_cores=capacity.total_cores, ours=self.user)
             self._last_queue = time.monotonic()
         self._launchers = site_launchers(self.config, self.dialect)
-        self._capabilities = self._offered(self._launchers)
+        self._capabilities = self._launchers.offered(can_signal(self.dialect))
 
     def close(self) -> None:
         """Delete every job still queued or running."""
@@ -293,7 +294,7 @@ class BatchAgent:
             job.missing_polls += 1
             accounted = self._ours(job, answer.accounted.get(job.job_id))
             if accounted is not None and accounted.state is JobState.FINISHED:
-                return explain.ended(job, accounted, site, ran_s=self._ran(job, now),
+                return explain.ended(job, accounted, site, ran_s=job.ran_s(now),
                                      after_outage=after_outage)
             if job.missing_polls >= self.config.vanish_after_polls:
                 # By its unique name, not its id: the server may have given the id to another job. A lost
@@ -323,12 +324,8 @@ class BatchAgent:
                 job.finished_polls += 1
                 if job.finished_polls < OUTCOME_GRACE_POLLS:
                     return None
-                return explain.ended(job, status, site, ran_s=self._ran(job, now), after_outage=after_outage)
+                return explain.ended(job, status, site, ran_s=job.ran_s(now), after_outage=after_outage)
         return None
-
-    @staticmethod
-    def _ran(job: BatchJob, now: float) -> float | None:
-        return None if job.started_at is None else now - job.started_at
 
     def mark_unavailable(self, reason: str) -> None:
         """No new work until the server answers again."""
@@ -366,7 +363,11 @@ class BatchAgent:
         return [j.attempt_id for j in jobs]
 
     def reattach(self, attempt_id: AttemptId, spec: TaskSpec, native_id: str) -> bool:
-        """Track a job an earlier scheduler submitted; the next polls resolve it like any other."""
+        """Track a job an earlier scheduler submitted; the next polls resolve it like any other.
+
+        Without its id (that scheduler stopped between the submit call and journaling its answer), the job
+        is found by its unique name, or by the outcome it left; one that never reached the site is not.
+        """
         attempt = AttemptDir.of(self.config.shared_dir, attempt_id)
         if not attempt.exists() or self._launchers is None:
             return False
@@ -374,11 +375,17 @@ class BatchAgent:
             launcher = self._launchers.for_(spec)
         except LaunchRefused:  # the site no longer runs such tasks (its configuration changed)
             return False
-        self._jobs[attempt_id] = BatchJob(
-            attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt, launcher=launcher,
-            store=self._store(None), submitted_at=time.monotonic(),
-            restoring=attempt.restores())
-        return True
+        if not native_id:
+            self._named = self._named or jobs_by_name(self.dialect, self.runner.run, self.user)
+            native_id = (self._named or {}).get(job_name(self.config.name, attempt_id), "")
+        job = BatchJob(attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt, launcher=launcher,
+                       store=self._store(None), submitted_at=time.monotonic(), restoring=attempt.restores())
+        outcome = None if native_id else launcher.outcome(job)
+        if outcome is not None:  # it ended, and has already left the scheduler's listing
+            self._pending.append(AttemptUpdate(attempt_id=attempt_id, outcome=outcome))
+        elif native_id:
+            self._jobs[attempt_id] = job
+        return bool(native_id) or outcome is not None
 
     # ------------------------------------------------------------------------------ load
     def load(self) -> SiteLoad:
@@ -404,14 +411,3 @@ class BatchAgent:
     def capacity(self) -> Capacity:
         """The site's nodes as last listed."""
         return self._capacity
-
-    def _offered(self, launchers: Launchers) -> frozenset[Capability]:
-        """Checkpoints where jobs can be signalled (CRIU: with a checkpoint_dir), containers if configured."""
-        offered: set[Capability] = set()
-        if can_signal(self.dialect):
-            offered.add(Capability.CHECKPOINT_COOPERATIVE)
-        if launchers.criu is not None:
-            offered.add(Capability.CHECKPOINT_CRIU)
-        if launchers.apptainer is not None:
-            offered.add(Capability.CONTAINER_APPTAINER)
-        return frozenset(offered)

@@ -57,6 +57,10 @@ class BatchJob:
     refused_runs: int = 0  # further runs of the job the claim refused (reported once each)
     run_count_noted: int = 1  # the highest run count the scheduler reported and was noted
 
+    def ran_s(self, now: float) -> float | None:
+        """How long the job has been running (None: never seen running)."""
+        return None if self.started_at is None else now - self.started_at
+
     def news(self, run_count: int | None) -> list[str]:
         """What is new and worth recording about the job although it changes nothing (each said once).
 

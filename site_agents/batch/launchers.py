@@ -24,7 +24,7 @@ from metasched.outcomes import (
     TaskOutcome,
     failed,
 )
-from metasched.records import CheckpointKind, Image, TaskKind, TaskSpec
+from metasched.records import Capability, CheckpointKind, Image, TaskKind, TaskSpec
 from metasched.sites.base import Submission
 from site_agents.batch import scripts
 from site_agents.batch.config import BatchSite
@@ -272,6 +272,15 @@ class Launchers:
                                     "jobs): it cannot run checkpoint='criu' tasks")
             return self.criu
         return self.command if spec.kind is TaskKind.COMMAND else self.worker
+
+    def offered(self, signals: bool) -> frozenset[Capability]:
+        """Cooperative checkpoints where jobs can be `signal`led, CRIU and containers where launched."""
+        offered: set[Capability] = {Capability.CHECKPOINT_COOPERATIVE} if signals else set()
+        if self.criu is not None:
+            offered.add(Capability.CHECKPOINT_CRIU)
+        if self.apptainer is not None:
+            offered.add(Capability.CONTAINER_APPTAINER)
+        return frozenset(offered)
 
 
 def worker_path(config: BatchSite) -> str:

@@ -61,6 +61,13 @@ def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], us
     return Answer(statuses=statuses, accounted=accounted, hold_reasons=reasons, capacity=capacity)
 
 
+def jobs_by_name(dialect: Dialect, run: Callable[[list[str]], CommandOutput],
+                 user: str) -> dict[str, str] | None:
+    """The id of each of `user`'s listed jobs, by job name (None if the listing did not answer)."""
+    statuses = dialect.parse_status(run(dialect.status_argv(user, [])))
+    return None if statuses is None else {s.name: s.job_id for s in statuses.values() if s.name}
+
+
 def list_queue(dialect: Dialect, run: Callable[[list[str]], CommandOutput]) -> list[QueuedJob] | None:
     """Every user's jobs, for the wait forecast (None where the dialect cannot list them or no answer).
 

@@ -262,8 +262,8 @@ class GlobusComputeAgent:
                                                outcome=Cancelled(detail=detail)))
 
     def reattach(self, attempt_id: AttemptId, spec: object, native_id: str) -> bool:
-        """Follow a call an earlier scheduler sent (by its task id)."""
-        if self._service is None or not self._service.reattach(attempt_id, native_id):
+        """Follow a call an earlier scheduler sent (by its task id; without one it cannot be found)."""
+        if not native_id or self._service is None or not self._service.reattach(attempt_id, native_id):
             return False
         self._attempts[attempt_id] = _Attempt(attempt_id=attempt_id, name=getattr(spec, "name", attempt_id),
                                               sent_at=time.monotonic())

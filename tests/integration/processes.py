@@ -15,7 +15,10 @@ import psutil
 
 def kill_tree(pid: int) -> int:
     """SIGKILL a process and all its descendants (a driver and the Ray it started); return how many."""
-    root = psutil.Process(pid)
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:  # it has exited on its own
+        return 0
     procs = [root, *root.children(recursive=True)]
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
