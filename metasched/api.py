@@ -36,6 +36,7 @@ from metasched.functions import FunctionCache
 from metasched.futures import P, R, TaskFunction, TaskFuture, as_completed, wait
 from metasched.journal import Journal
 from metasched.options import check_options, task_spec
+from metasched.placement import PlacementPolicy, as_policy
 from metasched.records import CommandResult, CommandSpec, TaskId, TaskKind, TaskRef, TaskSpec, replace_nested
 from metasched.retry import retried, retry_selection
 from metasched.scheduler.events import SiteSummary, TaskEvent
@@ -57,7 +58,9 @@ class Campaign:
         ray_node_ip: the address other nodes reach the embedded Ray head at, for pilot blocks to join it
             (``"auto"``: the address Ray detects). Ray then listens on every interface of this machine
             (see docs/pilots.md); None keeps it on 127.0.0.1 (no pilots can join).
-        policy: placement policy, "default" or "round-robin".
+        policy: placement policy: "default", "round-robin", the name an installed package gives one
+            (entry point group ``metasched.placement_policies``), or an object with a
+            ``choose(spec, candidates, transfer_s)`` method (``metasched.placement.PlacementPolicy``).
         object_store_mb: object store size of the embedded Ray.
         store: the driver's data store (also the default of local sites); default a file store in
             ``$METASCHED_HOME/data/<name>``.
@@ -78,7 +81,7 @@ class Campaign:
         journal: str | os.PathLike[str] | None = None,
         address: str | None = None,
         ray_node_ip: str | None = None,
-        policy: str = "default",
+        policy: str | PlacementPolicy = "default",
         object_store_mb: int = 256,
         store: StoreSpec | None = None,
         data_threshold: int = DEFAULT_THRESHOLD,
@@ -95,6 +98,10 @@ class Campaign:
             raise ConfigurationError(f"campaign {name!r}: site names must be unique, got {names}.")
         self.journal_path = Path(journal if journal is not None else f"{name}.db").resolve()
         self.address = address
+        try:
+            as_policy(policy)  # an unknown name or an object without choose() fails here, not in the actor
+        except ValueError as exc:
+            raise ConfigurationError(f"campaign {name!r}: {exc}") from None
         self.policy = policy
         self.object_store_mb = object_store_mb
         if data_threshold < 0:
@@ -128,7 +135,7 @@ class Campaign:
         sites: Sequence[Any] | None = None,
         address: str | None = None,
         ray_node_ip: str | None = None,
-        policy: str = "default",
+        policy: str | PlacementPolicy = "default",
     ) -> Campaign:
         """Reopen a campaign from its journal and start it.
 

@@ -19,6 +19,7 @@ from typing import Any
 from metasched.data import DataSettings
 from metasched.errors import ConfigurationError, MetaschedError
 from metasched.journal import Journal
+from metasched.placement import PlacementPolicy
 from metasched.records import TaskId, TaskSpec
 from metasched.runtime import connect_ray, init_embedded_ray
 from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
@@ -44,8 +45,9 @@ class SchedulerClient:
     """Starts and talks to one campaign's scheduler actor (see the module docstring)."""
 
     def __init__(self, *, name: str, journal: Path, sites: Sequence[Any], address: str | None,
-                 ray_node_ip: str | None, policy: str, object_store_mb: int, data: DataSettings, resume: bool,
-                 on_event: Callable[[TaskEvent], None], on_refused: Callable[[TaskId, str], None],
+                 ray_node_ip: str | None, policy: str | PlacementPolicy, object_store_mb: int,
+                 data: DataSettings, resume: bool, on_event: Callable[[TaskEvent], None],
+                 on_refused: Callable[[TaskId, str], None],
                  on_failure: Callable[[BaseException], None], finished: Callable[[], bool]) -> None:
         self.name = name
         self.journal = journal

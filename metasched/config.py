@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from metasched.errors import ConfigurationError
+from metasched.placement import policy_named
 from metasched.records import Image
 from metasched.sites.base import NamesLocalPaths
 from metasched.sites.registry import default_sites, installed_kinds, kind_named
@@ -54,7 +55,7 @@ class CampaignSection(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     journal: str | None = None
-    policy: Literal["default", "round-robin"] = "default"
+    policy: str = "default"  # a built-in name, or one an installed package declares (checked below)
     store: StoreOption = None
     data_threshold: int = Field(default=100_000, ge=0)
     ray_node_ip: str | None = None  # where pilot blocks reach the embedded Ray head (docs/pilots.md)
@@ -285,6 +286,10 @@ Report = Callable[[tuple[str | int, ...], str], None]
 
 def _check_semantics(spec: CampaignFile, sites: list[Any], report: Report
                      ) -> tuple[list[ExpandedTask], dict[str, list[str]]]:
+    try:
+        policy_named(spec.campaign.policy)
+    except ValueError as exc:
+        report(("campaign", "policy"), str(exc))
     site_names = [str(table.get("name")) for table in spec.sites]
     for i, name in enumerate(site_names):
         if site_names.count(name) > 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
 from metasched.errors import PlacementError
@@ -170,10 +171,37 @@ def predicted_wait(detail: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+POLICY_ENTRY_POINTS = "metasched.placement_policies"
+BUILT_IN_POLICIES: dict[str, type[DefaultPolicy] | type[RoundRobinPolicy]] = {
+    "default": DefaultPolicy, "round-robin": RoundRobinPolicy}
+
+
 def policy_named(name: str) -> PlacementPolicy:
-    """Build a policy by name: "default" or "round-robin"."""
-    if name == "default":
-        return DefaultPolicy()
-    if name in ("round-robin", "roundrobin"):
-        return RoundRobinPolicy()
-    raise ValueError(f"unknown placement policy {name!r}; use 'default' or 'round-robin'.")
+    """Build a policy by name: a built-in one, or one an installed package declares.
+
+    A package declares it under the entry point group ``metasched.placement_policies``: a class, or a
+    function of no arguments, that makes it.
+    """
+    if name in BUILT_IN_POLICIES:
+        return BUILT_IN_POLICIES[name]()
+    installed = {ep.name: ep for ep in entry_points(group=POLICY_ENTRY_POINTS)}
+    if name not in installed:
+        known = ", ".join(repr(n) for n in [*BUILT_IN_POLICIES, *sorted(installed)])
+        raise ValueError(f"unknown placement policy {name!r}; known: {known} (a package adds one through the "
+                         f"entry point group {POLICY_ENTRY_POINTS!r}).")
+    policy = installed[name].load()()
+    if not isinstance(policy, PlacementPolicy):
+        raise ValueError(f"placement policy {name!r} ({installed[name].value}) made a "
+                         f"{type(policy).__name__}, which has no choose(spec, candidates, transfer_s) "
+                         "method.")
+    return policy
+
+
+def as_policy(policy: str | PlacementPolicy) -> PlacementPolicy:
+    """A policy given by name (see ``policy_named``) or as an object with a ``choose`` method."""
+    if isinstance(policy, str):
+        return policy_named(policy)
+    if not isinstance(policy, PlacementPolicy):
+        raise ValueError(f"policy must be a name or an object with a choose(spec, candidates, transfer_s) "
+                         f"method, not {type(policy).__name__}.")
+    return policy

@@ -19,7 +19,7 @@ from metasched.data import DataSettings, site_store
 from metasched.data.plane import DataPlane
 from metasched.data.transfers import RayTransferRunner
 from metasched.journal import Journal
-from metasched.placement import policy_named
+from metasched.placement import PlacementPolicy, as_policy
 from metasched.records import SiteName, TaskId, TaskSpec
 from metasched.scheduler.events import SiteSummary, TaskEvent
 from metasched.scheduler.service import SchedulerService
@@ -36,8 +36,8 @@ def actor_name(campaign: str) -> str:
 class SchedulerActor:
     """Wrapped with ``ray.remote`` by the campaign; see the module docstring."""
 
-    def __init__(self, *, journal_path: str, sites: Sequence[Any], policy: str, resume: bool,
-                 data: DataSettings | None = None) -> None:
+    def __init__(self, *, journal_path: str, sites: Sequence[Any], policy: str | PlacementPolicy,
+                 resume: bool, data: DataSettings | None = None) -> None:
         # Site agents call ray.get/ray.wait on the scheduler thread, never on the event loop; Ray's
         # warning about blocking calls in async actors does not apply.
         os.environ["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] = "0"
@@ -75,7 +75,7 @@ class SchedulerActor:
                 stores = {SiteName(s.name): site_store(s, self._data.home) for s in self._sites}
                 plane = DataPlane(self._data, stores, RayTransferRunner())
             service = SchedulerService(journal=journal, agents=[agent_for(s) for s in self._sites],
-                                       policy=policy_named(self._policy), data=plane)
+                                       policy=as_policy(self._policy), data=plane)
             restored = service.start(resume=self._resume)
             return service, restored
 

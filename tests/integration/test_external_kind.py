@@ -1,6 +1,7 @@
-"""A site kind from outside metasched (tests/data/external-kind), installed as a user would install one:
-a campaign file, `sites check` and the contract suite run against it through metasched's own CLI, with
-no change to metasched (the kind is found through its entry point)."""
+"""A site kind and a placement policy from outside metasched (tests/data/external-kind), installed as a
+user would install them: a campaign file, `sites check` and the contract suite run against the kind through
+metasched's own CLI, and the policy places a campaign's tasks, by name and as an object, with no change to
+metasched (both are found through their entry points)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,34 @@ def test_the_contract_suite_passes_on_the_installed_kind(installed: dict[str, st
     assert outcomes == dict.fromkeys(outcomes, "pass")
     assert len(outcomes) == 6
     assert f"against the sites of {path}" in out.read_text()
+
+
+def test_an_installed_policy_places_tasks_by_name_and_as_an_object(installed: dict[str, str],
+                                                                   tmp_path: Path) -> None:
+    """Local first, procs last: the default policy would use the local cores too; last-site never does."""
+    path = campaign_file(tmp_path)
+    text = path.read_text().replace('[[sites]]\nkind = "subproc"',
+                                    '[[sites]]\nkind = "local"\nname = "local"\ncores = 2\n\n'
+                                    '[[sites]]\nkind = "subproc"')
+    path.write_text(text.replace('[campaign]\n', '[campaign]\npolicy = "last-site"\n'))
+    ran = metasched(installed, "run", "--headless", str(path), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    status = metasched(installed, "status", "--json", str(next(tmp_path.glob("external-*.db"))), cwd=tmp_path)
+    assert json.loads(status.stdout)["sites"] == {"procs": {"done": 4}}
+    unknown = metasched({**installed, "PYTHONPATH": ""}, "config", "check", str(path), cwd=tmp_path)
+    assert "campaign.policy: unknown placement policy 'last-site'" in unknown.stderr
+    work = tmp_path / "work"
+    script = f"""
+import metasched as ms
+from subproc_site import SubprocSite
+from subproc_site.policy import LastSite
+sites = [ms.LocalSite("local", cores=2), SubprocSite("procs", work_dir={str(work)!r})]
+with ms.Campaign("object-policy", sites=sites, journal={str(tmp_path / "o.db")!r}, policy=LastSite()) as c:
+    futures = [c.command(["true"]) for _ in range(4)]
+    ms.wait(futures)
+    print("SITES", sorted({{s.site for s in c.status() if s.done}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=installed, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SITES ['procs']" in proc.stdout

@@ -38,7 +38,8 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["2: campaign.name: String should match pattern '^[A-Za-z0-9_.-]+$'"]),
     ("missing campaign", edit('[campaign]\nname = "c"\n', ""), ["1: campaign: Field required"]),
     ("bad policy", edit('name = "c"', 'name = "c"\npolicy = "random"'),
-     ["3: campaign.policy: Input should be 'default' or 'round-robin'"]),
+     ["3: campaign.policy: unknown placement policy 'random'; known: 'default', 'round-robin' (a package "
+      "adds one through the entry point group 'metasched.placement_policies')."]),
     ("unknown site kind", edit('kind = "local"', 'kind = "lsf"'),
      ["5: sites[0].kind: no installed package provides the site kind 'lsf' (installed kinds: "
       "globus_compute, gridengine, local, pbs, slurm)."]),

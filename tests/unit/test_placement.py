@@ -182,3 +182,28 @@ def test_a_batch_site_not_used_yet_is_assumed_to_start_jobs_as_late_as_the_used_
     assert (used.est_wait_s, new.est_wait_s, local.est_wait_s) == (3.0, 3.0, 0.0)
     # so a task whose data is at the used site still goes there (ties go to the least data moved)
     assert DefaultPolicy().choose(task(), [used, new], {SiteName("new"): 0.5}) == "used"
+
+
+def test_policies_by_name_and_as_objects() -> None:
+    from metasched.placement import as_policy
+
+    assert isinstance(as_policy("default"), DefaultPolicy)
+    assert isinstance(as_policy("round-robin"), RoundRobinPolicy)
+    with pytest.raises(ValueError, match=r"policy 'fastest'; known: 'default', 'round-robin'"):
+        as_policy("fastest")
+
+    class First:
+        def choose(self, spec: object, candidates: list[SiteLoad], transfer_s: object = None) -> str:
+            return candidates[0].site
+
+    mine = First()
+    assert as_policy(mine) is mine
+    with pytest.raises(ValueError, match="an object with a choose"):
+        as_policy(object())  # type: ignore[arg-type]
+
+
+def test_a_campaign_refuses_an_unknown_policy_before_starting_anything() -> None:
+    import metasched as ms
+
+    with pytest.raises(ConfigurationError, match="campaign 'p': unknown placement policy 'nope'"):
+        ms.Campaign("p", policy="nope")
