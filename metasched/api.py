@@ -135,12 +135,12 @@ class Campaign:
         sites: Sequence[Any] | None = None,
         address: str | None = None,
         ray_node_ip: str | None = None,
-        policy: str | PlacementPolicy = "default",
+        policy: str | PlacementPolicy | None = None,
     ) -> Campaign:
         """Reopen a campaign from its journal and start it.
 
         Finished tasks keep their results, lost attempts are resubmitted, pending tasks are scheduled.
-        Sites default to the journaled ones.
+        Sites, and a policy given by name, default to the journaled ones.
         """
         path = Path(journal)
         if not path.exists():
@@ -150,6 +150,7 @@ class Campaign:
             name = stored.get_meta("campaign")
             journaled_sites = stored.get_meta("sites")
             data: DataSettings | None = stored.get_meta("data")
+            policy = policy if policy is not None else stored.get_meta("policy") or "default"
             tasks = stored.task_index()
         finally:
             stored.close()
@@ -157,8 +158,7 @@ class Campaign:
             raise ConfigurationError(f"cannot resume: {path} is not a metasched campaign journal.")
         data = data or DataSettings(home=home_store(name))
         campaign = cls(name, sites=sites or journaled_sites, journal=path, address=address,
-                       ray_node_ip=ray_node_ip, policy=policy,
-                       store=data.home, data_threshold=data.threshold,
+                       ray_node_ip=ray_node_ip, policy=policy, store=data.home, data_threshold=data.threshold,
                        evict_intermediates=data.evict_intermediates, _resume=True)
         for task_id, task_name, superseded in tasks:
             campaign._futures[task_id] = TaskFuture(campaign, task_id, task_name)

@@ -69,6 +69,8 @@ class SchedulerActor:
         def _start() -> tuple[SchedulerService, int]:
             journal = Journal(self._journal_path).open()
             journal.set_meta("sites", self._sites)
+            if isinstance(self._policy, str):  # an object's class may not be importable at resume
+                journal.set_meta("policy", self._policy)
             plane = None
             if self._data is not None:
                 journal.set_meta("data", self._data)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from metasched.journal import Journal
+
 pytestmark = [pytest.mark.wheel, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "tests" / "data" / "external-kind"
@@ -106,8 +108,12 @@ def test_an_installed_policy_places_tasks_by_name_and_as_an_object(installed: di
     path.write_text(text.replace('[campaign]\n', '[campaign]\npolicy = "last-site"\n'))
     ran = metasched(installed, "run", "--headless", str(path), cwd=tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    status = metasched(installed, "status", "--json", str(next(tmp_path.glob("external-*.db"))), cwd=tmp_path)
+    journal = next(tmp_path.glob("external-*.db"))
+    status = metasched(installed, "status", "--json", str(journal), cwd=tmp_path)
     assert json.loads(status.stdout)["sites"] == {"procs": {"done": 4}}
+    stored = Journal(journal).open(read_only=True)
+    assert stored.get_meta("policy") == "last-site"  # what `metasched resume JOURNAL` places with
+    stored.close()
     unknown = metasched({**installed, "PYTHONPATH": ""}, "config", "check", str(path), cwd=tmp_path)
     assert "campaign.policy: unknown placement policy 'last-site'" in unknown.stderr
     work = tmp_path / "work"
