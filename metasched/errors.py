@@ -42,12 +42,30 @@ class ConfigurationError(MetaschedError):
 
 
 class TaskError(MetaschedError):
-    """A task did not produce a result. Subclasses say why."""
+    """A task did not produce a result. Subclasses say why.
 
-    def __init__(self, message: str, *, task_id: str, task_name: str) -> None:
+    ``stdout`` and ``stderr`` are the ends of what the failed attempt printed (a command's output, a Python
+    task's prints), where the site kept them; "" otherwise (and in errors journaled before they existed).
+    """
+
+    stdout: str = ""
+    stderr: str = ""
+
+    def __init__(self, message: str, *, task_id: str, task_name: str, stdout: str = "",
+                 stderr: str = "") -> None:
         super().__init__(message)
         self.task_id = task_id
         self.task_name = task_name
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def outputs(self) -> str:
+        """The attempt's output tails as sections of text ("" when it printed nothing)."""
+        return "".join(f"\n\n--- {name} (the end of it):\n{text.rstrip()}"
+                       for name, text in (("stdout", self.stdout), ("stderr", self.stderr)) if text.strip())
+
+    def __str__(self) -> str:
+        return self.message + self.outputs()
 
 
 class PlacementError(TaskError):
@@ -70,16 +88,19 @@ class RemoteTaskError(TaskError):
         site: str,
         error_type: str,
         remote_traceback: str,
+        stdout: str = "",
+        stderr: str = "",
     ) -> None:
-        super().__init__(message, task_id=task_id, task_name=task_name)
+        super().__init__(message, task_id=task_id, task_name=task_name, stdout=stdout, stderr=stderr)
         self.site = site
         self.error_type = error_type
         self.remote_traceback = remote_traceback
 
     def __str__(self) -> str:
         if not self.remote_traceback.strip():
-            return self.message
-        return f"{self.message}\n\nRemote traceback (site {self.site}):\n{self.remote_traceback}"
+            return self.message + self.outputs()
+        return (f"{self.message}\n\nRemote traceback (site {self.site}):\n{self.remote_traceback}"
+                + self.outputs())
 
 
 class WalltimeExceededError(TaskError):

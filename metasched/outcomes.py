@@ -101,10 +101,12 @@ class Checkpointed:
 TaskOutcome = Succeeded | Failed | RestoreFailed | Lost | Cancelled | Checkpointed
 
 
-def failed(error_type: str, message: str, *, traceback: str = "", walltime_exceeded: bool = False) -> Failed:
-    """A failure as the site or the worker reports it."""
+def failed(error_type: str, message: str, *, traceback: str = "", walltime_exceeded: bool = False,
+           stdout: str = "", stderr: str = "") -> Failed:
+    """A failure as the site or the worker reports it (with the ends of what the attempt printed)."""
     return Failed(failure=RemoteFailure(error_type=error_type, message=message, traceback=traceback,
-                                        walltime_exceeded=walltime_exceeded))
+                                        walltime_exceeded=walltime_exceeded, stdout=stdout[-STDERR_TAIL:],
+                                        stderr=stderr[-STDERR_TAIL:]))
 
 
 def describe_exit(status: int) -> str:
@@ -132,10 +134,10 @@ def command_outcome(spec: TaskSpec, *, returncode: int, stdout: str, stderr: str
     if walltime_exceeded:
         message = (f"walltime of {spec.resources.walltime_s:g} s exceeded; process group of "
                    f"{argv[0] if argv else '?'!r} killed")
-        return failed("WalltimeExceeded", message, traceback=stderr[-STDERR_TAIL:], walltime_exceeded=True)
+        return failed("WalltimeExceeded", message, walltime_exceeded=True, stdout=stdout, stderr=stderr)
     if (command is None or command.check) and returncode != 0:
-        return failed("CommandFailed", f"command {list(argv)!r} {_ended(returncode)}",
-                      traceback=stderr[-STDERR_TAIL:])
+        return failed("CommandFailed", f"command {list(argv)!r} {_ended(returncode)}", stdout=stdout,
+                      stderr=stderr)
     result = CommandResult(argv=argv, returncode=returncode, stdout=stdout, stderr=stderr)
     return Succeeded(result=cloudpickle.dumps(result))
 

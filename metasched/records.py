@@ -232,6 +232,8 @@ class RemoteFailure:
     message: str
     traceback: str
     walltime_exceeded: bool = False
+    stdout: str = ""  # the ends (STDERR_TAIL characters) of what the attempt printed
+    stderr: str = ""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -75,8 +75,9 @@ def task_error(spec: TaskSpec, site: str, attempt: int, outcome: Failed) -> Task
     if failure.walltime_exceeded:
         return WalltimeExceededError(
             f"task {spec.name!r} ({spec.task_id}) was stopped {where}: {failure.message}. "
-            "Raise its walltime or split the work.", task_id=spec.task_id, task_name=spec.name)
+            "Raise its walltime or split the work.", task_id=spec.task_id, task_name=spec.name,
+            stdout=failure.stdout, stderr=failure.stderr)
     return RemoteTaskError(
         f"task {spec.name!r} ({spec.task_id}) failed {where}: {failure.error_type}: {failure.message}",
         task_id=spec.task_id, task_name=spec.name, site=site, error_type=failure.error_type,
-        remote_traceback=failure.traceback)
+        remote_traceback=failure.traceback, stdout=failure.stdout, stderr=failure.stderr)

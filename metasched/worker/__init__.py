@@ -50,6 +50,7 @@ from metasched.records import (
     TaskSpec,
     replace_nested,
 )
+from metasched.worker.capture import Printed, captured
 
 _FUNCTION_CACHE: OrderedDict[str, Callable[..., Any]] = OrderedDict()
 _FUNCTION_CACHE_SIZE = 256
@@ -110,12 +111,13 @@ def _alarm(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _failure(exc: BaseException, *, walltime_exceeded: bool = False) -> RemoteFailure:
+def _failure(exc: BaseException, *, printed: Printed | None = None) -> RemoteFailure:
     return RemoteFailure(
         error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
         message=str(exc),
         traceback="".join(traceback.format_exception(exc)),
-        walltime_exceeded=walltime_exceeded,
+        stdout=printed.stdout if printed is not None else "",
+        stderr=printed.stderr if printed is not None else "",
     )
 
 
@@ -127,6 +129,7 @@ def run_function(spec: TaskSpec, function: bytes, dependency_results: Mapping[Ta
     left to the site (Slurm warns, the task saves and stops), not enforced here.
     """
     assert spec.function_digest is not None  # noqa: S101  (built by the API, never from outside input)
+    printed = Printed()
     try:
         fn = load_function(spec.function_digest, function)
         results = {tid: load_value(blob, data) for tid, blob in dependency_results.items()}
@@ -136,7 +139,7 @@ def run_function(spec: TaskSpec, function: bytes, dependency_results: Mapping[Ta
             if checkpoint is None:
                 raise RuntimeError("this site cannot run cooperative checkpoints (no checkpoint handle)")
             kwargs["ckpt"] = checkpoint
-        with _alarm(None if spec.checkpoint else spec.resources.walltime_s):
+        with captured(printed), _alarm(None if spec.checkpoint else spec.resources.walltime_s):
             value = fn(*args, **kwargs)
         return Succeeded(result=dumps(value))
     except CheckpointStop as stop:
@@ -145,9 +148,9 @@ def run_function(spec: TaskSpec, function: bytes, dependency_results: Mapping[Ta
                             detail=f"{stop.reason.value} checkpoint (cooperative): {size:.1f} MB of state")
     except _WalltimeExceeded:
         return failed("WalltimeExceeded", f"walltime of {spec.resources.walltime_s:g} s exceeded",
-                      walltime_exceeded=True)
+                      walltime_exceeded=True, stdout=printed.stdout, stderr=printed.stderr)
     except Exception as exc:  # the task's own failure: report it, never crash the worker
-        return Failed(failure=_failure(exc))
+        return Failed(failure=_failure(exc, printed=printed))
 
 
 def run_command(spec: TaskSpec) -> TaskOutcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,15 +31,27 @@ def test_function_and_command_results(site: SiteUnderTest) -> None:
 
 
 def test_failure_carries_the_remote_traceback(site: SiteUnderTest) -> None:
+    """And what the failed attempt printed: a Python task's prints, a command's stdout and stderr."""
     @site.campaign.task
     def divide(x: int) -> float:
+        print(f"dividing {x}")
+        print("about to fail", file=sys.stderr)
         return x / 0
 
+    failing = site.campaign.command(["sh", "-c", "echo partial result; echo cannot go on >&2; exit 3"])
     error = divide(1).exception(timeout=120)
     assert isinstance(error, ms.RemoteTaskError)
     assert error.error_type == "builtins.ZeroDivisionError"
     assert "in divide" in error.remote_traceback
     assert error.site == site.campaign.sites[0].name
+    assert "dividing 1" in error.stdout
+    assert "about to fail" in error.stderr
+    command_error = failing.exception(timeout=120)
+    assert isinstance(command_error, ms.RemoteTaskError)
+    assert "exited with status 3" in str(command_error)
+    assert command_error.stdout == "partial result\n"
+    assert command_error.stderr == "cannot go on\n"
+    assert "--- stdout (the end of it):\npartial result" in str(command_error)
 
 
 def test_cancel_stops_a_running_task(site: SiteUnderTest) -> None:

@@ -68,3 +68,38 @@ def test_the_live_display_line_of_a_failure_keeps_the_reason() -> None:
     assert "Memory specification can not be satisfied" in line
     assert "8e40004454664654" not in line
     assert failure_line("x", RuntimeError("boom\nmore")) == "x: FAILED: boom"
+
+
+def test_a_failed_attempts_output_ends_are_in_the_error_and_survive_a_pickle() -> None:
+    error = errors.RemoteTaskError("task 'c' (t1) failed at site s (attempt 1): CommandFailed: exit 3",
+                                   task_id="t1", task_name="c", site="s", error_type="CommandFailed",
+                                   remote_traceback="", stdout="partial\n", stderr="cannot go on\n")
+    assert str(error).endswith("--- stdout (the end of it):\npartial\n\n"
+                               "--- stderr (the end of it):\ncannot go on")
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.stdout, again.stderr) == ("partial\n", "cannot go on\n")
+    journaled_before = errors.RemoteTaskError("m", task_id="t1", task_name="c", site="s", error_type="E",
+                                              remote_traceback="")
+    del journaled_before.__dict__["stdout"], journaled_before.__dict__["stderr"]  # as older journals have
+    old = pickle.loads(pickle.dumps(journaled_before))
+    assert (old.stdout, str(old)) == ("", "m")
+
+
+def test_a_python_tasks_prints_are_kept_and_still_written_through() -> None:
+    import io
+    import sys
+
+    from metasched.worker.capture import Printed, Tail, captured
+
+    printed, before = Printed(), sys.stdout
+    with captured(printed):
+        print("x" * 10_000)
+        print("last line")
+    assert sys.stdout is before
+    assert printed.stdout.endswith("last line\n")
+    assert len(printed.stdout) == 4000
+    out = io.StringIO()
+    tail = Tail(out, limit=5)
+    for piece in ("abc", "defgh", "ij"):
+        tail.write(piece)
+    assert (tail.text(), out.getvalue()) == ("fghij", "abcdefghij")
