@@ -22,6 +22,7 @@ from metasched.journal_schema import (
     SCHEMA_VERSION,
     TERMINAL_VALUES,
     FinalRecord,
+    JournalEvent,
     LiveAttempt,
     NewReplica,
     Note,
@@ -306,6 +307,20 @@ class Journal:
                                (task_id,))
         return [Note(task_id=task_id, attempt_id=AttemptId(a), site=SiteName(s), at=at, note=n)
                 for a, s, at, n in rows]
+
+    def events(self, *, after: int = 0, task_id: TaskId | None = None,
+               limit: int = 10_000) -> list[JournalEvent]:
+        """State changes after the `after`-th (every task's, or one's), oldest first, at most `limit`."""
+        where = "x.id > ?" + (" AND x.task_id = ?" if task_id is not None else "")
+        rows = self.db.execute(
+            "SELECT x.id, x.at, x.task_id, t.name, x.old, x.new, x.attempt_id, x.site, a.native_id, x.detail "
+            "FROM transitions x JOIN tasks t ON t.task_id = x.task_id LEFT JOIN attempts a ON a.attempt_id = "
+            f"x.attempt_id WHERE {where} ORDER BY x.id LIMIT ?",  # noqa: S608  (no user text in `where`)
+            (after, *([task_id] if task_id is not None else []), limit))
+        return [JournalEvent(seq=seq, at=at, task_id=TaskId(tid), task_name=name, old=old, new=new,
+                             attempt_id=AttemptId(a) if a else None, site=SiteName(s) if s else None,
+                             native_id=native, detail=detail)
+                for seq, at, tid, name, old, new, a, s, native, detail in rows]
 
     def placements_of(self, task_id: TaskId) -> list[tuple[AttemptId, SiteName, str]]:
         """Each attempt of the task with where it went and why (its submission's detail), in order."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import pickle
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,31 @@ class Note:
     site: SiteName
     at: float
     note: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalEvent:
+    """One state change of a task as journaled, with its attempt's job id where the site gave one."""
+
+    seq: int  # the transition's row id: events after it are the newer ones
+    at: float
+    task_id: TaskId
+    task_name: str
+    old: str | None
+    new: str
+    attempt_id: AttemptId | None = None
+    site: SiteName | None = None
+    native_id: str | None = None
+    detail: str = ""
+
+    def line(self) -> str:
+        """One line for a terminal: time, task, change, where, why."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at)) + f".{int(self.at % 1 * 1000):03d}"
+        where = f" at {self.site}" if self.site else ""
+        attempt = f" attempt {self.attempt_id}" if self.attempt_id else ""
+        job = f" (job {self.native_id})" if self.native_id else ""
+        why = f": {self.detail}" if self.detail else ""
+        return f"{when}  {self.task_name}  {self.old or '-'} -> {self.new}{where}{attempt}{job}{why}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from metasched.cli.app import CampaignArg, app, console, err_console, journal_of
+from metasched.cli.following import follow_output, wait_for_task
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
 from metasched.scheduler.states import TaskState
@@ -106,24 +107,36 @@ def logs(
     placement: Annotated[bool, typer.Option(
         "--placement", help="Also say where each attempt went and why: the predicted start at each site.")]
     = False,
+    events: Annotated[bool, typer.Option(
+        "--events", help="Also list every state change of the task: time, site, attempt, job id, why.")]
+    = False,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Print the output of the running attempt as it is written, until the task "
+        "has finished (batch sites), then what it left.")] = False,
 ) -> None:
     """Print what a finished task left, and what was noted about its attempts.
 
-    A command's stdout and stderr, or the error and its traceback.
+    A command's stdout and stderr, or the error and its traceback (with what the failed attempt printed).
     """
     journal = journal_of(campaign)
-    stored = Journal(journal).open(read_only=True)
-    try:
-        found = stored.task_named(task)
-        notes = stored.notes_of(found.spec.task_id) if found is not None else []
-        placed = stored.placements_of(found.spec.task_id) if found is not None and placement else []
-    finally:
-        stored.close()
+    found = wait_for_task(journal, task, wait=follow)
     if found is None:
         err_console.print(f"{journal}: no task named {task!r}", style="bold red")
         raise typer.Exit(2)
+    if follow:
+        follow_output(journal, task)
+    stored = Journal(journal).open(read_only=True)
+    try:
+        found = stored.task_named(task) or found
+        notes = stored.notes_of(found.spec.task_id)
+        placed = stored.placements_of(found.spec.task_id) if placement else []
+        changes = stored.events(task_id=found.spec.task_id) if events else []
+    finally:
+        stored.close()
     name = found.spec.name
     console.print(f"task {name!r} ({found.spec.task_id}): {found.state.value}", style="bold")
+    for change in changes:
+        console.out(change.line(), highlight=False)
     for attempt_id, site, why in placed:
         console.print(f"placed: attempt {attempt_id} at {site}: {why}", markup=False)
     for note in notes:
@@ -138,16 +151,20 @@ def logs(
             err_console.print(f"the result of {name!r} cannot be read: {exc}", markup=False)
             raise typer.Exit(1) from None
         if hasattr(value, "stdout") and hasattr(value, "stderr"):
-            console.print(f"--- exit status {value.returncode}; stdout:", markup=False)
-            console.out(value.stdout, end="", highlight=False)
-            console.print("--- stderr:", markup=False)
-            console.out(value.stderr, end="", highlight=False)
+            said = f"--- exit status {value.returncode}"
+            console.print(said if follow else f"{said}; stdout:", markup=False)
+            if not follow:  # followed: its output was printed as it came
+                console.out(value.stdout, end="", highlight=False)
+                console.print("--- stderr:", markup=False)
+                console.out(value.stderr, end="", highlight=False)
         else:
             console.out(repr(value), highlight=False)
-    if found.error is not None:
-        console.out(str(found.error), highlight=False)
+    if found.error is not None:  # followed: without the output tails it was printed as it came
+        console.out(found.error.message if follow else str(found.error), highlight=False)
     if found.result is None and found.error is None:
         console.print("(not finished yet)")
+    if follow and found.state in (TaskState.FAILED, TaskState.CANCELLED):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,0 +1,149 @@
+"""Following a campaign while it runs: its events (every state change), and a running task's output.
+
+Both read only the journal and the files attempts write, so they work from another terminal, attached or
+not, while the scheduler runs (or after it stopped: then they print what there is and end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from metasched.attempt_dir import AttemptDir
+from metasched.cli.app import CampaignArg, app, console, err_console, journal_of
+from metasched.journal import Journal
+from metasched.journal_schema import JournalEvent, LiveAttempt, StoredTask
+from metasched.records import TaskId, TaskKind
+from metasched.scheduler.states import TaskState
+
+POLL_S = 0.5
+
+
+@app.command()
+def events(
+    campaign: CampaignArg,
+    task: Annotated[str | None, typer.Option("--task", help="Only this task's (by name or id).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until every task "
+                                         "has finished (Ctrl-C stops following only).")] = False,
+) -> None:
+    """Every state change of the campaign's tasks, oldest first.
+
+    Each with its time, task, change, site, attempt, job id and why.
+    """
+    journal = journal_of(campaign)
+    task_id = None
+    if task is not None:
+        with _opened(journal) as stored:
+            found = stored.task_named(task)
+        if found is None:
+            err_console.print(f"{journal}: no task named {task!r}", style="bold red")
+            raise typer.Exit(2)
+        task_id = found.spec.task_id
+    for event in _events(journal, task_id, follow=follow):
+        console.out(event.line(), highlight=False)
+
+
+def _events(journal: Path, task_id: TaskId | None, *, follow: bool) -> Iterator[JournalEvent]:
+    after = 0
+    while True:
+        with _opened(journal) as stored:
+            new = stored.events(after=after, task_id=task_id)
+        yield from new
+        after = new[-1].seq if new else after
+        if not follow or (not new and _finished(journal, task_id)):
+            return
+        time.sleep(POLL_S)
+
+
+def _finished(journal: Path, task_id: TaskId | None) -> bool:
+    with _opened(journal) as stored:
+        if task_id is not None:
+            found = stored.task_named(task_id)
+            return found is None or found.state.terminal
+        by_site = stored.counts()
+    return all(TaskState(state).terminal for by_state in by_site.values() for state in by_state)
+
+
+@contextlib.contextmanager
+def _opened(journal: Path) -> Iterator[Journal]:
+    """The journal, read-only, for one look (the scheduler may be writing it)."""
+    stored = Journal(journal).open(read_only=True)
+    try:
+        yield stored
+    finally:
+        stored.close()
+
+
+def wait_for_task(journal: Path, task: str, *, wait: bool) -> StoredTask | None:
+    """The task by name or id; with `wait`, until it is submitted (a campaign may still be starting)."""
+    said = False
+    while True:
+        with _opened(journal) as stored:
+            found = stored.task_named(task)
+        if found is not None or not wait:
+            return found
+        if not said:
+            err_console.print(f"waiting for a task named {task!r} in {journal} (Ctrl-C to stop)",
+                              markup=False)
+            said = True
+        time.sleep(POLL_S)
+
+
+def follow_output(journal: Path, task: str) -> TaskState:
+    """Print a task's output as its attempts write it, until it has finished; return its final state.
+
+    Works where attempts write to a directory this machine sees (batch sites: the shared directory);
+    elsewhere it says so and waits for the end.
+    """
+    with _opened(journal) as stored:
+        sites: dict[str, Any] = {site.name: site for site in stored.get_meta("sites") or []}
+    shown: dict[Path, int] = {}
+    current: str | None = None
+    while True:
+        with _opened(journal) as stored:
+            found = stored.task_named(task)
+            assert found is not None  # noqa: S101  (the caller found it; tasks are never removed)
+            live: LiveAttempt | None = next((a for a in stored.live_attempts()
+                                              if a.task_id == found.spec.task_id), None)
+        if live is not None and live.attempt_id != current:
+            current = live.attempt_id
+            shared = getattr(sites.get(live.site), "shared_dir", None)
+            job = f" (job {live.native_id})" if live.native_id else ""
+            err_console.print(f"--- attempt {live.attempt_id} at {live.site}{job}"
+                              + ("" if shared else ": this site keeps no output files here; its output is "
+                                 "shown when the task ends"), markup=False)
+            files = _output_files(AttemptDir.of(shared, live.attempt_id), found.spec.kind) if shared else []
+            shown = dict.fromkeys(files, 0)
+        for path in shown:
+            shown[path] = _print_new(path, shown[path])
+        if found.state.terminal:
+            return found.state
+        time.sleep(POLL_S)
+
+
+def _output_files(attempt: AttemptDir, kind: TaskKind) -> list[Path]:
+    """A command's own output files, or the job's (a Python task's prints)."""
+    if kind is TaskKind.COMMAND:
+        return [attempt.command_stdout, attempt.command_stderr]
+    return [attempt.job_stdout, attempt.job_stderr]
+
+
+def _print_new(path: Path, offset: int) -> int:
+    """Write what `path` gained since `offset` to our stdout (its stderr for *.err files)."""
+    try:
+        with path.open("rb") as source:
+            source.seek(offset)
+            data = source.read()
+    except FileNotFoundError:
+        return offset
+    if data:
+        out = sys.stderr if path.suffix == ".err" else sys.stdout
+        out.write(data.decode(errors="replace"))
+        out.flush()
+    return offset + len(data)
