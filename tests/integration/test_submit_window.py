@@ -2,8 +2,9 @@
 
 The attempts (so their unique job names) are journaled before the submit call; the scheduler is SIGKILLed
 right after it (the fault point ``after-submit``, metasched/faults.py) and its driver with it. The resumed
-campaign finds each job by its name and follows it: one job per task, each task run once, its result
-recorded once; nothing is submitted again. At a Slurm site and at a Grid Engine site.
+campaign finds each job by its name (Slurm: still listed) or by the outcome it left (Grid Engine: gone from
+qstat once finished) and follows it: one job per task, each task run once, its result recorded once;
+nothing is submitted again.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def _attempts(journal: Path) -> list[tuple[str, str, str | None]]:
         return []
     finally:
         db.close()
+
+
+def _listing(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
 
 
 @pytest.mark.parametrize("kind", [pytest.param("slurm", marks=pytest.mark.slurm),
@@ -67,15 +72,19 @@ def test_killed_between_submit_and_journal_one_job_and_one_result_per_task(
         kill_tree(run.pid)
     before = _attempts(journal)
     assert [native for *_, native in before] == [None, None, None], before  # the window was hit
+    if kind == "gridengine":  # resume once the jobs have left qstat: only the outcomes they left remain
+        wait_for(lambda: not _listing(listed).strip(), 60, "the jobs to leave qstat")
     resumed = subprocess.run([*args, "resume"], capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "RESUMED 0 1 2" in resumed.stdout
     after = _attempts(journal)
     assert [(a, state) for a, state, _ in after] == [(a, "succeeded") for a, *_ in before], after
-    assert all(native for *_, native in after), after  # each job found by its name and followed
     assert sorted(p.read_text() for p in markers.iterdir()) == ["ran\n"] * 3  # each task ran once
-    if kind == "slurm":  # finished jobs stay listed (MinJobAge): one job per attempt, none submitted again
-        names = subprocess.run(listed, capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    if kind == "gridengine":  # gone from qstat: followed by the outcome each left
+        assert all(native is None for *_, native in after), after
+    else:  # finished jobs stay in squeue (MinJobAge): each found by its name; none submitted again
+        assert all(native for *_, native in after), after
+        names = _listing(listed).split()
         for attempt_id, _, native in after:
             assert names.count(f"ms-alpha-{attempt_id}") == 1, names
             assert native in names
