@@ -32,6 +32,10 @@ class ContainerError(RuntimeError):
     """The Docker engine refused or failed an operation; the message says which and why."""
 
 
+class SiteError(RuntimeError):
+    """A test site could not be brought up, inspected or taken down; the message says what to look at."""
+
+
 @dataclass(frozen=True, slots=True)
 class Container:
     """One container as the engine lists it."""

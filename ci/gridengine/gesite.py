@@ -27,8 +27,7 @@ ROOT = Path("/var/tmp/metasched-sites")
 READY_TIMEOUT_S = 60.0
 
 
-class SiteError(RuntimeError):
-    """A site could not be brought up; the message says what to look at."""
+SiteError = containers.SiteError  # what `up` raises (shared by every test site's script)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

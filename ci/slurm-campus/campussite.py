@@ -46,8 +46,7 @@ SECOND_PATH = "/campus/project"
 READY_TIMEOUT_S = 90.0
 
 
-class SiteError(RuntimeError):
-    """A campus site could not be brought up; the message says what to look at."""
+SiteError = containers.SiteError  # what `up` raises (shared by every test site's script)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

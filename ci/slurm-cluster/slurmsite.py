@@ -54,8 +54,7 @@ FLAVORS = ("bookworm", "sid", "torque", "trixie")
 READY_TIMEOUT_S = 90.0
 
 
-class SiteError(RuntimeError):
-    """A site could not be brought up, inspected or taken down; the message says what to look at."""
+SiteError = containers.SiteError  # what `up` raises (shared by every test site's script)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
