@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -32,6 +33,25 @@ def site_table(rows: list[Any], title: str = "per-site summary") -> Table:
     return table
 
 
+def blocks_line(journal: Path) -> str:
+    """The pilot blocks of each pilot site, by state ("" for a campaign without pilot sites)."""
+    from metasched.journal import Journal
+    from metasched.scheduler.blocks import journaled_blocks
+
+    stored = Journal(journal).open(read_only=True)
+    try:
+        by_site = journaled_blocks(stored)
+    finally:
+        stored.close()
+    parts = []
+    for site, records in sorted(by_site.items()):
+        states = Counter(r.state for r in records if r.state != "ended")
+        nodes = sum(r.nodes for r in records if r.state == "running")
+        said = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none live"
+        parts.append(f"{site}: {said} ({nodes} nodes joined)")
+    return "pilot blocks: " + "; ".join(parts) if parts else ""
+
+
 def failure_line(name: str, error: BaseException) -> str:
     """One line for a failed task: what happened and why.
 
@@ -54,6 +74,8 @@ def follow(campaign: Any, futures: list[Any], console: Console) -> int:
     seen: set[int] = set()
     failed = 0
     table = site_table([])
+    blocks = ""
+    pilots = any(getattr(site, "mode", "") == "pilot" for site in campaign.sites)
     last_status = 0.0
     with Live(Group(progress, table), console=console, refresh_per_second=4) as live:
         while True:
@@ -68,8 +90,10 @@ def follow(campaign: Any, futures: list[Any], console: Console) -> int:
             now = time.monotonic()
             if now - last_status >= _STATUS_EVERY_S or len(seen) == len(futures):
                 table = site_table(campaign.status())
+                blocks = blocks_line(campaign.journal_path) if pilots else ""
                 last_status = now
-            live.update(Group(progress, table, Text("\n".join(recent), style="dim")))
+            live.update(Group(progress, table, *([Text(blocks)] if blocks else []),
+                              Text("\n".join(recent), style="dim")))
             if len(seen) == len(futures):
                 return failed
             time.sleep(0.25)

@@ -2,7 +2,8 @@
 
 - ``gantt.png``: every attempt as a bar on its site's lane: queue wait (light) from submission to the
   moment the site reported it running, then run time (dark) to its end; attempts whose site never
-  reports "running" separately (the local site) are drawn as run time only.
+  reports "running" separately (the local site) are drawn as run time only. A pilot site's blocks
+  come first on its lane (grey: queued, then joined until they ended).
 - ``utilization.png``: attempts in flight per site over time.
 - ``waits.png``: distribution of queue waits per site (where the site reports them; as observed by
   polling, so with the site's poll interval as resolution).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from metasched.journal import Journal  # noqa: E402
 from metasched.placement import predicted_wait  # noqa: E402
+from metasched.scheduler.blocks import journaled_blocks  # noqa: E402
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -61,21 +64,51 @@ class SiteRow:
     wait_error_s: float | None = None  # mean |predicted - actual| where both are known
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockSpan:
+    """One pilot block's life, in seconds since the campaign's first submission."""
+
+    site: str
+    block_id: str
+    submitted: float
+    joined: float | None  # its Ray nodes joined the campaign's head
+    ended: float | None
+
+
 def read_spans(journal: Path) -> list[AttemptSpan]:
     """Every attempt of a journal, with its running time from the RUNNING transition if there is one."""
+    return read_campaign(journal)[0]
+
+
+def read_campaign(journal: Path) -> tuple[list[AttemptSpan], list[BlockSpan]]:
+    """Every attempt (see ``read_spans``) and every pilot block journaled with its times, on one clock."""
     stored = Journal(journal).open(read_only=True)
     try:
         rows = stored.attempt_times()
+        blocks = journaled_blocks(stored)
     finally:
         stored.close()
     if not rows:
-        return []
+        return [], []
     origin = min(r[5] for r in rows)
-    return [AttemptSpan(attempt_id=a, task_id=t, task_name=n, site=s, state=st, submitted=sub - origin,
-                        started=run - origin if run is not None else None,
-                        ended=end - origin if end is not None else None,
-                        predicted_wait=predicted_wait(placed or ""))
-            for a, t, n, s, st, sub, end, run, placed in rows]
+    spans = [AttemptSpan(attempt_id=a, task_id=t, task_name=n, site=s, state=st, submitted=sub - origin,
+                         started=run - origin if run is not None else None,
+                         ended=end - origin if end is not None else None,
+                         predicted_wait=predicted_wait(placed or ""))
+             for a, t, n, s, st, sub, end, run, placed in rows]
+
+    def since(at: float | None) -> float | None:
+        return None if at is None else at - origin
+
+    block_spans = []
+    for site, records in sorted(blocks.items()):
+        for b in records:
+            submitted = getattr(b, "submitted_at", None)  # older journals kept no block times
+            if submitted is not None:
+                block_spans.append(BlockSpan(site=site, block_id=b.block_id, submitted=submitted - origin,
+                                             joined=since(getattr(b, "joined_at", None)),
+                                             ended=since(getattr(b, "ended_at", None))))
+    return spans, block_spans
 
 
 def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
@@ -103,17 +136,29 @@ def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
     return rows
 
 
-def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> tuple[int, int]:
-    """Draw the Gantt chart; return how many attempt bars and migration arrows it drew.
+def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path,
+           blocks: Sequence[BlockSpan] = ()) -> tuple[int, int, int]:
+    """Draw the Gantt chart; return how many attempt bars, migration arrows and block bars it drew.
 
     An attempt that ended with a checkpoint gets an arrow to the next attempt of its task, which
-    restored from it (at the same or another site).
+    restored from it (at the same or another site). A pilot site's blocks come first on its lane, in grey
+    (light: queued, dark: its Ray nodes joined), above the attempts that ran in them.
     """
-    ordered = sorted(spans, key=lambda s: (sites.index(s.site), s.submitted))
+    ordered: list[AttemptSpan | BlockSpan] = sorted(
+        [*blocks, *spans], key=lambda s: (sites.index(s.site), isinstance(s, AttemptSpan), s.submitted))
     fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.12 * len(ordered), 30)))
-    end_of_campaign = max((s.ended or s.submitted) for s in spans)
-    bars = 0
+    end_of_campaign = max((s.ended or s.submitted) for s in ordered)
+    bars = block_bars = 0
     for row, span in enumerate(ordered):
+        if isinstance(span, BlockSpan):
+            end = span.ended if span.ended is not None else end_of_campaign
+            joined = span.joined if span.joined is not None else end
+            ax.barh(row, max(joined - span.submitted, 1e-3), left=span.submitted, height=0.8, color="grey",
+                    alpha=0.3)
+            if span.joined is not None:
+                ax.barh(row, max(end - joined, 1e-3), left=joined, height=0.8, color="dimgrey", alpha=0.8)
+            block_bars += 1
+            continue
         colour = _COLOURS[sites.index(span.site) % len(_COLOURS)]
         end = span.ended if span.ended is not None else end_of_campaign
         start_run = span.started if span.started is not None else span.submitted
@@ -126,8 +171,8 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> tuple[int,
                 alpha=0.9 if ok else 0.5, hatch=None if ok else "////",
                 edgecolor=colour if ok else "black", linewidth=0.3)
     arrows = 0
-    row_of = {span.attempt_id: row for row, span in enumerate(ordered)}
-    for span in ordered:
+    row_of = {span.attempt_id: row for row, span in enumerate(ordered) if isinstance(span, AttemptSpan)}
+    for span in spans:
         if span.state != "checkpointed" or span.ended is None:
             continue
         later = [s for s in spans if s.task_id == span.task_id and s.submitted >= span.ended - 1e-6
@@ -147,15 +192,21 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path) -> tuple[int,
         bounds.append(rows[-1] + 0.5)
     for bound in bounds[:-1]:
         ax.axhline(bound, color="grey", linewidth=0.8)
-    ax.set_yticks(centres, [f"{site} ({sum(s.site == site for s in ordered)})" for site in sites])
+    ax.set_yticks(centres, [_lane(site, spans, blocks) for site in sites])
     ax.set_ylim(len(ordered) - 0.5, -0.5)
     ax.set_xlabel("seconds since the first submission")
     ax.set_title("attempts by site, one row each (light: queue wait, dark: running, hatched: failed or "
-                 "lost;\narrows: a checkpoint and the attempt that restored from it)", fontsize=10)
+                 "lost;\narrows: a checkpoint and the attempt that restored from it; grey: pilot blocks)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return bars, arrows
+    return bars, arrows, block_bars
+
+
+def _lane(site: str, spans: list[AttemptSpan], blocks: Sequence[BlockSpan]) -> str:
+    count = sum(s.site == site for s in blocks)
+    return f"{site} ({sum(s.site == site for s in spans)}" + (f", {count} blocks)" if count else ")")
 
 
 def _utilization(spans: list[AttemptSpan], sites: list[str], path: Path) -> None:
@@ -203,12 +254,12 @@ def _waits(spans: list[AttemptSpan], sites: list[str], path: Path) -> bool:
 
 def write_report(journal: Path, out_dir: Path) -> Path:
     """Write index.html and the PNGs into `out_dir`; return the HTML path."""
-    spans = read_spans(journal)
+    spans, blocks = read_campaign(journal)
     if not spans:
         raise ValueError(f"journal {journal} has no attempts to report on")
     out_dir.mkdir(parents=True, exist_ok=True)
-    sites = sorted({s.site for s in spans})
-    bars, arrows = _gantt(spans, sites, out_dir / "gantt.png")
+    sites = sorted({s.site for s in spans} | {b.site for b in blocks})
+    bars, arrows, block_bars = _gantt(spans, sites, out_dir / "gantt.png", blocks)
     _utilization(spans, sites, out_dir / "utilization.png")
     has_waits = _waits(spans, sites, out_dir / "waits.png")
     rows = summarize(spans)
@@ -233,7 +284,7 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         "<th>mean wait (s)</th><th>mean predicted wait (s)</th><th>wait prediction error (s)</th>"
         f"<th>mean run (s)</th></tr>{table}</table>"
         + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{bars}' "
-          f"data-migration-arrows='{arrows}'></p>"
+          f"data-migration-arrows='{arrows}' data-block-bars='{block_bars}'></p>"
         + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures[1:])
         + "</body></html>"
     )

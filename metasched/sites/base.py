@@ -149,6 +149,11 @@ class BlockRecord:
     state: str  # queued, running (its nodes joined), leaving (cancelled by metasched), ended
     nodes: int
     detail: str = ""
+    # epoch seconds (None: not yet, or journaled before these were kept): submitted, its Ray nodes joined,
+    # ended (for the report's Gantt rows of blocks)
+    submitted_at: float | None = None
+    joined_at: float | None = None
+    ended_at: float | None = None
 
 
 @runtime_checkable

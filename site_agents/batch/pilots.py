@@ -219,8 +219,11 @@ class PilotAgent:
         return [*self._history, *live]
 
     def _record(self, block: Block, state: str, detail: str = "") -> BlockRecord:
+        to_epoch = time.time() - time.monotonic()  # the block's times are monotonic
         return BlockRecord(block_id=block.block_id, job_id=block.job_id, state=state, nodes=block.nodes_up,
-                           detail=detail)
+                           detail=detail, submitted_at=block.submitted_at + to_epoch,
+                           joined_at=None if block.joined_at is None else block.joined_at + to_epoch,
+                           ended_at=time.time() if state == "ended" else None)
 
     def forget_blocks(self, earlier: Sequence[BlockRecord]) -> None:
         """Delete the blocks an earlier scheduler left (their head is gone); keep their records."""

@@ -12,6 +12,8 @@ import pytest
 
 import metasched as ms
 from metasched.journal import Journal
+from metasched.live import blocks_line
+from metasched.report import write_report
 from metasched.scheduler.blocks import journaled_blocks
 from tests.integration.processes import wait_for
 from tests.pilot.listeners import listening
@@ -43,6 +45,7 @@ def test_a_block_deleted_with_qdel_loses_no_task(
             return x * x
 
         wait_for(lambda: len(running_blocks(journal)) == 2, 120, "both blocks to join")
+        assert blocks_line(journal) == "pilot blocks: nu: 2 running (2 nodes joined)"  # the live display's
         short = [square(i, 0.005) for i in range(1000)]
         assert [f.result(timeout=180) for f in short[:100]] == [i * i for i in range(100)]
         long = [square(100 + i, 6.0) for i in range(4)]
@@ -63,3 +66,11 @@ def test_a_block_deleted_with_qdel_loses_no_task(
     assert lost, "the deleted block was running tasks: they come back as lost attempts"
     assert {b.state for b in blocks} == {"ended"}
     assert victim in {b.job_id for b in blocks}
+    for block in blocks:  # each block's life is journaled, for the report's block rows
+        assert block.submitted_at is not None
+        assert block.ended_at is not None
+        assert block.joined_at is None or block.submitted_at <= block.joined_at <= block.ended_at
+    assert sum(b.joined_at is not None for b in blocks) >= 2
+    assert blocks_line(journal) == "pilot blocks: nu: none live (0 nodes joined)"
+    page = write_report(journal, tmp_path / "report").read_text()
+    assert f"data-block-bars='{len(blocks)}'" in page
