@@ -242,6 +242,12 @@ class AttemptDir:
         """The further runs of the job that the claim refused (a scheduler ran the job again)."""
         return [line for line in tail(self.refused_runs_file, None).splitlines() if line.strip()]
 
+    def output_files(self) -> tuple[str, ...]:
+        """The attempt's output files that exist: the job's own, a command's, a container's."""
+        paths = (self.job_stdout, self.job_stderr, self.command_stdout, self.command_stderr,
+                 self.container_stdout, self.container_stderr)
+        return tuple(str(path) for path in paths if path.exists())
+
     def stderr_tail(self, limit: int = STDERR_TAIL) -> str:
         """The end of the job's own stderr (why a job ended without a record)."""
         return tail(self.job_stderr, limit)

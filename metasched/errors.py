@@ -50,19 +50,22 @@ class TaskError(MetaschedError):
 
     stdout: str = ""
     stderr: str = ""
+    files: tuple[str, ...] = ()
 
     def __init__(self, message: str, *, task_id: str, task_name: str, stdout: str = "",
-                 stderr: str = "") -> None:
+                 stderr: str = "", files: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.task_id = task_id
         self.task_name = task_name
         self.stdout = stdout
         self.stderr = stderr
+        self.files = files
 
     def outputs(self) -> str:
-        """The attempt's output tails as sections of text ("" when it printed nothing)."""
-        return "".join(f"\n\n--- {name} (the end of it):\n{text.rstrip()}"
+        """The attempt's output tails, and where its whole output is, as sections ("" if none)."""
+        said = "".join(f"\n\n--- {name} (the end of it):\n{text.rstrip()}"
                        for name, text in (("stdout", self.stdout), ("stderr", self.stderr)) if text.strip())
+        return said + ("\n\n--- the whole output: " + ", ".join(self.files) if self.files else "")
 
     def __str__(self) -> str:
         return self.message + self.outputs()
@@ -90,8 +93,10 @@ class RemoteTaskError(TaskError):
         remote_traceback: str,
         stdout: str = "",
         stderr: str = "",
+        files: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(message, task_id=task_id, task_name=task_name, stdout=stdout, stderr=stderr)
+        super().__init__(message, task_id=task_id, task_name=task_name, stdout=stdout, stderr=stderr,
+                         files=files)
         self.site = site
         self.error_type = error_type
         self.remote_traceback = remote_traceback

@@ -234,6 +234,7 @@ class RemoteFailure:
     walltime_exceeded: bool = False
     stdout: str = ""  # the ends (STDERR_TAIL characters) of what the attempt printed
     stderr: str = ""
+    files: tuple[str, ...] = ()  # where the attempt's whole output is (batch sites: its directory's files)
 
 
 @dataclass(slots=True, kw_only=True)

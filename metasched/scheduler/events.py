@@ -76,8 +76,8 @@ def task_error(spec: TaskSpec, site: str, attempt: int, outcome: Failed) -> Task
         return WalltimeExceededError(
             f"task {spec.name!r} ({spec.task_id}) was stopped {where}: {failure.message}. "
             "Raise its walltime or split the work.", task_id=spec.task_id, task_name=spec.name,
-            stdout=failure.stdout, stderr=failure.stderr)
+            stdout=failure.stdout, stderr=failure.stderr, files=failure.files)
     return RemoteTaskError(
         f"task {spec.name!r} ({spec.task_id}) failed {where}: {failure.error_type}: {failure.message}",
         task_id=spec.task_id, task_name=spec.name, site=site, error_type=failure.error_type,
-        remote_traceback=failure.traceback, stdout=failure.stdout, stderr=failure.stderr)
+        remote_traceback=failure.traceback, stdout=failure.stdout, stderr=failure.stderr, files=failure.files)

@@ -24,7 +24,7 @@ from metasched.attempt_dir import AttemptDir
 from metasched.data.objects import DataContext
 from metasched.data.stores import StoreSpec
 from metasched.errors import SiteAgentError
-from metasched.outcomes import LossReason, Lost, failed
+from metasched.outcomes import Failed, LossReason, Lost, failed
 from metasched.records import AttemptId, Capability, CheckpointKind, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import explain
@@ -243,6 +243,9 @@ class BatchAgent:
         for job in list(self._jobs.values()):
             status = self._ours(job, answer.statuses.get(self.dialect.status_key(job.job_id)))
             update = self._check(job, status, answer, delete)
+            if update is not None and isinstance(update.outcome, Failed):  # say where its whole output is
+                failure = dataclasses.replace(update.outcome.failure, files=job.attempt.output_files())
+                update = dataclasses.replace(update, outcome=Failed(failure=failure))
             if update is not None:
                 updates.append(update)
                 if update.outcome is not None:

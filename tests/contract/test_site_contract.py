@@ -52,6 +52,10 @@ def test_failure_carries_the_remote_traceback(site: SiteUnderTest) -> None:
     assert command_error.stdout == "partial result\n"
     assert command_error.stderr == "cannot go on\n"
     assert "--- stdout (the end of it):\npartial result" in str(command_error)
+    if getattr(site.campaign.sites[0], "mode", None) == "batch":  # and where the whole output is
+        [out] = [f for f in command_error.files if f.endswith("cmd.out")]
+        assert Path(out).read_text() == "partial result\n"
+        assert f"--- the whole output: {command_error.files[0]}" in str(command_error)
 
 
 def test_cancel_stops_a_running_task(site: SiteUnderTest) -> None:
