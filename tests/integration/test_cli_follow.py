@@ -44,7 +44,8 @@ def test_follow_prints_a_running_tasks_output_at_a_slurm_site_before_it_ends(
         assert future.result(timeout=120).returncode == 0
         rest, errors = follower.communicate(timeout=60)
     assert first == "tick 1\n"
-    assert state_at_first_line == "running", "the first line came only after the task ended"
+    # (the job may print before the scheduler's next poll has seen it running)
+    assert state_at_first_line in ("submitted", "running"), "the first line came only after the task ended"
     streamed, _, after = (first + rest).partition("task 'ticker'")
     assert [line for line in streamed.splitlines() if line.startswith("tick")] == [
         f"tick {i}" for i in range(1, 7)]
