@@ -7,6 +7,8 @@ not, while the scheduler runs (or after it stopped: then they print what there i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -31,6 +33,8 @@ def events(
     task: Annotated[str | None, typer.Option("--task", help="Only this task's (by name or id).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until every task "
                                          "has finished (Ctrl-C stops following only).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (JSON Lines) instead of "
+                                          "text.")] = False,
 ) -> None:
     """Every state change of the campaign's tasks, oldest first.
 
@@ -46,7 +50,10 @@ def events(
             raise typer.Exit(2)
         task_id = found.spec.task_id
     for event in _events(journal, task_id, follow=follow):
-        console.out(event.line(), highlight=False)
+        if as_json:
+            print(json.dumps(dataclasses.asdict(event)), flush=True)
+        else:
+            console.out(event.line(), highlight=False)
 
 
 def _events(journal: Path, task_id: TaskId | None, *, follow: bool) -> Iterator[JournalEvent]:

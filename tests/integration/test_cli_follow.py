@@ -4,6 +4,7 @@ every state change in order."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -73,6 +74,12 @@ def test_events_list_every_change_of_a_retried_task_in_order(ray_local: None, tm
     assert len(set(re.findall(r" attempt ([0-9a-f]+\.\d+)", listed.stdout))) == 2
     logs = cli("logs", str(journal), "flaky", "--events")
     assert logs.stdout.count(" -> ") == 6
+    records = [json.loads(line) for line in cli("events", str(journal), "--json").stdout.splitlines()]
+    assert [(r["old"], r["new"]) for r in records][:3] == [(None, "pending"), ("pending", "ready"),
+                                                           ("ready", "submitted")]
+    assert {r["task_name"] for r in records} == {"flaky"}
+    assert records[-1]["new"] == "done"
+    assert records[-1]["at"] >= records[0]["at"]
     every = cli("events", str(journal), "--follow")  # ends by itself: every task has finished
     assert every.returncode == 0
     assert every.stdout.splitlines() == listed.stdout.splitlines()
