@@ -185,7 +185,7 @@ class BatchAgent:
         lead = warning_lead_s(walltime, self.config.signal_lead_s) if walltime is not None else None
         return JobRequest(spec=spec, name=job_name(self.config.name, attempt.attempt_id), attempt=attempt,
                           limit_s=time_limit_s(spec), warning_lead_s=lead,
-                          nodes_report_memory=self._capacity.max_memory_mb is not None)
+                          nodes_report_memory=not self._capacity.memory_untracked)
 
     def _store(self, data: DataContext | None) -> StoreSpec:
         """Where an attempt's big results and checkpoints go: its campaign's store here, else the site's."""

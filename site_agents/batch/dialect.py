@@ -73,8 +73,9 @@ class Capacity:
     max_cores_per_node: int
     nodes: int
     usable_nodes: int
-    max_memory_mb: int | None = None  # None: the site does not track memory
+    max_memory_mb: int | None = None  # None: not known here (memory= requests are not checked at placement)
     detail: str = ""  # e.g. which nodes are down or drained
+    memory_untracked: bool = False  # the nodes report no memory at all (Slurm without RealMemory)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,9 +84,9 @@ class JobRequest:
 
     ``limit_s`` is the time limit to ask the scheduler for (None: none); ``warning_lead_s`` how long before
     it the scheduler should send USR1, where it can. ``nodes_report_memory`` is false where the nodes
-    report no memory (Slurm nodes without ``RealMemory``): Slurm then refuses any ``--mem`` as impossible,
-    so its dialect leaves the request out (the site does not enforce memory anyway). Set from the
-    capacity the dialect parsed; dialects whose node listing has no memory ignore it.
+    report no memory (``Capacity.memory_untracked``: Slurm nodes without ``RealMemory``): Slurm then
+    refuses any ``--mem`` as impossible, so its dialect leaves the request out (the site does not enforce
+    memory anyway).
     """
 
     spec: TaskSpec

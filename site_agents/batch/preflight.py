@@ -53,8 +53,10 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
         detail = out.describe() if capacity is None else f"no node takes jobs {capacity.detail}".strip()
         yield Check(site=name, check="reachable", passed=False, detail=detail, fix=explain(out))
         return
-    memory = ("memory not tracked (requests are not enforced)" if capacity.max_memory_mb is None
-              else f"up to {capacity.max_memory_mb} MB per node")
+    memory = ("memory not tracked (nodes report none: memory= is neither checked nor asked for)"
+              if capacity.memory_untracked else f"up to {capacity.max_memory_mb} MB per node"
+              if capacity.max_memory_mb is not None else "memory per node not listed (memory= is asked of "
+              f"the {dialect.name} scheduler, not checked at placement)")
     yield Check(site=name, check="reachable", passed=True,
                 detail=f"{capacity.usable_nodes} of {capacity.nodes} node(s) take jobs, "
                        f"{capacity.total_cores} cores, {memory}")

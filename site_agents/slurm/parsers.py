@@ -159,8 +159,9 @@ def parse_sinfo_nodes(stdout: str) -> list[NodeInfo]:
 def capacity(nodes: list[NodeInfo]) -> Capacity:
     """What the usable nodes offer.
 
-    Nodes without ``RealMemory`` report 1 MB: the site does not track memory, so memory requests are not
-    enforced there (None).
+    Nodes without ``RealMemory`` report 1 MB: where none reports more, the site does not track memory
+    (``memory_untracked``: requests are neither checked nor passed on); where some do, requests are not
+    checked at placement (None) but go to sbatch, which picks nodes with enough.
     """
     usable = [n for n in nodes if n.usable]
     tracked = [n.memory_mb for n in nodes if n.memory_mb > 1]
@@ -170,7 +171,8 @@ def capacity(nodes: list[NodeInfo]) -> Capacity:
                     nodes=len(nodes),
                     usable_nodes=len(usable),
                     max_memory_mb=max(tracked) if tracked and len(tracked) == len(nodes) else None,
-                    detail=f"({', '.join(down)})" if down else "")
+                    detail=f"({', '.join(down)})" if down else "",
+                    memory_untracked=bool(nodes) and not tracked)
 
 
 def parse_queue(stdout: str, now: datetime) -> list[QueuedJob]:

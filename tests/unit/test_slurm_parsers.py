@@ -71,7 +71,11 @@ def test_nodes_without_real_memory_do_not_track_memory() -> None:
     """Slurm reports 1 MB for a node without RealMemory: the site does not track memory at all."""
     untracked = parsers.capacity(parsers.parse_sinfo_nodes("c1|4|1|idle\nc2|4|1|idle"))
     assert untracked.max_memory_mb is None
-    assert parsers.capacity(parsers.parse_sinfo_nodes("c1|4|2000|idle")).max_memory_mb == 2000
+    assert untracked.memory_untracked
+    tracked = parsers.capacity(parsers.parse_sinfo_nodes("c1|4|2000|idle"))
+    assert (tracked.max_memory_mb, tracked.memory_untracked) == (2000, False)
+    mixed = parsers.capacity(parsers.parse_sinfo_nodes("c1|4|2000|idle\nc2|4|1|idle"))
+    assert (mixed.max_memory_mb, mixed.memory_untracked) == (None, False)  # sbatch picks nodes with enough
 
 
 def test_sbatch_parsable() -> None:
