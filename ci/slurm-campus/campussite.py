@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -32,9 +31,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "slurm-cluster"))
 import images  # noqa: E402  (ci/images.py)
 import netns  # noqa: E402  (ci/netns.py)
 import sitecontainers as containers  # noqa: E402  (ci/sitecontainers.py: docker-py)
+import slurmsite  # noqa: E402  (ci/slurm-cluster/slurmsite.py: how a Slurm site is found ready)
 
 ROOT = Path("/var/tmp/metasched-sites")
 LABEL = "metasched.campus"
@@ -114,23 +115,12 @@ def _client(info: CampusSiteInfo, argv: list[str]) -> subprocess.CompletedProces
 
 def _ready(info: CampusSiteInfo) -> bool:
     """Every node idle, and a job of the remote user completes."""
-    idle = _client(info, ["sinfo", "--noheader", "--Node", "--format=%N %t"])
-    if sorted(line.split()[0] for line in idle.stdout.splitlines() if line.split()[1:] == ["idle"]) != sorted(
-            info.nodes):
+    def client(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return _client(info, argv)
+
+    if sorted(slurmsite.idle_nodes(client)) != sorted(info.nodes):
         return False
-    probe = _client(info, ["sbatch", "--parsable", "--job-name=campus-ready", "--output=/dev/null",
-                           "--chdir=/tmp", "--wrap", "true"])
-    job = probe.stdout.strip()
-    deadline = time.monotonic() + 30
-    while probe.returncode == 0 and time.monotonic() < deadline:
-        shown = _client(info, ["scontrol", "--oneliner", "show", "job", job]).stdout
-        found = re.search(r"\bJobState=(\S+)", shown)
-        if found and found.group(1) == "COMPLETED":
-            return True
-        if found and found.group(1) not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
-            return False
-        time.sleep(0.3)
-    return False
+    return slurmsite.readiness_job(client, time.monotonic() + 30)[0] == "COMPLETED"
 
 
 def down(name: str) -> None:

@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,6 +56,8 @@ READY_TIMEOUT_S = 90.0
 
 
 SiteError = containers.SiteError  # what `up` raises (shared by every test site's script)
+Client = Callable[[list[str]], subprocess.CompletedProcess[str]]  # runs a Slurm client command at a site
+ENDED_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -325,19 +328,40 @@ def _log_tail(info: SiteInfo, lines: int = 25) -> str:
     return "\n".join(chunks)
 
 
-def _idle_nodes(info: SiteInfo) -> list[str]:
-    proc = _run(info.client(["sinfo", "--noheader", "--Node", "--format=%N %t"]), env=info.client_env(),
-                check=False)
+def idle_nodes(client: Client) -> list[str]:
+    """The nodes sinfo lists as idle (none while it does not answer)."""
+    proc = client(["sinfo", "--noheader", "--Node", "--format=%N %t"])
     if proc.returncode != 0:
         return []
     return [line.split()[0] for line in proc.stdout.splitlines() if line.split()[1:] == ["idle"]]
+
+
+def readiness_job(client: Client, deadline: float) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """Submit a job that runs `true` and follow it until it ends or `deadline`: (its last state, sbatch)."""
+    probe = client(["sbatch", "--parsable", "--job-name=metasched-ready", "--output=/dev/null", "--wrap",
+                    "true"])
+    job_id = probe.stdout.strip().split(";")[0]
+    state = "NOT SUBMITTED"
+    while probe.returncode == 0 and time.monotonic() < deadline:
+        # Poll quickly ourselves: `sbatch --wait` backs off to ~10 s between checks.
+        shown = client(["scontrol", "--oneliner", "show", "job", job_id])
+        found = re.search(r"\bJobState=(\S+)", shown.stdout)
+        state = found.group(1) if found else "UNKNOWN"
+        if state in ENDED_STATES:
+            break
+        time.sleep(0.2)
+    return state, probe
 
 
 def wait_ready(info: SiteInfo, timeout: float = READY_TIMEOUT_S) -> float:
     """Wait until every node is idle and a trivial job completes; return the seconds it took."""
     start = time.monotonic()
     deadline = start + timeout
-    idle = _idle_nodes(info)
+
+    def client(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return _run(info.client(argv), env=info.client_env(), check=False)
+
+    idle = idle_nodes(client)
     while sorted(idle) != sorted(info.nodes):
         if time.monotonic() > deadline:
             raise SiteError(
@@ -345,24 +369,10 @@ def wait_ready(info: SiteInfo, timeout: float = READY_TIMEOUT_S) -> float:
                 f"(idle: {idle}, expected {info.nodes}).\n{_log_tail(info)}"
             )
         time.sleep(0.5)
-        idle = _idle_nodes(info)
-    probe = _run(
-        info.client(["sbatch", "--parsable", "--job-name=metasched-ready", "--output=/dev/null", "--wrap",
-                     "true"]), env=info.client_env(), check=False,
-    )
-    job_id = probe.stdout.strip().split(";")[0]
-    state = "NOT SUBMITTED"
-    while probe.returncode == 0 and time.monotonic() < deadline:
-        # Poll quickly ourselves: `sbatch --wait` backs off to ~10 s between checks.
-        shown = _run(info.client(["scontrol", "--oneliner", "show", "job", job_id]), env=info.client_env(),
-                     check=False)
-        found = re.search(r"\bJobState=(\S+)", shown.stdout)
-        state = found.group(1) if found else "UNKNOWN"
-        if state == "COMPLETED":
-            return time.monotonic() - start
-        if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY"):
-            break
-        time.sleep(0.2)
+        idle = idle_nodes(client)
+    state, probe = readiness_job(client, deadline)
+    if state == "COMPLETED":
+        return time.monotonic() - start
     raise SiteError(
         f"site {info.name!r}: the readiness job did not complete (sbatch exit {probe.returncode}, "
         f"state {state}): {probe.stderr.strip()}\n{_log_tail(info)}"
