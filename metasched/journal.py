@@ -84,6 +84,13 @@ class Journal:
             self._db.close()
             self._db = None
 
+    def __enter__(self) -> Journal:
+        """``with Journal(path).open(read_only=True) as stored:`` closes it however the block ends."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------------------------------- meta
     def set_meta(self, key: str, value: Any) -> None:
         """Store a picklable value under `key`."""

@@ -38,11 +38,8 @@ def blocks_line(journal: Path) -> str:
     from metasched.journal import Journal
     from metasched.scheduler.blocks import journaled_blocks
 
-    stored = Journal(journal).open(read_only=True)
-    try:
+    with Journal(journal).open(read_only=True) as stored:
         by_site = journaled_blocks(stored)
-    finally:
-        stored.close()
     parts = []
     for site, records in sorted(by_site.items()):
         states = Counter(r.state for r in records if r.state != "ended")

@@ -82,12 +82,9 @@ def read_spans(journal: Path) -> list[AttemptSpan]:
 
 def read_campaign(journal: Path) -> tuple[list[AttemptSpan], list[BlockSpan]]:
     """Every attempt (see ``read_spans``) and every pilot block journaled with its times, on one clock."""
-    stored = Journal(journal).open(read_only=True)
-    try:
+    with Journal(journal).open(read_only=True) as stored:
         rows = stored.attempt_times()
         blocks = journaled_blocks(stored)
-    finally:
-        stored.close()
     if not rows:
         return [], []
     origin = min(r[5] for r in rows)

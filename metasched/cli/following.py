@@ -6,7 +6,6 @@ not, while the scheduler runs (or after it stopped: then they print what there i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import sys
@@ -43,7 +42,7 @@ def events(
     journal = journal_of(campaign)
     task_id = None
     if task is not None:
-        with _opened(journal) as stored:
+        with Journal(journal).open(read_only=True) as stored:
             found = stored.task_named(task)
         if found is None:
             err_console.print(f"{journal}: no task named {task!r}", style="bold red")
@@ -59,7 +58,7 @@ def events(
 def _events(journal: Path, task_id: TaskId | None, *, follow: bool) -> Iterator[JournalEvent]:
     after = 0
     while True:
-        with _opened(journal) as stored:
+        with Journal(journal).open(read_only=True) as stored:
             new = stored.events(after=after, task_id=task_id)
         yield from new
         after = new[-1].seq if new else after
@@ -69,7 +68,7 @@ def _events(journal: Path, task_id: TaskId | None, *, follow: bool) -> Iterator[
 
 
 def _finished(journal: Path, task_id: TaskId | None) -> bool:
-    with _opened(journal) as stored:
+    with Journal(journal).open(read_only=True) as stored:
         if task_id is not None:
             found = stored.task_named(task_id)
             return found is None or found.state.terminal
@@ -77,21 +76,11 @@ def _finished(journal: Path, task_id: TaskId | None) -> bool:
     return all(TaskState(state).terminal for by_state in by_site.values() for state in by_state)
 
 
-@contextlib.contextmanager
-def _opened(journal: Path) -> Iterator[Journal]:
-    """The journal, read-only, for one look (the scheduler may be writing it)."""
-    stored = Journal(journal).open(read_only=True)
-    try:
-        yield stored
-    finally:
-        stored.close()
-
-
 def wait_for_task(journal: Path, task: str, *, wait: bool) -> StoredTask | None:
     """The task by name or id; with `wait`, until it is submitted (a campaign may still be starting)."""
     said = False
     while True:
-        with _opened(journal) as stored:
+        with Journal(journal).open(read_only=True) as stored:
             found = stored.task_named(task)
         if found is not None or not wait:
             return found
@@ -102,18 +91,18 @@ def wait_for_task(journal: Path, task: str, *, wait: bool) -> StoredTask | None:
         time.sleep(POLL_S)
 
 
-def follow_output(journal: Path, task: str) -> TaskState:
-    """Print a task's output as its attempts write it, until it has finished; return its final state.
+def follow_output(journal: Path, task: str) -> None:
+    """Print a task's output as its attempts write it, until it has finished.
 
     Works where attempts write to a directory this machine sees (batch sites: the shared directory);
     elsewhere it says so and waits for the end.
     """
-    with _opened(journal) as stored:
+    with Journal(journal).open(read_only=True) as stored:
         sites: dict[str, Any] = {site.name: site for site in stored.get_meta("sites") or []}
     shown: dict[Path, int] = {}
     current: str | None = None
     while True:
-        with _opened(journal) as stored:
+        with Journal(journal).open(read_only=True) as stored:
             found = stored.task_named(task)
             assert found is not None  # noqa: S101  (the caller found it; tasks are never removed)
             live: LiveAttempt | None = next((a for a in stored.live_attempts()
@@ -130,7 +119,7 @@ def follow_output(journal: Path, task: str) -> TaskState:
         for path in shown:
             shown[path] = _print_new(path, shown[path])
         if found.state.terminal:
-            return found.state
+            return
         time.sleep(POLL_S)
 
 

@@ -23,20 +23,14 @@ STATES = [state.value for state in TaskState]  # the columns of the status table
 
 def counts(journal: Path) -> tuple[dict[str, dict[str, int]], str | None]:
     """Task counts by site and state, and the campaign's name, from a journal (read-only)."""
-    stored = Journal(journal).open(read_only=True)
-    try:
+    with Journal(journal).open(read_only=True) as stored:
         return stored.counts(), stored.campaign()
-    finally:
-        stored.close()
 
 
 def pilot_blocks(journal: Path) -> dict[str, list[BlockRecord]]:
     """Each pilot site's journaled blocks (read-only)."""
-    stored = Journal(journal).open(read_only=True)
-    try:
+    with Journal(journal).open(read_only=True) as stored:
         return journaled_blocks(stored)
-    finally:
-        stored.close()
 
 
 def _blocks_table(blocks: dict[str, list[BlockRecord]]) -> Table:
@@ -125,14 +119,11 @@ def logs(
         raise typer.Exit(2)
     if follow:
         follow_output(journal, task)
-    stored = Journal(journal).open(read_only=True)
-    try:
+    with Journal(journal).open(read_only=True) as stored:
         found = stored.task_named(task) or found
         notes = stored.notes_of(found.spec.task_id)
         placed = stored.placements_of(found.spec.task_id) if placement else []
         changes = stored.events(task_id=found.spec.task_id) if events else []
-    finally:
-        stored.close()
     name = found.spec.name
     console.print(f"task {name!r} ({found.spec.task_id}): {found.state.value}", style="bold")
     for change in changes:

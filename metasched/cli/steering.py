@@ -110,12 +110,9 @@ def data(
 ) -> None:
     """List the objects a campaign stored: task, store, size, transfer time; evicted ones marked."""
     journal = journal_of(campaign)
-    stored = Journal(journal).open(read_only=True)
-    try:
+    with Journal(journal).open(read_only=True) as stored:
         names = {task_id: name for task_id, name, _ in stored.task_index()}
         replicas = stored.objects()
-    finally:
-        stored.close()
     rows: list[dict[str, Any]] = [
         {"object": oid, "task": names.get(TaskId(oid.split(".")[0]), "?"), "store": store, "bytes": size,
          "copy": not origin, "transfer_s": transfer_s, "evicted": evicted}
