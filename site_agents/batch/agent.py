@@ -379,7 +379,8 @@ class BatchAgent:
         except LaunchRefused:  # the site no longer runs such tasks (its configuration changed)
             return False
         if not native_id:
-            self._named = self._named or jobs_by_name(self.dialect, self.runner.run, self.user)
+            if self._named is None:  # one listing for every attempt re-attached by name
+                self._named = jobs_by_name(self.dialect, self.runner.run, self.user)
             native_id = (self._named or {}).get(job_name(self.config.name, attempt_id), "")
         job = BatchJob(attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt, launcher=launcher,
                        store=self._store(None), submitted_at=time.monotonic(), restoring=attempt.restores())

@@ -53,10 +53,13 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
         detail = out.describe() if capacity is None else f"no node takes jobs {capacity.detail}".strip()
         yield Check(site=name, check="reachable", passed=False, detail=detail, fix=explain(out))
         return
-    memory = ("memory not tracked (nodes report none: memory= is neither checked nor asked for)"
-              if capacity.memory_untracked else f"up to {capacity.max_memory_mb} MB per node"
-              if capacity.max_memory_mb is not None else "memory per node not listed (memory= is asked of "
-              f"the {dialect.name} scheduler, not checked at placement)")
+    if capacity.memory_untracked:
+        memory = "memory not tracked (nodes report none: memory= is neither checked nor asked for)"
+    elif capacity.max_memory_mb is not None:
+        memory = f"up to {capacity.max_memory_mb} MB per node"
+    else:
+        memory = (f"memory per node not listed (memory= is asked of the {dialect.name} scheduler, not "
+                  "checked at placement)")
     yield Check(site=name, check="reachable", passed=True,
                 detail=f"{capacity.usable_nodes} of {capacity.nodes} node(s) take jobs, "
                        f"{capacity.total_cores} cores, {memory}")
