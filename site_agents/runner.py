@@ -77,6 +77,7 @@ class CommandRunner:
         self.calls[program] += 1
         full = [*self.login, "env", *self._forwarded, *argv] if self.login else list(argv)
         limit = timeout_s or self.timeout_s
+        deadline = time.monotonic() + limit  # from the call, not from when this thread next runs
         try:
             proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=self.env, start_new_session=True)
@@ -85,7 +86,7 @@ class CommandRunner:
                 f"site {self.site}: cannot run {program}: {exc.strerror}. Is the scheduler's client "
                 "installed on this machine?", site=self.site, transient=False,
             ) from exc
-        stdout, stderr, ended = self._collect(proc, time.monotonic() + limit)
+        stdout, stderr, ended = self._collect(proc, deadline)
         said = stderr.decode(errors="replace")
         if ended == "timed out":
             raise SiteAgentError(f"site {self.site}: {program} did not answer within {limit:.0f} s"
