@@ -29,8 +29,8 @@ from typing import Any
 from metasched.catalog import remember
 from metasched.client import SchedulerClient
 from metasched.data import DEFAULT_THRESHOLD, DataRef, DataSettings, StoreSpec, home_store
-from metasched.data.driver import externalize_arguments, load_result
-from metasched.data.pickling import dumps
+from metasched.data.driver import load_result, pack_arguments
+from metasched.data.serializers import DEFAULT_SERIALIZER
 from metasched.errors import ConfigurationError, MetaschedError, TaskError
 from metasched.functions import FunctionCache
 from metasched.futures import P, R, TaskFunction, TaskFuture, as_completed, wait
@@ -71,6 +71,8 @@ class Campaign:
             resolving. Copies made for consumers at other sites are always evicted after use.
         defaults: task options every task and command of this campaign gets unless it sets them
             itself, e.g. ``{"retries": 2, "container": ms.Image("app:1.0")}`` (not ``name``).
+        serializer: how Python tasks' arguments and results travel: "cloudpickle" (default), "pickle",
+            "dill", or one an installed package declares (docs/workflows.md); a task may set its own.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Campaign:
         data_threshold: int = DEFAULT_THRESHOLD,
         evict_intermediates: bool = False,
         defaults: Mapping[str, Any] | None = None,
+        serializer: str | None = None,
         _resume: bool = False,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -108,7 +111,7 @@ class Campaign:
             raise ConfigurationError(f"campaign {name!r}: data_threshold must not be negative.")
         self.data = DataSettings(home=store or home_store(name), threshold=data_threshold,
                                  evict_intermediates=evict_intermediates)
-        self.defaults = dict(defaults or {})
+        self.defaults = {**(defaults or {}), **({"serializer": serializer} if serializer else {})}
         check_options(self.defaults, f"campaign {name!r} defaults")
         if "name" in self.defaults:
             raise ConfigurationError(f"campaign {name!r} defaults: 'name' names one task, not all of them.")
@@ -256,16 +259,9 @@ class Campaign:
         digest, blob = self._functions.pickled(fn)
         name = str(options.get("name") or getattr(fn, "__name__", "task"))
         task_id = TaskId(uuid.uuid4().hex[:16])
-        inputs: tuple[DataRef, ...] = ()
-        try:
-            payload = dumps((args, kwargs))
-            if len(payload) > self.data.threshold:
-                args, kwargs, inputs = externalize_arguments(args, kwargs, task_id=task_id,
-                                                             settings=self.data)
-                payload = dumps((args, kwargs))
-        except Exception as exc:
-            raise ConfigurationError(f"the arguments of task {name!r} cannot be pickled or stored: "
-                                     f"{exc}") from exc
+        serializer = str({**self.defaults, **options}.get("serializer") or DEFAULT_SERIALIZER)
+        payload, inputs = pack_arguments(args, kwargs, task_name=name, task_id=task_id, settings=self.data,
+                                         serializer=serializer)
         return self._enqueue(name, TaskKind.FUNCTION, options, deps=deps, digest=digest, blob=blob,
                              payload=payload, task_id=task_id, inputs=inputs)
 

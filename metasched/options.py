@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from metasched.data.serializers import serializer_named
 from metasched.errors import ConfigurationError
 from metasched.records import (
     CheckpointKind,
@@ -51,7 +52,7 @@ def resources_from(options: dict[str, Any]) -> Resources:
 
 TASK_OPTIONS = frozenset(
     {"cores", "memory", "gpus", "walltime", "nodes", "retries", "sites", "tags", "name", "keep", "checkpoint",
-     "checkpoint_every", "container"}
+     "checkpoint_every", "container", "serializer"}
 )
 
 
@@ -73,6 +74,12 @@ def check_options(options: dict[str, Any], where: str) -> None:
     if container is not None and checkpoint is CheckpointKind.CRIU:
         raise ConfigurationError(f"{where}: checkpoint='criu' cannot dump a container; use "
                                  "checkpoint='cooperative' (Python tasks) or run without a container.")
+    serializer = options.get("serializer")
+    if serializer is not None:
+        try:
+            serializer_named(str(serializer))
+        except ValueError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
     retries = options.get("retries", 0)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f"{where}: retries must be a non-negative integer, got {retries!r}.")

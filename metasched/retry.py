@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import cloudpickle
-
+from metasched.data.serializers import dumps, loads, serializer_of
 from metasched.journal_schema import StoredTask
 from metasched.records import TaskId, TaskKind, TaskRef, TaskSpec, replace_nested
 from metasched.scheduler.states import TaskState
@@ -37,8 +36,8 @@ def retried(spec: TaskSpec, replacements: dict[TaskId, TaskId]) -> TaskSpec:
     deps = tuple(replacements.get(d, d) for d in spec.depends_on)
     payload = spec.payload
     if spec.kind is TaskKind.FUNCTION and deps != spec.depends_on:
-        args, kwargs = cloudpickle.loads(payload)
+        args, kwargs = loads(payload)
         remap = lambda ref: TaskRef(replacements.get(ref.task_id, ref.task_id))  # noqa: E731
-        payload = cloudpickle.dumps((replace_nested(args, TaskRef, remap),
-                                     replace_nested(kwargs, TaskRef, remap)))
+        payload = dumps((replace_nested(args, TaskRef, remap), replace_nested(kwargs, TaskRef, remap)),
+                        serializer_of(payload))
     return dataclasses.replace(spec, task_id=replacements[spec.task_id], depends_on=deps, payload=payload)

@@ -21,9 +21,9 @@ import metasched
 import site_agents
 from metasched.attempt_dir import site_area
 
-WORKER_LIBRARIES = ("cloudpickle", "xxhash", "proxystore", "pydantic", "pydantic_core", "typing_extensions",
-                    "annotated_types", "typing_inspection", "tomli_w", "redis", "async_timeout",
-                    "requests", "urllib3", "idna", "certifi", "charset_normalizer")
+WORKER_LIBRARIES = ("cloudpickle", "dill", "xxhash", "proxystore", "pydantic", "pydantic_core",
+                    "typing_extensions", "annotated_types", "typing_inspection", "tomli_w", "redis",
+                    "async_timeout", "requests", "urllib3", "idna", "certifi", "charset_normalizer")
 
 
 def worker_packages(extra: Sequence[str] = ()) -> list[Path]:

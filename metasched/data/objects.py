@@ -3,7 +3,7 @@
 A ``DataRef`` names one replica of an object: which store, the connector's key, the size and an xxh3-128
 hash of the bytes. It is small and picklable; it travels through the scheduler, the journal and task
 payloads instead of the data. Results stored this way are journaled as ``encode_ref(ref)``, which no
-pickle can be mistaken for (pickles start with byte 0x80).
+serialized value can be mistaken for (pickles start with byte 0x80, other serializers' bytes with a NUL).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import xxhash
 
+from metasched.data.serializers import loads
 from metasched.data.stores import FileStore, StoreSpec, open_store
 
 _MAGIC = b"MSREF1"
@@ -114,7 +115,7 @@ def read_value(ref: DataRef) -> Any:
     data = open_store(ref.store).connector.get(ref.key)
     if data is None:
         raise FileNotFoundError(f"{ref.describe()} is missing from its store")
-    return pickle.loads(data)
+    return loads(data)
 
 
 def proxy_for(ref: DataRef) -> Any:

@@ -1,20 +1,21 @@
 """Where a site keeps its data: typed store specs and the ProxyStore stores built from them.
 
 A store spec is data only (picklable, comparable); ``open_store`` turns it into a ProxyStore ``Store``
-(once per process). Objects are the cloudpickled bytes metasched already has; the store's deserializer
-is ``pickle.loads``, so a proxy made from a key resolves to the value in any process that can reach the
-store. MultiConnector is never used: in ProxyStore 1.1.0 its proxies do not resolve in another process.
+(once per process). Objects are the serialized bytes metasched already has; the store's deserializer
+is ``serializers.loads`` (the bytes name their serializer), so a proxy made from a key resolves to the
+value in any process that can reach the store. MultiConnector is never used: in ProxyStore 1.1.0 its
+proxies do not resolve in another process.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import threading
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from metasched.data.serializers import loads
 from metasched.errors import ConfigurationError
 
 
@@ -116,7 +117,7 @@ def open_store(spec: StoreSpec) -> Any:
             name = f"metasched|{spec.store_id}"
             store = get_store(name)
             if store is None:
-                store = Store(name, _connector(spec), deserializer=pickle.loads, cache_size=0)
+                store = Store(name, _connector(spec), deserializer=loads, cache_size=0)
                 register_store(store, exist_ok=True)
             _STORES[spec.store_id] = store
         return store

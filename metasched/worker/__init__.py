@@ -29,7 +29,7 @@ import cloudpickle
 from metasched.attempt_dir import AttemptDir
 from metasched.checkpoint.cooperative import Checkpoint, CheckpointStop
 from metasched.data.objects import DataContext, DataRef, decode_ref, proxy_for
-from metasched.data.pickling import dumps
+from metasched.data.serializers import dumps, loads, serializer_of
 from metasched.outcomes import (
     Checkpointed,
     CheckpointReason,
@@ -89,7 +89,7 @@ def load_value(blob: bytes, data: DataContext | None = None) -> Any:
     """A dependency's result: the unpickled value, or a proxy of its replica at this site if stored."""
     ref = decode_ref(blob)
     if ref is None:
-        return cloudpickle.loads(blob)
+        return loads(blob)
     return proxy_for(data.inputs.get(ref.object_id, ref) if data is not None else ref)
 
 
@@ -133,7 +133,7 @@ def run_function(spec: TaskSpec, function: bytes, dependency_results: Mapping[Ta
     try:
         fn = load_function(spec.function_digest, function)
         results = {tid: load_value(blob, data) for tid, blob in dependency_results.items()}
-        args, kwargs = cloudpickle.loads(spec.payload)
+        args, kwargs = loads(spec.payload)
         args, kwargs = substitute(args, results, data), substitute(kwargs, results, data)
         if spec.checkpoint is CheckpointKind.COOPERATIVE:
             if checkpoint is None:
@@ -141,7 +141,7 @@ def run_function(spec: TaskSpec, function: bytes, dependency_results: Mapping[Ta
             kwargs["ckpt"] = checkpoint
         with captured(printed), _alarm(None if spec.checkpoint else spec.resources.walltime_s):
             value = fn(*args, **kwargs)
-        return Succeeded(result=dumps(value))
+        return Succeeded(result=dumps(value, serializer_of(spec.payload)))  # as its arguments came
     except CheckpointStop as stop:
         size = stop.ref.size / 1e6
         return Checkpointed(ref=stop.ref, reason=stop.reason,

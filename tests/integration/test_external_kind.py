@@ -1,7 +1,8 @@
-"""A site kind and a placement policy from outside metasched (tests/data/external-kind), installed as a
-user would install them: a campaign file, `sites check` and the contract suite run against the kind through
-metasched's own CLI, and the policy places a campaign's tasks, by name and as an object, with no change to
-metasched (both are found through their entry points)."""
+"""A site kind, a placement policy and a serializer from outside metasched (tests/data/external-kind),
+installed as a user would install them: a campaign file, `sites check` and the contract suite run against
+the kind through metasched's own CLI, the policy places a campaign's tasks, by name and as an object, and
+the serializer carries a campaign's values, with no change to metasched (all found through their entry
+points)."""
 
 from __future__ import annotations
 
@@ -131,3 +132,37 @@ with ms.Campaign("object-policy", sites=sites, journal={str(tmp_path / "o.db")!r
                           text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SITES ['procs']" in proc.stdout
+
+
+def test_an_installed_serializer_carries_a_campaigns_values(installed: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    journal = tmp_path / "ok.db"
+    script = f"""
+import metasched as ms
+with ms.Campaign("json-values", sites=[ms.LocalSite("local", cores=2)],
+                 journal={str(tmp_path / "refused.db")!r}, serializer="json") as c:
+    @c.task()
+    def count(words, *, upper=False):
+        return {{"n": len(words), "first": words[0].upper() if upper else words[0]}}
+
+    first = count(["alpha", "beta"], upper=True)
+    print("RESULT", count([first, 3]).result(timeout=120))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=installed, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert "RESULT" not in proc.stdout, "a dependency (a TaskRef) is not JSON: refused at submit"
+    assert "task 'count': argument 1 (a list)" in proc.stderr, proc.stderr[-3000:]
+    assert "(serializer 'json')" in proc.stderr
+    ok = script.replace("count([first, 3])", "count(['x', 3])").replace("refused.db", journal.name)
+    proc = subprocess.run([sys.executable, "-c", ok], cwd=tmp_path, env=installed, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "RESULT {'n': 2, 'first': 'x'}" in proc.stdout
+    with Journal(journal).open(read_only=True) as stored:
+        results = [t.result for t in stored.tasks() if t.result is not None]
+    assert results
+    assert all(r.startswith(b"\x00metasched-serializer:json\n{") for r in results)
+    unknown = subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
+                             env={**installed, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=300,
+                             check=False)
+    assert "unknown serializer 'json'" in unknown.stderr
