@@ -13,21 +13,24 @@ compute node's own Python.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metasched.records import STDERR_TAIL, TaskId, TaskSpec
+from metasched.records import STDERR_TAIL, TaskId, TaskSpec, Usage
 
 if TYPE_CHECKING:
     from metasched.data.objects import DataContext, DataRef
     from metasched.data.stores import StoreSpec
     from metasched.outcomes import TaskOutcome
 
+_TIMES = re.compile(r"(\d+)m(\d+)[.,](\d+)s")  # bash's `times`: minutes, seconds (locale's point)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptInputs:
@@ -46,6 +49,7 @@ class ExitStatus:
 
     returncode: int
     elapsed_s: float
+    cpu_s: float | None = None  # user + system of the command's processes (bash's `times`), if recorded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,12 +62,20 @@ class CheckpointRecord:
 
 
 def parse_exit_status(text: str) -> ExitStatus | None:
-    """Parse ``<rc> <start> <end>``; None if incomplete."""
+    """Parse ``<rc> <start> <end> [<user> <system>]``; None if incomplete.
+
+    User and system time are the command's, as bash's `times` prints them (``1m2.500s``).
+    """
     parts = text.split()
     try:
-        return ExitStatus(returncode=int(parts[0]), elapsed_s=max(0.0, float(parts[2]) - float(parts[1])))
+        status = ExitStatus(returncode=int(parts[0]), elapsed_s=max(0.0, float(parts[2]) - float(parts[1])))
     except (IndexError, ValueError):
         return None
+    times = [_TIMES.fullmatch(part) for part in parts[3:5]]
+    if len(times) == 2 and all(times):
+        cpu = sum(int(m[1]) * 60 + float(f"{m[2]}.{m[3]}") for m in times if m is not None)
+        status = dataclasses.replace(status, cpu_s=round(cpu, 3))
+    return status
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -220,7 +232,7 @@ class AttemptDir:
         A walltime stop is recognised by the exit status of ``timeout`` (124, or 137 after its KILL) and
         the time the command ran; a big output goes to the site's store like any result.
         """
-        from metasched.outcomes import command_outcome, store_if_big
+        from metasched.outcomes import command_outcome, store_if_big, with_usage
 
         status = self.exit_status()
         if status is None:
@@ -231,6 +243,8 @@ class AttemptDir:
         outcome = command_outcome(spec, returncode=status.returncode, walltime_exceeded=stopped,
                                   stdout=tail(self.command_stdout, None),
                                   stderr=tail(self.command_stderr, None))
+        if status.cpu_s is not None:  # no Python on the node: no memory peak
+            outcome = with_usage(outcome, Usage(wall_s=status.elapsed_s, cpu_s=status.cpu_s, max_rss_mb=None))
         return store_if_big(spec, outcome, data)
 
     # ------------------------------------------------------------------ what the job saw

@@ -21,6 +21,7 @@ from metasched.journal_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     TERMINAL_VALUES,
+    AttemptUsage,
     FinalRecord,
     JournalEvent,
     LiveAttempt,
@@ -28,6 +29,7 @@ from metasched.journal_schema import (
     Note,
     Request,
     RequestKind,
+    SiteUsage,
     StoredTask,
     stored_task,
 )
@@ -138,6 +140,11 @@ class Journal:
                     [(a.attempt_id, a.task_id, a.site, a.number, a.state.value, a.submitted_at, a.ended_at)
                      for a in attempts],
                 )
+                db.executemany(
+                    "INSERT OR REPLACE INTO usage (attempt_id, task_id, site, wall_s, cpu_s, max_rss_mb) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(a.attempt_id, a.task_id, a.site, a.usage.wall_s, a.usage.cpu_s, a.usage.max_rss_mb)
+                     for a in attempts if a.usage is not None])
             if native_ids:
                 self.set_native_ids(native_ids)
             if replicas:
@@ -347,6 +354,38 @@ class Journal:
             "(SELECT x.detail FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'submitted' "
             "LIMIT 1) FROM attempts a JOIN tasks t ON t.task_id = a.task_id ORDER BY a.submitted_at")
         return [tuple(row) for row in rows]
+
+    def usage_by_site(self) -> list[SiteUsage]:
+        """What each site's measured attempts used (sites with none measured are left out)."""
+        if not self._has_usage():
+            return []
+        rows = self.db.execute("SELECT site, count(*), sum(wall_s), sum(cpu_s), max(max_rss_mb) FROM usage "
+                               "GROUP BY site ORDER BY site")
+        return [SiteUsage(site=SiteName(site), attempts=n, wall_s=wall, cpu_s=cpu, max_rss_mb=rss)
+                for site, n, wall, cpu, rss in rows]
+
+    def heaviest_attempts(self, limit: int = 10, *, by: str = "wall_s") -> list[AttemptUsage]:
+        """The `limit` attempts that ran longest (`by` = "wall_s"), used most CPU or most memory."""
+        if by not in ("wall_s", "cpu_s", "max_rss_mb"):
+            raise ValueError(f"cannot rank attempts by {by!r}")
+        if not self._has_usage():
+            return []
+        rows = self.db.execute(
+            "SELECT u.attempt_id, t.name, u.site, a.state, u.wall_s, u.cpu_s, u.max_rss_mb, t.spec "
+            "FROM usage u JOIN tasks t ON t.task_id = u.task_id "
+            "JOIN attempts a ON a.attempt_id = u.attempt_id "
+            f"ORDER BY u.{by} IS NULL, u.{by} DESC LIMIT ?", (limit,))  # noqa: S608  (`by` checked above)
+        out = []
+        for attempt_id, name, site, state, wall, cpu, rss, spec in rows:
+            resources = pickle.loads(spec).resources  # noqa: S301  (our own journal)
+            out.append(AttemptUsage(attempt_id=AttemptId(attempt_id), task_name=name, site=SiteName(site),
+                                    state=state, wall_s=wall, cpu_s=cpu, max_rss_mb=rss,
+                                    cores=resources.cores, memory_mb=resources.memory_mb))
+        return out
+
+    def _has_usage(self) -> bool:
+        """False for a journal an earlier metasched wrote and no later one opened for writing."""
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage'").fetchone() is not None
 
     def objects(self) -> list[tuple[str, str, int, bool, float | None, bool]]:
         """Every replica recorded: (object id, store id, size, origin, transfer seconds, evicted)."""

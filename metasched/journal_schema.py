@@ -84,6 +84,14 @@ CREATE TABLE IF NOT EXISTS objects (
     evicted REAL,
     PRIMARY KEY (object_id, store_id)
 );
+CREATE TABLE IF NOT EXISTS usage (
+    attempt_id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    wall_s REAL NOT NULL,
+    cpu_s REAL NOT NULL,
+    max_rss_mb REAL
+);
 CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task_id);
 CREATE INDEX IF NOT EXISTS notes_task ON notes (task_id);
@@ -200,3 +208,34 @@ def stored_task(row: tuple[Any, ...]) -> StoredTask:
         result=result, error=pickle.loads(error) if error is not None else None,
         site=SiteName(site) if site else None, superseded_by=TaskId(superseded) if superseded else None,
         checkpoint=checkpoint, migrate_to=SiteName(migrate_to) if migrate_to else None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteUsage:
+    """What the measured attempts at one site used, summed (peak memory: the largest)."""
+
+    site: SiteName
+    attempts: int
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptUsage:
+    """What one attempt used, with its task's request (cores, memory MB; 0: none asked)."""
+
+    attempt_id: AttemptId
+    task_name: str
+    site: SiteName
+    state: str
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float | None
+    cores: int
+    memory_mb: int
+
+    @property
+    def cpu_efficiency(self) -> float | None:
+        """CPU time over the cores asked for the whole wall time (1.0: every core busy throughout)."""
+        return self.cpu_s / (self.wall_s * self.cores) if self.wall_s > 0 and self.cores else None

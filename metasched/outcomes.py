@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import cloudpickle
 
-from metasched.records import STDERR_TAIL, CommandResult, RemoteFailure, TaskSpec
+from metasched.records import STDERR_TAIL, CommandResult, RemoteFailure, TaskSpec, Usage
 
 if TYPE_CHECKING:
     from metasched.data.objects import DataContext, DataRef
@@ -50,9 +50,10 @@ class CheckpointReason(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Succeeded:
-    """The task returned: its cloudpickled result (or an encoded ref of it in the site's store)."""
+    """The task returned: its serialized result (or an encoded ref of it in the site's store)."""
 
     result: bytes
+    usage: Usage | None = None  # None where the worker could not measure it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +61,7 @@ class Failed:
     """The task failed, or the site ended it without a result for a reason of the task's."""
 
     failure: RemoteFailure
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +98,7 @@ class Checkpointed:
     ref: DataRef
     reason: CheckpointReason
     detail: str = ""
+    usage: Usage | None = None
 
 
 TaskOutcome = Succeeded | Failed | RestoreFailed | Lost | Cancelled | Checkpointed
@@ -147,6 +150,15 @@ def _ended(returncode: int) -> str:
         return describe_exit(128 - returncode)
     said = describe_exit(returncode)
     return f"was {said}" if said.startswith("killed") else f"exited with status {returncode}"
+
+
+def with_usage(outcome: TaskOutcome, usage: Usage | None) -> TaskOutcome:
+    """The outcome with `usage`, if it is one that carries usage and has none yet."""
+    if usage is None or not isinstance(outcome, Succeeded | Failed | Checkpointed):
+        return outcome
+    if outcome.usage is not None:
+        return outcome
+    return dataclasses.replace(outcome, usage=usage)
 
 
 def store_if_big(spec: TaskSpec, outcome: TaskOutcome, data: DataContext | None) -> TaskOutcome:

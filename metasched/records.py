@@ -225,6 +225,15 @@ STDERR_TAIL = 4000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """What one attempt used, as its worker measured it (metasched.worker.usage says how)."""
+
+    wall_s: float
+    cpu_s: float  # user + system
+    max_rss_mb: float | None  # peak resident set; None where it is not measured (batch command tasks)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteFailure:
     """How a task's own code failed, in a form any process can read without the task's libraries."""
 

@@ -7,6 +7,8 @@
 - ``utilization.png``: attempts in flight per site over time.
 - ``waits.png``: distribution of queue waits per site (where the site reports them; as observed by
   polling, so with the site's poll interval as resolution).
+- ``usage.png``: wall time and CPU time of the measured attempts per site (metasched.resource_use),
+  with the tables of resource use per site and of the longest attempts.
 
 The summary table gives per site the attempts by outcome, the mean queue wait, the mean wait placement
 predicted when it chose the site (journaled with each attempt, ``metasched.placement.explain``) and the
@@ -26,7 +28,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from metasched import resource_use  # noqa: E402
 from metasched.journal import Journal  # noqa: E402
+from metasched.journal_schema import SiteUsage  # noqa: E402
 from metasched.placement import predicted_wait  # noqa: E402
 from metasched.scheduler.blocks import journaled_blocks  # noqa: E402
 
@@ -249,6 +253,27 @@ def _waits(spans: list[AttemptSpan], sites: list[str], path: Path) -> bool:
     return True
 
 
+def _usage(used: list[SiteUsage], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    x = range(len(used))
+    for shift, label, colour, hours in ((-0.2, "wall time", "#9ecae1", [u.wall_s / 3600 for u in used]),
+                                        (0.2, "CPU time", "#08519c", [u.cpu_s / 3600 for u in used])):
+        ax.bar([i + shift for i in x], hours, width=0.4, label=label, color=colour)
+    ax.set_xticks(list(x), [f"{u.site} ({u.attempts})" for u in used])
+    ax.set_ylabel("hours")
+    ax.set_title("resource use per site (measured attempts)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _html_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def write_report(journal: Path, out_dir: Path) -> Path:
     """Write index.html and the PNGs into `out_dir`; return the HTML path."""
     spans, blocks = read_campaign(journal)
@@ -260,6 +285,14 @@ def write_report(journal: Path, out_dir: Path) -> Path:
     _utilization(spans, sites, out_dir / "utilization.png")
     has_waits = _waits(spans, sites, out_dir / "waits.png")
     rows = summarize(spans)
+    used, heaviest = resource_use.read_use(journal)
+    usage = ""
+    if used:
+        _usage(used, out_dir / "usage.png")
+        usage = ("<h2>Resource use</h2>"
+                 + _html_table(resource_use.SITE_COLUMNS, resource_use.site_rows(used))
+                 + "<p><img src='usage.png' alt='usage.png'></p><h2>Longest attempts</h2>"
+                 + _html_table(resource_use.ATTEMPT_COLUMNS, resource_use.attempt_rows(heaviest)))
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
@@ -283,7 +316,7 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{bars}' "
           f"data-migration-arrows='{arrows}' data-block-bars='{block_bars}'></p>"
         + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures[1:])
-        + "</body></html>"
+        + usage + "</body></html>"
     )
     index = out_dir / "index.html"
     index.write_text(page)

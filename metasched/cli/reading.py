@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from metasched import resource_use
 from metasched.cli.app import CampaignArg, app, console, err_console, journal_of
 from metasched.cli.following import follow_output, wait_for_task
 from metasched.journal import Journal
@@ -62,6 +63,15 @@ def journal_holds(journal: Path, name: str) -> bool:
         return False
     by_site, owner = counts(journal)
     return owner == name and bool(by_site)
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _status_table(journal: Path, by_site: dict[str, dict[str, int]]) -> Table:
@@ -190,14 +200,21 @@ def status(
     journal = journal_of(campaign)
     by_site, name = counts(journal)
     blocks = pilot_blocks(journal)
+    used, heaviest = resource_use.read_use(journal)
     failed = totals(by_site)[1]
     if as_json:
         by_block = {site: [asdict(r) for r in records] for site, records in blocks.items()}
-        typer.echo(json.dumps({"campaign": name, "sites": by_site, "blocks": by_block}))
+        typer.echo(json.dumps({"campaign": name, "sites": by_site, "blocks": by_block,
+                               **resource_use.as_json(used, heaviest)}))
     else:
         console.print(_status_table(journal, by_site))
         if blocks:
             console.print(_blocks_table(blocks))
+        if used:
+            console.print(_table("resource use (as each attempt's worker measured it)",
+                                 resource_use.SITE_COLUMNS, resource_use.site_rows(used)))
+            console.print(_table("longest attempts", resource_use.ATTEMPT_COLUMNS,
+                                 resource_use.attempt_rows(heaviest[:5])))
     raise typer.Exit(1 if failed else 0)
 
 

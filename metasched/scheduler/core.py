@@ -21,7 +21,7 @@ from metasched.errors import (
     TaskCancelledError,
     TaskError,
 )
-from metasched.records import AttemptId, SiteName, TaskId, TaskSpec
+from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, Usage
 from metasched.scheduler.states import ALLOWED, AttemptState, TaskState
 
 
@@ -53,6 +53,7 @@ class Attempt:
     state: AttemptState = AttemptState.SUBMITTED
     submitted_at: float = 0.0
     ended_at: float | None = None
+    usage: Usage | None = None  # what it used, once it ended (as its worker measured it)
 
 
 @dataclass(slots=True, kw_only=True)

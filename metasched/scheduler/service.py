@@ -204,6 +204,7 @@ class SchedulerService(CheckpointRequests):
                 error = task_error(record.spec, site, record.attempts, failed)
                 applied = core.attempt_failed(update.attempt_id, error)
         if applied:
+            attempt.usage = getattr(update.outcome, "usage", None)
             self._ended_attempts.append(attempt)
 
     def _dispatch(self) -> bool:

@@ -39,6 +39,7 @@ from metasched.outcomes import (
     command_outcome,
     failed,
     store_if_big,
+    with_usage,
 )
 from metasched.records import (
     CheckpointKind,
@@ -51,6 +52,7 @@ from metasched.records import (
     replace_nested,
 )
 from metasched.worker.capture import Printed, captured
+from metasched.worker.usage import MeasuredPopen, Meter, command_usage, resident_mb
 
 _FUNCTION_CACHE: OrderedDict[str, Callable[..., Any]] = OrderedDict()
 _FUNCTION_CACHE_SIZE = 256
@@ -159,21 +161,24 @@ def run_command(spec: TaskSpec) -> TaskOutcome:
     if command is None:
         return failed("ConfigurationError", "command task without a command")
     env = {**os.environ, **dict(command.env)}
+    start, forked_mb = time.monotonic(), resident_mb()
     try:
-        proc = subprocess.Popen(
+        proc = MeasuredPopen(
             list(command.argv), cwd=command.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True, preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         return Failed(failure=_failure(exc))
+    stopped = False
     try:
         stdout, stderr = proc.communicate(timeout=spec.resources.walltime_s)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         stdout, stderr = proc.communicate()
-        return command_outcome(spec, returncode=proc.returncode, stdout=stdout, stderr=stderr,
-                               walltime_exceeded=True)
-    return command_outcome(spec, returncode=proc.returncode, stdout=stdout, stderr=stderr)
+        stopped = True
+    outcome = command_outcome(spec, returncode=proc.returncode, stdout=stdout, stderr=stderr,
+                              walltime_exceeded=stopped)
+    return with_usage(outcome, command_usage(proc, time.monotonic() - start, forked_mb))
 
 
 def _die_with_parent() -> None:
@@ -215,18 +220,21 @@ def run_packed(packed: bytes) -> bytes:
 
 def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: Mapping[TaskId, bytes],
                 data: DataContext | None = None, checkpoint: Checkpoint | None = None) -> TaskOutcome:
-    """Entry point for any site: run one attempt of `spec`; a big result goes to the site's store."""
+    """Entry point for any site: run one attempt of `spec`, measured; a big result goes to its store."""
+    meter = Meter()
     if spec.kind is TaskKind.COMMAND:
         outcome = run_command(spec)
     elif function is None:
         return failed("ConfigurationError", "function task without a function")
     else:
         outcome = run_function(spec, function, dependency_results, data, checkpoint)
+    outcome = with_usage(outcome, meter.usage())  # a command's own (from wait4) stays
     try:
         return store_if_big(spec, outcome, data)
     except Exception as exc:  # the store is unreachable or full: say so, with the store's name
         where = data.store.store_id if data is not None else "?"
-        return Failed(failure=_failure(RuntimeError(f"storing the result in {where} failed: {exc}")))
+        failure = _failure(RuntimeError(f"storing the result in {where} failed: {exc}"))
+        return Failed(failure=failure, usage=getattr(outcome, "usage", None))
 
 
 def main(argv: list[str]) -> int:

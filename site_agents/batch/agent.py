@@ -245,7 +245,8 @@ class BatchAgent:
             update = self._check(job, status, answer, delete)
             if update is not None and isinstance(update.outcome, Failed):  # say where its whole output is
                 failure = dataclasses.replace(update.outcome.failure, files=job.attempt.output_files())
-                update = dataclasses.replace(update, outcome=Failed(failure=failure))
+                update = dataclasses.replace(update, outcome=dataclasses.replace(update.outcome,
+                                                                                 failure=failure))
             if update is not None:
                 updates.append(update)
                 if update.outcome is not None:

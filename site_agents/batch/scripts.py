@@ -34,7 +34,8 @@ fi
 
 COMMAND_BODY = """warned() {{ date +%s > {warning}; }}
 trap warned USR1
-record() {{ echo "$1 $start $(date +%s.%N)" > {status_tmp} && mv {status_tmp} {status}; }}
+record() {{ times > {status_tmp}; t=$(tail -n 1 {status_tmp})
+    echo "$1 $start $(date +%s.%N) $t" > {status_tmp} && mv {status_tmp} {status}; }}
 start=$(date +%s.%N)
 {precheck}cd {cwd} || {{ echo "metasched: cannot enter {cwd_text}" > {err}; record 126; exit 126; }}
 {launch} > {out} 2> {err} < /dev/null &
