@@ -21,6 +21,7 @@ from metasched.journal_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     TERMINAL_VALUES,
+    AttemptRecord,
     AttemptUsage,
     FinalRecord,
     JournalEvent,
@@ -33,7 +34,7 @@ from metasched.journal_schema import (
     StoredTask,
     stored_task,
 )
-from metasched.records import AttemptId, SiteName, TaskId, TaskSpec
+from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, Usage
 from metasched.scheduler.core import Attempt, Transition
 from metasched.scheduler.states import TERMINAL, AttemptState, TaskState
 
@@ -145,6 +146,9 @@ class Journal:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [(a.attempt_id, a.task_id, a.site, a.usage.wall_s, a.usage.cpu_s, a.usage.max_rss_mb)
                      for a in attempts if a.usage is not None])
+                db.executemany("INSERT OR REPLACE INTO printed (attempt_id, task_id, stdout, stderr) "
+                               "VALUES (?, ?, ?, ?)",
+                               [(a.attempt_id, a.task_id, *a.printed) for a in attempts if any(a.printed)])
             if native_ids:
                 self.set_native_ids(native_ids)
             if replicas:
@@ -335,6 +339,21 @@ class Journal:
                              attempt_id=AttemptId(a) if a else None, site=SiteName(s) if s else None,
                              native_id=native, detail=detail)
                 for seq, at, tid, name, old, new, a, s, native, detail in rows]
+
+    def attempts_of(self, task_id: TaskId) -> list[AttemptRecord]:
+        """Every attempt of the task, in order, with what it printed and used where that was recorded."""
+        has_usage = self._has_usage()  # both tables came in the same version
+        rows = self.db.execute(
+            "SELECT a.attempt_id, a.number, a.site, a.state, a.native_id, "
+            + ("p.stdout, p.stderr, u.wall_s, u.cpu_s, u.max_rss_mb FROM attempts a "
+               "LEFT JOIN printed p ON p.attempt_id = a.attempt_id "
+               "LEFT JOIN usage u ON u.attempt_id = a.attempt_id " if has_usage else
+               "'', '', NULL, NULL, NULL FROM attempts a ")
+            + "WHERE a.task_id = ? ORDER BY a.number", (task_id,))
+        return [AttemptRecord(attempt_id=AttemptId(a), number=n, site=SiteName(s), state=state,
+                              native_id=native, stdout=out or "", stderr=err or "",
+                              usage=None if wall is None else Usage(wall_s=wall, cpu_s=cpu, max_rss_mb=rss))
+                for a, n, s, state, native, out, err, wall, cpu, rss in rows]
 
     def placements_of(self, task_id: TaskId) -> list[tuple[AttemptId, SiteName, str]]:
         """Each attempt of the task with where it went and why (its submission's detail), in order."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from metasched.errors import TaskError
-from metasched.records import AttemptId, SiteName, TaskId, TaskSpec
+from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, Usage
 from metasched.scheduler.states import TERMINAL, TaskState
 
 if TYPE_CHECKING:
@@ -91,6 +91,12 @@ CREATE TABLE IF NOT EXISTS usage (
     wall_s REAL NOT NULL,
     cpu_s REAL NOT NULL,
     max_rss_mb REAL
+);
+CREATE TABLE IF NOT EXISTS printed (
+    attempt_id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task_id);
@@ -239,3 +245,17 @@ class AttemptUsage:
     def cpu_efficiency(self) -> float | None:
         """CPU time over the cores asked for the whole wall time (1.0: every core busy throughout)."""
         return self.cpu_s / (self.wall_s * self.cores) if self.wall_s > 0 and self.cores else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    """One attempt of a task as `metasched logs --attempt` shows it."""
+
+    attempt_id: AttemptId
+    number: int
+    site: SiteName
+    state: str
+    native_id: str | None
+    stdout: str  # the ends of what it printed (Python tasks; failed commands), "" if nothing or unknown
+    stderr: str
+    usage: Usage | None

@@ -54,6 +54,8 @@ class Succeeded:
 
     result: bytes
     usage: Usage | None = None  # None where the worker could not measure it
+    stdout: str = ""  # the ends of what a Python task printed (a command's output is in its result)
+    stderr: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +152,18 @@ def _ended(returncode: int) -> str:
         return describe_exit(128 - returncode)
     said = describe_exit(returncode)
     return f"was {said}" if said.startswith("killed") else f"exited with status {returncode}"
+
+
+def reported(outcome: TaskOutcome) -> tuple[Usage | None, tuple[str, str]]:
+    """What the attempt used, and the ends of its stdout and stderr: a Python task's prints, a failure's."""
+    match outcome:
+        case Succeeded(usage=usage, stdout=out, stderr=err):
+            return usage, (out, err)
+        case Failed(usage=usage, failure=failure):
+            return usage, (failure.stdout, failure.stderr)
+        case Checkpointed(usage=usage):
+            return usage, ("", "")
+    return None, ("", "")
 
 
 def with_usage(outcome: TaskOutcome, usage: Usage | None) -> TaskOutcome:

@@ -15,6 +15,7 @@ from metasched import resource_use
 from metasched.cli.app import CampaignArg, app, console, err_console, journal_of
 from metasched.cli.following import follow_output, wait_for_task
 from metasched.journal import Journal
+from metasched.journal_schema import AttemptRecord
 from metasched.scheduler.blocks import journaled_blocks
 from metasched.scheduler.states import TaskState
 from metasched.sites.base import BlockRecord
@@ -117,10 +118,14 @@ def logs(
     follow: Annotated[bool, typer.Option(
         "--follow", "-f", help="Print the output of the running attempt as it is written, until the task "
         "has finished (batch sites), then what it left.")] = False,
+    attempt: Annotated[int | None, typer.Option(
+        "--attempt", help="Show only attempt N (1, 2, ...): where it ran, how it ended, what it printed "
+        "and used.")] = None,
 ) -> None:
     """Print what a finished task left, and what was noted about its attempts.
 
-    A command's stdout and stderr, or the error and its traceback (with what the failed attempt printed).
+    A command's stdout and stderr, or the error and its traceback (with what the failed attempt printed);
+    a Python task's result and what it printed.
     """
     journal = journal_of(campaign)
     found = wait_for_task(journal, task, wait=follow)
@@ -134,7 +139,11 @@ def logs(
         notes = stored.notes_of(found.spec.task_id)
         placed = stored.placements_of(found.spec.task_id) if placement else []
         changes = stored.events(task_id=found.spec.task_id) if events else []
+        tries = stored.attempts_of(found.spec.task_id)
     name = found.spec.name
+    if attempt is not None:
+        _show_attempt(name, tries, attempt)
+        return
     console.print(f"task {name!r} ({found.spec.task_id}): {found.state.value}", style="bold")
     for change in changes:
         console.out(change.line(), highlight=False)
@@ -160,12 +169,39 @@ def logs(
                 console.out(value.stderr, end="", highlight=False)
         else:
             console.out(repr(value), highlight=False)
+            if tries and (tries[-1].stdout or tries[-1].stderr):
+                _printed(tries[-1])
     if found.error is not None:  # followed: without the output tails it was printed as it came
         console.out(found.error.message if follow else str(found.error), highlight=False)
     if found.result is None and found.error is None:
         console.print("(not finished yet)")
     if follow and found.state in (TaskState.FAILED, TaskState.CANCELLED):
         raise typer.Exit(1)
+
+
+def _printed(record: AttemptRecord) -> None:
+    for stream, text in (("stdout", record.stdout), ("stderr", record.stderr)):
+        if text:
+            console.print(f"--- {stream} (its end, as the attempt printed it):", markup=False)
+            console.out(text, end="" if text.endswith("\n") else "\n", highlight=False)
+
+
+def _show_attempt(name: str, tries: list[AttemptRecord], number: int) -> None:
+    record = next((r for r in tries if r.number == number), None)
+    if record is None:
+        err_console.print(f"task {name!r} has no attempt {number} (it has {len(tries)})", style="bold red")
+        raise typer.Exit(2)
+    job = f", job {record.native_id}" if record.native_id else ""
+    console.print(f"attempt {number} ({record.attempt_id}) of {name!r} at {record.site}{job}: {record.state}",
+                  markup=False)
+    used = record.usage
+    if used is not None:
+        peak = "-" if used.max_rss_mb is None else f"{used.max_rss_mb:.1f} MB"
+        console.print(f"used: {used.wall_s:.2f} s wall, {used.cpu_s:.2f} s CPU, peak memory {peak}",
+                      markup=False)
+    if not (record.stdout or record.stderr):
+        console.print("(no output recorded for this attempt)")
+    _printed(record)
 
 
 @app.command()

@@ -54,6 +54,7 @@ class Attempt:
     submitted_at: float = 0.0
     ended_at: float | None = None
     usage: Usage | None = None  # what it used, once it ended (as its worker measured it)
+    printed: tuple[str, str] = ("", "")  # the ends of its stdout and stderr, until journaled
 
 
 @dataclass(slots=True, kw_only=True)

@@ -21,7 +21,7 @@ from metasched.errors import (
 from metasched.faults import crash_point
 from metasched.journal import Journal
 from metasched.journal_schema import FinalRecord, LiveAttempt, Note
-from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded
+from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded, reported
 from metasched.placement import PlacementPolicy, assume_unknowns, explain, feasible_sites
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
 from metasched.scheduler.blocks import BlockJournal
@@ -204,7 +204,7 @@ class SchedulerService(CheckpointRequests):
                 error = task_error(record.spec, site, record.attempts, failed)
                 applied = core.attempt_failed(update.attempt_id, error)
         if applied:
-            attempt.usage = getattr(update.outcome, "usage", None)
+            attempt.usage, attempt.printed = reported(update.outcome)
             self._ended_attempts.append(attempt)
 
     def _dispatch(self) -> bool:
@@ -394,6 +394,8 @@ class SchedulerService(CheckpointRequests):
             finals=finals, counters=counters.values(), native_ids=native_ids, replicas=replicas,
             evicted=evicted, moves=[(t, c, g) for t, (c, g) in moves.items()], notes=notes,
         )
+        for attempt in attempts:
+            attempt.printed = ("", "")  # in the journal now: not kept for the campaign's life
         for task_id in written:
             record = core.tasks[task_id]
             self.events.add(TaskEvent(task_id=task_id, state=record.state, result=record.result,

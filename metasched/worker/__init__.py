@@ -143,7 +143,8 @@ def run_function(spec: TaskSpec, function: bytes, dependency_results: Mapping[Ta
             kwargs["ckpt"] = checkpoint
         with captured(printed), _alarm(None if spec.checkpoint else spec.resources.walltime_s):
             value = fn(*args, **kwargs)
-        return Succeeded(result=dumps(value, serializer_of(spec.payload)))  # as its arguments came
+        return Succeeded(result=dumps(value, serializer_of(spec.payload)),  # as its arguments came
+                         stdout=printed.stdout, stderr=printed.stderr)
     except CheckpointStop as stop:
         size = stop.ref.size / 1e6
         return Checkpointed(ref=stop.ref, reason=stop.reason,
