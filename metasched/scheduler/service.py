@@ -340,7 +340,7 @@ class SchedulerService(CheckpointRequests):
             for dep_id in spec.depends_on:
                 dep = self.core.tasks[dep_id]
                 if dep_id in data.tracker.replicas and all(
-                        self.core.tasks[d].state is TaskState.DONE for d in dep.dependents):
+                        self.core.tasks[d].state is TaskState.DONE for d in dep.dependents or ()):
                     keep = dep.spec.keep or not data.settings.evict_intermediates
                     data.release([dep_id], keep_origin=keep)
 
@@ -394,8 +394,8 @@ class SchedulerService(CheckpointRequests):
             finals=finals, counters=counters.values(), native_ids=native_ids, replicas=replicas,
             evicted=evicted, moves=[(t, c, g) for t, (c, g) in moves.items()], notes=notes,
         )
-        for attempt in attempts:
-            attempt.printed = ("", "")  # in the journal now: not kept for the campaign's life
+        for attempt in attempts:  # in the journal now: not kept for the campaign's life
+            attempt.usage, attempt.printed = None, ("", "")
         for task_id in written:
             record = core.tasks[task_id]
             self.events.add(TaskEvent(task_id=task_id, state=record.state, result=record.result,
