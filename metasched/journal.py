@@ -142,13 +142,12 @@ class Journal:
                      for a in attempts],
                 )
                 db.executemany(
-                    "INSERT OR REPLACE INTO usage (attempt_id, task_id, site, wall_s, cpu_s, max_rss_mb) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(a.attempt_id, a.task_id, a.site, a.usage.wall_s, a.usage.cpu_s, a.usage.max_rss_mb)
+                    "INSERT OR REPLACE INTO usage (attempt_id, site, wall_s, cpu_s, max_rss_mb) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(a.attempt_id, a.site, a.usage.wall_s, a.usage.cpu_s, a.usage.max_rss_mb)
                      for a in attempts if a.usage is not None])
-                db.executemany("INSERT OR REPLACE INTO printed (attempt_id, task_id, stdout, stderr) "
-                               "VALUES (?, ?, ?, ?)",
-                               [(a.attempt_id, a.task_id, *a.printed) for a in attempts if any(a.printed)])
+                db.executemany("INSERT OR REPLACE INTO printed (attempt_id, stdout, stderr) VALUES (?, ?, ?)",
+                               [(a.attempt_id, *a.printed) for a in attempts if any(a.printed)])
             if native_ids:
                 self.set_native_ids(native_ids)
             if replicas:
@@ -305,10 +304,10 @@ class Journal:
     def counts(self) -> dict[str, dict[str, int]]:
         """Tasks (not superseded by a retry) by site ("-" before placement) and state."""
         counts: dict[str, dict[str, int]] = {}
-        rows = self.db.execute("SELECT COALESCE(site, '-'), state, COUNT(*) FROM tasks "
-                               "WHERE superseded_by IS NULL GROUP BY 1, 2")
+        rows = self.db.execute("SELECT site, state, COUNT(*) FROM tasks WHERE superseded_by IS NULL "
+                               "GROUP BY site, state")  # covered by the index tasks_site_state
         for site, state, count in rows:
-            counts.setdefault(site, {})[state] = count
+            counts.setdefault(site or "-", {})[state] = count
         return counts
 
     def task_named(self, name: str) -> StoredTask | None:
@@ -390,10 +389,10 @@ class Journal:
         if not self._has_usage():
             return []
         rows = self.db.execute(
-            "SELECT u.attempt_id, t.name, u.site, a.state, u.wall_s, u.cpu_s, u.max_rss_mb, t.spec "
-            "FROM usage u JOIN tasks t ON t.task_id = u.task_id "
-            "JOIN attempts a ON a.attempt_id = u.attempt_id "
-            f"ORDER BY u.{by} IS NULL, u.{by} DESC LIMIT ?", (limit,))  # noqa: S608  (`by` checked above)
+            "SELECT u.attempt_id, t.name, u.site, a.state, u.wall_s, u.cpu_s, u.max_rss_mb, t.spec FROM "
+            f"(SELECT * FROM usage ORDER BY {by} IS NULL, {by} DESC LIMIT ?) u "  # noqa: S608  (checked)
+            "JOIN attempts a ON a.attempt_id = u.attempt_id JOIN tasks t ON t.task_id = a.task_id "
+            f"ORDER BY u.{by} IS NULL, u.{by} DESC", (limit,))
         out = []
         for attempt_id, name, site, state, wall, cpu, rss, spec in rows:
             resources = pickle.loads(spec).resources  # noqa: S301  (our own journal)

@@ -228,6 +228,9 @@ def status(
     campaign: Annotated[str | None, typer.Argument(help="A campaign's name or journal; none lists all.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    usage: Annotated[bool, typer.Option(
+        "--usage", help="Also the resource use per site and the longest attempts (reads every measured "
+        "attempt: ~1 s per million).")] = False,
 ) -> None:
     """Task counts by site and state, read from a campaign's journal (works while it runs)."""
     if campaign is None:
@@ -236,12 +239,12 @@ def status(
     journal = journal_of(campaign)
     by_site, name = counts(journal)
     blocks = pilot_blocks(journal)
-    used, heaviest = resource_use.read_use(journal)
+    used, heaviest = resource_use.read_use(journal) if usage else ([], [])
     failed = totals(by_site)[1]
     if as_json:
         by_block = {site: [asdict(r) for r in records] for site, records in blocks.items()}
         typer.echo(json.dumps({"campaign": name, "sites": by_site, "blocks": by_block,
-                               **resource_use.as_json(used, heaviest)}))
+                               **(resource_use.as_json(used, heaviest) if usage else {})}))
     else:
         console.print(_status_table(journal, by_site))
         if blocks:

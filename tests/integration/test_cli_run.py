@@ -34,12 +34,13 @@ depends_on = ["echo-{i}"]
     assert "exited with status 4" in result.output
     status = runner.invoke(app, ["status", str(tmp_path / f"cli-{os.getpid()}.db"), "--json"])
     assert status.exit_code == 1
-    said = json.loads(status.stdout)
-    assert {key: said[key] for key in ("campaign", "sites", "blocks")} == {
-        "campaign": f"cli-{os.getpid()}", "sites": {"local": {"done": 3, "failed": 1}},
-        "blocks": {}}  # no pilot site
-    assert said["usage"]["local"]["attempts"] == 4  # the failed command measured too
-    assert [h["task_name"] for h in said["heaviest"]].count("fails") == 1
+    assert json.loads(status.stdout) == {"campaign": f"cli-{os.getpid()}",
+                                         "sites": {"local": {"done": 3, "failed": 1}},
+                                         "blocks": {}}  # no pilot site
+    used = json.loads(runner.invoke(app, ["status", str(tmp_path / f"cli-{os.getpid()}.db"), "--json",
+                                          "--usage"]).stdout)
+    assert used["usage"]["local"]["attempts"] == 4  # the failed command measured too
+    assert [h["task_name"] for h in used["heaviest"]].count("fails") == 1
 
 
 def test_report_writes_html_and_figures(tmp_path: Path) -> None:

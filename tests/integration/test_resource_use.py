@@ -73,7 +73,8 @@ def test_each_attempt_reports_its_wall_cpu_and_memory_peak(
         names = {f.task_id: f.name for f in futures}
     with sqlite3.connect(journal) as db:
         rows = {names[t]: (wall, cpu, rss) for t, wall, cpu, rss in
-                db.execute("SELECT task_id, wall_s, cpu_s, max_rss_mb FROM usage")}
+                db.execute("SELECT a.task_id, wall_s, cpu_s, max_rss_mb FROM usage u JOIN attempts a "
+                           "ON a.attempt_id = u.attempt_id")}
     assert set(rows) == set(names.values()), "every attempt that ran, failed ones too, is measured"
     for site in ("local", "alpha", "epsilon"):
         wall, cpu, rss = rows[f"memory@{site}"]
@@ -89,7 +90,7 @@ def test_each_attempt_reports_its_wall_cpu_and_memory_peak(
     assert rows["command@alpha"][2] is None  # a batch command runs with no Python beside it: no peak
     assert all(rows[f"small-{i}@local"][2] < 200 for i in range(2)), rows
 
-    out = subprocess.run([sys.executable, "-m", "metasched", "status", "--json", str(journal)],
+    out = subprocess.run([sys.executable, "-m", "metasched", "status", "--json", "--usage", str(journal)],
                          capture_output=True, text=True, timeout=60, check=False)
     status = json.loads(out.stdout)
     assert status["usage"]["local"]["attempts"] == 7
@@ -98,10 +99,14 @@ def test_each_attempt_reports_its_wall_cpu_and_memory_peak(
     assert [h["wall_s"] for h in status["heaviest"]] == sorted((h["wall_s"] for h in status["heaviest"]),
                                                              reverse=True)
     assert len(status["heaviest"]) == 10
-    table = subprocess.run([sys.executable, "-m", "metasched", "status", str(journal)], capture_output=True,
-                           text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"})
+    table = subprocess.run([sys.executable, "-m", "metasched", "status", "--usage", str(journal)],
+                           capture_output=True, text=True, timeout=60, check=False,
+                           env={**os.environ, "COLUMNS": "200"})
     assert "resource use" in table.stdout
     assert "longest attempts" in table.stdout
+    plain = subprocess.run([sys.executable, "-m", "metasched", "status", str(journal)], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert "resource use" not in plain.stdout
     report = subprocess.run([sys.executable, "-m", "metasched", "report", str(journal), "--out",
                              str(tmp_path / "report")], capture_output=True, text=True, timeout=120,
                             check=False)
