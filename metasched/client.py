@@ -199,6 +199,7 @@ class SchedulerClient:
                     return
                 for task_id, why in refused.items():
                     self._on_refused(task_id, why)
+                del specs, functions  # the actor has them: not held here until the next batch
             with self._lock:
                 box.done = max(box.done, ticket)
                 self._flushed.notify_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +41,16 @@ def parse_memory(value: int | str | None) -> int:
 
 
 def resources_from(options: dict[str, Any]) -> Resources:
-    """The Resources record of a task's options."""
-    return Resources(
-        cores=int(options.get("cores", 1)),
-        memory_mb=parse_memory(options.get("memory")),
-        gpus=int(options.get("gpus", 0)),
-        nodes=int(options.get("nodes", 1)),
-        walltime_s=parse_walltime(options.get("walltime")),
-    )
+    """The Resources record of a task's options (one shared record per distinct request)."""
+    return _resources(int(options.get("cores", 1)), parse_memory(options.get("memory")),
+                      int(options.get("gpus", 0)), int(options.get("nodes", 1)),
+                      parse_walltime(options.get("walltime")))
+
+
+@functools.lru_cache(maxsize=4096)
+def _resources(cores: int, memory_mb: int, gpus: int, nodes: int, walltime_s: float | None) -> Resources:
+    """Frozen, so tasks asking the same share one (and a batch of specs pickles it once)."""
+    return Resources(cores=cores, memory_mb=memory_mb, gpus=gpus, nodes=nodes, walltime_s=walltime_s)
 
 
 TASK_OPTIONS = frozenset(
