@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
 from metasched.errors import PlacementError
+from metasched.plugins import make_named
 from metasched.records import Capability, SiteLoad, SiteName, TaskSpec
 
 
@@ -182,16 +182,10 @@ def policy_named(name: str) -> PlacementPolicy:
     A package declares it under the entry point group ``metasched.placement_policies``: a class, or a
     function of no arguments, that makes it.
     """
-    if name in BUILT_IN_POLICIES:
-        return BUILT_IN_POLICIES[name]()
-    installed = {ep.name: ep for ep in entry_points(group=POLICY_ENTRY_POINTS)}
-    if name not in installed:
-        known = ", ".join(repr(n) for n in [*BUILT_IN_POLICIES, *sorted(installed)])
-        raise ValueError(f"unknown placement policy {name!r}; known: {known} (a package adds one through the "
-                         f"entry point group {POLICY_ENTRY_POINTS!r}).")
-    policy = installed[name].load()()
+    policy, source = make_named(name, group=POLICY_ENTRY_POINTS, built_in=BUILT_IN_POLICIES,
+                                what="placement policy")
     if not isinstance(policy, PlacementPolicy):
-        raise ValueError(f"placement policy {name!r} ({installed[name].value}) made a "
+        raise ValueError(f"placement policy {name!r} ({source}) made a "
                          f"{type(policy).__name__}, which has no choose(spec, candidates, transfer_s) "
                          "method.")
     return policy

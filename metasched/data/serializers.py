@@ -20,11 +20,11 @@ import functools
 import io
 import pickle
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 import cloudpickle
 
+from metasched.plugins import make_named
 from metasched.records import is_proxy
 
 SERIALIZER_ENTRY_POINTS = "metasched.serializers"
@@ -118,16 +118,10 @@ def serializer_named(name: str) -> Serializer:
     A package declares one under the entry point group ``metasched.serializers``: a class, or a function
     of no arguments, that makes it.
     """
-    if name in BUILT_IN_SERIALIZERS:
-        return BUILT_IN_SERIALIZERS[name]()
-    installed = {ep.name: ep for ep in entry_points(group=SERIALIZER_ENTRY_POINTS)}
-    if name not in installed:
-        known = ", ".join(repr(n) for n in [*BUILT_IN_SERIALIZERS, *sorted(installed)])
-        raise ValueError(f"unknown serializer {name!r}; known: {known} (a package adds one through the entry "
-                         f"point group {SERIALIZER_ENTRY_POINTS!r}).")
-    made = installed[name].load()()
+    made, source = make_named(name, group=SERIALIZER_ENTRY_POINTS, built_in=BUILT_IN_SERIALIZERS,
+                              what="serializer")
     if not isinstance(made, Serializer) or made.name != name:
-        raise ValueError(f"serializer {name!r} ({installed[name].value}) made a {type(made).__name__}, not a "
+        raise ValueError(f"serializer {name!r} ({source}) made a {type(made).__name__}, not a "
                          f"serializer named {name!r} with dumps(value) and loads(blob).")
     return made
 

@@ -14,6 +14,7 @@ import pytest
 import slurmsite
 
 import metasched as ms
+from tests.integration.kinds import one_of_each
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
 BURN = ("import time\nblock = bytearray(300 * 2**20)\nfor i in range(0, len(block), 4096): block[i] = 1\n"
@@ -51,11 +52,7 @@ def fail() -> None:
 def test_each_attempt_reports_its_wall_cpu_and_memory_peak(
     alpha: slurmsite.SiteInfo, epsilon: object, ray_local: None, tmp_path: Path
 ) -> None:
-    sites = [ms.LocalSite("local", cores=2),
-             ms.SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir,
-                          poll_interval=0.3),
-             ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir,  # type: ignore[attr-defined]
-                               login=tuple(epsilon.login), poll_interval=0.3)]  # type: ignore[attr-defined]
+    sites = one_of_each(alpha, epsilon)
     journal = tmp_path / "c.db"
     names: dict[str, str] = {}
     with ms.Campaign(f"usage-{os.getpid()}", sites=sites, journal=journal) as c:

@@ -17,6 +17,7 @@ import slurmsite
 
 import metasched as ms
 from metasched.data.serializers import serializer_of
+from tests.integration.kinds import one_of_each
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
 
@@ -34,11 +35,7 @@ class Grid:
 def test_values_travel_with_the_chosen_serializer_across_sites(
     alpha: slurmsite.SiteInfo, epsilon: object, ray_local: None, tmp_path: Path
 ) -> None:
-    sites = [ms.LocalSite("local", cores=2),
-             ms.SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir,
-                          poll_interval=0.3),
-             ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir,  # type: ignore[attr-defined]
-                               login=tuple(epsilon.login), poll_interval=0.3)]  # type: ignore[attr-defined]
+    sites = one_of_each(alpha, epsilon)
     journal = tmp_path / "c.db"
     with ms.Campaign(f"serializers-{os.getpid()}", sites=sites, journal=journal, serializer="dill",
                      data_threshold=50_000, store=ms.FileStore(str(tmp_path / "driver-store"))) as c:
