@@ -259,7 +259,7 @@ class Campaign:
         digest, blob = self._functions.pickled(fn)
         name = str(options.get("name") or getattr(fn, "__name__", "task"))
         task_id = TaskId(uuid.uuid4().hex[:16])
-        serializer = str({**self.defaults, **options}.get("serializer") or DEFAULT_SERIALIZER)
+        serializer = str(options.get("serializer") or self.defaults.get("serializer") or DEFAULT_SERIALIZER)
         payload, inputs = pack_arguments(args, kwargs, task_name=name, task_id=task_id, settings=self.data,
                                          serializer=serializer)
         return self._enqueue(name, TaskKind.FUNCTION, options, deps=deps, digest=digest, blob=blob,

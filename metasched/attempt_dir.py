@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 _TIMES = re.compile(r"(\d+)m(\d+)[.,](\d+)s")  # bash's `times`: minutes, seconds (locale's point)
 
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptInputs:
     """What the worker needs to run an attempt: the task, its function, its dependencies' results."""

@@ -268,6 +268,10 @@ def _usage(used: list[SiteUsage], path: Path) -> None:
     plt.close(fig)
 
 
+SUMMARY_COLUMNS = ("site", "attempts", "succeeded", "failed", "lost", "checkpointed and moved on",
+                   "mean wait (s)", "mean predicted wait (s)", "wait prediction error (s)", "mean run (s)")
+
+
 def _html_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
@@ -297,22 +301,17 @@ def write_report(journal: Path, out_dir: Path) -> Path:
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    table = "".join(
-        f"<tr><td>{html.escape(r.site)}</td><td>{r.attempts}</td><td>{r.succeeded}</td><td>{r.failed}</td>"
-        f"<td>{r.lost}</td><td>{r.moved}</td><td>{fmt(r.mean_wait_s)}</td><td>{fmt(r.mean_predicted_wait_s)}</td>"
-        f"<td>{fmt(r.wait_error_s)}</td><td>{fmt(r.mean_run_s)}</td></tr>"
-        for r in rows)
+    table = _html_table(SUMMARY_COLUMNS, [
+        (r.site, str(r.attempts), str(r.succeeded), str(r.failed), str(r.lost), str(r.moved),
+         fmt(r.mean_wait_s), fmt(r.mean_predicted_wait_s), fmt(r.wait_error_s), fmt(r.mean_run_s))
+        for r in rows])
     figures = ["gantt.png", "utilization.png"] + (["waits.png"] if has_waits else [])
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>metasched report: {html.escape(journal.name)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
-        f"</head><body><h1>Campaign report</h1><p>journal: {html.escape(str(journal))}</p>"
-        "<table><tr><th>site</th><th>attempts</th><th>succeeded</th><th>failed</th><th>lost</th>"
-        "<th>checkpointed and moved on</th>"
-        "<th>mean wait (s)</th><th>mean predicted wait (s)</th><th>wait prediction error (s)</th>"
-        f"<th>mean run (s)</th></tr>{table}</table>"
+        f"</head><body><h1>Campaign report</h1><p>journal: {html.escape(str(journal))}</p>{table}"
         + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{bars}' "
           f"data-migration-arrows='{arrows}' data-block-bars='{block_bars}'></p>"
         + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures[1:])

@@ -1,7 +1,7 @@
 """Per-task resource use as `metasched status` and the report show it: per site, and the heaviest attempts.
 
 The numbers are what each attempt's worker measured (metasched.worker.usage), journaled in the table
-``usage``; reading them costs two SQL queries whatever the campaign's size.
+``usage``: two SQL queries, the per-site sums reading every measured attempt (0.7 s per million).
 """
 
 from __future__ import annotations

@@ -42,14 +42,15 @@ def _cpu_s(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _peak_reset() -> bool:
-    """Start a new peak of this process's resident set (Linux); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return True
+def _cpu_so_far() -> float:
+    """CPU time of this process and of every child process it has waited for."""
+    return sum(_cpu_s(resource.getrusage(who)) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def _peak_reset() -> None:
+    """Start a new peak of this process's resident set (Linux; elsewhere the peak so far stays)."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 def resident_mb() -> float:
@@ -76,16 +77,12 @@ class Meter:
 
     def __init__(self) -> None:
         _peak_reset()
-        self._wall = time.monotonic()
-        self._cpu = _cpu_s(resource.getrusage(resource.RUSAGE_SELF))
-        self._cpu += _cpu_s(resource.getrusage(resource.RUSAGE_CHILDREN))
+        self._wall, self._cpu = time.monotonic(), _cpu_so_far()
 
     def usage(self) -> Usage:
         """Wall and CPU time since the start, and the memory peak."""
-        cpu = _cpu_s(resource.getrusage(resource.RUSAGE_SELF))
-        cpu += _cpu_s(resource.getrusage(resource.RUSAGE_CHILDREN))
-        return Usage(wall_s=round(time.monotonic() - self._wall, 6), cpu_s=round(cpu - self._cpu, 6),
-                     max_rss_mb=round(_peak_mb(), 3))
+        wall, cpu = time.monotonic() - self._wall, _cpu_so_far() - self._cpu
+        return Usage(wall_s=round(wall, 6), cpu_s=round(cpu, 6), max_rss_mb=round(_peak_mb(), 3))
 
 
 def command_usage(proc: MeasuredPopen, wall_s: float, forked_mb: float) -> Usage | None:
