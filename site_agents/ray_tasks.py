@@ -75,11 +75,13 @@ class RayTasks:
 
         Once the mean run time of recent attempts is below ``PACK_BELOW_S``, up to `max_pack` with the same
         request share one (run one after the other), which amortizes Ray's per-task overhead, leaving at
-        least two packs per core.
+        least two packs per core of the work in flight. That work counts the attempts already running: a
+        scheduler loop that comes back quickly hands over a few attempts at a time, which must not become
+        packs of one each while hundreds run.
         """
         if self.mean_run_s is None or self.mean_run_s >= PACK_BELOW_S:
             return 1
-        return max(1, min(max_pack, count // (2 * max(1, cores))))
+        return max(1, min(max_pack, (count + len(self._by_attempt)) // (2 * max(1, cores))))
 
     def start(self, subs: Sequence[Submission], resource: str, *, cores: int, max_pack: int,
               group: str = "") -> None:
