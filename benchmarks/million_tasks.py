@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,13 @@ def raw_ray(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def journal_breakdown(path: Path) -> list[tuple[str, int]]:
+    """Bytes of the journal's pages each table and index holds (SQLite's dbstat), largest first."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
+    return [(name, int(used)) for name, used in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=1_000_000)
@@ -113,6 +121,7 @@ def main() -> None:
             raise SystemExit(f"{len(bad)} tasks failed or returned the wrong value, e.g. task {bad[0]}")
         del futures
         size = journal.stat().st_size + sum(p.stat().st_size for p in Path(tmp).glob("million.db-*"))
+        where = journal_breakdown(journal)
         t0 = time.perf_counter()
         resumed = ms.Campaign.resume(journal)
         resume_s = time.perf_counter() - t0
@@ -128,7 +137,8 @@ def main() -> None:
           f"{n / elapsed:,.0f} tasks/s (ratio to raw Ray {n / elapsed / raw:.2f})")
     print(f"driver peak gain {driver_gain / 2**20:,.0f} MB = {driver_gain / n:,.0f} B/task (target <= 1024)")
     print(f"actor peak gain {actor_gain / 2**20:,.0f} MB = {actor_gain / n:,.0f} B/task (target <= 1024)")
-    print(f"journal {size / 2**20:,.0f} MB = {size / n:,.0f} B/task (target <= 512)")
+    print(f"journal {size / 2**20:,.0f} MB = {size / n:,.0f} B/task (target <= 512); per task: "
+          + ", ".join(f"{name} {used / n:,.0f} B" for name, used in where if used >= n))
     print(f"Campaign.resume of the finished campaign: {resume_s:.1f} s; "
           f"metasched status: {status_s:.2f} s (exit {status.returncode}; target < 1 s)")
 

@@ -17,10 +17,21 @@ from typing import Any
 
 from metasched.data.objects import DataRef
 from metasched.errors import ConfigurationError, JournalError
+from metasched.journal_codec import (
+    STATE_NAMES,
+    TERMINAL_CODES,
+    code,
+    decode_spec,
+    encode_spec,
+    usage_columns,
+    usage_of,
+)
 from metasched.journal_schema import (
     SCHEMA,
     SCHEMA_VERSION,
-    TERMINAL_VALUES,
+    STORED_TASK_COLUMNS,
+    TASK_SEQ,
+    UPSERT_ATTEMPT,
     AttemptRecord,
     AttemptUsage,
     FinalRecord,
@@ -34,7 +45,8 @@ from metasched.journal_schema import (
     StoredTask,
     stored_task,
 )
-from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, Usage
+from metasched.journal_upgrade import check_version, upgrade_from_2
+from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, attempt_id_of, split_attempt_id
 from metasched.scheduler.core import Attempt, Transition
 from metasched.scheduler.states import TERMINAL, AttemptState, TaskState
 
@@ -47,32 +59,43 @@ class Journal:
         self._db: sqlite3.Connection | None = None
 
     def open(self, *, read_only: bool = False) -> Journal:
-        """Open (creating if needed) the journal file; read_only: an existing one, for queries alone."""
-        if read_only:
-            try:
+        """Open (creating if needed) the journal file; read_only: an existing one, for queries alone.
+
+        A journal an earlier metasched wrote (schema 2) is upgraded in place when opened for writing;
+        read-only, it is refused with the command that upgrades it.
+        """
+        try:
+            if read_only:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10,
                                            check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise JournalError(f"cannot read the journal {self.path}: {exc}.") from exc
-            return self
-        try:
+                check_version(self.path, self._stored_version(), writing=False)
+                return self
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db = db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                            timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            version = self._stored_version()
+            check_version(self.path, version, writing=True)
+            if version == "2":
+                upgrade_from_2(db, self.path)
             db.executescript(SCHEMA)
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal {self.path}: {exc}.") from exc
-        self._db = db
-        version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif version != SCHEMA_VERSION:
-            raise JournalError(
-                f"journal {self.path} has schema version {version!r}; this metasched reads "
-                f"{SCHEMA_VERSION!r}. Use the metasched version that wrote it."
-            )
+            self.close()
+            verb = "read" if read_only else "open"
+            raise JournalError(f"cannot {verb} the journal {self.path}: {exc}.") from exc
+        except JournalError:
+            self.close()
+            raise
+        self.set_meta("schema_version", SCHEMA_VERSION)
         return self
+
+    def _stored_version(self) -> str | None:
+        """The schema version the file says it has (None: a new, empty file)."""
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            return None
+        version: str | None = self.get_meta("schema_version")
+        return version
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -129,25 +152,15 @@ class Journal:
                 db.executemany("INSERT OR IGNORE INTO functions (digest, blob) VALUES (?, ?)",
                                functions.items())
             if new_tasks:
-                db.executemany(
-                    "INSERT INTO tasks (task_id, name, spec, state) VALUES (?, ?, ?, ?)",
-                    [(s.task_id, s.name, pickle.dumps(s), TaskState.PENDING.value) for s in new_tasks],
-                )
+                pending = code(TaskState.PENDING)
+                db.executemany("INSERT INTO task (task_id, name, spec, state) VALUES (?, ?, ?, ?)",
+                               [(s.task_id, s.name, encode_spec(s), pending) for s in new_tasks])
             if attempts:
-                db.executemany(
-                    "INSERT INTO attempts (attempt_id, task_id, site, number, state, submitted_at, ended_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (attempt_id) DO UPDATE SET "
-                    "state = excluded.state, ended_at = excluded.ended_at",
-                    [(a.attempt_id, a.task_id, a.site, a.number, a.state.value, a.submitted_at, a.ended_at)
-                     for a in attempts],
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO usage (attempt_id, site, wall_s, cpu_s, max_rss_mb) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(a.attempt_id, a.site, a.usage.wall_s, a.usage.cpu_s, a.usage.max_rss_mb)
-                     for a in attempts if a.usage is not None])
-                db.executemany("INSERT OR REPLACE INTO printed (attempt_id, stdout, stderr) VALUES (?, ?, ?)",
-                               [(a.attempt_id, *a.printed) for a in attempts if any(a.printed)])
+                db.executemany(UPSERT_ATTEMPT, [(a.task_id, a.number, a.site, code(a.state), a.submitted_at,
+                                                 a.ended_at, *usage_columns(a.usage)) for a in attempts])
+                db.executemany(f"INSERT OR REPLACE INTO output (task, number, stdout, stderr) VALUES "
+                               f"({TASK_SEQ}, ?, ?, ?)",
+                               [(a.task_id, a.number, *a.printed) for a in attempts if any(a.printed)])
             if native_ids:
                 self.set_native_ids(native_ids)
             if replicas:
@@ -157,7 +170,7 @@ class Journal:
                     [(r.ref.object_id, r.ref.store.store_id, pickle.dumps(r.ref), r.ref.size, int(r.origin),
                       time.time(), r.transfer_s) for r in replicas])
             if moves:  # (task, checkpoint object, migration target)
-                db.executemany("UPDATE tasks SET checkpoint = ?, migrate_to = ? WHERE task_id = ?",
+                db.executemany("UPDATE task SET checkpoint = ?, migrate_to = ? WHERE task_id = ?",
                                [(ckpt, target, tid) for tid, ckpt, target in moves])
             if notes:
                 db.executemany("INSERT INTO notes (task_id, attempt_id, site, at, note) "
@@ -168,24 +181,22 @@ class Journal:
                                [(time.time(), oid, sid) for oid, sid in evicted])
             if transitions:
                 db.executemany(
-                    "INSERT INTO transitions (task_id, attempt_id, site, old, new, at, detail) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(t.task_id, t.attempt_id, t.site, t.old.value if t.old else None, t.new.value, t.at,
-                      t.detail) for t in transitions],
-                )
-                live = [(t.new.value, t.task_id) for t in transitions if t.new not in TERMINAL]
+                    f"INSERT INTO transition (task, attempt, site, old, new, at, detail) VALUES ({TASK_SEQ}, "
+                    "?, ?, ?, ?, ?, ?)",
+                    [(t.task_id, split_attempt_id(t.attempt_id)[1] if t.attempt_id else None, t.site,
+                      code(t.old) if t.old else None, code(t.new), t.at, t.detail) for t in transitions])
+                live = [(code(t.new), t.task_id) for t in transitions if t.new not in TERMINAL]
                 db.executemany(
-                    f"UPDATE tasks SET state = ? WHERE task_id = ? AND state NOT IN {TERMINAL_VALUES}", live
-                )
+                    f"UPDATE task SET state = ? WHERE task_id = ? AND state NOT IN {TERMINAL_CODES}", live)
             if counters:
-                db.executemany("UPDATE tasks SET tries = ?, attempts = ?, site = ? WHERE task_id = ?",
+                db.executemany("UPDATE task SET tries = ?, attempts = ?, site = ? WHERE task_id = ?",
                                [(tries, n, site, tid) for tid, tries, n, site in counters])
             now = time.time()
             for final in finals:
                 cur = db.execute(
-                    "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ? "
-                    f"WHERE task_id = ? AND state NOT IN {TERMINAL_VALUES}",
-                    (final.state.value, final.result,
+                    "UPDATE task SET state = ?, result = ?, error = ?, finished_at = ? "
+                    f"WHERE task_id = ? AND state NOT IN {TERMINAL_CODES}",
+                    (code(final.state), final.result,
                      pickle.dumps(final.error) if final.error is not None else None, now, final.task_id),
                 )
                 if cur.rowcount == 1:
@@ -236,15 +247,15 @@ class Journal:
 
     def mark_attempts_lost(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Record attempts the previous scheduler left behind as LOST."""
-        self.db.executemany(
-            "UPDATE attempts SET state = ?, ended_at = ? WHERE attempt_id = ?",
-            [(AttemptState.LOST.value, time.time(), a) for a in attempt_ids],
-        )
+        now = time.time()
+        self.db.executemany(f"UPDATE attempt SET state = ?, ended_at = ? WHERE task = {TASK_SEQ} AND "
+                            "number = ?",
+                            [(code(AttemptState.LOST), now, *split_attempt_id(a)) for a in attempt_ids])
 
     # ---------------------------------------------------------------------------------------- reading
     def task_index(self) -> list[tuple[TaskId, str, bool]]:
-        """(task id, name, superseded by a retry) of every task in submission order; no spec unpickled."""
-        rows = self.db.execute("SELECT task_id, name, superseded_by IS NOT NULL FROM tasks ORDER BY seq")
+        """(task id, name, superseded by a retry) of every task in submission order; no spec decoded."""
+        rows = self.db.execute("SELECT task_id, name, superseded_by IS NOT NULL FROM task ORDER BY seq")
         return [(TaskId(t), n, bool(s)) for t, n, s in rows]
 
     def functions(self) -> dict[str, bytes]:
@@ -253,42 +264,37 @@ class Journal:
 
     def tasks(self) -> Iterator[StoredTask]:
         """Every task in submission order."""
-        rows = self.db.execute(
-            "SELECT spec, state, tries, attempts, result, error, site, superseded_by, checkpoint, migrate_to "
-            "FROM tasks ORDER BY seq")
-        for row in rows:
+        for row in self.db.execute(f"SELECT {STORED_TASK_COLUMNS} FROM task ORDER BY seq"):  # noqa: S608
             yield stored_task(row)
 
     def supersede(self, replacements: dict[TaskId, TaskId]) -> None:
         """Record that failed tasks were retried as new tasks (they stay in the journal as history)."""
-        self.db.executemany("UPDATE tasks SET superseded_by = ? WHERE task_id = ?",
+        self.db.executemany("UPDATE task SET superseded_by = ? WHERE task_id = ?",
                             [(new, old) for old, new in replacements.items()])
 
     def live_attempts(self) -> list[LiveAttempt]:
         """Attempts recorded as submitted or running (what a restarted scheduler must reconcile)."""
-        rows = self.db.execute(
-            "SELECT attempt_id, task_id, site, number, native_id FROM attempts WHERE state IN (?, ?)",
-            (AttemptState.SUBMITTED.value, AttemptState.RUNNING.value),
-        )
-        return [LiveAttempt(attempt_id=AttemptId(a), task_id=TaskId(t), site=SiteName(s), number=n,
-                            native_id=native) for a, t, s, n, native in rows]
+        rows = self.db.execute(  # the partial index attempt_live holds exactly these
+            "SELECT k.task_id, a.number, a.site, a.native_id FROM attempt a JOIN task k ON k.seq = a.task "
+            "WHERE a.state IN (?, ?)", (code(AttemptState.SUBMITTED), code(AttemptState.RUNNING)))
+        return [LiveAttempt(attempt_id=attempt_id_of(t, n), task_id=TaskId(t), site=SiteName(s), number=n,
+                            native_id=native) for t, n, s, native in rows]
 
     def set_native_ids(self, native_ids: dict[AttemptId, str]) -> None:
         """Record the site's own id (e.g. a Slurm job id) of attempts, for re-attaching after a restart."""
-        self.db.executemany("UPDATE attempts SET native_id = ? WHERE attempt_id = ?",
-                            [(native, attempt) for attempt, native in native_ids.items()])
+        self.db.executemany(f"UPDATE attempt SET native_id = ? WHERE task = {TASK_SEQ} AND number = ?",
+                            [(native, *split_attempt_id(a)) for a, native in native_ids.items()])
 
     def terminal_transition_counts(self) -> dict[TaskId, int]:
         """How many terminal transitions each task has (exactly one for a finished task)."""
-        rows = self.db.execute(
-            f"SELECT task_id, COUNT(*) FROM transitions WHERE new IN {TERMINAL_VALUES} GROUP BY task_id"
-        )
+        rows = self.db.execute("SELECT k.task_id, COUNT(*) FROM transition x JOIN task k ON k.seq = x.task "
+                               f"WHERE x.new IN {TERMINAL_CODES} GROUP BY x.task")
         return {TaskId(t): n for t, n in rows}
 
     def claim(self, campaign: str) -> None:
         """Record that this journal belongs to `campaign`; refuse one that holds another campaign's tasks."""
         owner = self.campaign()
-        count = len(self.task_index())
+        (count,) = self.db.execute("SELECT COUNT(*) FROM task").fetchone()
         if owner is not None and count:
             raise ConfigurationError(f"journal {self.path} already holds campaign {owner!r} with "
                                      f"{count} task(s); use Campaign.resume({str(self.path)!r}) or another "
@@ -304,18 +310,16 @@ class Journal:
     def counts(self) -> dict[str, dict[str, int]]:
         """Tasks (not superseded by a retry) by site ("-" before placement) and state."""
         counts: dict[str, dict[str, int]] = {}
-        rows = self.db.execute("SELECT site, state, COUNT(*) FROM tasks WHERE superseded_by IS NULL "
-                               "GROUP BY site, state")  # covered by the index tasks_site_state
+        rows = self.db.execute("SELECT site, state, COUNT(*) FROM task WHERE superseded_by IS NULL "
+                               "GROUP BY site, state")  # covered by the index task_site_state
         for site, state, count in rows:
-            counts.setdefault(site or "-", {})[state] = count
+            counts.setdefault(site or "-", {})[STATE_NAMES[state]] = count
         return counts
 
     def task_named(self, name: str) -> StoredTask | None:
         """The first task with this name (or id)."""
-        row = self.db.execute("SELECT spec, state, tries, attempts, result, error, site, superseded_by, "
-                              "checkpoint, migrate_to FROM tasks "
-                              "WHERE name = ? OR task_id = ? ORDER BY seq LIMIT 1",
-                              (name, name)).fetchone()
+        row = self.db.execute(f"SELECT {STORED_TASK_COLUMNS} FROM task WHERE name = ? OR task_id = ? "  # noqa: S608
+                              "ORDER BY seq LIMIT 1", (name, name)).fetchone()
         return None if row is None else stored_task(row)
 
     def notes_of(self, task_id: TaskId) -> list[Note]:
@@ -328,37 +332,34 @@ class Journal:
     def events(self, *, after: int = 0, task_id: TaskId | None = None,
                limit: int = 10_000) -> list[JournalEvent]:
         """State changes after the `after`-th (every task's, or one's), oldest first, at most `limit`."""
-        where = "x.id > ?" + (" AND x.task_id = ?" if task_id is not None else "")
+        where = "x.id > ?" + (f" AND x.task = {TASK_SEQ}" if task_id is not None else "")
         rows = self.db.execute(
-            "SELECT x.id, x.at, x.task_id, t.name, x.old, x.new, x.attempt_id, x.site, a.native_id, x.detail "
-            "FROM transitions x JOIN tasks t ON t.task_id = x.task_id LEFT JOIN attempts a ON a.attempt_id = "
-            f"x.attempt_id WHERE {where} ORDER BY x.id LIMIT ?",  # noqa: S608  (no user text in `where`)
+            "SELECT x.id, x.at, k.task_id, k.name, x.old, x.new, x.attempt, x.site, a.native_id, x.detail "
+            "FROM transition x JOIN task k ON k.seq = x.task LEFT JOIN attempt a ON a.task = x.task AND "
+            f"a.number = x.attempt WHERE {where} ORDER BY x.id LIMIT ?",  # noqa: S608  (no user text in `where`)
             (after, *([task_id] if task_id is not None else []), limit))
-        return [JournalEvent(seq=seq, at=at, task_id=TaskId(tid), task_name=name, old=old, new=new,
-                             attempt_id=AttemptId(a) if a else None, site=SiteName(s) if s else None,
+        return [JournalEvent(seq=seq, at=at, task_id=TaskId(tid), task_name=name,
+                             old=STATE_NAMES[old] if old else None, new=STATE_NAMES[new],
+                             attempt_id=attempt_id_of(tid, n) if n else None, site=SiteName(s) if s else None,
                              native_id=native, detail=detail)
-                for seq, at, tid, name, old, new, a, s, native, detail in rows]
+                for seq, at, tid, name, old, new, n, s, native, detail in rows]
 
     def attempts_of(self, task_id: TaskId) -> list[AttemptRecord]:
         """Every attempt of the task, in order, with what it printed and used where that was recorded."""
-        has_usage = self._has_usage()  # both tables came in the same version
         rows = self.db.execute(
-            "SELECT a.attempt_id, a.number, a.site, a.state, a.native_id, "
-            + ("p.stdout, p.stderr, u.wall_s, u.cpu_s, u.max_rss_mb FROM attempts a "
-               "LEFT JOIN printed p ON p.attempt_id = a.attempt_id "
-               "LEFT JOIN usage u ON u.attempt_id = a.attempt_id " if has_usage else
-               "'', '', NULL, NULL, NULL FROM attempts a ")
-            + "WHERE a.task_id = ? ORDER BY a.number", (task_id,))
-        return [AttemptRecord(attempt_id=AttemptId(a), number=n, site=SiteName(s), state=state,
-                              native_id=native, stdout=out or "", stderr=err or "",
-                              usage=None if wall is None else Usage(wall_s=wall, cpu_s=cpu, max_rss_mb=rss))
-                for a, n, s, state, native, out, err, wall, cpu, rss in rows]
+            "SELECT a.number, a.site, a.state, a.native_id, p.stdout, p.stderr, a.wall_us, a.cpu_us, "
+            "a.max_rss_kib FROM attempt a LEFT JOIN output p ON p.task = a.task AND p.number = a.number "
+            f"WHERE a.task = {TASK_SEQ} ORDER BY a.number", (task_id,))
+        return [AttemptRecord(attempt_id=attempt_id_of(task_id, n), number=n, site=SiteName(s),
+                              state=STATE_NAMES[state], native_id=native, stdout=out or "", stderr=err or "",
+                              usage=usage_of(*used))
+                for n, s, state, native, out, err, *used in rows]
 
     def placements_of(self, task_id: TaskId) -> list[tuple[AttemptId, SiteName, str]]:
         """Each attempt of the task with where it went and why (its submission's detail), in order."""
-        rows = self.db.execute("SELECT attempt_id, site, detail FROM transitions WHERE task_id = ? AND "
-                               "new = 'submitted' ORDER BY id", (task_id,))
-        return [(AttemptId(a), SiteName(s), detail) for a, s, detail in rows]
+        rows = self.db.execute(f"SELECT attempt, site, detail FROM transition WHERE task = {TASK_SEQ} AND "
+                               "new = ? ORDER BY id", (task_id, code(TaskState.SUBMITTED)))
+        return [(attempt_id_of(task_id, n), SiteName(s), detail) for n, s, detail in rows]
 
     def attempt_times(self) -> list[tuple[str, str, str, str, str, float, float | None, float | None, str]]:
         """Every attempt, oldest first, with its times and why it was placed where it was.
@@ -366,44 +367,45 @@ class Journal:
         (attempt id, task id, task name, site, state, submitted at, ended at, first seen running at,
         placement: the detail of its submission, ``metasched.placement.explain``'s text).
         """
+        this = "x.task = a.task AND x.attempt = a.number AND x.new"
         rows = self.db.execute(
-            "SELECT a.attempt_id, t.task_id, t.name, a.site, a.state, a.submitted_at, a.ended_at, "
-            "(SELECT MIN(x.at) FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'running'), "
-            "(SELECT x.detail FROM transitions x WHERE x.attempt_id = a.attempt_id AND x.new = 'submitted' "
-            "LIMIT 1) FROM attempts a JOIN tasks t ON t.task_id = a.task_id ORDER BY a.submitted_at")
-        return [tuple(row) for row in rows]
+            "SELECT k.task_id, a.number, k.name, a.site, a.state, a.submitted_at, a.ended_at, "
+            f"(SELECT MIN(x.at) FROM transition x WHERE {this} = ?), "
+            f"(SELECT x.detail FROM transition x WHERE {this} = ? LIMIT 1) "
+            "FROM attempt a JOIN task k ON k.seq = a.task ORDER BY a.submitted_at",
+            (code(TaskState.RUNNING), code(TaskState.SUBMITTED)))
+        return [(attempt_id_of(tid, n), tid, name, site, STATE_NAMES[state], *times)
+                for tid, n, name, site, state, *times in rows]
 
     def usage_by_site(self) -> list[SiteUsage]:
         """What each site's measured attempts used (sites with none measured are left out)."""
-        if not self._has_usage():
-            return []
-        rows = self.db.execute("SELECT site, count(*), sum(wall_s), sum(cpu_s), max(max_rss_mb) FROM usage "
-                               "GROUP BY site ORDER BY site")
-        return [SiteUsage(site=SiteName(site), attempts=n, wall_s=wall, cpu_s=cpu, max_rss_mb=rss)
+        rows = self.db.execute("SELECT site, count(*), sum(wall_us), sum(cpu_us), max(max_rss_kib) "
+                               "FROM attempt WHERE wall_us IS NOT NULL GROUP BY site ORDER BY site")
+        return [SiteUsage(site=SiteName(site), attempts=n, wall_s=wall / 1e6, cpu_s=cpu / 1e6,
+                          max_rss_mb=None if rss is None else rss / 1024)
                 for site, n, wall, cpu, rss in rows]
 
     def heaviest_attempts(self, limit: int = 10, *, by: str = "wall_s") -> list[AttemptUsage]:
         """The `limit` attempts that ran longest (`by` = "wall_s"), used most CPU or most memory."""
-        if by not in ("wall_s", "cpu_s", "max_rss_mb"):
+        column = {"wall_s": "wall_us", "cpu_s": "cpu_us", "max_rss_mb": "max_rss_kib"}.get(by)
+        if column is None:
             raise ValueError(f"cannot rank attempts by {by!r}")
-        if not self._has_usage():
-            return []
         rows = self.db.execute(
-            "SELECT u.attempt_id, t.name, u.site, a.state, u.wall_s, u.cpu_s, u.max_rss_mb, t.spec FROM "
-            f"(SELECT * FROM usage ORDER BY {by} IS NULL, {by} DESC LIMIT ?) u "  # noqa: S608  (checked)
-            "JOIN attempts a ON a.attempt_id = u.attempt_id JOIN tasks t ON t.task_id = a.task_id "
-            f"ORDER BY u.{by} IS NULL, u.{by} DESC", (limit,))
+            "SELECT k.task_id, a.number, k.name, k.spec, a.site, a.state, a.wall_us, a.cpu_us, a.max_rss_kib "
+            "FROM "
+            f"(SELECT * FROM attempt WHERE wall_us IS NOT NULL ORDER BY {column} IS NULL, {column} DESC "  # noqa: S608
+            f"LIMIT ?) a JOIN task k ON k.seq = a.task ORDER BY a.{column} IS NULL, a.{column} DESC",
+            (limit,))
         out = []
-        for attempt_id, name, site, state, wall, cpu, rss, spec in rows:
-            resources = pickle.loads(spec).resources  # noqa: S301  (our own journal)
-            out.append(AttemptUsage(attempt_id=AttemptId(attempt_id), task_name=name, site=SiteName(site),
-                                    state=state, wall_s=wall, cpu_s=cpu, max_rss_mb=rss,
-                                    cores=resources.cores, memory_mb=resources.memory_mb))
+        for tid, n, name, spec, site, state, *used in rows:
+            usage = usage_of(*used)
+            assert usage is not None  # noqa: S101  (measured attempts alone were chosen)
+            resources = decode_spec(tid, name, spec).resources
+            out.append(AttemptUsage(attempt_id=attempt_id_of(tid, n), task_name=name, site=SiteName(site),
+                                    state=STATE_NAMES[state], wall_s=usage.wall_s, cpu_s=usage.cpu_s,
+                                    max_rss_mb=usage.max_rss_mb, cores=resources.cores,
+                                    memory_mb=resources.memory_mb))
         return out
-
-    def _has_usage(self) -> bool:
-        """False for a journal an earlier metasched wrote and no later one opened for writing."""
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage'").fetchone() is not None
 
     def objects(self) -> list[tuple[str, str, int, bool, float | None, bool]]:
         """Every replica recorded: (object id, store id, size, origin, transfer seconds, evicted)."""

@@ -9,23 +9,31 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from metasched.errors import TaskError
+from metasched.journal_codec import STATE_CODES, decode_spec, task_state
 from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, Usage
-from metasched.scheduler.states import TERMINAL, TaskState
+from metasched.scheduler.states import TaskState
 
 if TYPE_CHECKING:
     from metasched.data.objects import DataRef
 
-SCHEMA_VERSION = "2"  # 2: typed task outcomes, checkpoint kinds and requests with a target
-TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
-SCHEMA = """
+SCHEMA_VERSION = "3"  # 3: compact rows (integer task keys and states, positional specs) behind views
+# 2: typed task outcomes, checkpoint kinds and requests with a target
+_STATES = ", ".join(f"({code}, '{name}')" for name, code in STATE_CODES.items())
+_ATTEMPT_ID = "k.task_id || '.' || a.number"
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
 CREATE TABLE IF NOT EXISTS functions (digest TEXT PRIMARY KEY, blob BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+-- The stored tables (singular names) keep rows small: a task's `seq` keys its attempts and transitions,
+-- states are codes (state_names), the spec is metasched.journal_codec's. Read them through the views
+-- (plural names: tasks, attempts, transitions, usage, printed), which show ids and states as text.
+CREATE TABLE IF NOT EXISTS state_names (code INTEGER PRIMARY KEY, name TEXT NOT NULL);
+INSERT OR IGNORE INTO state_names (code, name) VALUES {_STATES};
+CREATE TABLE IF NOT EXISTS task (
+    seq INTEGER PRIMARY KEY,
     task_id TEXT UNIQUE NOT NULL,
     name TEXT NOT NULL,
     spec BLOB NOT NULL,
-    state TEXT NOT NULL,
+    state INTEGER NOT NULL,
     tries INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     site TEXT,
@@ -36,26 +44,36 @@ CREATE TABLE IF NOT EXISTS tasks (
     checkpoint TEXT,
     migrate_to TEXT
 );
-CREATE TABLE IF NOT EXISTS attempts (
-    attempt_id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    site TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS attempt (
+    task INTEGER NOT NULL,
     number INTEGER NOT NULL,
-    state TEXT NOT NULL,
+    site TEXT NOT NULL,
+    state INTEGER NOT NULL,
     native_id TEXT,
     submitted_at REAL NOT NULL,
-    ended_at REAL
-);
-CREATE TABLE IF NOT EXISTS transitions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL,
-    attempt_id TEXT,
+    ended_at REAL,
+    wall_us INTEGER,
+    cpu_us INTEGER,
+    max_rss_kib INTEGER,
+    PRIMARY KEY (task, number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transition (
+    id INTEGER PRIMARY KEY,
+    task INTEGER NOT NULL,
+    attempt INTEGER,
     site TEXT,
-    old TEXT,
-    new TEXT NOT NULL,
+    old INTEGER,
+    new INTEGER NOT NULL,
     at REAL NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS output (
+    task INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    PRIMARY KEY (task, number)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -84,24 +102,38 @@ CREATE TABLE IF NOT EXISTS objects (
     evicted REAL,
     PRIMARY KEY (object_id, store_id)
 );
-CREATE TABLE IF NOT EXISTS usage (
-    attempt_id TEXT PRIMARY KEY,
-    site TEXT NOT NULL,
-    wall_s REAL NOT NULL,
-    cpu_s REAL NOT NULL,
-    max_rss_mb REAL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS printed (
-    attempt_id TEXT PRIMARY KEY,
-    stdout TEXT NOT NULL,
-    stderr TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
-CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task_id);
+CREATE INDEX IF NOT EXISTS transition_task ON transition (task);
 CREATE INDEX IF NOT EXISTS notes_task ON notes (task_id);
+-- what a resumed scheduler reconciles, without reading every attempt
+CREATE INDEX IF NOT EXISTS attempt_live ON attempt (state) WHERE state IN ({STATE_CODES["submitted"]},
+    {STATE_CODES["running"]});
 -- `metasched status` counts tasks from this index alone (0.15 s for a million tasks, not a table scan)
-CREATE INDEX IF NOT EXISTS tasks_site_state ON tasks (site, state) WHERE superseded_by IS NULL;
+CREATE INDEX IF NOT EXISTS task_site_state ON task (site, state) WHERE superseded_by IS NULL;
+CREATE VIEW IF NOT EXISTS tasks AS SELECT k.seq, k.task_id, k.name, k.spec, s.name AS state, k.tries,
+    k.attempts, k.site, k.result, k.error, k.finished_at, k.superseded_by, k.checkpoint, k.migrate_to
+    FROM task k JOIN state_names s ON s.code = k.state;
+CREATE VIEW IF NOT EXISTS attempts AS SELECT {_ATTEMPT_ID} AS attempt_id, k.task_id, a.site, a.number,
+    s.name AS state, a.native_id, a.submitted_at, a.ended_at
+    FROM attempt a JOIN task k ON k.seq = a.task JOIN state_names s ON s.code = a.state;
+CREATE VIEW IF NOT EXISTS transitions AS SELECT x.id, k.task_id,
+    CASE WHEN x.attempt IS NULL THEN NULL ELSE k.task_id || '.' || x.attempt END AS attempt_id, x.site,
+    o.name AS old, n.name AS new, x.at, x.detail
+    FROM transition x JOIN task k ON k.seq = x.task LEFT JOIN state_names o ON o.code = x.old
+    JOIN state_names n ON n.code = x.new;
+CREATE VIEW IF NOT EXISTS usage AS SELECT {_ATTEMPT_ID} AS attempt_id, a.site, a.wall_us / 1e6 AS wall_s,
+    a.cpu_us / 1e6 AS cpu_s, a.max_rss_kib / 1024.0 AS max_rss_mb
+    FROM attempt a JOIN task k ON k.seq = a.task WHERE a.wall_us IS NOT NULL;
+CREATE VIEW IF NOT EXISTS printed AS SELECT {_ATTEMPT_ID} AS attempt_id, a.stdout, a.stderr
+    FROM output a JOIN task k ON k.seq = a.task;
 """
+TASK_SEQ = "(SELECT seq FROM task WHERE task_id = ?)"  # a task's integer key, from its id (an index lookup)
+# an attempt's row as the scheduler last saw it: (task id, number, site, state, submitted at, ended at, usage)
+UPSERT_ATTEMPT = (
+    "INSERT INTO attempt (task, number, site, state, submitted_at, ended_at, wall_us, cpu_us, max_rss_kib) "
+    f"VALUES ({TASK_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task, number) DO UPDATE SET "
+    "state = excluded.state, ended_at = excluded.ended_at, wall_us = coalesce(excluded.wall_us, wall_us), "
+    "cpu_us = coalesce(excluded.cpu_us, cpu_us), "
+    "max_rss_kib = iif(excluded.wall_us IS NULL, max_rss_kib, excluded.max_rss_kib)")
 
 
 class RequestKind(enum.Enum):
@@ -206,12 +238,16 @@ class NewReplica:
     transfer_s: float | None = None
 
 
+STORED_TASK_COLUMNS = ("task_id, name, spec, state, tries, attempts, result, error, site, superseded_by, "
+                       "checkpoint, migrate_to")
+
+
 def stored_task(row: tuple[Any, ...]) -> StoredTask:
-    """A task from a row (spec, state, tries, attempts, result, error, site, superseded_by, ...)."""
-    spec, state, tries, attempts, result, error, site, superseded, checkpoint, migrate_to = row
+    """A task from a row of the `task` table's STORED_TASK_COLUMNS."""
+    task_id, name, spec, state, tries, attempts, result, error, site, superseded, checkpoint, migrate_to = row
     return StoredTask(
-        spec=pickle.loads(spec), state=TaskState(state), tries=tries, attempts=attempts,
-        result=result, error=pickle.loads(error) if error is not None else None,
+        spec=decode_spec(task_id, name, spec), state=task_state(state), tries=tries, attempts=attempts,
+        result=result, error=pickle.loads(error) if error is not None else None,  # noqa: S301  (our own)
         site=SiteName(site) if site else None, superseded_by=TaskId(superseded) if superseded else None,
         checkpoint=checkpoint, migrate_to=SiteName(migrate_to) if migrate_to else None)
 

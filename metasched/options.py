@@ -42,14 +42,18 @@ def parse_memory(value: int | str | None) -> int:
 
 def resources_from(options: dict[str, Any]) -> Resources:
     """The Resources record of a task's options (one shared record per distinct request)."""
-    return _resources(int(options.get("cores", 1)), parse_memory(options.get("memory")),
+    return shared_resources(int(options.get("cores", 1)), parse_memory(options.get("memory")),
                       int(options.get("gpus", 0)), int(options.get("nodes", 1)),
                       parse_walltime(options.get("walltime")))
 
 
 @functools.lru_cache(maxsize=4096)
-def _resources(cores: int, memory_mb: int, gpus: int, nodes: int, walltime_s: float | None) -> Resources:
-    """Frozen, so tasks asking the same share one (and a batch of specs pickles it once)."""
+def shared_resources(cores: int = 1, memory_mb: int = 0, gpus: int = 0, nodes: int = 1,
+                     walltime_s: float | None = None) -> Resources:
+    """One record per distinct request, shared by the tasks asking the same (it is frozen).
+
+    A batch of specs then pickles it once, and a resumed campaign's specs share them too.
+    """
     return Resources(cores=cores, memory_mb=memory_mb, gpus=gpus, nodes=nodes, walltime_s=walltime_s)
 
 

@@ -16,6 +16,19 @@ if TYPE_CHECKING:
 TaskId = NewType("TaskId", str)
 AttemptId = NewType("AttemptId", str)
 SiteName = NewType("SiteName", str)
+
+
+def attempt_id_of(task_id: str, number: int) -> AttemptId:
+    """The id of a task's `number`-th attempt: ``<task id>.<number>`` (also its batch jobs' name)."""
+    return AttemptId(f"{task_id}.{number}")
+
+
+def split_attempt_id(attempt_id: str) -> tuple[TaskId, int]:
+    """(task id, number) of an attempt id `attempt_id_of` made; ValueError for any other text."""
+    task_id, _, number = attempt_id.rpartition(".")
+    if not task_id or not number.isdigit():
+        raise ValueError(f"attempt id {attempt_id!r} is not <task id>.<number>")
+    return TaskId(task_id), int(number)
 T = TypeVar("T")
 
 

@@ -67,5 +67,11 @@ def journal_of(campaign: str) -> Path:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: metasched's own errors (bad journal, bad configuration) as one line."""
+    from metasched.errors import MetaschedError
+
+    try:
+        app()
+    except MetaschedError as exc:
+        err_console.print(f"error: {exc}", style="bold red", markup=False, highlight=False)
+        raise SystemExit(2) from None

@@ -1,4 +1,7 @@
-"""Commands that check before (or instead of) running: config check, sites check, testmatrix."""
+"""Commands that check or prepare before (or instead of) running.
+
+config check, sites check, testmatrix; upgrade (a journal an earlier metasched wrote).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from metasched.cli.app import CampaignFileArg, app, config_app, console, err_console, load_file, sites_app
+from metasched.cli.app import (
+    CampaignArg,
+    CampaignFileArg,
+    app,
+    config_app,
+    console,
+    err_console,
+    journal_of,
+    load_file,
+    sites_app,
+)
 
 
 @config_app.command("check")
@@ -90,3 +103,38 @@ def matrix_command(
     verdict = f"[red]{len(failed)} failed[/]: {', '.join(failed)}" if failed else "[green]no failure[/]"
     console.print(f"test matrix written to {md_path} and {json_path}: {verdict}")
     raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def upgrade(
+    campaign: CampaignArg,
+    force: Annotated[bool, typer.Option("--force", help="Upgrade even if the journal changed in the last "
+                                        "minute (its campaign may still be running).")] = False,
+) -> None:
+    """Upgrade a journal an earlier metasched wrote to this version's format, in place (campaign stopped)."""
+    import time
+
+    from metasched.journal import Journal
+    from metasched.journal_schema import SCHEMA_VERSION
+    from metasched.journal_upgrade import last_state
+
+    journal = journal_of(campaign)
+    version, last, tasks = last_state(journal)
+    if version == SCHEMA_VERSION:
+        console.print(f"{journal}: already schema {SCHEMA_VERSION}; nothing to do")
+        return
+    if last is not None and time.time() - last < 60 and not force:
+        err_console.print(f"{journal} changed {time.time() - last:.0f} s ago: is its campaign still running? "
+                          "A scheduler of the earlier version fails at its next write once the journal is "
+                          "upgraded. Stop it first, or pass --force.", style="bold red")
+        raise typer.Exit(2)
+    before, start = _megabytes(journal), time.perf_counter()
+    Journal(journal).open().close()
+    took = time.perf_counter() - start
+    console.print(f"{journal}: upgraded from schema {version} to {SCHEMA_VERSION} ({tasks:,} tasks, "
+                  f"{before:,.1f} MB -> {_megabytes(journal):,.1f} MB) in {took:.1f} s")
+
+
+def _megabytes(journal: Path) -> float:
+    files = (journal, journal.with_name(journal.name + "-wal"))
+    return sum(f.stat().st_size for f in files if f.exists()) / 2**20

@@ -23,7 +23,7 @@ from metasched.journal import Journal
 from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded, reported
 from metasched.placement import PlacementPolicy, assume_unknowns, explain, feasible_sites
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec, attempt_id_of
 from metasched.scheduler.blocks import BlockJournal
 from metasched.scheduler.checkpoints import CheckpointRequests
 from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord, Transition
@@ -285,7 +285,7 @@ class SchedulerService(CheckpointRequests):
     def _start(self, task_id: TaskId, site: SiteName) -> Submission:
         """Start an attempt of a placed task; returns what to hand to the site's agent."""
         record = self.core.tasks[task_id]
-        attempt = self.core.start_attempt(task_id, site, AttemptId(f"{task_id}.{record.attempts + 1}"),
+        attempt = self.core.start_attempt(task_id, site, attempt_id_of(task_id, record.attempts + 1),
                                           why=record.placed)
         record.placed = ""
         self._new_attempts.append(attempt)
