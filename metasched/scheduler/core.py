@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from metasched.errors import (
@@ -21,7 +22,7 @@ from metasched.errors import (
     TaskCancelledError,
     TaskError,
 )
-from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, Usage
+from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, Usage, split_attempt_id
 from metasched.scheduler.states import ALLOWED, AttemptState, TaskState
 
 
@@ -343,6 +344,31 @@ class SchedulerCore:
     def _make_ready(self, record: TaskRecord) -> None:
         self._move(record, TaskState.READY)
         self.ready.append(record.spec.task_id)
+
+    def forget_ended(self, attempts: Iterable[Attempt]) -> None:
+        """Let go of attempts that ended, once journaled (about 220 bytes each, a million in a big campaign).
+
+        A late report of one (e.g. a note about its job) still finds its task through `owner`.
+        """
+        for attempt in attempts:
+            attempt.usage, attempt.printed = None, ("", "")
+            if attempt.ended_at is None:
+                continue
+            self.attempts.pop(attempt.attempt_id, None)
+            record = self.tasks[attempt.task_id]
+            if record.current is attempt and record.state.terminal:
+                record.current = None
+
+    def owner(self, attempt_id: AttemptId) -> TaskId | None:
+        """The task an attempt of this campaign (live, or ended and forgotten) belongs to; else None."""
+        attempt = self.attempts.get(attempt_id)
+        if attempt is not None:
+            return attempt.task_id
+        try:
+            task_id = split_attempt_id(attempt_id)[0]
+        except ValueError:
+            return None
+        return task_id if task_id in self.tasks else None
 
     def _discard_ready(self, record: TaskRecord) -> None:
         if record.state is TaskState.READY:

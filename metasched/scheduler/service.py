@@ -170,14 +170,16 @@ class SchedulerService(CheckpointRequests):
 
     def _apply(self, site: SiteName, update: AttemptUpdate) -> None:
         core = self.core
-        attempt = core.attempts.get(update.attempt_id)
-        if attempt is None:
+        attempt, task_id = core.attempts.get(update.attempt_id), core.owner(update.attempt_id)
+        if task_id is None:  # not an attempt of this campaign
             return
         if update.native_id is not None:
             self._native_ids[update.attempt_id] = update.native_id
-        if update.note:
-            self._notes.append(Note(task_id=attempt.task_id, attempt_id=update.attempt_id, site=site,
-                                    at=time.time(), note=update.note))
+        if update.note:  # also of an attempt that ended (e.g. its job's second run, refused)
+            self._notes.append(Note(task_id=task_id, attempt_id=update.attempt_id, site=site, at=time.time(),
+                                    note=update.note))
+        if attempt is None:  # ended and journaled: nothing of the task changes
+            return
         if update.outcome is None:
             if update.running:
                 core.attempt_running(update.attempt_id)
@@ -365,9 +367,8 @@ class SchedulerService(CheckpointRequests):
         self._submit_batches(batches)
         return bool(report.arrived or report.ready or report.failed)
 
-    def _flush(
-        self, *, new_tasks: Sequence[TaskSpec] = (), functions: dict[str, bytes] | None = None
-    ) -> None:
+    def _flush(self, *, new_tasks: Sequence[TaskSpec] = (), functions: dict[str, bytes] | None = None
+               ) -> None:
         core = self.core
         transitions = core.take_transitions()
         self._release_data(transitions)
@@ -394,8 +395,7 @@ class SchedulerService(CheckpointRequests):
             finals=finals, counters=counters.values(), native_ids=native_ids, replicas=replicas,
             evicted=evicted, moves=[(t, c, g) for t, (c, g) in moves.items()], notes=notes,
         )
-        for attempt in attempts:  # in the journal now: not kept for the campaign's life
-            attempt.usage, attempt.printed = None, ("", "")
+        core.forget_ended(attempts)  # in the journal now: not kept for the campaign's life
         for task_id in written:
             record = core.tasks[task_id]
             self.events.add(TaskEvent(task_id=task_id, state=record.state, result=record.result,

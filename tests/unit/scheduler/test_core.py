@@ -63,6 +63,26 @@ def test_retry_then_success() -> None:
     assert core.tasks[TaskId("a")].attempts == 2
 
 
+def test_ended_attempts_are_let_go_once_journaled_and_still_find_their_task() -> None:
+    core = SchedulerCore()
+    core.add(spec("a", retries=1))
+    first = run(core, "a")
+    core.attempt_failed(first, err("a"))
+    second = run(core, "a")
+    core.forget_ended(list(core.attempts.values()))  # as the service does after journaling a step
+    assert list(core.attempts) == [second], "the failed attempt ended; the running one stays"
+    assert core.attempt_succeeded(second, b"ok")
+    done = core.tasks[TaskId("a")].current
+    assert done is not None
+    core.forget_ended([done])
+    assert core.attempts == {}
+    assert core.tasks[TaskId("a")].current is None
+    assert core.owner(first) == "a"  # a late report of a forgotten attempt (e.g. a note) finds its task
+    assert core.owner(AttemptId("b.1")) is None
+    assert core.owner(AttemptId("not-an-attempt")) is None
+    assert not core.attempt_succeeded(second, b"again")
+
+
 def test_failure_propagates_naming_the_root_cause() -> None:
     core = SchedulerCore()
     core.add(spec("a"))
