@@ -51,6 +51,7 @@ class SchedulerActor:
         self._service: SchedulerService | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._new_events = asyncio.Event()
+        self._work = asyncio.Event()  # new tasks or requests: the loop's pause ends at once
         self._closing = False
         self._loop_error: BaseException | None = None
 
@@ -89,12 +90,14 @@ class SchedulerActor:
         service = self.service
         try:
             while not self._closing:
+                self._work.clear()  # before the step: work arriving during it is not slept over
                 changed = await self._call(service.step)
                 if changed:
                     self._new_events.set()
                     await asyncio.sleep(0)
                 else:
-                    await asyncio.sleep(await self._call(service.pause_hint))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._work.wait(), await self._call(service.pause_hint))
         except BaseException as exc:  # surfaced to the driver through events()
             self._loop_error = exc
             self._new_events.set()
@@ -104,6 +107,7 @@ class SchedulerActor:
         """Accept tasks (journaled before this returns); returns refused task ids with why."""
         refused: dict[TaskId, str] = await self._call(self.service.submit, specs, functions)
         self._new_events.set()
+        self._work.set()  # place them now, not after the loop's pause
         return refused
 
     async def events(self, cursor: int, timeout: float) -> tuple[int, list[TaskEvent]]:
