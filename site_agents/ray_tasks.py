@@ -58,6 +58,7 @@ class RayTasks:
         self._remotes: dict[tuple[tuple[tuple[str, float], ...], int], Any] = {}
         self._packs: dict[Any, Pack] = {}
         self._by_attempt: dict[AttemptId, Any] = {}
+        self._in_group: collections.Counter[str] = collections.Counter()  # attempts in flight per group
         self._on_orphan = on_orphan
         self._warming: list[Any] = []
         self.mean_run_s: float | None = None
@@ -70,18 +71,18 @@ class RayTasks:
         """Ray tasks in flight."""
         return len(self._packs)
 
-    def pack_size(self, count: int, cores: int, max_pack: int) -> int:
+    def pack_size(self, count: int, cores: int, max_pack: int, group: str = "") -> int:
         """How many of `count` ready function attempts share one Ray task on `cores` cores.
 
         Once the mean run time of recent attempts is below ``PACK_BELOW_S``, up to `max_pack` with the same
         request share one (run one after the other), which amortizes Ray's per-task overhead, leaving at
-        least two packs per core of the work in flight. That work counts the attempts already running: a
-        scheduler loop that comes back quickly hands over a few attempts at a time, which must not become
-        packs of one each while hundreds run.
+        least two packs per core of the work in flight on those cores (`group`: a pilot block's). That work
+        counts the attempts already there: a scheduler loop that comes back quickly hands over a few
+        attempts at a time, which must not become packs of one each while hundreds run.
         """
         if self.mean_run_s is None or self.mean_run_s >= PACK_BELOW_S:
             return 1
-        return max(1, min(max_pack, (count + len(self._by_attempt)) // (2 * max(1, cores))))
+        return max(1, min(max_pack, (count + self.in_group(group)) // (2 * max(1, cores))))
 
     def start(self, subs: Sequence[Submission], resource: str, *, cores: int, max_pack: int,
               group: str = "") -> None:
@@ -95,7 +96,7 @@ class RayTasks:
             res = sub.spec.resources
             groups[(res.cores, res.gpus, sub.spec.kind is TaskKind.FUNCTION)].append(sub)
         for (need, gpus, is_function), same in groups.items():
-            size = self.pack_size(len(same), cores, max_pack) if is_function else 1
+            size = self.pack_size(len(same), cores, max_pack, group) if is_function else 1
             for i in range(0, len(same), size):
                 self.run(same[i:i + size], {resource: float(need)}, gpus=gpus, group=group)
 
@@ -122,6 +123,7 @@ class RayTasks:
         """Follow a Ray task started elsewhere (e.g. a container attempt)."""
         self._packs[ref] = Pack(attempt_ids=attempt_ids, submitted_at=time.monotonic(), group=group,
                                 container=container)
+        self._in_group[group] += len(attempt_ids)
         for attempt_id in attempt_ids:
             self._by_attempt[attempt_id] = ref
 
@@ -145,6 +147,7 @@ class RayTasks:
         updates: list[AttemptUpdate] = []
         for ref in ready:
             pack = self._packs.pop(ref)
+            self._in_group[pack.group] -= len(pack.attempt_ids)
             for attempt_id in pack.attempt_ids:
                 self._by_attempt.pop(attempt_id, None)
             updates.extend(self._collect(ref, pack))
@@ -211,7 +214,7 @@ class RayTasks:
 
     def in_group(self, group: str) -> int:
         """Attempts in flight in `group`."""
-        return sum(len(p.attempt_ids) for p in self._packs.values() if p.group == group)
+        return self._in_group[group]
 
     def close(self) -> list[Pack]:
         """Cancel every task still in flight; returns their packs."""
@@ -220,4 +223,5 @@ class RayTasks:
             self._ray.cancel(ref, force=True)
         self._packs.clear()
         self._by_attempt.clear()
+        self._in_group.clear()
         return packs
