@@ -30,12 +30,7 @@ from typing import Any
 from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
 from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome, failed
-from metasched.records import (
-    AttemptId,
-    SiteLoad,
-    SiteName,
-    TaskSpec,
-)
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
 from site_agents.batch.agent import BatchAgent, job_name
 from site_agents.batch.blocks import LEAVE_EARLY_S, Block, block_submission, ending, pilot_lines
@@ -49,6 +44,7 @@ BACKLOG_S = 2.0  # the work a block is handed ahead, in seconds at the recent me
 MAX_PACK = 32  # the most short function attempts sharing one Ray task
 MIN_WINDOW = 256  # attempts the scheduler may hand the agent ahead, at least
 NODES_REFRESH_S = 1.0  # how often the Ray node table is read
+JOINING_REFRESH_S = 0.2  # ... while a block's job runs but its nodes have not joined (work waits for them)
 MAX_HISTORY = 200  # ended blocks kept in the journal's record
 NODE_DEATH_GRACE_S = 10.0  # how long a dead worker's node may still look alive to Ray
 GIVE_UP_AFTER = 2  # blocks in a row that never joined before the queued attempts fail with their words
@@ -76,6 +72,7 @@ class PilotAgent:
         self._block_waits: list[float] = []
         self._history: list[BlockRecord] = []  # blocks that ended (and an earlier scheduler's)
         self._suspects: list[tuple[float, str, AttemptUpdate]] = []  # worker died: whose fault?
+        self._to_epoch = time.time() - time.monotonic()  # once: a record's times must not jitter by call
         self.cores_per_node: int = batch.config.cores_per_node
 
     @property
@@ -156,7 +153,8 @@ class PilotAgent:
                 block.started_at = now
             if update.outcome is not None:
                 self._ended(block, update.outcome)
-        if now - self._nodes_read >= NODES_REFRESH_S:
+        joining = any(b.started_at is not None and b.joined_at is None for b in self._live.values())
+        if now - self._nodes_read >= (JOINING_REFRESH_S if joining else NODES_REFRESH_S):
             self._read_nodes(now)
 
     def _read_nodes(self, now: float) -> None:
@@ -219,7 +217,7 @@ class PilotAgent:
         return [*self._history, *live]
 
     def _record(self, block: Block, state: str, detail: str = "") -> BlockRecord:
-        to_epoch = time.time() - time.monotonic()  # the block's times are monotonic
+        to_epoch = self._to_epoch  # the block's times are monotonic; the same record compares equal
         return BlockRecord(block_id=block.block_id, job_id=block.job_id, state=state, nodes=block.nodes_up,
                            detail=detail, submitted_at=block.submitted_at + to_epoch,
                            joined_at=None if block.joined_at is None else block.joined_at + to_epoch,
