@@ -21,6 +21,7 @@ import slurmsite
 import metasched as ms
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
+from metasched.sites.base import BlockRecord
 from tests.integration.processes import kill_tree, wait_for
 from tests.pilot.listeners import listening
 
@@ -46,12 +47,11 @@ def block_jobs(info: slurmsite.SiteInfo, state: str = "") -> dict[str, str]:
             if name.startswith(f"ms-{info.name}-pilot-")}
 
 
-def joined_blocks(journal: Path) -> list[str]:
-    """Job ids of the blocks the campaign's journal shows joined (state "running")."""
+def joined_blocks(journal: Path) -> list[BlockRecord]:
+    """The blocks the campaign's journal shows joined (state "running")."""
     stored = Journal(journal).open(read_only=True)
     try:
-        return [b.job_id for records in journaled_blocks(stored).values() for b in records
-                if b.state == "running"]
+        return [b for records in journaled_blocks(stored).values() for b in records if b.state == "running"]
     finally:
         stored.close()
 
@@ -125,6 +125,33 @@ def test_blocks_run_tasks_and_a_cancelled_block_loses_no_task(
     details = {b["job_id"]: b["detail"] for b in blocks}
     assert "cancelled outside metasched" in details.pop(victim), blocks
     assert set(details.values()) == {"deleted when the campaign closed"}, blocks
+
+
+def test_a_block_of_two_nodes_runs_tasks_on_both(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    site = pilot_site(kappa, init_blocks=1, max_blocks=1, nodes_per_block=2)
+    with campaign(tmp_path, site) as c:
+
+        @c.task(retries=0)
+        def node(pause: float) -> str:
+            import os
+
+            time.sleep(pause)
+            return os.environ.get("SLURMD_NODENAME", "")
+
+        wait_for(lambda: [b.nodes for b in joined_blocks(tmp_path / "c.db")] == [2], 120,
+                 "both nodes of the block to join")
+        # 2 cores per node: 8 tasks of 2 s at once need both nodes of the block
+        where = [f.result(timeout=180) for f in [node(2.0) for _ in range(8)]]
+        assert len(set(where)) == 2, where
+        assert all(where), "a task did not run in the block's Slurm job"
+    journal = Journal(tmp_path / "c.db").open(read_only=True)
+    try:
+        assert set(journal.terminal_transition_counts().values()) == {1}
+        assert {a[3] for a in journal.attempt_times()} == {"kappa"}
+    finally:
+        journal.close()
+    wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's block to leave the queue")
 
 
 def test_blocks_scale_up_with_work_and_leave_when_idle(kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
