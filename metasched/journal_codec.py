@@ -15,15 +15,15 @@ from typing import Any
 
 from metasched.options import shared_resources
 from metasched.records import Resources, TaskId, TaskKind, TaskSpec, Usage
-from metasched.scheduler.states import AttemptState, TaskState
+from metasched.scheduler.states import TERMINAL, AttemptState, TaskState
 
-# task and attempt states share one numbering (their names do not clash in meaning: "failed" is both)
+# task and attempt states share one numbering: a name both have ("submitted", "failed"...) has one code
 STATE_CODES: dict[str, int] = {
     "pending": 1, "ready": 2, "staging": 3, "submitted": 4, "running": 5, "done": 6, "failed": 7,
     "cancelled": 8, "succeeded": 9, "lost": 10, "checkpointed": 11,
 }
 STATE_NAMES: dict[int, str] = {code: name for name, code in STATE_CODES.items()}
-TERMINAL_CODES = tuple(STATE_CODES[s.value] for s in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED))
+TERMINAL_CODES = tuple(sorted(STATE_CODES[s.value] for s in TERMINAL))
 
 # TaskSpec's fields after task_id and name, in stored order
 SPEC_FIELDS = ("kind", "resources", "retries", "sites", "tags", "depends_on", "function_digest", "payload",
