@@ -21,6 +21,9 @@ import time
 from metasched.records import Usage
 
 _KB_PER_MB = 1024.0  # Linux reports ru_maxrss and VmHWM in KiB
+# what the worker may allocate between reading its resident set and forking the command: a command's
+# peak within this of the forked image is the image's (a 272.42 MB "peak" of `true` beside 272.40)
+FORK_SLACK_MB = 8.0
 
 
 class MeasuredPopen(subprocess.Popen[str]):
@@ -88,11 +91,11 @@ class Meter:
 def command_usage(proc: MeasuredPopen, wall_s: float, forked_mb: float) -> Usage | None:
     """What a finished command's process tree used (None if its usage could not be read).
 
-    `forked_mb` is the worker's resident set when it started the command: a peak up to that size is
-    the forked image's, not the command's (unknown).
+    `forked_mb` is the worker's resident set when it started the command: a peak up to that size (and
+    FORK_SLACK_MB more) is the forked image's, not the command's (unknown).
     """
     if proc.rusage is None:
         return None
     peak = proc.rusage.ru_maxrss / _KB_PER_MB
     return Usage(wall_s=round(wall_s, 6), cpu_s=round(_cpu_s(proc.rusage), 6),
-                 max_rss_mb=round(peak, 3) if peak > forked_mb else None)
+                 max_rss_mb=round(peak, 3) if peak > forked_mb + FORK_SLACK_MB else None)

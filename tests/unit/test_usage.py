@@ -34,16 +34,18 @@ def test_a_commands_usage_is_its_own_process_tree() -> None:
     size = int(resident_mb()) + 150  # above the forked image of this process, however big it has grown
     script = (f"import time\nb = bytearray({size} * 2**20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
               "end = time.process_time() + 0.3\nwhile time.process_time() < end: pass")
+    forked = resident_mb()  # as the worker does: read before it starts the command
     proc = MeasuredPopen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     proc.communicate(timeout=30)
-    used = command_usage(proc, 1.0, forked_mb=resident_mb())
+    used = command_usage(proc, 1.0, forked_mb=forked)
     assert used is not None
     assert used.cpu_s >= 0.3
     assert used.max_rss_mb is not None
     assert used.max_rss_mb >= size
+    forked = resident_mb()  # this process may have shrunk since: what `true` forked is what counts
     small = MeasuredPopen(["true"], text=True)
     small.wait(timeout=30)
-    tiny = command_usage(small, 0.1, forked_mb=resident_mb())
+    tiny = command_usage(small, 0.1, forked_mb=forked)
     assert tiny is not None
     assert tiny.max_rss_mb is None  # no larger than the forked worker: not the command's own peak
 
