@@ -6,7 +6,7 @@ build. Debian package versions inside an image are whatever the mirror served wh
 the image (``docker rmi``) to force a rebuild.
 
 Usage: ``python ci/images.py NAME`` (base, slurm, task, slurm-sid, slurm-trixie, slurm-campus, gridengine,
-torque-wrappers, or all) prints each image's tag, whether it was cached, and how long it took.
+torque-wrappers, ssh-login, or all) prints each image's tag, whether it was cached, and how long it took.
 """
 
 from __future__ import annotations
@@ -200,6 +200,11 @@ def ensure_torque_wrappers() -> BuiltImage:
     return ensure_image("metasched/torque-wrappers", CI_DIR / "torque-wrappers" / "image", ensure_slurm().tag)
 
 
+def ensure_ssh_login() -> BuiltImage:
+    """The Slurm image plus OpenSSH's server (ci/ssh-login): the SSH test site's login node and nodes."""
+    return ensure_image("metasched/ssh-login", CI_DIR / "ssh-login" / "image", ensure_slurm().tag)
+
+
 def ensure_slurm_campus() -> BuiltImage:
     """The campus site's image (ci/slurm-campus): the Slurm image's packages, its own configuration, munge
     key and users (a cluster metasched did not build)."""
@@ -281,6 +286,8 @@ def main(argv: list[str]) -> int:
             _report("torque-wrappers", ensure_torque_wrappers())
         elif what == "slurm-campus":
             _report("slurm-campus", ensure_slurm_campus())
+        elif what == "ssh-login":
+            _report("ssh-login", ensure_ssh_login())
         elif what == "all":
             _report("slurm", ensure_slurm())
             _report("task", ensure_task())
@@ -289,9 +296,10 @@ def main(argv: list[str]) -> int:
             _report("torque-wrappers", ensure_torque_wrappers())
             _report("slurm-trixie", ensure_slurm_trixie())
             _report("slurm-campus", ensure_slurm_campus())
+            _report("ssh-login", ensure_ssh_login())
         else:
             print("usage: images.py base|slurm|task|slurm-sid|slurm-trixie|slurm-campus|gridengine|"
-                  f"torque-wrappers|all (got {what!r})", file=sys.stderr)
+                  f"torque-wrappers|ssh-login|all (got {what!r})", file=sys.stderr)
             return 2
     except ImageBuildError as exc:
         print(f"image build failed: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@
 #   redis-server a real Redis for the data layer's Redis store tests (started by the tests on 127.0.0.1;
 #                policy-rc.d below keeps the package from starting its own service)
 set -euo pipefail
-PACKAGES=(docker.io mmdebstrap slurm-client iproute2 util-linux ca-certificates redis-server)
+PACKAGES=(docker.io mmdebstrap slurm-client iproute2 util-linux ca-certificates redis-server openssh-client)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -108,6 +108,14 @@ def remove(names: Sequence[str]) -> None:
             continue
 
 
+def remove_volume(name: str) -> None:
+    """Remove a named volume and what it holds (a missing one is ignored; its containers must be gone)."""
+    try:
+        engine().volumes.get(name).remove(force=True)
+    except docker.errors.NotFound:
+        return
+
+
 def stop(name: str, *, timeout_s: int = 10) -> None:
     """Stop a container (TERM, then KILL after `timeout_s`), as a machine shutting down would."""
     engine().containers.get(name).stop(timeout=timeout_s)

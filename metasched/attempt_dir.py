@@ -13,71 +13,20 @@ compute node's own Python.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
-import re
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metasched.records import STDERR_TAIL, TaskId, TaskSpec, Usage
+from metasched.attempt_records import AttemptInputs, CheckpointRecord, ExitStatus, parse_exit_status
+from metasched.records import STDERR_TAIL, TaskSpec, Usage
 
 if TYPE_CHECKING:
     from metasched.data.objects import DataContext, DataRef
     from metasched.data.stores import StoreSpec
     from metasched.outcomes import TaskOutcome
-
-_TIMES = re.compile(r"(\d+)m(\d+)[.,](\d+)s")  # bash's `times`: minutes, seconds (locale's point)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttemptInputs:
-    """What the worker needs to run an attempt: the task, its function, its dependencies' results."""
-
-    spec: TaskSpec
-    function: bytes | None = None
-    dependency_results: dict[TaskId, bytes] = field(default_factory=dict)
-    data: DataContext | None = None
-    restore: DataRef | None = None  # a cooperative task's saved state to continue from
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExitStatus:
-    """What a command's job script (or the CRIU wrapper) recorded: exit status and wall-clock span."""
-
-    returncode: int
-    elapsed_s: float
-    cpu_s: float | None = None  # user + system of the command's processes (bash's `times`), if recorded
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckpointRecord:
-    """A checkpoint archive the CRIU wrapper wrote, adopted into the site's store."""
-
-    ref: DataRef
-    reason: str
-    dump_s: float
-
-
-def parse_exit_status(text: str) -> ExitStatus | None:
-    """Parse ``<rc> <start> <end> [<user> <system>]``; None if incomplete.
-
-    User and system time are the command's, as bash's `times` prints them (``1m2.500s``).
-    """
-    parts = text.split()
-    try:
-        status = ExitStatus(returncode=int(parts[0]), elapsed_s=max(0.0, float(parts[2]) - float(parts[1])))
-    except (IndexError, ValueError):
-        return None
-    times = [_TIMES.fullmatch(part) for part in parts[3:5]]
-    if len(times) == 2 and all(times):
-        cpu = sum(int(m[1]) * 60 + float(f"{m[2]}.{m[3]}") for m in times if m is not None)
-        status = dataclasses.replace(status, cpu_s=round(cpu, 3))
-    return status
-
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a reader sees the old file or the whole new one."""
@@ -97,10 +46,16 @@ def site_area(shared_dir: str) -> Path:
 
 
 class AttemptDir:
-    """One attempt's directory (see the module docstring); cheap to build, does no I/O until asked."""
+    """One attempt's directory (see the module docstring); cheap to build, does no I/O until asked.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    `path` is where the site's jobs see it (what job scripts and scheduler commands name); `here` is where
+    this process reads and writes it: the same place on a shared filesystem, a local copy of it for a site
+    reached over SSH (``site_agents.transport``, which moves the files between the two).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, here: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path)
+        self.here = self.path if here is None else Path(here)
 
     @staticmethod
     def root(shared_dir: str) -> Path:
@@ -108,9 +63,14 @@ class AttemptDir:
         return site_area(shared_dir) / "attempts"
 
     @classmethod
-    def of(cls, shared_dir: str, attempt_id: str) -> AttemptDir:
-        """The directory of one attempt at a site."""
-        return cls(cls.root(shared_dir) / attempt_id)
+    def of(cls, shared_dir: str, attempt_id: str, *, local_area: Path | None = None) -> AttemptDir:
+        """The directory of one attempt at a site (kept here in `local_area`, the site area's local copy)."""
+        here = None if local_area is None else local_area / "attempts" / attempt_id
+        return cls(cls.root(shared_dir) / attempt_id, here=here)
+
+    def _local(self, path: Path) -> Path:
+        """Where this process reads or writes one of the directory's files."""
+        return path if self.here == self.path else self.here / path.relative_to(self.path)
 
     @property
     def attempt_id(self) -> str:
@@ -119,14 +79,14 @@ class AttemptDir:
 
     def create(self, *, for_group: bool = False) -> AttemptDir:
         """Make the directory (and its parents) if missing; `for_group`: writable by its group too."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.here.mkdir(parents=True, exist_ok=True)
         if for_group:
-            group_writable(self.path)
+            group_writable(self.here)
         return self
 
     def exists(self) -> bool:
         """Whether the directory is there (a re-attached attempt's must be)."""
-        return self.path.is_dir()
+        return self.here.is_dir()
 
     def __repr__(self) -> str:
         return f"AttemptDir({str(self.path)!r})"
@@ -193,24 +153,28 @@ class AttemptDir:
         return self.path / "container-check"
 
     # ------------------------------------------------------------------ inputs and outcomes
+    def write_script(self, text: str) -> None:
+        """The job script (directives, prologue, body)."""
+        self._local(self.script).write_text(text)
+
     def write_inputs(self, inputs: AttemptInputs) -> None:
         """Store the attempt where the job's worker reads it."""
         self.create()
-        write_atomically(self.path / "attempt.pkl", pickle.dumps(inputs, protocol=pickle.HIGHEST_PROTOCOL))
+        write_atomically(self.here / "attempt.pkl", pickle.dumps(inputs, protocol=pickle.HIGHEST_PROTOCOL))
 
     def read_inputs(self) -> AttemptInputs:
         """The attempt the agent stored."""
-        inputs: AttemptInputs = pickle.loads((self.path / "attempt.pkl").read_bytes())
+        inputs: AttemptInputs = pickle.loads((self.here / "attempt.pkl").read_bytes())
         return inputs
 
     def write_outcome(self, outcome: TaskOutcome) -> None:
         """The worker's record of how the attempt ended."""
-        write_atomically(self.path / "outcome.pkl", pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+        write_atomically(self.here / "outcome.pkl", pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
 
     def worker_outcome(self) -> TaskOutcome | None:
         """The outcome the worker wrote, or None (yet)."""
         try:
-            data = (self.path / "outcome.pkl").read_bytes()
+            data = (self.here / "outcome.pkl").read_bytes()
         except FileNotFoundError:
             return None
         outcome: TaskOutcome = pickle.loads(data)
@@ -218,12 +182,12 @@ class AttemptDir:
 
     def write_exit_status(self, returncode: int, start: float, end: float) -> None:
         """A command's exit status and span (the CRIU wrapper's; the command script writes its own)."""
-        write_atomically(self.exit_status_file, f"{returncode} {start} {end}\n".encode())
+        write_atomically(self._local(self.exit_status_file), f"{returncode} {start} {end}\n".encode())
 
     def exit_status(self) -> ExitStatus | None:
         """What a command's job recorded, or None until it is complete."""
         try:
-            return parse_exit_status(self.exit_status_file.read_text())
+            return parse_exit_status(self._local(self.exit_status_file).read_text())
         except FileNotFoundError:
             return None
 
@@ -242,8 +206,8 @@ class AttemptDir:
         stopped = (walltime is not None and status.returncode in (124, 137)
                    and status.elapsed_s >= walltime - 0.5)
         outcome = command_outcome(spec, returncode=status.returncode, walltime_exceeded=stopped,
-                                  stdout=tail(self.command_stdout, None),
-                                  stderr=tail(self.command_stderr, None))
+                                  stdout=tail(self._local(self.command_stdout), None),
+                                  stderr=tail(self._local(self.command_stderr), None))
         if status.cpu_s is not None:  # no Python on the node: no memory peak
             outcome = with_usage(outcome, Usage(wall_s=status.elapsed_s, cpu_s=status.cpu_s, max_rss_mb=None))
         return store_if_big(spec, outcome, data)
@@ -251,26 +215,26 @@ class AttemptDir:
     # ------------------------------------------------------------------ what the job saw
     def note_walltime_warning(self, at: float) -> None:
         """Record the scheduler's warning that the time limit is near."""
-        self.warning_file.write_text(f"{at}\n")
+        self._local(self.warning_file).write_text(f"{at}\n")
 
     def refused_runs(self) -> list[str]:
         """The further runs of the job that the claim refused (a scheduler ran the job again)."""
-        return [line for line in tail(self.refused_runs_file, None).splitlines() if line.strip()]
+        return [line for line in tail(self._local(self.refused_runs_file), None).splitlines() if line.strip()]
 
     def output_files(self) -> tuple[str, ...]:
         """The attempt's output files that exist: the job's own, a command's, a container's."""
         paths = (self.job_stdout, self.job_stderr, self.command_stdout, self.command_stderr,
                  self.container_stdout, self.container_stderr)
-        return tuple(str(path) for path in paths if path.exists())
+        return tuple(str(here) for here in map(self._local, paths) if here.exists())
 
     def stderr_tail(self, limit: int = STDERR_TAIL) -> str:
         """The end of the job's own stderr (why a job ended without a record)."""
-        return tail(self.job_stderr, limit)
+        return tail(self._local(self.job_stderr), limit)
 
     def container_check(self) -> str | None:
         """What a container job's check on its node found wrong, or None."""
         try:
-            return self.container_check_file.read_text()
+            return self._local(self.container_check_file).read_text()
         except FileNotFoundError:
             return None
 
@@ -321,11 +285,11 @@ class AttemptDir:
     def write_criu_task(self, task: dict[str, Any]) -> None:
         """The CRIU wrapper's task."""
         self.create()
-        self.criu_task_file.write_text(json.dumps(task))
+        self._local(self.criu_task_file).write_text(json.dumps(task))
 
     def restores(self) -> bool:
         """Whether this attempt continues from a checkpoint (a CRIU restore, or a cooperative state)."""
-        if self.criu_task_file.exists():
+        if self._local(self.criu_task_file).exists():
             return bool(self.read_criu_task().get("restore"))
         try:
             return self.read_inputs().restore is not None
@@ -334,7 +298,7 @@ class AttemptDir:
 
     def read_criu_task(self) -> dict[str, Any]:
         """The CRIU wrapper's task."""
-        task: dict[str, Any] = json.loads(self.criu_task_file.read_text())
+        task: dict[str, Any] = json.loads(self._local(self.criu_task_file).read_text())
         return task
 
     def write_checkpoint_record(self, path: Path, record: dict[str, Any]) -> None:
@@ -343,55 +307,55 @@ class AttemptDir:
 
     def request_restart_point(self) -> None:
         """Ask the running wrapper for a restart point."""
-        self.restart_request_file.touch()
+        self._local(self.restart_request_file).touch()
 
     def take_restart_request(self) -> bool:
         """Whether a restart point was asked for (the request is consumed)."""
-        if not self.restart_request_file.exists():
+        if not self._local(self.restart_request_file).exists():
             return False
-        self.restart_request_file.unlink(missing_ok=True)
+        self._local(self.restart_request_file).unlink(missing_ok=True)
         return True
 
     def write_criu_error(self, text: str) -> None:
         """Why the wrapper could not start, restore or checkpoint the task (the attempt fails)."""
-        (self.path / "criu-error").write_text(f"{text}\n")
+        (self.here / "criu-error").write_text(f"{text}\n")
 
     def criu_error(self) -> str | None:
         """The wrapper's fatal error, or None."""
         try:
-            return (self.path / "criu-error").read_text().strip()
+            return (self.here / "criu-error").read_text().strip()
         except FileNotFoundError:
             return None
 
     def note_checkpoint_failed(self, text: str) -> None:
         """A checkpoint failed but the task goes on."""
-        (self.path / "checkpoint-failed").write_text(f"{text}\n")
+        (self.here / "checkpoint-failed").write_text(f"{text}\n")
 
     def take_checkpoint(self, store: StoreSpec, object_id: str) -> CheckpointRecord | None:
         """The stopping checkpoint the wrapper wrote, adopted into `store` once (None if there is none)."""
         from metasched.data.objects import adopt_file
 
         try:
-            record = json.loads(self.checkpoint_record_file.read_text())
+            record = json.loads(self._local(self.checkpoint_record_file).read_text())
         except FileNotFoundError:
             return None
-        ref = adopt_file(str(self.checkpoint_archive), store, object_id=object_id, size=int(record["size"]),
-                         digest=str(record["digest"]))
-        self.checkpoint_record_file.rename(self.path / "checkpoint.json.adopted")
+        ref = adopt_file(str(self._local(self.checkpoint_archive)), store, object_id=object_id,
+                         size=int(record["size"]), digest=str(record["digest"]))
+        self._local(self.checkpoint_record_file).rename(self.here / "checkpoint.json.adopted")
         return CheckpointRecord(ref=ref, reason=str(record["reason"]), dump_s=float(record["dump_s"]))
 
     def take_restart_point(self, store: StoreSpec) -> DataRef | None:
         """The newest restart point the running wrapper took, adopted into `store`; older ones are dropped."""
         from metasched.data.objects import adopt_file
 
-        notes = sorted(self.path.glob("restart-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+        notes = sorted(self.here.glob("restart-*.json"), key=lambda p: int(p.stem.split("-")[1]))
         if not notes:
             return None
         for old in notes[:-1]:
-            (self.path / json.loads(old.read_text())["archive"]).unlink(missing_ok=True)
+            (self.here / json.loads(old.read_text())["archive"]).unlink(missing_ok=True)
             old.unlink()
         record = json.loads(notes[-1].read_text())
-        ref = adopt_file(str(self.path / record["archive"]), store,
+        ref = adopt_file(str(self.here / record["archive"]), store,
                          object_id=f"{self.attempt_id}.{notes[-1].stem}", size=int(record["size"]),
                          digest=str(record["digest"]))
         notes[-1].unlink()
@@ -400,12 +364,12 @@ class AttemptDir:
     # ------------------------------------------------------------------ cooperative checkpoints
     def save_cooperative(self, ref: DataRef) -> None:
         """Record the state a cooperative task just saved (the agent reports it as a restart point)."""
-        write_atomically(self.path / "coop-checkpoint", pickle.dumps(ref))
+        write_atomically(self.here / "coop-checkpoint", pickle.dumps(ref))
 
     def cooperative_checkpoint(self) -> DataRef | None:
         """The last state a cooperative task saved, if any."""
         try:
-            ref: DataRef = pickle.loads((self.path / "coop-checkpoint").read_bytes())
+            ref: DataRef = pickle.loads((self.here / "coop-checkpoint").read_bytes())
         except FileNotFoundError:
             return None
         return ref

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metasched.attempt_dir import AttemptDir, AttemptInputs
+from metasched.attempt_dir import AttemptDir
+from metasched.attempt_records import AttemptInputs
 from metasched.data.objects import DataContext, store_paths
 from metasched.outcomes import TaskOutcome, command_outcome, failed, store_if_big
 from metasched.records import STDERR_TAIL, ContainerRuntime, TaskId, TaskKind, TaskSpec

@@ -43,6 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import images  # noqa: E402  (ci/images.py)
 import sitecontainers as containers  # noqa: E402  (ci/sitecontainers.py: docker-py)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ssh-login"))
+import sshlogin  # noqa: E402  (ci/ssh-login/sshlogin.py)
+
 DEFAULT_ROOT = Path("/var/tmp/metasched-sites")
 FIRST_PORT = 16800
 PORT_BLOCK = 20
@@ -51,7 +54,8 @@ LABEL = "metasched.site"
 SCRATCH = "/var/tmp/metasched-scratch"
 COMMAND_TIMEOUT_S = 60.0
 SPANK_PBS = "/usr/lib/x86_64-linux-gnu/slurm-wlm/spank_pbs.so"
-FLAVORS = ("bookworm", "sid", "torque", "trixie")
+FLAVORS = ("bookworm", "sid", "torque", "trixie", "ssh")
+REMOTE_DIR = "/srv/metasched-remote"  # an ssh site's shared directory: a Docker volume, in its containers only
 READY_TIMEOUT_S = 90.0
 
 
@@ -86,6 +90,15 @@ class SiteInfo:
     # own loopback only; ci/netns.py), reached through the controller container
     network: str = "host"
     binds: tuple[str, ...] = ()  # more host paths mounted read-only, at the same path, on the compute nodes
+    # "ssh": the controller is also a login node (sshd on 127.0.0.1:ssh_port, ci/ssh-login) and the shared
+    # directory (remote_dir) is a Docker volume mounted in the site's containers only, not on this machine
+    ssh_port: int = 0
+    remote_dir: str = ""
+
+    @property
+    def volume(self) -> str:
+        """The Docker volume holding an ssh site's shared directory."""
+        return f"metasched-remote-{self.name}"
 
     @property
     def nodes(self) -> list[str]:
@@ -102,7 +115,7 @@ class SiteInfo:
         sites; the controller container for sid sites (a 22.05 client cannot talk to Slurm 26.05) and for
         torque sites (the wrappers are installed there, not on the host) and trixie sites (24.11)."""
         if self.flavor == "bookworm" and self.network == "host":
-            return []
+            return []  # an ssh site's own commands (the tests' look behind metasched's back) go through docker
         return ["docker", "exec", "-i", _container_name(self.name, "controller")]
 
     def client(self, argv: list[str]) -> list[str]:
@@ -293,6 +306,8 @@ def _prepare_directory(info: SiteInfo, *, fresh: bool) -> None:
         dbd.chmod(0o600)  # slurmdbd refuses a configuration others can read
     if info.flavor == "torque":  # PBS_JOBID, PBS_O_WORKDIR... in every job (slurm-wlm-basic-plugins)
         (d / "etc" / "plugstack.conf").write_text(f"required {SPANK_PBS}\n")
+    if info.flavor == "ssh":
+        sshlogin.prepare(d, info.name, info.ssh_port)
     (d / "site.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
 
 
@@ -305,7 +320,8 @@ def _start_container(info: SiteInfo, role: str, *args: str) -> None:
             volumes=[f"{info.directory}:{info.directory}",
                      # the same absolute path on every site, for checkpointed tasks' working directories
                      *([f"{info.directory}/scratch:{SCRATCH}"] if compute else []),
-                     *(f"{path}:{path}:ro" for path in (info.binds if compute else ()))],
+                     *(f"{path}:{path}:ro" for path in (info.binds if compute else ())),
+                     *([f"{info.volume}:{info.remote_dir}"] if info.remote_dir else [])],
             network=info.network,
             # CRIU (checkpointing command tasks) needs only these, with `criu --unprivileged`; Docker 20.10
             # rejects CAP_CHECKPOINT_RESTORE and --privileged fails on this host.
@@ -441,7 +457,8 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
     if flavor not in FLAVORS:
         raise SiteError(f"site {name!r}: flavor must be one of {', '.join(FLAVORS)}, got {flavor!r}")
     image = {"bookworm": images.ensure_slurm, "sid": images.ensure_slurm_sid,
-             "torque": images.ensure_torque_wrappers, "trixie": images.ensure_slurm_trixie}[flavor]().tag
+             "torque": images.ensure_torque_wrappers, "trixie": images.ensure_slurm_trixie,
+             "ssh": images.ensure_ssh_login}[flavor]().tag
     existing = directory / "site.json"
     info: SiteInfo | None = SiteInfo.load(existing) if existing.exists() else None
     running = [c for c in _site_containers(name) if c.state == "running"]
@@ -458,7 +475,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         wait_ready(info)
         return info
     down(name)
-    extra = 2 if flavor == "trixie" else 0  # slurmdbd and MariaDB
+    extra = {"trixie": 2, "ssh": 1}.get(flavor, 0)  # slurmdbd and MariaDB; sshd
     ports = _allocate_ports(name, nodes + 1 + extra)
     info = SiteInfo(
         name=name,
@@ -474,8 +491,10 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         min_job_age=min_job_age,
         slurmd_timeout=slurmd_timeout,
         flavor=flavor,
-        dbd_port=ports[nodes + 1] if extra else 0,
-        mysql_port=ports[nodes + 2] if extra else 0,
+        dbd_port=ports[nodes + 1] if flavor == "trixie" else 0,
+        mysql_port=ports[nodes + 2] if flavor == "trixie" else 0,
+        ssh_port=ports[nodes + 1] if flavor == "ssh" else 0,
+        remote_dir=f"{REMOTE_DIR}/{name}" if flavor == "ssh" else "",
         network=network,
         binds=tuple(binds),
     )
@@ -491,6 +510,7 @@ def down(name: str, *, purge: bool = False) -> None:
     """Remove a site's containers; with purge, its directory too (logs, state, shared files)."""
     directory = _site_dir(name)
     containers.remove([c.name for c in _site_containers(name)])
+    containers.remove_volume(f"metasched-remote-{name}")  # an ssh site's shared directory (if it has one)
     if purge and directory.exists():
         shutil.rmtree(directory)
 

@@ -159,7 +159,7 @@ class BatchAgent:
         try:
             launcher = self._launchers.for_(sub.spec)
             header = self.dialect.header(request)
-            attempt.script.write_text(with_header(launcher.write(sub, attempt), header))
+            attempt.write_script(with_header(launcher.write(sub, attempt), header))
         except (LaunchRefused, ValueError) as exc:
             kind = exc.error_type if isinstance(exc, LaunchRefused) else "SubmitError"
             return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(kind, str(exc)))

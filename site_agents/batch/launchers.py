@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from metasched.attempt_dir import AttemptDir, AttemptInputs
+from metasched.attempt_dir import AttemptDir
+from metasched.attempt_records import AttemptInputs
 from metasched.data.objects import DataRef, local_path, store_paths
 from metasched.outcomes import (
     Checkpointed,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from metasched.attempt_dir import parse_exit_status
+from metasched.attempt_records import parse_exit_status
 from metasched.outcomes import LossReason, Lost, Succeeded, with_usage
 from metasched.records import Usage
 from metasched.worker.usage import MeasuredPopen, Meter, command_usage, resident_mb

@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
-from metasched.attempt_dir import AttemptDir, AttemptInputs
+from metasched.attempt_dir import AttemptDir
+from metasched.attempt_records import AttemptInputs
 from metasched.outcomes import Cancelled, LossReason, Lost
 from metasched.records import AttemptId, SiteLoad, SiteName
 from metasched.sites.base import AttemptUpdate, Submission
