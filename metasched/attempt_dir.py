@@ -50,7 +50,7 @@ class AttemptDir:
 
     `path` is where the site's jobs see it (what job scripts and scheduler commands name); `here` is where
     this process reads and writes it: the same place on a shared filesystem, a local copy of it for a site
-    reached over SSH (``site_agents.transport``, which moves the files between the two).
+    reached over SSH (``site_agents.batch.transport``, which moves the files between the two).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, here: str | os.PathLike[str] | None = None) -> None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from metasched.errors import SiteAgentError
 
@@ -32,6 +34,7 @@ class CommandOutput:
     returncode: int
     stdout: str
     stderr: str
+    data: bytes = b""  # stdout as bytes, instead of `stdout`, when asked for (``run(..., binary=True)``)
 
     @property
     def ok(self) -> bool:
@@ -54,12 +57,14 @@ class CommandRunner:
 
     With a `login` prefix (an argv that runs the rest of its argv as given, e.g. ``docker exec -i
     CONTAINER``: the site's login node), each command runs as ``[*login, "env", *env, *argv]``, so the
-    site's own client programs and `env` are used there.
+    site's own client programs and `env` are used there. A prefix that hands its remote side one shell
+    string (``ssh HOST --``: `joins`) gets ``env ... argv`` quoted into one string, once, here.
     """
 
     def __init__(self, *, site: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0,
-                 login: Sequence[str] = (), give_up_on: Sequence[str] = ()) -> None:
+                 login: Sequence[str] = (), give_up_on: Sequence[str] = (), joins: bool = False) -> None:
         self.site = site
+        self.joins = joins
         self.give_up_on = tuple(give_up_on)
         base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
         self.env = {**base, **(env or {})}
@@ -68,18 +73,22 @@ class CommandRunner:
         self._forwarded = [f"{key}={value}" for key, value in (env or {}).items()]
         self.calls: Counter[str] = Counter()
 
-    def run(self, argv: Sequence[str], *, timeout_s: float | None = None) -> CommandOutput:
+    def run(self, argv: Sequence[str], *, timeout_s: float | None = None, stdin: IO[bytes] | None = None,
+            binary: bool = False) -> CommandOutput:
         """Run `argv` (never through a shell) and return its output; raise only if it could not run.
 
         A command stopped at a line of `give_up_on` returns exit status -1 with what it printed so far.
+        `stdin`: a file the command reads (default none); `binary`: its stdout comes back in ``data``.
         """
         program = os.path.basename(argv[0])
         self.calls[program] += 1
-        full = [*self.login, "env", *self._forwarded, *argv] if self.login else list(argv)
+        remote = ["env", *self._forwarded, *argv]
+        full = ([*self.login, shlex.join(remote)] if self.joins else [*self.login, *remote]) if self.login \
+            else list(argv)
         limit = timeout_s or self.timeout_s
         deadline = time.monotonic() + limit  # from the call, not from when this thread next runs
         try:
-            proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(full, stdin=stdin or subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=self.env, start_new_session=True)
         except OSError as exc:
             raise SiteAgentError(
@@ -93,7 +102,8 @@ class CommandRunner:
                                  + (f"; it said: {said.strip()[-500:]}" if said.strip() else "."),
                                  site=self.site, transient=True)
         return CommandOutput(argv=tuple(argv), returncode=-1 if ended == "gave up" else int(proc.returncode),
-                             stdout=stdout.decode(errors="replace"), stderr=said)
+                             stdout="" if binary else stdout.decode(errors="replace"), stderr=said,
+                             data=stdout if binary else b"")
 
     def whoami(self) -> str:
         """The user the commands run as at the site (through the login prefix: maybe not ours here)."""

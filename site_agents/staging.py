@@ -53,6 +53,11 @@ def worker_packages(extra: Sequence[str] = ()) -> list[Path]:
 
 def stage_worker(shared_dir: str, extra: Sequence[str] = ()) -> Path:
     """The directory to put on PYTHONPATH on the site's nodes (copied there if its content is new)."""
+    return stage_worker_in(site_area(shared_dir), extra)
+
+
+def stage_worker_in(area: Path, extra: Sequence[str] = ()) -> Path:
+    """``area/lib-<hash>``, copied there if its content is new (a site area, or its local copy)."""
     sources = worker_packages(extra)
     digest = hashlib.sha256()
     files = sorted((src, path) for src in sources
@@ -61,7 +66,7 @@ def stage_worker(shared_dir: str, extra: Sequence[str] = ()) -> Path:
     for src, path in files:
         digest.update(str(path.relative_to(src.parent)).encode())
         digest.update(path.read_bytes())
-    target = site_area(shared_dir) / f"lib-{digest.hexdigest()[:16]}"
+    target = area / f"lib-{digest.hexdigest()[:16]}"
     if not target.exists():
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "ci" / "slurm-cluster"))
 sys.path.insert(0, str(ROOT / "ci" / "gridengine"))
 sys.path.insert(0, str(ROOT / "ci" / "torque-wrappers"))
 sys.path.insert(0, str(ROOT / "ci" / "slurm-campus"))
+sys.path.insert(0, str(ROOT / "ci" / "ssh-login"))
 
 import campussite  # noqa: E402  (ci/slurm-campus/campussite.py)
 import gesite  # noqa: E402  (ci/gridengine/gesite.py)
@@ -145,6 +146,20 @@ def eta() -> Iterator[slurmsite.SiteInfo]:
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         slurmsite.down("eta")
+
+
+@pytest.fixture(scope="session")
+def omicron() -> Iterator[slurmsite.SiteInfo]:
+    """The site `omicron`: Slurm 22.05 reached only over SSH (sshd on 127.0.0.1 in its controller container,
+    ci/ssh-login); its shared directory is a Docker volume this machine does not mount."""
+    reason = _docker_unavailable_reason() or (None if shutil.which("ssh") else "ssh client not installed "
+                                              "(make test installs openssh-client)")
+    if reason is not None:
+        pytest.skip(reason)
+    info = slurmsite.up("omicron", fresh=True, flavor="ssh", cpus=4)
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        slurmsite.down("omicron")
 
 
 @pytest.fixture(scope="session")

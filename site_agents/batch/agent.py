@@ -14,40 +14,34 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from metasched.attempt_dir import AttemptDir
-from metasched.data.objects import DataContext
-from metasched.data.stores import StoreSpec
 from metasched.errors import SiteAgentError
-from metasched.outcomes import Failed, LossReason, Lost, failed
+from metasched.outcomes import Failed, LossReason, Lost
 from metasched.records import AttemptId, Capability, CheckpointKind, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import explain
-from site_agents.batch.access import site_user
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import (
     Capacity,
     Dialect,
-    JobRequest,
     JobState,
     JobStatus,
     can_signal,
-    with_header,
 )
 from site_agents.batch.forecast import QueuedJob, QueueWait
 from site_agents.batch.jobs import BatchJob
-from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers, time_limit_s, warning_lead_s
+from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers
 from site_agents.batch.rounds import Answer, Deletions, jobs_by_name, list_queue, status_round
-from site_agents.runner import CommandRunner
+from site_agents.batch.submitting import Submitter, job_name, job_store
+from site_agents.batch.transport import transport_for
 
 log = logging.getLogger(__name__)
 
-SUBMIT_THREADS = 4  # submissions in flight at once (each is a round trip to the server)
 POLL_WAIT_S = 0.25  # how long one poll waits for the status command
 # A status round unanswered this long (3 poll intervals, at least SLOW_MIN_S, at most SLOW_S): no new jobs
 # until it answers. A server that is shutting down may accept connections and answer none for a while.
@@ -59,20 +53,14 @@ QUEUE_REFRESH_S = 10.0  # how often every user's queue is read (for the wait for
 OUTCOME_GRACE_POLLS = 3  # a finished job's record may appear a little later on a shared filesystem
 
 
-def job_name(site: str, attempt_id: str) -> str:
-    """The scheduler's job name of an attempt: unique, and starts with a letter (as PBS requires)."""
-    return f"ms-{site}-{attempt_id}"
-
-
 class BatchAgent:
     """Submits each attempt as a batch job and tracks them all with one status call per poll."""
 
     def __init__(self, config: BatchSite, dialect: Dialect, *, env: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.dialect = dialect
-        self.runner = CommandRunner(site=config.name, env={**config.environment, **(env or {})},
-                                    timeout_s=config.command_timeout_s, login=config.login,
-                                    give_up_on=dialect.give_up_on)
+        self.transport = transport_for(config, {**config.environment, **(env or {})}, dialect.give_up_on)
+        self.runner = self.transport.runner
         self.available = True
         self.unavailable_reason = ""
         self.user = ""
@@ -88,8 +76,7 @@ class BatchAgent:
         self._last_nodes = 0.0
         self._last_queue = -QUEUE_REFRESH_S
         self.waits = QueueWait()
-        self._submitter = ThreadPoolExecutor(max_workers=SUBMIT_THREADS,
-                                             thread_name_prefix=f"submit-{config.name}")
+        self._submitter = Submitter(config, dialect, self.transport, self._refused_at_no_cost)
         self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"status-{config.name}")
         self._lister = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{config.name}")
         self._listing: Future[list[QueuedJob] | None] | None = None
@@ -104,11 +91,11 @@ class BatchAgent:
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Check the site answers, learn who we are there and its nodes, stage the worker."""
-        if not os.path.isdir(self.config.shared_dir):
-            raise SiteAgentError(f"site {self.config.name}: shared_dir {self.config.shared_dir} is not a "
-                                 "directory.", site=self.config.name)
+        problem = self.transport.shared_dir_problem()
+        if problem:
+            raise SiteAgentError(f"site {self.config.name}: {problem}.", site=self.config.name)
         self.dialect.prepare(self.runner.run)
-        who = site_user(self.runner, self.config.shared_dir)
+        who = self.transport.site_user()
         self.user, self.via_group = who.name, who.for_group
         listed = self.runner.run(self.dialect.nodes_argv())
         capacity = self.dialect.parse_nodes(listed)
@@ -122,7 +109,8 @@ class BatchAgent:
         if queue is not None:
             self.waits.listed(queue, usable_cores=capacity.total_cores, ours=self.user)
             self._last_queue = time.monotonic()
-        self._launchers = site_launchers(self.config, self.dialect)
+        pythonpath = self.config.worker_pythonpath or self.transport.stage_worker()
+        self._launchers = site_launchers(self.config, self.dialect, pythonpath)
         self._capabilities = self._launchers.offered(can_signal(self.dialect))
 
     def close(self) -> None:
@@ -134,62 +122,25 @@ class BatchAgent:
             except SiteAgentError as exc:
                 log.warning("could not delete jobs at %s: %s", self.config.name, exc)
         self._jobs.clear()
-        self._submitter.shutdown(wait=True)
+        self._submitter.close()
         self._poller.shutdown(wait=False, cancel_futures=True)
         self._lister.shutdown(wait=False, cancel_futures=True)
+        self.transport.close()
 
     # ------------------------------------------------------------------------------ submit
     def submit(self, submissions: Sequence[Submission]) -> None:
-        """Write each attempt to the shared filesystem and submit it (a few submissions in parallel)."""
+        """Write each attempt, send them to the site, and submit them (a few submissions in parallel)."""
         if self._launchers is None:
             raise SiteAgentError(f"site {self.config.name}: agent not started.", site=self.config.name)
         load = self.load()
-        for sub, (job, update) in zip(submissions, self._submitter.map(self._submit_one, submissions),
-                                      strict=True):
+        done = self._submitter.submit(submissions, self._launchers, for_group=self.via_group,
+                                      memory_tracked=not self._capacity.memory_untracked)
+        for sub, (job, update) in zip(submissions, done, strict=True):
             if job is not None:
                 job.predicted_wait_s = load.wait_s(sub.spec.resources.cores)
                 load.inflight += 1
                 self._jobs[sub.attempt_id] = job
             self._pending.append(update)
-
-    def _submit_one(self, sub: Submission) -> tuple[BatchJob | None, AttemptUpdate]:
-        assert self._launchers is not None  # noqa: S101  (checked by submit)
-        attempt = AttemptDir.of(self.config.shared_dir, sub.attempt_id).create(for_group=self.via_group)
-        request = self._request(sub.spec, attempt)
-        try:
-            launcher = self._launchers.for_(sub.spec)
-            header = self.dialect.header(request)
-            attempt.write_script(with_header(launcher.write(sub, attempt), header))
-        except (LaunchRefused, ValueError) as exc:
-            kind = exc.error_type if isinstance(exc, LaunchRefused) else "SubmitError"
-            return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(kind, str(exc)))
-        try:
-            out = self.runner.run(self.dialect.submit_argv(request, header))
-        except SiteAgentError as exc:  # timed out or cannot run: this attempt only, at no cost
-            return None, self._refused_at_no_cost(sub.attempt_id, str(exc))
-        job_id = self.dialect.parse_submitted(out) if out.ok else None
-        if job_id is None and not out.ok and self.dialect.unreachable(out):
-            return None, self._refused_at_no_cost(sub.attempt_id, out.describe())
-        if job_id is None:
-            said = " ".join(f"{out.stderr} {out.stdout}".split())  # some print their errors on stdout
-            return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(
-                "SubmitError", f"{out.argv[0]} at site {self.config.name} refused task {sub.spec.name!r} "
-                f"(exit {out.returncode}): {said[-600:]}"))
-        job = BatchJob(attempt_id=sub.attempt_id, spec=sub.spec, job_id=job_id, attempt=attempt,
-                       launcher=launcher, store=self._store(sub.data), submitted_at=time.monotonic(),
-                       data=sub.data, restoring=sub.restore is not None)
-        return job, AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id)
-
-    def _request(self, spec: TaskSpec, attempt: AttemptDir) -> JobRequest:
-        walltime = spec.resources.walltime_s
-        lead = warning_lead_s(walltime, self.config.signal_lead_s) if walltime is not None else None
-        return JobRequest(spec=spec, name=job_name(self.config.name, attempt.attempt_id), attempt=attempt,
-                          limit_s=time_limit_s(spec), warning_lead_s=lead,
-                          nodes_report_memory=not self._capacity.memory_untracked)
-
-    def _store(self, data: DataContext | None) -> StoreSpec:
-        """Where an attempt's big results and checkpoints go: its campaign's store here, else the site's."""
-        return (data.store if data is not None else None) or self.config.store or self.config.default_store()
 
     def _refused_at_no_cost(self, attempt_id: AttemptId, reason: str) -> AttemptUpdate:
         """The server did not answer: the attempt is placed again (anywhere) without a retry charged."""
@@ -214,8 +165,8 @@ class BatchAgent:
                 self._last_queue = now
                 self._listing = self._lister.submit(list_queue, self.dialect, self.runner.run)
             asked = [(j.job_id, j.missing_polls) for j in self._jobs.values()]
-            self._round = self._poller.submit(status_round, self.dialect, self.runner.run, self.user, asked,
-                                              nodes_due)
+            self._round = self._poller.submit(self._status_round, asked, nodes_due,
+                                              [j.attempt for j in self._jobs.values()])
         try:
             answer = self._round.result(timeout=POLL_WAIT_S)
         except FutureTimeout:
@@ -256,6 +207,14 @@ class BatchAgent:
         for argv in self.dialect.delete_by_name_argvs(delete.names) if delete.names else []:
             self.runner.run(argv)
         return updates
+
+    def _status_round(self, asked: list[tuple[str, int]], nodes_due: bool,
+                      attempts: list[AttemptDir]) -> Answer:
+        """On the poller thread: the scheduler's word, then what the jobs wrote (``Transport.fetch``)."""
+        answer = status_round(self.dialect, self.runner.run, self.user, asked, nodes_due)
+        if answer.statuses is not None:
+            self.transport.fetch(attempts)
+        return answer
 
     def _take_capacity(self, capacity: Capacity, now: float) -> None:
         if capacity.usable_nodes != self._capacity.usable_nodes:
@@ -372,7 +331,7 @@ class BatchAgent:
         Without its id (that scheduler stopped between the submit call and journaling its answer), the job
         is found by its unique name, or by the outcome it left; one that never reached the site is not.
         """
-        attempt = AttemptDir.of(self.config.shared_dir, attempt_id)
+        attempt = self.transport.attempt(attempt_id)
         if not attempt.exists() or self._launchers is None:
             return False
         try:
@@ -384,7 +343,8 @@ class BatchAgent:
                 self._named = jobs_by_name(self.dialect, self.runner.run, self.user)
             native_id = (self._named or {}).get(job_name(self.config.name, attempt_id), "")
         job = BatchJob(attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt, launcher=launcher,
-                       store=self._store(None), submitted_at=time.monotonic(), restoring=attempt.restores())
+                       store=job_store(self.config, None), submitted_at=time.monotonic(),
+                       restoring=attempt.restores())
         outcome = None if native_id else launcher.outcome(job)
         if outcome is not None:  # it ended, and has already left the scheduler's listing
             self._pending.append(AttemptUpdate(attempt_id=attempt_id, outcome=outcome))
@@ -410,7 +370,7 @@ class BatchAgent:
             max_inflight=self.config.max_jobs if accepting else inflight, accepting=accepting,
             est_wait_s=self.waits.est_wait_s, open_cores=self.waits.open_cores(capacity.total_cores),
             cycle_s=self.waits.cycle_s, learns=True, learned_s=self.waits.learned_s,
-            capabilities=self._capabilities)
+            capabilities=self._capabilities, reads_stores=self.config.transport == "local")
 
     @property
     def capacity(self) -> Capacity:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from metasched.attempt_dir import site_area
+from metasched.catalog import metasched_home
 from metasched.data.stores import FileStore, StoreSpec
 from metasched.errors import ConfigurationError
 from metasched.sites.schema import (
@@ -31,7 +34,14 @@ class BatchSite:
     Args:
         name: the site's name within the campaign.
         shared_dir: a directory this machine and the compute nodes share (same path on both); attempts,
-            their outputs and the staged worker live under ``<shared_dir>/.metasched``.
+            their outputs and the staged worker live under ``<shared_dir>/.metasched``. With
+            ``transport="ssh"``: the directory at the site (its scratch), which this machine need not see.
+        transport: "local" (this machine shares the site's filesystem, and runs its client programs here or
+            through `login`) or "ssh" (the site is reached with ``ssh HOST``; see docs/ssh.md).
+        host: the site's login node for ``transport="ssh"``: a name or a ``~/.ssh/config`` alias.
+        ssh_options: more ssh options for every connection to `host` (e.g. ``("-F", "/path/ssh_config")``).
+        local_dir: where this machine keeps its copies of an SSH site's attempt directories; default
+            ``$METASCHED_HOME/sites/<name>-<hash>``.
         login: an argv prefix that runs the site's client programs on a submit host, passing the rest
             of the argv through unchanged (e.g. ``("docker", "exec", "-i", "login1")``); default: this
             machine's client programs. Variables of `environment` are handed on with ``env``.
@@ -74,6 +84,10 @@ class BatchSite:
     name: str
     _: KW_ONLY
     shared_dir: AbsolutePath
+    transport: Literal["local", "ssh"] = "local"
+    host: str = ""
+    ssh_options: tuple[str, ...] = ()
+    local_dir: OptionalAbsolutePath = None
     login: tuple[str, ...] = ()
     environment: dict[str, str] = field(default_factory=dict)
     mode: Literal["batch", "pilot"] = "batch"
@@ -101,15 +115,17 @@ class BatchSite:
     apptainer: NonEmptyArgv = ("apptainer", "--quiet", "exec")
 
     def __post_init__(self) -> None:
-        for name in ("login", "container_runtimes", "apptainer"):
+        for name in ("login", "container_runtimes", "apptainer", "ssh_options"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "environment", dict(self.environment))
         if self.login and os.path.basename(self.login[0]) in ("ssh", "rsh"):
             raise ConfigurationError(
-                f"{self.kind} site {self.name}: login through {self.login[0]} is not supported yet: ssh "
-                "joins the command into a shell string on the other side, so arguments would be re-split and "
-                "interpreted there. Use a prefix that passes the argv through unchanged (docker exec, "
-                "kubectl exec --, sudo -u USER), or run metasched on the cluster's login node.")
+                f"{self.kind} site {self.name}: login through {self.login[0]} is not supported: ssh joins "
+                "the command into a shell string on the other side, so arguments would be re-split there. "
+                "For a site reached over SSH use transport = \"ssh\" and host = \"<login node>\" "
+                "(docs/ssh.md); login is for prefixes that pass the argv through unchanged (docker exec, "
+                "sudo -u USER).")
+        self._check_transport()
         check_fields(self)
         if self.mode == "pilot" and self.block_walltime < MIN_BLOCK_WALLTIME_S:
             raise ConfigurationError(
@@ -120,10 +136,47 @@ class BatchSite:
                 f"{self.kind} site {self.name}: blocks must satisfy min_blocks <= max_blocks and init_blocks "
                 f"<= max_blocks, got min={self.min_blocks}, init={self.init_blocks}, max={self.max_blocks}.")
 
+    def _check_transport(self) -> None:
+        where = f"{self.kind} site {self.name}"
+        if self.transport == "local":
+            if self.host or self.ssh_options or self.local_dir:
+                raise ConfigurationError(f"{where}: host, ssh_options and local_dir are for transport = "
+                                         "\"ssh\"; set transport = \"ssh\" or remove them.")
+            return
+        if not self.host or self.host.startswith("-"):
+            raise ConfigurationError(f"{where}: transport = \"ssh\" needs host = \"<login node or "
+                                     f"~/.ssh/config alias>\", got {self.host!r}.")
+        if self.login:
+            raise ConfigurationError(f"{where}: login and transport = \"ssh\" do not go together; ssh "
+                                     "reaches the login node (ssh_options or ~/.ssh/config for ProxyJump).")
+        unsupported = [name for name, used in (("mode = \"pilot\"", self.mode == "pilot"),
+                                               ("checkpoint_dir", self.checkpoint_dir is not None),
+                                               ("container_runtimes", bool(self.container_runtimes)))
+                       if used]
+        if unsupported:
+            raise ConfigurationError(f"{where}: {', '.join(unsupported)} not supported over SSH yet "
+                                     "(docs/ssh.md lists what is).")
+
     def local_paths(self) -> list[tuple[str, str, str]]:
         """The shared directory must exist here (this machine is the site's login node or shares its FS)."""
-        return [("shared_dir", self.shared_dir, "directory")]
+        return [] if self.transport == "ssh" else [("shared_dir", self.shared_dir, "directory")]
 
     def default_store(self) -> StoreSpec:
-        """A file store in the shared directory (every compute node sees it)."""
+        """A file store in the shared directory (every compute node sees it).
+
+        Over SSH, for now, one beside the local copy of the site's attempts: results come back inline and
+        a task with stored inputs does not run there, so nothing is stored at the site itself.
+        """
+        if self.transport == "ssh":
+            return FileStore(str(self.local_copy_dir() / "store"))
         return FileStore(str(site_area(self.shared_dir) / "store"))
+
+    def local_copy_dir(self) -> Path:
+        """Where this machine keeps its copy of an SSH site's area (`local_dir`, or a default).
+
+        The default is ``$METASCHED_HOME/sites/<name>-<hash of host and shared_dir>``.
+        """
+        if self.local_dir:
+            return Path(self.local_dir)
+        digest = hashlib.sha256(f"{self.host}\0{self.shared_dir}".encode()).hexdigest()[:10]
+        return metasched_home() / "sites" / f"{self.name}-{digest}"

@@ -285,16 +285,15 @@ class Launchers:
 
 
 def worker_path(config: BatchSite) -> str:
-    """Where the site's nodes import metasched from: the site's own path, or a copy staged in shared_dir."""
+    """Where a site on this machine's filesystem imports metasched from: its own path, or a staged copy."""
     return config.worker_pythonpath or str(stage_worker(config.shared_dir))
 
 
-def site_launchers(config: BatchSite, dialect: Dialect) -> Launchers:
-    """The launchers of a site (the worker staged in its shared directory unless it has its own path).
+def site_launchers(config: BatchSite, dialect: Dialect, pythonpath: str) -> Launchers:
+    """The launchers of a site whose nodes import metasched's worker from `pythonpath`.
 
     CRIU needs a ``checkpoint_dir`` and a scheduler that can signal a job (a migration's USR2).
     """
-    pythonpath = worker_path(config)
     criu = None
     if config.checkpoint_dir and can_signal(dialect):
         criu = CriuLauncher(python=config.python, pythonpath=pythonpath, checkpoint_dir=config.checkpoint_dir,

@@ -32,9 +32,10 @@ from metasched.errors import SiteAgentError
 from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome, failed
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
-from site_agents.batch.agent import BatchAgent, job_name
+from site_agents.batch.agent import BatchAgent
 from site_agents.batch.blocks import LEAVE_EARLY_S, Block, block_submission, ending, pilot_lines
 from site_agents.batch.config import BatchSite
+from site_agents.batch.submitting import job_name
 from site_agents.ray_tasks import MAX_DEPTH, RayTasks, depth
 
 log = logging.getLogger(__name__)

@@ -57,9 +57,9 @@ class Outage:
 
 
 def outage_campaign(campaign: ms.Campaign, journal: Path, site: str, stop: Callable[[], None],
-                    start: Callable[[], None]) -> Outage:
-    """12 tasks, then `stop` once one of them runs at `site`, 8 more while it is down, `start` 11 s later;
-    waits for all 20 and checks they succeeded."""
+                    start: Callable[[], None], down_s: float = 11.0) -> Outage:
+    """12 tasks, then `stop` once one of them runs at `site`, 8 more while it is down, `start` `down_s`
+    later; waits for all 20 and checks they succeeded."""
     first = [campaign.command(["sleep", "2"], name=f"first-{i}") for i in range(12)]
     deadline = time.monotonic() + 60
     while not any(r[1] == site and r[3] and r[2] not in ENDED for r in attempts(journal)):
@@ -70,7 +70,7 @@ def outage_campaign(campaign: ms.Campaign, journal: Path, site: str, stop: Calla
     down_at = time.time()
     time.sleep(3)
     second = [campaign.command(["sleep", "1"], name=f"second-{i}") for i in range(8)]
-    time.sleep(8)
+    time.sleep(down_s - 3)
     start()
     up_at = time.time()
     results = [f.result(timeout=300) for f in first + second]

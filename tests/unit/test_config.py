@@ -177,5 +177,23 @@ def test_login_through_ssh_is_refused_with_the_reason() -> None:
     from metasched.errors import ConfigurationError
     from site_agents.slurm.config import SlurmSite
 
-    with pytest.raises(ConfigurationError, match="login through ssh is not supported yet: ssh joins"):
+    with pytest.raises(ConfigurationError, match='login through ssh is not supported: ssh joins .* transport = "ssh"'):
         SlurmSite("x", shared_dir="/tmp", login=("ssh", "login1"))
+
+
+def test_ssh_transport_fields_are_checked_together() -> None:
+    from metasched.errors import ConfigurationError
+    from site_agents.slurm.config import SlurmSite
+
+    site = SlurmSite("x", shared_dir="/scratch/x", transport="ssh", host="login1")
+    assert site.local_paths() == []  # the shared directory is the site's, not this machine's
+    with pytest.raises(ConfigurationError, match='transport = "ssh" needs host'):
+        SlurmSite("x", shared_dir="/tmp", transport="ssh")
+    with pytest.raises(ConfigurationError, match="needs host"):
+        SlurmSite("x", shared_dir="/tmp", transport="ssh", host="-oProxyCommand=evil")
+    with pytest.raises(ConfigurationError, match='host, ssh_options and local_dir are for transport = "ssh"'):
+        SlurmSite("x", shared_dir="/tmp", host="login1")
+    with pytest.raises(ConfigurationError, match="login and transport"):
+        SlurmSite("x", shared_dir="/tmp", transport="ssh", host="login1", login=("sudo", "-u", "bob"))
+    with pytest.raises(ConfigurationError, match='mode = "pilot", checkpoint_dir not supported over SSH yet'):
+        SlurmSite("x", shared_dir="/tmp", transport="ssh", host="h", mode="pilot", checkpoint_dir="/ckpt")

@@ -1,0 +1,241 @@
+"""A batch site reached over SSH, with a filesystem of its own (``transport = "ssh"``).
+
+Everything goes through the OpenSSH client, so the user's ``~/.ssh/config`` (ProxyJump, keys, agents,
+Kerberos) applies: one master connection per site (``ControlMaster``), opened at start and authenticated
+once, carries every scheduler command and file transfer. A master that drops is opened again at the next
+command; until it is, commands fail with a transient error, so the site takes no new work and nothing is
+lost (as with a controller that does not answer).
+
+Files: this process keeps a local copy of the site area (``<local_dir>``, mirroring
+``<shared_dir>/.metasched`` there). The agent writes attempt directories in the copy and **sends** them in
+one tar stream before submitting their jobs; each poll **fetches** what the jobs wrote (outcome records,
+exit statuses, the job's own output; a command's output once it has ended) in one tar stream. The worker's
+code is staged once per content, as on a shared filesystem.
+
+Remote commands are argv lists, quoted into one string once (``CommandRunner(joins=True)``: ``shlex.join``);
+the shell scripts below are constants that take every value as a positional argument. Host keys are
+checked as the user's configuration says; metasched handles no password.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from metasched.attempt_dir import AttemptDir, site_area
+from metasched.errors import SiteAgentError
+from metasched.sites.base import Submission
+from site_agents.batch.access import SiteUser
+from site_agents.batch.launchers import LaunchRefused
+from site_agents.runner import CommandOutput, CommandRunner
+from site_agents.staging import stage_worker_in
+
+log = logging.getLogger(__name__)
+
+MASTER_PERSIST_S = 300  # a master outlives a scheduler killed with it open by this much, then exits
+MASTER_OPEN_TIMEOUT_S = 30.0
+REOPEN_EVERY_S = 5.0  # a master that dropped is opened again at most this often
+SSH_FAILED = 255  # ssh's own exit status when it could not run the command at all
+# Values are positional arguments ("$1"...), never part of these texts.
+SEND = 'mkdir -p "$1" && exec tar -C "$1" --no-same-owner -xf -'
+FETCH = r"""cd "$1" || exit 3
+shift
+for d in "$@"; do
+    [ -d "$d" ] || continue
+    for f in outcome.pkl exit-status refused-runs walltime-warning coop-checkpoint container-check \
+             criu-error checkpoint.json job.out job.err; do
+        [ -e "$d/$f" ] && echo "$d/$f"
+    done
+    if [ -e "$d/outcome.pkl" ] || [ -e "$d/exit-status" ] || [ -e "$d/container-check" ] \
+       || [ -e "$d/criu-error" ]; then
+        for f in cmd.out cmd.err container.out container.err; do [ -e "$d/$f" ] && echo "$d/$f"; done
+    fi
+done | tar -cf - -T -
+"""
+TAR_CHANGED = 1  # GNU tar: a file changed while it was read (a job still writing its output); archive fine
+
+
+class Master:
+    """The site's ControlMaster connection: opened once, checked and opened again when it drops."""
+
+    def __init__(self, site: str, host: str, options: Sequence[str]) -> None:
+        self.site, self.host = site, host
+        sockets = Path(tempfile.gettempdir()) / f"metasched-ssh-{os.getuid()}"
+        sockets.mkdir(mode=0o700, exist_ok=True)
+        name = hashlib.sha256(f"{site}\0{host}\0{os.getpid()}".encode()).hexdigest()[:16]
+        self.socket = sockets / name  # short: a Unix socket path has at most ~100 bytes
+        self.options = ["-o", f"ControlPath={self.socket}", *options]
+        self._tried_at = -REOPEN_EVERY_S
+
+    @property
+    def command_prefix(self) -> list[str]:
+        """``ssh ... HOST --``: runs one command string through the master (never opens one itself)."""
+        return ["ssh", *self.options, "-o", "ControlMaster=no", self.host, "--"]
+
+    def open(self) -> str:
+        """Open the master (authenticating once); "" on success, else what ssh said."""
+        self._tried_at = time.monotonic()
+        self.socket.unlink(missing_ok=True)  # a master killed outright leaves its socket behind
+        argv = ["ssh", *self.options, "-o", "ControlMaster=yes", "-o", f"ControlPersist={MASTER_PERSIST_S}",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "BatchMode=yes",
+                "-N", "-f", self.host]
+        with tempfile.TemporaryFile() as said:  # the master keeps stderr open: not a pipe we would wait on
+            try:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=said,
+                                      timeout=MASTER_OPEN_TIMEOUT_S, start_new_session=True, check=False)
+            except subprocess.TimeoutExpired:
+                return f"ssh {self.host} did not log in within {MASTER_OPEN_TIMEOUT_S:.0f} s"
+            except OSError as exc:
+                return f"cannot run ssh: {exc.strerror} (install the OpenSSH client)"
+            said.seek(0)
+            text = " ".join(said.read().decode(errors="replace").split())[-500:]
+        return "" if proc.returncode == 0 else f"ssh {self.host} exited {proc.returncode}: {text}"
+
+    def listening(self) -> bool:
+        """Whether the master accepts connections on its socket.
+
+        Checked before every command: ssh falls back to a connection of its own without a master.
+        """
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
+
+    def reopen_if_due(self) -> str:
+        """Open the master again unless it listens or was tried just now; "" if it is up."""
+        if self.listening():
+            return ""
+        if time.monotonic() - self._tried_at < REOPEN_EVERY_S:
+            return "the SSH connection is down (opening it again shortly)"
+        said = self.open()
+        if not said:
+            log.warning("site %s: SSH connection to %s opened again", self.site, self.host)
+        return said
+
+    def close(self) -> None:
+        """Ask the master to exit."""
+        subprocess.run(["ssh", *self.options, "-O", "exit", self.host], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=10, check=False)
+
+
+class SshRunner(CommandRunner):
+    """A CommandRunner whose commands go through the site's master; ssh's own failure is a transient error."""
+
+    def __init__(self, master: Master, *, site: str, env: dict[str, str], timeout_s: float,
+                 give_up_on: Sequence[str]) -> None:
+        super().__init__(site=site, env=env, timeout_s=timeout_s, login=master.command_prefix,
+                         give_up_on=give_up_on, joins=True)
+        self.master = master
+
+    def run(self, argv: Sequence[str], *, timeout_s: float | None = None, stdin: IO[bytes] | None = None,
+            binary: bool = False) -> CommandOutput:
+        """Run `argv` at the site; raise a transient SiteAgentError if the connection (not it) failed."""
+        down = self.master.reopen_if_due()
+        if down:
+            raise SiteAgentError(f"site {self.site}: no SSH connection to {self.master.host}: {down}",
+                                 site=self.site, transient=True)
+        out = super().run(argv, timeout_s=timeout_s, stdin=stdin, binary=binary)
+        if out.returncode == SSH_FAILED and not self.master.listening():
+            # not run again: it may have reached the site before the connection dropped
+            raise SiteAgentError(f"site {self.site}: SSH connection to {self.master.host} dropped "
+                                 f"({' '.join(out.stderr.split())[-300:]})", site=self.site, transient=True)
+        return out
+
+
+class SshTransport:
+    """A site over SSH with its own filesystem (see the module docstring)."""
+
+    def __init__(self, *, site: str, host: str, shared_dir: str, local_dir: Path, ssh_options: Sequence[str],
+                 env: dict[str, str], timeout_s: float, give_up_on: Sequence[str]) -> None:
+        self.site, self.host = site, host
+        self.shared_dir = shared_dir
+        self.area = site_area(shared_dir)  # at the site
+        self.local_area = local_dir  # its copy here
+        self.master = Master(site, host, ssh_options)
+        self.runner = SshRunner(self.master, site=site, env=env, timeout_s=timeout_s, give_up_on=give_up_on)
+
+    def attempt(self, attempt_id: str) -> AttemptDir:
+        """The attempt's directory at the site, kept here in the local copy."""
+        return AttemptDir.of(self.shared_dir, attempt_id, local_area=self.local_area)
+
+    def shared_dir_problem(self) -> str:
+        """Log in (the master) and check the shared directory is a writable directory there."""
+        said = self.master.reopen_if_due()
+        if said:
+            return said
+        out = self.runner.run(["test", "-d", self.shared_dir, "-a", "-w", self.shared_dir])
+        return "" if out.ok else f"shared_dir {self.shared_dir} is not a writable directory at {self.host}"
+
+    def site_user(self) -> SiteUser:
+        """The SSH user owns what it unpacks: no group write needed."""
+        return SiteUser(name=self.runner.whoami(), for_group=False)
+
+    def stage_worker(self) -> str:
+        """Staged in the local copy, sent once per content (a ``lib-<hash>`` already there is kept)."""
+        local = stage_worker_in(self.local_area)
+        remote = self.area / local.name
+        if not self.runner.run(["test", "-d", str(remote)]).ok:
+            self._send_tree(self.local_area, [local.name], self.area)
+        return str(remote)
+
+    def prepared(self, sub: Submission) -> Submission:
+        """Results come back inline, in the fetched outcome record: the site's store is not readable here.
+
+        A task with stored inputs (big arguments, stored results of its dependencies) cannot run here yet.
+        """
+        if sub.data is None:
+            return sub
+        if sub.data.inputs:
+            raise LaunchRefused("DataError", f"site {self.site} is reached over SSH and cannot read stored "
+                                "inputs yet (docs/ssh.md); run this task at another site")
+        return dataclasses.replace(sub, data=dataclasses.replace(sub.data, threshold=sys.maxsize))
+
+    def send(self, attempts: Sequence[AttemptDir]) -> None:
+        """One tar stream of these attempt directories into the site's attempts directory."""
+        if attempts:
+            names = [a.attempt_id for a in attempts]
+            self._send_tree(self.local_area / "attempts", names, self.area / "attempts")
+
+    def fetch(self, attempts: Sequence[AttemptDir]) -> None:
+        """One tar stream of what these attempts' jobs wrote, unpacked into their local copies."""
+        if not attempts:
+            return
+        out = self.runner.run(["sh", "-c", FETCH, "sh", str(self.area / "attempts"),
+                               *(a.attempt_id for a in attempts)], binary=True)
+        if out.returncode not in (0, TAR_CHANGED):
+            raise SiteAgentError(f"site {self.site}: could not fetch attempt records: {out.describe()}",
+                                 site=self.site, transient=True)
+        root = self.local_area / "attempts"
+        with tarfile.open(fileobj=io.BytesIO(out.data), mode="r:") as tar:
+            tar.extractall(root, filter="data")
+
+    def close(self) -> None:
+        """Close the master connection."""
+        if self.master.listening():
+            self.master.close()
+
+    def _send_tree(self, local_root: Path, names: Sequence[str], remote_root: Path) -> None:
+        with tempfile.TemporaryFile() as buf:
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for name in names:
+                    tar.add(local_root / name, arcname=name)
+            buf.seek(0)
+            out = self.runner.run(["sh", "-c", SEND, "sh", str(remote_root)], stdin=buf)
+        if not out.ok:
+            raise SiteAgentError(f"site {self.site}: could not send {len(names)} directories to "
+                                 f"{self.host}:{remote_root}: {out.describe()}", site=self.site,
+                                 transient=True)

@@ -1,0 +1,144 @@
+"""A Slurm site reached only over SSH (site omicron, ci/ssh-login): its shared directory is a Docker volume
+this machine cannot see, so every job script, input, outcome and output travels through the site's one
+multiplexed SSH connection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import slurmsite
+import sshlogin
+
+import metasched as ms
+from tests.integration.batch_faults import assert_nothing_lost, attempts, outage_campaign
+
+pytestmark = pytest.mark.slurm
+
+CONTROLLER = "metasched-slurm-omicron-controller"
+ODD = "a b;$(touch /tmp/pwned) `id` 'q' \"dq\" * \\ $HOME\nline2"
+
+
+def _site(info: slurmsite.SiteInfo, **options: Any) -> ms.SlurmSite:
+    return ms.SlurmSite("omicron", transport="ssh", host=sshlogin.alias("omicron"),
+                        ssh_options=("-F", str(sshlogin.client_config(info.directory))),
+                        shared_dir=info.remote_dir, slurm_conf=info.slurm_conf, poll_interval=0.3, **options)
+
+
+def _at_site(*argv: str) -> subprocess.CompletedProcess[str]:
+    """A command on the login node behind metasched's back (through docker, not ssh)."""
+    return subprocess.run(["docker", "exec", CONTROLLER, *argv], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def _masters() -> list[psutil.Process]:
+    """This machine's ssh master processes for omicron."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "ssh" and {"ControlMaster=yes", sshlogin.alias("omicron")} <= set(cmdline):
+            found.append(proc)
+    return found
+
+
+def _connections(port: int) -> int:
+    """Established TCP connections from this machine to the site's sshd."""
+    return sum(1 for c in psutil.net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port)
+
+
+def _where(x: int) -> tuple[int, str, str]:
+    import os as node_os
+
+    return x * x, node_os.environ.get("SLURM_JOB_ID", ""), node_os.getcwd()
+
+
+def test_functions_and_commands_run_over_one_connection(omicron: slurmsite.SiteInfo, ray_local: None,
+                                                        tmp_path: Path) -> None:
+    assert not Path(omicron.remote_dir).exists()  # only the site's containers have it
+    with ms.Campaign("ssh-basic", sites=[_site(omicron)], journal=tmp_path / "j.db") as c:
+        where = c.task(name=f"where {ODD}")(_where)
+        squares = [where(i) for i in range(6)]
+        odd = c.command(["printf", "%s|%s", ODD, "$WEIRD"], env={"WEIRD": ODD})
+        env = c.command(["sh", "-c", 'printf %s "$WEIRD"'], env={"WEIRD": ODD})
+        failing = c.command(["sh", "-c", "echo to-stderr >&2; exit 3"])
+        big = c.task()(lambda n: b"x" * n)(300_000)  # above the data threshold: comes back inline
+        results = [f.result(timeout=180) for f in squares]
+        assert odd.result(timeout=120).stdout == f"{ODD}|$WEIRD"
+        assert env.result(timeout=120).stdout == ODD
+        assert big.result(timeout=120) == b"x" * 300_000
+        error = failing.exception(timeout=120)
+        connections = _connections(omicron.ssh_port)
+    assert [r[0] for r in results] == [i * i for i in range(6)]
+    assert len({r[1] for r in results}) == 6
+    assert all(r[1] for r in results)
+    assert all(r[2].startswith(f"{omicron.remote_dir}/.metasched/attempts/") for r in results)
+    assert isinstance(error, ms.RemoteTaskError)
+    assert "to-stderr" in str(error)
+    assert connections == 1, f"{connections} SSH connections to the site: commands were not multiplexed"
+    assert _at_site("test", "-e", "/tmp/pwned").returncode == 1  # nothing in the argv ran as a shell
+    listed = _at_site("ls", f"{omicron.remote_dir}/.metasched/attempts").stdout.split()
+    assert len(listed) == 10  # every attempt's directory is at the site
+    assert not _masters(), "the campaign left its SSH master running"
+
+
+def test_tasks_with_stored_data_go_elsewhere_or_fail_with_the_reason(omicron: slurmsite.SiteInfo,
+                                                                      ray_local: None, tmp_path: Path) -> None:
+    """A big argument is stored: such a task is placed at a site that reads the store (the local one), or
+    fails naming why when there is none; a task consuming a stored result is refused at the SSH site."""
+    with ms.Campaign("ssh-inputs", sites=[_site(omicron), ms.LocalSite("local", cores=1)],
+                     journal=tmp_path / "j.db") as c:
+        elsewhere = c.task()(len)(b"y" * 300_000)
+        assert elsewhere.result(timeout=120) == 300_000
+        big = c.task(sites=["local"])(bytes)(300_000)
+        consumer = c.task(sites=["omicron"], retries=0)(len)(big)
+        refused = consumer.exception(timeout=120)
+    with ms.Campaign("ssh-inputs-2", sites=[_site(omicron)], journal=tmp_path / "k.db") as c:
+        nowhere = c.task(retries=0)(len)(b"y" * 300_000).exception(timeout=120)
+    assert isinstance(nowhere, ms.PlacementError)
+    assert "has stored arguments" in str(nowhere)
+    assert isinstance(refused, ms.RemoteTaskError)
+    assert refused.error_type == "DataError"
+    assert "reached over SSH and cannot read stored inputs" in str(refused)
+    assert not Path(omicron.remote_dir).exists()  # nothing was written here at the site's paths
+
+
+def test_a_killed_master_is_opened_again_and_nothing_is_lost(omicron: slurmsite.SiteInfo, ray_local: None,
+                                                              tmp_path: Path) -> None:
+    journal = tmp_path / "m.db"
+    with ms.Campaign("ssh-master", sites=[_site(omicron)], journal=journal) as c:
+        futures = [c.command(["sleep", "2"], name=f"s{i}") for i in range(8)]
+        deadline = time.monotonic() + 60
+        while not any(row[3] for row in attempts(journal)):
+            assert time.monotonic() < deadline, "no job was submitted"
+            c.flush()
+            time.sleep(0.2)
+        [first] = _masters()
+        os.kill(first.pid, signal.SIGKILL)
+        assert all(f.result(timeout=180).returncode == 0 for f in futures)
+        later = _masters()
+    assert len(later) == 1
+    assert later[0].pid != first.pid
+    rows = attempts(journal)
+    assert sorted(row[2] for row in rows).count("succeeded") == 8
+    assert len(rows) == 8, f"attempts beyond one per task: {rows}"
+
+
+def test_sshd_stopped_for_30_s_loses_nothing_and_gets_no_work(omicron: slurmsite.SiteInfo, ray_local: None,
+                                                               tmp_path: Path) -> None:
+    journal = tmp_path / "o.db"
+    config = str(sshlogin.ssh_dir(omicron.directory) / "sshd_config")
+    sites = [ms.LocalSite("local", cores=1), _site(omicron)]
+    with ms.Campaign("ssh-outage", sites=sites, journal=journal) as c:
+        outage = outage_campaign(
+            c, journal, "omicron",
+            stop=lambda: _at_site("pkill", "-x", "sshd"),  # the listener and the master's session
+            start=lambda: _at_site("/usr/sbin/sshd", "-f", config, "-E", f"{omicron.directory}/log/sshd.log"),
+            down_s=30)
+    assert_nothing_lost(journal, "omicron", outage)
