@@ -10,7 +10,10 @@ site epsilon, one job per attempt) and `torque-wrappers` (the PBS agent's Torque
 site zeta: Slurm 22.05 behind Debian's Torque-style wrappers, which is a compatibility layer, not Torque)
 and `slurm-24.11` (the site eta: Slurm 24.11 from trixie with slurmdbd + MariaDB, reached through its
 controller container) and `slurm-campus` (the site iota: a Slurm 22.05 cluster built by hand, not by
-metasched's recipe, whose commands run as another user than this process: ci/slurm-campus), and the
+metasched's recipe, whose commands run as another user than this process: ci/slurm-campus) and
+`slurm-ssh` (the site omicron, reached only over SSH, its shared directory a Docker volume this machine
+does not see: ci/ssh-login; its `workdir`, where tests watch what tasks do, is in the site's own
+directory, which its nodes and this machine both mount), and the
 pilot-mode variants `slurm-pilot` (site kappa) and `torque-pilot` (site mu: the Torque-style wrappers) and
 `gridengine-pilot` (site nu), whose tasks run in Ray worker nodes inside blocks of batch jobs; those run in
 the loopback-only network namespace (``make test-pilot``; see tests/conftest.py).
@@ -46,6 +49,7 @@ BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker
               pytest.param("torque-wrappers", marks=pytest.mark.docker),
               pytest.param("slurm-24.11", marks=pytest.mark.docker),
               pytest.param("slurm-campus", marks=pytest.mark.docker),
+              pytest.param("slurm-ssh", marks=pytest.mark.docker),
               pytest.param("slurm-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("torque-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("gridengine-pilot", marks=[pytest.mark.docker, pytest.mark.pilot])]
@@ -108,6 +112,13 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         workdir = Path(iota.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir()
         group_writable(workdir)  # the tasks run as alice, of the project directory's group
+    elif kind == "slurm-ssh":
+        from tests.integration.test_ssh_site import ssh_site
+
+        omicron = request.getfixturevalue("omicron")
+        sites = [ssh_site(omicron)]
+        workdir = Path(omicron.directory) / "watched" / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir(parents=True)
     elif kind == "gridengine":
         epsilon = request.getfixturevalue("epsilon")
         sites = [ms.GridEngineSite("epsilon", shared_dir=epsilon.shared_dir, login=tuple(epsilon.login),

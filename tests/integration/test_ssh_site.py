@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import sshlogin
 
 import metasched as ms
 from tests.integration.batch_faults import assert_nothing_lost, attempts, outage_campaign
+from tests.integration.processes import kill_tree
 
 pytestmark = pytest.mark.slurm
 
@@ -25,7 +28,8 @@ CONTROLLER = "metasched-slurm-omicron-controller"
 ODD = "a b;$(touch /tmp/pwned) `id` 'q' \"dq\" * \\ $HOME\nline2"
 
 
-def _site(info: slurmsite.SiteInfo, **options: Any) -> ms.SlurmSite:
+def ssh_site(info: slurmsite.SiteInfo, **options: Any) -> ms.SlurmSite:
+    """The SlurmSite of omicron as a user would write it: transport ssh, a host alias, the site's paths."""
     return ms.SlurmSite("omicron", transport="ssh", host=sshlogin.alias("omicron"),
                         ssh_options=("-F", str(sshlogin.client_config(info.directory))),
                         shared_dir=info.remote_dir, slurm_conf=info.slurm_conf, poll_interval=0.3, **options)
@@ -53,6 +57,14 @@ def _connections(port: int) -> int:
                if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port)
 
 
+def _submitted(journal: Path) -> dict[str, str]:
+    """The job id of each task's attempts, once the journal has them."""
+    try:
+        return {row[0]: row[3] for row in attempts(journal) if row[3]}
+    except sqlite3.OperationalError:  # not created yet
+        return {}
+
+
 def _where(x: int) -> tuple[int, str, str]:
     import os as node_os
 
@@ -62,7 +74,7 @@ def _where(x: int) -> tuple[int, str, str]:
 def test_functions_and_commands_run_over_one_connection(omicron: slurmsite.SiteInfo, ray_local: None,
                                                         tmp_path: Path) -> None:
     assert not Path(omicron.remote_dir).exists()  # only the site's containers have it
-    with ms.Campaign("ssh-basic", sites=[_site(omicron)], journal=tmp_path / "j.db") as c:
+    with ms.Campaign("ssh-basic", sites=[ssh_site(omicron)], journal=tmp_path / "j.db") as c:
         where = c.task(name=f"where {ODD}")(_where)
         squares = [where(i) for i in range(6)]
         odd = c.command(["printf", "%s|%s", ODD, "$WEIRD"], env={"WEIRD": ODD})
@@ -88,18 +100,18 @@ def test_functions_and_commands_run_over_one_connection(omicron: slurmsite.SiteI
     assert not _masters(), "the campaign left its SSH master running"
 
 
-def test_tasks_with_stored_data_go_elsewhere_or_fail_with_the_reason(omicron: slurmsite.SiteInfo,
-                                                                      ray_local: None, tmp_path: Path) -> None:
+def test_tasks_with_stored_data_go_elsewhere_or_fail_with_the_reason(
+        omicron: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
     """A big argument is stored: such a task is placed at a site that reads the store (the local one), or
     fails naming why when there is none; a task consuming a stored result is refused at the SSH site."""
-    with ms.Campaign("ssh-inputs", sites=[_site(omicron), ms.LocalSite("local", cores=1)],
+    with ms.Campaign("ssh-inputs", sites=[ssh_site(omicron), ms.LocalSite("local", cores=1)],
                      journal=tmp_path / "j.db") as c:
         elsewhere = c.task()(len)(b"y" * 300_000)
         assert elsewhere.result(timeout=120) == 300_000
         big = c.task(sites=["local"])(bytes)(300_000)
         consumer = c.task(sites=["omicron"], retries=0)(len)(big)
         refused = consumer.exception(timeout=120)
-    with ms.Campaign("ssh-inputs-2", sites=[_site(omicron)], journal=tmp_path / "k.db") as c:
+    with ms.Campaign("ssh-inputs-2", sites=[ssh_site(omicron)], journal=tmp_path / "k.db") as c:
         nowhere = c.task(retries=0)(len)(b"y" * 300_000).exception(timeout=120)
     assert isinstance(nowhere, ms.PlacementError)
     assert "has stored arguments" in str(nowhere)
@@ -112,7 +124,7 @@ def test_tasks_with_stored_data_go_elsewhere_or_fail_with_the_reason(omicron: sl
 def test_a_killed_master_is_opened_again_and_nothing_is_lost(omicron: slurmsite.SiteInfo, ray_local: None,
                                                               tmp_path: Path) -> None:
     journal = tmp_path / "m.db"
-    with ms.Campaign("ssh-master", sites=[_site(omicron)], journal=journal) as c:
+    with ms.Campaign("ssh-master", sites=[ssh_site(omicron)], journal=journal) as c:
         futures = [c.command(["sleep", "2"], name=f"s{i}") for i in range(8)]
         deadline = time.monotonic() + 60
         while not any(row[3] for row in attempts(journal)):
@@ -134,7 +146,7 @@ def test_sshd_stopped_for_30_s_loses_nothing_and_gets_no_work(omicron: slurmsite
                                                                tmp_path: Path) -> None:
     journal = tmp_path / "o.db"
     config = str(sshlogin.ssh_dir(omicron.directory) / "sshd_config")
-    sites = [ms.LocalSite("local", cores=1), _site(omicron)]
+    sites = [ms.LocalSite("local", cores=1), ssh_site(omicron)]
     with ms.Campaign("ssh-outage", sites=sites, journal=journal) as c:
         outage = outage_campaign(
             c, journal, "omicron",
@@ -142,3 +154,33 @@ def test_sshd_stopped_for_30_s_loses_nothing_and_gets_no_work(omicron: slurmsite
             start=lambda: _at_site("/usr/sbin/sshd", "-f", config, "-E", f"{omicron.directory}/log/sshd.log"),
             down_s=30)
     assert_nothing_lost(journal, "omicron", outage)
+
+
+def test_a_resumed_campaign_reattaches_to_its_jobs_over_ssh(omicron: slurmsite.SiteInfo,
+                                                            tmp_path: Path) -> None:
+    """The scheduler SIGKILLed with jobs running at the SSH site: the resumed campaign follows the same jobs
+    (fetching their records through a connection of its own) and submits nothing again."""
+    script = Path(__file__).parent / "scripts" / "reattach_campaign.py"
+    journal = tmp_path / "r.db"
+    args = [sys.executable, str(script), str(journal), omicron.slurm_conf, omicron.remote_dir]
+    ssh = [sshlogin.alias("omicron"), str(sshlogin.client_config(omicron.directory))]
+    run = subprocess.Popen([*args, "run", *ssh], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_submitted(journal)) < 6:
+            assert run.poll() is None, run.stdout.read() if run.stdout else ""
+            assert time.monotonic() < deadline, "jobs were not submitted in 60 s"
+            time.sleep(0.2)
+    finally:
+        kill_tree(run.pid)
+    before = _submitted(journal)
+    orphans = _masters()  # the killed scheduler's master outlives it (ControlPersist), then exits alone
+    resumed = subprocess.run([*args, "resume"], capture_output=True, text=True, timeout=300, check=False)
+    for master in orphans:
+        master.kill()
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "RESUMED 0 1 2 3 4 5" in resumed.stdout
+    rows = attempts(journal)
+    assert _submitted(journal) == before, "the resumed campaign submitted again"
+    assert {row[2] for row in rows} == {"succeeded"}

@@ -1,4 +1,5 @@
-"""Driver for the re-attach test: `run` submits Slurm jobs and waits (to be SIGKILLed); `resume` ends it."""
+"""Driver for the re-attach tests: `run` submits Slurm jobs (at alpha, or over SSH) and waits (to be
+SIGKILLed); `resume` ends it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ def main() -> None:
     journal, slurm_conf, shared_dir, mode = sys.argv[1:5]
     if mode == "run":
         site = ms.SlurmSite("alpha", slurm_conf=slurm_conf, shared_dir=shared_dir, poll_interval=0.3)
+        if len(sys.argv) > 5:  # a site reached over SSH: HOST SSH_CONFIG
+            host, ssh_config = sys.argv[5:7]
+            site = ms.SlurmSite("remote", slurm_conf=slurm_conf, shared_dir=shared_dir, poll_interval=0.3,
+                                transport="ssh", host=host, ssh_options=("-F", ssh_config))
         campaign = ms.Campaign("reattach", sites=[site], journal=journal).start()
         futures = [campaign.command(["python3", "-c", "import sys, time; time.sleep(10); print(sys.argv[1])",
                                      str(i)]) for i in range(6)]
