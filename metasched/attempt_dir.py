@@ -227,6 +227,10 @@ class AttemptDir:
                  self.container_stdout, self.container_stderr)
         return tuple(str(here) for here in map(self._local, paths) if here.exists())
 
+    def job_output(self) -> str:
+        """What the job itself printed (a probe job's answer), stripped; empty if nothing (yet)."""
+        return tail(self._local(self.job_stdout), None).strip()
+
     def stderr_tail(self, limit: int = STDERR_TAIL) -> str:
         """The end of the job's own stderr (why a job ended without a record)."""
         return tail(self._local(self.job_stderr), limit)

@@ -13,25 +13,24 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
-from metasched.attempt_dir import AttemptDir, site_area
+from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
 from metasched.records import CheckpointKind, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from metasched.sites.kind import Check
 from site_agents.batch import scripts
-from site_agents.batch.access import SiteUser, group_of, site_user
+from site_agents.batch.access import SiteUser, group_of
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import Dialect, JobRequest, JobState, can_signal
-from site_agents.batch.launchers import worker_path
-from site_agents.runner import CommandOutput, CommandRunner
+from site_agents.batch.transport import Transport
+from site_agents.runner import CommandOutput
 
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
 PROBE = "import sys, metasched.worker; print('%d.%d' % sys.version_info[:2])"
 SMOKE_TIMEOUT_S = 120.0
 
 
-def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, *,
+def batch_preflight(config: BatchSite, dialect: Dialect, transport: Transport, *,
                     explain: Callable[[CommandOutput], str],
                     extra: Callable[[], Iterable[Check]] = lambda: (),
                     probe: list[str] | None = None) -> Iterator[Check]:
@@ -39,14 +38,26 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
 
     `explain` turns the node listing's failure into the fix (it knows the scheduler's own words); `probe`
     lists the nodes for the "reachable" check (default the dialect's own listing; Slurm lists every
-    partition there, so a wrong partition is its own check).
+    partition there, so a wrong partition is its own check). The transport is closed at the end.
     """
-    name = config.name
+    try:
+        yield from _checks(config, dialect, transport, explain=explain, extra=extra, probe=probe)
+    finally:
+        transport.close()
+
+
+def _checks(config: BatchSite, dialect: Dialect, transport: Transport, *,
+            explain: Callable[[CommandOutput], str], extra: Callable[[], Iterable[Check]],
+            probe: list[str] | None) -> Iterator[Check]:
+    name, runner = config.name, transport.runner
     try:
         out = runner.run(probe or dialect.nodes_argv())
     except SiteAgentError as exc:
-        yield Check(site=name, check="reachable", passed=False, detail=str(exc),
-                    fix=f"install the {dialect.name} client here, or set login to reach a submit host")
+        fix = (f"check that `ssh {config.host}` logs in without a prompt (a key, an agent or Kerberos; the "
+               "host key in known_hosts) and that the login node has the scheduler's client"
+               if config.transport == "ssh" else
+               f"install the {dialect.name} client here, or set login to reach a submit host")
+        yield Check(site=name, check="reachable", passed=False, detail=str(exc), fix=fix)
         return
     capacity = dialect.parse_nodes(out)
     if capacity is None or capacity.usable_nodes == 0:
@@ -67,13 +78,13 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
     yield from checks
     if not all(c.passed for c in checks):
         return  # a smoke job would only be refused for the same reason
-    if not Path(config.shared_dir).is_dir():
-        yield Check(site=name, check="shared_dir", passed=False,
-                    detail=f"{config.shared_dir} is not a directory",
+    problem = transport.shared_dir_problem()
+    if problem:
+        yield Check(site=name, check="shared_dir", passed=False, detail=problem,
                     fix="create it on the shared filesystem, or point shared_dir at one")
         return
     try:
-        user = site_user(runner, config.shared_dir)
+        user = transport.site_user()
     except SiteAgentError as exc:
         yield Check(site=name, check="shared_dir", passed=False, detail=str(exc),
                     fix="give shared_dir a group both users are in (see detail), or run the commands as this "
@@ -83,10 +94,10 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
         yield Check(site=name, check="shared_dir", passed=True,
                     detail=f"the commands run as {user.name}, who writes attempt directories through their "
                            f"group ({group_of(AttemptDir.root(config.shared_dir))})")
-    pythonpath = worker_path(config)
+    pythonpath = config.worker_pythonpath or transport.stage_worker()
     body = (f"export PYTHONPATH={shlex.quote(pythonpath)}\n"
             f"exec {shlex.quote(config.python)} -c {shlex.quote(PROBE)}\n")
-    ok, said = probe_job(config, dialect, runner, "ms-preflight", body, user=user)
+    ok, said = probe_job(config, dialect, transport, "ms-preflight", body, user=user)
     if not ok:
         yield Check(site=name, check="smoke task", passed=False, detail=said,
                     fix=f"make {config.python!r} available on the compute nodes (the site's python), and "
@@ -98,13 +109,14 @@ def batch_preflight(config: BatchSite, dialect: Dialect, runner: CommandRunner, 
                 detail=f"compute nodes: Python {theirs}; here: Python {HERE}",
                 fix="" if theirs == HERE else f"use Python {HERE} on the nodes (the site's `python` option)")
     if config.checkpoint_dir:
-        yield criu_check(config, dialect, runner, pythonpath, user=user)
+        yield criu_check(config, dialect, transport, pythonpath, user=user)
 
 
-def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: str, body: str,
+def probe_job(config: BatchSite, dialect: Dialect, transport: Transport, name: str, body: str,
               *, user: SiteUser, timeout_s: float = SMOKE_TIMEOUT_S) -> tuple[bool, str]:
     """Run `body` as a short job through the dialect: (it printed something, what it printed or why not)."""
-    attempt = AttemptDir(site_area(config.shared_dir) / "preflight" / uuid.uuid4().hex[:12])
+    runner = transport.runner
+    attempt = transport.attempt(f"preflight-{uuid.uuid4().hex[:12]}")
     attempt.create(for_group=user.for_group)
     spec = TaskSpec(task_id=TaskId(name), name=name, kind=TaskKind.COMMAND,
                     resources=Resources(walltime_s=60),
@@ -114,7 +126,8 @@ def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: 
         header = dialect.header(request)
     except ValueError as exc:  # e.g. a path a directive cannot carry
         return False, str(exc)
-    attempt.script.write_text("\n".join(["#!/bin/bash", *header, scripts.PATH, body]))
+    attempt.write_script("\n".join(["#!/bin/bash", *header, scripts.PATH, body]))
+    transport.send([attempt])
     out = runner.run(dialect.submit_argv(request, header))
     job_id = dialect.parse_submitted(out) if out.ok else None
     if job_id is None:
@@ -129,7 +142,8 @@ def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: 
             break
         if gone >= 6 or (status is not None and status.state is JobState.FINISHED):
             ended += 1  # its output may reach the shared filesystem a little later
-            printed = attempt.job_stdout.read_text().strip() if attempt.job_stdout.exists() else ""
+            transport.fetch([attempt])
+            printed = attempt.job_output()
             if printed or ended >= 4:
                 err = attempt.stderr_tail(300).strip()
                 return bool(printed), printed or f"job {job_id} printed nothing{f': {err}' if err else ''}"
@@ -137,7 +151,7 @@ def probe_job(config: BatchSite, dialect: Dialect, runner: CommandRunner, name: 
     return False, f"job {job_id} did not finish within {timeout_s:.0f} s (deleted); is the site full?"
 
 
-def criu_check(config: BatchSite, dialect: Dialect, runner: CommandRunner, pythonpath: str, *,
+def criu_check(config: BatchSite, dialect: Dialect, transport: Transport, pythonpath: str, *,
                user: SiteUser) -> Check:
     """The gate of the CRIU backend at a site: a job dumps and restores a `sleep` in a PID namespace.
 
@@ -154,7 +168,7 @@ def criu_check(config: BatchSite, dialect: Dialect, runner: CommandRunner, pytho
     body = (f"{scripts.SBIN_PATH}\nexport PYTHONPATH={shlex.quote(pythonpath)}\n"
             f"exec {shlex.quote(config.python)} -m metasched.checkpoint.criu_job --check {shlex.quote(work)} "
             f"{shlex.quote(config.criu)}\n")
-    ok, said = probe_job(config, dialect, runner, "ms-criu-check", body, user=user, timeout_s=180)
+    ok, said = probe_job(config, dialect, transport, "ms-criu-check", body, user=user, timeout_s=180)
     lines = [line for line in said.splitlines() if line.startswith("criu ")]
     detail = lines[-1] if lines else said[-300:]
     passed = ok and detail.startswith("criu works")

@@ -78,6 +78,8 @@ class Master:
         self.socket = sockets / name  # short: a Unix socket path has at most ~100 bytes
         self.options = ["-o", f"ControlPath={self.socket}", *options]
         self._tried_at = -REOPEN_EVERY_S
+        self._was_open = False  # opened once already (a later open is a reconnection, and logged)
+        self._failed = ""  # what ssh said when the last open failed
 
     @property
     def command_prefix(self) -> list[str]:
@@ -120,10 +122,11 @@ class Master:
         if self.listening():
             return ""
         if time.monotonic() - self._tried_at < REOPEN_EVERY_S:
-            return "the SSH connection is down (opening it again shortly)"
-        said = self.open()
-        if not said:
+            return f"{self._failed or 'the connection dropped'} (trying again within {REOPEN_EVERY_S:g} s)"
+        said = self._failed = self.open()
+        if not said and self._was_open:
             log.warning("site %s: SSH connection to %s opened again", self.site, self.host)
+        self._was_open = self._was_open or not said
         return said
 
     def close(self) -> None:

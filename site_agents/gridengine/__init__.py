@@ -20,7 +20,7 @@ def gridengine_agent(config: GridEngineSite) -> BatchAgent:
 def preflight(site: GridEngineSite) -> Iterator[Check]:
     """Reach the cell (qstat -f), then the batch checks (shared_dir, a smoke job, Python)."""
     agent = gridengine_agent(site)
-    yield from batch_preflight(site, agent.dialect, agent.runner, explain=lambda out: (
+    yield from batch_preflight(site, agent.dialect, agent.transport, explain=lambda out: (
         "check SGE_ROOT/SGE_CELL (environment) and that the qmaster runs"))
 
 

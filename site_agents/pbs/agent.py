@@ -21,5 +21,5 @@ def pbs_agent(config: PBSSite) -> BatchAgent:
 def preflight(site: PBSSite) -> Iterator[Check]:
     """Reach the server (pbsnodes), then the batch checks (shared_dir, a smoke job, Python)."""
     agent = pbs_agent(site)
-    yield from batch_preflight(site, agent.dialect, agent.runner,
+    yield from batch_preflight(site, agent.dialect, agent.transport,
                                explain=lambda out: "check PBS_SERVER (environment) and that the server runs")

@@ -10,7 +10,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from metasched.errors import SiteAgentError
 from metasched.sites.kind import Check
+from site_agents.batch.agent import BatchAgent
 from site_agents.batch.preflight import batch_preflight
 from site_agents.runner import CommandOutput, CommandRunner
 from site_agents.slurm.agent import slurm_agent
@@ -42,23 +44,39 @@ def explain_failure(out: CommandOutput) -> str:
 def preflight(site: SlurmSite) -> Iterator[Check]:
     """Every check of one Slurm site (see the module docstring)."""
     agent = slurm_agent(site)
+    try:
+        yield from _checks(site, agent)
+    finally:
+        agent.transport.close()  # an SSH site's connection
+
+
+def _readable(runner: CommandRunner, path: str) -> bool:
+    try:
+        return runner.run(["test", "-r", path]).ok
+    except SiteAgentError:
+        return True  # the site cannot be reached: the "reachable" check says why
+
+
+def _checks(site: SlurmSite, agent: BatchAgent) -> Iterator[Check]:
     runner = agent.runner
-    if site.slurm_conf and not site.login and not Path(site.slurm_conf).is_file():
+    remote = bool(site.login) or site.transport == "ssh"  # slurm_conf is a path on the login side
+    if site.slurm_conf and not remote and not Path(site.slurm_conf).is_file():
         yield Check(site=site.name, check="slurm_conf", passed=False,
                     detail=f"{site.slurm_conf} does not exist",
                     fix="point slurm_conf at the cluster's slurm.conf")
         return
-    if site.slurm_conf and site.login and not runner.run(["test", "-r", site.slurm_conf]).ok:
+    if site.slurm_conf and remote and not _readable(runner, site.slurm_conf):
+        where = site.host if site.transport == "ssh" else " ".join(site.login)
         yield Check(site=site.name, check="slurm_conf", passed=False,
-                    detail=f"{site.slurm_conf} is not readable on the login side ({' '.join(site.login)})",
+                    detail=f"{site.slurm_conf} is not readable on the login side ({where})",
                     fix="give the login node's own path of slurm.conf, or leave slurm_conf out")
         return
-    if not site.login and shutil.which("sinfo") is None:
+    if not remote and shutil.which("sinfo") is None:
         yield Check(site=site.name, check="client", passed=False, detail="no Slurm client (sinfo) on PATH",
                     fix="install the Slurm client of the cluster's release on this machine, or set login")
         return
     assert isinstance(agent.dialect, SlurmDialect)  # noqa: S101  (built just above)
-    yield from batch_preflight(site, agent.dialect, runner, explain=explain_failure,
+    yield from batch_preflight(site, agent.dialect, agent.transport, explain=explain_failure,
                                extra=lambda: _associations(site, runner),
                                probe=SlurmDialect(site=site.name).nodes_argv())
 

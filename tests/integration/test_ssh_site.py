@@ -19,6 +19,7 @@ import slurmsite
 import sshlogin
 
 import metasched as ms
+from metasched.sites.preflight import check_site
 from tests.integration.batch_faults import assert_nothing_lost, attempts, outage_campaign
 from tests.integration.processes import kill_tree
 
@@ -30,9 +31,10 @@ ODD = "a b;$(touch /tmp/pwned) `id` 'q' \"dq\" * \\ $HOME\nline2"
 
 def ssh_site(info: slurmsite.SiteInfo, **options: Any) -> ms.SlurmSite:
     """The SlurmSite of omicron as a user would write it: transport ssh, a host alias, the site's paths."""
-    return ms.SlurmSite("omicron", transport="ssh", host=sshlogin.alias("omicron"),
-                        ssh_options=("-F", str(sshlogin.client_config(info.directory))),
-                        shared_dir=info.remote_dir, slurm_conf=info.slurm_conf, poll_interval=0.3, **options)
+    fields: dict[str, Any] = {"ssh_options": ("-F", str(sshlogin.client_config(info.directory))),
+                              "shared_dir": info.remote_dir, "slurm_conf": info.slurm_conf,
+                              "poll_interval": 0.3}
+    return ms.SlurmSite("omicron", transport="ssh", host=sshlogin.alias("omicron"), **{**fields, **options})
 
 
 def _at_site(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -184,3 +186,21 @@ def test_a_resumed_campaign_reattaches_to_its_jobs_over_ssh(omicron: slurmsite.S
     rows = attempts(journal)
     assert _submitted(journal) == before, "the resumed campaign submitted again"
     assert {row[2] for row in rows} == {"succeeded"}
+
+
+def test_sites_check_reaches_the_site_over_ssh_or_says_how_to_fix_it(omicron: slurmsite.SiteInfo,
+                                                                     tmp_path: Path) -> None:
+    checks = {c.check: c for c in check_site(ssh_site(omicron))}
+    assert list(checks) == ["reachable", "smoke task", "python"]
+    assert all(c.passed for c in checks.values()), checks
+    assert not _masters(), "sites check left its SSH master running"
+    bad_dir = {c.check: c for c in check_site(ssh_site(omicron, shared_dir="/nonexistent/scratch"))}
+    assert not bad_dir["shared_dir"].passed
+    assert "/nonexistent/scratch is not a writable directory at omicron-login" in bad_dir["shared_dir"].detail
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")  # a host key nobody has accepted: refused, never accepted silently
+    stranger = check_site(ssh_site(omicron, ssh_options=(
+        "-F", str(sshlogin.client_config(omicron.directory)), "-o", f"UserKnownHostsFile={known_hosts}")))
+    assert [(c.check, c.passed) for c in stranger] == [("reachable", False)]
+    assert "Host key verification failed" in stranger[0].detail
+    assert "host key in known_hosts" in stranger[0].fix
