@@ -545,7 +545,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--purge", action="store_true", help="down: delete the site directory too")
     parser.add_argument("--flavor", choices=FLAVORS, default="bookworm",
                         help="up: Slurm 22.05 (bookworm), Slurm 26.05 with Apptainer (sid), 22.05 with the "
-                             "Torque-style wrappers (torque), or 24.11 with slurmdbd + MariaDB (trixie)")
+                             "Torque-style wrappers (torque), 24.11 with slurmdbd + MariaDB (trixie), or 22.05 "
+                             "reached over SSH with a shared directory only its containers see (ssh)")
     args = parser.parse_args(argv)
     try:
         if args.action == "up":

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,6 +81,7 @@ class Master:
         self._tried_at = -REOPEN_EVERY_S
         self._was_open = False  # opened once already (a later open is a reconnection, and logged)
         self._failed = ""  # what ssh said when the last open failed
+        self._lock = threading.Lock()  # submit threads, the poller and the queue lister share the master
 
     @property
     def command_prefix(self) -> list[str]:
@@ -121,13 +123,17 @@ class Master:
         """Open the master again unless it listens or was tried just now; "" if it is up."""
         if self.listening():
             return ""
-        if time.monotonic() - self._tried_at < REOPEN_EVERY_S:
-            return f"{self._failed or 'the connection dropped'} (trying again within {REOPEN_EVERY_S:g} s)"
-        said = self._failed = self.open()
-        if not said and self._was_open:
-            log.warning("site %s: SSH connection to %s opened again", self.site, self.host)
-        self._was_open = self._was_open or not said
-        return said
+        with self._lock:
+            if self.listening():  # another thread opened it meanwhile
+                return ""
+            if time.monotonic() - self._tried_at < REOPEN_EVERY_S:
+                said = self._failed or "the connection dropped"
+                return f"{said} (trying again within {REOPEN_EVERY_S:g} s)"
+            said = self._failed = self.open()
+            if not said and self._was_open:
+                log.warning("site %s: SSH connection to %s opened again", self.site, self.host)
+            self._was_open = self._was_open or not said
+            return said
 
     def close(self) -> None:
         """Ask the master to exit."""

@@ -1,0 +1,93 @@
+"""A Slurm site reached over SSH: metasched vs a raw ``ssh host sbatch`` loop, side by side, one connection.
+
+    .venv/bin/python benchmarks/ssh_site.py [--tasks 200] [--rounds 2]
+
+Brings the SSH test site omicron up (ci/ssh-login) if needed. Raw: a ControlMaster opened once, then
+``ssh host -- sbatch --wrap true`` N times through it, then ``ssh host -- squeue`` every 0.2 s until every
+job has left the PENDING/RUNNING states (no files moved: the jobs write nothing back). metasched: a
+campaign with one SlurmSite (transport="ssh", poll_interval=0.2, max_jobs=N) running N command tasks
+`true`: each attempt's directory is written here, sent in one tar stream per batch, and its exit status
+fetched back in the poll's stream; every transition is journaled. Time is from the first submission to the
+last completion. Target ratio >= 1.0 (issue 19).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "ci"), str(ROOT / "ci" / "slurm-cluster"), str(ROOT / "ci" / "ssh-login")]
+
+import slurmsite  # noqa: E402
+import sshlogin  # noqa: E402
+from campaign_rate import tasks_per_second  # noqa: E402
+
+import metasched as ms  # noqa: E402
+from metasched.runtime import init_embedded_ray  # noqa: E402
+
+LIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
+
+
+def raw_ssh_loop(site: slurmsite.SiteInfo, n: int) -> float:
+    host = sshlogin.alias(site.name)
+    socket = Path(tempfile.mkdtemp()) / "master"
+    ssh = ["ssh", "-F", str(sshlogin.client_config(site.directory)), "-o", f"ControlPath={socket}"]
+    subprocess.run([*ssh, "-o", "ControlMaster=yes", "-o", "ControlPersist=60", "-N", "-f", host], check=True,
+                   timeout=30, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    remote = ["--", "env", f"SLURM_CONF={site.slurm_conf}"]
+    try:
+        start = time.perf_counter()
+        ids = []
+        for _ in range(n):
+            out = subprocess.run([*ssh, host, *remote, "sbatch", "--parsable", "--chdir=/tmp",
+                                  "--output=/dev/null", "--wrap", "true"], capture_output=True, text=True,
+                                 check=True, timeout=60)
+            ids.append(out.stdout.strip().split(";")[0])
+        wanted = set(ids)
+        while True:
+            out = subprocess.run([*ssh, host, *remote, "squeue", "--noheader", "--states=all",
+                                  "--format=%i|%T"], capture_output=True, text=True, check=True, timeout=60)
+            live = {line.split("|")[0] for line in out.stdout.splitlines() if line.split("|")[1] in LIVE}
+            if not live & wanted:
+                return n / (time.perf_counter() - start)
+            time.sleep(0.2)
+    finally:
+        subprocess.run([*ssh, "-O", "exit", host], capture_output=True, timeout=30, check=False)
+
+
+def through_metasched(site: slurmsite.SiteInfo, n: int, name: str) -> float:
+    remote = ms.SlurmSite(site.name, transport="ssh", host=sshlogin.alias(site.name),
+                          ssh_options=("-F", str(sshlogin.client_config(site.directory))),
+                          shared_dir=site.remote_dir, slurm_conf=site.slurm_conf, poll_interval=0.2,
+                          max_jobs=n)
+    return tasks_per_second(name, [remote], lambda c: [c.command(["true"]) for _ in range(n)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    site = slurmsite.up("omicron", flavor="ssh", cpus=4)
+    os.environ.setdefault("METASCHED_HOME", tempfile.mkdtemp(prefix="ssh-bench-"))
+    init_embedded_ray(num_cpus=2, resources={}, object_store_mb=256, namespace="metasched")
+    rows = []
+    for round_no in range(args.rounds):
+        raw = raw_ssh_loop(site, args.tasks)
+        ours = through_metasched(site, args.tasks, f"ssh-bench-{round_no}")
+        rows.append((raw, ours))
+        print(f"round {round_no + 1}: raw ssh+sbatch loop {raw:5.1f} jobs/s | metasched over SSH {ours:5.1f} "
+              f"tasks/s | ratio {ours / raw:.2f}", flush=True)
+    raw_best, ours_best = max(r for r, _ in rows), max(o for _, o in rows)
+    print(f"best of {args.rounds}: raw {raw_best:.1f}/s, metasched {ours_best:.1f}/s, "
+          f"ratio {ours_best / raw_best:.2f} (target >= 1.0)")
+
+
+if __name__ == "__main__":
+    main()
