@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -40,19 +41,20 @@ def raw_ssh_loop(site: slurmsite.SiteInfo, n: int) -> float:
     ssh = ["ssh", "-F", str(sshlogin.client_config(site.directory)), "-o", f"ControlPath={socket}"]
     subprocess.run([*ssh, "-o", "ControlMaster=yes", "-o", "ControlPersist=60", "-N", "-f", host], check=True,
                    timeout=30, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    remote = ["--", "env", f"SLURM_CONF={site.slurm_conf}"]
+    env = ["env", f"SLURM_CONF={site.slurm_conf}"]  # ssh joins its arguments into one string: quote it once
     try:
         start = time.perf_counter()
         ids = []
         for _ in range(n):
-            out = subprocess.run([*ssh, host, *remote, "sbatch", "--parsable", "--chdir=/tmp",
-                                  "--output=/dev/null", "--wrap", "true"], capture_output=True, text=True,
+            sbatch = [*env, "sbatch", "--parsable", "--chdir=/tmp", "--output=/dev/null", "--wrap", "true"]
+            out = subprocess.run([*ssh, host, "--", shlex.join(sbatch)], capture_output=True, text=True,
                                  check=True, timeout=60)
             ids.append(out.stdout.strip().split(";")[0])
         wanted = set(ids)
         while True:
-            out = subprocess.run([*ssh, host, *remote, "squeue", "--noheader", "--states=all",
-                                  "--format=%i|%T"], capture_output=True, text=True, check=True, timeout=60)
+            squeue = [*env, "squeue", "--noheader", "--states=all", "--format=%i|%T"]
+            out = subprocess.run([*ssh, host, "--", shlex.join(squeue)], capture_output=True, text=True,
+                                 check=True, timeout=60)
             live = {line.split("|")[0] for line in out.stdout.splitlines() if line.split("|")[1] in LIVE}
             if not live & wanted:
                 return n / (time.perf_counter() - start)
