@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "ci"), str(ROOT / "ci" / "gridengine")]
 
 import gesite  # noqa: E402
-from campaign_rate import tasks_per_second  # noqa: E402
+from campaign_rate import side_by_side, tasks_per_second  # noqa: E402
 
 import metasched as ms  # noqa: E402
 from metasched.runtime import init_embedded_ray  # noqa: E402
@@ -57,16 +57,9 @@ def main() -> None:
     args = parser.parse_args()
     site = gesite.up(args.site)
     init_embedded_ray(num_cpus=2, resources={}, object_store_mb=256, namespace="metasched")
-    rows = []
-    for round_no in range(args.rounds):
-        raw = raw_qsub_loop(site, args.tasks)
-        ours = through_metasched(site, args.tasks, f"ge-bench-{round_no}")
-        rows.append((raw, ours))
-        print(f"round {round_no + 1}: raw qsub loop {raw:5.1f} jobs/s | metasched {ours:5.1f} tasks/s | "
-              f"ratio {ours / raw:.2f}", flush=True)
-    raw_best, ours_best = max(r for r, _ in rows), max(o for _, o in rows)
-    print(f"best of {args.rounds}: raw {raw_best:.1f}/s, metasched {ours_best:.1f}/s, "
-          f"ratio {ours_best / raw_best:.2f}")
+    side_by_side(args.rounds, lambda: raw_qsub_loop(site, args.tasks),
+                 lambda n: through_metasched(site, args.tasks, f"ge-bench-{n}"),
+                 raw_label="raw qsub loop", ours_label="metasched")
 
 
 if __name__ == "__main__":

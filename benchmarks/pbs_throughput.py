@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "ci"), str(ROOT / "ci" / "slurm-cluster")]
 
 import slurmsite  # noqa: E402
-from campaign_rate import tasks_per_second  # noqa: E402
+from campaign_rate import side_by_side, tasks_per_second  # noqa: E402
 
 from metasched.runtime import init_embedded_ray  # noqa: E402
 from tests.integration.pbs_sites import torque_site  # noqa: E402
@@ -56,18 +56,11 @@ def main() -> None:
     args = parser.parse_args()
     site = slurmsite.up(args.site, flavor="torque", cpus=4)
     init_embedded_ray(num_cpus=2, resources={}, object_store_mb=256, namespace="metasched")
-    rows = []
-    for round_no in range(args.rounds):
-        raw = raw_qsub_loop(site, args.tasks)
-        pbs = torque_site(site, poll_interval=0.2, max_jobs=args.tasks)
-        ours = tasks_per_second(f"pbs-bench-{round_no}", [pbs],
-                                lambda c: [c.command(["true"]) for _ in range(args.tasks)])
-        rows.append((raw, ours))
-        print(f"round {round_no + 1}: raw qsub loop {raw:5.1f} jobs/s | metasched {ours:5.1f} tasks/s | "
-              f"ratio {ours / raw:.2f}", flush=True)
-    raw_best, ours_best = max(r for r, _ in rows), max(o for _, o in rows)
-    print(f"best of {args.rounds}: raw {raw_best:.1f}/s, metasched {ours_best:.1f}/s, "
-          f"ratio {ours_best / raw_best:.2f}")
+    pbs = torque_site(site, poll_interval=0.2, max_jobs=args.tasks)
+    side_by_side(args.rounds, lambda: raw_qsub_loop(site, args.tasks),
+                 lambda n: tasks_per_second(f"pbs-bench-{n}", [pbs],
+                                            lambda c: [c.command(["true"]) for _ in range(args.tasks)]),
+                 raw_label="raw qsub loop", ours_label="metasched")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "ci"), str(ROOT / "ci" / "slurm-cluster")]
 
 import slurmsite  # noqa: E402
-from campaign_rate import tasks_per_second  # noqa: E402
+from campaign_rate import side_by_side, tasks_per_second  # noqa: E402
 
 import metasched as ms  # noqa: E402
 from metasched.runtime import init_embedded_ray  # noqa: E402
@@ -63,16 +63,9 @@ def main() -> None:
     init_embedded_ray(num_cpus=2, resources={}, object_store_mb=256, namespace="metasched")
     workdir = Path(site.shared_dir) / "bench-raw"
     workdir.mkdir(exist_ok=True)
-    rows = []
-    for round_no in range(args.rounds):
-        raw = raw_sbatch_loop(site, args.tasks, workdir)
-        ours = through_metasched(site, args.tasks, f"slurm-bench-{round_no}")
-        rows.append((raw, ours))
-        print(f"round {round_no + 1}: raw sbatch loop {raw:5.1f} jobs/s | metasched batch mode {ours:5.1f} "
-              f"tasks/s | ratio {ours / raw:.2f}", flush=True)
-    raw_best, ours_best = max(r for r, _ in rows), max(o for _, o in rows)
-    print(f"best of {args.rounds}: raw {raw_best:.1f}/s, metasched {ours_best:.1f}/s, "
-          f"ratio {ours_best / raw_best:.2f} (target >= 0.90)")
+    side_by_side(args.rounds, lambda: raw_sbatch_loop(site, args.tasks, workdir),
+                 lambda n: through_metasched(site, args.tasks, f"slurm-bench-{n}"),
+                 raw_label="raw sbatch loop", ours_label="metasched batch mode", target=">= 0.90")
 
 
 if __name__ == "__main__":

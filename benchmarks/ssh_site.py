@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT / "ci"), str(ROOT / "ci" / "slurm-cluster"), str(ROOT /
 
 import slurmsite  # noqa: E402
 import sshlogin  # noqa: E402
-from campaign_rate import tasks_per_second  # noqa: E402
+from campaign_rate import side_by_side, tasks_per_second  # noqa: E402
 
 import metasched as ms  # noqa: E402
 from metasched.runtime import init_embedded_ray  # noqa: E402
@@ -79,16 +79,9 @@ def main() -> None:
     site = slurmsite.up("omicron", flavor="ssh", cpus=4)
     os.environ.setdefault("METASCHED_HOME", tempfile.mkdtemp(prefix="ssh-bench-"))
     init_embedded_ray(num_cpus=2, resources={}, object_store_mb=256, namespace="metasched")
-    rows = []
-    for round_no in range(args.rounds):
-        raw = raw_ssh_loop(site, args.tasks)
-        ours = through_metasched(site, args.tasks, f"ssh-bench-{round_no}")
-        rows.append((raw, ours))
-        print(f"round {round_no + 1}: raw ssh+sbatch loop {raw:5.1f} jobs/s | metasched over SSH {ours:5.1f} "
-              f"tasks/s | ratio {ours / raw:.2f}", flush=True)
-    raw_best, ours_best = max(r for r, _ in rows), max(o for _, o in rows)
-    print(f"best of {args.rounds}: raw {raw_best:.1f}/s, metasched {ours_best:.1f}/s, "
-          f"ratio {ours_best / raw_best:.2f} (target >= 1.0)")
+    side_by_side(args.rounds, lambda: raw_ssh_loop(site, args.tasks),
+                 lambda n: through_metasched(site, args.tasks, f"ssh-bench-{n}"),
+                 raw_label="raw ssh+sbatch loop", ours_label="metasched over SSH", target=">= 1.0")
 
 
 if __name__ == "__main__":

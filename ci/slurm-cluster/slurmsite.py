@@ -55,7 +55,7 @@ SCRATCH = "/var/tmp/metasched-scratch"
 COMMAND_TIMEOUT_S = 60.0
 SPANK_PBS = "/usr/lib/x86_64-linux-gnu/slurm-wlm/spank_pbs.so"
 FLAVORS = ("bookworm", "sid", "torque", "trixie", "ssh")
-REMOTE_DIR = "/srv/metasched-remote"  # an ssh site's shared directory: a Docker volume, in its containers only
+REMOTE_DIR = "/srv/metasched-remote"  # an ssh site's shared directory: a Docker volume in its containers
 READY_TIMEOUT_S = 90.0
 
 
@@ -115,7 +115,7 @@ class SiteInfo:
         sites; the controller container for sid sites (a 22.05 client cannot talk to Slurm 26.05) and for
         torque sites (the wrappers are installed there, not on the host) and trixie sites (24.11)."""
         if self.flavor == "bookworm" and self.network == "host":
-            return []  # an ssh site's own commands (the tests' look behind metasched's back) go through docker
+            return []
         return ["docker", "exec", "-i", _container_name(self.name, "controller")]
 
     def client(self, argv: list[str]) -> list[str]:
@@ -545,8 +545,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--purge", action="store_true", help="down: delete the site directory too")
     parser.add_argument("--flavor", choices=FLAVORS, default="bookworm",
                         help="up: Slurm 22.05 (bookworm), Slurm 26.05 with Apptainer (sid), 22.05 with the "
-                             "Torque-style wrappers (torque), 24.11 with slurmdbd + MariaDB (trixie), or 22.05 "
-                             "reached over SSH with a shared directory only its containers see (ssh)")
+                             "Torque-style wrappers (torque), 24.11 with slurmdbd + MariaDB (trixie), or "
+                             "22.05 reached over SSH with a shared directory only its containers see (ssh)")
     args = parser.parse_args(argv)
     try:
         if args.action == "up":

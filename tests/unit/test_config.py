@@ -177,7 +177,8 @@ def test_login_through_ssh_is_refused_with_the_reason() -> None:
     from metasched.errors import ConfigurationError
     from site_agents.slurm.config import SlurmSite
 
-    with pytest.raises(ConfigurationError, match='login through ssh is not supported: ssh joins .* transport = "ssh"'):
+    with pytest.raises(ConfigurationError,
+                       match='login through ssh is not supported: ssh joins .* transport = "ssh"'):
         SlurmSite("x", shared_dir="/tmp", login=("ssh", "login1"))
 
 
