@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    site = slurmsite.up("omicron", flavor="ssh", cpus=4)
+    site = slurmsite.up("omicron", ssh=True, cpus=4)
     os.environ.setdefault("METASCHED_HOME", tempfile.mkdtemp(prefix="ssh-bench-"))
     init_embedded_ray(num_cpus=2, resources={}, object_store_mb=256, namespace="metasched")
     side_by_side(args.rounds, lambda: raw_ssh_loop(site, args.tasks),

@@ -200,9 +200,9 @@ def ensure_torque_wrappers() -> BuiltImage:
     return ensure_image("metasched/torque-wrappers", CI_DIR / "torque-wrappers" / "image", ensure_slurm().tag)
 
 
-def ensure_ssh_login() -> BuiltImage:
-    """The Slurm image plus OpenSSH's server (ci/ssh-login): the SSH test site's login node and nodes."""
-    return ensure_image("metasched/ssh-login", CI_DIR / "ssh-login" / "image", ensure_slurm().tag)
+def ensure_ssh_login(parent: str = "") -> BuiltImage:
+    """A site image (default the Slurm one) plus OpenSSH's server (ci/ssh-login): an SSH test site's."""
+    return ensure_image("metasched/ssh-login", CI_DIR / "ssh-login" / "image", parent or ensure_slurm().tag)
 
 
 def ensure_slurm_campus() -> BuiltImage:

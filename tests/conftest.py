@@ -156,10 +156,24 @@ def omicron() -> Iterator[slurmsite.SiteInfo]:
                                               "(make test installs openssh-client)")
     if reason is not None:
         pytest.skip(reason)
-    info = slurmsite.up("omicron", fresh=True, flavor="ssh", cpus=4)
+    info = slurmsite.up("omicron", fresh=True, ssh=True, cpus=4)
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         slurmsite.down("omicron")
+
+
+@pytest.fixture(scope="session")
+def xi() -> Iterator[slurmsite.SiteInfo]:
+    """The site `xi`: Slurm 22.05 behind Debian's Torque-style wrappers (the PBS agent's Torque dialect),
+    reached only over SSH like omicron."""
+    reason = _docker_unavailable_reason() or (None if shutil.which("ssh") else "ssh client not installed "
+                                              "(make test installs openssh-client)")
+    if reason is not None:
+        pytest.skip(reason)
+    info = slurmsite.up("xi", fresh=True, flavor="torque", ssh=True, cpus=4)
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        slurmsite.down("xi")
 
 
 @pytest.fixture(scope="session")

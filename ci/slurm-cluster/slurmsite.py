@@ -54,7 +54,8 @@ LABEL = "metasched.site"
 SCRATCH = "/var/tmp/metasched-scratch"
 COMMAND_TIMEOUT_S = 60.0
 SPANK_PBS = "/usr/lib/x86_64-linux-gnu/slurm-wlm/spank_pbs.so"
-FLAVORS = ("bookworm", "sid", "torque", "trixie", "ssh")
+FLAVORS = ("bookworm", "sid", "torque", "trixie")
+SSH_FLAVORS = ("bookworm", "torque")  # those a site reached over SSH may have (ci/ssh-login)
 REMOTE_DIR = "/srv/metasched-remote"  # an ssh site's shared directory: a Docker volume in its containers
 READY_TIMEOUT_S = 90.0
 
@@ -90,8 +91,9 @@ class SiteInfo:
     # own loopback only; ci/netns.py), reached through the controller container
     network: str = "host"
     binds: tuple[str, ...] = ()  # more host paths mounted read-only, at the same path, on the compute nodes
-    # "ssh": the controller is also a login node (sshd on 127.0.0.1:ssh_port, ci/ssh-login) and the shared
-    # directory (remote_dir) is a Docker volume mounted in the site's containers only, not on this machine
+    # reached over SSH (ssh_port > 0): the controller is also a login node (sshd on 127.0.0.1:ssh_port,
+    # ci/ssh-login) and the shared directory (remote_dir) is a Docker volume mounted in the site's
+    # containers only, not on this machine
     ssh_port: int = 0
     remote_dir: str = ""
 
@@ -306,7 +308,7 @@ def _prepare_directory(info: SiteInfo, *, fresh: bool) -> None:
         dbd.chmod(0o600)  # slurmdbd refuses a configuration others can read
     if info.flavor == "torque":  # PBS_JOBID, PBS_O_WORKDIR... in every job (slurm-wlm-basic-plugins)
         (d / "etc" / "plugstack.conf").write_text(f"required {SPANK_PBS}\n")
-    if info.flavor == "ssh":
+    if info.ssh_port:
         sshlogin.prepare(d, info.name, info.ssh_port)
     (d / "site.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
 
@@ -443,7 +445,7 @@ def _resume_nodes(info: SiteInfo) -> None:
 
 def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh: bool = False,
        min_job_age: int = 300, slurmd_timeout: int = 300, flavor: str = "bookworm", network: str = "host",
-       binds: tuple[str, ...] = ()) -> SiteInfo:
+       binds: tuple[str, ...] = (), ssh: bool = False) -> SiteInfo:
     """Bring a site up (or confirm it is up) and return its description once a job can run.
 
     `min_job_age` (how long finished jobs stay in squeue) and `slurmd_timeout` (how soon a silent node
@@ -451,14 +453,18 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
     site whose nodes run Apptainer, "torque" a 22.05 site with Debian's Torque-style wrappers (their
     clients run in the controller container: see SiteInfo.login). `network` "container:<holder>" puts
     the site in a holder's loopback-only namespace (ci/netns.py); `binds` are host paths the compute nodes
-    see read-only (e.g. this machine's Python and virtualenv, for pilot nodes that join its Ray).
+    see read-only (e.g. this machine's Python and virtualenv, for pilot nodes that join its Ray). `ssh`
+    makes the site reachable only over SSH (ci/ssh-login), its shared directory a Docker volume.
     """
     directory = _site_dir(name)
     if flavor not in FLAVORS:
         raise SiteError(f"site {name!r}: flavor must be one of {', '.join(FLAVORS)}, got {flavor!r}")
     image = {"bookworm": images.ensure_slurm, "sid": images.ensure_slurm_sid,
-             "torque": images.ensure_torque_wrappers, "trixie": images.ensure_slurm_trixie,
-             "ssh": images.ensure_ssh_login}[flavor]().tag
+             "torque": images.ensure_torque_wrappers, "trixie": images.ensure_slurm_trixie}[flavor]().tag
+    if ssh:
+        if flavor not in SSH_FLAVORS:
+            raise SiteError(f"site {name!r}: a site reached over SSH has flavor {' or '.join(SSH_FLAVORS)}")
+        image = images.ensure_ssh_login(image).tag
     existing = directory / "site.json"
     info: SiteInfo | None = SiteInfo.load(existing) if existing.exists() else None
     running = [c for c in _site_containers(name) if c.state == "running"]
@@ -468,6 +474,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         and info.image == image
         and len(info.node_ports) == nodes
         and (info.min_job_age, info.slurmd_timeout, info.flavor) == (min_job_age, slurmd_timeout, flavor)
+        and bool(info.ssh_port) == ssh
         and (info.network, info.binds) == (network, tuple(binds))
         and len(running) == nodes + 1
         and all(c.image == image for c in running)
@@ -475,7 +482,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         wait_ready(info)
         return info
     down(name)
-    extra = {"trixie": 2, "ssh": 1}.get(flavor, 0)  # slurmdbd and MariaDB; sshd
+    extra = (2 if flavor == "trixie" else 0) + (1 if ssh else 0)  # slurmdbd and MariaDB; sshd
     ports = _allocate_ports(name, nodes + 1 + extra)
     info = SiteInfo(
         name=name,
@@ -493,8 +500,8 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         flavor=flavor,
         dbd_port=ports[nodes + 1] if flavor == "trixie" else 0,
         mysql_port=ports[nodes + 2] if flavor == "trixie" else 0,
-        ssh_port=ports[nodes + 1] if flavor == "ssh" else 0,
-        remote_dir=f"{REMOTE_DIR}/{name}" if flavor == "ssh" else "",
+        ssh_port=ports[-1] if ssh else 0,
+        remote_dir=f"{REMOTE_DIR}/{name}" if ssh else "",
         network=network,
         binds=tuple(binds),
     )
@@ -545,14 +552,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--purge", action="store_true", help="down: delete the site directory too")
     parser.add_argument("--flavor", choices=FLAVORS, default="bookworm",
                         help="up: Slurm 22.05 (bookworm), Slurm 26.05 with Apptainer (sid), 22.05 with the "
-                             "Torque-style wrappers (torque), 24.11 with slurmdbd + MariaDB (trixie), or "
-                             "22.05 reached over SSH with a shared directory only its containers see (ssh)")
+                             "Torque-style wrappers (torque), or 24.11 with slurmdbd + MariaDB (trixie)")
+    parser.add_argument("--ssh", action="store_true",
+                        help="up: reached only over SSH, with a shared directory only its containers see "
+                             "(bookworm or torque; ci/ssh-login)")
     args = parser.parse_args(argv)
     try:
         if args.action == "up":
             start = time.monotonic()
             info = up(args.name, nodes=args.nodes, cpus=args.cpus, memory_mb=args.memory_mb,
-                      fresh=args.fresh, flavor=args.flavor)
+                      fresh=args.fresh, flavor=args.flavor, ssh=args.ssh)
             print(f"site {info.name} ready in {time.monotonic() - start:.1f} s: "
                   f"nodes {', '.join(info.nodes)}; shared dir {info.shared_dir}")
             print(f"export SLURM_CONF={info.slurm_conf}")

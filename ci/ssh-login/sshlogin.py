@@ -1,6 +1,6 @@
 """The SSH side of an SSH test site: keys, sshd's configuration, and a throw-away ``ssh_config`` for clients.
 
-An SSH test site is a Slurm test site (``ci/slurm-cluster/slurmsite.py``, flavor "ssh") whose controller
+An SSH test site is a Slurm test site (``ci/slurm-cluster/slurmsite.py up NAME --ssh``) whose controller
 container is also its login node: sshd listens on 127.0.0.1 at the site's own port (host network), key
 logins only. Its shared directory is a Docker volume mounted in its containers and nowhere on this machine,
 so everything metasched puts there travels over SSH. Files, in ``<site>/ssh/``::

@@ -42,6 +42,8 @@ class BatchSite:
         ssh_options: more ssh options for every connection to `host` (e.g. ``("-F", "/path/ssh_config")``).
         local_dir: where this machine keeps its copies of an SSH site's attempt directories; default
             ``$METASCHED_HOME/sites/<name>-<hash>``.
+        ssh_control_path: the socket of an SSH master you opened yourself (``ssh -M -S PATH -fN HOST``, e.g.
+            to answer a one-time code); metasched then uses it and never opens or closes one.
         login: an argv prefix that runs the site's client programs on a submit host, passing the rest
             of the argv through unchanged (e.g. ``("docker", "exec", "-i", "login1")``); default: this
             machine's client programs. Variables of `environment` are handed on with ``env``.
@@ -88,6 +90,7 @@ class BatchSite:
     host: str = ""
     ssh_options: tuple[str, ...] = ()
     local_dir: OptionalAbsolutePath = None
+    ssh_control_path: OptionalAbsolutePath = None
     login: tuple[str, ...] = ()
     environment: dict[str, str] = field(default_factory=dict)
     mode: Literal["batch", "pilot"] = "batch"
@@ -139,9 +142,9 @@ class BatchSite:
     def _check_transport(self) -> None:
         where = f"{self.kind} site {self.name}"
         if self.transport == "local":
-            if self.host or self.ssh_options or self.local_dir:
-                raise ConfigurationError(f"{where}: host, ssh_options and local_dir are for transport = "
-                                         "\"ssh\"; set transport = \"ssh\" or remove them.")
+            if self.host or self.ssh_options or self.local_dir or self.ssh_control_path:
+                raise ConfigurationError(f"{where}: host, ssh_options, ssh_control_path and local_dir are "
+                                         "for transport = \"ssh\"; set transport = \"ssh\" or remove them.")
             return
         if not self.host or self.host.startswith("-"):
             raise ConfigurationError(f"{where}: transport = \"ssh\" needs host = \"<login node or "

@@ -69,14 +69,22 @@ TAR_CHANGED = 1  # GNU tar: a file changed while it was read (a job still writin
 
 
 class Master:
-    """The site's ControlMaster connection: opened once, checked and opened again when it drops."""
+    """The site's ControlMaster connection: opened once, checked and opened again when it drops.
 
-    def __init__(self, site: str, host: str, options: Sequence[str]) -> None:
+    With `control_path` the master is the user's own (opened by hand, e.g. to answer a one-time code):
+    it is used while it runs, never opened or closed here.
+    """
+
+    def __init__(self, site: str, host: str, options: Sequence[str], control_path: str | None = None) -> None:
         self.site, self.host = site, host
-        sockets = Path(tempfile.gettempdir()) / f"metasched-ssh-{os.getuid()}"
-        sockets.mkdir(mode=0o700, exist_ok=True)
-        name = hashlib.sha256(f"{site}\0{host}\0{os.getpid()}".encode()).hexdigest()[:16]
-        self.socket = sockets / name  # short: a Unix socket path has at most ~100 bytes
+        self.owned = control_path is None
+        if control_path is None:
+            sockets = Path(tempfile.gettempdir()) / f"metasched-ssh-{os.getuid()}"
+            sockets.mkdir(mode=0o700, exist_ok=True)
+            name = hashlib.sha256(f"{site}\0{host}\0{os.getpid()}".encode()).hexdigest()[:16]
+            self.socket = sockets / name  # short: a Unix socket path has at most ~100 bytes
+        else:
+            self.socket = Path(control_path)
         self.options = ["-o", f"ControlPath={self.socket}", *options]
         self._tried_at = -REOPEN_EVERY_S
         self._was_open = False  # opened once already (a later open is a reconnection, and logged)
@@ -123,6 +131,9 @@ class Master:
         """Open the master again unless it listens or was tried just now; "" if it is up."""
         if self.listening():
             return ""
+        if not self.owned:
+            return (f"your SSH master {self.socket} is not running; open it again with "
+                    f"`ssh -M -S {self.socket} -fN {self.host}`")
         with self._lock:
             if self.listening():  # another thread opened it meanwhile
                 return ""
@@ -136,7 +147,9 @@ class Master:
             return said
 
     def close(self) -> None:
-        """Ask the master to exit."""
+        """Ask the master to exit (not the user's own)."""
+        if not self.owned:
+            return
         subprocess.run(["ssh", *self.options, "-O", "exit", self.host], stdin=subprocess.DEVNULL,
                        capture_output=True, timeout=10, check=False)
 
@@ -169,12 +182,13 @@ class SshTransport:
     """A site over SSH with its own filesystem (see the module docstring)."""
 
     def __init__(self, *, site: str, host: str, shared_dir: str, local_dir: Path, ssh_options: Sequence[str],
-                 env: dict[str, str], timeout_s: float, give_up_on: Sequence[str]) -> None:
+                 env: dict[str, str], timeout_s: float, give_up_on: Sequence[str],
+                 control_path: str | None = None) -> None:
         self.site, self.host = site, host
         self.shared_dir = shared_dir
         self.area = site_area(shared_dir)  # at the site
         self.local_area = local_dir  # its copy here
-        self.master = Master(site, host, ssh_options)
+        self.master = Master(site, host, ssh_options, control_path)
         self.runner = SshRunner(self.master, site=site, env=env, timeout_s=timeout_s, give_up_on=give_up_on)
 
     def attempt(self, attempt_id: str) -> AttemptDir:

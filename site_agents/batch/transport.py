@@ -108,7 +108,8 @@ def transport_for(config: BatchSite, env: Mapping[str, str], give_up_on: Sequenc
 
         return SshTransport(site=config.name, host=config.host, shared_dir=config.shared_dir,
                             local_dir=config.local_copy_dir(), ssh_options=config.ssh_options, env=dict(env),
-                            timeout_s=config.command_timeout_s, give_up_on=give_up_on)
+                            timeout_s=config.command_timeout_s, give_up_on=give_up_on,
+                            control_path=config.ssh_control_path)
     runner = CommandRunner(site=config.name, env=env, timeout_s=config.command_timeout_s, login=config.login,
                            give_up_on=give_up_on)
     return LocalTransport(runner, config.shared_dir)

@@ -13,7 +13,8 @@ controller container) and `slurm-campus` (the site iota: a Slurm 22.05 cluster b
 metasched's recipe, whose commands run as another user than this process: ci/slurm-campus) and
 `slurm-ssh` (the site omicron, reached only over SSH, its shared directory a Docker volume this machine
 does not see: ci/ssh-login; its `workdir`, where tests watch what tasks do, is in the site's own
-directory, which its nodes and this machine both mount), and the
+directory, which its nodes and this machine both mount) and `torque-ssh` (the site xi: the Torque-style
+wrappers over SSH, the PBS agent's Torque dialect), and the
 pilot-mode variants `slurm-pilot` (site kappa) and `torque-pilot` (site mu: the Torque-style wrappers) and
 `gridengine-pilot` (site nu), whose tasks run in Ray worker nodes inside blocks of batch jobs; those run in
 the loopback-only network namespace (``make test-pilot``; see tests/conftest.py).
@@ -50,6 +51,7 @@ BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker
               pytest.param("slurm-24.11", marks=pytest.mark.docker),
               pytest.param("slurm-campus", marks=pytest.mark.docker),
               pytest.param("slurm-ssh", marks=pytest.mark.docker),
+              pytest.param("torque-ssh", marks=pytest.mark.docker),
               pytest.param("slurm-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("torque-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("gridengine-pilot", marks=[pytest.mark.docker, pytest.mark.pilot])]
@@ -118,6 +120,13 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         omicron = request.getfixturevalue("omicron")
         sites = [ssh_site(omicron)]
         workdir = Path(omicron.directory) / "watched" / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir(parents=True)
+    elif kind == "torque-ssh":
+        from tests.integration.pbs_sites import torque_ssh_site
+
+        xi = request.getfixturevalue("xi")
+        sites = [torque_ssh_site(xi, poll_interval=0.3)]
+        workdir = Path(xi.directory) / "watched" / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir(parents=True)
     elif kind == "gridengine":
         epsilon = request.getfixturevalue("epsilon")

@@ -204,3 +204,26 @@ def test_sites_check_reaches_the_site_over_ssh_or_says_how_to_fix_it(omicron: sl
     assert [(c.check, c.passed) for c in stranger] == [("reachable", False)]
     assert "Host key verification failed" in stranger[0].detail
     assert "host key in known_hosts" in stranger[0].fix
+
+
+def test_a_master_the_user_opened_is_used_and_left_to_them(omicron: slurmsite.SiteInfo, ray_local: None,
+                                                           tmp_path: Path) -> None:
+    """A site that asks for a one-time code: the user opens the master in a terminal (here the key answers),
+    metasched runs through it, opens none of its own and leaves it open; once it is gone, the site says how
+    to open it again."""
+    control = tmp_path / "cm"
+    ssh = ["ssh", "-F", str(sshlogin.client_config(omicron.directory)), "-S", str(control)]
+    host = sshlogin.alias("omicron")
+    subprocess.run([*ssh, "-M", "-fN", host], check=True, timeout=30, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        site = ssh_site(omicron, ssh_control_path=str(control))
+        with ms.Campaign("ssh-users-master", sites=[site], journal=tmp_path / "u.db") as c:
+            assert c.command(["echo", "through yours"]).result(timeout=120).stdout == "through yours\n"
+            assert not _masters(), "metasched opened a master of its own"
+        assert subprocess.run([*ssh, "-O", "check", host], capture_output=True, timeout=30).returncode == 0
+    finally:
+        subprocess.run([*ssh, "-O", "exit", host], capture_output=True, timeout=30, check=False)
+    checks = check_site(ssh_site(omicron, ssh_control_path=str(control)))
+    assert [(c.check, c.passed) for c in checks] == [("reachable", False)]
+    assert f"open it again with `ssh -M -S {control} -fN {host}`" in checks[0].detail

@@ -192,7 +192,7 @@ def test_ssh_transport_fields_are_checked_together() -> None:
         SlurmSite("x", shared_dir="/tmp", transport="ssh")
     with pytest.raises(ConfigurationError, match="needs host"):
         SlurmSite("x", shared_dir="/tmp", transport="ssh", host="-oProxyCommand=evil")
-    with pytest.raises(ConfigurationError, match='host, ssh_options and local_dir are for transport = "ssh"'):
+    with pytest.raises(ConfigurationError, match="host, ssh_options, ssh_control_path and local_dir are for"):
         SlurmSite("x", shared_dir="/tmp", host="login1")
     with pytest.raises(ConfigurationError, match="login and transport"):
         SlurmSite("x", shared_dir="/tmp", transport="ssh", host="login1", login=("sudo", "-u", "bob"))
