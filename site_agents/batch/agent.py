@@ -332,6 +332,8 @@ class BatchAgent:
         is found by its unique name, or by the outcome it left; one that never reached the site is not.
         """
         attempt = self.transport.attempt(attempt_id)
+        if not attempt.exists():  # a site with its own filesystem, resumed on another machine
+            self.transport.restore(attempt)
         if not attempt.exists() or self._launchers is None:
             return False
         try:

@@ -65,6 +65,7 @@ for d in "$@"; do
     fi
 done | tar -cf - -T -
 """
+RESTORE = 'cd "$1" && [ -d "$2" ] && exec tar -cf - "$2"'
 TAR_CHANGED = 1  # GNU tar: a file changed while it was read (a job still writing its output); archive fine
 
 
@@ -245,6 +246,14 @@ class SshTransport:
         root = self.local_area / "attempts"
         with tarfile.open(fileobj=io.BytesIO(out.data), mode="r:") as tar:
             tar.extractall(root, filter="data")
+
+    def restore(self, attempt: AttemptDir) -> None:
+        """The whole attempt directory from the site, if it is there (one tar stream)."""
+        out = self.runner.run(["sh", "-c", RESTORE, "sh", str(self.area / "attempts"), attempt.attempt_id],
+                              binary=True)
+        if out.ok:
+            with tarfile.open(fileobj=io.BytesIO(out.data), mode="r:") as tar:
+                tar.extractall(self.local_area / "attempts", filter="data")
 
     def close(self) -> None:
         """Close the master connection."""

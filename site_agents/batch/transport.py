@@ -58,6 +58,10 @@ class Transport(Protocol):
         """Make what these attempts' jobs wrote so far readable here."""
         ...
 
+    def restore(self, attempt: AttemptDir) -> None:
+        """Bring back the local copy of an attempt directory missing here (a campaign resumed elsewhere)."""
+        ...
+
     def close(self) -> None:
         """Let go of any connection to the site."""
         ...
@@ -95,6 +99,9 @@ class LocalTransport:
 
     def fetch(self, attempts: Sequence[AttemptDir]) -> None:
         """Nothing to fetch: the jobs wrote the same files."""
+
+    def restore(self, attempt: AttemptDir) -> None:
+        """Nothing to restore: there is no copy."""
 
     def close(self) -> None:
         """Nothing to close."""

@@ -5,6 +5,7 @@ multiplexed SSH connection."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -160,8 +161,9 @@ def test_sshd_stopped_for_30_s_loses_nothing_and_gets_no_work(omicron: slurmsite
 
 def test_a_resumed_campaign_reattaches_to_its_jobs_over_ssh(omicron: slurmsite.SiteInfo,
                                                             tmp_path: Path) -> None:
-    """The scheduler SIGKILLed with jobs running at the SSH site: the resumed campaign follows the same jobs
-    (fetching their records through a connection of its own) and submits nothing again."""
+    """The scheduler SIGKILLed with jobs running at the SSH site, and this machine's copy of the attempt
+    directories lost: the resumed campaign gets them back from the site, follows the same jobs (through a
+    connection of its own) and submits nothing again."""
     script = Path(__file__).parent / "scripts" / "reattach_campaign.py"
     journal = tmp_path / "r.db"
     args = [sys.executable, str(script), str(journal), omicron.slurm_conf, omicron.remote_dir]
@@ -178,6 +180,9 @@ def test_a_resumed_campaign_reattaches_to_its_jobs_over_ssh(omicron: slurmsite.S
         kill_tree(run.pid)
     before = _submitted(journal)
     orphans = _masters()  # the killed scheduler's master outlives it (ControlPersist), then exits alone
+    copies = list((Path(os.environ["METASCHED_HOME"]) / "sites").glob("remote-*"))
+    assert len(copies) == 1
+    shutil.rmtree(copies[0])  # resumed on another machine: the attempts come back from the site
     resumed = subprocess.run([*args, "resume"], capture_output=True, text=True, timeout=300, check=False)
     for master in orphans:
         master.kill()
