@@ -38,7 +38,7 @@ from site_agents.batch.jobs import BatchJob
 from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers
 from site_agents.batch.rounds import Answer, Deletions, jobs_by_name, list_queue, status_round
 from site_agents.batch.submitting import Submitter, job_name, job_store
-from site_agents.batch.transport import transport_for
+from site_agents.batch.transport import transport_for, worker_path
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class BatchAgent:
         self.unavailable_reason = ""
         self.user = ""
         self.via_group = False  # the site's user is another, who writes attempt dirs through their group
+        self.pythonpath = ""  # where the site's nodes import metasched's worker from (known once started)
         self._named: dict[str, str] | None = None  # job ids by name, listed once for re-attaching
         self._jobs: dict[AttemptId, BatchJob] = {}
         self._pending: list[AttemptUpdate] = []
@@ -109,8 +110,8 @@ class BatchAgent:
         if queue is not None:
             self.waits.listed(queue, usable_cores=capacity.total_cores, ours=self.user)
             self._last_queue = time.monotonic()
-        pythonpath = self.config.worker_pythonpath or self.transport.stage_worker()
-        self._launchers = site_launchers(self.config, self.dialect, pythonpath)
+        self.pythonpath = worker_path(self.config, self.transport)
+        self._launchers = site_launchers(self.config, self.dialect, self.pythonpath)
         self._capabilities = self._launchers.offered(can_signal(self.dialect))
 
     def close(self) -> None:

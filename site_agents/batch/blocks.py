@@ -18,7 +18,6 @@ from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKin
 from metasched.sites.base import Submission
 from metasched.worker.pilot import PilotPlan, write_plan
 from site_agents.batch.config import BatchSite
-from site_agents.batch.launchers import worker_path
 
 LEAVE_EARLY_S = 30.0  # a pilot leaves this long before its block's walltime (an orderly end, not a kill)
 
@@ -43,16 +42,19 @@ class Block:
         return began + walltime - LEAVE_EARLY_S - now
 
 
-def block_submission(config: BatchSite, *, head: str, block_id: str, number: int,
-                     cores_per_node: int) -> Submission:
-    """The block's directory (plan and token written), and its job as a command attempt."""
+def block_submission(config: BatchSite, *, head: str, block_id: str, number: int, cores_per_node: int,
+                     pythonpath: str) -> Submission:
+    """The block's directory (plan and token written), and its job as a command attempt.
+
+    Its nodes import metasched from `pythonpath` (the batch agent's, staged once when it started).
+    """
     attempt = AttemptDir.of(config.shared_dir, block_id).create()
     plan = PilotPlan(head=head, site=config.name, block=block_id, cores=cores_per_node,
                      gpus=config.gpus_per_node, object_store_mb=config.block_object_store_mb,
                      leave_after_s=config.block_walltime - LEAVE_EARLY_S)
     write_plan(attempt.path, plan, ray_token())
     command = CommandSpec(argv=(config.python, "-m", "metasched.worker.pilot", str(attempt.path)),
-                          env=(("PYTHONPATH", worker_path(config)),))
+                          env=(("PYTHONPATH", pythonpath),))
     spec = TaskSpec(task_id=TaskId(block_id), name=f"pilot block {number} of {config.name}",
                     kind=TaskKind.COMMAND, command=command,
                     resources=Resources(cores=cores_per_node, gpus=config.gpus_per_node,

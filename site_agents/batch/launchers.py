@@ -32,7 +32,6 @@ from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import WALLTIME_MARGIN_S, Dialect, can_signal
 from site_agents.batch.jobs import BatchJob, Launcher
 from site_agents.containers import python_mismatch
-from site_agents.staging import stage_worker
 
 #: The Python that pickled the functions this process submits (a node's worker must match it).
 DRIVER_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -282,11 +281,6 @@ class Launchers:
         if self.apptainer is not None:
             offered.add(Capability.CONTAINER_APPTAINER)
         return frozenset(offered)
-
-
-def worker_path(config: BatchSite) -> str:
-    """Where a site on this machine's filesystem imports metasched from: its own path, or a staged copy."""
-    return config.worker_pythonpath or str(stage_worker(config.shared_dir))
 
 
 def site_launchers(config: BatchSite, dialect: Dialect, pythonpath: str) -> Launchers:

@@ -140,7 +140,7 @@ class PilotAgent:
         self._live[block_id] = Block(block_id=block_id, submitted_at=time.monotonic())
         log.info("site %s: pilot block %s submitted", self.config.name, block_id)
         return block_submission(self.config, head=self._head, block_id=block_id, number=self._count,
-                                cores_per_node=self.cores_per_node)
+                                cores_per_node=self.cores_per_node, pythonpath=self.batch.pythonpath)
 
     def _follow_blocks(self, now: float) -> None:
         """The batch side's news about the block jobs, then the Ray node table."""

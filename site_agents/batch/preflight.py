@@ -22,7 +22,7 @@ from site_agents.batch import scripts
 from site_agents.batch.access import SiteUser, group_of
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import Dialect, JobRequest, JobState, can_signal
-from site_agents.batch.transport import Transport
+from site_agents.batch.transport import Transport, worker_path
 from site_agents.runner import CommandOutput
 
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -94,7 +94,7 @@ def _checks(config: BatchSite, dialect: Dialect, transport: Transport, *,
         yield Check(site=name, check="shared_dir", passed=True,
                     detail=f"the commands run as {user.name}, who writes attempt directories through their "
                            f"group ({group_of(AttemptDir.root(config.shared_dir))})")
-    pythonpath = config.worker_pythonpath or transport.stage_worker()
+    pythonpath = worker_path(config, transport)
     body = (f"export PYTHONPATH={shlex.quote(pythonpath)}\n"
             f"exec {shlex.quote(config.python)} -c {shlex.quote(PROBE)}\n")
     ok, said = probe_job(config, dialect, transport, "ms-preflight", body, user=user)

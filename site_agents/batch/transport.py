@@ -108,6 +108,11 @@ class LocalTransport:
 
 
 
+def worker_path(config: BatchSite, transport: Transport) -> str:
+    """Where the site's nodes import metasched from: its own `worker_pythonpath`, or a copy staged there."""
+    return config.worker_pythonpath or transport.stage_worker()
+
+
 def transport_for(config: BatchSite, env: Mapping[str, str], give_up_on: Sequence[str]) -> Transport:
     """The transport a site's configuration asks for (its commands get `env` and stop at `give_up_on`)."""
     if config.transport == "ssh":
