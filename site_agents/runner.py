@@ -82,9 +82,9 @@ class CommandRunner:
         """
         program = os.path.basename(argv[0])
         self.calls[program] += 1
-        remote = ["env", *self._forwarded, *argv]
-        full = ([*self.login, shlex.join(remote)] if self.joins else [*self.login, *remote]) if self.login \
-            else list(argv)
+        full, remote = list(argv), ["env", *self._forwarded, *argv]
+        if self.login:
+            full = [*self.login, shlex.join(remote)] if self.joins else [*self.login, *remote]
         limit = timeout_s or self.timeout_s
         deadline = time.monotonic() + limit  # from the call, not from when this thread next runs
         try:

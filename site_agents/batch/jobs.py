@@ -11,7 +11,6 @@ from metasched.data.stores import StoreSpec
 from metasched.outcomes import TaskOutcome
 from metasched.records import AttemptId, TaskSpec
 from metasched.sites.base import Submission
-from site_agents.batch.dialect import JobRequest
 
 
 class Launcher(Protocol):
@@ -33,16 +32,6 @@ class Launcher(Protocol):
     def progress(self, job: BatchJob) -> DataRef | None:
         """A new restart point of the running attempt, if it took one."""
         ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Written:
-    """An attempt whose directory and job script are written, not yet submitted."""
-
-    sub: Submission
-    request: JobRequest
-    launcher: Launcher
-    header: list[str]
 
 
 @dataclass(slots=True, kw_only=True)

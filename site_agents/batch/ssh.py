@@ -182,6 +182,8 @@ class SshRunner(CommandRunner):
 class SshTransport:
     """A site over SSH with its own filesystem (see the module docstring)."""
 
+    reads_stores = False  # results come back inline; stored data cannot reach the site yet (docs/ssh.md)
+
     def __init__(self, *, site: str, host: str, shared_dir: str, local_dir: Path, ssh_options: Sequence[str],
                  env: dict[str, str], timeout_s: float, give_up_on: Sequence[str],
                  control_path: str | None = None) -> None:
@@ -243,22 +245,24 @@ class SshTransport:
         if out.returncode not in (0, TAR_CHANGED):
             raise SiteAgentError(f"site {self.site}: could not fetch attempt records: {out.describe()}",
                                  site=self.site, transient=True)
-        root = self.local_area / "attempts"
-        with tarfile.open(fileobj=io.BytesIO(out.data), mode="r:") as tar:
-            tar.extractall(root, filter="data")
+        self._unpack(out.data)
 
     def restore(self, attempt: AttemptDir) -> None:
         """The whole attempt directory from the site, if it is there (one tar stream)."""
         out = self.runner.run(["sh", "-c", RESTORE, "sh", str(self.area / "attempts"), attempt.attempt_id],
                               binary=True)
         if out.ok:
-            with tarfile.open(fileobj=io.BytesIO(out.data), mode="r:") as tar:
-                tar.extractall(self.local_area / "attempts", filter="data")
+            self._unpack(out.data)
 
     def close(self) -> None:
         """Close the master connection."""
         if self.master.listening():
             self.master.close()
+
+    def _unpack(self, stream: bytes) -> None:
+        """A tar stream from the site's attempts directory, into the local copy's (nothing outside it)."""
+        with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as tar:
+            tar.extractall(self.local_area / "attempts", filter="data")
 
     def _send_tree(self, local_root: Path, names: Sequence[str], remote_root: Path) -> None:
         with tempfile.TemporaryFile() as buf:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from metasched.attempt_dir import AttemptDir
 from metasched.data.objects import DataContext
@@ -20,7 +21,7 @@ from metasched.records import AttemptId, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import Dialect, JobRequest, with_header
-from site_agents.batch.jobs import BatchJob, Written
+from site_agents.batch.jobs import BatchJob, Launcher
 from site_agents.batch.launchers import Launchers, LaunchRefused, time_limit_s, warning_lead_s
 from site_agents.batch.transport import Transport
 
@@ -28,6 +29,16 @@ SUBMIT_THREADS = 4  # submissions in flight at once (each is a round trip to the
 
 #: What the agent does with an attempt the server did not take (it is placed again at no cost).
 Refused = Callable[[AttemptId, str], AttemptUpdate]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Written:
+    """An attempt whose directory and job script are written, not yet submitted."""
+
+    sub: Submission
+    request: JobRequest
+    launcher: Launcher
+    header: list[str]
 
 
 def job_name(site: str, attempt_id: str) -> str:

@@ -30,6 +30,11 @@ class Transport(Protocol):
         """Runs the site's client programs (where they are)."""
         ...
 
+    @property
+    def reads_stores(self) -> bool:
+        """Whether the site's jobs can read the campaign's stored data (placement's ``SiteLoad``)."""
+        ...
+
     def attempt(self, attempt_id: str) -> AttemptDir:
         """An attempt's directory: as the site's jobs see it, and where this process reads and writes it."""
         ...
@@ -69,6 +74,8 @@ class Transport(Protocol):
 
 class LocalTransport:
     """A site that shares this machine's filesystem: attempt directories are read and written in place."""
+
+    reads_stores = True  # stores on the shared filesystem (or a server) the nodes reach
 
     def __init__(self, runner: CommandRunner, shared_dir: str) -> None:
         self.runner = runner
