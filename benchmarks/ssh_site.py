@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "ci"), str(ROOT / "ci" / "slurm-cluster"), str(ROOT / "ci" / "ssh-login")]
+sys.path[:0] = [str(ROOT), *(str(ROOT / "ci" / sub) for sub in ("", "slurm-cluster", "ssh-login"))]
 
 import slurmsite  # noqa: E402
 import sshlogin  # noqa: E402
 from campaign_rate import side_by_side, tasks_per_second  # noqa: E402
 
-import metasched as ms  # noqa: E402
 from metasched.runtime import init_embedded_ray  # noqa: E402
+from tests.integration.ssh_sites import slurm_ssh_site  # noqa: E402
 
 LIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
 
@@ -64,10 +64,7 @@ def raw_ssh_loop(site: slurmsite.SiteInfo, n: int) -> float:
 
 
 def through_metasched(site: slurmsite.SiteInfo, n: int, name: str) -> float:
-    remote = ms.SlurmSite(site.name, transport="ssh", host=sshlogin.alias(site.name),
-                          ssh_options=("-F", str(sshlogin.client_config(site.directory))),
-                          shared_dir=site.remote_dir, slurm_conf=site.slurm_conf, poll_interval=0.2,
-                          max_jobs=n)
+    remote = slurm_ssh_site(site, poll_interval=0.2, max_jobs=n)
     return tasks_per_second(name, [remote], lambda c: [c.command(["true"]) for _ in range(n)])
 
 

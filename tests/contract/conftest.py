@@ -115,14 +115,14 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         workdir.mkdir()
         group_writable(workdir)  # the tasks run as alice, of the project directory's group
     elif kind == "slurm-ssh":
-        from tests.integration.test_ssh_site import ssh_site
+        from tests.integration.ssh_sites import slurm_ssh_site
 
         omicron = request.getfixturevalue("omicron")
-        sites = [ssh_site(omicron)]
+        sites = [slurm_ssh_site(omicron)]
         workdir = Path(omicron.directory) / "watched" / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir(parents=True)
     elif kind == "torque-ssh":
-        from tests.integration.pbs_sites import torque_ssh_site
+        from tests.integration.ssh_sites import torque_ssh_site
 
         xi = request.getfixturevalue("xi")
         sites = [torque_ssh_site(xi, poll_interval=0.3)]

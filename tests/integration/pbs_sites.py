@@ -1,20 +1,10 @@
-"""The PBSSite of a torque-flavored test site (`slurmsite.py up NAME --flavor torque [--ssh]`)."""
+"""The PBSSite of a torque-flavored test site (ci/slurm-cluster/slurmsite.py up NAME --flavor torque)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import metasched as ms
-
-
-def torque_ssh_site(info: Any, **options: Any) -> ms.PBSSite:
-    """Torque dialect over SSH: the wrappers run on the site's login node, reached with ssh."""
-    import sshlogin  # ci/ssh-login
-
-    return ms.PBSSite(info.name, shared_dir=info.remote_dir, dialect="torque", transport="ssh",
-                      host=sshlogin.alias(info.name),
-                      ssh_options=("-F", str(sshlogin.client_config(info.directory))),
-                      environment={"SLURM_CONF": info.slurm_conf}, **options)
 
 
 def torque_site(info: Any, **options: Any) -> ms.PBSSite:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -23,19 +22,12 @@ import metasched as ms
 from metasched.sites.preflight import check_site
 from tests.integration.batch_faults import assert_nothing_lost, attempts, outage_campaign
 from tests.integration.processes import kill_tree
+from tests.integration.ssh_sites import slurm_ssh_site
 
 pytestmark = pytest.mark.slurm
 
 CONTROLLER = "metasched-slurm-omicron-controller"
 ODD = "a b;$(touch /tmp/pwned) `id` 'q' \"dq\" * \\ $HOME\nline2"
-
-
-def ssh_site(info: slurmsite.SiteInfo, **options: Any) -> ms.SlurmSite:
-    """The SlurmSite of omicron as a user would write it: transport ssh, a host alias, the site's paths."""
-    fields: dict[str, Any] = {"ssh_options": ("-F", str(sshlogin.client_config(info.directory))),
-                              "shared_dir": info.remote_dir, "slurm_conf": info.slurm_conf,
-                              "poll_interval": 0.3}
-    return ms.SlurmSite("omicron", transport="ssh", host=sshlogin.alias("omicron"), **{**fields, **options})
 
 
 def _at_site(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -77,7 +69,7 @@ def _where(x: int) -> tuple[int, str, str]:
 def test_functions_and_commands_run_over_one_connection(omicron: slurmsite.SiteInfo, ray_local: None,
                                                         tmp_path: Path) -> None:
     assert not Path(omicron.remote_dir).exists()  # only the site's containers have it
-    with ms.Campaign("ssh-basic", sites=[ssh_site(omicron)], journal=tmp_path / "j.db") as c:
+    with ms.Campaign("ssh-basic", sites=[slurm_ssh_site(omicron)], journal=tmp_path / "j.db") as c:
         where = c.task(name=f"where {ODD}")(_where)
         squares = [where(i) for i in range(6)]
         odd = c.command(["printf", "%s|%s", ODD, "$WEIRD"], env={"WEIRD": ODD})
@@ -111,14 +103,14 @@ def test_tasks_with_stored_data_go_elsewhere_or_fail_with_the_reason(
         omicron: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
     """A big argument is stored: such a task is placed at a site that reads the store (the local one), or
     fails naming why when there is none; a task consuming a stored result is refused at the SSH site."""
-    with ms.Campaign("ssh-inputs", sites=[ssh_site(omicron), ms.LocalSite("local", cores=1)],
+    with ms.Campaign("ssh-inputs", sites=[slurm_ssh_site(omicron), ms.LocalSite("local", cores=1)],
                      journal=tmp_path / "j.db") as c:
         elsewhere = c.task()(len)(b"y" * 300_000)
         assert elsewhere.result(timeout=120) == 300_000
         big = c.task(sites=["local"])(bytes)(300_000)
         consumer = c.task(sites=["omicron"], retries=0)(len)(big)
         refused = consumer.exception(timeout=120)
-    with ms.Campaign("ssh-inputs-2", sites=[ssh_site(omicron)], journal=tmp_path / "k.db") as c:
+    with ms.Campaign("ssh-inputs-2", sites=[slurm_ssh_site(omicron)], journal=tmp_path / "k.db") as c:
         nowhere = c.task(retries=0)(len)(b"y" * 300_000).exception(timeout=120)
     assert isinstance(nowhere, ms.PlacementError)
     assert "has stored arguments" in str(nowhere)
@@ -131,7 +123,7 @@ def test_tasks_with_stored_data_go_elsewhere_or_fail_with_the_reason(
 def test_a_killed_master_is_opened_again_and_nothing_is_lost(omicron: slurmsite.SiteInfo, ray_local: None,
                                                               tmp_path: Path) -> None:
     journal = tmp_path / "m.db"
-    with ms.Campaign("ssh-master", sites=[ssh_site(omicron)], journal=journal) as c:
+    with ms.Campaign("ssh-master", sites=[slurm_ssh_site(omicron)], journal=journal) as c:
         futures = [c.command(["sleep", "2"], name=f"s{i}") for i in range(8)]
         deadline = time.monotonic() + 60
         while not any(row[3] for row in attempts(journal)):
@@ -153,7 +145,7 @@ def test_sshd_stopped_for_30_s_loses_nothing_and_gets_no_work(omicron: slurmsite
                                                                tmp_path: Path) -> None:
     journal = tmp_path / "o.db"
     config = str(sshlogin.ssh_dir(omicron.directory) / "sshd_config")
-    sites = [ms.LocalSite("local", cores=1), ssh_site(omicron)]
+    sites = [ms.LocalSite("local", cores=1), slurm_ssh_site(omicron)]
     with ms.Campaign("ssh-outage", sites=sites, journal=journal) as c:
         outage = outage_campaign(
             c, journal, "omicron",
@@ -199,16 +191,16 @@ def test_a_resumed_campaign_reattaches_to_its_jobs_over_ssh(omicron: slurmsite.S
 
 def test_sites_check_reaches_the_site_over_ssh_or_says_how_to_fix_it(omicron: slurmsite.SiteInfo,
                                                                      tmp_path: Path) -> None:
-    checks = {c.check: c for c in check_site(ssh_site(omicron))}
+    checks = {c.check: c for c in check_site(slurm_ssh_site(omicron))}
     assert list(checks) == ["reachable", "smoke task", "python"]
     assert all(c.passed for c in checks.values()), checks
     assert not _masters(), "sites check left its SSH master running"
-    bad_dir = {c.check: c for c in check_site(ssh_site(omicron, shared_dir="/nonexistent/scratch"))}
+    bad_dir = {c.check: c for c in check_site(slurm_ssh_site(omicron, shared_dir="/nonexistent/scratch"))}
     assert not bad_dir["shared_dir"].passed
     assert "/nonexistent/scratch is not a writable directory at omicron-login" in bad_dir["shared_dir"].detail
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")  # a host key nobody has accepted: refused, never accepted silently
-    stranger = check_site(ssh_site(omicron, ssh_options=(
+    stranger = check_site(slurm_ssh_site(omicron, ssh_options=(
         "-F", str(sshlogin.client_config(omicron.directory)), "-o", f"UserKnownHostsFile={known_hosts}")))
     assert [(c.check, c.passed) for c in stranger] == [("reachable", False)]
     assert "Host key verification failed" in stranger[0].detail
@@ -226,13 +218,13 @@ def test_a_master_the_user_opened_is_used_and_left_to_them(omicron: slurmsite.Si
     subprocess.run([*ssh, "-M", "-fN", host], check=True, timeout=30, stdin=subprocess.DEVNULL,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        site = ssh_site(omicron, ssh_control_path=str(control))
+        site = slurm_ssh_site(omicron, ssh_control_path=str(control))
         with ms.Campaign("ssh-users-master", sites=[site], journal=tmp_path / "u.db") as c:
             assert c.command(["echo", "through yours"]).result(timeout=120).stdout == "through yours\n"
             assert not _masters(), "metasched opened a master of its own"
         assert subprocess.run([*ssh, "-O", "check", host], capture_output=True, timeout=30).returncode == 0
     finally:
         subprocess.run([*ssh, "-O", "exit", host], capture_output=True, timeout=30, check=False)
-    checks = check_site(ssh_site(omicron, ssh_control_path=str(control)))
+    checks = check_site(slurm_ssh_site(omicron, ssh_control_path=str(control)))
     assert [(c.check, c.passed) for c in checks] == [("reachable", False)]
     assert f"open it again with `ssh -M -S {control} -fN {host}`" in checks[0].detail
