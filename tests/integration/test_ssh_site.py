@@ -69,6 +69,9 @@ def _where(x: int) -> tuple[int, str, str]:
 def test_functions_and_commands_run_over_one_connection(omicron: slurmsite.SiteInfo, ray_local: None,
                                                         tmp_path: Path) -> None:
     assert not Path(omicron.remote_dir).exists()  # only the site's containers have it
+    listening = {c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == omicron.ssh_port}
+    assert listening == {"127.0.0.1"}, f"the login node's sshd listens on {listening}"
     with ms.Campaign("ssh-basic", sites=[slurm_ssh_site(omicron)], journal=tmp_path / "j.db") as c:
         where = c.task(name=f"where {ODD}")(_where)
         squares = [where(i) for i in range(6)]
