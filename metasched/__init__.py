@@ -33,6 +33,7 @@ _EXPORTS = {
     "EndpointStore": "metasched.data.stores",
     "FileStore": "metasched.data.stores",
     "RedisStore": "metasched.data.stores",
+    "SshFileStore": "metasched.data.stores",
     "CommandResult": "metasched.records",
     "Image": "metasched.records",
     "Checkpoint": "metasched.checkpoint.cooperative",
@@ -56,6 +57,7 @@ __all__ = [
     "RedisStore",
     "RemoteTaskError",
     "SiteAgentError",
+    "SshFileStore",
     "TaskCancelledError",
     "TaskError",
     "TaskFuture",
@@ -69,7 +71,7 @@ __all__ = [
 if TYPE_CHECKING:
     from metasched.api import Campaign
     from metasched.checkpoint.cooperative import Checkpoint
-    from metasched.data.stores import EndpointStore, FileStore, RedisStore
+    from metasched.data.stores import EndpointStore, FileStore, RedisStore, SshFileStore
     from metasched.errors import (
         AttemptLostError,
         ConfigurationError,

@@ -42,6 +42,7 @@ from metasched.retry import retried, retry_selection
 from metasched.scheduler.events import SiteSummary, TaskEvent
 from metasched.scheduler.states import TaskState
 from metasched.sites.registry import default_sites
+from metasched.ssh import close_shared
 
 __all__ = ["Campaign", "TaskFunction", "TaskFuture", "as_completed", "wait"]
 
@@ -202,6 +203,7 @@ class Campaign:
             try:
                 self._client.close()
             finally:
+                close_shared()  # SSH connections this process opened to read stored results
                 for future in self._futures.values():
                     if not future.done():
                         future.set_exception(MetaschedError(

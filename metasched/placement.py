@@ -29,8 +29,6 @@ def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
         return f"needs gpus={res.gpus}, offers {site.gpus}"
     if site.max_walltime_s is not None and (res.walltime_s or 0.0) > site.max_walltime_s:
         return f"needs walltime={res.walltime_s:g} s, blocks there leave at most {site.max_walltime_s:g} s"
-    if spec.inputs and not site.reads_stores:
-        return "has stored arguments (bigger than the data threshold), which this site cannot read yet"
     if res.nodes > site.nodes:
         return f"needs nodes={res.nodes}, offers {site.nodes}"
     if spec.checkpoint and Capability.checkpoint(spec.checkpoint) not in site.capabilities:

@@ -279,7 +279,6 @@ class SiteLoad:
     accepting: bool = True  # False: the site takes no new work for now (unreachable, drained)
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
     max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)
-    reads_stores: bool = True  # its jobs can read stored arguments (not yet a site reached over SSH)
 
     @property
     def free_slots(self) -> int:

@@ -11,12 +11,12 @@ from typing import Any
 
 from metasched.catalog import metasched_home
 from metasched.data.objects import DataContext, DataRef, decode_ref, encode_ref, proxy_for, put_blob
-from metasched.data.stores import EndpointStore, FileStore, RedisStore, StoreSpec
+from metasched.data.stores import EndpointStore, FileStore, RedisStore, SshFileStore, StoreSpec
 
 DEFAULT_THRESHOLD = 100_000
 
 __all__ = ["DEFAULT_THRESHOLD", "DataContext", "DataRef", "DataSettings", "EndpointStore", "FileStore",
-           "RedisStore",
+           "RedisStore", "SshFileStore",
            "StoreSpec", "decode_ref", "encode_ref", "home_store", "proxy_for", "put_blob", "site_store"]
 
 

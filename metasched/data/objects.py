@@ -14,13 +14,14 @@ import os
 import pickle
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import IO, Any
 
 import xxhash
 
 from metasched.data.serializers import loads
-from metasched.data.stores import FileStore, StoreSpec, open_store
+from metasched.data.stores import FileStore, SshFileStore, StoreSpec, is_here, open_store
 
 _MAGIC = b"MSREF1"
 
@@ -144,6 +145,8 @@ def copy_object(ref: DataRef, target: StoreSpec) -> CopyResult:
     try:
         if isinstance(ref.store, FileStore) and isinstance(target, FileStore):
             new = _copy_file_to_file(ref, target)
+        elif _streams(ref.store) and _streams(target):
+            new = _copy_streamed(ref, target)
         else:
             new = _copy_through_memory(ref, target)
     except Exception as exc:  # reported to the scheduler, which retries or fails the consumer
@@ -174,6 +177,76 @@ def _copy_file_to_file(ref: DataRef, target: FileStore) -> DataRef:
         raise
     _mark_ready(destination)
     return replace(ref, store=target, key=key)
+
+
+def _streams(store: StoreSpec) -> bool:
+    return isinstance(store, FileStore | SshFileStore)
+
+
+def _copy_streamed(ref: DataRef, target: StoreSpec) -> DataRef:
+    """A copy from or to a host over SSH, in chunks.
+
+    The hash of what was read is checked against the object's, and the target reports what it stored
+    (``remote.Writer``), so neither end is taken on trust.
+    """
+    from metasched.data import remote
+
+    sink: remote.Writer | _FileSink
+    if isinstance(target, SshFileStore) and not is_here(target):
+        sink = remote.Writer(target)
+    else:
+        sink = _FileSink(target)
+    try:
+        with _reader(ref) as stream:
+            hasher, size = xxhash.xxh3_128(), 0
+            while chunk := stream.read(remote.CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+                sink.write(chunk)
+        _verify(ref, size, hasher.hexdigest(), ref.store.store_id)
+        key = sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    return replace(ref, store=target, key=key)
+
+
+@contextlib.contextmanager
+def _reader(ref: DataRef) -> Iterator[IO[bytes]]:
+    from metasched.data import remote
+
+    if isinstance(ref.store, SshFileStore) and not is_here(ref.store):
+        with remote.reader(ref.store, ref.key) as stream:
+            yield stream
+        return
+    path = os.path.join(ref.store.path, ref.key.filename)  # type: ignore[union-attr]
+    if not os.path.exists(path + ".ready"):
+        raise FileNotFoundError(f"{ref.describe()} is missing from its store ({path})")
+    with open(path, "rb") as stream:
+        yield stream
+
+
+class _FileSink:
+    """A new object of a store whose directory is here, written in chunks."""
+
+    def __init__(self, store: StoreSpec) -> None:
+        connector = open_store(store).connector
+        self.key = connector.new_key()
+        self.path = os.path.join(connector.store_dir, self.key.filename)
+        self._file = open(self.path, "wb")  # noqa: SIM115  (closed by finish or abort)
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def finish(self) -> Any:
+        self._file.close()
+        _mark_ready(self.path)
+        return self.key
+
+    def abort(self) -> None:
+        self._file.close()
+        with contextlib.suppress(OSError):
+            os.remove(self.path)
 
 
 def _copy_through_memory(ref: DataRef, target: StoreSpec) -> DataRef:

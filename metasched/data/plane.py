@@ -142,6 +142,10 @@ class DataPlane:
                 f"{self.where(target.store_id)}: {why}")
 
     # ------------------------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Stop the transfers and close connections to stores (the objects stay)."""
+        self.transfers.close()
+
     def release(self, object_ids: Iterable[str], *, keep_origin: bool) -> None:
         """No unfinished task needs these objects: evict their copies (and the origin unless kept)."""
         for object_id in object_ids:

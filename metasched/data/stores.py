@@ -1,10 +1,11 @@
 """Where a site keeps its data: typed store specs and the ProxyStore stores built from them.
 
 A store spec is data only (picklable, comparable); ``open_store`` turns it into a ProxyStore ``Store``
-(once per process). Objects are the serialized bytes metasched already has; the store's deserializer
-is ``serializers.loads`` (the bytes name their serializer), so a proxy made from a key resolves to the
-value in any process that can reach the store. MultiConnector is never used: in ProxyStore 1.1.0 its
-proxies do not resolve in another process.
+(once per process); ``SshFileStore`` lives with its connector in ``metasched.data.remote``. Objects are
+the serialized bytes metasched already has; the store's deserializer is ``serializers.loads`` (the bytes
+name their serializer), so a proxy made from a key resolves to the value in any process that can reach
+the store. MultiConnector is never used: in ProxyStore 1.1.0 its proxies do not resolve in another
+process.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from metasched.data.remote import SshFileConnector, SshFileStore
 from metasched.data.serializers import loads
 from metasched.errors import ConfigurationError
+
+__all__ = ["EndpointStore", "FileStore", "RedisStore", "SshFileStore", "StoreSpec", "is_here", "mark_here",
+           "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +106,23 @@ class EndpointStore:
         return f"endpoint:{self.endpoint}"
 
 
-StoreSpec = FileStore | RedisStore | EndpointStore
+StoreSpec = FileStore | RedisStore | EndpointStore | SshFileStore
 
 _STORES: dict[str, Any] = {}
 _LOCK = threading.Lock()
+_HERE: set[str] = set()  # ids of SSH file stores whose directory this process reaches directly
+
+
+def mark_here(spec: StoreSpec) -> None:
+    """This process runs at the store's host (a site's job and its own store): use the directory directly."""
+    if isinstance(spec, SshFileStore):
+        with _LOCK:
+            _HERE.add(spec.store_id)
+
+
+def is_here(spec: StoreSpec) -> bool:
+    """Whether this process reads and writes `spec`'s objects as files (a file store, or an SSH one here)."""
+    return isinstance(spec, FileStore) or (isinstance(spec, SshFileStore) and spec.store_id in _HERE)
 
 
 def open_store(spec: StoreSpec) -> Any:
@@ -124,7 +142,9 @@ def open_store(spec: StoreSpec) -> Any:
 
 
 def _connector(spec: StoreSpec) -> Any:
-    if isinstance(spec, FileStore):
+    if isinstance(spec, SshFileStore) and not is_here(spec):
+        return SshFileConnector(spec)
+    if isinstance(spec, FileStore | SshFileStore):
         from proxystore.connectors.file import FileConnector
 
         Path(spec.path).mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ process, so no object ever passes through the scheduler's memory).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 
 from metasched.data.objects import CopyResult, DataRef, copy_object
 from metasched.data.stores import StoreSpec
+from metasched.ssh import close_shared
 
 _Key = tuple[str, str]  # (object id, target store id)
 
@@ -29,6 +31,10 @@ class TransferRunner(Protocol):
         """The handles whose copy ended, with how it went (without blocking)."""
         ...
 
+    def close(self) -> None:
+        """Stop copying and let go of connections (copies in flight are abandoned)."""
+        ...
+
 
 class _TransferWorker:
     """A long-lived Ray actor that copies objects on a few threads (no worker start-up per copy)."""
@@ -36,6 +42,10 @@ class _TransferWorker:
     def copy(self, ref: DataRef, target: StoreSpec) -> CopyResult:
         """Copy one object (see copy_object)."""
         return copy_object(ref, target)
+
+    def close(self) -> None:
+        """Close the SSH connections copies opened (to stores at hosts over SSH)."""
+        close_shared()
 
 
 class RayTransferRunner:
@@ -72,6 +82,12 @@ class RayTransferRunner:
                 out.append((handle, CopyResult(ref=None, error=f"transfer worker failed: {exc}")))
         return out
 
+    def close(self) -> None:
+        """Close the worker's connections, then the worker."""
+        with contextlib.suppress(self._ray.exceptions.RayError):
+            self._ray.get(self._worker.close.remote(), timeout=30)
+        self._ray.kill(self._worker)
+
 
 class ThreadTransferRunner:
     """Copies on a thread pool in this process (tests and Ray-less use; objects pass through memory)."""
@@ -87,6 +103,11 @@ class ThreadTransferRunner:
         """The futures that are done."""
         done: list[Future[CopyResult]] = [h for h in handles if h.done()]
         return [(h, h.result()) for h in done]
+
+    def close(self) -> None:
+        """Stop the pool and close the connections copies opened."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        close_shared()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -130,6 +151,10 @@ class TransferManager:
     def forget(self, task_id: str) -> None:
         """The task no longer waits (cancelled or failed); copies in flight still finish."""
         self._waiting.pop(task_id, None)
+
+    def close(self) -> None:
+        """Stop: copies in flight are abandoned (their consumers are not waited for any more)."""
+        self._runner.close()
 
     @property
     def in_flight(self) -> int:

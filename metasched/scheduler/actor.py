@@ -167,4 +167,6 @@ class SchedulerActor:
                 await self._loop_task
         if self._service is not None:
             await self._call(self._service.close)
+            if self._service.data is not None:  # made here: its transfer worker and connections
+                await self._call(self._service.data.close)
         self._thread.shutdown(wait=True)

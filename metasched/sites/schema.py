@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import annotated_types
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter
 
-from metasched.data.stores import EndpointStore, FileStore, RedisStore, StoreSpec
+from metasched.data.stores import EndpointStore, FileStore, RedisStore, SshFileStore, StoreSpec
 from metasched.errors import ConfigurationError
 
 #: Set as ``__pydantic_config__`` on a config class: unknown keys in a campaign file are errors.
@@ -34,7 +34,8 @@ def _optional_absolute(path: str | None) -> str | None:
     return None if path is None else _absolute(path)
 
 
-_STORES: dict[str, type[Any]] = {"file": FileStore, "redis": RedisStore, "endpoint": EndpointStore}
+_STORES: dict[str, type[Any]] = {"file": FileStore, "redis": RedisStore, "endpoint": EndpointStore,
+                                  "ssh-file": SshFileStore}
 
 
 def _store_table(value: Any) -> Any:

@@ -30,6 +30,7 @@ from metasched.attempt_dir import AttemptDir
 from metasched.checkpoint.cooperative import Checkpoint, CheckpointStop
 from metasched.data.objects import DataContext, DataRef, decode_ref, proxy_for
 from metasched.data.serializers import dumps, loads, serializer_of
+from metasched.data.stores import mark_here
 from metasched.outcomes import (
     Checkpointed,
     CheckpointReason,
@@ -223,6 +224,8 @@ def run_attempt(spec: TaskSpec, function: bytes | None, dependency_results: Mapp
                 data: DataContext | None = None, checkpoint: Checkpoint | None = None) -> TaskOutcome:
     """Entry point for any site: run one attempt of `spec`, measured; a big result goes to its store."""
     meter = Meter()
+    if data is not None:
+        mark_here(data.store)  # a worker runs at its site: the site's store is a directory here
     if spec.kind is TaskKind.COMMAND:
         outcome = run_command(spec)
     elif function is None:

@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 
 from metasched.attempt_dir import site_area
 from metasched.catalog import metasched_home
-from metasched.data.stores import FileStore, StoreSpec
+from metasched.data.stores import FileStore, SshFileStore, StoreSpec
 from metasched.errors import ConfigurationError
 from metasched.sites.schema import (
     FORBID_EXTRA,
@@ -159,6 +159,11 @@ class BatchSite:
         if unsupported:
             raise ConfigurationError(f"{where}: {', '.join(unsupported)} not supported over SSH yet "
                                      "(docs/ssh.md lists what is).")
+        if isinstance(self.store, FileStore):
+            raise ConfigurationError(
+                f"{where}: store = file store {self.store.path!r} is a directory of this machine, which "
+                "the site's jobs do not see over SSH; leave store out (a store in shared_dir at the site) "
+                "or give { kind = \"ssh-file\", host = ..., path = ... }.")
 
     def local_paths(self) -> list[tuple[str, str, str]]:
         """The shared directory must exist here (this machine is the site's login node or shares its FS)."""
@@ -167,11 +172,11 @@ class BatchSite:
     def default_store(self) -> StoreSpec:
         """A file store in the shared directory (every compute node sees it).
 
-        Over SSH, for now, one beside the local copy of the site's attempts: results come back inline and
-        a task with stored inputs does not run there, so nothing is stored at the site itself.
+        Over SSH, any process not at the site reaches it through `host` (``metasched.data.remote``).
         """
         if self.transport == "ssh":
-            return FileStore(str(self.local_copy_dir() / "store"))
+            return SshFileStore(self.host, str(site_area(self.shared_dir) / "store"),
+                                ssh_options=self.ssh_options, control_path=self.ssh_control_path)
         return FileStore(str(site_area(self.shared_dir) / "store"))
 
     def local_copy_dir(self) -> Path:

@@ -19,36 +19,23 @@ checked as the user's configuration says; metasched handles no password.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import io
 import logging
-import os
-import socket
-import subprocess
-import sys
 import tarfile
 import tempfile
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from metasched.attempt_dir import AttemptDir, site_area
 from metasched.errors import SiteAgentError
-from metasched.sites.base import Submission
+from metasched.ssh import SSH_FAILED, Master, shared_master
 from site_agents.batch.access import SiteUser
-from site_agents.batch.launchers import LaunchRefused
 from site_agents.runner import CommandOutput, CommandRunner
 from site_agents.staging import stage_worker_in
 
 log = logging.getLogger(__name__)
 
-MASTER_PERSIST_S = 300  # a master outlives a scheduler killed with it open by this much, then exits
-MASTER_OPEN_TIMEOUT_S = 30.0
-REOPEN_EVERY_S = 5.0  # a master that dropped is opened again at most this often
-SSH_FAILED = 255  # ssh's own exit status when it could not run the command at all
 # Values are positional arguments ("$1"...), never part of these texts.
 SEND = 'mkdir -p "$1" && exec tar -C "$1" --no-same-owner -xf -'
 FETCH = r"""cd "$1" || exit 3
@@ -67,92 +54,6 @@ done | tar -cf - -T -
 """
 RESTORE = 'cd "$1" && [ -d "$2" ] && exec tar -cf - "$2"'
 TAR_CHANGED = 1  # GNU tar: a file changed while it was read (a job still writing its output); archive fine
-
-
-class Master:
-    """The site's ControlMaster connection: opened once, checked and opened again when it drops.
-
-    With `control_path` the master is the user's own (opened by hand, e.g. to answer a one-time code):
-    it is used while it runs, never opened or closed here.
-    """
-
-    def __init__(self, site: str, host: str, options: Sequence[str], control_path: str | None = None) -> None:
-        self.site, self.host = site, host
-        self.owned = control_path is None
-        if control_path is None:
-            sockets = Path(tempfile.gettempdir()) / f"metasched-ssh-{os.getuid()}"
-            sockets.mkdir(mode=0o700, exist_ok=True)
-            name = hashlib.sha256(f"{site}\0{host}\0{os.getpid()}".encode()).hexdigest()[:16]
-            self.socket = sockets / name  # short: a Unix socket path has at most ~100 bytes
-        else:
-            self.socket = Path(control_path)
-        self.options = ["-o", f"ControlPath={self.socket}", *options]
-        self._tried_at = -REOPEN_EVERY_S
-        self._was_open = False  # opened once already (a later open is a reconnection, and logged)
-        self._failed = ""  # what ssh said when the last open failed
-        self._lock = threading.Lock()  # submit threads, the poller and the queue lister share the master
-
-    @property
-    def command_prefix(self) -> list[str]:
-        """``ssh ... HOST --``: runs one command string through the master (never opens one itself)."""
-        return ["ssh", *self.options, "-o", "ControlMaster=no", self.host, "--"]
-
-    def open(self) -> str:
-        """Open the master (authenticating once); "" on success, else what ssh said."""
-        self._tried_at = time.monotonic()
-        self.socket.unlink(missing_ok=True)  # a master killed outright leaves its socket behind
-        argv = ["ssh", *self.options, "-o", "ControlMaster=yes", "-o", f"ControlPersist={MASTER_PERSIST_S}",
-                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "BatchMode=yes",
-                "-N", "-f", self.host]
-        with tempfile.TemporaryFile() as said:  # the master keeps stderr open: not a pipe we would wait on
-            try:
-                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=said,
-                                      timeout=MASTER_OPEN_TIMEOUT_S, start_new_session=True, check=False)
-            except subprocess.TimeoutExpired:
-                return f"ssh {self.host} did not log in within {MASTER_OPEN_TIMEOUT_S:.0f} s"
-            except OSError as exc:
-                return f"cannot run ssh: {exc.strerror} (install the OpenSSH client)"
-            said.seek(0)
-            text = " ".join(said.read().decode(errors="replace").split())[-500:]
-        return "" if proc.returncode == 0 else f"ssh {self.host} exited {proc.returncode}: {text}"
-
-    def listening(self) -> bool:
-        """Whether the master accepts connections on its socket.
-
-        Checked before every command: ssh falls back to a connection of its own without a master.
-        """
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(self.socket))
-            except OSError:
-                return False
-        return True
-
-    def reopen_if_due(self) -> str:
-        """Open the master again unless it listens or was tried just now; "" if it is up."""
-        if self.listening():
-            return ""
-        if not self.owned:
-            return (f"your SSH master {self.socket} is not running; open it again with "
-                    f"`ssh -M -S {self.socket} -fN {self.host}`")
-        with self._lock:
-            if self.listening():  # another thread opened it meanwhile
-                return ""
-            if time.monotonic() - self._tried_at < REOPEN_EVERY_S:
-                said = self._failed or "the connection dropped"
-                return f"{said} (trying again within {REOPEN_EVERY_S:g} s)"
-            said = self._failed = self.open()
-            if not said and self._was_open:
-                log.warning("site %s: SSH connection to %s opened again", self.site, self.host)
-            self._was_open = self._was_open or not said
-            return said
-
-    def close(self) -> None:
-        """Ask the master to exit (not the user's own)."""
-        if not self.owned:
-            return
-        subprocess.run(["ssh", *self.options, "-O", "exit", self.host], stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=10, check=False)
 
 
 class SshRunner(CommandRunner):
@@ -182,8 +83,6 @@ class SshRunner(CommandRunner):
 class SshTransport:
     """A site over SSH with its own filesystem (see the module docstring)."""
 
-    reads_stores = False  # results come back inline; stored data cannot reach the site yet (docs/ssh.md)
-
     def __init__(self, *, site: str, host: str, shared_dir: str, local_dir: Path, ssh_options: Sequence[str],
                  env: dict[str, str], timeout_s: float, give_up_on: Sequence[str],
                  control_path: str | None = None) -> None:
@@ -191,7 +90,7 @@ class SshTransport:
         self.shared_dir = shared_dir
         self.area = site_area(shared_dir)  # at the site
         self.local_area = local_dir  # its copy here
-        self.master = Master(site, host, ssh_options, control_path)
+        self.master = shared_master(site, host, ssh_options, control_path)
         self.runner = SshRunner(self.master, site=site, env=env, timeout_s=timeout_s, give_up_on=give_up_on)
 
     def attempt(self, attempt_id: str) -> AttemptDir:
@@ -217,18 +116,6 @@ class SshTransport:
         if not self.runner.run(["test", "-d", str(remote)]).ok:
             self._send_tree(self.local_area, [local.name], self.area)
         return str(remote)
-
-    def prepared(self, sub: Submission) -> Submission:
-        """Results come back inline, in the fetched outcome record: the site's store is not readable here.
-
-        A task with stored inputs (big arguments, stored results of its dependencies) cannot run here yet.
-        """
-        if sub.data is None:
-            return sub
-        if sub.data.inputs:
-            raise LaunchRefused("DataError", f"site {self.site} is reached over SSH and cannot read stored "
-                                "inputs yet (docs/ssh.md); run this task at another site")
-        return dataclasses.replace(sub, data=dataclasses.replace(sub.data, threshold=sys.maxsize))
 
     def send(self, attempts: Sequence[AttemptDir]) -> None:
         """One tar stream of these attempt directories into the site's attempts directory."""

@@ -86,7 +86,6 @@ class Submitter:
         attempt = self.transport.attempt(sub.attempt_id).create(for_group=for_group)
         request = self._request(sub.spec, attempt, memory_tracked)
         try:
-            sub = self.transport.prepared(sub)
             launcher = launchers.for_(sub.spec)
             header = self.dialect.header(request)
             attempt.write_script(with_header(launcher.write(sub, attempt), header))

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from metasched.attempt_dir import AttemptDir
-from metasched.sites.base import Submission
 from site_agents.batch.access import SiteUser, site_user
 from site_agents.batch.config import BatchSite
 from site_agents.runner import CommandRunner
@@ -28,11 +27,6 @@ class Transport(Protocol):
     @property
     def runner(self) -> CommandRunner:
         """Runs the site's client programs (where they are)."""
-        ...
-
-    @property
-    def reads_stores(self) -> bool:
-        """Whether the site's jobs can read the campaign's stored data (placement's ``SiteLoad``)."""
         ...
 
     def attempt(self, attempt_id: str) -> AttemptDir:
@@ -49,10 +43,6 @@ class Transport(Protocol):
 
     def stage_worker(self) -> str:
         """The PYTHONPATH the site's nodes import metasched's worker from (staged there if new)."""
-        ...
-
-    def prepared(self, sub: Submission) -> Submission:
-        """The submission as its job at this site gets it; LaunchRefused if it cannot run here."""
         ...
 
     def send(self, attempts: Sequence[AttemptDir]) -> None:
@@ -75,8 +65,6 @@ class Transport(Protocol):
 class LocalTransport:
     """A site that shares this machine's filesystem: attempt directories are read and written in place."""
 
-    reads_stores = True  # stores on the shared filesystem (or a server) the nodes reach
-
     def __init__(self, runner: CommandRunner, shared_dir: str) -> None:
         self.runner = runner
         self.shared_dir = shared_dir
@@ -96,10 +84,6 @@ class LocalTransport:
     def stage_worker(self) -> str:
         """A copy in the shared directory."""
         return str(stage_worker(self.shared_dir))
-
-    def prepared(self, sub: Submission) -> Submission:
-        """Unchanged: the jobs see the campaign's stores."""
-        return sub
 
     def send(self, attempts: Sequence[AttemptDir]) -> None:
         """Nothing to send: the jobs read the same files."""

@@ -20,6 +20,7 @@ import sshlogin
 
 import metasched as ms
 from metasched.sites.preflight import check_site
+from metasched.ssh import close_shared
 from tests.integration.batch_faults import assert_nothing_lost, attempts, outage_campaign
 from tests.integration.processes import kill_tree
 from tests.integration.ssh_sites import slurm_ssh_site
@@ -78,13 +79,14 @@ def test_functions_and_commands_run_over_one_connection(omicron: slurmsite.SiteI
         odd = c.command(["printf", "%s|%s", ODD, "$WEIRD"], env={"WEIRD": ODD})
         env = c.command(["sh", "-c", 'printf %s "$WEIRD"'], env={"WEIRD": ODD})
         failing = c.command(["sh", "-c", "echo to-stderr >&2; exit 3"])
-        big = c.task()(lambda n: b"x" * n)(300_000)  # above the data threshold: comes back inline
+        big = c.task()(lambda n: b"x" * n)(300_000)  # above the data threshold: stored at the site
         results = [f.result(timeout=180) for f in squares]
         assert odd.result(timeout=120).stdout == f"{ODD}|$WEIRD"
         assert env.result(timeout=120).stdout == ODD
-        assert big.result(timeout=120) == b"x" * 300_000
         error = failing.exception(timeout=120)
+        ms.wait([big], timeout=120)
         connections = _connections(omicron.ssh_port)
+        assert big.result(timeout=120) == b"x" * 300_000  # read by this process, on a connection of its own
     assert [r[0] for r in results] == [i * i for i in range(6)]
     assert len({r[1] for r in results}) == 6
     assert all(r[1] for r in results)
@@ -102,25 +104,101 @@ def test_functions_and_commands_run_over_one_connection(omicron: slurmsite.SiteI
     assert not _masters(), "the campaign left its SSH master running"
 
 
-def test_tasks_with_stored_data_go_elsewhere_or_fail_with_the_reason(
+MB100 = 100 * 2**20
+
+
+def _made(seed: int) -> bytes:
+    return bytes((seed + i) % 256 for i in range(256)) * (MB100 // 256)
+
+
+def _digest(data: bytes) -> str:
+    import hashlib as node_hashlib
+
+    return node_hashlib.sha256(bytes(data)).hexdigest()
+
+
+def test_stored_data_stays_where_it_was_made_and_moves_verified_both_ways(
         omicron: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
-    """A big argument is stored: such a task is placed at a site that reads the store (the local one), or
-    fails naming why when there is none; a task consuming a stored result is refused at the SSH site."""
-    with ms.Campaign("ssh-inputs", sites=[slurm_ssh_site(omicron), ms.LocalSite("local", cores=1)],
-                     journal=tmp_path / "j.db") as c:
-        elsewhere = c.task()(len)(b"y" * 300_000)
-        assert elsewhere.result(timeout=120) == 300_000
-        big = c.task(sites=["local"])(bytes)(300_000)
-        consumer = c.task(sites=["omicron"], retries=0)(len)(big)
-        refused = consumer.exception(timeout=120)
-    with ms.Campaign("ssh-inputs-2", sites=[slurm_ssh_site(omicron)], journal=tmp_path / "k.db") as c:
-        nowhere = c.task(retries=0)(len)(b"y" * 300_000).exception(timeout=120)
-    assert isinstance(nowhere, ms.PlacementError)
-    assert "has stored arguments" in str(nowhere)
-    assert isinstance(refused, ms.RemoteTaskError)
-    assert refused.error_type == "DataError"
-    assert "reached over SSH and cannot read stored inputs" in str(refused)
+    """100 MB made at the SSH site and consumed here, 100 MB made here and consumed there, a stored
+    argument read there: each object stays in the store it was made in (at the site: its shared directory)
+    until a consumer elsewhere needs it, each copy is verified, the scheduler never holds the bytes, and
+    the driver reads a result left at the site through SSH."""
+    import hashlib
+
+    with ms.Campaign("ssh-data", sites=[slurm_ssh_site(omicron), ms.LocalSite("local", cores=2)],
+                     journal=tmp_path / "j.db", store=ms.FileStore(str(tmp_path / "home"))) as c:
+        baseline = c._client.call("peak_memory_mb")
+        there = c.task(sites=["omicron"])(_made)(1)
+        here = c.task(sites=["local"])(_made)(2)
+        read_here = c.task(sites=["local"])(_digest)(there)
+        read_there = c.task(sites=["omicron"])(_digest)(here)
+        argument = c.task(sites=["omicron"])(len)(b"y" * 300_000)  # stored by the driver, read at the site
+        left = c.task(sites=["omicron"])(_made)(3)  # consumed by nobody: stays at the site
+        assert read_here.result(timeout=300) == hashlib.sha256(_made(1)).hexdigest()
+        assert read_there.result(timeout=300) == hashlib.sha256(_made(2)).hexdigest()
+        assert argument.result(timeout=120) == 300_000
+        assert bytes(left.result(timeout=300)) == _made(3)  # the driver reads it over SSH
+        peak = c._client.call("peak_memory_mb")
+    print(f"scheduler peak memory: {baseline:.0f} MB before, {peak:.0f} MB after 2 x 100 MB transfers")
+    assert peak - baseline < 20, (baseline, peak)
+    store = f"{omicron.remote_dir}/.metasched/store"
+    db = sqlite3.connect(tmp_path / "j.db")
+    objects = list(db.execute("SELECT object_id, store_id, origin, size, transfer_s, evicted FROM objects"))
+    db.close()
+    remote_id = f"ssh:{sshlogin.alias('omicron')}:{store}"
+    origins = {oid: sid for oid, sid, origin, *_ in objects if origin}
+    assert origins[there.task_id] == remote_id
+    assert origins[left.task_id] == remote_id
+    assert origins[here.task_id] == f"file:{tmp_path / 'home'}"
+    copies = {oid: (sid, size, seconds, evicted) for oid, sid, origin, size, seconds, evicted in objects
+              if not origin}
+    assert copies[there.task_id][0] == f"file:{tmp_path / 'home'}"  # the local site's store is the home
+    assert copies[here.task_id][0] == remote_id
+    assert all(size > MB100 and seconds > 0 for _, size, seconds, _ in
+               (copies[there.task_id], copies[here.task_id]))
+    # at the site: the objects made there, and nothing left of the copy its consumer no longer needs
+    files = set(_at_site("ls", store).stdout.split())
+    assert sum(1 for f in files if f.endswith(".ready")) >= 2
+    assert copies[here.task_id][3] is not None  # evicted, through SSH
     assert not Path(omicron.remote_dir).exists()  # nothing was written here at the site's paths
+    assert not _masters(), "an SSH master outlived the campaign"
+
+
+def test_copies_to_and_from_the_site_refuse_bytes_that_are_not_the_object(
+        omicron: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    """A replica whose bytes do not hash to what was recorded is not copied, either way, and the copy
+    started at the target is removed; a missing object is reported as missing."""
+    from dataclasses import replace
+
+    from metasched.data.objects import copy_object, evict, exists, put_blob
+
+    remote = slurm_ssh_site(omicron).default_store()
+    assert isinstance(remote, ms.SshFileStore)
+    here = ms.FileStore(str(tmp_path / "here"))
+    blob = os.urandom(3_000_000)
+    there = put_blob(remote, blob, object_id="o1")  # through SSH: this process is not at the site
+    assert exists(there)
+    back = copy_object(there, here)
+    assert back.ref is not None
+    assert (tmp_path / "here" / back.ref.key.filename).read_bytes() == blob
+    store_dir = f"{remote.path}/"
+    before = set(_at_site("ls", store_dir).stdout.split())
+    for source, target in ((replace(there, digest="0" * 32), here),
+                           (replace(back.ref, digest="0" * 32), remote)):
+        result = copy_object(source, target)
+        assert result.ref is None
+        assert "expected 3000000 bytes, hash 000" in result.error, result.error
+    assert set(_at_site("ls", store_dir).stdout.split()) == before  # the refused copy was removed there
+    assert sorted(p.name for p in (tmp_path / "here").iterdir()) == sorted(
+        [back.ref.key.filename, back.ref.key.filename + ".ready"])  # and here
+    missing = copy_object(replace(there, key=type(there.key)(filename="nothing-here")), here)
+    assert missing.ref is None
+    assert "FileNotFoundError" in missing.error, missing.error
+    evict(there)
+    assert not exists(there)
+    assert there.key.filename not in _at_site("ls", store_dir).stdout
+    close_shared()  # this process's master to the site (its exit would close it too)
+    assert not _masters()
 
 
 def test_a_killed_master_is_opened_again_and_nothing_is_lost(omicron: slurmsite.SiteInfo, ray_local: None,

@@ -95,7 +95,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("env value not a string", edit('command = ["true"]', 'command = ["true"]\nenv = { A = 1 }'),
      ["11: tasks[0].env.A: Input should be a valid string"]),
     ("store of unknown kind", edit('name = "local"', 'name = "local"\nstore = { kind = "s3" }'),
-     ["7: sites[0].store: store kind must be one of file, redis, endpoint, got 's3'"]),
+     ["7: sites[0].store: store kind must be one of file, redis, endpoint, ssh-file, got 's3'"]),
     ("redis store without port", edit('name = "c"', 'name = "c"\nstore = { kind = "redis" }'),
      ["3: campaign.store.port: Field required"]),
     ("relative file store", edit('name = "local"', 'name = "local"\nstore = { kind = "file", path = "x" }'),

@@ -1,0 +1,274 @@
+"""A file store at a host reached over SSH (``SshFileStore``), and its objects from a process not there.
+
+``SshFileConnector`` is a ProxyStore connector for an ``SshFileStore``: the same files (``<key>`` and the
+``<key>.ready`` marker ProxyStore's FileConnector writes and reads at the host) reached through this
+process's SSH master to the host (``metasched.ssh.shared_master``), so the driver resolves a remote result,
+and the scheduler evicts one, without anything at the host but ``sh``, ``cat`` and ``sha256sum``.
+
+Transfers stream (``reader``/``writer``): bytes pass through this process in chunks, never whole, and a
+write reports the SHA-256 of what the host stored, which the copier compares with what it sent.
+
+Remote commands are argv lists quoted once (``shlex.join``); the scripts are constants taking every value
+as a positional argument.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import KW_ONLY, dataclass
+from typing import IO, Any, ClassVar
+
+from proxystore.connectors.file import FileKey
+
+from metasched.errors import ConfigurationError
+from metasched.ssh import SSH_FAILED, Master, shared_master
+
+CHUNK = 1 << 20
+COMMAND_TIMEOUT_S = 60.0
+NOT_THERE = 44  # GET's exit status for an object that is not (or not yet completely) stored
+# Values are positional arguments ("$1"...), never part of these texts.
+GET = '[ -e "$1.ready" ] || exit 44; exec cat -- "$1"'
+# Writes the stream under a temporary name and prints its size and SHA-256; COMMIT then moves it into
+# place and marks it complete, once the writer has compared both with what it sent.
+PUT = r"""mkdir -p -- "$1" || exit 3
+cat > "$1/$2.part" || exit 4
+size=$(wc -c < "$1/$2.part") || exit 5
+sum=$(sha256sum < "$1/$2.part") || exit 5
+echo "$size ${sum%% *}"
+"""
+COMMIT = 'mv -f -- "$1.part" "$1" && : > "$1.ready"'
+EXISTS = 'test -e "$1.ready"'
+EVICT = 'rm -f -- "$1" "$1.ready"'
+
+
+@dataclass(frozen=True, slots=True)
+class SshFileStore:
+    """A file store in a directory of a host reached over SSH (an SSH site's default store).
+
+    Processes at the host (the site's jobs) use the directory directly; any other process (the transfer
+    worker, the driver reading a result) goes through one SSH master connection of its own to `host`
+    (``metasched.data.remote``). Objects stay at the host until a consumer elsewhere needs them.
+
+    Args:
+        host: the login node: a name or a ``~/.ssh/config`` alias.
+        path: the directory at the host (absolute; the same path on its login and compute nodes).
+        ssh_options: more ssh options (e.g. ``("-F", "/path/ssh_config")``).
+        control_path: the socket of an SSH master the user opened (used, never opened or closed).
+        name: optional label.
+    """
+
+    kind: ClassVar[str] = "ssh-file"
+    host: str
+    path: str
+    _: KW_ONLY
+    ssh_options: tuple[str, ...] = ()
+    control_path: str | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.host or self.host.startswith("-"):
+            raise ConfigurationError(f"ssh file store: host {self.host!r} must be a host name or alias.")
+        if not os.path.isabs(self.path):
+            raise ConfigurationError(f"ssh file store path {self.path!r} must be absolute.")
+
+    @property
+    def store_id(self) -> str:
+        """Identifies the store (the host as written: an alias is one host)."""
+        return f"ssh:{self.host}:{os.path.normpath(self.path)}"
+
+
+class RemoteStoreError(OSError):
+    """A command at the store's host failed (or the connection to it did)."""
+
+
+def _master(store: SshFileStore) -> Master:
+    master = shared_master(f"store {store.store_id}", store.host, store.ssh_options, store.control_path)
+    down = master.reopen_if_due()
+    if down:
+        raise RemoteStoreError(f"no SSH connection to {store.host} for {store.store_id}: {down}")
+    return master
+
+
+def _argv(store: SshFileStore, script: str, *args: str) -> list[str]:
+    return [*_master(store).command_prefix, shlex.join(["sh", "-c", script, "sh", *args])]
+
+
+def _run(store: SshFileStore, script: str, *args: str,
+         stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(_argv(store, script, *args), input=stdin, capture_output=True,
+                              timeout=COMMAND_TIMEOUT_S, check=False,
+                              stdin=None if stdin is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise RemoteStoreError(f"{store.host} did not answer within {COMMAND_TIMEOUT_S:.0f} s "
+                               f"({store.store_id})") from None
+
+
+def _failed(store: SshFileStore, what: str, returncode: int | None, stderr: bytes) -> RemoteStoreError:
+    said = " ".join(stderr.decode(errors="replace").split())[-300:]
+    if returncode == SSH_FAILED:
+        return RemoteStoreError(f"SSH to {store.host} failed while {what}: {said}")
+    return RemoteStoreError(f"{what} at {store.host} failed (exit {returncode}): {said}")
+
+
+def object_path(store: SshFileStore, key: FileKey) -> str:
+    """The object's file at the host."""
+    return f"{store.path.rstrip('/')}/{key.filename}"
+
+
+@contextlib.contextmanager
+def reader(store: SshFileStore, key: FileKey) -> Iterator[IO[bytes]]:
+    """The object's bytes, streamed from the host (FileNotFoundError if it is not stored there)."""
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(_argv(store, GET, object_path(store, key)), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=stderr)
+        assert proc.stdout is not None  # noqa: S101  (stdout=PIPE)
+        try:
+            yield proc.stdout
+            proc.stdout.read()  # drain what the caller left, so cat ends
+        finally:
+            proc.stdout.close()
+            returncode = proc.wait()
+        if returncode == NOT_THERE:
+            raise FileNotFoundError(f"{key.filename} is not in {store.store_id}")
+        if returncode != 0:
+            stderr.seek(0)
+            raise _failed(store, f"reading {key.filename}", returncode, stderr.read())
+
+
+class Writer:
+    """A new object at the host, streamed in chunks; ``finish`` says what the host stored."""
+
+    def __init__(self, store: SshFileStore) -> None:
+        self.store = store
+        self.key = FileKey(filename=str(uuid.uuid4()))
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed by finish or abort)
+        self._proc = subprocess.Popen(_argv(store, PUT, store.path, self.key.filename), stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr)
+        self.sent = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Send the next chunk."""
+        assert self._proc.stdin is not None  # noqa: S101  (stdin=PIPE)
+        try:
+            self._proc.stdin.write(chunk)
+        except BrokenPipeError:
+            raise self._failure("writing") from None
+        self.sent.update(chunk)
+        self.size += len(chunk)
+
+    def finish(self) -> FileKey:
+        """Complete the object if the host stored exactly the bytes sent (size and SHA-256), else raise.
+
+        Until then it is only ``<key>.part`` at the host, which no reader takes for an object.
+        """
+        said = self._close().split()
+        if self._proc.returncode != 0:
+            raise self._failure("writing")
+        stored = (int(said[0]), said[1]) if len(said) == 2 and said[0].isdigit() else None
+        if stored != (self.size, self.sent.hexdigest()):
+            raise RemoteStoreError(f"{self.key.filename} at {self.store.host} holds {' '.join(said)!r}, "
+                                   f"expected {self.size} bytes with SHA-256 {self.sent.hexdigest()}")
+        path = object_path(self.store, self.key)
+        proc = _run(self.store, COMMIT, path)
+        if proc.returncode != 0:
+            raise _failed(self.store, f"completing {self.key.filename}", proc.returncode, proc.stderr)
+        self._stderr.close()
+        return self.key
+
+    def abort(self) -> None:
+        """Remove whatever reached the host (the write is let finish first, so nothing moves it later)."""
+        self._close()
+        self._stderr.close()
+        with contextlib.suppress(OSError):
+            _run(self.store, EVICT, object_path(self.store, self.key) + ".part")
+
+    def _close(self) -> str:
+        """End the stream and wait for the host's answer (what PUT printed)."""
+        if self._proc.returncode is not None:
+            return ""
+        try:  # closes stdin (a broken pipe is ignored) and reads stdout
+            said, _ = self._proc.communicate(timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            said, _ = self._proc.communicate()
+        return str(said.decode(errors="replace"))
+
+    def _failure(self, what: str) -> RemoteStoreError:
+        self._proc.wait()
+        self._stderr.seek(0)
+        return _failed(self.store, f"{what} {self.key.filename}", self._proc.returncode, self._stderr.read())
+
+
+class SshFileConnector:
+    """ProxyStore connector for an ``SshFileStore`` from a process that is not at its host."""
+
+    def __init__(self, store: SshFileStore) -> None:
+        self.store = store
+
+    def close(self) -> None:
+        """Nothing to close: the master is this process's, shared, and exits on its own."""
+
+    def config(self) -> dict[str, Any]:
+        """What rebuilds this connector in another process."""
+        return {"host": self.store.host, "path": self.store.path, "ssh_options": self.store.ssh_options,
+                "control_path": self.store.control_path}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SshFileConnector:
+        """The connector `config` describes."""
+        return cls(SshFileStore(config["host"], config["path"], ssh_options=tuple(config["ssh_options"]),
+                                control_path=config["control_path"]))
+
+    def new_key(self, obj: bytes | None = None) -> FileKey:
+        """A fresh key."""
+        return FileKey(filename=str(uuid.uuid4()))
+
+    def get(self, key: FileKey) -> bytes | None:
+        """The object's bytes, or None if it is not stored."""
+        proc = _run(self.store, GET, object_path(self.store, key))
+        if proc.returncode == NOT_THERE:
+            return None
+        if proc.returncode != 0:
+            raise _failed(self.store, f"reading {key.filename}", proc.returncode, proc.stderr)
+        return proc.stdout
+
+    def get_batch(self, keys: Sequence[FileKey]) -> list[bytes | None]:
+        """Each key's object (one command each)."""
+        return [self.get(key) for key in keys]
+
+    def exists(self, key: FileKey) -> bool:
+        """Whether the object is stored completely."""
+        proc = _run(self.store, EXISTS, object_path(self.store, key))
+        if proc.returncode == SSH_FAILED:
+            raise _failed(self.store, f"looking for {key.filename}", proc.returncode, proc.stderr)
+        return proc.returncode == 0
+
+    def put(self, obj: bytes | bytearray | memoryview) -> FileKey:
+        """Store `obj` (verified, see ``Writer``)."""
+        writer = Writer(self.store)
+        try:
+            for start in range(0, len(obj), CHUNK):
+                writer.write(memoryview(obj)[start:start + CHUNK])
+            return writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def put_batch(self, objs: Sequence[bytes]) -> list[FileKey]:
+        """Store each object."""
+        return [self.put(obj) for obj in objs]
+
+    def evict(self, key: FileKey) -> None:
+        """Remove the object (no error if it is gone)."""
+        proc = _run(self.store, EVICT, object_path(self.store, key))
+        if proc.returncode != 0:
+            raise _failed(self.store, f"evicting {key.filename}", proc.returncode, proc.stderr)
