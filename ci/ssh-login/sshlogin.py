@@ -32,6 +32,7 @@ MaxSessions 64
 MaxStartups 64:30:128
 X11Forwarding no
 AllowTcpForwarding no
+Subsystem sftp internal-sftp
 """
 
 CLIENT_CONFIG = """Host {alias}

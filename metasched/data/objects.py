@@ -14,9 +14,8 @@ import os
 import pickle
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import IO, Any
+from typing import Any
 
 import xxhash
 
@@ -143,7 +142,7 @@ def copy_object(ref: DataRef, target: StoreSpec) -> CopyResult:
     """
     start = time.perf_counter()
     try:
-        if isinstance(ref.store, FileStore) and isinstance(target, FileStore):
+        if is_here(ref.store) and is_here(target):  # both directories here
             new = _copy_file_to_file(ref, target)
         elif _streams(ref.store) and _streams(target):
             new = _copy_streamed(ref, target)
@@ -154,29 +153,18 @@ def copy_object(ref: DataRef, target: StoreSpec) -> CopyResult:
     return CopyResult(ref=new, seconds=time.perf_counter() - start)
 
 
-def _copy_file_to_file(ref: DataRef, target: FileStore) -> DataRef:
-    source_store, target_store = open_store(ref.store), open_store(target)
-    source = os.path.join(source_store.connector.store_dir, ref.key.filename)
-    if not source_store.connector.exists(ref.key):
-        raise FileNotFoundError(f"{ref.describe()} is missing from its store ({source})")
-    key = target_store.connector.new_key()
-    destination = os.path.join(target_store.connector.store_dir, key.filename)
+def _copy_file_to_file(ref: DataRef, target: StoreSpec) -> DataRef:
+    source = _file_of(ref)
+    sink = _FileSink(target)
     try:
-        shutil.copyfile(source, destination)
-        with open(destination, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size == 0:
-                digest = digest_of(b"")
-            else:
-                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                    digest = digest_of(view)
-        _verify(ref, size, digest, destination)
+        sink.file.close()
+        shutil.copyfile(source, sink.path)
+        size, digest = _file_digests(sink.path)
+        _verify(ref, size, digest, sink.path)
+        return replace(ref, store=target, key=sink.finish())
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(destination)
+        sink.abort()
         raise
-    _mark_ready(destination)
-    return replace(ref, store=target, key=key)
 
 
 def _streams(store: StoreSpec) -> bool:
@@ -184,67 +172,92 @@ def _streams(store: StoreSpec) -> bool:
 
 
 def _copy_streamed(ref: DataRef, target: StoreSpec) -> DataRef:
-    """A copy from or to a host over SSH, in chunks.
+    """A copy from or to a host over SSH; neither end is taken on trust.
 
-    The hash of what was read is checked against the object's, and the target reports what it stored
-    (``remote.Writer``), so neither end is taken on trust.
+    From the host, ssh writes the file here, whose hash is then checked. To the host, ssh reads the file
+    while it is hashed here: its hash must be the object's; SSH authenticates every byte in transit and
+    the host reports the size it wrote (``remote.Writer``). Host to host, chunks pass through this process,
+    hashed on the way.
     """
     from metasched.data import remote
 
-    sink: remote.Writer | _FileSink
+    source_remote = isinstance(ref.store, SshFileStore) and not is_here(ref.store)
     if isinstance(target, SshFileStore) and not is_here(target):
-        sink = remote.Writer(target)
-    else:
-        sink = _FileSink(target)
+        if source_remote:
+            return _copy_host_to_host(ref, target)
+        with open(_file_of(ref), "rb") as source:
+            writer = remote.Writer(target, source=source)
+            try:
+                size, digest = _file_digests(source.name)
+                _verify(ref, size, digest, ref.store.store_id)
+                return replace(ref, store=target, key=writer.finish(size))
+            except BaseException:
+                writer.abort()
+                raise
+    sink = _FileSink(target)
     try:
-        with _reader(ref) as stream:
+        remote.fetch_into(ref.store, ref.key, sink.file)  # type: ignore[arg-type]
+        sink.file.close()
+        size, digest = _file_digests(sink.path)
+        _verify(ref, size, digest, target.store_id)
+        return replace(ref, store=target, key=sink.finish())
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def _copy_host_to_host(ref: DataRef, target: SshFileStore) -> DataRef:
+    from metasched.data import remote
+
+    writer = remote.Writer(target)
+    try:
+        with remote.reader(ref.store, ref.key) as stream:  # type: ignore[arg-type]
             hasher, size = xxhash.xxh3_128(), 0
             while chunk := stream.read(remote.CHUNK):
                 hasher.update(chunk)
                 size += len(chunk)
-                sink.write(chunk)
+                writer.write(chunk)
         _verify(ref, size, hasher.hexdigest(), ref.store.store_id)
-        key = sink.finish()
+        return replace(ref, store=target, key=writer.finish())
     except BaseException:
-        sink.abort()
+        writer.abort()
         raise
-    return replace(ref, store=target, key=key)
 
 
-@contextlib.contextmanager
-def _reader(ref: DataRef) -> Iterator[IO[bytes]]:
-    from metasched.data import remote
-
-    if isinstance(ref.store, SshFileStore) and not is_here(ref.store):
-        with remote.reader(ref.store, ref.key) as stream:
-            yield stream
-        return
+def _file_of(ref: DataRef) -> str:
+    """The complete file of a replica whose store's directory is here."""
     path = os.path.join(ref.store.path, ref.key.filename)  # type: ignore[union-attr]
     if not os.path.exists(path + ".ready"):
         raise FileNotFoundError(f"{ref.describe()} is missing from its store ({path})")
-    with open(path, "rb") as stream:
-        yield stream
+    return path
+
+
+def _file_digests(path: str) -> tuple[int, str]:
+    """A file's size and hash, read through a memory map."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return 0, digest_of(b"")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return size, digest_of(view)
 
 
 class _FileSink:
-    """A new object of a store whose directory is here, written in chunks."""
+    """A new object of a store whose directory is here: a file, complete once ``finish`` marks it."""
 
     def __init__(self, store: StoreSpec) -> None:
         connector = open_store(store).connector
         self.key = connector.new_key()
         self.path = os.path.join(connector.store_dir, self.key.filename)
-        self._file = open(self.path, "wb")  # noqa: SIM115  (closed by finish or abort)
-
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
+        self.file = open(self.path, "wb")  # noqa: SIM115  (closed by whoever writes it, or abort)
 
     def finish(self) -> Any:
-        self._file.close()
+        self.file.close()
         _mark_ready(self.path)
         return self.key
 
     def abort(self) -> None:
-        self._file.close()
+        self.file.close()
         with contextlib.suppress(OSError):
             os.remove(self.path)
 
