@@ -6,10 +6,10 @@ Brings the SSH test site omicron up (ci/ssh-login) if needed. metasched: the tra
 the scheduler uses, ``RayTransferRunner``) copies a stored object of that size from a file store here into
 the site's store (``SshFileStore``: ssh reads the file and sends it through the worker's SSH master while
 the worker checks its xxh3; the site's size is compared with what was sent, then the object is moved into
-place) and back (ssh writes the file here; its xxh3 is checked). Raw, through a master opened once: ``ssh host 'cat > f' < file`` and
-``ssh host cat f > file``, and ``scp`` both ways, each into a new file as metasched's copies are. Each round
-times every variant on fresh bytes; the table prints each round's seconds and the ratio metasched / raw
-ssh (target <= 1.3, issue 19).
+place) and back (ssh writes the file here; its xxh3 is checked). Raw, through a master opened once:
+``ssh host 'cat > f' < file`` and ``ssh host cat f > file``, and ``scp`` both ways, each into a new file as
+metasched's copies are. Each round times every variant on fresh bytes; the table prints each round's
+seconds and the ratio metasched / raw ssh (target <= 1.3, issue 19).
 """
 
 from __future__ import annotations

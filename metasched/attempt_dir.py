@@ -337,32 +337,42 @@ class AttemptDir:
 
     def take_checkpoint(self, store: StoreSpec, object_id: str) -> CheckpointRecord | None:
         """The stopping checkpoint the wrapper wrote, adopted into `store` once (None if there is none)."""
-        from metasched.data.objects import adopt_file
-
         try:
             record = json.loads(self._local(self.checkpoint_record_file).read_text())
         except FileNotFoundError:
             return None
-        ref = adopt_file(str(self._local(self.checkpoint_archive)), store, object_id=object_id,
-                         size=int(record["size"]), digest=str(record["digest"]))
-        self._local(self.checkpoint_record_file).rename(self.here / "checkpoint.json.adopted")
+        ref = self._adopt(self.checkpoint_record_file.name, record, store, object_id)
         return CheckpointRecord(ref=ref, reason=str(record["reason"]), dump_s=float(record["dump_s"]))
 
     def take_restart_point(self, store: StoreSpec) -> DataRef | None:
         """The newest restart point the running wrapper took, adopted into `store`; older ones are dropped."""
-        from metasched.data.objects import adopt_file
+        from metasched.data.objects import discard_files
+        from metasched.data.stores import is_here
 
         notes = sorted(self.here.glob("restart-*.json"), key=lambda p: int(p.stem.split("-")[1]))
         if not notes:
             return None
+        where = self.here if is_here(store) else self.path  # the site's files, where the store is
+        discard_files(store, [str(where / name) for old in notes[:-1]
+                              for name in (json.loads(old.read_text())["archive"], old.name)])
         for old in notes[:-1]:
-            (self.here / json.loads(old.read_text())["archive"]).unlink(missing_ok=True)
-            old.unlink()
+            old.unlink(missing_ok=True)
         record = json.loads(notes[-1].read_text())
-        ref = adopt_file(str(self.here / record["archive"]), store,
-                         object_id=f"{self.attempt_id}.{notes[-1].stem}", size=int(record["size"]),
-                         digest=str(record["digest"]))
-        notes[-1].unlink()
+        return self._adopt(notes[-1].name, record, store, f"{self.attempt_id}.{notes[-1].stem}")
+
+    def _adopt(self, note: str, record: dict[str, Any], store: StoreSpec, object_id: str) -> DataRef:
+        """The archive `note` announced, made an object of `store` where the store is (over SSH: there).
+
+        The note is renamed ``<note>.adopted`` there and here, so an archive is adopted once.
+        """
+        from metasched.data.objects import adopt_file
+        from metasched.data.stores import is_here
+
+        where = self.here if is_here(store) else self.path
+        ref = adopt_file(str(where / record["archive"]), store, object_id=object_id, size=int(record["size"]),
+                         digest=str(record["digest"]), record=str(where / note))
+        if (self.here / note).exists():  # the local copy of a site reached over SSH
+            (self.here / note).rename(self.here / f"{note}.adopted")
         return ref
 
     # ------------------------------------------------------------------ cooperative checkpoints

@@ -86,12 +86,20 @@ def put_blob(store: StoreSpec, blob: bytes, *, object_id: str) -> DataRef:
     return DataRef(object_id=object_id, store=store, key=key, size=len(blob), digest=digest_of(blob))
 
 
-def adopt_file(path: str, store: StoreSpec, *, object_id: str, size: int, digest: str) -> DataRef:
+def adopt_file(path: str, store: StoreSpec, *, object_id: str, size: int, digest: str,
+               record: str | None = None) -> DataRef:
     """Make a file that is already on the store's filesystem an object of a file store (a rename).
 
-    The file's size is checked against `size`; its hash was computed by whoever wrote it.
+    `path` is where the store is (at its host, for an SSH file store: the rename runs there). The file's
+    size is checked against `size`; its hash was computed by whoever wrote it. `record`, the file that
+    announced it, is renamed ``<record>.adopted`` with it, so a file is adopted once.
     """
-    if not isinstance(store, FileStore):
+    if isinstance(store, SshFileStore) and not is_here(store):
+        from metasched.data import remote
+
+        key = remote.adopt(store, path, size, record)
+        return DataRef(object_id=object_id, store=store, key=key, size=size, digest=digest)
+    if not is_here(store):
         raise TypeError(f"only file stores can adopt files; {store.store_id} is not one")
     actual = os.stat(path).st_size
     if actual != size:
@@ -100,12 +108,29 @@ def adopt_file(path: str, store: StoreSpec, *, object_id: str, size: int, digest
     key = connector.new_key()
     os.replace(path, os.path.join(connector.store_dir, key.filename))
     _mark_ready(os.path.join(connector.store_dir, key.filename))
+    if record is not None:
+        os.replace(record, f"{record}.adopted")
     return DataRef(object_id=object_id, store=store, key=key, size=size, digest=digest)
 
 
+def discard_files(store: StoreSpec, paths: list[str]) -> None:
+    """Remove files beside the store's objects, where the store is (e.g. restart points superseded)."""
+    if isinstance(store, SshFileStore) and not is_here(store):
+        from metasched.data import remote
+
+        remote.remove(store, paths)
+        return
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
 def local_path(ref: DataRef) -> str:
-    """The file holding a file-store replica (to read it in place, e.g. a checkpoint archive)."""
-    if not isinstance(ref.store, FileStore):
+    """The file holding a file-store replica, where the store is (an SSH file store: at its host).
+
+    To read it in place, e.g. a checkpoint archive.
+    """
+    if not isinstance(ref.store, FileStore | SshFileStore):
         raise TypeError(f"{ref.describe()} is not in a file store")
     return os.path.join(ref.store.path, ref.key.filename)
 

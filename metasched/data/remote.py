@@ -46,6 +46,12 @@ wc -c < "$1/$2.part" || exit 5
 """
 COMMIT = 'mv -f -- "$1.part" "$1" && : > "$1.ready"'
 EXISTS = 'test -e "$1.ready"'
+# $1 file, $2 object path, $3 expected size, $4 (optional) the record announcing the file.
+ADOPT = r"""[ "$(wc -c < "$1")" = "$3" ] || { echo "$1 is not $3 bytes" >&2; exit 7; }
+mkdir -p -- "$(dirname -- "$2")" && mv -f -- "$1" "$2" && : > "$2.ready" || exit 6
+[ -z "$4" ] || mv -f -- "$4" "$4.adopted"
+"""
+REMOVE = 'rm -f -- "$@"'
 EVICT = 'rm -f -- "$1" "$1.ready"'
 
 
@@ -226,6 +232,23 @@ class Writer:
         self._proc.wait()
         self._stderr.seek(0)
         return _failed(self.store, f"{what} {self.key.filename}", self._proc.returncode, self._stderr.read())
+
+
+def adopt(store: SshFileStore, path: str, size: int, record: str | None = None) -> FileKey:
+    """Make `path`, a file at the host, an object of `store` (a rename there; see objects.adopt_file)."""
+    key = FileKey(filename=str(uuid.uuid4()))
+    proc = _run(store, ADOPT, path, object_path(store, key), str(size), record or "")
+    if proc.returncode != 0:
+        raise _failed(store, f"adopting {path}", proc.returncode, proc.stderr)
+    return key
+
+
+def remove(store: SshFileStore, paths: Sequence[str]) -> None:
+    """Remove files at the store's host (no error for those already gone)."""
+    if paths:
+        proc = _run(store, REMOVE, *paths)
+        if proc.returncode != 0:
+            raise _failed(store, "removing files", proc.returncode, proc.stderr)
 
 
 class SshFileConnector:

@@ -316,6 +316,7 @@ class BatchAgent:
             jobs = [j for j in jobs if j.spec.checkpoint is CheckpointKind.CRIU]
             for job in jobs:
                 job.attempt.request_restart_point()
+                self.transport.send_files(job.attempt, [job.attempt.restart_request_file.name])
             return [j.attempt_id for j in jobs]
         argv = self.dialect.signal_argv([j.job_id for j in jobs], "USR2") if jobs else None
         if argv is None:

@@ -153,7 +153,6 @@ class BatchSite:
             raise ConfigurationError(f"{where}: login and transport = \"ssh\" do not go together; ssh "
                                      "reaches the login node (ssh_options or ~/.ssh/config for ProxyJump).")
         unsupported = [name for name, used in (("mode = \"pilot\"", self.mode == "pilot"),
-                                               ("checkpoint_dir", self.checkpoint_dir is not None),
                                                ("container_runtimes", bool(self.container_runtimes)))
                        if used]
         if unsupported:

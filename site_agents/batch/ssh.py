@@ -43,7 +43,8 @@ shift
 for d in "$@"; do
     [ -d "$d" ] || continue
     for f in outcome.pkl exit-status refused-runs walltime-warning coop-checkpoint container-check \
-             criu-error checkpoint.json job.out job.err; do
+             criu-error checkpoint.json job.out job.err "$d"/restart-*.json; do
+        f=${f#"$d/"}
         [ -e "$d/$f" ] && echo "$d/$f"
     done
     if [ -e "$d/outcome.pkl" ] || [ -e "$d/exit-status" ] || [ -e "$d/container-check" ] \
@@ -122,6 +123,10 @@ class SshTransport:
         if attempts:
             names = [a.attempt_id for a in attempts]
             self._send_tree(self.local_area / "attempts", names, self.area / "attempts")
+
+    def send_files(self, attempt: AttemptDir, names: Sequence[str]) -> None:
+        """These files of the attempt's local copy, into its directory at the site (one tar stream)."""
+        self._send_tree(attempt.here, names, attempt.path)
 
     def fetch(self, attempts: Sequence[AttemptDir]) -> None:
         """One tar stream of what these attempts' jobs wrote, unpacked into their local copies."""

@@ -49,6 +49,10 @@ class Transport(Protocol):
         """Make what this process wrote in these attempt directories visible to the site's jobs."""
         ...
 
+    def send_files(self, attempt: AttemptDir, names: Sequence[str]) -> None:
+        """Make these files this process wrote in a running attempt's directory visible to its job."""
+        ...
+
     def fetch(self, attempts: Sequence[AttemptDir]) -> None:
         """Make what these attempts' jobs wrote so far readable here."""
         ...
@@ -87,6 +91,9 @@ class LocalTransport:
 
     def send(self, attempts: Sequence[AttemptDir]) -> None:
         """Nothing to send: the jobs read the same files."""
+
+    def send_files(self, attempt: AttemptDir, names: Sequence[str]) -> None:
+        """Nothing to send: the job reads the same files."""
 
     def fetch(self, attempts: Sequence[AttemptDir]) -> None:
         """Nothing to fetch: the jobs wrote the same files."""

@@ -316,3 +316,66 @@ def test_draining_a_site_moves_its_checkpointable_tasks_and_sends_new_work_elsew
         last_sites = dict(db.execute("SELECT name, site FROM tasks"))
     assert last_sites["late"] == other
     assert {last_sites["counter-0"], last_sites["counter-1"]} == {other}
+
+
+def test_a_counter_migrates_between_a_site_over_ssh_and_alpha_and_restores_its_restart_points_there(
+    alpha: slurmsite.SiteInfo, omicron: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    """omicron is reached only over SSH: its checkpoints are adopted into its store at the site, copied
+    (verified) through SSH to alpha's store and back, and restored; its restart points (on demand and
+    periodic) are adopted there too, and a lost attempt restores from the newest one."""
+    from metasched.sites.preflight import check_site
+    from tests.integration.ssh_sites import slurm_ssh_site
+
+    remote = slurm_ssh_site(omicron, checkpoint_dir=SCRATCH)
+    criu = next(check for check in check_site(remote) if check.check == "criu")
+    assert criu.passed, f"CRIU over SSH: {criu.detail} ({criu.fix})"
+    sites = {"alpha": alpha, "omicron": omicron}
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"migrate-ssh-{os.getpid()}", sites=[remote, _site(alpha)], journal=journal) as c:
+        counter = c.command(["python3", "-c", COUNTER, "120"], checkpoint="criu", name="counter")
+        first = _wait_running_with_output(sites, journal, counter.task_id, lines=10)
+        other = "alpha" if first == "omicron" else "omicron"
+        assert "continuing at" in c.migrate(counter, to=other)
+        _wait_running_with_output(sites, journal, counter.task_id, lines=30, at=other)
+        assert "continuing at" in c.migrate(counter, to=first)
+        _wait_running_with_output(sites, journal, counter.task_id, lines=50, at=first)
+        moved = counter.result(timeout=120)
+        kept = c.command(["python3", "-c", COUNTER, "150"], checkpoint="criu", checkpoint_every="00:00:04",
+                         retries=1, sites=["omicron"], name="kept")
+        _wait_running_with_output(sites, journal, kept.task_id, lines=20, at="omicron")
+        assert "restart point requested" in c.checkpoint(kept)
+        points: set[str] = set()
+        deadline = time.monotonic() + 60
+        while len(points) < 3:  # the on-demand one and periodic ones, each replacing the one before
+            assert time.monotonic() < deadline, f"restart points seen: {points}"
+            with sqlite3.connect(journal) as db:
+                (point,) = db.execute("SELECT checkpoint FROM tasks WHERE task_id = ?",
+                                      (kept.task_id,)).fetchone()
+                (job,) = db.execute("SELECT native_id FROM attempts WHERE task_id = ?",
+                                    (kept.task_id,)).fetchone()
+            points |= {point} if point else set()
+            time.sleep(0.1)
+        subprocess.run(["scancel", job], env=omicron.client_env(), check=True)  # the attempt is lost
+        restored = kept.result(timeout=120)
+    for result, count in ((moved, 120), (restored, 150)):
+        lines = result.stdout.splitlines()
+        assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(count)]  # restored, not restarted
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT site, state FROM attempts WHERE task_id = ? ORDER BY number",
+                              (counter.task_id,)).fetchall()
+        objects = db.execute("SELECT object_id, store_id, origin, size FROM objects WHERE object_id LIKE ? "
+                             "OR object_id LIKE ?", (f"{counter.task_id}%", f"{kept.task_id}%")).fetchall()
+        kept_states = [s for (s,) in db.execute(
+            "SELECT state FROM attempts WHERE task_id = ? ORDER BY number", (kept.task_id,))]
+    assert attempts == [(first, "checkpointed"), (other, "checkpointed"), (first, "succeeded")]
+    at_site = f"ssh:{remote.host}:{omicron.remote_dir}/.metasched/store"
+    made = {store for oid, store, origin, _ in objects if origin and oid.startswith(counter.task_id)}
+    copied = [(store, size) for oid, store, origin, size in objects
+              if not origin and oid.startswith(counter.task_id)]
+    assert made == {at_site, f"file:{alpha.shared_dir}/.metasched/store"}  # one checkpoint at each site
+    assert len(copied) == 2  # each copied (verified) to the other site's store, through SSH either way
+    assert all(size > 50 * 2**20 for _, size in copied)
+    assert kept_states == ["lost", "succeeded"]
+    assert {store for oid, store, *_ in objects if oid.startswith(kept.task_id)} == {at_site}
+    assert not Path(omicron.remote_dir).exists()
