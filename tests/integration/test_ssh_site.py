@@ -118,28 +118,33 @@ def _digest(data: bytes) -> str:
 
 
 def test_stored_data_stays_where_it_was_made_and_moves_verified_both_ways(
-        omicron: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
-    """100 MB made at the SSH site and consumed here, 100 MB made here and consumed there, a stored
-    argument read there: each object stays in the store it was made in (at the site: its shared directory)
-    until a consumer elsewhere needs it, each copy is verified, the scheduler never holds the bytes, and
-    the driver reads a result left at the site through SSH."""
+        omicron: slurmsite.SiteInfo, alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
+    """100 MB made at the SSH site and consumed here and at a Slurm site sharing this machine's
+    filesystem, 100 MB made here and consumed there, a stored argument read there: each object stays in
+    the store it was made in (at the site: its shared directory) until a consumer elsewhere needs it, each
+    copy is verified, the scheduler never holds the bytes, and the driver reads a result left at the site
+    through SSH."""
     import hashlib
 
-    with ms.Campaign("ssh-data", sites=[slurm_ssh_site(omicron), ms.LocalSite("local", cores=2)],
+    alpha_site = ms.SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir,
+                              poll_interval=0.3)
+    with ms.Campaign("ssh-data", sites=[slurm_ssh_site(omicron), ms.LocalSite("local", cores=2), alpha_site],
                      journal=tmp_path / "j.db", store=ms.FileStore(str(tmp_path / "home"))) as c:
         baseline = c._client.call("peak_memory_mb")
         there = c.task(sites=["omicron"])(_made)(1)
         here = c.task(sites=["local"])(_made)(2)
         read_here = c.task(sites=["local"])(_digest)(there)
+        read_alpha = c.task(sites=["alpha"])(_digest)(there)
         read_there = c.task(sites=["omicron"])(_digest)(here)
         argument = c.task(sites=["omicron"])(len)(b"y" * 300_000)  # stored by the driver, read at the site
         left = c.task(sites=["omicron"])(_made)(3)  # consumed by nobody: stays at the site
         assert read_here.result(timeout=300) == hashlib.sha256(_made(1)).hexdigest()
+        assert read_alpha.result(timeout=300) == hashlib.sha256(_made(1)).hexdigest()
         assert read_there.result(timeout=300) == hashlib.sha256(_made(2)).hexdigest()
         assert argument.result(timeout=120) == 300_000
         assert bytes(left.result(timeout=300)) == _made(3)  # the driver reads it over SSH
         peak = c._client.call("peak_memory_mb")
-    print(f"scheduler peak memory: {baseline:.0f} MB before, {peak:.0f} MB after 2 x 100 MB transfers")
+    print(f"scheduler peak memory: {baseline:.0f} MB before, {peak:.0f} MB after 3 x 100 MB transfers")
     assert peak - baseline < 20, (baseline, peak)
     store = f"{omicron.remote_dir}/.metasched/store"
     db = sqlite3.connect(tmp_path / "j.db")
@@ -150,16 +155,17 @@ def test_stored_data_stays_where_it_was_made_and_moves_verified_both_ways(
     assert origins[there.task_id] == remote_id
     assert origins[left.task_id] == remote_id
     assert origins[here.task_id] == f"file:{tmp_path / 'home'}"
-    copies = {oid: (sid, size, seconds, evicted) for oid, sid, origin, size, seconds, evicted in objects
+    copies = {(oid, sid): (size, seconds, evicted) for oid, sid, origin, size, seconds, evicted in objects
               if not origin}
-    assert copies[there.task_id][0] == f"file:{tmp_path / 'home'}"  # the local site's store is the home
-    assert copies[here.task_id][0] == remote_id
-    assert all(size > MB100 and seconds > 0 for _, size, seconds, _ in
-               (copies[there.task_id], copies[here.task_id]))
+    assert set(copies) == {(there.task_id, f"file:{tmp_path / 'home'}"),  # the local site's store is the home
+                           (there.task_id, f"file:{alpha.shared_dir}/.metasched/store"),
+                           (here.task_id, remote_id), (f"{argument.task_id}.arg0", remote_id)}
+    assert all(size > MB100 and seconds > 0 for (oid, _), (size, seconds, _) in copies.items()
+               if oid in (there.task_id, here.task_id))
     # at the site: the objects made there, and nothing left of the copy its consumer no longer needs
     files = set(_at_site("ls", store).stdout.split())
     assert sum(1 for f in files if f.endswith(".ready")) >= 2
-    assert copies[here.task_id][3] is not None  # evicted, through SSH
+    assert copies[(here.task_id, remote_id)][2] is not None  # evicted, through SSH
     assert not Path(omicron.remote_dir).exists()  # nothing was written here at the site's paths
     assert not _masters(), "an SSH master outlived the campaign"
 
