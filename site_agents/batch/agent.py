@@ -211,11 +211,9 @@ class BatchAgent:
 
     def _status_round(self, asked: list[tuple[str, int]], nodes_due: bool,
                       attempts: list[AttemptDir]) -> Answer:
-        """On the poller thread: the scheduler's word, then what the jobs wrote (``Transport.fetch``)."""
-        answer = status_round(self.dialect, self.runner.run, self.user, asked, nodes_due)
-        if answer.statuses is not None:
-            self.transport.fetch(attempts)
-        return answer
+        """On the poller thread: the scheduler's word and what the jobs wrote, in one round trip."""
+        return status_round(self.dialect, self.runner.run, self.user, asked, nodes_due,
+                            status_run=lambda argv: self.transport.run_and_fetch(argv, attempts))
 
     def _take_capacity(self, capacity: Capacity, now: float) -> None:
         if capacity.usable_nodes != self._capacity.usable_nodes:

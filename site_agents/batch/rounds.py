@@ -37,13 +37,18 @@ class Deletions:
 
 
 def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], user: str,
-                 jobs: Sequence[tuple[str, int]], nodes_due: bool) -> Answer:
-    """Ask about these jobs ((job id, polls missing so far) each) and, when due, the nodes."""
+                 jobs: Sequence[tuple[str, int]], nodes_due: bool,
+                 status_run: Callable[[list[str]], CommandOutput] | None = None) -> Answer:
+    """Ask about these jobs ((job id, polls missing so far) each) and, when due, the nodes.
+
+    The status command runs through `status_run` if given (e.g. with the attempt records fetched in the
+    same round trip), else like the others through `run`.
+    """
     capacity = dialect.parse_nodes(run(dialect.nodes_argv())) if nodes_due or not jobs else None
     if not jobs:
         return Answer(statuses=None if capacity is None else {}, problem="the node listing did not answer",
                       capacity=capacity)
-    out = run(dialect.status_argv(user, [job_id for job_id, _ in jobs]))
+    out = (status_run or run)(dialect.status_argv(user, [job_id for job_id, _ in jobs]))
     statuses = dialect.parse_status(out)
     if statuses is None:
         return Answer(statuses=None, problem=out.describe())

@@ -8,9 +8,10 @@ lost (as with a controller that does not answer).
 
 Files: this process keeps a local copy of the site area (``<local_dir>``, mirroring
 ``<shared_dir>/.metasched`` there). The agent writes attempt directories in the copy and **sends** them in
-one tar stream before submitting their jobs; each poll **fetches** what the jobs wrote (outcome records,
-exit statuses, the job's own output; a command's output once it has ended) in one tar stream. The worker's
-code is staged once per content, as on a shared filesystem.
+one tar stream before submitting their jobs; each poll runs the status command and **fetches** what the
+jobs wrote (outcome records, exit statuses, checkpoint records, the job's own output; a command's output
+once it has ended) in one tar stream, in the same round trip (``run_and_fetch``). The worker's code is
+staged once per content, as on a shared filesystem. Stored data: ``metasched.data.remote``.
 
 Remote commands are argv lists, quoted into one string once (``CommandRunner(joins=True)``: ``shlex.join``);
 the shell scripts below are constants that take every value as a positional argument. Host keys are
@@ -38,20 +39,40 @@ log = logging.getLogger(__name__)
 
 # Values are positional arguments ("$1"...), never part of these texts.
 SEND = 'mkdir -p "$1" && exec tar -C "$1" --no-same-owner -xf -'
-FETCH = r"""cd "$1" || exit 3
-shift
-for d in "$@"; do
-    [ -d "$d" ] || continue
+# The files of attempt directory $1 a poll brings back (a command's output only once it has ended).
+RECORDS = r"""records() {
+    [ -d "$1" ] || return 0
     for f in outcome.pkl exit-status refused-runs walltime-warning coop-checkpoint container-check \
-             criu-error checkpoint.json job.out job.err "$d"/restart-*.json; do
-        f=${f#"$d/"}
-        [ -e "$d/$f" ] && echo "$d/$f"
+             criu-error checkpoint.json job.out job.err "$1"/restart-*.json; do
+        f=${f#"$1/"}
+        [ -e "$1/$f" ] && echo "$1/$f"
     done
-    if [ -e "$d/outcome.pkl" ] || [ -e "$d/exit-status" ] || [ -e "$d/container-check" ] \
-       || [ -e "$d/criu-error" ]; then
-        for f in cmd.out cmd.err container.out container.err; do [ -e "$d/$f" ] && echo "$d/$f"; done
+    if [ -e "$1/outcome.pkl" ] || [ -e "$1/exit-status" ] || [ -e "$1/container-check" ] \
+       || [ -e "$1/criu-error" ]; then
+        for f in cmd.out cmd.err container.out container.err; do [ -e "$1/$f" ] && echo "$1/$f"; done
     fi
-done | tar -cf - -T -
+    return 0
+}
+"""
+FETCH = RECORDS + r"""cd "$1" || exit 3
+shift
+for d in "$@"; do records "$d"; done | tar -cf - -T -
+"""
+# A poll in one round trip: $1 the attempts directory, $2 how many attempt ids follow, then the ids, then
+# the status command. Prints "<status> <stdout bytes> <stderr bytes>", the status command's stdout and
+# stderr, then the tar stream of the attempts' records (FETCH's).
+STATUS_AND_FETCH = RECORDS + r"""where=$1 n=$2
+shift 2
+tmp=$(mktemp -d) || exit 3
+trap 'rm -rf "$tmp"' EXIT
+: > "$tmp/ids"
+while [ "$n" -gt 0 ]; do printf '%s\n' "$1" >> "$tmp/ids"; shift; n=$((n - 1)); done
+"$@" > "$tmp/out" 2> "$tmp/err"
+status=$?
+printf '%s %s %s\n' "$status" "$(wc -c < "$tmp/out")" "$(wc -c < "$tmp/err")"
+cat "$tmp/out" "$tmp/err"
+cd "$where" 2> /dev/null || cd "$tmp" || exit 3
+while IFS= read -r d; do records "$d"; done < "$tmp/ids" | tar -cf - -T -
 """
 RESTORE = 'cd "$1" && [ -d "$2" ] && exec tar -cf - "$2"'
 TAR_CHANGED = 1  # GNU tar: a file changed while it was read (a job still writing its output); archive fine
@@ -127,6 +148,21 @@ class SshTransport:
     def send_files(self, attempt: AttemptDir, names: Sequence[str]) -> None:
         """These files of the attempt's local copy, into its directory at the site (one tar stream)."""
         self._send_tree(attempt.here, names, attempt.path)
+
+    def run_and_fetch(self, argv: Sequence[str], attempts: Sequence[AttemptDir]) -> CommandOutput:
+        """`argv` (the status command) and ``fetch(attempts)`` in one round trip; `argv`'s output."""
+        out = self.runner.run(["sh", "-c", STATUS_AND_FETCH, "sh", str(self.area / "attempts"),
+                               str(len(attempts)), *(a.attempt_id for a in attempts), *argv], binary=True)
+        header, _, rest = out.data.partition(b"\n")
+        said = header.split()
+        if out.returncode not in (0, TAR_CHANGED) or len(said) != 3 or not all(w.isdigit() for w in said):
+            raise SiteAgentError(f"site {self.site}: could not poll ({argv[0]} and the attempt records): "
+                                 f"{out.describe()}", site=self.site, transient=True)
+        returncode, printed, complained = (int(w) for w in said)
+        self._unpack(rest[printed + complained:])
+        return CommandOutput(argv=tuple(argv), returncode=returncode,
+                             stdout=rest[:printed].decode(errors="replace"),
+                             stderr=rest[printed:printed + complained].decode(errors="replace"))
 
     def fetch(self, attempts: Sequence[AttemptDir]) -> None:
         """One tar stream of what these attempts' jobs wrote, unpacked into their local copies."""

@@ -17,7 +17,7 @@ from typing import Protocol
 from metasched.attempt_dir import AttemptDir
 from site_agents.batch.access import SiteUser, site_user
 from site_agents.batch.config import BatchSite
-from site_agents.runner import CommandRunner
+from site_agents.runner import CommandOutput, CommandRunner
 from site_agents.staging import stage_worker
 
 
@@ -51,6 +51,10 @@ class Transport(Protocol):
 
     def send_files(self, attempt: AttemptDir, names: Sequence[str]) -> None:
         """Make these files this process wrote in a running attempt's directory visible to its job."""
+        ...
+
+    def run_and_fetch(self, argv: Sequence[str], attempts: Sequence[AttemptDir]) -> CommandOutput:
+        """Run `argv` at the site and ``fetch(attempts)`` (one round trip where that counts); its output."""
         ...
 
     def fetch(self, attempts: Sequence[AttemptDir]) -> None:
@@ -94,6 +98,10 @@ class LocalTransport:
 
     def send_files(self, attempt: AttemptDir, names: Sequence[str]) -> None:
         """Nothing to send: the job reads the same files."""
+
+    def run_and_fetch(self, argv: Sequence[str], attempts: Sequence[AttemptDir]) -> CommandOutput:
+        """Only `argv`: there is nothing to fetch."""
+        return self.runner.run(argv)
 
     def fetch(self, attempts: Sequence[AttemptDir]) -> None:
         """Nothing to fetch: the jobs wrote the same files."""
