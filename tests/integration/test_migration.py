@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,25 @@ def _wait_running_with_output(sites: dict[str, slurmsite.SiteInfo], journal: Pat
                 return site
         time.sleep(0.2)
     raise AssertionError(f"task {task_id} did not run with {lines} lines of output within {timeout} s")
+
+
+def _restart_points(journal: Path, task_id: str, count: int,
+                    after_first: Callable[[], None] | None = None) -> str:
+    """Wait until `count` restart points (each replacing the one before) were recorded for the task's
+    running attempt; `after_first` runs once the first is. Returns the attempt's job id."""
+    points: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(points) < count:
+        assert time.monotonic() < deadline, f"restart points seen: {points}"
+        with sqlite3.connect(journal) as db:
+            (point,) = db.execute("SELECT checkpoint FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            (job,) = db.execute("SELECT native_id FROM attempts WHERE task_id = ?", (task_id,)).fetchone()
+        if point and point not in points:
+            points.add(point)
+            if len(points) == 1 and after_first is not None:
+                after_first()
+        time.sleep(0.1)
+    return str(job)
 
 
 def test_a_running_counter_migrates_alpha_beta_alpha_and_continues(
@@ -257,22 +277,13 @@ def test_a_lost_attempt_restores_from_the_newest_restart_point(
                             retries=1, name="counter")
         first = _wait_running_with_output(sites, journal, counter.task_id, lines=20)
         assert "restart point requested" in c.checkpoint(counter)
-        points: set[str] = set()
-        deadline = time.monotonic() + 60
-        while len(points) < 3:  # the on-demand one and periodic ones, each replacing the one before
-            assert time.monotonic() < deadline, f"restart points seen: {points}"
-            with sqlite3.connect(journal) as db:
-                (point,) = db.execute("SELECT checkpoint FROM tasks WHERE task_id = ?",
-                                      (counter.task_id,)).fetchone()
-                (job,) = db.execute("SELECT native_id FROM attempts WHERE task_id = ?",
-                                    (counter.task_id,)).fetchone()
-            if point and point not in points:
-                points.add(point)
-                if len(points) == 1:  # and one more on demand, through the CLI
-                    asked = CliRunner().invoke(app, ["checkpoint", str(journal), "counter"])
-                    assert asked.exit_code == 0, asked.output
-                    assert "restart point requested" in asked.output
-            time.sleep(0.1)
+
+        def one_more_through_the_cli() -> None:
+            asked = CliRunner().invoke(app, ["checkpoint", str(journal), "counter"])
+            assert asked.exit_code == 0, asked.output
+            assert "restart point requested" in asked.output
+
+        job = _restart_points(journal, counter.task_id, 3, after_first=one_more_through_the_cli)
         subprocess.run(["scancel", job], env=sites[first].client_env(), check=True)  # the attempt is lost
         result = counter.result(timeout=120)
     lines = result.stdout.splitlines()
@@ -345,17 +356,7 @@ def test_a_counter_migrates_between_a_site_over_ssh_and_alpha_and_restores_its_r
                          retries=1, sites=["omicron"], name="kept")
         _wait_running_with_output(sites, journal, kept.task_id, lines=20, at="omicron")
         assert "restart point requested" in c.checkpoint(kept)
-        points: set[str] = set()
-        deadline = time.monotonic() + 60
-        while len(points) < 3:  # the on-demand one and periodic ones, each replacing the one before
-            assert time.monotonic() < deadline, f"restart points seen: {points}"
-            with sqlite3.connect(journal) as db:
-                (point,) = db.execute("SELECT checkpoint FROM tasks WHERE task_id = ?",
-                                      (kept.task_id,)).fetchone()
-                (job,) = db.execute("SELECT native_id FROM attempts WHERE task_id = ?",
-                                    (kept.task_id,)).fetchone()
-            points |= {point} if point else set()
-            time.sleep(0.1)
+        job = _restart_points(journal, kept.task_id, 3)
         subprocess.run(["scancel", job], env=omicron.client_env(), check=True)  # the attempt is lost
         restored = kept.result(timeout=120)
     for result, count in ((moved, 120), (restored, 150)):
