@@ -15,6 +15,7 @@ import atexit
 import hashlib
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import tempfile
@@ -58,6 +59,10 @@ class Master:
     def command_prefix(self) -> list[str]:
         """``ssh ... HOST --``: runs one command string through the master (never opens one itself)."""
         return ["ssh", *self.options, "-o", "ControlMaster=no", self.host, "--"]
+
+    def argv(self, remote: Sequence[str]) -> list[str]:
+        """The ssh argv that runs `remote` at the host through the master, quoted once (``shlex.join``)."""
+        return [*self.command_prefix, shlex.join(remote)]
 
     def open(self) -> str:
         """Open the master (authenticating once); "" on success, else what ssh said."""

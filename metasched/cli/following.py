@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from metasched.journal import Journal
 from metasched.journal_schema import JournalEvent, LiveAttempt, StoredTask
 from metasched.records import TaskId, TaskKind
 from metasched.scheduler.states import TaskState
+from metasched.ssh import shared_master
 
 POLL_S = 0.5
 
@@ -94,13 +96,14 @@ def wait_for_task(journal: Path, task: str, *, wait: bool) -> StoredTask | None:
 def follow_output(journal: Path, task: str) -> None:
     """Print a task's output as its attempts write it, until it has finished.
 
-    Works where attempts write to a directory this machine sees (batch sites: the shared directory);
-    elsewhere it says so and waits for the end.
+    Works where attempts write to a directory this machine sees (batch sites: the shared directory) or
+    reaches over SSH (a site with ``transport = "ssh"``); elsewhere it says so and waits for the end.
     """
     with Journal(journal).open(read_only=True) as stored:
         sites: dict[str, Any] = {site.name: site for site in stored.get_meta("sites") or []}
     shown: dict[Path, int] = {}
     current: str | None = None
+    read: Callable[[Path, int], bytes] = _read_here
     while True:
         with Journal(journal).open(read_only=True) as stored:
             found = stored.task_named(task)
@@ -109,15 +112,17 @@ def follow_output(journal: Path, task: str) -> None:
                                               if a.task_id == found.spec.task_id), None)
         if live is not None and live.attempt_id != current:
             current = live.attempt_id
-            shared = getattr(sites.get(live.site), "shared_dir", None)
+            site = sites.get(live.site)
+            shared = getattr(site, "shared_dir", None)
             job = f" (job {live.native_id})" if live.native_id else ""
             err_console.print(f"--- attempt {live.attempt_id} at {live.site}{job}"
                               + ("" if shared else ": this site keeps no output files here; its output is "
                                  "shown when the task ends"), markup=False)
             files = _output_files(AttemptDir.of(shared, live.attempt_id), found.spec.kind) if shared else []
             shown = dict.fromkeys(files, 0)
+            read = _reader(site)
         for path in shown:
-            shown[path] = _print_new(path, shown[path])
+            shown[path] = _print_new(path, shown[path], read)
         if found.state.terminal:
             return
         time.sleep(POLL_S)
@@ -130,14 +135,38 @@ def _output_files(attempt: AttemptDir, kind: TaskKind) -> list[Path]:
     return [attempt.job_stdout, attempt.job_stderr]
 
 
-def _print_new(path: Path, offset: int) -> int:
-    """Write what `path` gained since `offset` to our stdout (its stderr for *.err files)."""
+def _reader(site: Any) -> Callable[[Path, int], bytes]:
+    """How to read a file of the site's shared directory from an offset, here or at the site.
+
+    At a site over SSH, through this process's SSH master to it (``tail -c``: a round trip per file and
+    poll; the master closes when this process exits).
+    """
+    if getattr(site, "transport", "local") != "ssh":
+        return _read_here
+    master = shared_master(site.name, site.host, site.ssh_options, site.ssh_control_path)
+
+    def read_there(path: Path, offset: int) -> bytes:
+        if master.reopen_if_due():  # unreachable for now: try again at the next poll
+            return b""
+        out = subprocess.run(master.argv(["tail", "-c", f"+{offset + 1}", "--", str(path)]),
+                             stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+        return out.stdout if out.returncode == 0 else b""
+
+    return read_there
+
+
+def _read_here(path: Path, offset: int) -> bytes:
     try:
         with path.open("rb") as source:
             source.seek(offset)
-            data = source.read()
+            return source.read()
     except FileNotFoundError:
-        return offset
+        return b""
+
+
+def _print_new(path: Path, offset: int, read: Callable[[Path, int], bytes]) -> int:
+    """Write what `path` gained since `offset` to our stdout (its stderr for *.err files)."""
+    data = read(path, offset)
     if data:
         out = sys.stderr if path.suffix == ".err" else sys.stdout
         out.write(data.decode(errors="replace"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import subprocess
 import tempfile
 import uuid
@@ -104,7 +103,7 @@ def _master(store: SshFileStore) -> Master:
 
 
 def _argv(store: SshFileStore, script: str, *args: str) -> list[str]:
-    return [*_master(store).command_prefix, shlex.join(["sh", "-c", script, "sh", *args])]
+    return _master(store).argv(["sh", "-c", script, "sh", *args])
 
 
 def _run(store: SshFileStore, script: str, *args: str,

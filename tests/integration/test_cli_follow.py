@@ -6,57 +6,20 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 import metasched as ms
-from metasched.journal import Journal
-from tests.integration.cli_helpers import METASCHED, cli
+from tests.integration.cli_helpers import assert_follow_streams, cli
 
 pytestmark = pytest.mark.ray
-TICKER = ["sh", "-c", "for i in 1 2 3 4 5 6; do echo tick $i; echo warn $i >&2; sleep 1; done"]
-
-
-def _state(journal: Path, name: str) -> str:
-    stored = Journal(journal).open(read_only=True)
-    try:
-        found = stored.task_named(name)
-        return found.state.value if found is not None else "-"
-    finally:
-        stored.close()
-
-
 @pytest.mark.docker
 def test_follow_prints_a_running_tasks_output_at_a_slurm_site_before_it_ends(
         iota: object, ray_local: None, tmp_path: Path) -> None:
-    journal = tmp_path / "f.db"
     site = ms.SlurmSite("iota", shared_dir=iota.shared_dir, login=tuple(iota.login),  # type: ignore[attr-defined]
                         poll_interval=0.3)
-    with ms.Campaign("follow", sites=[site], journal=journal) as c:
-        future = c.command(TICKER, name="ticker")
-        c.flush()
-        follower = subprocess.Popen([*METASCHED, "logs", str(journal), "ticker", "--follow"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert follower.stdout is not None
-        first = follower.stdout.readline()
-        state_at_first_line = _state(journal, "ticker")
-        assert future.result(timeout=120).returncode == 0
-        rest, errors = follower.communicate(timeout=60)
-    assert first == "tick 1\n"
-    # (the job may print before the scheduler's next poll has seen it running)
-    assert state_at_first_line in ("submitted", "running"), "the first line came only after the task ended"
-    streamed, _, after = (first + rest).partition("task 'ticker'")
-    assert [line for line in streamed.splitlines() if line.startswith("tick")] == [
-        f"tick {i}" for i in range(1, 7)]
-    assert "tick" not in after  # what was streamed is not printed again
-    assert "warn 6" in errors
-    assert "--- attempt " in errors
-    assert " at iota (job " in errors
-    assert follower.returncode == 0
-    assert after.startswith(" (")
-    assert ": done" in after
+    assert_follow_streams(site, tmp_path / "f.db")
 
 
 def test_events_list_every_change_of_a_retried_task_in_order(ray_local: None, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import metasched as ms
 from metasched.sites.preflight import check_site
 from metasched.ssh import close_shared
 from tests.integration.batch_faults import assert_nothing_lost, attempts, outage_campaign
+from tests.integration.cli_helpers import assert_follow_streams
 from tests.integration.processes import kill_tree
 from tests.integration.ssh_sites import slurm_ssh_site
 
@@ -205,6 +206,13 @@ def test_copies_to_and_from_the_site_refuse_bytes_that_are_not_the_object(
     assert there.key.filename not in _at_site("ls", store_dir).stdout
     close_shared()  # this process's master to the site (its exit would close it too)
     assert not _masters()
+
+
+def test_logs_follow_prints_a_running_tasks_output_at_the_site_over_ssh(
+        omicron: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
+    """The CLI in another process reads the running attempt's output at the site (tail -c through SSH)."""
+    assert_follow_streams(slurm_ssh_site(omicron), tmp_path / "f.db")
+    assert not _masters(), "the follower's SSH master outlived it"
 
 
 def test_a_killed_master_is_opened_again_and_nothing_is_lost(omicron: slurmsite.SiteInfo, ray_local: None,
