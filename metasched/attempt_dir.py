@@ -347,12 +347,11 @@ class AttemptDir:
     def take_restart_point(self, store: StoreSpec) -> DataRef | None:
         """The newest restart point the running wrapper took, adopted into `store`; older ones are dropped."""
         from metasched.data.objects import discard_files
-        from metasched.data.stores import is_here
 
         notes = sorted(self.here.glob("restart-*.json"), key=lambda p: int(p.stem.split("-")[1]))
         if not notes:
             return None
-        where = self.here if is_here(store) else self.path  # the site's files, where the store is
+        where = self._where(store)
         discard_files(store, [str(where / name) for old in notes[:-1]
                               for name in (json.loads(old.read_text())["archive"], old.name)])
         for old in notes[:-1]:
@@ -366,14 +365,19 @@ class AttemptDir:
         The note is renamed ``<note>.adopted`` there and here, so an archive is adopted once.
         """
         from metasched.data.objects import adopt_file
-        from metasched.data.stores import is_here
 
-        where = self.here if is_here(store) else self.path
+        where = self._where(store)
         ref = adopt_file(str(where / record["archive"]), store, object_id=object_id, size=int(record["size"]),
                          digest=str(record["digest"]), record=str(where / note))
         if (self.here / note).exists():  # the local copy of a site reached over SSH
             (self.here / note).rename(self.here / f"{note}.adopted")
         return ref
+
+    def _where(self, store: StoreSpec) -> Path:
+        """This directory as seen where `store` is: here, or (a store over SSH) at the site."""
+        from metasched.data.stores import over_ssh
+
+        return self.path if over_ssh(store) else self.here
 
     # ------------------------------------------------------------------ cooperative checkpoints
     def save_cooperative(self, ref: DataRef) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import xxhash
 
 from metasched.data.serializers import loads
-from metasched.data.stores import FileStore, SshFileStore, StoreSpec, is_here, open_store
+from metasched.data.stores import FileStore, SshFileStore, StoreSpec, is_here, open_store, over_ssh
 
 _MAGIC = b"MSREF1"
 
@@ -94,7 +94,7 @@ def adopt_file(path: str, store: StoreSpec, *, object_id: str, size: int, digest
     size is checked against `size`; its hash was computed by whoever wrote it. `record`, the file that
     announced it, is renamed ``<record>.adopted`` with it, so a file is adopted once.
     """
-    if isinstance(store, SshFileStore) and not is_here(store):
+    if over_ssh(store):
         from metasched.data import remote
 
         key = remote.adopt(store, path, size, record)
@@ -115,7 +115,7 @@ def adopt_file(path: str, store: StoreSpec, *, object_id: str, size: int, digest
 
 def discard_files(store: StoreSpec, paths: list[str]) -> None:
     """Remove files beside the store's objects, where the store is (e.g. restart points superseded)."""
-    if isinstance(store, SshFileStore) and not is_here(store):
+    if over_ssh(store):
         from metasched.data import remote
 
         remote.remove(store, paths)
@@ -161,16 +161,20 @@ def evict(ref: DataRef) -> None:
 def copy_object(ref: DataRef, target: StoreSpec) -> CopyResult:
     """Copy a replica into `target`, verify size and hash of what arrived, return the new replica.
 
-    File to file streams in the kernel (no copy of the object in this process); other pairs read the
-    object here. Runs in a Ray worker process, never in the scheduler's. Never raises: a failure comes
-    back as ``CopyResult.error``.
+    File to file streams in the kernel (no copy of the object in this process); to or from a host over
+    SSH, ssh reads or writes the file itself; other pairs read the object here. Runs in a Ray worker
+    process, never in the scheduler's. Never raises: a failure comes back as ``CopyResult.error``.
     """
     start = time.perf_counter()
     try:
         if is_here(ref.store) and is_here(target):  # both directories here
             new = _copy_file_to_file(ref, target)
-        elif _streams(ref.store) and _streams(target):
-            new = _copy_streamed(ref, target)
+        elif over_ssh(target) and over_ssh(ref.store):
+            new = _copy_host_to_host(ref, ref.store, target)
+        elif over_ssh(target) and is_here(ref.store):
+            new = _copy_to_host(ref, target)
+        elif over_ssh(ref.store) and is_here(target):
+            new = _copy_from_host(ref, ref.store, target)
         else:
             new = _copy_through_memory(ref, target)
     except Exception as exc:  # reported to the scheduler, which retries or fails the consumer
@@ -192,36 +196,34 @@ def _copy_file_to_file(ref: DataRef, target: StoreSpec) -> DataRef:
         raise
 
 
-def _streams(store: StoreSpec) -> bool:
-    return isinstance(store, FileStore | SshFileStore)
+def _copy_to_host(ref: DataRef, target: SshFileStore) -> DataRef:
+    """To a host over SSH: ssh reads the file while it is hashed here (it must hash to the object's).
 
-
-def _copy_streamed(ref: DataRef, target: StoreSpec) -> DataRef:
-    """A copy from or to a host over SSH; neither end is taken on trust.
-
-    From the host, ssh writes the file here, whose hash is then checked. To the host, ssh reads the file
-    while it is hashed here: its hash must be the object's; SSH authenticates every byte in transit and
-    the host reports the size it wrote (``remote.Writer``). Host to host, chunks pass through this process,
-    hashed on the way.
+    SSH authenticates every byte in transit, and the host reports the size it wrote (``remote.Writer``).
     """
     from metasched.data import remote
 
-    source_remote = isinstance(ref.store, SshFileStore) and not is_here(ref.store)
-    if isinstance(target, SshFileStore) and not is_here(target):
-        if source_remote:
-            return _copy_host_to_host(ref, target)
-        with open(_file_of(ref), "rb") as source:
-            writer = remote.Writer(target, source=source)
-            try:
-                size, digest = _file_digests(source.name)
-                _verify(ref, size, digest, ref.store.store_id)
-                return replace(ref, store=target, key=writer.finish(size))
-            except BaseException:
-                writer.abort()
-                raise
+    with open(_file_of(ref), "rb") as source:
+        writer = remote.Writer(target, source=source)
+        try:
+            size, digest = _file_digests(source.name)
+            _verify(ref, size, digest, ref.store.store_id)
+            return replace(ref, store=target, key=writer.finish(size))
+        except BaseException:
+            writer.abort()
+            raise
+
+
+def _copy_from_host(ref: DataRef, source: SshFileStore, target: StoreSpec) -> DataRef:
+    """From a host over SSH: ssh writes the file here, then its hash is checked.
+
+    `source` is the replica's store (``ref.store``, known to be one over SSH).
+    """
+    from metasched.data import remote
+
     sink = _FileSink(target)
     try:
-        remote.fetch_into(ref.store, ref.key, sink.file)  # type: ignore[arg-type]
+        remote.fetch_into(source, ref.key, sink.file)
         sink.file.close()
         size, digest = _file_digests(sink.path)
         _verify(ref, size, digest, target.store_id)
@@ -231,12 +233,16 @@ def _copy_streamed(ref: DataRef, target: StoreSpec) -> DataRef:
         raise
 
 
-def _copy_host_to_host(ref: DataRef, target: SshFileStore) -> DataRef:
+def _copy_host_to_host(ref: DataRef, source: SshFileStore, target: SshFileStore) -> DataRef:
+    """From a host over SSH to another: chunks pass through this process, hashed on the way.
+
+    `source` is the replica's store (``ref.store``, known to be one over SSH).
+    """
     from metasched.data import remote
 
     writer = remote.Writer(target)
     try:
-        with remote.reader(ref.store, ref.key) as stream:  # type: ignore[arg-type]
+        with remote.reader(source, ref.key) as stream:
             hasher, size = xxhash.xxh3_128(), 0
             while chunk := stream.read(remote.CHUNK):
                 hasher.update(chunk)

@@ -34,7 +34,7 @@ COMMAND_TIMEOUT_S = 60.0
 TRANSFER_TIMEOUT_S = 3600.0  # one object's copy (a stalled connection is ended by ServerAlive before)
 NOT_THERE = 44  # GET's exit status for an object that is not (or not yet completely) stored
 # Values are positional arguments ("$1"...), never part of these texts.
-GET = '[ -e "$1.ready" ] || exit 44; exec cat -- "$1"'
+GET = f'[ -e "$1.ready" ] || exit {NOT_THERE}; exec cat -- "$1"'
 # Writes the stream under a temporary name and prints the size written; COMMIT then moves it into place
 # and marks it complete, once the writer has compared the size with what it sent. (Not a hash at the host:
 # SSH authenticates every byte in transit, and on the 2-core test machine a `tee | sha256sum` there took
@@ -124,6 +124,14 @@ def _failed(store: SshFileStore, what: str, returncode: int | None, stderr: byte
     return RemoteStoreError(f"{what} at {store.host} failed (exit {returncode}): {said}")
 
 
+def _check_read(store: SshFileStore, key: FileKey, returncode: int, stderr: bytes) -> None:
+    """Raise unless GET read the object: FileNotFoundError if it is not stored, else what failed."""
+    if returncode == NOT_THERE:
+        raise FileNotFoundError(f"{key.filename} is not in {store.store_id}")
+    if returncode != 0:
+        raise _failed(store, f"reading {key.filename}", returncode, stderr)
+
+
 def object_path(store: SshFileStore, key: FileKey) -> str:
     """The object's file at the host."""
     return f"{store.path.rstrip('/')}/{key.filename}"
@@ -138,11 +146,8 @@ def fetch_into(store: SshFileStore, key: FileKey, file: IO[bytes]) -> None:
         except subprocess.TimeoutExpired:
             raise RemoteStoreError(f"reading {key.filename} from {store.host} took over "
                                    f"{TRANSFER_TIMEOUT_S:.0f} s") from None
-        if proc.returncode == NOT_THERE:
-            raise FileNotFoundError(f"{key.filename} is not in {store.store_id}")
-        if proc.returncode != 0:
-            stderr.seek(0)
-            raise _failed(store, f"reading {key.filename}", proc.returncode, stderr.read())
+        stderr.seek(0)
+        _check_read(store, key, proc.returncode, stderr.read())
 
 
 @contextlib.contextmanager
@@ -158,11 +163,8 @@ def reader(store: SshFileStore, key: FileKey) -> Iterator[IO[bytes]]:
         finally:
             proc.stdout.close()
             returncode = proc.wait()
-        if returncode == NOT_THERE:
-            raise FileNotFoundError(f"{key.filename} is not in {store.store_id}")
-        if returncode != 0:
-            stderr.seek(0)
-            raise _failed(store, f"reading {key.filename}", returncode, stderr.read())
+        stderr.seek(0)
+        _check_read(store, key, returncode, stderr.read())
 
 
 class Writer:

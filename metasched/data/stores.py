@@ -14,14 +14,14 @@ import os
 import threading
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 from metasched.data.remote import SshFileConnector, SshFileStore
 from metasched.data.serializers import loads
 from metasched.errors import ConfigurationError
 
 __all__ = ["EndpointStore", "FileStore", "RedisStore", "SshFileStore", "StoreSpec", "is_here", "mark_here",
-           "open_store"]
+           "open_store", "over_ssh"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +125,11 @@ def is_here(spec: StoreSpec) -> bool:
     return isinstance(spec, FileStore) or (isinstance(spec, SshFileStore) and spec.store_id in _HERE)
 
 
+def over_ssh(spec: StoreSpec) -> TypeGuard[SshFileStore]:
+    """Whether this process reaches `spec`'s objects through SSH (an SSH file store, not marked here)."""
+    return isinstance(spec, SshFileStore) and spec.store_id not in _HERE
+
+
 def open_store(spec: StoreSpec) -> Any:
     """The ProxyStore ``Store`` of `spec` in this process (created and registered once)."""
     with _LOCK:
@@ -142,7 +147,7 @@ def open_store(spec: StoreSpec) -> Any:
 
 
 def _connector(spec: StoreSpec) -> Any:
-    if isinstance(spec, SshFileStore) and not is_here(spec):
+    if over_ssh(spec):
         return SshFileConnector(spec)
     if isinstance(spec, FileStore | SshFileStore):
         from proxystore.connectors.file import FileConnector
