@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.pilot.listeners import listening
+# the helper modules' asserts say what they compared (as the test modules' do)
+pytest.register_assert_rewrite("tests.integration", "tests.contract", "tests.pilot")
+
+from tests.pilot.listeners import listening  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "ci"))
@@ -111,11 +114,12 @@ def task_image() -> str:
 
 @pytest.fixture(scope="session")
 def delta() -> Iterator[slurmsite.SiteInfo]:
-    """The site `delta`: Slurm 26.05 with Apptainer (sid image); its client runs in its controller."""
+    """The site `delta`: Slurm 26.05 with Apptainer (sid image); its client runs in its controller, which
+    is also its SSH login node (its volume `remote_dir` is the shared directory when reached over SSH)."""
     reason = _docker_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    info = slurmsite.up("delta", fresh=True, flavor="sid")
+    info = slurmsite.up("delta", fresh=True, flavor="sid", ssh=True)
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         slurmsite.down("delta")

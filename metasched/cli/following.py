@@ -23,9 +23,14 @@ from metasched.journal import Journal
 from metasched.journal_schema import JournalEvent, LiveAttempt, StoredTask
 from metasched.records import TaskId, TaskKind
 from metasched.scheduler.states import TaskState
-from metasched.ssh import shared_master
+from metasched.ssh import SSH_FAILED, shared_master
 
 POLL_S = 0.5
+LAST_READS = 20  # after the task ended, polls that may try again to read the rest of its output
+
+
+class Unreadable(Exception):
+    """A site's file could not be read just now (its SSH master is down): what ssh said."""
 
 
 @app.command()
@@ -104,6 +109,7 @@ def follow_output(journal: Path, task: str) -> None:
     shown: dict[Path, int] = {}
     current: str | None = None
     read: Callable[[Path, int], bytes] = _read_here
+    last_reads = 0  # reads since the task ended (the site may be out of reach for a moment)
     while True:
         with Journal(journal).open(read_only=True) as stored:
             found = stored.task_named(task)
@@ -121,10 +127,22 @@ def follow_output(journal: Path, task: str) -> None:
             files = _output_files(AttemptDir.of(shared, live.attempt_id), found.spec.kind) if shared else []
             shown = dict.fromkeys(files, 0)
             read = _reader(site)
+        unread: dict[Path, str] = {}
         for path in shown:
-            shown[path] = _print_new(path, shown[path], read)
+            try:
+                shown[path] = _print_new(path, shown[path], read)
+            except Unreadable as exc:  # read again at the next poll, from the same offset
+                unread[path] = str(exc)
         if found.state.terminal:
-            return
+            last_reads += 1
+            if not unread:
+                return
+            if last_reads >= LAST_READS:
+                for path, said in unread.items():
+                    err_console.print(f"could not read the end of {path}: {said}; `metasched logs "
+                                      f"{journal} {task}` prints the output the journal keeps",
+                                      markup=False)
+                return
         time.sleep(POLL_S)
 
 
@@ -139,18 +157,24 @@ def _reader(site: Any) -> Callable[[Path, int], bytes]:
     """How to read a file of the site's shared directory from an offset, here or at the site.
 
     At a site over SSH, through this process's SSH master to it (``tail -c``: a round trip per file and
-    poll; the master closes when this process exits).
+    poll; the master closes when this process exits); ``Unreadable`` while the site cannot be reached.
     """
     if getattr(site, "transport", "local") != "ssh":
         return _read_here
     master = shared_master(site.name, site.host, site.ssh_options, site.ssh_control_path)
 
     def read_there(path: Path, offset: int) -> bytes:
-        if master.reopen_if_due():  # unreachable for now: try again at the next poll
-            return b""
-        out = subprocess.run(master.argv(["tail", "-c", f"+{offset + 1}", "--", str(path)]),
-                             stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
-        return out.stdout if out.returncode == 0 else b""
+        said = master.reopen_if_due()
+        if said:
+            raise Unreadable(said)
+        try:
+            out = subprocess.run(master.argv(["tail", "-c", f"+{offset + 1}", "--", str(path)]),
+                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise Unreadable(f"ssh {site.host} did not answer within 30 s") from exc
+        if out.returncode == SSH_FAILED:
+            raise Unreadable(" ".join(out.stderr.decode(errors="replace").split())[-300:])
+        return out.stdout if out.returncode == 0 else b""  # (tail: not written yet)
 
     return read_there
 
@@ -165,7 +189,10 @@ def _read_here(path: Path, offset: int) -> bytes:
 
 
 def _print_new(path: Path, offset: int, read: Callable[[Path, int], bytes]) -> int:
-    """Write what `path` gained since `offset` to our stdout (its stderr for *.err files)."""
+    """Write what `path` gained since `offset` to our stdout (its stderr for *.err files).
+
+    ``Unreadable`` if the site cannot be reached just now.
+    """
     data = read(path, offset)
     if data:
         out = sys.stderr if path.suffix == ".err" else sys.stdout

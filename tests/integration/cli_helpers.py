@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +50,29 @@ def _task_state(journal: Path, name: str) -> str:
 def assert_follow_streams(site: Any, journal: Path) -> None:
     """`metasched logs TICKER --follow` from another process prints the running task's output at `site`
     (a batch site) as it is written, once, then how it ended."""
-    with ms.Campaign("follow", sites=[site], journal=journal) as c:
+    with ms.Campaign("follow", sites=[site], journal=journal) as c, \
+            tempfile.TemporaryFile("w+") as stderr:
         future = c.command(TICKER, name="ticker")
         c.flush()
         follower = subprocess.Popen([*METASCHED, "logs", str(journal), "ticker", "--follow"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                    stdout=subprocess.PIPE, stderr=stderr, text=True)
         assert follower.stdout is not None
         first = follower.stdout.readline()
         state_at_first_line = _task_state(journal, "ticker")
         assert future.result(timeout=120).returncode == 0
-        rest, errors = follower.communicate(timeout=60)
+        follower.wait(timeout=60)  # (its output is far smaller than a pipe's buffer)
+        # through the same buffered stream: readline may have read the next lines too (communicate()
+        # would read the pipe underneath and miss them)
+        rest = follower.stdout.read()
+        follower.stdout.close()
+        stderr.seek(0)
+        errors = stderr.read()
     assert first == "tick 1\n"
     # (the job may print before the scheduler's next poll has seen it running)
     assert state_at_first_line in ("submitted", "running"), "the first line came only after the task ended"
     streamed, _, after = (first + rest).partition("task 'ticker'")
     assert [line for line in streamed.splitlines() if line.startswith("tick")] == [
-        f"tick {i}" for i in range(1, 7)]
+        f"tick {i}" for i in range(1, 7)], f"stdout:\n{first + rest}\nstderr:\n{errors}"
     assert "tick" not in after  # what was streamed is not printed again
     assert "warn 6" in errors
     assert "--- attempt " in errors
