@@ -49,11 +49,12 @@ CRIU_ARGV_TEMPLATE = (
 
 
 # Slurm 26.05 and Apptainer 1.4.5 from sid (Apptainer needs sid's glibc): the image of Apptainer sites.
+# (openssh-server too: apt cannot run in a Dockerfile FROM it, so ci/ssh-login finds sshd already there.)
 SID_SLURM_ARGV_TEMPLATE = (
     "mmdebstrap",
     "--variant=minbase",
     "--include=ca-certificates,slurmctld,slurmd,slurm-client,munge,python3,procps,apptainer,squashfs-tools,"
-    "squashfuse,fuse2fs",
+    "squashfuse,fuse2fs,openssh-server",
     "--aptopt=Acquire::Check-Valid-Until \"false\"",
     "--quiet",
     "sid",

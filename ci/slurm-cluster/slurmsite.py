@@ -55,7 +55,7 @@ SCRATCH = "/var/tmp/metasched-scratch"
 COMMAND_TIMEOUT_S = 60.0
 SPANK_PBS = "/usr/lib/x86_64-linux-gnu/slurm-wlm/spank_pbs.so"
 FLAVORS = ("bookworm", "sid", "torque", "trixie")
-SSH_FLAVORS = ("bookworm", "torque")  # those a site reached over SSH may have (ci/ssh-login)
+SSH_FLAVORS = ("bookworm", "torque", "sid")  # those a site reached over SSH may have (ci/ssh-login)
 REMOTE_DIR = "/srv/metasched-remote"  # an ssh site's shared directory: a Docker volume in its containers
 READY_TIMEOUT_S = 90.0
 
@@ -463,7 +463,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
              "torque": images.ensure_torque_wrappers, "trixie": images.ensure_slurm_trixie}[flavor]().tag
     if ssh:
         if flavor not in SSH_FLAVORS:
-            raise SiteError(f"site {name!r}: a site reached over SSH has flavor {' or '.join(SSH_FLAVORS)}")
+            raise SiteError(f"site {name!r}: a site reached over SSH has flavor {', '.join(SSH_FLAVORS)}")
         image = images.ensure_ssh_login(image).tag
     existing = directory / "site.json"
     info: SiteInfo | None = SiteInfo.load(existing) if existing.exists() else None
@@ -555,7 +555,7 @@ def main(argv: list[str]) -> int:
                              "Torque-style wrappers (torque), or 24.11 with slurmdbd + MariaDB (trixie)")
     parser.add_argument("--ssh", action="store_true",
                         help="up: reached only over SSH, with a shared directory only its containers see "
-                             "(bookworm or torque; ci/ssh-login)")
+                             "(bookworm, torque or sid; ci/ssh-login)")
     args = parser.parse_args(argv)
     try:
         if args.action == "up":

@@ -326,8 +326,11 @@ def _verify(ref: DataRef, size: int, digest: str, where: str) -> None:
 
 
 def store_paths(data: DataContext | None) -> list[str]:
-    """The directories of the file stores an attempt writes to or reads from (to mount in containers)."""
+    """The directories of the file stores an attempt writes to or reads from (to mount in containers).
+
+    Those of SSH file stores too: at their host (the site the attempt runs at), they are directories.
+    """
     if data is None:
         return []
     stores = [data.store, *(ref.store for ref in data.inputs.values())]
-    return list(dict.fromkeys(s.path for s in stores if isinstance(s, FileStore)))
+    return list(dict.fromkeys(s.path for s in stores if isinstance(s, FileStore | SshFileStore)))

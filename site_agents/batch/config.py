@@ -152,11 +152,8 @@ class BatchSite:
         if self.login:
             raise ConfigurationError(f"{where}: login and transport = \"ssh\" do not go together; ssh "
                                      "reaches the login node (ssh_options or ~/.ssh/config for ProxyJump).")
-        unsupported = [name for name, used in (("mode = \"pilot\"", self.mode == "pilot"),
-                                               ("container_runtimes", bool(self.container_runtimes)))
-                       if used]
-        if unsupported:
-            raise ConfigurationError(f"{where}: {', '.join(unsupported)} not supported over SSH yet "
+        if self.mode == "pilot":
+            raise ConfigurationError(f"{where}: mode = \"pilot\" is not supported over SSH yet "
                                      "(docs/ssh.md lists what is).")
         if isinstance(self.store, FileStore):
             raise ConfigurationError(

@@ -13,7 +13,6 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from metasched.attempt_dir import AttemptDir
 from metasched.attempt_records import AttemptInputs
@@ -121,14 +120,13 @@ class ApptainerLauncher:
         image = _image(sub.spec)
         sif = image.sif or ""
         bind = [self.shared_dir, *store_paths(sub.data)]
-        for path in bind:  # apptainer refuses to bind what does not exist (a store nobody wrote to yet)
-            Path(path).mkdir(parents=True, exist_ok=True)
         if sub.spec.kind is TaskKind.COMMAND:
             command = sub.spec.command
             cwd = command.cwd if command is not None and command.cwd else str(attempt.path)
             wrap = [*self.apptainer, "--bind", scripts.binds([str(attempt.path), cwd, *bind]), "--pwd", cwd,
                     sif]
-            precheck = scripts.missing_image_check(attempt, sif, "record 127; exit 127")
+            precheck = "\n".join([scripts.missing_image_check(attempt, sif, "record 127; exit 127"),
+                                  scripts.make_binds(bind)])
             body = scripts.command_body(attempt, sub.spec, wrap=wrap, precheck=precheck)
             return scripts.script(attempt, sub.spec, what=f"command task in {image.name}", body=body)
         attempt.write_inputs(_inputs(sub))

@@ -50,6 +50,7 @@ exec {python} -m {module} {attempt_dir}
 """
 
 APPTAINER_PYTHON_BODY = """{missing}
+{mkdir}
 have=$({apptainer} {sif} {python} -c {probe} 2>&1 | tail -n 1)
 if [ "$have" != {want} ]; then printf 'python %s\\n%s\\n' "{node}" "$have" > {check}; exit 1; fi
 exec {apptainer} --bind {binds} --pwd {attempt_dir} --env PYTHONPATH={pythonpath} {sif} \\
@@ -83,7 +84,7 @@ def command_body(attempt: AttemptDir, spec: TaskSpec, *, prefix: Sequence[str] =
 
     A walltime runs it under ``timeout`` (TERM, then KILL 5 s later); a walltime stop is recognised by the
     exit status (124 or 137) and the elapsed time. `prefix` starts it once per node (``srun``); `wrap`
-    goes right before the argv (``apptainer exec ... IMAGE``); `precheck` is a script line run first (it
+    goes right before the argv (``apptainer exec ... IMAGE``); `precheck` is script lines run first (they
     may ``record`` and exit). USR1 (the scheduler's warning before its time limit) is recorded.
     """
     command = spec.command
@@ -110,6 +111,14 @@ def binds(paths: Iterable[str]) -> str:
     return ",".join(sorted({p for p in paths if p}))
 
 
+def make_binds(paths: Iterable[str]) -> str:
+    """A script line that makes the directories to bind (apptainer refuses what does not exist).
+
+    E.g. a store nobody wrote to yet; made on the node, so also at a site whose files only it sees (SSH).
+    """
+    return f"mkdir -p -- {' '.join(q(p) for p in sorted({p for p in paths if p}))}"
+
+
 def missing_image_check(attempt: AttemptDir, sif: str, then: str) -> str:
     """A script line: if the SIF is not readable on this node, record it (and `then`)."""
     return f'[ -r {q(sif)} ] || {{ echo "missing {NODE}" > {q(attempt.container_check_file)}; {then}; }}'
@@ -118,8 +127,10 @@ def missing_image_check(attempt: AttemptDir, sif: str, then: str) -> str:
 def apptainer_python_body(attempt: AttemptDir, *, apptainer: Sequence[str], sif: str, python: str,
                           bind: Iterable[str], pythonpath: str, want: str) -> str:
     """Check the SIF and the image's Python on the node, then run the worker in the image."""
+    bind = list(bind)
     return APPTAINER_PYTHON_BODY.format(
-        missing=missing_image_check(attempt, sif, "exit 1"), apptainer=" ".join(q(a) for a in apptainer),
+        missing=missing_image_check(attempt, sif, "exit 1"), mkdir=make_binds(bind),
+        apptainer=" ".join(q(a) for a in apptainer),
         sif=q(sif), python=q(python), probe=q(PYTHON_VERSION_PROBE), want=q(want), node=NODE,
         check=q(attempt.container_check_file), binds=q(binds([str(attempt.path), *bind])),
         attempt_dir=q(attempt.path), pythonpath=q(pythonpath))

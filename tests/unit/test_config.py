@@ -196,5 +196,8 @@ def test_ssh_transport_fields_are_checked_together() -> None:
         SlurmSite("x", shared_dir="/tmp", host="login1")
     with pytest.raises(ConfigurationError, match="login and transport"):
         SlurmSite("x", shared_dir="/tmp", transport="ssh", host="login1", login=("sudo", "-u", "bob"))
-    with pytest.raises(ConfigurationError, match='mode = "pilot" not supported over SSH yet'):
+    with pytest.raises(ConfigurationError, match='mode = "pilot" is not supported over SSH yet'):
         SlurmSite("x", shared_dir="/tmp", transport="ssh", host="h", mode="pilot", checkpoint_dir="/ckpt")
+    # Apptainer runs on the site's nodes with images at the site: nothing of this machine is needed
+    assert SlurmSite("x", shared_dir="/s", transport="ssh", host="h",
+                     container_runtimes=("apptainer",)).container_runtimes == ("apptainer",)
