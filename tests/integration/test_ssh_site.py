@@ -24,7 +24,7 @@ from metasched.ssh import close_shared
 from tests.integration.batch_faults import assert_nothing_lost, attempts, outage_campaign
 from tests.integration.cli_helpers import assert_follow_streams
 from tests.integration.processes import kill_tree
-from tests.integration.ssh_sites import slurm_ssh_site
+from tests.integration.ssh_sites import slurm_ssh_site, torque_ssh_site
 
 pytestmark = pytest.mark.slurm
 
@@ -169,6 +169,36 @@ def test_stored_data_stays_where_it_was_made_and_moves_verified_both_ways(
     assert copies[(here.task_id, remote_id)][2] is not None  # evicted, through SSH
     assert not Path(omicron.remote_dir).exists()  # nothing was written here at the site's paths
     assert not _masters(), "an SSH master outlived the campaign"
+
+
+def test_an_object_made_at_one_site_over_ssh_moves_verified_to_another(
+        omicron: slurmsite.SiteInfo, xi: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
+    """100 MB made at omicron (Slurm over SSH) and consumed at xi (Torque wrappers over SSH): neither host
+    reaches the other, so the transfer worker streams it from one SSH master to the other, hashing it on
+    the way; the copy is journaled at xi's store and evicted once its consumer is done."""
+    import hashlib
+
+    with ms.Campaign("ssh-hosts", sites=[slurm_ssh_site(omicron), torque_ssh_site(xi, poll_interval=0.3)],
+                     journal=tmp_path / "j.db") as c:
+        made = c.task(sites=["omicron"])(_made)(4)
+        read = c.task(sites=["xi"])(_digest)(made)
+        assert read.result(timeout=300) == hashlib.sha256(_made(4)).hexdigest()
+    db = sqlite3.connect(tmp_path / "j.db")
+    rows = list(db.execute("SELECT store_id, origin, size, transfer_s, evicted FROM objects "
+                           "WHERE object_id = ?", (made.task_id,)))
+    db.close()
+    omicron_store = f"ssh:{sshlogin.alias('omicron')}:{omicron.remote_dir}/.metasched/store"
+    xi_store = f"ssh:{sshlogin.alias('xi')}:{xi.remote_dir}/.metasched/store"
+    by_store = {store: (origin, size, seconds, evicted) for store, origin, size, seconds, evicted in rows}
+    assert set(by_store) == {omicron_store, xi_store}
+    assert by_store[omicron_store][0]  # made there
+    origin, size, seconds, evicted = by_store[xi_store]
+    assert not origin
+    assert size > MB100
+    assert seconds > 0
+    assert evicted is not None
+    print(f"100 MB omicron -> xi through this machine: {seconds:.2f} s")
+    assert not Path(xi.remote_dir).exists()
 
 
 def test_copies_to_and_from_the_site_refuse_bytes_that_are_not_the_object(
