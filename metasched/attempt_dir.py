@@ -235,6 +235,10 @@ class AttemptDir:
         """The end of the job's own stderr (why a job ended without a record)."""
         return tail(self._local(self.job_stderr), limit)
 
+    def command_output_tail(self, limit: int = STDERR_TAIL) -> tuple[str, str]:
+        """The ends of a command's stderr and stdout (a pilot's own words, for a block that never joined)."""
+        return tail(self._local(self.command_stderr), limit), tail(self._local(self.command_stdout), limit)
+
     def container_check(self) -> str | None:
         """What a container job's check on its node found wrong, or None."""
         try:

@@ -307,9 +307,11 @@ def host_listeners(holder: str) -> set[tuple[str, str, int]]:
 
 @pytest.fixture(scope="session")
 def kappa(holder: str) -> Iterator[slurmsite.SiteInfo]:
-    """A 2-node Slurm 22.05 site in the holder's namespace, compute nodes with this Python mounted."""
+    """A 2-node Slurm 22.05 site in the holder's namespace, compute nodes with this Python mounted; its
+    controller is also an SSH login node (in the namespace), its volume `remote_dir` the shared directory
+    when reached over SSH."""
     info = slurmsite.up("kappa", fresh=True, nodes=2, cpus=4, network=f"container:{holder}",
-                        binds=netns.this_python())
+                        binds=netns.this_python(), ssh=True)
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         slurmsite.down("kappa")

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from metasched.attempt_dir import AttemptDir, tail
+from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
 from metasched.outcomes import Cancelled, Failed, Lost, Succeeded, TaskOutcome
 from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
@@ -42,17 +42,19 @@ class Block:
         return began + walltime - LEAVE_EARLY_S - now
 
 
-def block_submission(config: BatchSite, *, head: str, block_id: str, number: int, cores_per_node: int,
+def block_submission(config: BatchSite, attempt: AttemptDir, *, head: str, number: int, cores_per_node: int,
                      pythonpath: str) -> Submission:
-    """The block's directory (plan and token written), and its job as a command attempt.
+    """The block's directory `attempt` (plan and token written), and its job as a command attempt.
 
-    Its nodes import metasched from `pythonpath` (the batch agent's, staged once when it started).
+    Its nodes import metasched from `pythonpath` (the batch agent's, staged once when it started). The
+    directory is the batch transport's: at a site over SSH, its local copy, sent there with the job.
     """
-    attempt = AttemptDir.of(config.shared_dir, block_id).create()
+    block_id = attempt.attempt_id
+    attempt.create()
     plan = PilotPlan(head=head, site=config.name, block=block_id, cores=cores_per_node,
                      gpus=config.gpus_per_node, object_store_mb=config.block_object_store_mb,
                      leave_after_s=config.block_walltime - LEAVE_EARLY_S)
-    write_plan(attempt.path, plan, ray_token())
+    write_plan(attempt.here, plan, ray_token())
     command = CommandSpec(argv=(config.python, "-m", "metasched.worker.pilot", str(attempt.path)),
                           env=(("PYTHONPATH", pythonpath),))
     spec = TaskSpec(task_id=TaskId(block_id), name=f"pilot block {number} of {config.name}",
@@ -78,7 +80,7 @@ def ending(outcome: TaskOutcome) -> str:
 
 def pilot_lines(attempt: AttemptDir, lines: int = 8) -> str:
     """The last lines the pilot printed (ray start's own errors), for a block that never joined."""
-    said = [tail(path, 4000) for path in (attempt.command_stderr, attempt.command_stdout)]
+    said = attempt.command_output_tail(4000)
     text = "\n".join(s for s in said if s).strip().splitlines()[-lines:]
     return " | ".join(text) or "no output"
 

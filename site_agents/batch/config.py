@@ -152,9 +152,6 @@ class BatchSite:
         if self.login:
             raise ConfigurationError(f"{where}: login and transport = \"ssh\" do not go together; ssh "
                                      "reaches the login node (ssh_options or ~/.ssh/config for ProxyJump).")
-        if self.mode == "pilot":
-            raise ConfigurationError(f"{where}: mode = \"pilot\" is not supported over SSH yet "
-                                     "(docs/ssh.md lists what is).")
         if isinstance(self.store, FileStore):
             raise ConfigurationError(
                 f"{where}: store = file store {self.store.path!r} is a directory of this machine, which "

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
 from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome, failed
 from metasched.records import AttemptId, SiteLoad, SiteName, TaskSpec
@@ -139,8 +138,9 @@ class PilotAgent:
         block_id = f"pilot-{self._run}-{self._count}"
         self._live[block_id] = Block(block_id=block_id, submitted_at=time.monotonic())
         log.info("site %s: pilot block %s submitted", self.config.name, block_id)
-        return block_submission(self.config, head=self._head, block_id=block_id, number=self._count,
-                                cores_per_node=self.cores_per_node, pythonpath=self.batch.pythonpath)
+        return block_submission(self.config, self.batch.transport.attempt(block_id), head=self._head,
+                                number=self._count, cores_per_node=self.cores_per_node,
+                                pythonpath=self.batch.pythonpath)
 
     def _follow_blocks(self, now: float) -> None:
         """The batch side's news about the block jobs, then the Ray node table."""
@@ -186,7 +186,7 @@ class PilotAgent:
         why = ending(outcome)
         self._history = [*self._history[-MAX_HISTORY + 1:], self._record(block, "ended", why)]
         if block.joined_at is None and not block.cancelling:
-            said = pilot_lines(AttemptDir.of(self.config.shared_dir, block.block_id))
+            said = pilot_lines(self.batch.transport.attempt(block.block_id))
             self._never_joined.append(f"block {block.block_id} (job {block.job_id}) {why}: {said}")
             log.warning("site %s: pilot %s", self.config.name, self._never_joined[-1])
             if len(self._never_joined) >= GIVE_UP_AFTER:

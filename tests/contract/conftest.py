@@ -15,7 +15,8 @@ metasched's recipe, whose commands run as another user than this process: ci/slu
 does not see: ci/ssh-login; its `workdir`, where tests watch what tasks do, is in the site's own
 directory, which its nodes and this machine both mount) and `torque-ssh` (the site xi: the Torque-style
 wrappers over SSH, the PBS agent's Torque dialect), and the
-pilot-mode variants `slurm-pilot` (site kappa) and `torque-pilot` (site mu: the Torque-style wrappers) and
+pilot-mode variants `slurm-pilot` (site kappa; `slurm-ssh-pilot`: kappa reached over SSH) and `torque-pilot`
+(site mu: the Torque-style wrappers) and
 `gridengine-pilot` (site nu), whose tasks run in Ray worker nodes inside blocks of batch jobs; those run in
 the loopback-only network namespace (``make test-pilot``; see tests/conftest.py).
 Later site kinds add a parameter here.
@@ -53,6 +54,7 @@ BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker
               pytest.param("slurm-ssh", marks=pytest.mark.docker),
               pytest.param("torque-ssh", marks=pytest.mark.docker),
               pytest.param("slurm-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
+              pytest.param("slurm-ssh-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("torque-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("gridengine-pilot", marks=[pytest.mark.docker, pytest.mark.pilot])]
 PILOT_HEAD_IP = "127.0.0.2"  # the campaign's Ray head inside the loopback-only namespace
@@ -150,21 +152,26 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
     elif kind.endswith("-pilot"):
         from tests.integration.pbs_sites import torque_site
 
-        info = request.getfixturevalue({"slurm-pilot": "kappa", "torque-pilot": "mu",
-                                        "gridengine-pilot": "nu"}[kind])
+        info = request.getfixturevalue({"slurm-pilot": "kappa", "slurm-ssh-pilot": "kappa",
+                                        "torque-pilot": "mu", "gridengine-pilot": "nu"}[kind])
         options: dict[str, object] = {
             "mode": "pilot", "python": f"{sys.prefix}/bin/python", "cores_per_node": 2, "init_blocks": 1,
             "max_blocks": 2, "block_object_store_mb": 100, "poll_interval": 0.3}
+        workdir = Path(info.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
         if kind == "slurm-pilot":
             sites = [ms.SlurmSite(info.name, slurm_conf=info.slurm_conf, shared_dir=info.shared_dir,
                                   login=tuple(info.login), **options)]
+        elif kind == "slurm-ssh-pilot":  # the same site reached over SSH: its shared directory a volume
+            from tests.integration.ssh_sites import slurm_ssh_site
+
+            sites = [slurm_ssh_site(info, **options)]
+            workdir = Path(info.directory) / "watched" / f"contract-{uuid.uuid4().hex[:8]}"
         elif kind == "torque-pilot":
             sites = [torque_site(info, **options)]
         else:
             sites = [ms.GridEngineSite(info.name, shared_dir=info.shared_dir, login=tuple(info.login),
                                        **options)]
-        workdir = Path(info.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
-        workdir.mkdir()
+        workdir.mkdir(parents=True)
         head_ip = PILOT_HEAD_IP
     elif kind.startswith("globus-compute"):
         endpoint = request.getfixturevalue("gc_local" if kind.endswith("local") else "gc_alpha")

@@ -196,8 +196,7 @@ def test_ssh_transport_fields_are_checked_together() -> None:
         SlurmSite("x", shared_dir="/tmp", host="login1")
     with pytest.raises(ConfigurationError, match="login and transport"):
         SlurmSite("x", shared_dir="/tmp", transport="ssh", host="login1", login=("sudo", "-u", "bob"))
-    with pytest.raises(ConfigurationError, match='mode = "pilot" is not supported over SSH yet'):
-        SlurmSite("x", shared_dir="/tmp", transport="ssh", host="h", mode="pilot", checkpoint_dir="/ckpt")
-    # Apptainer runs on the site's nodes with images at the site: nothing of this machine is needed
+    # Apptainer runs on the site's nodes with images at the site; pilots join the head from the site
     assert SlurmSite("x", shared_dir="/s", transport="ssh", host="h",
                      container_runtimes=("apptainer",)).container_runtimes == ("apptainer",)
+    assert SlurmSite("x", shared_dir="/s", transport="ssh", host="h", mode="pilot").mode == "pilot"
