@@ -127,12 +127,14 @@ def delta() -> Iterator[slurmsite.SiteInfo]:
 
 @pytest.fixture(scope="session")
 def epsilon() -> Iterator[gesite.GESiteInfo]:
-    """The site `epsilon`: Grid Engine 8.1.9 (bookworm) in one container, clients through docker exec."""
+    """The site `epsilon`: Grid Engine 8.1.9 (bookworm) in one container, clients through docker exec;
+    also reached over SSH (sshd per connection through the client's ProxyCommand), `remote_dir` then
+    its shared directory."""
     reason = _docker_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
     gesite.down("epsilon")
-    info = gesite.up("epsilon", slots=4)
+    info = gesite.up("epsilon", slots=4, ssh=True)
     yield info
     if not os.environ.get("METASCHED_KEEP_SITES"):
         gesite.down("epsilon")

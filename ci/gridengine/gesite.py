@@ -3,10 +3,11 @@
 One container per site runs qmaster and execd (``ci/gridengine/image``). Its network is its own
 loopback only (``docker --network none``): Grid Engine's daemons listen on every interface of their
 network namespace, and this keeps them off the machine's. Clients run inside the container
-(``docker exec``: the site's login prefix). The site's shared directory is mounted at the same path,
-so attempts written here are read there.
+(``docker exec``: the site's login prefix). The site's directory (its shared directory inside) is mounted
+at the same path, so attempts written here are read there. With ``--ssh`` it is also a login node reached
+over SSH whose shared directory is a volume only the container mounts (``remote_dir``).
 
-    python ci/gridengine/gesite.py up NAME [--slots 4]    # print the site's settings
+    python ci/gridengine/gesite.py up NAME [--slots 4] [--ssh]    # print the site's settings
     python ci/gridengine/gesite.py down NAME
 """
 
@@ -20,10 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ssh-login"))
+
 import images  # noqa: E402  (ci/images.py)
 import sitecontainers as containers  # noqa: E402  (ci/sitecontainers.py: docker-py)
+import sshlogin  # noqa: E402  (ci/ssh-login/sshlogin.py)
 
 ROOT = Path("/var/tmp/metasched-sites")
+REMOTE_DIR = "/srv/metasched-remote"  # a site's shared directory over SSH: a Docker volume in its container
 READY_TIMEOUT_S = 60.0
 
 
@@ -39,6 +44,13 @@ class GESiteInfo:
     shared_dir: str
     slots: int
     image: str
+    directory: str = ""  # the site's directory here, mounted in the container at the same path
+    remote_dir: str = ""  # reached over SSH: the shared directory there, a Docker volume (else "")
+
+    @property
+    def volume(self) -> str:
+        """The Docker volume holding the shared directory of a site reached over SSH."""
+        return f"metasched-remote-{self.name}"
 
     @property
     def login(self) -> list[str]:
@@ -46,27 +58,36 @@ class GESiteInfo:
         return ["docker", "exec", "-i", self.container]
 
 
-def up(name: str, *, slots: int = 4, network: str = "none", binds: tuple[str, ...] = ()) -> GESiteInfo:
+def up(name: str, *, slots: int = 4, network: str = "none", binds: tuple[str, ...] = (),
+       ssh: bool = False) -> GESiteInfo:
     """Bring a site up (or confirm it is up) and return its description once the cell takes jobs.
 
     `network` "container:<holder>" puts the cell in the pilot tests' loopback-only namespace (ci/netns.py;
     the host name is then the holder's, ``localhost``); `binds` are host paths mounted read-only at the
-    same path (this machine's Python and virtualenv, for pilot nodes).
+    same path (this machine's Python and virtualenv, for pilot nodes). `ssh` also makes it reachable
+    over SSH (sshd per connection through ``docker exec``, ci/ssh-login), its shared directory there a
+    Docker volume (`remote_dir`).
     """
     image = images.ensure_gridengine().tag
     directory = ROOT / name
     shared = directory / "shared"
     shared.mkdir(parents=True, exist_ok=True)
     info = GESiteInfo(name=name, container=f"metasched-ge-{name}", shared_dir=str(shared), slots=slots,
-                      image=image)
+                      image=image, directory=str(directory),
+                      remote_dir=f"{REMOTE_DIR}/{name}" if ssh else "")
     existing = containers.state(info.container)
-    if existing is not None and (existing.state, existing.image) == ("running", image) and _ready(info):
+    if (existing is not None and (existing.state, existing.image) == ("running", image) and _ready(info)
+            and _saved(directory) == info):
         return info
     containers.remove([info.container])
+    containers.remove_volume(info.volume)
+    if ssh:
+        sshlogin.prepare_inetd(directory, name, info.container)
+    volumes = [f"{directory}:{directory}", *(f"{p}:{p}:ro" for p in binds),
+               *([f"{info.volume}:{info.remote_dir}"] if ssh else [])]
     try:
         containers.run(info.container, image, [str(slots)], labels={"metasched.gridengine": name},
-                       network=network, volumes=[f"{shared}:{shared}", *(f"{p}:{p}:ro" for p in binds)],
-                       hostname=f"ge-{name}" if network == "none" else None)
+                       network=network, volumes=volumes, hostname=f"ge-{name}" if network == "none" else None)
     except containers.ContainerError as exc:
         raise SiteError(str(exc)) from exc
     if not containers.wait_for(lambda: _ready(info), timeout_s=READY_TIMEOUT_S):
@@ -76,13 +97,21 @@ def up(name: str, *, slots: int = 4, network: str = "none", binds: tuple[str, ..
     return info
 
 
+def _saved(directory: Path) -> GESiteInfo | None:
+    try:
+        return GESiteInfo(**json.loads((directory / "site.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def _ready(info: GESiteInfo) -> bool:
     return "gridengine: ready" in containers.logs(info.container)
 
 
 def down(name: str) -> None:
-    """Remove the site's container (the shared directory is kept)."""
+    """Remove the site's container and its SSH volume (the shared directory here is kept)."""
     containers.remove([f"metasched-ge-{name}"])
+    containers.remove_volume(f"metasched-remote-{name}")
 
 
 def main(argv: list[str]) -> int:
@@ -92,11 +121,12 @@ def main(argv: list[str]) -> int:
     start = sub.add_parser("up")
     start.add_argument("name")
     start.add_argument("--slots", type=int, default=4)
+    start.add_argument("--ssh", action="store_true", help="also reachable over SSH (ci/ssh-login)")
     stop = sub.add_parser("down")
     stop.add_argument("name")
     args = parser.parse_args(argv)
     if args.command == "up":
-        info = up(args.name, slots=args.slots)
+        info = up(args.name, slots=args.slots, ssh=args.ssh)
         print(json.dumps({**asdict(info), "login": info.login}, indent=2))
     else:
         down(args.name)

@@ -1,5 +1,8 @@
 """The SSH side of an SSH test site: keys, sshd's configuration, and a throw-away ``ssh_config`` for clients.
 
+(``prepare_inetd``: the same for a site whose container has no network, Grid Engine's; its sshd runs per
+connection in the container, started by the client's ProxyCommand.)
+
 An SSH test site is a Slurm test site (``ci/slurm-cluster/slurmsite.py up NAME --ssh``) whose controller
 container is also its login node: sshd listens on 127.0.0.1 at the site's own port (host network), key
 logins only. Its shared directory is a Docker volume mounted in its containers and nowhere on this machine,
@@ -15,6 +18,7 @@ Host keys are checked (StrictHostKeyChecking yes against known_hosts); nothing h
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -38,6 +42,19 @@ Subsystem sftp internal-sftp
 CLIENT_CONFIG = """Host {alias}
     HostName 127.0.0.1
     Port {port}
+    User root
+    IdentityFile {ssh}/client_key
+    IdentitiesOnly yes
+    UserKnownHostsFile {ssh}/known_hosts
+    StrictHostKeyChecking yes
+    BatchMode yes
+"""
+
+# A site without a network (Grid Engine's container): each connection runs sshd in inetd mode through
+# `docker exec -i` (what a ProxyCommand to a jump host does), the host key pinned under the alias.
+PROXY_CLIENT_CONFIG = """Host {alias}
+    ProxyCommand {proxy}
+    HostKeyAlias {alias}
     User root
     IdentityFile {ssh}/client_key
     IdentitiesOnly yes
@@ -70,12 +87,32 @@ def _key(path: Path) -> None:
 
 def prepare(directory: str | Path, site: str, port: int) -> None:
     """Make the keys and write sshd's and the clients' configuration for a site listening on `port`."""
+    ssh = _keys(directory)
+    (ssh / "sshd_config").write_text(SSHD_CONFIG.format(port=port, ssh=ssh))
+    key_type, key = (ssh / "host_key.pub").read_text().split()[:2]
+    (ssh / "known_hosts").write_text(f"[127.0.0.1]:{port} {key_type} {key}\n")
+    client_config(directory).write_text(CLIENT_CONFIG.format(alias=alias(site), port=port, ssh=ssh))
+
+
+def prepare_inetd(directory: str | Path, site: str, container: str) -> None:
+    """The same for a site whose `container` has no network: ``sshd -i`` through ``docker exec -i``.
+
+    The container must mount `directory` at the same path (sshd reads its configuration and keys there).
+    """
+    ssh = _keys(directory)
+    (ssh / "sshd_config").write_text(SSHD_CONFIG.format(port=22, ssh=ssh))
+    key_type, key = (ssh / "host_key.pub").read_text().split()[:2]
+    (ssh / "known_hosts").write_text(f"{alias(site)} {key_type} {key}\n")
+    proxy = shlex.join(["docker", "exec", "-i", container, "/usr/sbin/sshd", "-i",
+                        "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")])
+    client_config(directory).write_text(PROXY_CLIENT_CONFIG.format(alias=alias(site), proxy=proxy, ssh=ssh))
+
+
+def _keys(directory: str | Path) -> Path:
+    """The site's SSH directory with its host key, the clients' key and authorized_keys."""
     ssh = ssh_dir(directory)
     ssh.mkdir(mode=0o700, exist_ok=True)
     _key(ssh / "host_key")
     _key(ssh / "client_key")
     (ssh / "authorized_keys").write_text((ssh / "client_key.pub").read_text())
-    (ssh / "sshd_config").write_text(SSHD_CONFIG.format(port=port, ssh=ssh))
-    key_type, key = (ssh / "host_key.pub").read_text().split()[:2]
-    (ssh / "known_hosts").write_text(f"[127.0.0.1]:{port} {key_type} {key}\n")
-    client_config(directory).write_text(CLIENT_CONFIG.format(alias=alias(site), port=port, ssh=ssh))
+    return ssh

@@ -14,7 +14,8 @@ metasched's recipe, whose commands run as another user than this process: ci/slu
 `slurm-ssh` (the site omicron, reached only over SSH, its shared directory a Docker volume this machine
 does not see: ci/ssh-login; its `workdir`, where tests watch what tasks do, is in the site's own
 directory, which its nodes and this machine both mount) and `torque-ssh` (the site xi: the Torque-style
-wrappers over SSH, the PBS agent's Torque dialect), and the
+wrappers over SSH, the PBS agent's Torque dialect) and `gridengine-ssh` (epsilon over SSH: sshd runs per
+connection in its network-less container, through the client's ProxyCommand), and the
 pilot-mode variants `slurm-pilot` (site kappa; `slurm-ssh-pilot`: kappa reached over SSH) and `torque-pilot`
 (site mu: the Torque-style wrappers) and
 `gridengine-pilot` (site nu), whose tasks run in Ray worker nodes inside blocks of batch jobs; those run in
@@ -53,6 +54,7 @@ BUILT_IN_KINDS = ["local", pytest.param("local-docker", marks=pytest.mark.docker
               pytest.param("slurm-campus", marks=pytest.mark.docker),
               pytest.param("slurm-ssh", marks=pytest.mark.docker),
               pytest.param("torque-ssh", marks=pytest.mark.docker),
+              pytest.param("gridengine-ssh", marks=pytest.mark.docker),
               pytest.param("slurm-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("slurm-ssh-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
               pytest.param("torque-pilot", marks=[pytest.mark.slurm, pytest.mark.pilot]),
@@ -129,6 +131,13 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
         xi = request.getfixturevalue("xi")
         sites = [torque_ssh_site(xi, poll_interval=0.3)]
         workdir = Path(xi.directory) / "watched" / f"contract-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir(parents=True)
+    elif kind == "gridengine-ssh":
+        from tests.integration.ssh_sites import gridengine_ssh_site
+
+        epsilon = request.getfixturevalue("epsilon")
+        sites = [gridengine_ssh_site(epsilon)]
+        workdir = Path(epsilon.directory) / "watched" / f"contract-{uuid.uuid4().hex[:8]}"
         workdir.mkdir(parents=True)
     elif kind == "gridengine":
         epsilon = request.getfixturevalue("epsilon")

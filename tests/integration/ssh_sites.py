@@ -1,5 +1,6 @@
-"""The sites of the SSH test sites (`slurmsite.py up NAME --ssh`), as a user would write them: transport
-ssh, the login node's alias in the site's throw-away ssh_config, the shared directory at the site."""
+"""The sites of the SSH test sites (`slurmsite.py up NAME --ssh`, `gesite.py up NAME --ssh`), as a user
+would write them: transport ssh, the login node's alias in the site's throw-away ssh_config, the shared
+directory at the site."""
 
 from __future__ import annotations
 
@@ -26,3 +27,8 @@ def torque_ssh_site(info: Any, **options: Any) -> ms.PBSSite:
     """Torque dialect over SSH: the wrappers run on the site's login node, reached with ssh."""
     return ms.PBSSite(info.name, dialect="torque", environment={"SLURM_CONF": info.slurm_conf},
                       **ssh_fields(info, **options))
+
+
+def gridengine_ssh_site(info: Any, **options: Any) -> ms.GridEngineSite:
+    """Grid Engine over SSH: its clients run on the cell's host, reached with ssh (a ProxyCommand)."""
+    return ms.GridEngineSite(info.name, **ssh_fields(info, **options))
