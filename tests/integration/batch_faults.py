@@ -34,15 +34,18 @@ def rerun_argv(marker: Path, python: str = "python3") -> list[str]:
 
 
 def job_of_first_attempt(campaign: ms.Campaign, journal: Path, marker: Path) -> str:
-    """Wait until the first attempt runs (its marker exists) and return its job id from the journal."""
+    """Wait until the first attempt runs (its marker exists) and return its job id from the journal.
+
+    (The job may start before the scheduler has journaled the id its submission returned: wait for both.)
+    """
     deadline = time.monotonic() + 120
-    while not marker.exists():
+    while not marker.exists() or not any(job_id for *_, job_id in attempts(journal)):
         if time.monotonic() > deadline:
             campaign.flush()
-            raise AssertionError(f"the first attempt never started; attempts: {attempts(journal)}, "
+            raise AssertionError(f"the first attempt never started or was never journaled with its job id; "
+                                 f"marker {marker.exists()}, attempts: {attempts(journal)}, "
                                  f"status: {campaign.status()}")
         time.sleep(0.2)
-    campaign.flush()
     [(_, _, _, job_id)] = attempts(journal)
     assert job_id is not None
     return job_id
