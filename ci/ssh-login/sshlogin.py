@@ -39,29 +39,24 @@ AllowTcpForwarding no
 Subsystem sftp internal-sftp
 """
 
-CLIENT_CONFIG = """Host {alias}
-    HostName 127.0.0.1
-    Port {port}
-    User root
+CLIENT_LOGIN = """    User root
     IdentityFile {ssh}/client_key
     IdentitiesOnly yes
     UserKnownHostsFile {ssh}/known_hosts
     StrictHostKeyChecking yes
     BatchMode yes
 """
+CLIENT_CONFIG = """Host {alias}
+    HostName 127.0.0.1
+    Port {port}
+""" + CLIENT_LOGIN
 
 # A site without a network (Grid Engine's container): each connection runs sshd in inetd mode through
 # `docker exec -i` (what a ProxyCommand to a jump host does), the host key pinned under the alias.
 PROXY_CLIENT_CONFIG = """Host {alias}
     ProxyCommand {proxy}
     HostKeyAlias {alias}
-    User root
-    IdentityFile {ssh}/client_key
-    IdentitiesOnly yes
-    UserKnownHostsFile {ssh}/known_hosts
-    StrictHostKeyChecking yes
-    BatchMode yes
-"""
+""" + CLIENT_LOGIN
 
 
 def alias(site: str) -> str:
