@@ -28,7 +28,6 @@ import sitecontainers as containers  # noqa: E402  (ci/sitecontainers.py: docker
 import sshlogin  # noqa: E402  (ci/ssh-login/sshlogin.py)
 
 ROOT = Path("/var/tmp/metasched-sites")
-REMOTE_DIR = "/srv/metasched-remote"  # a site's shared directory over SSH: a Docker volume in its container
 READY_TIMEOUT_S = 60.0
 
 
@@ -50,7 +49,7 @@ class GESiteInfo:
     @property
     def volume(self) -> str:
         """The Docker volume holding the shared directory of a site reached over SSH."""
-        return f"metasched-remote-{self.name}"
+        return sshlogin.volume(self.name)
 
     @property
     def login(self) -> list[str]:
@@ -74,7 +73,7 @@ def up(name: str, *, slots: int = 4, network: str = "none", binds: tuple[str, ..
     shared.mkdir(parents=True, exist_ok=True)
     info = GESiteInfo(name=name, container=f"metasched-ge-{name}", shared_dir=str(shared), slots=slots,
                       image=image, directory=str(directory),
-                      remote_dir=f"{REMOTE_DIR}/{name}" if ssh else "")
+                      remote_dir=sshlogin.remote_dir(name) if ssh else "")
     existing = containers.state(info.container)
     if (existing is not None and (existing.state, existing.image) == ("running", image) and _ready(info)
             and _saved(directory) == info):
@@ -111,7 +110,7 @@ def _ready(info: GESiteInfo) -> bool:
 def down(name: str) -> None:
     """Remove the site's container and its SSH volume (the shared directory here is kept)."""
     containers.remove([f"metasched-ge-{name}"])
-    containers.remove_volume(f"metasched-remote-{name}")
+    containers.remove_volume(sshlogin.volume(name))
 
 
 def main(argv: list[str]) -> int:

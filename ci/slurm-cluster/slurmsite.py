@@ -56,7 +56,6 @@ COMMAND_TIMEOUT_S = 60.0
 SPANK_PBS = "/usr/lib/x86_64-linux-gnu/slurm-wlm/spank_pbs.so"
 FLAVORS = ("bookworm", "sid", "torque", "trixie")
 SSH_FLAVORS = ("bookworm", "torque", "sid")  # those a site reached over SSH may have (ci/ssh-login)
-REMOTE_DIR = "/srv/metasched-remote"  # an ssh site's shared directory: a Docker volume in its containers
 READY_TIMEOUT_S = 90.0
 
 
@@ -100,7 +99,7 @@ class SiteInfo:
     @property
     def volume(self) -> str:
         """The Docker volume holding an ssh site's shared directory."""
-        return f"metasched-remote-{self.name}"
+        return sshlogin.volume(self.name)
 
     @property
     def nodes(self) -> list[str]:
@@ -501,7 +500,7 @@ def up(name: str, *, nodes: int = 2, cpus: int = 8, memory_mb: int = 8000, fresh
         dbd_port=ports[nodes + 1] if flavor == "trixie" else 0,
         mysql_port=ports[nodes + 2] if flavor == "trixie" else 0,
         ssh_port=ports[-1] if ssh else 0,
-        remote_dir=f"{REMOTE_DIR}/{name}" if ssh else "",
+        remote_dir=sshlogin.remote_dir(name) if ssh else "",
         network=network,
         binds=tuple(binds),
     )
@@ -517,7 +516,7 @@ def down(name: str, *, purge: bool = False) -> None:
     """Remove a site's containers; with purge, its directory too (logs, state, shared files)."""
     directory = _site_dir(name)
     containers.remove([c.name for c in _site_containers(name)])
-    containers.remove_volume(f"metasched-remote-{name}")  # an ssh site's shared directory (if it has one)
+    containers.remove_volume(sshlogin.volume(name))  # an ssh site's shared directory (if it has one)
     if purge and directory.exists():
         shutil.rmtree(directory)
 

@@ -59,6 +59,19 @@ PROXY_CLIENT_CONFIG = """Host {alias}
 """ + CLIENT_LOGIN
 
 
+REMOTE_DIR = "/srv/metasched-remote"  # where an SSH site's shared directory is, in its containers only
+
+
+def remote_dir(site: str) -> str:
+    """An SSH test site's shared directory: a path only its containers have (its volume)."""
+    return f"{REMOTE_DIR}/{site}"
+
+
+def volume(site: str) -> str:
+    """The Docker volume that holds an SSH test site's shared directory."""
+    return f"metasched-remote-{site}"
+
+
 def alias(site: str) -> str:
     """The Host name clients use for the site's login node (in its ssh_config)."""
     return f"{site}-login"
@@ -82,10 +95,8 @@ def _key(path: Path) -> None:
 
 def prepare(directory: str | Path, site: str, port: int) -> None:
     """Make the keys and write sshd's and the clients' configuration for a site listening on `port`."""
-    ssh = _keys(directory)
+    ssh = _keys(directory, known_as=f"[127.0.0.1]:{port}")
     (ssh / "sshd_config").write_text(SSHD_CONFIG.format(port=port, ssh=ssh))
-    key_type, key = (ssh / "host_key.pub").read_text().split()[:2]
-    (ssh / "known_hosts").write_text(f"[127.0.0.1]:{port} {key_type} {key}\n")
     client_config(directory).write_text(CLIENT_CONFIG.format(alias=alias(site), port=port, ssh=ssh))
 
 
@@ -94,20 +105,20 @@ def prepare_inetd(directory: str | Path, site: str, container: str) -> None:
 
     The container must mount `directory` at the same path (sshd reads its configuration and keys there).
     """
-    ssh = _keys(directory)
+    ssh = _keys(directory, known_as=alias(site))
     (ssh / "sshd_config").write_text(SSHD_CONFIG.format(port=22, ssh=ssh))
-    key_type, key = (ssh / "host_key.pub").read_text().split()[:2]
-    (ssh / "known_hosts").write_text(f"{alias(site)} {key_type} {key}\n")
     proxy = shlex.join(["docker", "exec", "-i", container, "/usr/sbin/sshd", "-i",
                         "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")])
     client_config(directory).write_text(PROXY_CLIENT_CONFIG.format(alias=alias(site), proxy=proxy, ssh=ssh))
 
 
-def _keys(directory: str | Path) -> Path:
-    """The site's SSH directory with its host key, the clients' key and authorized_keys."""
+def _keys(directory: str | Path, *, known_as: str) -> Path:
+    """The site's SSH directory: host key (pinned as `known_as`), clients' key, authorized_keys."""
     ssh = ssh_dir(directory)
     ssh.mkdir(mode=0o700, exist_ok=True)
     _key(ssh / "host_key")
     _key(ssh / "client_key")
     (ssh / "authorized_keys").write_text((ssh / "client_key.pub").read_text())
+    key_type, key = (ssh / "host_key.pub").read_text().split()[:2]
+    (ssh / "known_hosts").write_text(f"{known_as} {key_type} {key}\n")
     return ssh

@@ -106,9 +106,14 @@ def command_body(attempt: AttemptDir, spec: TaskSpec, *, prefix: Sequence[str] =
         launch=" ".join(q(arg) for arg in launch))
 
 
+def _bound(paths: Iterable[str]) -> list[str]:
+    """The paths to bind: each once, in a stable order."""
+    return sorted({p for p in paths if p})
+
+
 def binds(paths: Iterable[str]) -> str:
-    """Apptainer's --bind value: each path at its own place, once, in a stable order."""
-    return ",".join(sorted({p for p in paths if p}))
+    """Apptainer's --bind value: each path at its own place."""
+    return ",".join(_bound(paths))
 
 
 def make_binds(paths: Iterable[str]) -> str:
@@ -116,7 +121,7 @@ def make_binds(paths: Iterable[str]) -> str:
 
     E.g. a store nobody wrote to yet; made on the node, so also at a site whose files only it sees (SSH).
     """
-    return f"mkdir -p -- {' '.join(q(p) for p in sorted({p for p in paths if p}))}"
+    return f"mkdir -p -- {' '.join(q(p) for p in _bound(paths))}"
 
 
 def missing_image_check(attempt: AttemptDir, sif: str, then: str) -> str:
