@@ -38,6 +38,8 @@ _EXPORTS = {
     "Image": "metasched.records",
     "Checkpoint": "metasched.checkpoint.cooperative",
     "TaskState": "metasched.scheduler.states",
+    "DefaultPolicy": "metasched.placement",
+    "RoundRobinPolicy": "metasched.placement",
 }
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "CommandResult",
     "ConfigurationError",
     "DataTransferError",
+    "DefaultPolicy",
     "DependencyError",
     "EndpointStore",
     "FileStore",
@@ -56,6 +59,7 @@ __all__ = [
     "PlacementError",
     "RedisStore",
     "RemoteTaskError",
+    "RoundRobinPolicy",
     "SiteAgentError",
     "SshFileStore",
     "TaskCancelledError",
@@ -87,6 +91,7 @@ if TYPE_CHECKING:
         WalltimeExceededError,
     )
     from metasched.futures import TaskFuture, as_completed, wait
+    from metasched.placement import DefaultPolicy, RoundRobinPolicy
     from metasched.records import CommandResult, Image
     from metasched.scheduler.states import TaskState
 

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from metasched.errors import ConfigurationError
-from metasched.placement import policy_named
+from metasched.placement import DefaultPolicy, policy_named
 from metasched.records import Image
 from metasched.sites.base import NamesLocalPaths
 from metasched.sites.registry import default_sites, installed_kinds, kind_named
@@ -59,6 +59,13 @@ class CampaignSection(_Model):
     store: StoreOption = None
     data_threshold: int = Field(default=100_000, ge=0)
     ray_node_ip: str | None = None  # where pilot blocks reach the embedded Ray head (docs/pilots.md)
+    hedge_after_s: float | None = Field(default=None, gt=0)  # the default policy's hedging (placement.md)
+    hedge_budget: float | None = Field(default=None, ge=0, le=1)
+
+    def placement_policy(self) -> str | DefaultPolicy:
+        """The policy by name, or the default one with the hedging settings the table gives."""
+        hedging = {k: v for k in ("hedge_after_s", "hedge_budget") if (v := getattr(self, k)) is not None}
+        return DefaultPolicy(**hedging) if hedging else self.policy
 
 
 class RangeModel(_Model):
@@ -290,6 +297,10 @@ def _check_semantics(spec: CampaignFile, sites: list[Any], report: Report
         policy_named(spec.campaign.policy)
     except ValueError as exc:
         report(("campaign", "policy"), str(exc))
+    hedging = [k for k in ("hedge_after_s", "hedge_budget") if getattr(spec.campaign, k) is not None]
+    if hedging and spec.campaign.policy != "default":
+        report(("campaign", hedging[0]),
+               f"only the default policy hedges (policy is {spec.campaign.policy!r})")
     site_names = [str(table.get("name")) for table in spec.sites]
     for i, name in enumerate(site_names):
         if site_names.count(name) > 1:

@@ -47,8 +47,8 @@ from metasched.journal_schema import (
 )
 from metasched.journal_upgrade import check_version, upgrade_from_2
 from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, attempt_id_of, split_attempt_id
-from metasched.scheduler.core import Attempt, Transition
 from metasched.scheduler.states import TERMINAL, AttemptState, TaskState
+from metasched.scheduler.task_records import Attempt, Transition
 
 
 class Journal:

@@ -7,6 +7,7 @@ feasible site is full.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
@@ -78,6 +79,31 @@ class PlacementPolicy(Protocol):
         ...
 
 
+@runtime_checkable
+class HedgingPolicy(Protocol):
+    """A policy that may also queue a second attempt of a task whose first waits past its prediction.
+
+    The scheduler asks about attempts still queued (not started) about once a second; the first of the
+    two attempts to start runs and the other is cancelled (``metasched.scheduler.hedging``).
+    """
+
+    def hedge_budget(self, tasks: int) -> int:
+        """How many hedges a campaign of `tasks` tasks may make in all."""
+        ...
+
+    def overdue(self, waited_s: float, predicted_s: float) -> bool:
+        """Whether an attempt that waited `waited_s` (its placement predicted `predicted_s`) may be hedged."""
+        ...
+
+    def hedge(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
+              transfer_s: Mapping[SiteName, float]) -> SiteName | None:
+        """Where to queue a second attempt of `spec`, whose attempt is overdue; None: nowhere (yet).
+
+        `candidates` are the other feasible sites with room.
+        """
+        ...
+
+
 class RoundRobinPolicy:
     """The baseline: the next feasible site with room, in turn."""
 
@@ -104,10 +130,20 @@ class DefaultPolicy:
     window, so equal sites share the work. When the soonest start is at a site with no free slot (a local
     site whose cores all run our tasks), the answer is that site all the same: the scheduler keeps the task
     in its queue until a slot frees, or until another site's prediction gets better.
+
+    A task whose attempt has waited past its predicted start by ``hedge_after_s`` (or by as much again as
+    predicted, if that is longer) is also queued at another site with room where it is predicted to start
+    within ``hedge_after_s``: the first of the two to start runs, the other is cancelled. At most
+    ``hedge_budget`` of the campaign's tasks (a fraction; 0 turns hedging off) get a second attempt.
     """
 
-    def __init__(self, *, tie_s: float = 1.0) -> None:
+    def __init__(self, *, tie_s: float = 1.0, hedge_after_s: float = 60.0, hedge_budget: float = 0.1) -> None:
+        if hedge_after_s <= 0 or not 0 <= hedge_budget <= 1:
+            raise ValueError(f"hedge_after_s must be positive (got {hedge_after_s}) and hedge_budget a "
+                             f"fraction of the campaign's tasks between 0 and 1 (got {hedge_budget}).")
         self.tie_s = tie_s
+        self.hedge_after_s = hedge_after_s
+        self.budget = hedge_budget
 
     def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
                transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
@@ -122,6 +158,21 @@ class DefaultPolicy:
         best = max(tied, key=lambda c: (c.free_slots > 0, -costs.get(c.site, 0.0),
                                         c.free_slots / max(1, c.max_inflight)))
         return best.site
+
+    def hedge_budget(self, tasks: int) -> int:
+        """``hedge_budget`` of `tasks`, rounded up."""
+        return math.ceil(self.budget * tasks)
+
+    def overdue(self, waited_s: float, predicted_s: float) -> bool:
+        """Past the prediction by ``hedge_after_s``, or by as much again as predicted if that is longer."""
+        return waited_s > predicted_s + max(self.hedge_after_s, predicted_s)
+
+    def hedge(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
+              transfer_s: Mapping[SiteName, float]) -> SiteName | None:
+        """The soonest-starting candidate with room, if it starts within ``hedge_after_s``."""
+        soon = [c for c in candidates if c.free_slots > 0
+                and predicted_start(spec, c, transfer_s) < self.hedge_after_s]
+        return self.choose(spec, soon, transfer_s) if soon else None
 
 
 def assume_unknowns(loads: Sequence[SiteLoad], default_cycle_s: float = 1.0) -> None:

@@ -279,6 +279,7 @@ class SiteLoad:
     accepting: bool = True  # False: the site takes no new work for now (unreachable, drained)
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
     max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)
+    reports_start: bool = False  # the agent says when an attempt starts (until then it may be hedged)
 
     @property
     def free_slots(self) -> int:

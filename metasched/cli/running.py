@@ -33,9 +33,9 @@ def run(
 
     def start() -> Any:
         section = loaded.spec.campaign
-        return ms.Campaign(section.name, sites=loaded.sites, journal=loaded.journal, policy=section.policy,
-                           store=section.store, data_threshold=section.data_threshold,
-                           ray_node_ip=section.ray_node_ip).start()
+        return ms.Campaign(section.name, sites=loaded.sites, journal=loaded.journal,
+                           policy=section.placement_policy(), store=section.store,
+                           data_threshold=section.data_threshold, ray_node_ip=section.ray_node_ip).start()
 
     def submit_all(c: Any) -> list[Any]:
         futures: dict[str, Any] = {}

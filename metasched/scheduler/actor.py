@@ -19,7 +19,7 @@ from metasched.data import DataSettings, site_store
 from metasched.data.plane import DataPlane
 from metasched.data.transfers import RayTransferRunner
 from metasched.journal import Journal
-from metasched.placement import PlacementPolicy, as_policy
+from metasched.placement import DefaultPolicy, PlacementPolicy, RoundRobinPolicy, as_policy
 from metasched.records import SiteName, TaskId, TaskSpec
 from metasched.scheduler.events import SiteSummary, TaskEvent
 from metasched.scheduler.service import SchedulerService
@@ -70,8 +70,8 @@ class SchedulerActor:
         def _start() -> tuple[SchedulerService, int]:
             journal = Journal(self._journal_path).open()
             journal.set_meta("sites", self._sites)
-            if isinstance(self._policy, str):  # an object's class may not be importable at resume
-                journal.set_meta("policy", self._policy)
+            if isinstance(self._policy, str | DefaultPolicy | RoundRobinPolicy):  # another class may not
+                journal.set_meta("policy", self._policy)  # be importable at resume
             plane = None
             if self._data is not None:
                 journal.set_meta("data", self._data)

@@ -23,8 +23,9 @@ from metasched.journal_schema import RequestKind
 from metasched.outcomes import Checkpointed, CheckpointReason
 from metasched.placement import PlacementPolicy, infeasibility
 from metasched.records import AttemptId, CheckpointKind, SiteName, TaskId
-from metasched.scheduler.core import SchedulerCore, TaskRecord
+from metasched.scheduler.core import SchedulerCore
 from metasched.scheduler.states import TaskState
+from metasched.scheduler.task_records import TaskRecord
 from metasched.sites.base import CheckpointingAgent, SiteAgent
 
 _REQUEST_POLL_S = 1.0  # how often the journal is read for requests from other processes
@@ -153,6 +154,9 @@ class CheckpointRequests:
         live = record.current
         if record.state not in (TaskState.SUBMITTED, TaskState.RUNNING) or live is None:
             raise ConfigurationError(f"{name} is {record.state.value}, not running: nothing to migrate.")
+        if record.hedge is not None:
+            raise ConfigurationError(f"{name} is queued at {live.site} and {record.hedge.site} (hedged): "
+                                     "move it once one of them has started.")
         if live.site == site:
             raise ConfigurationError(f"{name} already runs at {site}.")
         agent = self.agents[live.site]

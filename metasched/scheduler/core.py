@@ -4,82 +4,36 @@ No I/O and no Ray: the actor (``metasched.scheduler.actor``) feeds it events and
 and unit tests drive it directly. Every state change goes through ``_move``, which enforces the
 ``ALLOWED`` table and records a ``Transition`` for the journal; an outcome for an attempt that is no
 longer the task's current attempt is ignored, so a task reaches a terminal state exactly once.
+
+A SUBMITTED task may have a second attempt queued at another site, its hedge (``start_hedge``): the
+first of the two to start (or to end, which means it started) becomes the current attempt and the other
+is settled as the loser (``take_settled``) for the service to cancel at its site.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from metasched.errors import (
     AttemptLostError,
     ConfigurationError,
-    DependencyError,
     MetaschedError,
     TaskCancelledError,
     TaskError,
 )
-from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, Usage, split_attempt_id
+from metasched.records import AttemptId, SiteName, TaskId, TaskSpec, split_attempt_id
+from metasched.scheduler.graph import DependencyGraph
 from metasched.scheduler.states import ALLOWED, AttemptState, TaskState
+from metasched.scheduler.task_records import Attempt, Settled, TaskRecord, Transition
 
 
 class TransitionError(MetaschedError):
     """A state change the transition table forbids was asked for: a bug in metasched, not in the task."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Transition:
-    """One recorded state change of a task (and, where one is involved, of its attempt)."""
-
-    task_id: TaskId
-    old: TaskState | None
-    new: TaskState
-    at: float
-    attempt_id: AttemptId | None = None
-    site: SiteName | None = None
-    detail: str = ""
-
-
-@dataclass(slots=True, kw_only=True)
-class Attempt:
-    """One try of a task at one site."""
-
-    attempt_id: AttemptId
-    task_id: TaskId
-    site: SiteName
-    number: int
-    state: AttemptState = AttemptState.SUBMITTED
-    submitted_at: float = 0.0
-    ended_at: float | None = None
-    usage: Usage | None = None  # what it used, once it ended (as its worker measured it), until journaled
-    printed: tuple[str, str] = ("", "")  # the ends of its stdout and stderr, until journaled
-
-
-@dataclass(slots=True, kw_only=True)
-class TaskRecord:
-    """The scheduler's view of one task."""
-
-    spec: TaskSpec
-    state: TaskState
-    tries: int = 0  # attempts that counted against `retries`
-    attempts: int = 0  # every attempt ever made
-    current: Attempt | None = None
-    # Made on first use: most tasks of a big campaign have neither (an empty set is 216 bytes).
-    waiting_on: set[TaskId] | None = None  # unfinished tasks it depends on
-    dependents: list[TaskId] | None = None  # tasks that depend on it
-    result: bytes | None = None
-    error: TaskError | None = None
-    last_site: SiteName | None = None
-    placed: str = ""  # why the pending placement chose its site (journaled with the attempt it starts)
-    checkpoint: str | None = None  # object id of the checkpoint the next attempt restores from
-    migrate_to: SiteName | None = None  # where the next attempt must run (a migration in progress)
-    avoid_site: SiteName | None = None  # prefer another site for the next attempt (after a time limit)
-
-
-class SchedulerCore:
+class SchedulerCore(DependencyGraph):
     """The state machine of one campaign."""
 
     def __init__(self) -> None:
@@ -88,6 +42,7 @@ class SchedulerCore:
         self.ready: deque[TaskId] = deque()
         self.attempts: dict[AttemptId, Attempt] = {}
         self.transitions: list[Transition] = []
+        self.settled: list[Settled] = []
 
     # ----------------------------------------------------------------------------------------- inputs
     def add(self, spec: TaskSpec) -> TaskRecord:
@@ -115,18 +70,6 @@ class SchedulerCore:
         elif not record.waiting_on:
             self._make_ready(record)
         return record
-
-    def _link(self, record: TaskRecord) -> None:
-        """Record the task among its dependencies' dependents, and wait for those not DONE."""
-        for dep_id in dict.fromkeys(record.spec.depends_on):
-            dep = self.tasks[dep_id]
-            if dep.dependents is None:
-                dep.dependents = []
-            dep.dependents.append(record.spec.task_id)
-            if dep.state is not TaskState.DONE:
-                if record.waiting_on is None:
-                    record.waiting_on = set()
-                record.waiting_on.add(dep_id)
 
     def restore(
         self,
@@ -160,22 +103,23 @@ class SchedulerCore:
         return record
 
     def reattach(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId, number: int) -> Attempt:
-        """After a restore: the attempt the site still runs becomes the task's current one again."""
+        """After a restore: the attempt the site still runs becomes the task's current one again.
+
+        A second one (the task was hedged) becomes its hedge again: the race goes on.
+        """
         record = self.tasks[task_id]
         self._discard_ready(record)
         attempt = Attempt(attempt_id=attempt_id, task_id=task_id, site=site, number=number,
                           submitted_at=time.time())
+        if record.current is not None:
+            record.hedge = attempt
+            self.attempts[attempt_id] = attempt
+            return attempt
         record.state = TaskState.SUBMITTED  # as journaled: no new transition
         record.current = attempt
         record.last_site = site
         self.attempts[attempt_id] = attempt
         return attempt
-
-    def fail_orphans(self) -> None:
-        """After a restore: fail unfinished tasks downstream of a failed or cancelled task."""
-        for record in list(self.tasks.values()):
-            if record.state in (TaskState.FAILED, TaskState.CANCELLED):
-                self._fail_dependents_of(record)
 
     def stage(self, task_id: TaskId, site: SiteName, detail: str) -> None:
         """READY -> STAGING: placed at `site`, waiting for input data to be copied there."""
@@ -183,12 +127,13 @@ class SchedulerCore:
         record.last_site = site
         self._move(record, TaskState.STAGING, detail=f"site {site}: {detail}")
 
-    def start_attempt(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId, why: str = "") -> Attempt:
+    def start_attempt(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId, why: str = "", *,
+                      predicted_s: float | None = None) -> Attempt:
         """READY (or STAGING) -> SUBMITTED: the actor hands an attempt to `site` (`why`: the placement's)."""
         record = self.tasks[task_id]
         attempt = Attempt(
             attempt_id=attempt_id, task_id=task_id, site=site, number=record.attempts + 1,
-            submitted_at=time.time(),
+            submitted_at=time.time(), predicted_s=predicted_s,
         )
         detail = f"attempt {attempt.number}; {why}" if why else f"attempt {attempt.number}"
         self._move(record, TaskState.SUBMITTED, attempt=attempt, detail=detail)
@@ -198,6 +143,28 @@ class SchedulerCore:
         record.last_site = site
         self.attempts[attempt_id] = attempt
         return attempt
+
+    def start_hedge(self, task_id: TaskId, site: SiteName, attempt_id: AttemptId, *,
+                    predicted_s: float | None = None) -> Attempt:
+        """A second attempt of a SUBMITTED task, queued at another `site` while the first still waits.
+
+        It uses no retry: whichever of the two starts first is the task's try (``_race``).
+        """
+        record = self.tasks[task_id]
+        if record.state is not TaskState.SUBMITTED or record.hedge is not None or record.current is None:
+            raise TransitionError(f"task {task_id} ({record.state.value}) cannot be hedged; this is a bug in "
+                                  "metasched, please report it with the campaign journal.")
+        attempt = Attempt(attempt_id=attempt_id, task_id=task_id, site=site, number=record.attempts + 1,
+                          submitted_at=time.time(), predicted_s=predicted_s)
+        record.attempts += 1
+        record.hedge = attempt
+        self.attempts[attempt_id] = attempt
+        return attempt
+
+    def take_settled(self) -> list[Settled]:
+        """The races settled since the last call (the service cancels the losers and notes why)."""
+        out, self.settled = self.settled, []
+        return out
 
     def attempt_running(self, attempt_id: AttemptId) -> bool:
         """The site reports the attempt running."""
@@ -216,12 +183,7 @@ class SchedulerCore:
         self._end_attempt(attempt_id, AttemptState.SUCCEEDED)
         record.result = result
         self._move(record, TaskState.DONE, attempt=self.attempts[attempt_id])
-        for dep_id in record.dependents or ():
-            dependent = self.tasks[dep_id]
-            if dependent.waiting_on:
-                dependent.waiting_on.discard(record.spec.task_id)
-            if dependent.state is TaskState.PENDING and not dependent.waiting_on:
-                self._make_ready(dependent)
+        self._release_dependents(record)
         return True
 
     def attempt_failed(self, attempt_id: AttemptId, error: TaskError, *, retryable: bool = True) -> bool:
@@ -261,10 +223,18 @@ class SchedulerCore:
 
         A lost attempt consumes a retry unless the loss was ours (e.g. a scheduler restart).
         """
-        record = self._current(attempt_id)
+        record = self._current(attempt_id, lost=True)
         if record is None:
             return False
         self._end_attempt(attempt_id, AttemptState.LOST)
+        if record.current is not None and record.current.attempt_id != attempt_id:
+            record.hedge = None  # it was the hedge: the task goes on with its first attempt
+            return True
+        hedge = record.hedge
+        if hedge is not None:  # the hedge goes on in its place (and has its try)
+            self.settled.append(Settled(winner=hedge, loser=self.attempts[attempt_id]))
+            record.current, record.hedge, record.last_site = hedge, None, hedge.site
+            return True
         if not counts_as_try:
             record.tries -= 1
         attempt = self.attempts[attempt_id]
@@ -289,14 +259,16 @@ class SchedulerCore:
         self._finish_failed(record, error, attempt=record.current)
         return True
 
-    def cancel(self, task_id: TaskId) -> Attempt | None:
-        """Cancel a task; returns its live attempt (for the actor to cancel at the site), if any."""
+    def cancel(self, task_id: TaskId) -> list[Attempt]:
+        """Cancel a task; returns its live attempts (for the actor to cancel at their sites)."""
         record = self.tasks[task_id]
         if record.state.terminal:
-            return None
+            return []
         live = record.current if record.state in (TaskState.SUBMITTED, TaskState.RUNNING) else None
-        if live is not None:
-            self._end_attempt(live.attempt_id, AttemptState.CANCELLED)
+        hedge, record.hedge = record.hedge, None
+        for attempt in (live, hedge):
+            if attempt is not None:
+                self._end_attempt(attempt.attempt_id, AttemptState.CANCELLED)
         self._discard_ready(record)
         record.error = TaskCancelledError(
             f"task {record.spec.name!r} ({task_id}) was cancelled.", task_id=task_id,
@@ -305,7 +277,7 @@ class SchedulerCore:
         self._move(record, TaskState.CANCELLED, attempt=live, detail="cancelled by user")
         record.current = None
         self._fail_dependents_of(record)
-        return live
+        return [a for a in (live, hedge) if a is not None]
 
     # ---------------------------------------------------------------------------------------- queries
     def result_of(self, task_id: TaskId) -> bytes:
@@ -341,10 +313,6 @@ class SchedulerCore:
             detail=detail,
         ))
 
-    def _make_ready(self, record: TaskRecord) -> None:
-        self._move(record, TaskState.READY)
-        self.ready.append(record.spec.task_id)
-
     def forget_ended(self, attempts: Iterable[Attempt]) -> None:
         """Let go of attempts that ended, once journaled (about 220 bytes each, a million in a big campaign).
 
@@ -370,21 +338,31 @@ class SchedulerCore:
             return None
         return task_id if task_id in self.tasks else None
 
-    def _discard_ready(self, record: TaskRecord) -> None:
-        if record.state is TaskState.READY:
-            with contextlib.suppress(ValueError):
-                self.ready.remove(record.spec.task_id)
+    def _current(self, attempt_id: AttemptId, *, lost: bool = False) -> TaskRecord | None:
+        """The task whose current attempt this is, or None (the outcome is then ignored).
 
-    def _current(self, attempt_id: AttemptId) -> TaskRecord | None:
+        The task's hedge counts as current: it started (or ended) first, so it wins the race and the
+        first attempt is settled as the loser (``lost``: it was lost instead, and settles nothing).
+        """
         attempt = self.attempts.get(attempt_id)
         if attempt is None:
             return None
         record = self.tasks[attempt.task_id]
-        if record.current is None or record.current.attempt_id != attempt_id or record.state.terminal:
+        if record.state not in (TaskState.SUBMITTED, TaskState.RUNNING) or record.current is None:
             return None
-        if record.state not in (TaskState.SUBMITTED, TaskState.RUNNING):
-            return None
-        return record
+        if record.hedge is not None and attempt_id in (record.hedge.attempt_id, record.current.attempt_id):
+            if not lost:
+                self._race(record, attempt)
+            return record
+        return record if record.current.attempt_id == attempt_id else None
+
+    def _race(self, record: TaskRecord, winner: Attempt) -> None:
+        """`winner` (the current attempt or the hedge) started first: the other is cancelled."""
+        loser = record.hedge if winner is record.current else record.current
+        assert loser is not None  # noqa: S101  (called only while the task has both)
+        record.current, record.hedge, record.last_site = winner, None, winner.site
+        self._end_attempt(loser.attempt_id, AttemptState.CANCELLED)
+        self.settled.append(Settled(winner=winner, loser=loser))
 
     def _end_attempt(self, attempt_id: AttemptId, state: AttemptState) -> None:
         attempt = self.attempts[attempt_id]
@@ -392,29 +370,9 @@ class SchedulerCore:
         attempt.ended_at = time.time()
 
     def _finish_failed(self, record: TaskRecord, error: TaskError, *, attempt: Attempt | None) -> None:
+        if record.hedge is not None and record.current is not None:  # (failed by a dependency, cancelled)
+            self._race(record, record.current)
         record.error = error
         self._move(record, TaskState.FAILED, attempt=attempt, detail=error.message)
         record.current = None
         self._fail_dependents_of(record)
-
-    def _fail_dependents_of(self, root: TaskRecord, *, only: list[TaskId] | None = None) -> None:
-        """Fail every unfinished task downstream of `root`, naming the root cause task."""
-        root_id: str = root.spec.task_id
-        root_name = root.spec.name
-        if isinstance(root.error, DependencyError):  # name the original cause, not the messenger
-            root_id, root_name = root.error.root_task_id, root.error.root_task_name
-        how = "was cancelled" if root.state is TaskState.CANCELLED else "failed"
-        stack = list(only if only is not None else root.dependents or ())
-        while stack:
-            record = self.tasks[stack.pop()]
-            if record.state.terminal:
-                continue
-            self._discard_ready(record)
-            record.error = DependencyError(
-                f"task {record.spec.name!r} ({record.spec.task_id}) did not run because the task it "
-                f"depends on, {root_name!r} ({root_id}), {how}.",
-                task_id=record.spec.task_id, task_name=record.spec.name,
-                root_task_id=root_id, root_task_name=root_name,
-            )
-            self._move(record, TaskState.FAILED, detail=record.error.message)
-            stack.extend(record.dependents or ())

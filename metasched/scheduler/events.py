@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from metasched.errors import RemoteTaskError, TaskError, WalltimeExceededError
 from metasched.outcomes import Failed
 from metasched.records import TaskId, TaskSpec
-from metasched.scheduler.core import TaskRecord
 from metasched.scheduler.states import TaskState
+from metasched.scheduler.task_records import TaskRecord
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,19 +22,22 @@ from metasched.faults import crash_point
 from metasched.journal import Journal
 from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded, reported
-from metasched.placement import PlacementPolicy, assume_unknowns, explain, feasible_sites
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec, attempt_id_of
+from metasched.placement import PlacementPolicy, assume_unknowns, explain, feasible_sites, predicted_wait
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskSpec, attempt_id_of
 from metasched.scheduler.blocks import BlockJournal
 from metasched.scheduler.checkpoints import CheckpointRequests
-from metasched.scheduler.core import Attempt, SchedulerCore, TaskRecord, Transition
+from metasched.scheduler.core import SchedulerCore
+from metasched.scheduler.data_steps import DataSteps
 from metasched.scheduler.events import EventLog, SiteSummary, TaskEvent, site_summary, task_error
+from metasched.scheduler.hedging import HEDGES_MADE, Hedging
 from metasched.scheduler.states import TERMINAL, TaskState
+from metasched.scheduler.task_records import Attempt, TaskRecord
 from metasched.sites.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
 
 _MAX_DEFERRED_PER_STEP = 2000
 
 
-class SchedulerService(CheckpointRequests):
+class SchedulerService(CheckpointRequests, DataSteps, Hedging):
     """Owns the core, the agents, the policy and the journal of one campaign."""
 
     def __init__(self, *, journal: Journal, agents: Sequence[SiteAgent], policy: PlacementPolicy,
@@ -54,6 +57,7 @@ class SchedulerService(CheckpointRequests):
         self._notes: list[Note] = []
         self.drained: set[SiteName] = set()
         self.blocks = BlockJournal(journal, agents)
+        self._raced: list[TaskId] = []
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self, *, resume: bool) -> int:
@@ -82,34 +86,41 @@ class SchedulerService(CheckpointRequests):
         self.drained = {s for s in self.journal.get_meta("drained") or () if s in self.agents}
         if self.data is not None:
             self.data.restore(self.journal.replicas())
-        live = {a.task_id: a for a in self.journal.live_attempts()}
+        self.hedges_made = self.journal.get_meta(HEDGES_MADE) or 0
+        live: dict[TaskId, list[LiveAttempt]] = defaultdict(list)
+        for live_attempt in self.journal.live_attempts():
+            live[live_attempt.task_id].append(live_attempt)
         restored = 0
         reattached: list[LiveAttempt] = []
         for stored in self.journal.tasks():
             task_id = stored.spec.task_id
-            attempt = live.get(task_id)
-            agent = self.agents.get(attempt.site) if attempt is not None else None
-            reattach = (attempt is not None and not stored.state.terminal
-                        and isinstance(agent, ReattachableAgent)
-                        and agent.reattach(attempt.attempt_id, stored.spec, attempt.native_id or ""))
+            attempts = sorted(live.get(task_id, ()), key=lambda a: a.number)  # two: it was hedged
+            kept = [a for a in attempts if not stored.state.terminal and self._reattach(a, stored.spec)]
             # An attempt lost with the previous scheduler was our loss: it uses no retry.
-            tries = stored.tries - (1 if attempt is not None and not reattach else 0)
+            tries = stored.tries - (1 if attempts and not kept else 0)
             record = self.core.restore(stored.spec, state=stored.state, tries=max(0, tries),
                                        attempts=stored.attempts, result=stored.result, error=stored.error,
                                        site=stored.site, checkpoint=stored.checkpoint,
                                        migrate_to=stored.migrate_to)
-            if reattach and attempt is not None:
+            for attempt in kept:
                 self.core.reattach(task_id, attempt.site, attempt.attempt_id, attempt.number)
                 reattached.append(attempt)
-            elif record.state.terminal:
+            if not kept and record.state.terminal:
                 self.events.add(TaskEvent(task_id=task_id, state=record.state,
                                               result=record.result, error=record.error))
             restored += 1
-        kept = {a.attempt_id for a in reattached}
-        self.journal.mark_attempts_lost([a.attempt_id for a in live.values() if a.attempt_id not in kept])
+        found = {a.attempt_id for a in reattached}
+        self.journal.mark_attempts_lost([a.attempt_id for attempts in live.values() for a in attempts
+                                         if a.attempt_id not in found])
         self.core.fail_orphans()
         self._flush()
         return restored
+
+    def _reattach(self, attempt: LiveAttempt, spec: TaskSpec) -> bool:
+        """Whether the attempt's site still has it and follows it again (batch sites: its job)."""
+        agent = self.agents.get(attempt.site)
+        return isinstance(agent, ReattachableAgent) and agent.reattach(attempt.attempt_id, spec,
+                                                                       attempt.native_id or "")
 
     # ------------------------------------------------------------------------------------- inputs
     def submit(self, specs: Sequence[TaskSpec], functions: dict[str, bytes]) -> dict[TaskId, str]:
@@ -143,9 +154,9 @@ class SchedulerService(CheckpointRequests):
             if self.data is not None:
                 self.data.transfers.forget(task_id)
             cancelled += 1
-            if live is not None:
-                by_site[live.site].append(live.attempt_id)
-                self._ended_attempts.append(live)
+            for attempt in live:
+                by_site[attempt.site].append(attempt.attempt_id)
+                self._ended_attempts.append(attempt)
         for site, attempt_ids in by_site.items():
             self.agents[site].cancel(attempt_ids)
         self._flush()
@@ -163,6 +174,8 @@ class SchedulerService(CheckpointRequests):
         changed = self._poll_transfers() or changed
         changed = self._dispatch() or changed
         changed = self._handle_requests() or changed
+        changed = self._hedge() or changed
+        changed = self._settle() or changed
         self.blocks.record()
         if changed or self.core.transitions:
             self._flush()
@@ -209,17 +222,22 @@ class SchedulerService(CheckpointRequests):
             attempt.usage, attempt.printed = reported(update.outcome)
             self._ended_attempts.append(attempt)
 
-    def _dispatch(self) -> bool:
-        core = self.core
-        if not core.ready:
-            return False
+    def _loads(self) -> dict[SiteName, SiteLoad]:
+        """Every site's load as placement sees it: tasks staging there count, drained sites take nothing."""
         loads: dict[SiteName, SiteLoad] = {name: agent.load() for name, agent in self.agents.items()}
         for staging_site, count in self._staging_sites().items():
             loads[staging_site].inflight += count
         for drained in self.drained:  # takes no new attempts
             loads[drained].accepting = False
+        assume_unknowns(list(loads.values()))
+        return loads
+
+    def _dispatch(self) -> bool:
+        core = self.core
+        if not core.ready:
+            return False
+        loads = self._loads()
         load_list = list(loads.values())
-        assume_unknowns(load_list)
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
         deferred: list[TaskId] = []
         staged = False
@@ -266,32 +284,23 @@ class SchedulerService(CheckpointRequests):
         self._submit_batches(batches)
         return bool(batches) or staged
 
-    def _input_ids(self, record: TaskRecord) -> list[str]:
-        """The stored objects a task reads, its checkpoint too (``after=`` edges of commands move no data)."""
-        if self.data is None:
-            return []
-        spec = record.spec
-        consumed = spec.depends_on if spec.kind is TaskKind.FUNCTION else ()
-        stored = [d for d in consumed if d in self.data.tracker.replicas]
-        ids = self.data.input_ids(spec, stored)
-        return [*ids, record.checkpoint] if record.checkpoint is not None else ids
-
-    def _staging_sites(self) -> dict[SiteName, int]:
-        counts: dict[SiteName, int] = defaultdict(int)
-        if self.data is not None and self.data.transfers.in_flight:
-            for record in self.core.tasks.values():
-                if record.state is TaskState.STAGING and record.last_site is not None:
-                    counts[record.last_site] += 1
-        return counts
-
     def _start(self, task_id: TaskId, site: SiteName) -> Submission:
         """Start an attempt of a placed task; returns what to hand to the site's agent."""
         record = self.core.tasks[task_id]
         attempt = self.core.start_attempt(task_id, site, attempt_id_of(task_id, record.attempts + 1),
-                                          why=record.placed)
+                                          why=record.placed, predicted_s=predicted_wait(record.placed))
         record.placed = ""
         self._new_attempts.append(attempt)
-        spec = record.spec
+        submission = self._submission(record, attempt)
+        record.avoid_site = None
+        if record.migrate_to is not None:
+            record.migrate_to = None
+            self._moves[task_id] = (record.checkpoint, None)
+        return submission
+
+    def _submission(self, record: TaskRecord, attempt: Attempt) -> Submission:
+        """What to hand to the agent of the attempt's site: the task, its function, its inputs there."""
+        site, spec = attempt.site, record.spec
         results = {d: self.core.result_of(d) for d in spec.depends_on}
         data = None
         restore = None
@@ -300,17 +309,14 @@ class SchedulerService(CheckpointRequests):
             results = {d: self.data.local_result(blob, site) for d, blob in results.items()}
             if record.checkpoint is not None:
                 restore = data.inputs.get(record.checkpoint)
-        record.avoid_site = None
-        if record.migrate_to is not None:
-            record.migrate_to = None
-            self._moves[task_id] = (record.checkpoint, None)
         return Submission(
             attempt_id=attempt.attempt_id, spec=spec,
             function=self.functions.get(spec.function_digest) if spec.function_digest else None,
             dependency_results=results, data=data, restore=restore,
         )
 
-    def _submit_batches(self, batches: dict[SiteName, list[Submission]]) -> None:
+    def _submit_batches(self, batches: dict[SiteName, list[Submission]], *, point: str = "after-submit"
+                        ) -> None:
         if any(isinstance(self.agents[site], ReattachableAgent) for site in batches):
             self._flush()  # their jobs outlive us: journal the attempts (their job names) before submitting
         for site, submissions in batches.items():
@@ -320,52 +326,7 @@ class SchedulerService(CheckpointRequests):
                 for sub in submissions:
                     self.core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}",
                                            counts_as_try=not exc.transient)
-            crash_point("after-submit", site)  # the tests' window: submitted, its answer not yet journaled
-
-    def _release_data(self, transitions: Sequence[Transition]) -> None:
-        """Evict stored objects no unfinished task needs.
-
-        That is a done task's big arguments, and the results of its dependencies once all their
-        consumers are done (kept when marked keep=True).
-        """
-        data = self.data
-        if data is None:
-            return
-        for transition in transitions:
-            if transition.new is not TaskState.DONE:
-                continue
-            record = self.core.tasks[transition.task_id]
-            spec = record.spec
-            data.release([ref.object_id for ref in spec.inputs], keep_origin=False)
-            if record.checkpoint is not None:  # done: its last checkpoint is of no further use
-                data.release([record.checkpoint], keep_origin=False)
-            for dep_id in spec.depends_on:
-                dep = self.core.tasks[dep_id]
-                if dep_id in data.tracker.replicas and all(
-                        self.core.tasks[d].state is TaskState.DONE for d in dep.dependents or ()):
-                    keep = dep.spec.keep or not data.settings.evict_intermediates
-                    data.release([dep_id], keep_origin=keep)
-
-    def _poll_transfers(self) -> bool:
-        """Start tasks whose inputs arrived; fail those whose inputs could not be moved."""
-        data = self.data
-        if data is None or not data.transfers.in_flight:
-            return False
-        report = data.poll()
-        batches: dict[SiteName, list[Submission]] = defaultdict(list)
-        for task_id in report.ready:
-            record = self.core.tasks[TaskId(task_id)]
-            if record.state is TaskState.STAGING and record.last_site is not None:
-                batches[record.last_site].append(self._start(record.spec.task_id, record.last_site))
-        for task_id, source, target, why in report.failed:
-            record = self.core.tasks[TaskId(task_id)]
-            message = data.describe_failure(source, target, why)
-            self.core.fail(record.spec.task_id, DataTransferError(
-                f"task {record.spec.name!r} ({task_id}) did not start: {message}.", task_id=task_id,
-                task_name=record.spec.name, object_id=source.object_id,
-                source=data.where(source.store.store_id), target=data.where(target.store_id)))
-        self._submit_batches(batches)
-        return bool(report.arrived or report.ready or report.failed)
+            crash_point(point, site)  # the tests' window: submitted, its answer not yet journaled
 
     def _flush(self, *, new_tasks: Sequence[TaskSpec] = (), functions: dict[str, bytes] | None = None
                ) -> None:
@@ -378,10 +339,11 @@ class SchedulerService(CheckpointRequests):
                         error=core.tasks[t.task_id].error)
             for t in transitions if t.new in TERMINAL
         ]
-        counters = {
-            a.task_id: (a.task_id, core.tasks[a.task_id].tries, core.tasks[a.task_id].attempts, a.site)
-            for a in self._new_attempts
+        counters = {  # a hedge's race settled: the task's site is the winner's
+            t: (t, core.tasks[t].tries, core.tasks[t].attempts, core.tasks[t].last_site)
+            for t in [*(a.task_id for a in self._new_attempts), *self._raced]
         }
+        self._raced = []
         attempts = self._new_attempts + self._ended_attempts
         native_ids, self._native_ids = self._native_ids, {}
         moves, self._moves = self._moves, {}

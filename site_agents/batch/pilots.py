@@ -403,7 +403,7 @@ class PilotAgent:
             max_inflight=limit if self.batch.available else inflight, est_wait_s=wait,
             open_cores=joined or self.block_cores * self.config.max_blocks,
             cycle_s=self.tasks.mean_run_s or 0.0, accepting=self.batch.available,
-            max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S)
+            max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S, reports_start=True)
 
 
 def in_mode(factory: Callable[[Any], BatchAgent]) -> Callable[[Any], BatchAgent | PilotAgent]:

@@ -276,7 +276,7 @@ class GlobusComputeAgent:
             site=self.name, total_cores=self.config.cores, max_cores_per_task=self.config.cores,
             max_memory_mb=self.config.memory_mb, gpus=self.config.gpus, nodes=1, inflight=inflight,
             max_inflight=self.config.max_inflight if self.available else inflight,
-            cycle_s=self._mean_run_s, accepting=self.available)
+            cycle_s=self._mean_run_s, accepting=self.available, reports_start=True)
 
     def close(self) -> None:
         """Stop following calls (sent ones finish at the endpoint, as with any Globus Compute client)."""

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from metasched.cli import app
 from metasched.config import CampaignFileError, load_campaign_file
+from metasched.placement import DefaultPolicy
 
 GOOD = """\
 [campaign]
@@ -79,6 +80,14 @@ def test_good_file_expands_sweeps_and_orders_dependencies(tmp_path: Path) -> Non
     sim = loaded.tasks[0]
     assert [sim.render(a) for a in sim.model.command] == ["echo", str(sim.values["x"]), sim.values["y"]]
     assert loaded.journal == (tmp_path / "demo.db").resolve()
+
+
+def test_hedging_settings_in_a_campaign_file_make_the_default_policy_with_them(tmp_path: Path) -> None:
+    assert load_campaign_file(write(tmp_path, GOOD)).spec.campaign.placement_policy() == "default"
+    text = GOOD.replace('name = "demo"', 'name = "demo"\nhedge_after_s = 30\nhedge_budget = 0.25', 1)
+    policy = load_campaign_file(write(tmp_path, text)).spec.campaign.placement_policy()
+    assert isinstance(policy, DefaultPolicy)
+    assert (policy.hedge_after_s, policy.hedge_budget(8)) == (30.0, 2)
 
 
 def test_structural_problems_are_all_reported_with_lines(tmp_path: Path) -> None:

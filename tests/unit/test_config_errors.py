@@ -40,6 +40,11 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("bad policy", edit('name = "c"', 'name = "c"\npolicy = "random"'),
      ["3: campaign.policy: unknown placement policy 'random'; known: 'default', 'round-robin' (a package "
       "adds one through the entry point group 'metasched.placement_policies')."]),
+    ("hedging without the default policy", edit('name = "c"', 'name = "c"\npolicy = "round-robin"\n'
+                                                'hedge_after_s = 30'),
+     ["4: campaign.hedge_after_s: only the default policy hedges (policy is 'round-robin')"]),
+    ("hedge budget above 1", edit('name = "c"', 'name = "c"\nhedge_budget = 2'),
+     ["3: campaign.hedge_budget: Input should be less than or equal to 1"]),
     ("unknown site kind", edit('kind = "local"', 'kind = "lsf"'),
      ["5: sites[0].kind: no installed package provides the site kind 'lsf' (installed kinds: "
       "globus_compute, gridengine, local, pbs, slurm)."]),

@@ -207,3 +207,24 @@ def test_a_campaign_refuses_an_unknown_policy_before_starting_anything() -> None
 
     with pytest.raises(ConfigurationError, match="campaign 'p': unknown placement policy 'nope'"):
         ms.Campaign("p", policy="nope")
+
+
+def test_default_policy_hedges_an_overdue_wait_only_where_it_starts_soon() -> None:
+    policy = DefaultPolicy(hedge_after_s=10.0)
+    assert not policy.overdue(9.0, 0.5)  # 0.5 s predicted + 10 s
+    assert policy.overdue(11.0, 0.5)
+    assert not policy.overdue(50.0, 30.0)  # predicted 30 s: overdue after 60 s
+    assert policy.overdue(61.0, 30.0)
+    spec = task()
+    others = [load("busy", wait=300.0), load("full", inflight=10), load("soon", wait=2.0)]
+    assert policy.hedge(spec, others, {}) == "soon"  # "full" has no slot, "busy" starts late
+    assert policy.hedge(spec, others, {"soon": 20.0}) is None  # its inputs would take too long to move
+    assert policy.hedge(spec, [load("busy", wait=300.0)], {}) is None
+
+
+def test_the_hedge_budget_is_a_fraction_of_the_campaign_rounded_up_and_zero_turns_it_off() -> None:
+    assert DefaultPolicy().hedge_budget(24) == 3  # 10 % by default
+    assert DefaultPolicy(hedge_budget=0.0).hedge_budget(1000) == 0
+    assert DefaultPolicy(hedge_budget=0.01).hedge_budget(1) == 1
+    with pytest.raises(ValueError, match="hedge_budget"):
+        DefaultPolicy(hedge_budget=1.5)

@@ -107,8 +107,7 @@ def test_cancel_running_task_returns_its_attempt_and_fails_dependents() -> None:
     core.add(spec("b", "a"))
     attempt = run(core, "a")
     live = core.cancel(TaskId("a"))
-    assert live is not None
-    assert live.attempt_id == attempt
+    assert [a.attempt_id for a in live] == [attempt]
     assert isinstance(core.tasks[TaskId("a")].error, TaskCancelledError)
     assert "was cancelled" in str(core.tasks[TaskId("b")].error)
     assert not core.attempt_succeeded(attempt, b"late"), "an outcome after cancel must be ignored"
@@ -142,7 +141,7 @@ def test_forbidden_transition_raises() -> None:
 
 # ------------------------------------------------------------------------------ property-based
 OPS = st.lists(
-    st.tuples(st.sampled_from(["succeed", "fail", "lost", "cancel", "running", "dispatch"]),
+    st.tuples(st.sampled_from(["succeed", "fail", "lost", "cancel", "running", "dispatch", "hedge"]),
               st.integers(min_value=0, max_value=30)),
     max_size=200,
 )
@@ -192,6 +191,20 @@ def test_transition_invariants_hold_under_any_event_order(
                 core.attempt_running(attempt)
             elif op == "cancel":
                 core.cancel(task_id)
+            elif op == "hedge" and core.tasks[task_id].state is TaskState.SUBMITTED \
+                    and core.tasks[task_id].hedge is None:
+                counter += 1
+                live.append(core.start_hedge(task_id, SiteName("other"), AttemptId(f"a{counter}")).attempt_id)
+        # 5. a task has at most two live attempts, both its own, and a settled race ended its loser
+        for record in core.tasks.values():
+            if record.hedge is not None:
+                assert record.state is TaskState.SUBMITTED
+                assert record.current is not None
+                assert record.hedge.ended_at is None
+                assert record.current.ended_at is None
+        for race in core.take_settled():
+            assert race.loser.ended_at is not None
+            assert race.winner.task_id == race.loser.task_id
     transitions = core.take_transitions()
     # 1. every transition is allowed by the table
     for t in transitions:
@@ -223,7 +236,7 @@ def test_a_staging_task_starts_after_its_data_moved_or_is_cancelled_without_an_a
     attempt = core.start_attempt(TaskId("a"), SiteName("beta"), AttemptId("a.1"))
     assert core.tasks[TaskId("a")].state is TaskState.SUBMITTED
     assert attempt.number == 1
-    assert core.cancel(TaskId("b")) is None  # no attempt existed yet: nothing to cancel at a site
+    assert core.cancel(TaskId("b")) == []  # no attempt existed yet: nothing to cancel at a site
     assert core.tasks[TaskId("b")].state is TaskState.CANCELLED
     staged = [t for t in core.take_transitions() if t.new is TaskState.STAGING]
     assert [t.detail for t in staged] == ["site beta: moving 1 object(s)"] * 2

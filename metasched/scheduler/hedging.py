@@ -1,0 +1,155 @@
+"""Hedged submission: a task whose attempt waits past its prediction is also queued at a second site.
+
+A mixin of ``SchedulerService``. About once a second the queued (not yet started) attempts are offered
+to the policy (a ``HedgingPolicy``), which may name another site with room where the task would start
+soon. The core keeps the second attempt as the task's hedge; the first of the two to start wins
+(``SchedulerCore._race``), and the other is cancelled here at its site, before it starts where the site
+allows it, or killed with its result discarded if both started: either way the task's outcome is
+recorded once. Both attempts are journaled, so a resumed campaign re-attaches both and the race goes
+on. A campaign makes at most ``hedge_budget`` hedges; the count is journaled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from metasched.data.plane import DataPlane, MissingInput
+from metasched.errors import MetaschedError, PlacementError
+from metasched.journal import Journal
+from metasched.journal_schema import Note
+from metasched.placement import HedgingPolicy, PlacementPolicy, feasible_sites, predicted_start
+from metasched.records import SiteLoad, SiteName, TaskId, attempt_id_of
+from metasched.scheduler.core import SchedulerCore
+from metasched.scheduler.states import AttemptState, TaskState
+from metasched.scheduler.task_records import Attempt, TaskRecord
+from metasched.sites.base import SiteAgent, Submission
+
+_SCAN_S = 1.0  # how often queued attempts are looked at
+HEDGES_MADE = "hedges"  # the journal's meta key: hedges made so far (the budget survives a resume)
+
+
+class Hedging:
+    """The hedging part of the scheduler service (see the module docstring)."""
+
+    core: SchedulerCore
+    agents: dict[SiteName, SiteAgent]
+    data: DataPlane | None
+    journal: Journal
+    policy: PlacementPolicy
+    _new_attempts: list[Attempt]
+    _ended_attempts: list[Attempt]
+    _notes: list[Note]
+    _raced: list[TaskId]  # tasks whose race settled (their site is journaled again)
+    _last_hedge_scan: float = 0.0
+    hedges_made: int = 0
+
+    def _loads(self) -> dict[SiteName, SiteLoad]:
+        raise NotImplementedError  # the service's
+
+    def _input_ids(self, record: TaskRecord) -> list[str]:
+        raise NotImplementedError  # the data steps'
+
+    def _submission(self, record: TaskRecord, attempt: Attempt) -> Submission:
+        raise NotImplementedError  # the service's
+
+    def _submit_batches(self, batches: dict[SiteName, list[Submission]], *, point: str = "after-submit"
+                        ) -> None:
+        raise NotImplementedError  # the service's
+
+    def _hedge(self) -> bool:
+        """Queue a second attempt of tasks whose attempt waits past its prediction, within the budget."""
+        policy = self.policy
+        now = time.monotonic()
+        if not isinstance(policy, HedgingPolicy) or now - self._last_hedge_scan < _SCAN_S:
+            return False
+        self._last_hedge_scan = now
+        left = policy.hedge_budget(len(self.core.tasks)) - self.hedges_made
+        queued = self._queued() if left > 0 else []
+        if not queued:
+            return False
+        wall = time.time()
+        overdue = sorted((a for a in queued if policy.overdue(wall - a.submitted_at, a.predicted_s or 0.0)),
+                         key=lambda a: a.submitted_at)
+        loads = self._loads() if overdue else {}
+        batches: dict[SiteName, list[Submission]] = defaultdict(list)
+        for attempt in overdue:
+            if sum(len(b) for b in batches.values()) >= left:
+                break
+            if not loads[attempt.site].reports_start:  # it may be running already: the site does not say
+                continue
+            record = self.core.tasks[attempt.task_id]
+            waited, predicted = wall - attempt.submitted_at, attempt.predicted_s or 0.0
+            try:
+                feasible = feasible_sites(record.spec, list(loads.values()))
+            except PlacementError:
+                continue
+            candidates = [c for c in feasible if c.site != attempt.site and c.free_slots > 0
+                          and self._inputs_at(record, c.site)]
+            target = policy.hedge(record.spec, candidates, {})
+            if target is None:
+                continue
+            expected = predicted_start(record.spec, loads[target], {})
+            loads[target].inflight += 1
+            hedge = self.core.start_hedge(record.spec.task_id, target,
+                                          attempt_id_of(record.spec.task_id, record.attempts + 1),
+                                          predicted_s=expected)
+            self._new_attempts.append(hedge)
+            self._notes.append(Note(
+                task_id=hedge.task_id, attempt_id=hedge.attempt_id, site=target, at=time.time(),
+                note=f"hedged: attempt {attempt.number} at {attempt.site} has waited {waited:.0f} s "
+                     f"(predicted {predicted:.1f} s); also queued at {target}, predicted start "
+                     f"{expected:.1f} s; the first to start runs, the other is cancelled"))
+            batches[target].append(self._submission(record, hedge))
+        if batches:
+            self.hedges_made += sum(len(b) for b in batches.values())
+            self.journal.set_meta(HEDGES_MADE, self.hedges_made)
+            self._submit_batches(batches, point="after-hedge")
+        return bool(batches)
+
+    def _queued(self) -> list[Attempt]:
+        """Attempts not started yet that could be hedged (not restoring a checkpoint, not moving)."""
+        out = []
+        for attempt in self.core.attempts.values():
+            if attempt.state is not AttemptState.SUBMITTED or attempt.ended_at is not None:
+                continue
+            record = self.core.tasks[attempt.task_id]
+            if (record.state is TaskState.SUBMITTED and record.current is attempt and record.hedge is None
+                    and record.checkpoint is None and record.migrate_to is None):
+                out.append(attempt)
+        return out
+
+    def _inputs_at(self, record: TaskRecord, site: SiteName) -> bool:
+        """Whether the task's stored inputs are already at `site` (a hedge does not wait for copies)."""
+        inputs = self._input_ids(record)
+        if not inputs or self.data is None:
+            return True
+        try:
+            return not self.data.missing(inputs, site)
+        except MissingInput:
+            return False
+
+    def _settle(self) -> bool:
+        """Cancel the attempts that lost a race at their sites, and note how each race ended."""
+        by_site: dict[SiteName, list[Attempt]] = defaultdict(list)
+        settled = self.core.take_settled()
+        for race in settled:
+            winner, loser = race.winner, race.loser
+            self._raced.append(winner.task_id)
+            if loser.state is AttemptState.CANCELLED:
+                by_site[loser.site].append(loser)
+                self._ended_attempts.append(loser)
+                how = (f"attempt {winner.number} at {winner.site} started first; attempt {loser.number} at "
+                       f"{loser.site} is cancelled")
+            else:
+                how = (f"attempt {loser.number} at {loser.site} was lost; attempt {winner.number} at "
+                       f"{winner.site} goes on")
+            self._notes.append(Note(task_id=winner.task_id, attempt_id=winner.attempt_id, site=winner.site,
+                                    at=time.time(), note=f"hedge settled: {how}"))
+        for site, losers in by_site.items():
+            try:
+                self.agents[site].cancel([a.attempt_id for a in losers])
+            except MetaschedError as exc:  # its outcome, whenever the site reports it, is ignored
+                self._notes.extend(Note(task_id=a.task_id, attempt_id=a.attempt_id, site=site, at=time.time(),
+                                        note=f"cancelling it failed: {exc}") for a in losers)
+        return bool(settled)
