@@ -79,9 +79,11 @@ class SiteUnderTest:
     workdir: Path
 
 
-@pytest.fixture(params=SITE_KINDS)
-def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTest]:
+@pytest.fixture(params=SITE_KINDS, scope="module")
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
+    """One campaign per site kind, shared by the suite's tests (pilot blocks start once per kind)."""
     kind = request.param
+    tmp_path = tmp_path_factory.mktemp(f"contract-{kind}")
     if not kind.endswith("-pilot"):
         request.getfixturevalue("ray_local")
     defaults: dict[str, object] = {}
@@ -188,10 +190,11 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SiteUnderTe
                                       authkey_file=endpoint.authkey_file, cores=4, poll_interval=0.2)]
         workdir = tmp_path
         if kind.endswith("slurm"):
-            workdir = Path(request.getfixturevalue("alpha").shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
+            alpha_dir = request.getfixturevalue("slurm_sites")["alpha"].shared_dir
+            workdir = Path(alpha_dir) / f"contract-{uuid.uuid4().hex[:8]}"
             workdir.mkdir()
     else:
-        alpha = request.getfixturevalue("alpha")
+        alpha = request.getfixturevalue("slurm_sites")["alpha"]
         sites = [ms.SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir,
                               poll_interval=0.3)]
         workdir = Path(alpha.shared_dir) / f"contract-{uuid.uuid4().hex[:8]}"
