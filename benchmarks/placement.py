@@ -1,6 +1,6 @@
 """Placement on busy sites: the default policy vs round-robin vs the best single site, side by side.
 
-    .venv/bin/python benchmarks/placement.py [--tasks 200] [--seed 1] [--skip-sites]
+    .venv/bin/python benchmarks/placement.py [--tasks 200] [--seed 1] [--hedge-after 10] [--skip-sites]
 
 Three sites of uneven capacity: two containerized Slurm sites brought up here (``pla``: 2 nodes x 8
 CPUs, ``plb``: 2 nodes x 4 CPUs) and the local site (2 cores). Another user (``nobody``, submitted as
@@ -8,8 +8,10 @@ root with ``sbatch --uid``) keeps 12 of pla's 16 CPUs busy with 60 s jobs from t
 each run fills plb's 8 CPUs with 45 s jobs: the load changes during the run. The same campaign (N
 ``sleep`` commands of 0.5-4 s, mean about 2 s, from a fixed seed) runs under the default policy, under
 round-robin, and on each Slurm site alone; the local site alone is not run but bounded below by its work
-over its cores. Makespan is from the first submission to the last result. The report's predicted-vs-
-actual wait error of the default run is printed per site.
+over its cores; and under the default policy hedging after ``--hedge-after`` seconds (10; the default
+is 60 s, which a run this short never reaches) with its default budget (10 % of the tasks). Makespan is
+from the first submission to the last result. The report's predicted-vs-actual wait error of the
+default run is printed per site.
 
 Then the scheduler core alone: placing 100,000 ready tasks over three sites (feasibility, prediction,
 choice, explanation) with the default policy vs round-robin, in this process.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -72,8 +75,8 @@ def durations(n: int, seed: int) -> list[float]:
     return [round(rng.choice([0.5, 1.0, 2.0, 3.0, 4.0]), 1) for _ in range(n)]
 
 
-def run(label: str, sites: list[Any], policy: str, work: list[float], pla: slurmsite.SiteInfo,
-        plb: slurmsite.SiteInfo) -> tuple[float, Path]:
+def run(label: str, sites: list[Any], policy: str | PlacementPolicy, work: list[float],
+        pla: slurmsite.SiteInfo, plb: slurmsite.SiteInfo) -> tuple[float, Path]:
     """One campaign under the changing background load; its makespan and journal."""
     quiet(pla, plb)
     other_user(pla, 3, 4, 60)
@@ -99,7 +102,7 @@ def slurm(info: slurmsite.SiteInfo) -> ms.SlurmSite:
                         max_jobs=200)
 
 
-def sites_benchmark(tasks: int, seed: int) -> None:
+def sites_benchmark(tasks: int, seed: int, hedge_after_s: float) -> None:
     pla = slurmsite.up("pla", nodes=2, cpus=8)
     plb = slurmsite.up("plb", nodes=2, cpus=4)
     work = durations(tasks, seed)
@@ -111,6 +114,8 @@ def sites_benchmark(tasks: int, seed: int) -> None:
         three = [ms.LocalSite("local", cores=LOCAL_CORES), slurm(pla), slurm(plb)]
         default, journal = run("default policy", three, "default", work, pla, plb)
         round_robin, _ = run("round-robin", three, "round-robin", work, pla, plb)
+        hedged, hedged_journal = run(f"default hedge {hedge_after_s:g}s", three,
+                                     DefaultPolicy(hedge_after_s=hedge_after_s), work, pla, plb)
         alone = {name: run(f"{name} alone", [slurm(info)], "default", work, pla, plb)[0]
                  for name, info in (("pla", pla), ("plb", plb))}
     finally:
@@ -118,6 +123,8 @@ def sites_benchmark(tasks: int, seed: int) -> None:
     alone["local (bound)"] = sum(work) / LOCAL_CORES
     best = min(alone, key=alone.__getitem__)
     print(f"default / round-robin = {default / round_robin:.2f} (target <= 0.7)")
+    print(f"default hedging after {hedge_after_s:g} s / round-robin = {hedged / round_robin:.2f} "
+          f"({hedges(hedged_journal)})")
     print(f"default / best single site ({best}, {alone[best]:.1f} s) = {default / alone[best]:.2f} "
           "(target <= 0.9)")
     for row in summarize(read_spans(journal)):
@@ -126,6 +133,16 @@ def sites_benchmark(tasks: int, seed: int) -> None:
                   f"predicted {row.mean_predicted_wait_s:.1f} s, mean error {row.wait_error_s:.1f} s")
         else:
             print(f"  default run at {row.site}: {row.attempts} attempts")
+
+
+def hedges(journal: Path) -> str:
+    """How many hedges the run made and which attempt won their races, from its journal's notes."""
+    with sqlite3.connect(journal) as db:
+        notes = [n for (n,) in db.execute("SELECT note FROM notes WHERE note LIKE 'hedge%'")]
+    made = sum(n.startswith("hedged:") for n in notes)
+    by_hedge = sum(n.startswith("hedge settled: attempt 2 ") for n in notes)
+    return f"{made} hedges; the hedge started first in {by_hedge}, the first attempt in " \
+           f"{len(notes) - made - by_hedge}"
 
 
 def core_benchmark(n: int) -> None:
@@ -159,10 +176,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--hedge-after", type=float, default=10.0,
+                        help="hedge_after_s of the hedging run (seconds)")
     parser.add_argument("--skip-sites", action="store_true", help="only the scheduler-core benchmark")
     args = parser.parse_args()
     if not args.skip_sites:
-        sites_benchmark(args.tasks, args.seed)
+        sites_benchmark(args.tasks, args.seed, args.hedge_after)
     core_benchmark(100_000)
 
 

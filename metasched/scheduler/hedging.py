@@ -5,8 +5,10 @@ to the policy (a ``HedgingPolicy``), which may name another site with room where
 soon. The core keeps the second attempt as the task's hedge; the first of the two to start wins
 (``SchedulerCore._race``), and the other is cancelled here at its site, before it starts where the site
 allows it, or killed with its result discarded if both started: either way the task's outcome is
-recorded once. Both attempts are journaled, so a resumed campaign re-attaches both and the race goes
-on. A campaign makes at most ``hedge_budget`` hedges; the count is journaled.
+recorded once. A site that does not say when an attempt starts (the local site) starts what it accepts
+at once: a hedge there wins as it is submitted. Both attempts are journaled, so a resumed campaign
+re-attaches both and the race goes on. A campaign makes at most ``hedge_budget`` hedges; the count is
+journaled.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class Hedging:
                      f"(predicted {predicted:.1f} s); also queued at {target}, predicted start "
                      f"{expected:.1f} s; the first to start runs, the other is cancelled"))
             batches[target].append(self._submission(record, hedge))
+            if not loads[target].reports_start:  # it starts what it accepts (a slot is free): it won
+                self.core.attempt_running(hedge.attempt_id)
         if batches:
             self.hedges_made += sum(len(b) for b in batches.values())
             self.journal.set_meta(HEDGES_MADE, self.hedges_made)

@@ -147,3 +147,24 @@ def test_killed_right_after_hedging_the_resumed_campaign_runs_each_task_once(
     assert "RESUMED 0 1 2 3" in resumed.stdout
     _assert_hedged_once(journal, dirs, 4)
     assert not [n for n in _queued_at(alpha_down) if n.startswith("ms-alpha-")]
+
+
+def test_a_hedge_at_the_local_site_wins_as_it_starts_and_the_queued_job_is_cancelled(
+        alpha_down: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
+    """The local site starts what it accepts at once: a hedge there wins at once, before the batch job."""
+    journal = tmp_path / "l.db"
+    sites = [ms.LocalSite("local", cores=2), *(ms.SlurmSite(**o) for o in _sites(alpha_down))]  # type: ignore[arg-type]
+    policy = ms.DefaultPolicy(hedge_after_s=HEDGE_AFTER_S, hedge_budget=1.0)
+    with ms.Campaign(f"hedge-local-{os.getpid()}", sites=sites, journal=journal, policy=policy) as campaign:
+        futures = [campaign.command(["sleep", "1"], name=f"l{i}") for i in range(6)]
+        assert all(f.result(timeout=180).returncode == 0 for f in futures)
+        wait_for(lambda: not [n for n in _queued_at(alpha_down) if n.startswith("ms-alpha-")], 30,
+                 "alpha's queued jobs to be cancelled")
+    by_task = _by_task(journal)
+    at_alpha = [t for t, tried in by_task.items() if tried[0][0] == "alpha"]
+    assert at_alpha, f"no task was placed at alpha first: {by_task}"
+    for task_id in at_alpha:
+        assert by_task[task_id] == [("alpha", "cancelled"), ("local", "succeeded")], by_task[task_id]
+    shown = subprocess.run([sys.executable, "-m", "metasched", "logs", str(journal), at_alpha[0]],
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "hedge settled: attempt 2 at local started first; attempt 1 at alpha is cancelled" in shown, shown
