@@ -140,9 +140,11 @@ def hedges(journal: Path) -> str:
     with sqlite3.connect(journal) as db:
         notes = [n for (n,) in db.execute("SELECT note FROM notes WHERE note LIKE 'hedge%'")]
     made = sum(n.startswith("hedged:") for n in notes)
-    by_hedge = sum(n.startswith("hedge settled: attempt 2 ") for n in notes)
-    return f"{made} hedges; the hedge started first in {by_hedge}, the first attempt in " \
-           f"{len(notes) - made - by_hedge}"
+    started = [n for n in notes if n.startswith("hedge settled:") and "started first" in n]
+    by_hedge = sum(n.startswith("hedge settled: attempt 2 ") for n in started)
+    lost = sum(n.startswith("hedge settled:") and "was lost" in n for n in notes)
+    return (f"{made} hedges; the hedge started first in {by_hedge}, the first attempt in "
+            f"{len(started) - by_hedge}; a first attempt lost, the hedge went on, in {lost}")
 
 
 def core_benchmark(n: int) -> None:

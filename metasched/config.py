@@ -50,6 +50,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HEDGING_FIELDS = ("hedge_after_s", "hedge_budget")  # DefaultPolicy's settings, in [campaign]
+
+
 class CampaignSection(_Model):
     """The ``[campaign]`` table."""
 
@@ -64,7 +67,7 @@ class CampaignSection(_Model):
 
     def placement_policy(self) -> str | DefaultPolicy:
         """The policy by name, or the default one with the hedging settings the table gives."""
-        hedging = {k: v for k in ("hedge_after_s", "hedge_budget") if (v := getattr(self, k)) is not None}
+        hedging = {k: v for k in HEDGING_FIELDS if (v := getattr(self, k)) is not None}
         return DefaultPolicy(**hedging) if hedging else self.policy
 
 
@@ -297,7 +300,7 @@ def _check_semantics(spec: CampaignFile, sites: list[Any], report: Report
         policy_named(spec.campaign.policy)
     except ValueError as exc:
         report(("campaign", "policy"), str(exc))
-    hedging = [k for k in ("hedge_after_s", "hedge_budget") if getattr(spec.campaign, k) is not None]
+    hedging = [k for k in HEDGING_FIELDS if getattr(spec.campaign, k) is not None]
     if hedging and spec.campaign.policy != "default":
         report(("campaign", hedging[0]),
                f"only the default policy hedges (policy is {spec.campaign.policy!r})")

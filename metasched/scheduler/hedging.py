@@ -75,8 +75,9 @@ class Hedging:
                          key=lambda a: a.submitted_at)
         loads = self._loads() if overdue else {}
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
+        made = 0
         for attempt in overdue:
-            if sum(len(b) for b in batches.values()) >= left:
+            if made == left:
                 break
             if not loads[attempt.site].reports_start:  # it may be running already: the site does not say
                 continue
@@ -103,10 +104,11 @@ class Hedging:
                      f"(predicted {predicted:.1f} s); also queued at {target}, predicted start "
                      f"{expected:.1f} s; the first to start runs, the other is cancelled"))
             batches[target].append(self._submission(record, hedge))
+            made += 1
             if not loads[target].reports_start:  # it starts what it accepts (a slot is free): it won
                 self.core.attempt_running(hedge.attempt_id)
         if batches:
-            self.hedges_made += sum(len(b) for b in batches.values())
+            self.hedges_made += made
             self.journal.set_meta(HEDGES_MADE, self.hedges_made)
             self._submit_batches(batches, point="after-hedge")
         return bool(batches)
@@ -115,7 +117,7 @@ class Hedging:
         """Attempts not started yet that could be hedged (not restoring a checkpoint, not moving)."""
         out = []
         for attempt in self.core.attempts.values():
-            if attempt.state is not AttemptState.SUBMITTED or attempt.ended_at is not None:
+            if attempt.state is not AttemptState.SUBMITTED:  # (an attempt that ended is not SUBMITTED)
                 continue
             record = self.core.tasks[attempt.task_id]
             if (record.state is TaskState.SUBMITTED and record.current is attempt and record.hedge is None
