@@ -120,6 +120,9 @@ class RoundRobinPolicy:
         return open_sites[self._turn % len(open_sites)].site
 
 
+MOVE_AFTER_S = 10.0  # DefaultPolicy's move_after_s unless hedge_after_s is shorter
+
+
 class DefaultPolicy:
     """Sends the task where it is predicted to start soonest, even if that means waiting for a full site.
 
@@ -139,8 +142,10 @@ class DefaultPolicy:
     campaign's tasks (a fraction; 0 turns both off) get a second attempt.
     """
 
-    def __init__(self, *, tie_s: float = 1.0, hedge_after_s: float = 60.0, move_after_s: float = 10.0,
+    def __init__(self, *, tie_s: float = 1.0, hedge_after_s: float = 60.0, move_after_s: float | None = None,
                  hedge_budget: float = 0.1) -> None:
+        if move_after_s is None:  # 10 s, or hedge_after_s if that is shorter
+            move_after_s = min(MOVE_AFTER_S, hedge_after_s)
         if not 0 < move_after_s <= hedge_after_s or not 0 <= hedge_budget <= 1:
             raise ValueError(f"hedge_after_s and move_after_s must be positive, move_after_s no longer (got "
                              f"{hedge_after_s}, {move_after_s}), and hedge_budget a fraction of the "
