@@ -50,7 +50,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-HEDGING_FIELDS = ("hedge_after_s", "hedge_budget")  # DefaultPolicy's settings, in [campaign]
+HEDGING_FIELDS = ("hedge_after_s", "move_after_s", "hedge_budget")  # DefaultPolicy's, in [campaign]
 
 
 class CampaignSection(_Model):
@@ -63,6 +63,7 @@ class CampaignSection(_Model):
     data_threshold: int = Field(default=100_000, ge=0)
     ray_node_ip: str | None = None  # where pilot blocks reach the embedded Ray head (docs/pilots.md)
     hedge_after_s: float | None = Field(default=None, gt=0)  # the default policy's hedging (placement.md)
+    move_after_s: float | None = Field(default=None, gt=0)
     hedge_budget: float | None = Field(default=None, ge=0, le=1)
 
     def placement_policy(self) -> str | DefaultPolicy:
@@ -304,6 +305,11 @@ def _check_semantics(spec: CampaignFile, sites: list[Any], report: Report
     if hedging and spec.campaign.policy != "default":
         report(("campaign", hedging[0]),
                f"only the default policy hedges (policy is {spec.campaign.policy!r})")
+    elif hedging:
+        try:
+            spec.campaign.placement_policy()
+        except ValueError as exc:
+            report(("campaign", hedging[0]), str(exc))
     site_names = [str(table.get("name")) for table in spec.sites]
     for i, name in enumerate(site_names):
         if site_names.count(name) > 1:

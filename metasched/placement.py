@@ -95,7 +95,7 @@ class HedgingPolicy(Protocol):
         """Whether an attempt that waited `waited_s` (its placement predicted `predicted_s`) may be hedged."""
         ...
 
-    def hedge(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
+    def hedge(self, spec: TaskSpec, waited_s: float, predicted_s: float, candidates: Sequence[SiteLoad],
               transfer_s: Mapping[SiteName, float]) -> SiteName | None:
         """Where to queue a second attempt of `spec`, whose attempt is overdue; None: nowhere (yet).
 
@@ -120,6 +120,9 @@ class RoundRobinPolicy:
         return open_sites[self._turn % len(open_sites)].site
 
 
+MOVE_AFTER_S = 10.0  # DefaultPolicy's move_after_s unless hedge_after_s is shorter
+
+
 class DefaultPolicy:
     """Sends the task where it is predicted to start soonest, even if that means waiting for a full site.
 
@@ -133,16 +136,23 @@ class DefaultPolicy:
 
     A task whose attempt has waited past its predicted start by ``hedge_after_s`` (or by as much again as
     predicted, if that is longer) is also queued at another site with room where it is predicted to start
-    within ``hedge_after_s``: the first of the two to start runs, the other is cancelled. At most
-    ``hedge_budget`` of the campaign's tasks (a fraction; 0 turns hedging off) get a second attempt.
+    within ``hedge_after_s``: the first of the two to start runs, the other is cancelled. Past it by
+    ``move_after_s`` already, it moves to a site that starts it at once (a free core of the local site):
+    nothing is queued twice, the job waiting elsewhere is cancelled. At most ``hedge_budget`` of the
+    campaign's tasks (a fraction; 0 turns both off) get a second attempt.
     """
 
-    def __init__(self, *, tie_s: float = 1.0, hedge_after_s: float = 60.0, hedge_budget: float = 0.1) -> None:
-        if hedge_after_s <= 0 or not 0 <= hedge_budget <= 1:
-            raise ValueError(f"hedge_after_s must be positive (got {hedge_after_s}) and hedge_budget a "
-                             f"fraction of the campaign's tasks between 0 and 1 (got {hedge_budget}).")
+    def __init__(self, *, tie_s: float = 1.0, hedge_after_s: float = 60.0, move_after_s: float | None = None,
+                 hedge_budget: float = 0.1) -> None:
+        if move_after_s is None:  # 10 s, or hedge_after_s if that is shorter
+            move_after_s = min(MOVE_AFTER_S, hedge_after_s)
+        if not 0 < move_after_s <= hedge_after_s or not 0 <= hedge_budget <= 1:
+            raise ValueError(f"hedge_after_s and move_after_s must be positive, move_after_s no longer (got "
+                             f"{hedge_after_s}, {move_after_s}), and hedge_budget a fraction of the "
+                             f"campaign's tasks between 0 and 1 (got {hedge_budget}).")
         self.tie_s = tie_s
         self.hedge_after_s = hedge_after_s
+        self.move_after_s = move_after_s
         self.budget = hedge_budget
 
     def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
@@ -164,12 +174,17 @@ class DefaultPolicy:
         return math.ceil(self.budget * tasks)
 
     def overdue(self, waited_s: float, predicted_s: float) -> bool:
-        """Past the prediction by ``hedge_after_s``, or by as much again as predicted if that is longer."""
-        return waited_s > predicted_s + max(self.hedge_after_s, predicted_s)
+        """Past the prediction by ``move_after_s`` (a move to a free core is then possible)."""
+        return waited_s > predicted_s + self.move_after_s
 
-    def hedge(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
+    def hedge(self, spec: TaskSpec, waited_s: float, predicted_s: float, candidates: Sequence[SiteLoad],
               transfer_s: Mapping[SiteName, float]) -> SiteName | None:
-        """The soonest-starting candidate with room, if it starts within ``hedge_after_s``."""
+        """A site that starts it at once; past ``hedge_after_s``, the soonest with room within it."""
+        now = [c for c in candidates if c.starts_when_accepted and c.free_slots > 0]
+        if now:
+            return self.choose(spec, now, transfer_s)
+        if waited_s <= predicted_s + max(self.hedge_after_s, predicted_s):
+            return None
         soon = [c for c in candidates if c.free_slots > 0
                 and predicted_start(spec, c, transfer_s) < self.hedge_after_s]
         return self.choose(spec, soon, transfer_s) if soon else None

@@ -282,6 +282,11 @@ class SiteLoad:
     reports_start: bool = False  # the agent says when an attempt starts (until then it may be hedged)
 
     @property
+    def starts_when_accepted(self) -> bool:
+        """The site starts an attempt as it accepts it (it never reports starts: the local site)."""
+        return not self.reports_start
+
+    @property
     def free_slots(self) -> int:
         """How many more attempts the agent accepts now."""
         return max(0, self.max_inflight - self.inflight) if self.accepting else 0

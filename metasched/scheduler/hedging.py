@@ -89,7 +89,7 @@ class Hedging:
                 continue
             candidates = [c for c in feasible if c.site != attempt.site and c.free_slots > 0
                           and self._inputs_at(record, c.site)]
-            target = policy.hedge(record.spec, candidates, {})
+            target = policy.hedge(record.spec, waited, predicted, candidates, {})
             if target is None:
                 continue
             expected = predicted_start(record.spec, loads[target], {})
@@ -105,7 +105,7 @@ class Hedging:
                      f"{expected:.1f} s; the first to start runs, the other is cancelled"))
             batches[target].append(self._submission(record, hedge))
             made += 1
-            if not loads[target].reports_start:  # it starts what it accepts (a slot is free): it won
+            if loads[target].starts_when_accepted:  # a slot is free: it starts now, so it won
                 self.core.attempt_running(hedge.attempt_id)
         if batches:
             self.hedges_made += made

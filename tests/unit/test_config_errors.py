@@ -45,6 +45,9 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["4: campaign.hedge_after_s: only the default policy hedges (policy is 'round-robin')"]),
     ("hedge budget above 1", edit('name = "c"', 'name = "c"\nhedge_budget = 2'),
      ["3: campaign.hedge_budget: Input should be less than or equal to 1"]),
+    ("a move later than a hedge", edit('name = "c"', 'name = "c"\nhedge_after_s = 5\nmove_after_s = 9'),
+     ["3: campaign.hedge_after_s: hedge_after_s and move_after_s must be positive, move_after_s no longer "
+      "(got 5.0, 9.0), and hedge_budget a fraction of the campaign's tasks between 0 and 1 (got 0.1)."]),
     ("unknown site kind", edit('kind = "local"', 'kind = "lsf"'),
      ["5: sites[0].kind: no installed package provides the site kind 'lsf' (installed kinds: "
       "globus_compute, gridengine, local, pbs, slurm)."]),

@@ -22,9 +22,10 @@ from metasched.records import (
 
 
 def load(name: str, *, cores: int = 8, gpus: int = 0, inflight: int = 0, max_inflight: int = 10,
-         wait: float = 0.0) -> SiteLoad:
+         wait: float = 0.0, queues: bool = False) -> SiteLoad:
     return SiteLoad(site=SiteName(name), total_cores=cores, max_cores_per_task=cores, max_memory_mb=16000,
-                    gpus=gpus, nodes=1, inflight=inflight, max_inflight=max_inflight, est_wait_s=wait)
+                    gpus=gpus, nodes=1, inflight=inflight, max_inflight=max_inflight, est_wait_s=wait,
+                    reports_start=queues)
 
 
 def task(**res: int) -> TaskSpec:
@@ -210,16 +211,21 @@ def test_a_campaign_refuses_an_unknown_policy_before_starting_anything() -> None
 
 
 def test_default_policy_hedges_an_overdue_wait_only_where_it_starts_soon() -> None:
-    policy = DefaultPolicy(hedge_after_s=10.0)
-    assert not policy.overdue(9.0, 0.5)  # 0.5 s predicted + 10 s
-    assert policy.overdue(11.0, 0.5)
-    assert not policy.overdue(50.0, 30.0)  # predicted 30 s: overdue after 60 s
-    assert policy.overdue(61.0, 30.0)
+    policy = DefaultPolicy(hedge_after_s=10.0, move_after_s=4.0)
+    assert not policy.overdue(4.0, 0.5)  # 0.5 s predicted + 4 s
+    assert policy.overdue(5.0, 0.5)
     spec = task()
-    others = [load("busy", wait=300.0), load("full", inflight=10), load("soon", wait=2.0)]
-    assert policy.hedge(spec, others, {}) == "soon"  # "full" has no slot, "busy" starts late
-    assert policy.hedge(spec, others, {"soon": 20.0}) is None  # its inputs would take too long to move
-    assert policy.hedge(spec, [load("busy", wait=300.0)], {}) is None
+    queueing = [load("busy", wait=300.0, queues=True), load("full", inflight=10, queues=True),
+                load("soon", wait=2.0, queues=True)]
+    assert policy.hedge(spec, 9.0, 0.5, queueing, {}) is None  # queued twice only past 0.5 s + 10 s
+    assert policy.hedge(spec, 11.0, 0.5, queueing, {}) == "soon"  # "full" has no slot, "busy" starts late
+    assert policy.hedge(spec, 50.0, 30.0, queueing, {}) is None  # predicted 30 s: only after 60 s
+    assert policy.hedge(spec, 61.0, 30.0, queueing, {}) == "soon"
+    assert policy.hedge(spec, 61.0, 30.0, queueing, {"soon": 20.0}) is None  # inputs too slow to move
+    assert policy.hedge(spec, 600.0, 0.0, queueing[:1], {}) is None
+    free_core = load("local")  # starts what it accepts: a move there is not a second place in a queue
+    assert policy.hedge(spec, 5.0, 0.5, [*queueing, free_core], {}) == "local"
+    assert policy.hedge(spec, 5.0, 0.5, [load("local", inflight=10)], {}) is None  # no core free
 
 
 def test_the_hedge_budget_is_a_fraction_of_the_campaign_rounded_up_and_zero_turns_it_off() -> None:
@@ -228,3 +234,5 @@ def test_the_hedge_budget_is_a_fraction_of_the_campaign_rounded_up_and_zero_turn
     assert DefaultPolicy(hedge_budget=0.01).hedge_budget(1) == 1
     with pytest.raises(ValueError, match="hedge_budget"):
         DefaultPolicy(hedge_budget=1.5)
+    with pytest.raises(ValueError, match="move_after_s"):
+        DefaultPolicy(hedge_after_s=5.0, move_after_s=10.0)
