@@ -169,9 +169,13 @@ def core_benchmark(n: int) -> None:
                 by_name[chosen].inflight += 1
         return time.perf_counter() - start
 
-    default, round_robin = place(DefaultPolicy()), place(RoundRobinPolicy())
-    print(f"placing {n:,} ready tasks over 3 sites: default {default:.2f} s (target < 2 s), round-robin "
-          f"{round_robin:.2f} s, ratio {default / round_robin:.2f}")
+    runs: dict[str, list[float]] = {"default": [], "round-robin": []}
+    for _ in range(3):  # interleaved, best of three: a shared machine's noise is one-sided
+        runs["default"].append(place(DefaultPolicy()))
+        runs["round-robin"].append(place(RoundRobinPolicy()))
+    default, round_robin = min(runs["default"]), min(runs["round-robin"])
+    print(f"placing {n:,} ready tasks over 3 sites (best of 3): default {default:.2f} s (target < 2 s), "
+          f"round-robin {round_robin:.2f} s, ratio {default / round_robin:.2f}")
 
 
 def main() -> None:

@@ -45,10 +45,10 @@ def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
 
 def feasible_sites(spec: TaskSpec, loads: Sequence[SiteLoad]) -> list[SiteLoad]:
     """The sites that can run `spec`; raises PlacementError naming each site's reason if none can."""
-    reasons = {load.site: infeasibility(spec, load) for load in loads}
-    feasible = [load for load in loads if reasons[load.site] is None]
+    feasible = [load for load in loads if infeasibility(spec, load) is None]
     if feasible:
         return feasible
+    reasons = {load.site: infeasibility(spec, load) for load in loads}
     if not loads:
         detail = "the campaign has no sites"
     else:
@@ -159,12 +159,13 @@ class DefaultPolicy:
                transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
         """The candidate with the earliest predicted start (see the class docstring on ties)."""
         costs = transfer_s or {}
-        accepting = [c for c in candidates if c.accepting]
-        if not any(c.free_slots > 0 for c in accepting):
+        starts = [(predicted_start(spec, c, costs), c) for c in candidates if c.accepting]
+        if not any(c.free_slots > 0 for _, c in starts):
             return None
-        start = {c.site: predicted_start(spec, c, costs) for c in accepting}
-        soonest = min(start.values())
-        tied = [c for c in accepting if start[c.site] <= soonest + self.tie_s]
+        soonest = min(start for start, _ in starts)
+        tied = [c for start, c in starts if start <= soonest + self.tie_s]
+        if len(tied) == 1:
+            return tied[0].site
         best = max(tied, key=lambda c: (c.free_slots > 0, -costs.get(c.site, 0.0),
                                         c.free_slots / max(1, c.max_inflight)))
         return best.site

@@ -297,11 +297,18 @@ class SiteLoad:
         Our attempts already there (``inflight``, which the scheduler raises as it places more in one
         step) hold the open cores and the agent's slots; each frees again after ``cycle_s``.
         """
+        # placement asks this of every candidate of every task (100,000s a step): plain arithmetic, no calls
         open_cores = self.total_cores if self.open_cores is None else self.open_cores
-        for_cores = max(0, self.inflight + cores - open_cores) * self.cycle_s / max(1, open_cores)
-        slots = min(open_cores, self.max_inflight) if self.max_inflight > 0 else open_cores
-        for_slot = max(0, self.inflight + 1 - self.max_inflight) * self.cycle_s / max(1, slots)
-        return self.est_wait_s + max(for_cores, for_slot)
+        over_cores = self.inflight + cores - open_cores
+        over_slots = self.inflight + 1 - self.max_inflight
+        if over_cores <= 0 and over_slots <= 0:
+            return self.est_wait_s
+        wait = over_cores * self.cycle_s / (open_cores if open_cores > 1 else 1) if over_cores > 0 else 0.0
+        if over_slots > 0:
+            slots = self.max_inflight if 0 < self.max_inflight < open_cores else open_cores
+            for_slot = over_slots * self.cycle_s / (slots if slots > 1 else 1)
+            wait = for_slot if for_slot > wait else wait
+        return self.est_wait_s + wait
 
 
 _WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")

@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from metasched.errors import ConfigurationError, PlacementError
 from metasched.options import check_options
@@ -127,6 +129,22 @@ def test_a_sites_wait_grows_with_our_attempts_ahead_of_the_next_one() -> None:
     assert busy.wait_s() == pytest.approx(90.0)  # other users' jobs first; then 4 cores are ours
     busy.inflight = 6
     assert busy.wait_s() == pytest.approx(90.0 + 3 * 8.0 / 4)
+
+
+@given(cores=st.integers(0, 64), open_cores=st.none() | st.integers(0, 64), inflight=st.integers(0, 200),
+       max_inflight=st.integers(0, 100), ask=st.integers(1, 8), cycle=st.floats(0, 100),
+       est=st.floats(0, 1e4))
+def test_the_wait_is_the_later_of_a_free_core_and_a_free_slot(
+        cores: int, open_cores: int | None, inflight: int, max_inflight: int, ask: int, cycle: float,
+        est: float) -> None:
+    site = SiteLoad(site=SiteName("s"), total_cores=cores, max_cores_per_task=cores, max_memory_mb=None,
+                    gpus=0, nodes=1, inflight=inflight, max_inflight=max_inflight, est_wait_s=est,
+                    open_cores=open_cores, cycle_s=cycle)
+    free = cores if open_cores is None else open_cores  # the formula wait_s computes without calls
+    for_cores = max(0, inflight + ask - free) * cycle / max(1, free)
+    slots = min(free, max_inflight) if max_inflight > 0 else free
+    for_slot = max(0, inflight + 1 - max_inflight) * cycle / max(1, slots)
+    assert site.wait_s(ask) == pytest.approx(est + max(for_cores, for_slot))
 
 
 def test_default_policy_waits_for_a_full_site_that_frees_sooner_than_the_others_start() -> None:
