@@ -27,12 +27,20 @@ from metasched.outcomes import Cancelled, LossReason, Lost, failed
 from metasched.records import AttemptId, SiteLoad, SiteName
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.globus_compute.config import PAYLOAD_LIMIT, GlobusComputeSite
-from site_agents.globus_compute.service import Call, CallResult, CloudService, ComputeService, OfflineService
+from site_agents.globus_compute.service import (
+    Call,
+    CallResult,
+    CloudService,
+    ComputeService,
+    EndpointLoad,
+    OfflineService,
+)
 
 log = logging.getLogger(__name__)
 
 _ENVELOPE = 64 * 1024  # room for the Task message around the payload
 _SMOOTHING = 0.2
+LOAD_REFRESH_S = 10.0  # the endpoint's report of its load is read at most this often (one request)
 
 
 @dataclass(slots=True)
@@ -76,6 +84,21 @@ def version_problem(details: dict[str, object], site: str) -> str | None:
             "the endpoint's environment, or run metasched from an environment that matches the endpoint.")
 
 
+def endpoint_wait(reported: EndpointLoad | None, ours: int, cores: int,
+                  run_s: float) -> tuple[float, int | None]:
+    """(wait before a call of ours starts, workers open to ours then) given the endpoint's report.
+
+    `ours`: our calls the endpoint held when it reported; `run_s`: how long a task holds a worker.
+    """
+    if reported is None:
+        return 0.0, None
+    workers = reported.workers or cores
+    others = max(0, reported.outstanding - ours)
+    if others < workers:
+        return 0.0, workers - others
+    return (others - workers + 1) * run_s / workers, workers
+
+
 class GlobusComputeAgent:
     """Sends attempts to one endpoint through a ComputeService and turns results into outcomes."""
 
@@ -90,6 +113,9 @@ class GlobusComputeAgent:
         self._mean_run_s = 1.0
         self.available = True
         self.endpoint_details: dict[str, object] = {}
+        self._reported: EndpointLoad | None = None  # the endpoint's last report of its load
+        self._ours_reported = 0  # our calls at the endpoint when it made that report
+        self._load_read_at = -LOAD_REFRESH_S
 
     @property
     def name(self) -> SiteName:
@@ -105,6 +131,7 @@ class GlobusComputeAgent:
         self._service.start()
         if self.config.preflight_timeout_s > 0:
             self._preflight()
+        self._read_load()  # before the first placement
 
     def _preflight(self) -> None:
         assert self._service is not None  # noqa: S101
@@ -211,7 +238,20 @@ class GlobusComputeAgent:
             update = self._outcome(result)
             if update is not None:
                 updates.append(update)
+        if now - self._load_read_at >= LOAD_REFRESH_S:
+            self._read_load()
         return updates
+
+    def _read_load(self) -> None:
+        """Ask the endpoint for its load: every client's tasks there, so others' work can be told apart."""
+        assert self._service is not None  # noqa: S101
+        self._load_read_at = time.monotonic()
+        try:
+            self._reported = self._service.load()
+        except Exception as exc:  # no report is no knowledge, not an unavailable endpoint
+            log.debug("site %s: no load report (%s: %s)", self.config.name, type(exc).__name__, exc)
+            self._reported = None
+        self._ours_reported = sum(1 for attempt in self._attempts.values() if attempt.sent_at)
 
     def _outcome(self, result: CallResult) -> AttemptUpdate | None:
         attempt = self._attempts.pop(AttemptId(result.key), None)
@@ -270,12 +310,21 @@ class GlobusComputeAgent:
         return True
 
     def load(self) -> SiteLoad:
-        """Capacity from the configuration; our calls in flight hold its cores for the recent run time."""
+        """Our calls in flight hold its cores for the recent run time, after other clients' tasks there.
+
+        Other clients' tasks are what the endpoint last reported holding beyond ours (``LOAD_REFRESH_S``);
+        each is taken to last as long as ours do. Fewer than its workers leave the rest open to us; more
+        delay our next call until the surplus has started. Workers are the endpoint's live ones, or
+        ``cores`` while it reports none (its blocks not started).
+        """
         inflight = len(self._attempts)
+        est_wait_s, open_cores = endpoint_wait(self._reported, self._ours_reported, self.config.cores,
+                                               self._mean_run_s)
         return SiteLoad(
             site=self.name, total_cores=self.config.cores, max_cores_per_task=self.config.cores,
             max_memory_mb=self.config.memory_mb, gpus=self.config.gpus, nodes=1, inflight=inflight,
             max_inflight=self.config.max_inflight if self.available else inflight,
+            est_wait_s=est_wait_s, open_cores=open_cores,
             cycle_s=self._mean_run_s, accepting=self.available, reports_start=True)
 
     def close(self) -> None:

@@ -92,9 +92,18 @@ class OfflineEndpoint:
             return [t for t in task_ids if t in self._known]
 
     def status(self) -> dict[str, Any]:
-        """Tasks received and finished, and the engine's own status report."""
+        """Tasks received and finished, and the engine's own status report.
+
+        ``engine`` is the report an endpoint sends the cloud (its load among it); empty if the engine
+        cannot say.
+        """
+        try:
+            engine = dict(self._engine.get_status_report().global_state)
+        except Exception:  # the interchange is starting or gone: no load, not a failed status call
+            log.exception("the engine gave no status report")
+            engine = {}
         with self._lock:
-            return {"received": len(self._known), "finished": len(self._results)}
+            return {"received": len(self._known), "finished": len(self._results), "engine": engine}
 
 
 def _error_result(task_id: str, message: str) -> bytes:

@@ -16,8 +16,9 @@ bytes), so the endpoint's Python environment needs metasched.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +27,8 @@ from metasched.errors import SiteAgentError
 from metasched.worker import run_packed
 from site_agents.globus_compute import offline
 from site_agents.globus_compute.config import GlobusComputeSite
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,37 @@ class CallResult:
     value: bytes | None = None
     error: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLoad:
+    """What an endpoint says of its load: every client's tasks, ours among them."""
+
+    workers: int  # live workers (0: none yet, e.g. its blocks are still queued)
+    idle_workers: int
+    outstanding: int  # tasks it holds, queued or running
+
+
+LOAD_FIELDS = ("total_workers", "idle_workers", "outstanding_tasks")
+
+
+def endpoint_load(report: Mapping[str, Any]) -> EndpointLoad | None:
+    """Read an endpoint's status report; None where it holds no load.
+
+    Takes the cloud's ``GET /v2/endpoints/<id>/status`` document (``{"status": "online", "details":
+    {...}}``) or an engine's own ``get_status_report().global_state`` (the same fields, flat).
+    """
+    if report.get("status", "online") != "online":
+        return None
+    details = report.get("details", report)
+    if not isinstance(details, Mapping):
+        return None
+    values = [details.get(name) for name in LOAD_FIELDS]
+    counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+    if len(counts) != len(LOAD_FIELDS):
+        return None
+    workers, idle, outstanding = counts
+    return EndpointLoad(workers=workers, idle_workers=idle, outstanding=outstanding)
 
 
 class ComputeService(Protocol):
@@ -75,6 +109,10 @@ class ComputeService(Protocol):
 
     def forget(self, keys: Sequence[str]) -> None:
         """Stop following these calls (cancelled: the endpoint may still run them)."""
+        ...
+
+    def load(self) -> EndpointLoad | None:
+        """The endpoint's own report of its load (one request); None if it gives none."""
         ...
 
     def close(self) -> None:
@@ -197,6 +235,10 @@ class OfflineService:
             self._task_ids.pop(key, None)
             self._reserved.pop(key, None)
 
+    def load(self) -> EndpointLoad | None:
+        """The engine's status report, as the endpoint process reads it."""
+        return endpoint_load(self._endpoint.status().get("engine", {}))
+
     def close(self) -> None:
         """Release the connection (calls keep running at the endpoint)."""
         self._endpoint = None
@@ -288,6 +330,10 @@ class CloudService:
             future = self._futures.pop(key, None)
             if future is not None:
                 future.cancel()  # only a call not yet sent is really withdrawn
+
+    def load(self) -> EndpointLoad | None:
+        """What the endpoint last reported to the cloud (its status; read by this client's own login)."""
+        return endpoint_load(self._executor.client.get_endpoint_status(self.config.endpoint_id))
 
     def close(self) -> None:
         """Release the connection (calls keep running at the endpoint)."""

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,56 @@ def test_sites_check_runs_the_probe_or_says_how_to_fix(gc_local: OfflineEndpoint
     assert not check.passed
     assert "no offline endpoint answers at 127.0.0.1:1" in check.detail
     assert check.fix == "see docs/sites/globus-compute.md"
+
+
+def _another_clients_sleeps(endpoint: OfflineEndpoint, n: int, seconds: float) -> None:
+    """What another user of the endpoint sends it: their own function (time.sleep), as Task messages."""
+    from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import Task
+
+    from site_agents.globus_compute.service import serializer
+
+    serde = serializer(ms.GlobusComputeSite("other", offline_endpoint=endpoint.address,
+                                            authkey_file=endpoint.authkey_file))
+    call = [serde.serialize(time.sleep), serde.serialize((seconds,)), serde.serialize({})]
+    buffer = serde.pack_buffers(call)
+    tasks = []
+    for _ in range(n):
+        task_id = uuid.uuid4()
+        tasks.append((str(task_id), bytes(messagepack.pack(Task(task_id=task_id, task_buffer=buffer)))))
+    endpoint_client(endpoint).submit(tasks)
+
+
+def test_an_endpoint_busy_with_another_clients_tasks_is_avoided(ray_local: None, tmp_path: Path) -> None:
+    """The endpoint's own report of its load (all clients' tasks) reaches placement: with 12 of another
+    client's 60 s tasks on its 2 workers, a campaign over it and a local site of 2 cores sends nothing to
+    it (an idle endpoint of 2 workers would get about half)."""
+    from metasched.journal import Journal
+    from metasched.placement import predicted_wait
+    from site_agents.globus_compute.service import endpoint_load
+    from tests.integration.gc_endpoints import offline_endpoint
+
+    with offline_endpoint(tmp_path / "busy", "--workers", "2") as endpoint:
+        _another_clients_sleeps(endpoint, 12, 60)
+        client = endpoint_client(endpoint)
+        deadline = time.monotonic() + 60
+        while (load := endpoint_load(client.status()["engine"])) is None or load.workers < 2:
+            assert time.monotonic() < deadline, f"the endpoint's 2 workers did not start: {client.status()}"
+            time.sleep(0.5)
+        assert load.outstanding == 12, load
+        gc = ms.GlobusComputeSite("gc", offline_endpoint=endpoint.address, authkey_file=endpoint.authkey_file,
+                                  cores=2, poll_interval=0.2, preflight_timeout_s=0)  # a probe would queue
+        journal = tmp_path / "busy.db"
+        with ms.Campaign("gc-busy", sites=[gc, ms.LocalSite("local", cores=2)], journal=journal) as c:
+            futures = [c.command(["sleep", "0.5"], name=f"nap-{i}") for i in range(6)]
+            ms.wait(futures, timeout=120)
+        with Journal(journal).open(read_only=True) as stored:
+            placed = [p for f in futures for p in stored.placements_of(f.task_id)]
+    assert [site for _, site, _ in placed] == ["local"] * 6, placed
+    # each placement weighed the endpoint: 10 of the other client's tasks queued beyond its 2 workers
+    for _, _, detail in placed:
+        gc_start = float(detail.split("gc ")[1].split(" s")[0])
+        assert gc_start >= 5.0, detail
+        local_start = predicted_wait(detail)
+        assert local_start is not None, detail
+        assert local_start < gc_start, detail

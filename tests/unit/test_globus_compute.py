@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import uuid
 from pathlib import Path
@@ -11,8 +12,14 @@ import pytest
 pytest.importorskip("globus_compute_endpoint", reason="the globus extra is not installed")
 
 import metasched as ms  # noqa: E402
-from site_agents.globus_compute.agent import version_problem  # noqa: E402
-from site_agents.globus_compute.service import pack_task, serializer, unpack_result  # noqa: E402
+from site_agents.globus_compute.agent import endpoint_wait, version_problem  # noqa: E402
+from site_agents.globus_compute.service import (  # noqa: E402
+    EndpointLoad,
+    endpoint_load,
+    pack_task,
+    serializer,
+    unpack_result,
+)
 
 EP = "c84f791d-8c03-42e0-90c9-d1124bf1ce7a"
 
@@ -69,3 +76,27 @@ def test_version_problem_names_both_sides_and_the_fix() -> None:
     assert "Python 3.9.1 there" in problem
     assert "dill 0.3.5 there" in problem
     assert "install Python" in problem
+
+
+def test_an_endpoints_load_reads_from_the_clouds_status_document_and_an_engines_report() -> None:
+    """The cloud's document as globus_sdk's own test data (globus_sdk/testing/data/compute/v2/
+    get_endpoint_status.py) records it; an engine's, as an offline endpoint (a real GlobusComputeEngine,
+    2 workers, 5 tasks of another client) reported it."""
+    data = Path(__file__).parents[1] / "data"
+    cloud = json.loads((data / "gc-cloud-endpoint-status.json").read_text())
+    assert endpoint_load(cloud) == EndpointLoad(workers=1, idle_workers=0, outstanding=0)
+    engine = json.loads((data / "gc-engine-status.json").read_text())
+    assert endpoint_load(engine) == EndpointLoad(workers=2, idle_workers=0, outstanding=5)
+    assert endpoint_load({**cloud, "status": "offline"}) is None
+    assert endpoint_load({"status": "online", "details": {"total_workers": 1}}) is None  # fields missing
+    assert endpoint_load({}) is None  # an engine that could not report
+
+
+def test_other_clients_tasks_delay_ours_once_they_outnumber_the_workers() -> None:
+    assert endpoint_wait(None, 0, 4, 2.0) == (0.0, None)  # no report: the configured cores, no wait
+    # 2 of 4 workers busy with another client's tasks (and 3 of ours at the endpoint): 2 open to ours
+    assert endpoint_wait(EndpointLoad(workers=4, idle_workers=0, outstanding=5), 3, 4, 2.0) == (0.0, 2)
+    # 10 of theirs on 4 workers: ours starts once 7 of them have ended (7 x 2 s over 4 workers)
+    assert endpoint_wait(EndpointLoad(workers=4, idle_workers=0, outstanding=10), 0, 4, 2.0) == (3.5, 4)
+    # no worker started yet (blocks queued): the configured cores stand in
+    assert endpoint_wait(EndpointLoad(workers=0, idle_workers=0, outstanding=1), 0, 2, 1.0) == (0.0, 1)
