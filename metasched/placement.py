@@ -213,7 +213,7 @@ def assume_unknowns(loads: Sequence[SiteLoad], default_cycle_s: float = 1.0) -> 
 
 def predicted_start(spec: TaskSpec, site: SiteLoad, transfer_s: Mapping[SiteName, float]) -> float:
     """Seconds until `spec` would start at `site`: its wait there plus moving its inputs there."""
-    return site.wait_s(spec.resources.cores) + transfer_s.get(site.site, 0.0)
+    return site.wait_s(spec.resources.cores, spec.resources) + transfer_s.get(site.site, 0.0)
 
 
 _PREDICTED = re.compile(r"predicted start (\d+(?:\.\d+)?) s")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, NewType, TypeVar
 
@@ -280,6 +280,11 @@ class SiteLoad:
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
     max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)
     reports_start: bool = False  # the agent says when an attempt starts (until then it may be hedged)
+    # per resource shape, where the site knows better than for one core: est_wait_s from what jobs of
+    # that shape waited; the controller's expected start of a new job (Slurm's sbatch --test-only), which
+    # no prediction for the shape goes below
+    shape_waits: Mapping[Resources, float] = field(default_factory=dict)
+    shape_starts: Mapping[Resources, float] = field(default_factory=dict)
 
     @property
     def starts_when_accepted(self) -> bool:
@@ -291,24 +296,34 @@ class SiteLoad:
         """How many more attempts the agent accepts now."""
         return max(0, self.max_inflight - self.inflight) if self.accepting else 0
 
-    def wait_s(self, cores: int = 1) -> float:
-        """Predicted wait of one more attempt asking for `cores`: the site's own wait, then its turn.
+    def own_wait_s(self, shape: Resources | None = None) -> float:
+        """Before the site starts a job of ours of this shape (``est_wait_s`` unless it knows the shape)."""
+        if shape is None or not self.shape_waits:
+            return self.est_wait_s
+        return self.shape_waits.get(shape, self.est_wait_s)
+
+    def wait_s(self, cores: int = 1, shape: Resources | None = None) -> float:
+        """Predicted wait of one more attempt asking for `cores` (of `shape`): the site's wait, then ours.
 
         Our attempts already there (``inflight``, which the scheduler raises as it places more in one
         step) hold the open cores and the agent's slots; each frees again after ``cycle_s``.
         """
         # placement asks this of every candidate of every task (100,000s a step): plain arithmetic, no calls
+        own = self.est_wait_s if shape is None or not self.shape_waits else self.own_wait_s(shape)
         open_cores = self.total_cores if self.open_cores is None else self.open_cores
         over_cores = self.inflight + cores - open_cores
         over_slots = self.inflight + 1 - self.max_inflight
-        if over_cores <= 0 and over_slots <= 0:
-            return self.est_wait_s
-        wait = over_cores * self.cycle_s / (open_cores if open_cores > 1 else 1) if over_cores > 0 else 0.0
+        wait = 0.0
+        if over_cores > 0:
+            wait = over_cores * self.cycle_s / (open_cores if open_cores > 1 else 1)
         if over_slots > 0:
             slots = self.max_inflight if 0 < self.max_inflight < open_cores else open_cores
             for_slot = over_slots * self.cycle_s / (slots if slots > 1 else 1)
             wait = for_slot if for_slot > wait else wait
-        return self.est_wait_s + wait
+        if shape is not None and self.shape_starts:  # the controller's answer for the shape is a floor
+            floor = self.shape_starts.get(shape, 0.0)
+            return floor if floor > own + wait else own + wait
+        return own + wait
 
 
 _WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")

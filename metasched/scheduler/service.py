@@ -23,7 +23,7 @@ from metasched.journal import Journal
 from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded, reported
 from metasched.placement import PlacementPolicy, assume_unknowns, explain, feasible_sites, predicted_wait
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskSpec, attempt_id_of
+from metasched.records import AttemptId, Resources, SiteLoad, SiteName, TaskId, TaskSpec, attempt_id_of
 from metasched.scheduler.blocks import BlockJournal
 from metasched.scheduler.checkpoints import CheckpointRequests
 from metasched.scheduler.core import SchedulerCore
@@ -32,7 +32,7 @@ from metasched.scheduler.events import EventLog, SiteSummary, TaskEvent, site_su
 from metasched.scheduler.hedging import HEDGES_MADE, Hedging
 from metasched.scheduler.states import TERMINAL, TaskState
 from metasched.scheduler.task_records import Attempt, TaskRecord
-from metasched.sites.base import AttemptUpdate, ReattachableAgent, SiteAgent, Submission
+from metasched.sites.base import AttemptUpdate, ReattachableAgent, ShapeAwareAgent, SiteAgent, Submission
 
 _MAX_DEFERRED_PER_STEP = 2000
 
@@ -58,6 +58,7 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         self.drained: set[SiteName] = set()
         self.blocks = BlockJournal(journal, agents)
         self._raced: list[TaskId] = []
+        self._shapes: set[Resources] = set()  # told to ShapeAwareAgents
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self, *, resume: bool) -> int:
@@ -94,6 +95,8 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         reattached: list[LiveAttempt] = []
         for stored in self.journal.tasks():
             task_id = stored.spec.task_id
+            if not stored.state.terminal:
+                self._expect_shapes([stored.spec])
             attempts = sorted(live.get(task_id, ()), key=lambda a: a.number)  # two: it was hedged
             kept = [a for a in attempts if not stored.state.terminal and self._reattach(a, stored.spec)]
             # An attempt lost with the previous scheduler was our loss: it uses no retry.
@@ -140,8 +143,19 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
             accepted.append(spec)
             if self.data is not None:
                 self.data.inputs_added(spec)
+        self._expect_shapes(accepted)
         self._flush(new_tasks=accepted, functions=functions)
         return refused
+
+    def _expect_shapes(self, specs: Sequence[TaskSpec]) -> None:
+        """Tell agents that predict per resource shape about shapes they have not been told of."""
+        new = list(dict.fromkeys(s.resources for s in specs if s.resources not in self._shapes))
+        if not new:
+            return
+        self._shapes.update(new)
+        for agent in self.agents.values():
+            if isinstance(agent, ShapeAwareAgent):
+                agent.expect(new)
 
     def cancel(self, task_ids: Sequence[TaskId]) -> int:
         """Cancel tasks (and, through dependency failure, what depends on them). Returns how many."""

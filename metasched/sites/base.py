@@ -16,7 +16,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from metasched.data.objects import DataContext, DataRef
 from metasched.outcomes import TaskOutcome
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, TaskSpec
+from metasched.records import AttemptId, Resources, SiteLoad, SiteName, TaskId, TaskSpec
 
 
 @runtime_checkable
@@ -124,6 +124,15 @@ class CheckpointingAgent(Protocol):
 
         With stop=False they take a restart point and go on instead.
         """
+        ...
+
+
+@runtime_checkable
+class ShapeAwareAgent(Protocol):
+    """An agent whose predicted wait depends on a task's resource shape (batch sites: node fit, backfill)."""
+
+    def expect(self, shapes: Sequence[Resources]) -> None:
+        """Shapes of tasks the campaign has (each told once): the agent may ask its scheduler about them."""
         ...
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
 from metasched.outcomes import Failed, LossReason, Lost
-from metasched.records import AttemptId, Capability, CheckpointKind, SiteLoad, SiteName, TaskSpec
+from metasched.records import AttemptId, Capability, CheckpointKind, Resources, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import explain
 from site_agents.batch.config import BatchSite
@@ -33,10 +33,19 @@ from site_agents.batch.dialect import (
     JobStatus,
     can_signal,
 )
-from site_agents.batch.forecast import QueuedJob, QueueWait
+from site_agents.batch.forecast import PROBE_SHAPES, QueueWait
 from site_agents.batch.jobs import BatchJob
 from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers
-from site_agents.batch.rounds import Answer, Deletions, jobs_by_name, list_queue, status_round
+from site_agents.batch.rounds import (
+    Answer,
+    Deletions,
+    Listing,
+    ask_starts,
+    jobs_by_name,
+    list_queue,
+    start_questions,
+    status_round,
+)
 from site_agents.batch.submitting import Submitter, job_name, job_store
 from site_agents.batch.transport import transport_for, worker_path
 
@@ -80,7 +89,7 @@ class BatchAgent:
         self._submitter = Submitter(config, dialect, self.transport, self._refused_at_no_cost)
         self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"status-{config.name}")
         self._lister = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{config.name}")
-        self._listing: Future[list[QueuedJob] | None] | None = None
+        self._listing: Future[Listing] | None = None
         self._round: Future[Answer] | None = None
         self._round_since = 0.0
 
@@ -106,10 +115,8 @@ class BatchAgent:
                                  f"{self.dialect.name} server is up and the login and environment reach it.",
                                  site=self.config.name, transient=capacity is None)
         self._capacity, self._last_nodes = capacity, time.monotonic()
-        queue = list_queue(self.dialect, self.runner.run)
-        if queue is not None:
-            self.waits.listed(queue, usable_cores=capacity.total_cores, ours=self.user)
-            self._last_queue = time.monotonic()
+        self._last_queue = time.monotonic()
+        self._take_listing(list_queue(self.dialect, self.runner.run))
         self.pythonpath = worker_path(self.config, self.transport)
         self._launchers = site_launchers(self.config, self.dialect, self.pythonpath)
         self._capabilities = self._launchers.offered(can_signal(self.dialect))
@@ -138,7 +145,11 @@ class BatchAgent:
                                       memory_tracked=not self._capacity.memory_untracked)
         for sub, (job, update) in zip(submissions, done, strict=True):
             if job is not None:
-                job.predicted_wait_s = load.wait_s(sub.spec.resources.cores)
+                shape = sub.spec.resources
+                job.predicted_wait_s = load.wait_s(shape.cores, shape)
+                # what the learners correct: our turn behind ours there, after the whole-queue forecast
+                job.forecast_wait_s = load.wait_s(shape.cores) - load.est_wait_s + self.waits.forecast_s
+                self.waits.seen(shape)
                 load.inflight += 1
                 self._jobs[sub.attempt_id] = job
             self._pending.append(update)
@@ -164,7 +175,8 @@ class BatchAgent:
             nodes_due = not self.available or now - self._last_nodes >= NODES_REFRESH_S
             if self._listing is None and now - self._last_queue >= QUEUE_REFRESH_S:
                 self._last_queue = now
-                self._listing = self._lister.submit(list_queue, self.dialect, self.runner.run)
+                questions = start_questions(self.dialect, self.waits.probe_shapes(), self._capacity)
+                self._listing = self._lister.submit(list_queue, self.dialect, self.runner.run, questions)
             asked = [(j.job_id, j.missing_polls) for j in self._jobs.values()]
             self._round = self._poller.submit(self._status_round, asked, nodes_due,
                                               [j.attempt for j in self._jobs.values()])
@@ -187,10 +199,9 @@ class BatchAgent:
         if answer.capacity is not None:
             self._take_capacity(answer.capacity, now)
         if self._listing is not None and self._listing.done():
-            queue = None if self._listing.exception() else self._listing.result()
+            if not self._listing.exception():
+                self._take_listing(self._listing.result())
             self._listing = None
-            if queue is not None:
-                self.waits.listed(queue, usable_cores=self._capacity.total_cores, ours=self.user)
         delete = Deletions()
         for job in list(self._jobs.values()):
             status = self._ours(job, answer.statuses.get(self.dialect.status_key(job.job_id)))
@@ -280,7 +291,7 @@ class BatchAgent:
                 return explain.held(job, status, site, answer.hold_reasons.get(status.job_id, ""))
             case JobState.RUNNING if job.started_at is None:
                 job.started_at = now
-                self.waits.started(job.predicted_wait_s, now - job.submitted_at)
+                self.waits.started(job.forecast_wait_s, now - job.submitted_at, job.spec.resources)
                 return AttemptUpdate(attempt_id=job.attempt_id, running=True, native_id=job.job_id)
             case JobState.FINISHED:
                 job.finished_polls += 1
@@ -354,6 +365,25 @@ class BatchAgent:
             self._jobs[attempt_id] = job
         return bool(native_id) or outcome is not None
 
+    def expect(self, shapes: Sequence[Resources]) -> None:
+        """Shapes of the campaign's tasks: the scheduler is asked when such a job would start.
+
+        At once for a new shape (before its tasks are placed: one command per new shape), then with every
+        whole-queue listing.
+        """
+        new = [shape for shape in shapes if shape not in self.waits.shapes]
+        for shape in shapes:
+            self.waits.seen(shape)
+        questions = start_questions(self.dialect, new[-PROBE_SHAPES:], self._capacity)
+        if questions:
+            asked = time.monotonic()
+            self.waits.answered(ask_starts(self.dialect, self.runner.run, questions), at=asked)
+
+    def _take_listing(self, listing: Listing) -> None:
+        if listing.jobs is not None:
+            self.waits.listed(listing.jobs, usable_cores=self._capacity.total_cores, ours=self.user,
+                              starts=listing.starts, at=self._last_queue)
+
     # ------------------------------------------------------------------------------ load
     def load(self) -> SiteLoad:
         """Capacity as last listed, the wait as forecast from the whole queue (``self.waits``).
@@ -372,7 +402,8 @@ class BatchAgent:
             max_inflight=self.config.max_jobs if accepting else inflight, accepting=accepting,
             est_wait_s=self.waits.est_wait_s, open_cores=self.waits.open_cores(capacity.total_cores),
             cycle_s=self.waits.cycle_s, learns=True, learned_s=self.waits.learned_s,
-            capabilities=self._capabilities, reports_start=True)
+            capabilities=self._capabilities, reports_start=True, shape_waits=self.waits.shape_waits(),
+            shape_starts=self.waits.shape_starts(time.monotonic()))
 
     @property
     def capacity(self) -> Capacity:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from metasched.attempt_dir import AttemptDir
-from metasched.records import TaskSpec, clock_seconds
+from metasched.records import Resources, TaskSpec, clock_seconds
 from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
 
@@ -164,6 +164,17 @@ class Dialect(Protocol):
 
     def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
         """The whole queue in `queue_argv`'s answer; None when the command did not answer."""
+        ...
+
+    def start_argv(self, shape: Resources, *, limit_s: float | None, memory: bool) -> list[str] | None:
+        """A command asking when a new job of this shape would start, queueing nothing.
+
+        None where the scheduler cannot say. `memory`: the nodes report memory (a request is included).
+        """
+        ...
+
+    def parse_start(self, out: CommandOutput) -> float | None:
+        """Seconds from now until the job `start_argv` asked about would start; None if it did not say."""
         ...
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:

@@ -6,15 +6,18 @@ replays them on the site's usable cores: running jobs free their cores when thei
 pending ones start as cores free, in the order of the scheduler's own expected starts (no earlier than
 those) where it gives them, then in the listed order. A job of ours queued behind all of them starts
 when a core is free after the last of them has started. Time limits are upper bounds, so this errs
-towards waiting longer; the agent corrects it by the waits it observes (``WaitLearner``). Backfill,
-which may start a small job earlier, is not modelled.
+towards waiting longer; the agent corrects it by the waits it observes (``WaitLearner``), per resource
+shape too, and where the controller answers for a shape (backfill, which may start a small job earlier,
+and node fit are not modelled here) by its own expected start (``QueueWait``).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from metasched.records import Resources
 
 LEARNING_RATE = 0.2  # weight of the newest observation (wait error, run time)
 AT_ONCE_S = 5.0  # a job that started within this long started at once (the scheduler's cycle, our poll)
@@ -85,29 +88,33 @@ def _limit(job: QueuedJob, unlimited_s: float) -> float:
 
 @dataclass(slots=True)
 class WaitLearner:
-    """The error of the site's predicted waits, learned from the waits its jobs of ours actually had.
+    """The error of predicted waits, learned from the waits jobs of ours actually had.
 
-    ``bias_s`` is added to every prediction (an exponentially weighted mean of actual - predicted), so a
-    forecast that waits for time limits other users' jobs never reach drifts towards what the site does.
-    A wait under ``AT_ONCE_S`` counts as none: every batch site takes a moment to start a job, and a site
-    the campaign has used must not look slower for it than one it has not. ``error_s`` is the recent
-    mean absolute error, for reports.
+    ``bias_s`` is added to a forecast (an exponentially weighted mean of actual - forecast), so a forecast
+    that waits for time limits other users' jobs never reach drifts towards what the site does. A wait
+    under ``AT_ONCE_S`` counts as none: every batch site takes a moment to start a job, and a site the
+    campaign has used must not look slower for it than one it has not. ``error_s`` is the recent mean
+    absolute error of the corrected prediction, for reports.
     """
 
     bias_s: float = 0.0
     error_s: float = 0.0
     samples: int = 0
 
-    def observe(self, predicted_s: float, actual_s: float) -> None:
-        """One job of ours was predicted to wait `predicted_s` (bias included) and waited `actual_s`."""
-        miss = (actual_s if actual_s > AT_ONCE_S else 0.0) - predicted_s
+    def observe(self, forecast_s: float, actual_s: float) -> None:
+        """A job of ours was forecast to wait `forecast_s` (no correction in it) and waited `actual_s`."""
+        miss = (actual_s if actual_s > AT_ONCE_S else 0.0) - (forecast_s + self.bias_s)
         self.bias_s += LEARNING_RATE * miss
         self.error_s += LEARNING_RATE * (abs(miss) - self.error_s) if self.samples else abs(miss)
         self.samples += 1
 
-    def corrected(self, predicted_s: float) -> float:
-        """A prediction with the learned bias (never below zero)."""
-        return max(0.0, predicted_s + self.bias_s)
+    def corrected(self, forecast_s: float) -> float:
+        """A forecast with the learned bias (never below zero)."""
+        return max(0.0, forecast_s + self.bias_s)
+
+
+SHAPE_SAMPLES = 3  # jobs of a shape that must have started before its own correction replaces the site's
+PROBE_SHAPES = 4  # the most resource shapes whose start the controller is asked about (one command each)
 
 
 @dataclass(slots=True)
@@ -115,21 +122,48 @@ class QueueWait:
     """A batch site's predicted wait for our next job: the whole-queue forecast, corrected by observed waits.
 
     Without a whole-queue listing (``forecast`` None) the wait is what our own jobs waited (the learned
-    bias alone).
+    bias alone). Per resource shape (``Resources``) two things refine it: the waits jobs of that shape
+    had, once ``SHAPE_SAMPLES`` of them have started (their own correction: a 16-core job waits for a
+    whole node where a 1-core one backfills), and the controller's expected start for a new job of that
+    shape where the dialect can ask (Slurm: ``sbatch --test-only``), which a prediction is never below:
+    it knows backfill, node fit and every job ahead, ours included; the forecast does not.
     """
 
     forecast: Forecast | None = None
     learner: WaitLearner = field(default_factory=WaitLearner)
     cycle_s: float = 0.0  # how long a job of ours holds its cores, start to end, recently
+    shapes: dict[Resources, WaitLearner] = field(default_factory=dict)
+    starts: dict[Resources, float] = field(default_factory=dict)  # the controller's, as time.monotonic()
 
-    def listed(self, jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str) -> None:
-        """A fresh whole-queue listing."""
+    def listed(self, jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str,
+               starts: Mapping[Resources, float] | None = None, at: float = 0.0) -> None:
+        """A fresh whole-queue listing, and the controller's expected starts (s after `at`) of shapes."""
         self.forecast = forecast(jobs, usable_cores=usable_cores, ours=ours, unlimited_s=UNLIMITED_S)
+        self.starts = {}
+        self.answered(starts or {}, at=at)
+
+    def answered(self, starts: Mapping[Resources, float], *, at: float) -> None:
+        """The controller's expected starts of these shapes, in seconds after `at` (``time.monotonic()``)."""
+        self.starts.update({shape: at + start for shape, start in starts.items()})
+
+    @property
+    def forecast_s(self) -> float:
+        """The whole-queue forecast alone (no correction)."""
+        return self.forecast.wait_s if self.forecast is not None else 0.0
 
     @property
     def est_wait_s(self) -> float:
         """Before a core is free for us (``SiteLoad.est_wait_s``)."""
-        return self.learner.corrected(self.forecast.wait_s if self.forecast is not None else 0.0)
+        return self.learner.corrected(self.forecast_s)
+
+    def shape_waits(self) -> dict[Resources, float]:
+        """``SiteLoad.shape_waits``: the shapes whose own correction replaces the site's."""
+        return {shape: learner.corrected(self.forecast_s) for shape, learner in self.shapes.items()
+                if learner.samples >= SHAPE_SAMPLES}
+
+    def shape_starts(self, now: float) -> dict[Resources, float]:
+        """``SiteLoad.shape_starts``: the controller's expected start of each shape asked, from `now`."""
+        return {shape: max(0.0, start - now) for shape, start in self.starts.items()}
 
     @property
     def learned_s(self) -> float | None:
@@ -140,9 +174,20 @@ class QueueWait:
         """Cores free to our jobs then (all usable ones without a forecast)."""
         return self.forecast.open_cores if self.forecast is not None else usable_cores
 
-    def started(self, predicted_s: float, waited_s: float) -> None:
-        """A job of ours started after `waited_s`; it was predicted to wait `predicted_s`."""
-        self.learner.observe(predicted_s, waited_s)
+    def probe_shapes(self) -> list[Resources]:
+        """The shapes to ask the controller about: the campaign's tasks' and our jobs', latest first."""
+        return list(reversed(self.shapes))[:PROBE_SHAPES]
+
+    def seen(self, shape: Resources) -> None:
+        """A task or job of this shape (asked about from the next listing on, the latest first)."""
+        learner = self.shapes.pop(shape, None)  # moved to the end: the most recent shape
+        self.shapes[shape] = learner if learner is not None else WaitLearner()
+
+    def started(self, forecast_s: float, waited_s: float, shape: Resources | None = None) -> None:
+        """A job of ours started after `waited_s`; `forecast_s` was the uncorrected forecast then."""
+        self.learner.observe(forecast_s, waited_s)
+        if shape is not None:
+            self.shapes.setdefault(shape, WaitLearner()).observe(forecast_s, waited_s)
 
     def ended(self, ran_s: float) -> None:
         """A job of ours ended after holding its cores `ran_s`."""

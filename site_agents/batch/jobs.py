@@ -45,7 +45,8 @@ class BatchJob:
     launcher: Launcher
     store: StoreSpec  # where its big results and checkpoints go
     submitted_at: float
-    predicted_wait_s: float = 0.0  # what the site's load predicted at submission (learned from at start)
+    predicted_wait_s: float = 0.0  # what the site's load predicted at submission
+    forecast_wait_s: float = 0.0  # ... before the learned correction (what the learners learn from at start)
     data: DataContext | None = None
     restoring: bool = False  # continues from a checkpoint
     cancelled: bool = False  # metasched deleted it

@@ -24,7 +24,7 @@ from metasched.outcomes import (
     TaskOutcome,
     failed,
 )
-from metasched.records import Capability, CheckpointKind, Image, TaskKind, TaskSpec
+from metasched.records import Capability, CheckpointKind, Image, Resources, TaskKind, TaskSpec
 from metasched.sites.base import Submission
 from site_agents.batch import scripts
 from site_agents.batch.config import BatchSite
@@ -238,10 +238,14 @@ def time_limit_s(spec: TaskSpec) -> float | None:
     gets ``WALLTIME_MARGIN_S`` more, so the worker's own exact walltime stops it first and reports it
     precisely.
     """
-    walltime = spec.resources.walltime_s
-    if walltime is None:
+    return shape_limit_s(spec.resources, checkpointed=spec.checkpoint is not None)
+
+
+def shape_limit_s(resources: Resources, *, checkpointed: bool = False) -> float | None:
+    """``time_limit_s`` of a task of this shape (not checkpointable unless said)."""
+    if resources.walltime_s is None:
         return None
-    return 60.0 * math.ceil(walltime / 60) + (0 if spec.checkpoint else WALLTIME_MARGIN_S)
+    return 60.0 * math.ceil(resources.walltime_s / 60) + (0.0 if checkpointed else float(WALLTIME_MARGIN_S))
 
 
 def warning_lead_s(walltime_s: float, signal_lead_s: int) -> int:

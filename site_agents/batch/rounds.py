@@ -2,7 +2,8 @@
 
 The status command of every job; accounting for jobs it stopped listing; the reason a HELD job will not
 start; the node listing when it is due (or as the probe of a site without jobs). Every user's queue
-(``list_queue``) is listed on a thread of its own.
+(``list_queue``) is listed on a thread of its own, with the controller's expected starts of the resource
+shapes our jobs have.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from metasched.records import Resources
 from site_agents.batch.dialect import Capacity, Dialect, JobState, JobStatus
 from site_agents.batch.forecast import QueuedJob
+from site_agents.batch.launchers import shape_limit_s
 from site_agents.runner import CommandOutput
 
 ACCOUNTING_AFTER_POLLS = 2  # a job missing from the listing this many polls is looked up in accounting
@@ -73,10 +76,48 @@ def jobs_by_name(dialect: Dialect, run: Callable[[list[str]], CommandOutput],
     return None if statuses is None else {s.name: s.job_id for s in statuses.values() if s.name}
 
 
-def list_queue(dialect: Dialect, run: Callable[[list[str]], CommandOutput]) -> list[QueuedJob] | None:
-    """Every user's jobs, for the wait forecast (None where the dialect cannot list them or no answer).
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The whole queue, and the controller's expected start (s) of each shape asked about.
+
+    ``jobs`` is None where the dialect cannot list the queue or it did not answer; ``starts`` holds the
+    shapes the controller answered for (none where the dialect cannot ask).
+    """
+
+    jobs: list[QueuedJob] | None
+    starts: dict[Resources, float]
+
+
+def list_queue(dialect: Dialect, run: Callable[[list[str]], CommandOutput],
+               shapes: Sequence[tuple[Resources, list[str]]] = ()) -> Listing:
+    """Every user's jobs, for the wait forecast, and `shapes`' expected starts (each with its command).
 
     Run on a thread of its own: a slow whole-queue listing never delays the status round.
     """
     argv = dialect.queue_argv()
-    return dialect.parse_queue(run(argv)) if argv is not None else None
+    jobs = dialect.parse_queue(run(argv)) if argv is not None else None
+    return Listing(jobs=jobs, starts=ask_starts(dialect, run, shapes))
+
+
+def ask_starts(dialect: Dialect, run: Callable[[list[str]], CommandOutput],
+               shapes: Sequence[tuple[Resources, list[str]]]) -> dict[Resources, float]:
+    """Seconds until each shape would start, by its command (one the scheduler did not answer: left out)."""
+    starts = {}
+    for shape, asking in shapes:
+        start = dialect.parse_start(run(asking))
+        if start is not None:
+            starts[shape] = start
+    return starts
+
+
+def start_questions(dialect: Dialect, shapes: Sequence[Resources],
+                    capacity: Capacity) -> list[tuple[Resources, list[str]]]:
+    """The command asking when a job of each shape would start, for shapes that fit the site's nodes."""
+    questions = []
+    for shape in shapes:
+        if shape.cores > capacity.max_cores_per_node or shape.nodes > capacity.usable_nodes:
+            continue  # placement never sends it here
+        argv = dialect.start_argv(shape, limit_s=shape_limit_s(shape), memory=not capacity.memory_untracked)
+        if argv is not None:
+            questions.append((shape, argv))
+    return questions

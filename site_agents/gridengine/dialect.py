@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from metasched.records import Resources
 from site_agents.batch.dialect import Capacity, JobRequest, JobStatus, check_header
 from site_agents.batch.forecast import QueuedJob
 from site_agents.gridengine import parsers
@@ -106,6 +107,14 @@ class GridEngine:
     def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
         """The running and waiting jobs; None if qstat did not answer."""
         return parsers.parse_queue_xml(out.stdout, datetime.now()) if out.ok else None
+
+    def start_argv(self, shape: Resources, *, limit_s: float | None, memory: bool) -> list[str] | None:
+        """None: Grid Engine's qsub cannot say when a job would start (``-w v`` checks fit only)."""
+        return None
+
+    def parse_start(self, out: CommandOutput) -> float | None:
+        """Never asked (see start_argv)."""
+        return None
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:
         """``qacct -j`` of each job qstat stopped listing."""

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
+from metasched.records import Resources
 from site_agents.batch.dialect import JobStatus, seconds_of
 from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
@@ -108,6 +109,17 @@ class PBSFamily:
     def delete_by_name_argvs(self, names: Sequence[str]) -> list[list[str]]:
         """None: qdel takes ids only (a name would need qselect first)."""
         return []
+
+    def start_argv(self, shape: Resources, *, limit_s: float | None, memory: bool) -> list[str] | None:
+        """None: qsub cannot ask when a job would start without queueing it.
+
+        OpenPBS's estimated starts are read from the queue listing instead.
+        """
+        return None
+
+    def parse_start(self, out: CommandOutput) -> float | None:
+        """Never asked (see start_argv)."""
+        return None
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:
         """No accounting look-up: finished jobs stay in qstat (job history, keep_completed)."""

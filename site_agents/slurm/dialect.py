@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from metasched.errors import SiteAgentError
+from metasched.records import Resources
 from site_agents.batch.dialect import Capacity, JobRequest, JobStatus
 from site_agents.batch.forecast import QueuedJob
 from site_agents.runner import CommandOutput
@@ -120,6 +121,26 @@ class SlurmDialect:
     def parse_queue(self, out: CommandOutput) -> list[QueuedJob] | None:
         """The listed jobs; None if squeue did not answer."""
         return parsers.parse_queue(out.stdout, datetime.now()) if out.ok else None
+
+    def start_argv(self, shape: Resources, *, limit_s: float | None, memory: bool) -> list[str]:
+        """``sbatch --test-only`` of a job of this shape: the controller's expected start, nothing queued."""
+        argv = ["sbatch", "--test-only", f"--nodes={shape.nodes}", f"--cpus-per-task={shape.cores}"]
+        if shape.nodes > 1:
+            argv.append("--ntasks-per-node=1")
+        if shape.memory_mb and memory:
+            argv.append(f"--mem={shape.memory_mb}M")
+        if shape.gpus:
+            argv.append(f"--gres=gpu:{shape.gpus}")
+        if limit_s is not None:
+            argv.append(f"--time={math.ceil(limit_s / 60)}")
+        for flag, value in (("partition", self.partition), ("account", self.account), ("qos", self.qos)):
+            if value:
+                argv.append(f"--{flag}={value}")
+        return [*argv, "--wrap=true"]
+
+    def parse_start(self, out: CommandOutput) -> float | None:
+        """Seconds until the job asked about would start; None if sbatch did not say."""
+        return parsers.parse_test_only(out.stderr, datetime.now()) if out.ok else None
 
     def accounting_argvs(self, job_ids: Sequence[str]) -> list[list[str]]:
         """One sacct call for every job squeue stopped listing (none without slurmdbd)."""

@@ -199,3 +199,21 @@ def parse_queue(stdout: str, now: datetime) -> list[QueuedJob]:
                               remaining_s=seconds_of(left if running else limit),
                               expected_start_s=expected))
     return jobs
+
+
+_TEST_ONLY = re.compile(r"Job \d+ to start at (\S+) using \d+ processors")
+
+
+def parse_test_only(stderr: str, now: datetime) -> float | None:
+    """Seconds from `now` until ``sbatch --test-only`` says the job would start; None if it did not say.
+
+    sbatch prints ``sbatch: Job 63 to start at 2026-12-02T05:10:31 using 4 processors on nodes c1 in
+    partition debug`` on stderr (the site's local time, like `now`; a start already due is now).
+    """
+    match = _TEST_ONLY.search(stderr)
+    if match is None:
+        return None
+    try:
+        return max(0.0, (datetime.fromisoformat(match.group(1)) - now).total_seconds())
+    except ValueError:
+        return None

@@ -22,6 +22,7 @@ import pytest
 import slurmsite
 
 import metasched as ms
+from metasched.records import Resources
 from site_agents.slurm import SlurmSite, slurm_agent
 from tests.integration.processes import wait_for
 
@@ -109,3 +110,51 @@ def test_tasks_wait_for_the_local_cores_rather_than_behind_other_users_jobs(
         assert all(t.result(timeout=120).returncode == 0 for t in tasks)
     used = _sites_used(tmp_path / "w.db")
     assert used == {"local": 8}, used
+
+
+@pytest.fixture(scope="module")
+def fragmented_alpha(slurm_sites: dict[str, slurmsite.SiteInfo]) -> Iterator[slurmsite.SiteInfo]:
+    """alpha (2 nodes x 8 CPUs) with another user's 7-CPU job on each node: 2 CPUs free, 1 per node."""
+    alpha = slurm_sites["alpha"]
+    submit = ["sbatch", "--parsable", "--uid=65534", "--gid=65534", "--chdir=/tmp", "--output=/dev/null",
+              "--time=3", "--nodes=1", "--cpus-per-task=7", "--wrap", f"sleep {OTHER_JOB_S}"]
+    jobs = [_as_other_user(alpha, submit) for _ in range(2)]
+    listing = ["squeue", "--noheader", "--states=RUNNING", "--user=nobody", "--format=%i"]
+    try:
+        wait_for(lambda: len(_as_other_user(alpha, listing).split()) == 2, 60,
+                 f"the other user's jobs {jobs} to start at alpha")
+        yield alpha
+    finally:
+        subprocess.run(["scancel", *jobs], env=alpha.client_env(), capture_output=True, timeout=60,
+                       check=False)
+
+
+def test_the_controller_says_when_a_shape_that_fits_no_node_would_start(
+    fragmented_alpha: slurmsite.SiteInfo,
+) -> None:
+    """Two cores are free, one per node: the whole-queue forecast (cores, not nodes) says a 2-core job
+    starts now; `sbatch --test-only` for that shape says when a node frees (the other jobs' limit)."""
+    agent = slurm_agent(_site(fragmented_alpha))
+    agent.start()
+    try:
+        two, one = Resources(cores=2), Resources()
+        agent.expect([two, one])
+        load = agent.load()
+        assert load.wait_s(2) == 0.0  # the forecast alone
+        assert load.wait_s(2, two) > 100, load.shape_starts
+        assert load.wait_s(1, one) < 5, load.shape_starts  # a 1-core job fits a node now
+    finally:
+        agent.close()
+
+
+def test_default_policy_sends_a_shape_where_it_fits(
+    fragmented_alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    sites = [_site(fragmented_alpha), ms.LocalSite("local", cores=2)]
+    journal = tmp_path / "f.db"
+    started = time.monotonic()
+    with ms.Campaign(f"fit-{os.getpid()}", sites=sites, journal=journal) as c:
+        tasks = [c.command(["sleep", "1"], name=f"pair-{i}", cores=2) for i in range(3)]
+        assert all(t.result(timeout=120).returncode == 0 for t in tasks)
+    assert _sites_used(journal) == {"local": 3}
+    assert time.monotonic() - started < 60

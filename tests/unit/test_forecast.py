@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from site_agents.batch.forecast import QueuedJob, QueueWait, WaitLearner, forecast
+from metasched.records import Resources, SiteLoad, SiteName
+from site_agents.batch.forecast import (
+    PROBE_SHAPES,
+    SHAPE_SAMPLES,
+    QueuedJob,
+    QueueWait,
+    WaitLearner,
+    forecast,
+)
 from site_agents.slurm import parsers
 
 DATA = Path(__file__).parent.parent / "data" / "slurm-22.05"
@@ -54,7 +62,7 @@ def test_forecast_of_an_idle_and_of_a_full_site() -> None:
 def test_observed_waits_correct_the_forecast() -> None:
     learner = WaitLearner()
     for _ in range(30):  # the forecast says 100 s (time limits); jobs really start after 20 s
-        learner.observe(learner.corrected(100.0), 20.0)
+        learner.observe(100.0, 20.0)
     assert learner.corrected(100.0) == pytest.approx(20.0, abs=1.0)
     assert learner.error_s < 5.0
     waits = QueueWait()
@@ -67,7 +75,59 @@ def test_observed_waits_correct_the_forecast() -> None:
 def test_a_job_that_starts_within_seconds_teaches_no_wait() -> None:
     learner = WaitLearner()
     for _ in range(10):
-        learner.observe(learner.corrected(0.0), 2.5)  # an idle site's usual start latency
+        learner.observe(0.0, 2.5)  # an idle site's usual start latency
     assert learner.corrected(0.0) == 0.0
-    learner.observe(learner.corrected(0.0), 60.0)  # a job that really queued
+    learner.observe(0.0, 60.0)  # a job that really queued
     assert learner.corrected(0.0) == pytest.approx(12.0)
+
+
+def test_a_shape_learns_its_own_correction_once_enough_of_its_jobs_started() -> None:
+    """One-core jobs start at once (backfill); 16-core ones wait 120 s for a whole node. The site's
+    correction mixes both; a shape's own replaces it after SHAPE_SAMPLES of its jobs."""
+    small, whole_node = Resources(), Resources(cores=16)
+    waits = QueueWait()
+    waits.listed([], usable_cores=32, ours="me")  # nothing of other users' listed: the forecast says 0
+    for _ in range(SHAPE_SAMPLES - 1):
+        waits.seen(whole_node)
+        waits.started(0.0, 120.0, whole_node)
+        waits.started(0.0, 1.0, small)
+    assert waits.shape_waits() == {}  # too few yet: the site's correction stands for every shape
+    waits.started(0.0, 120.0, whole_node)
+    waits.started(0.0, 1.0, small)
+    learned = waits.shape_waits()
+    assert set(learned) == {whole_node, small}
+    assert learned[small] == 0.0
+    assert learned[whole_node] > waits.est_wait_s > 0.0
+    site = SiteLoad(site=SiteName("s"), total_cores=32, max_cores_per_task=16, max_memory_mb=None, gpus=0,
+                    nodes=2, inflight=0, max_inflight=10, est_wait_s=waits.est_wait_s, shape_waits=learned)
+    assert site.wait_s(16, whole_node) == learned[whole_node]
+    assert site.wait_s(1, small) == 0.0
+    assert site.wait_s(2, Resources(cores=2)) == waits.est_wait_s  # a shape it has not seen: the site's
+
+
+def test_the_controllers_expected_start_of_a_shape_is_a_floor_that_ages() -> None:
+    shape = Resources(cores=4)
+    waits = QueueWait()
+    waits.listed([], usable_cores=8, ours="me", starts={shape: 300.0}, at=1000.0)
+    assert waits.shape_starts(1000.0) == {shape: 300.0}
+    waits.answered({Resources(cores=2): 5.0}, at=1100.0)  # a new shape asked about between listings
+    assert waits.shape_starts(1100.0) == {shape: 200.0, Resources(cores=2): 5.0}
+    waits.listed([], usable_cores=8, ours="me", starts={shape: 300.0}, at=1000.0)  # a listing replaces all
+    assert waits.shape_starts(1100.0) == {shape: 200.0}  # 100 s later, 100 s nearer
+    assert waits.shape_starts(1400.0) == {shape: 0.0}
+    site = SiteLoad(site=SiteName("s"), total_cores=8, max_cores_per_task=8, max_memory_mb=None, gpus=0,
+                    nodes=2, inflight=0, max_inflight=1000, cycle_s=10.0,
+                    shape_starts=waits.shape_starts(1100.0))
+    assert site.wait_s(4, shape) == 200.0  # 8 cores open by the forecast, but the controller knows better
+    assert site.wait_s(1, Resources()) == 0.0
+    site.inflight = 200  # our own queue there outgrows the controller's answer
+    assert site.wait_s(4, shape) == pytest.approx((200 + 4 - 8) * 10.0 / 8)
+
+
+def test_the_most_recent_shapes_are_asked_about() -> None:
+    waits = QueueWait()
+    shapes = [Resources(cores=n) for n in range(1, 7)]
+    for shape in shapes:
+        waits.seen(shape)
+    waits.seen(shapes[0])  # used again: the most recent
+    assert waits.probe_shapes() == [shapes[0], shapes[5], shapes[4], shapes[3]][:PROBE_SHAPES]
