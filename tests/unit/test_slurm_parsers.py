@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from metasched.attempt_dir import AttemptDir
 from metasched.records import CheckpointKind, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from site_agents.batch.dialect import JobEnd, JobRequest, JobState, seconds_of
-from site_agents.batch.launchers import time_limit_s, warning_lead_s
+from site_agents.batch.launchers import shape_limit_s, time_limit_s, warning_lead_s
 from site_agents.slurm import parsers
 from site_agents.slurm.dialect import SlurmDialect
 from tests.unit.dialect_inputs import output
@@ -117,6 +118,20 @@ def test_sbatch_argv_maps_every_resource() -> None:
     assert dialect.header(job) == []  # options on the command line: paths need no quoting
     spaced = request(spec(), "/shared/we ird'dir/a")
     assert "--output=/shared/we ird'dir/a/job.out" in dialect.submit_argv(spaced, [])
+
+
+def test_test_only_asks_for_the_shape_as_a_job_of_it_would_and_queues_nothing() -> None:
+    dialect = SlurmDialect(site="alpha", partition="debug", account="proj", qos="high")
+    shape = Resources(cores=4, memory_mb=2048, gpus=1, nodes=2, walltime_s=90)
+    argv = dialect.start_argv(shape, limit_s=shape_limit_s(shape), memory=True)
+    submitted = dialect.submit_argv(request(spec(**dataclasses.asdict(shape))), [])
+    assert argv[:2] == ["sbatch", "--test-only"]
+    assert argv[-1] == "--wrap=true"
+    for option in ("--cpus-per-task=4", "--nodes=2", "--ntasks-per-node=1", "--mem=2048M", "--gres=gpu:1",
+                   "--time=3", "--partition=debug", "--account=proj", "--qos=high"):
+        assert option in argv, option
+        assert option in submitted, option
+    assert "--mem=2048M" not in dialect.start_argv(shape, limit_s=None, memory=False)
 
 
 def test_no_memory_request_where_the_nodes_report_no_memory() -> None:
