@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,21 +41,28 @@ def _as_other_user(info: slurmsite.SiteInfo, argv: list[str]) -> str:
     return out.stdout.strip()
 
 
+@contextmanager
+def _other_users_jobs(info: slurmsite.SiteInfo, count: int, running: int, *options: str) -> Iterator[None]:
+    """`count` jobs of another user (each `sleep OTHER_JOB_S`, limit 3 min) at the site, `running` of them
+    started; all cancelled afterwards."""
+    submit = ["sbatch", "--parsable", "--uid=65534", "--gid=65534", "--chdir=/tmp", "--output=/dev/null",
+              "--time=3", *options, "--wrap", f"sleep {OTHER_JOB_S}"]
+    jobs = [_as_other_user(info, submit) for _ in range(count)]
+    listing = ["squeue", "--noheader", "--states=RUNNING", "--user=nobody", "--format=%i"]
+    try:
+        wait_for(lambda: len(_as_other_user(info, listing).split()) == running, 60,
+                 f"the other user's jobs {jobs} to start at {info.name}")
+        yield
+    finally:
+        subprocess.run(["scancel", *jobs], env=info.client_env(), capture_output=True, timeout=60,
+                       check=False)
+
+
 @pytest.fixture(scope="module")
 def busy_beta(slurm_sites: dict[str, slurmsite.SiteInfo]) -> Iterator[slurmsite.SiteInfo]:
     """beta with every core running another user's 8-core job and two more such jobs pending."""
-    beta = slurm_sites["beta"]
-    submit = ["sbatch", "--parsable", "--uid=65534", "--gid=65534", "--chdir=/tmp", "--output=/dev/null",
-              "--time=3", "--cpus-per-task=8", "--wrap", f"sleep {OTHER_JOB_S}"]
-    jobs = [_as_other_user(beta, submit) for _ in range(4)]
-    listing = ["squeue", "--noheader", "--states=RUNNING", "--user=nobody", "--format=%i"]
-    try:
-        wait_for(lambda: len(_as_other_user(beta, listing).split()) == 2, 60,
-                 f"the other user's jobs {jobs} to start at beta")
-        yield beta
-    finally:
-        subprocess.run(["scancel", *jobs], env=beta.client_env(), capture_output=True, timeout=60,
-                       check=False)
+    with _other_users_jobs(slurm_sites["beta"], 4, 2, "--cpus-per-task=8"):
+        yield slurm_sites["beta"]
 
 
 def _sites_used(journal: Path) -> Counter[str]:
@@ -115,18 +123,8 @@ def test_tasks_wait_for_the_local_cores_rather_than_behind_other_users_jobs(
 @pytest.fixture(scope="module")
 def fragmented_alpha(slurm_sites: dict[str, slurmsite.SiteInfo]) -> Iterator[slurmsite.SiteInfo]:
     """alpha (2 nodes x 8 CPUs) with another user's 7-CPU job on each node: 2 CPUs free, 1 per node."""
-    alpha = slurm_sites["alpha"]
-    submit = ["sbatch", "--parsable", "--uid=65534", "--gid=65534", "--chdir=/tmp", "--output=/dev/null",
-              "--time=3", "--nodes=1", "--cpus-per-task=7", "--wrap", f"sleep {OTHER_JOB_S}"]
-    jobs = [_as_other_user(alpha, submit) for _ in range(2)]
-    listing = ["squeue", "--noheader", "--states=RUNNING", "--user=nobody", "--format=%i"]
-    try:
-        wait_for(lambda: len(_as_other_user(alpha, listing).split()) == 2, 60,
-                 f"the other user's jobs {jobs} to start at alpha")
-        yield alpha
-    finally:
-        subprocess.run(["scancel", *jobs], env=alpha.client_env(), capture_output=True, timeout=60,
-                       check=False)
+    with _other_users_jobs(slurm_sites["alpha"], 2, 2, "--nodes=1", "--cpus-per-task=7"):
+        yield slurm_sites["alpha"]
 
 
 def test_the_controller_says_when_a_shape_that_fits_no_node_would_start(
