@@ -58,6 +58,7 @@ SLOW_S = 3.0
 SLOW_MIN_S = 1.0
 IDLE_PROBE_S = 2.0  # a site without jobs is still probed this often
 NODES_REFRESH_S = 30.0  # how often the nodes (down, drained, back) are read again
+ASK_TIMEOUT_S = 3.0  # how long a new shape's expected start may hold up the scheduler's step
 QUEUE_REFRESH_S = 10.0  # how often every user's queue is read (for the wait forecast), where the dialect can
 OUTCOME_GRACE_POLLS = 3  # a finished job's record may appear a little later on a shared filesystem
 
@@ -375,9 +376,16 @@ class BatchAgent:
         for shape in shapes:
             self.waits.seen(shape)
         questions = start_questions(self.dialect, new[-PROBE_SHAPES:], self._capacity)
-        if questions:
-            asked = time.monotonic()
-            self.waits.answered(ask_starts(self.dialect, self.runner.run, questions), at=asked)
+        if not questions or not self.available:
+            return
+        asked = time.monotonic()
+        try:  # the scheduler's own step waits for this: a server slow to answer is asked at the next listing
+            starts = ask_starts(self.dialect, lambda argv: self.runner.run(argv, timeout_s=ASK_TIMEOUT_S),
+                                questions)
+        except SiteAgentError as exc:
+            log.info("site %s: no expected start for new task shapes yet (%s)", self.config.name, exc)
+            return
+        self.waits.answered(starts, at=asked)
 
     def _take_listing(self, listing: Listing) -> None:
         if listing.jobs is not None:
