@@ -96,9 +96,11 @@ class GridEngine:
             return None
         queues = parsers.parse_qstat_f_xml(out.stdout)
         usable = queues.hosts if queues.total_slots else 0
+        closed = f"queue instances taking no jobs: {'; '.join(queues.closed)}" if queues.closed else ""
         return Capacity(total_cores=queues.total_slots, max_cores_per_node=queues.max_slots_per_host,
-                        nodes=queues.hosts, usable_nodes=usable,
-                        detail="" if usable else "(no queue instance with slots)")
+                        nodes=queues.hosts + len(queues.closed), usable_nodes=usable,
+                        detail=closed if usable else f"(no queue instance with slots{'; ' if closed else ''}"
+                                                     f"{closed})")
 
     def queue_argv(self) -> list[str]:
         """Every user's jobs with their hard requests (h_rt), as XML."""

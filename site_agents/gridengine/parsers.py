@@ -75,21 +75,39 @@ def parse_queue_xml(text: str, now: datetime) -> list[QueuedJob]:
 
 @dataclass(frozen=True, slots=True)
 class QueueCapacity:
-    """Slots of the cell's queue instances (``qstat -f -xml``)."""
+    """Slots of the cell's queue instances (``qstat -f -xml``), those that take jobs now."""
 
     total_slots: int
     max_slots_per_host: int
     hosts: int
+    closed: tuple[str, ...] = ()  # instances that take no jobs, e.g. "all.q@n1 (d: disabled)"
+
+
+# Queue instance states in which Grid Engine starts no job there (qstat(1)); alarms (a, A) pass by themselves.
+CLOSED_STATES = {"d": "disabled", "D": "disabled by calendar", "E": "error", "u": "unreachable",
+                 "s": "suspended", "S": "suspended by subordination", "C": "suspended by calendar",
+                 "o": "orphaned"}
 
 
 def parse_qstat_f_xml(text: str) -> QueueCapacity:
-    """Total slots, the most slots on one queue instance, and how many instances (``qstat -f -xml``)."""
+    """Slots of the queue instances that take jobs: in all, the most on one, how many (``qstat -f -xml``).
+
+    An instance in a state that starts nothing (``CLOSED_STATES``: disabled, in error, its execd
+    unreachable, suspended) counts for nothing, and is named in ``closed``.
+    """
     try:
         root = ET.fromstring(text)
     except ET.ParseError:
         return QueueCapacity(total_slots=0, max_slots_per_host=0, hosts=0)
-    slots = [int(q.findtext("slots_total") or 0) for q in root.iter("Queue-List")]
-    return QueueCapacity(total_slots=sum(slots), max_slots_per_host=max(slots, default=0), hosts=len(slots))
+    slots, closed = [], []
+    for queue in root.iter("Queue-List"):
+        letters = [CLOSED_STATES[c] for c in queue.findtext("state") or "" if c in CLOSED_STATES]
+        if letters:
+            closed.append(f"{queue.findtext('name') or '?'} ({', '.join(letters)})")
+        else:
+            slots.append(int(queue.findtext("slots_total") or 0))
+    return QueueCapacity(total_slots=sum(slots), max_slots_per_host=max(slots, default=0), hosts=len(slots),
+                         closed=tuple(closed))
 
 
 def parse_qsub_terse(stdout: str) -> str | None:

@@ -139,3 +139,38 @@ def test_the_forecast_sees_another_users_jobs_filling_the_cell(epsilon: object) 
     finally:
         agent.close()
         subprocess.run([*login, "qdel", "-u", "nobody"], check=False, timeout=60, capture_output=True)
+
+
+def test_tasks_stuck_in_a_disabled_queue_move_to_free_local_cores(epsilon: object, ray_local: None,
+                                                                   tmp_path: Path) -> None:
+    """epsilon's queue is disabled once the campaign has read its nodes: qsub accepts jobs and they wait
+    while the cell looks idle (the forecast says they start now). Past that prediction by move_after_s
+    they move to the local site's free cores; their jobs at epsilon are deleted before they start."""
+    from metasched.errors import SiteAgentError
+    from site_agents.gridengine import gridengine_agent
+
+    login = list(epsilon.login)  # type: ignore[attr-defined]
+    journal = tmp_path / "m.db"
+    policy = ms.DefaultPolicy(hedge_after_s=6.0, hedge_budget=1.0)  # moves after 6 s too
+    try:
+        with ms.Campaign("ge-move", sites=[ms.LocalSite("local", cores=2), _site(epsilon)], journal=journal,
+                         policy=policy) as c:
+            subprocess.run([*login, "qmod", "-d", "all.q"], check=True, capture_output=True, timeout=60)
+            futures = [c.command(["sleep", "1"], name=f"m{i}") for i in range(6)]
+            assert all(f.result(timeout=180).returncode == 0 for f in futures)
+        closed = gridengine_agent(_site(epsilon))  # a site started on the disabled cell takes no work
+        with pytest.raises(SiteAgentError, match=r"all\.q@\S+ \(disabled\)"):
+            closed.start()
+        closed.close()
+    finally:
+        subprocess.run([*login, "qmod", "-e", "all.q"], capture_output=True, timeout=60, check=False)
+    by_task: dict[str, list[tuple[str, str]]] = {}
+    for task_id, site, state, _ in attempts(journal):
+        by_task.setdefault(task_id, []).append((site, state))
+    stuck = [t for t, tried in by_task.items() if tried[0][0] == "epsilon"]
+    assert stuck, f"no task was placed at epsilon first: {by_task}"
+    for task_id in stuck:
+        assert by_task[task_id] == [("epsilon", "cancelled"), ("local", "succeeded")], by_task[task_id]
+    listed = subprocess.run([*login, "qstat", "-xml", "-u", "*"], capture_output=True, text=True, check=True,
+                            timeout=60).stdout
+    assert "ms-epsilon-" not in listed, listed
