@@ -50,6 +50,17 @@ def test_qstat_f_slots() -> None:
     assert (capacity.total_cores, capacity.usable_nodes, capacity.max_memory_mb) == (4, 1, None)
 
 
+def test_a_disabled_queue_instance_offers_no_slots_and_is_named() -> None:
+    closed = parsers.parse_qstat_f_xml(read("qstat-f-disabled.xml"))
+    assert closed == parsers.QueueCapacity(total_slots=0, max_slots_per_host=0, hosts=0,
+                                           closed=("all.q@ge-epsilon (disabled)",))
+    capacity = GridEngine().parse_nodes(CommandOutput(argv=("qstat",), returncode=0,
+                                                      stdout=read("qstat-f-disabled.xml"), stderr=""))
+    assert capacity is not None
+    assert (capacity.usable_nodes, capacity.nodes) == (0, 1)
+    assert "all.q@ge-epsilon (disabled)" in capacity.detail
+
+
 def test_qsub_terse_and_its_refusal() -> None:
     assert parsers.parse_qsub_terse(read("qsub.txt")) == "1"
     assert parsers.parse_qsub_terse("17.1-4:1\n") == "17"

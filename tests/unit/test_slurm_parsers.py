@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,18 @@ def test_test_only_asks_for_the_shape_as_a_job_of_it_would_and_queues_nothing() 
         assert option in argv, option
         assert option in submitted, option
     assert "--mem=2048M" not in dialect.start_argv(shape, limit_s=None, memory=False)
+
+
+def test_sbatch_test_only_recorded_output() -> None:
+    """The controller's expected start, seconds from the moment asked (the recordings' 05:01:17)."""
+    asked = datetime(2026, 12, 2, 5, 1, 17)
+    assert parsers.parse_test_only((DATA / "sbatch-test-only.txt").read_text(), asked) == 177.0
+    assert parsers.parse_test_only((DATA / "sbatch-test-only-now.txt").read_text(), asked) == 0.0
+    assert parsers.parse_test_only((DATA / "sbatch-test-only-now.txt").read_text(),
+                                   datetime(2026, 12, 2, 5, 1, 20)) == 0.0  # already due: now
+    impossible = (DATA / "sbatch-test-only-impossible.txt").read_text()
+    assert parsers.parse_test_only(impossible, asked) is None
+    assert SlurmDialect(site="alpha").parse_start(output(stderr=impossible, returncode=1)) is None
 
 
 def test_no_memory_request_where_the_nodes_report_no_memory() -> None:
