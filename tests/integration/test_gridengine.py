@@ -141,36 +141,50 @@ def test_the_forecast_sees_another_users_jobs_filling_the_cell(epsilon: object) 
         subprocess.run([*login, "qdel", "-u", "nobody"], check=False, timeout=60, capture_output=True)
 
 
-def test_tasks_stuck_in_a_disabled_queue_move_to_free_local_cores(epsilon: object, ray_local: None,
-                                                                   tmp_path: Path) -> None:
-    """epsilon's queue is disabled once the campaign has read its nodes: qsub accepts jobs and they wait
-    while the cell looks idle (the forecast says they start now). Past that prediction by move_after_s
-    they move to the local site's free cores; their jobs at epsilon are deleted before they start."""
+def test_a_site_whose_queue_is_disabled_takes_no_work_and_says_which(epsilon: object) -> None:
     from metasched.errors import SiteAgentError
     from site_agents.gridengine import gridengine_agent
 
     login = list(epsilon.login)  # type: ignore[attr-defined]
+    subprocess.run([*login, "qmod", "-d", "all.q"], check=True, capture_output=True, timeout=60)
+    agent = gridengine_agent(_site(epsilon))
+    try:
+        with pytest.raises(SiteAgentError, match=r"all\.q@\S+ \(disabled\)"):
+            agent.start()
+    finally:
+        agent.close()
+        subprocess.run([*login, "qmod", "-e", "all.q"], capture_output=True, timeout=60, check=False)
+
+
+def test_tasks_queued_past_their_prediction_move_to_free_local_cores(epsilon: object, ray_local: None,
+                                                                     tmp_path: Path) -> None:
+    """Four 40 s tasks pinned to epsilon hold its 4 slots; the campaign knows no run time yet, so more
+    tasks are predicted to start there soon and queue behind them. Past that prediction by move_after_s
+    they move to the local site's free cores; their jobs at epsilon are deleted before they start."""
     journal = tmp_path / "m.db"
     policy = ms.DefaultPolicy(hedge_after_s=6.0, hedge_budget=1.0)  # moves after 6 s too
-    try:
-        with ms.Campaign("ge-move", sites=[ms.LocalSite("local", cores=2), _site(epsilon)], journal=journal,
-                         policy=policy) as c:
-            subprocess.run([*login, "qmod", "-d", "all.q"], check=True, capture_output=True, timeout=60)
-            futures = [c.command(["sleep", "1"], name=f"m{i}") for i in range(6)]
-            assert all(f.result(timeout=180).returncode == 0 for f in futures)
-        closed = gridengine_agent(_site(epsilon))  # a site started on the disabled cell takes no work
-        with pytest.raises(SiteAgentError, match=r"all\.q@\S+ \(disabled\)"):
-            closed.start()
-        closed.close()
-    finally:
-        subprocess.run([*login, "qmod", "-e", "all.q"], capture_output=True, timeout=60, check=False)
+    with ms.Campaign("ge-move", sites=[ms.LocalSite("local", cores=2), _site(epsilon)], journal=journal,
+                     policy=policy) as c:
+        holders = [c.command(["sleep", "40"], name=f"hold{i}", sites=["epsilon"]) for i in range(4)]
+        c.flush()
+        wait_for(lambda: len([r for r in attempts(journal) if r[3]]) == 4, 60, "the holders' jobs")
+        futures = [c.command(["sleep", "1"], name=f"m{i}") for i in range(6)]
+        assert all(f.result(timeout=120).returncode == 0 for f in futures)
+        for holder in holders:
+            holder.cancel()
     by_task: dict[str, list[tuple[str, str]]] = {}
+    names = {f.task_id: f.name for f in futures}
     for task_id, site, state, _ in attempts(journal):
-        by_task.setdefault(task_id, []).append((site, state))
-    stuck = [t for t, tried in by_task.items() if tried[0][0] == "epsilon"]
+        if task_id in names:
+            by_task.setdefault(names[task_id], []).append((site, state))
+    stuck = [name for name, tried in by_task.items() if tried[0][0] == "epsilon"]
     assert stuck, f"no task was placed at epsilon first: {by_task}"
-    for task_id in stuck:
-        assert by_task[task_id] == [("epsilon", "cancelled"), ("local", "succeeded")], by_task[task_id]
+    for name in stuck:
+        assert by_task[name] == [("epsilon", "cancelled"), ("local", "succeeded")], by_task[name]
+    moved_jobs = [native for task_id, site, state, native in attempts(journal)
+                  if site == "epsilon" and names.get(task_id, "").startswith("m")]
+    assert all(moved_jobs), moved_jobs
+    login = list(epsilon.login)  # type: ignore[attr-defined]
     listed = subprocess.run([*login, "qstat", "-xml", "-u", "*"], capture_output=True, text=True, check=True,
-                            timeout=60).stdout
-    assert "ms-epsilon-" not in listed, listed
+                            timeout=60).stdout  # the holders may still be in deletion ("dr"); no moved job
+    assert not [j for j in moved_jobs if f"<JB_job_number>{j}</JB_job_number>" in listed], listed
