@@ -389,8 +389,8 @@ class BatchAgent:
 
     def _take_listing(self, listing: Listing) -> None:
         if listing.jobs is not None:
-            self.waits.listed(listing.jobs, usable_cores=self._capacity.total_cores, ours=self.user,
-                              starts=listing.starts, at=self._last_queue)
+            self.waits.listed(listing.jobs, usable_cores=self._capacity.total_cores, ours=self.user)
+        self.waits.answered(listing.starts, at=self._last_queue)
 
     # ------------------------------------------------------------------------------ load
     def load(self) -> SiteLoad:

@@ -135,15 +135,15 @@ class QueueWait:
     shapes: dict[Resources, WaitLearner] = field(default_factory=dict)
     starts: dict[Resources, float] = field(default_factory=dict)  # the controller's, as time.monotonic()
 
-    def listed(self, jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str,
-               starts: Mapping[Resources, float] | None = None, at: float = 0.0) -> None:
-        """A fresh whole-queue listing, and the controller's expected starts (s after `at`) of shapes."""
+    def listed(self, jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str) -> None:
+        """A fresh whole-queue listing."""
         self.forecast = forecast(jobs, usable_cores=usable_cores, ours=ours, unlimited_s=UNLIMITED_S)
-        self.starts = {}
-        self.answered(starts or {}, at=at)
 
     def answered(self, starts: Mapping[Resources, float], *, at: float) -> None:
-        """The controller's expected starts of these shapes, in seconds after `at` (``time.monotonic()``)."""
+        """The controller's expected starts of these shapes, in seconds after `at` (``time.monotonic()``).
+
+        An answer stands until the next one for its shape, and counts down meanwhile.
+        """
         self.starts.update({shape: at + start for shape, start in starts.items()})
 
     @property

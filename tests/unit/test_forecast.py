@@ -108,16 +108,19 @@ def test_a_shape_learns_its_own_correction_once_enough_of_its_jobs_started() -> 
 def test_the_controllers_expected_start_of_a_shape_is_a_floor_that_ages() -> None:
     shape = Resources(cores=4)
     waits = QueueWait()
-    waits.listed([], usable_cores=8, ours="me", starts={shape: 300.0}, at=1000.0)
+    waits.listed([], usable_cores=8, ours="me")
+    waits.answered({shape: 300.0}, at=1000.0)
     assert waits.shape_starts(1000.0) == {shape: 300.0}
-    waits.answered({Resources(cores=2): 5.0}, at=1100.0)  # a new shape asked about between listings
-    assert waits.shape_starts(1100.0) == {shape: 200.0, Resources(cores=2): 5.0}
-    waits.listed([], usable_cores=8, ours="me", starts={shape: 300.0}, at=1000.0)  # a listing replaces all
     assert waits.shape_starts(1100.0) == {shape: 200.0}  # 100 s later, 100 s nearer
     assert waits.shape_starts(1400.0) == {shape: 0.0}
+    pair = Resources(cores=2)
+    waits.answered({pair: 5.0}, at=1100.0)  # a new shape asked about between listings
+    assert waits.shape_starts(1100.0) == {shape: 200.0, pair: 5.0}
+    waits.answered({shape: 60.0}, at=1100.0)  # a newer answer replaces the shape's last
+    assert waits.shape_starts(1100.0) == {shape: 60.0, pair: 5.0}
     site = SiteLoad(site=SiteName("s"), total_cores=8, max_cores_per_task=8, max_memory_mb=None, gpus=0,
                     nodes=2, inflight=0, max_inflight=1000, cycle_s=10.0,
-                    shape_starts=waits.shape_starts(1100.0))
+                    shape_starts={shape: 200.0})
     assert site.wait_s(4, shape) == 200.0  # 8 cores open by the forecast, but the controller knows better
     assert site.wait_s(1, Resources()) == 0.0
     site.inflight = 200  # our own queue there outgrows the controller's answer
