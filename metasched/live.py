@@ -26,10 +26,11 @@ _STATUS_EVERY_S = 1.0
 def site_table(rows: list[Any], title: str = "per-site summary") -> Table:
     """A table of SiteSummary rows."""
     table = Table(title=title)
-    for column in ("site", "queued", "running", "done", "failed"):
+    for column in ("site", "queued", "running", "done", "failed", "predicted wait"):
         table.add_column(column, justify="left" if column == "site" else "right")
     for row in rows:
-        table.add_row(row.site, str(row.queued), str(row.running), str(row.done), str(row.failed))
+        wait = "-" if row.predicted_wait_s is None else f"{row.predicted_wait_s:.0f} s"
+        table.add_row(row.site, str(row.queued), str(row.running), str(row.done), str(row.failed), wait)
     return table
 
 

@@ -32,6 +32,7 @@ class SiteSummary:
     running: int
     done: int
     failed: int
+    predicted_wait_s: float | None = None  # a new one-core task's predicted wait at the site now
 
 
 class EventLog:

@@ -6,6 +6,7 @@ transaction before the driver hears of it, so what a user has seen finished is d
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -383,8 +384,12 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         return self.events.since(cursor)
 
     def summary(self) -> list[SiteSummary]:
-        """Per-site counts; tasks never placed are counted under site "-"."""
-        return site_summary(self.core.tasks.values())
+        """Per-site counts (every site; "-": tasks never placed), with each site's predicted wait now."""
+        rows = {row.site: row for row in site_summary(self.core.tasks.values())}
+        for name, load in self._loads().items():
+            row = rows.get(name) or SiteSummary(site=name, queued=0, running=0, done=0, failed=0)
+            rows[name] = dataclasses.replace(row, predicted_wait_s=load.wait_s())
+        return [rows[site] for site in sorted(rows)]
 
     def idle(self) -> bool:
         """True when no task is unfinished."""

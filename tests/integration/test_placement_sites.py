@@ -97,7 +97,12 @@ def test_default_policy_sends_nothing_to_the_busy_site_while_another_has_room(
     with ms.Campaign(f"avoid-busy-{os.getpid()}", sites=sites, journal=tmp_path / "a.db") as c:
         tasks = [c.command(["sleep", "2"], name=f"sleep-{i}") for i in range(24)]
         assert all(t.result(timeout=120).returncode == 0 for t in tasks)
+        rows = {row.site: row for row in c.status()}  # what the live display shows: why beta got none
     took = time.monotonic() - started
+    assert (rows["beta"].done, rows["alpha"].done + rows["local"].done) == (0, 24), rows
+    assert (rows["beta"].predicted_wait_s or 0.0) > 100, rows
+    assert rows["alpha"].predicted_wait_s is not None, rows
+    assert rows["alpha"].predicted_wait_s < 5, rows
     used = _sites_used(tmp_path / "a.db")
     assert used["beta"] == 0, used
     assert sum(used.values()) == 24, used
