@@ -296,12 +296,6 @@ class SiteLoad:
         """How many more attempts the agent accepts now."""
         return max(0, self.max_inflight - self.inflight) if self.accepting else 0
 
-    def own_wait_s(self, shape: Resources | None = None) -> float:
-        """Before the site starts a job of ours of this shape (``est_wait_s`` unless it knows the shape)."""
-        if shape is None or not self.shape_waits:
-            return self.est_wait_s
-        return self.shape_waits.get(shape, self.est_wait_s)
-
     def wait_s(self, cores: int = 1, shape: Resources | None = None) -> float:
         """Predicted wait of one more attempt asking for `cores` (of `shape`): the site's wait, then ours.
 
@@ -309,7 +303,9 @@ class SiteLoad:
         step) hold the open cores and the agent's slots; each frees again after ``cycle_s``.
         """
         # placement asks this of every candidate of every task (100,000s a step): plain arithmetic, no calls
-        own = self.est_wait_s if shape is None or not self.shape_waits else self.own_wait_s(shape)
+        own = self.est_wait_s  # the site's own wait before ours, or what it learned of this shape
+        if shape is not None and self.shape_waits:
+            own = self.shape_waits.get(shape, own)
         open_cores = self.total_cores if self.open_cores is None else self.open_cores
         over_cores = self.inflight + cores - open_cores
         over_slots = self.inflight + 1 - self.max_inflight

@@ -94,10 +94,11 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
             live[live_attempt.task_id].append(live_attempt)
         restored = 0
         reattached: list[LiveAttempt] = []
+        unfinished: list[TaskSpec] = []
         for stored in self.journal.tasks():
             task_id = stored.spec.task_id
             if not stored.state.terminal:
-                self._expect_shapes([stored.spec])
+                unfinished.append(stored.spec)
             attempts = sorted(live.get(task_id, ()), key=lambda a: a.number)  # two: it was hedged
             kept = [a for a in attempts if not stored.state.terminal and self._reattach(a, stored.spec)]
             # An attempt lost with the previous scheduler was our loss: it uses no retry.
@@ -117,6 +118,7 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         self.journal.mark_attempts_lost([a.attempt_id for attempts in live.values() for a in attempts
                                          if a.attempt_id not in found])
         self.core.fail_orphans()
+        self._expect_shapes(unfinished)  # one call: an agent asks about at most a few new shapes at once
         self._flush()
         return restored
 

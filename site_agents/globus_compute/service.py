@@ -16,7 +16,6 @@ bytes), so the endpoint's Python environment needs metasched.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +26,6 @@ from metasched.errors import SiteAgentError
 from metasched.worker import run_packed
 from site_agents.globus_compute import offline
 from site_agents.globus_compute.config import GlobusComputeSite
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

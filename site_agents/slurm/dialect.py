@@ -53,24 +53,29 @@ class SlurmDialect:
 
     def submit_argv(self, job: JobRequest, header: Sequence[str]) -> list[str]:
         """The sbatch command line of one attempt."""
-        res, directory = job.spec.resources, job.attempt
+        directory = job.attempt
         argv = ["sbatch", "--parsable", f"--job-name={job.name}", f"--chdir={directory.path}",
                 f"--output={directory.job_stdout}", f"--error={directory.job_stderr}", "--no-requeue",
-                f"--nodes={res.nodes}", f"--cpus-per-task={res.cores}"]
+                *self._request(job.spec.resources, limit_s=job.limit_s, memory=job.nodes_report_memory)]
+        if job.warning_lead_s is not None:
+            argv.append(f"--signal=B:USR1@{job.warning_lead_s}")
+        return [*argv, str(directory.script)]
+
+    def _request(self, res: Resources, *, limit_s: float | None, memory: bool) -> list[str]:
+        """The options asking for `res` (a job's, or ``--test-only``'s): nodes, CPUs, memory, GPUs, time."""
+        argv = [f"--nodes={res.nodes}", f"--cpus-per-task={res.cores}"]
         if res.nodes > 1:
             argv.append("--ntasks-per-node=1")
-        if res.memory_mb and job.nodes_report_memory:
+        if res.memory_mb and memory:
             argv.append(f"--mem={res.memory_mb}M")
         if res.gpus:
             argv.append(f"--gres=gpu:{res.gpus}")
-        if job.limit_s is not None:
-            argv.append(f"--time={math.ceil(job.limit_s / 60)}")
-        if job.warning_lead_s is not None:
-            argv.append(f"--signal=B:USR1@{job.warning_lead_s}")
+        if limit_s is not None:
+            argv.append(f"--time={math.ceil(limit_s / 60)}")
         for flag, value in (("partition", self.partition), ("account", self.account), ("qos", self.qos)):
             if value:
                 argv.append(f"--{flag}={value}")
-        return [*argv, str(directory.script)]
+        return argv
 
     def parse_submitted(self, out: CommandOutput) -> str | None:
         """The job id ``sbatch --parsable`` printed."""
@@ -124,19 +129,7 @@ class SlurmDialect:
 
     def start_argv(self, shape: Resources, *, limit_s: float | None, memory: bool) -> list[str]:
         """``sbatch --test-only`` of a job of this shape: the controller's expected start, nothing queued."""
-        argv = ["sbatch", "--test-only", f"--nodes={shape.nodes}", f"--cpus-per-task={shape.cores}"]
-        if shape.nodes > 1:
-            argv.append("--ntasks-per-node=1")
-        if shape.memory_mb and memory:
-            argv.append(f"--mem={shape.memory_mb}M")
-        if shape.gpus:
-            argv.append(f"--gres=gpu:{shape.gpus}")
-        if limit_s is not None:
-            argv.append(f"--time={math.ceil(limit_s / 60)}")
-        for flag, value in (("partition", self.partition), ("account", self.account), ("qos", self.qos)):
-            if value:
-                argv.append(f"--{flag}={value}")
-        return [*argv, "--wrap=true"]
+        return ["sbatch", "--test-only", *self._request(shape, limit_s=limit_s, memory=memory), "--wrap=true"]
 
     def parse_start(self, out: CommandOutput) -> float | None:
         """Seconds until the job asked about would start; None if sbatch did not say."""
