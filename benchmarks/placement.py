@@ -102,7 +102,7 @@ def slurm(info: slurmsite.SiteInfo) -> ms.SlurmSite:
                         max_jobs=200)
 
 
-def sites_benchmark(tasks: int, seed: int, hedge_after_s: float) -> None:
+def sites_benchmark(tasks: int, seed: int, hedge_after_s: float, move_after_s: float | None) -> None:
     pla = slurmsite.up("pla", nodes=2, cpus=8)
     plb = slurmsite.up("plb", nodes=2, cpus=4)
     work = durations(tasks, seed)
@@ -112,7 +112,8 @@ def sites_benchmark(tasks: int, seed: int, hedge_after_s: float) -> None:
                       object_store_mb=256, namespace="metasched")
     try:
         three = [ms.LocalSite("local", cores=LOCAL_CORES), slurm(pla), slurm(plb)]
-        default, journal = run("default policy", three, "default", work, pla, plb)
+        default_policy = "default" if move_after_s is None else DefaultPolicy(move_after_s=move_after_s)
+        default, journal = run("default policy", three, default_policy, work, pla, plb)
         round_robin, _ = run("round-robin", three, "round-robin", work, pla, plb)
         hedged, hedged_journal = run(f"default hedge {hedge_after_s:g}s", three,
                                      DefaultPolicy(hedge_after_s=hedge_after_s), work, pla, plb)
@@ -184,10 +185,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--hedge-after", type=float, default=10.0,
                         help="hedge_after_s of the hedging run (seconds)")
+    parser.add_argument("--move-after", type=float, default=None,
+                        help="move_after_s of the default run (seconds; default: the policy's own)")
     parser.add_argument("--skip-sites", action="store_true", help="only the scheduler-core benchmark")
     args = parser.parse_args()
     if not args.skip_sites:
-        sites_benchmark(args.tasks, args.seed, args.hedge_after)
+        sites_benchmark(args.tasks, args.seed, args.hedge_after, args.move_after)
     core_benchmark(100_000)
 
 

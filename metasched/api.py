@@ -395,7 +395,7 @@ class Campaign:
         return self._ask("checkpoint", self._ref(future).task_id)
 
     def migrate(self, future: TaskFuture[Any], *, to: str) -> str:
-        """Checkpoint a running task (submitted with ``checkpoint="criu"``) and continue it at site `to`.
+        """Checkpoint a running task (``checkpoint="criu"`` or ``"cooperative"``) and continue it at `to`.
 
         Returns at once with what was asked; the task goes on at `to` from where it stopped (see
         docs/checkpointing.md). Raises ConfigurationError saying why if it cannot migrate now.

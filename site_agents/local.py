@@ -137,7 +137,7 @@ class LocalAgent:
                 f"--resources '{{\"{self.config.ray_resource}\": {self.config.cores}}}'.",
                 site=self.config.name,
             )
-        self._tasks = RayTasks(ray, on_orphan=self._remove_orphan)
+        self._tasks = RayTasks(ray, on_orphan=self._remove_orphan, site=self.config.name)
         if self.config.container_runtimes:
             self._start_docker()
 
@@ -204,6 +204,10 @@ class LocalAgent:
         remove_containers([container_name(self.config.name, a) for p in packs if p.container
                            for a in p.cancelled])
 
+    def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool = True) -> list[AttemptId]:
+        """Ask running cooperative attempts to stop at their next save (a restart point alone: none)."""
+        return self.tasks.ask_stop(attempt_ids) if stop and self._tasks is not None else []
+
     def load(self) -> SiteLoad:
         """Room for an attempt per core, plus ``BACKLOG_S`` of very short ones; each holds a core a mean run.
 
@@ -224,8 +228,8 @@ class LocalAgent:
             inflight=inflight,
             max_inflight=int(per_core * cores),
             cycle_s=mean or 0.0,
-            capabilities=frozenset(Capability.container(ContainerRuntime(r))
-                                   for r in self.config.container_runtimes),
+            capabilities=frozenset({Capability.CHECKPOINT_COOPERATIVE, *(
+                Capability.container(ContainerRuntime(r)) for r in self.config.container_runtimes)}),
         )
 
     def close(self) -> None:

@@ -5,25 +5,36 @@ resource: ``site:<name>`` on a local site, ``block:<id>`` in a pilot block. ``Ra
 in flight, collects every finished one with a single ``ray.wait`` and turns what Ray says into outcomes:
 a cancelled task is Cancelled, a dead worker or node is Lost (charged a retry only when the attempt ran
 alone and nothing outside it was to blame).
+
+Cooperative attempts are steered through a board actor (``metasched.checkpoint.board``), started with
+the first of them: ``ask_stop`` posts a stop request, each poll (at most every ``SAVES_REFRESH_S``)
+collects their saves as restart points.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import pickle
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from metasched.checkpoint.board import ANSWER_TIMEOUT_S, Steering, start_board
 from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome
-from metasched.records import AttemptId, TaskKind
+from metasched.records import AttemptId, CheckpointKind, TaskKind
 from metasched.sites.base import AttemptUpdate, Submission
 from metasched.worker import run_packed
+
+log = logging.getLogger(__name__)
 
 _DURATION_SMOOTHING = 0.2
 PACK_BELOW_S = 0.02  # attempts shorter than this (on average) share Ray tasks
 MAX_DEPTH = 64  # attempts handed to Ray per core at most (very short tasks)
+STOP_LEAD_S = 10.0  # a cooperative attempt stops at its first save this long before its walltime
+SAVES_REFRESH_S = 1.0  # how often the board's saves are collected while cooperative attempts run
 
 
 def depth(mean_run_s: float | None, *, backlog_s: float, least: int, most: float = MAX_DEPTH) -> float:
@@ -52,7 +63,8 @@ class Pack:
 class RayTasks:
     """Ray tasks in flight for one site, by attempt; ``poll`` collects the finished ones in one call."""
 
-    def __init__(self, ray: Any, *, on_orphan: Callable[[Pack], None] | None = None) -> None:
+    def __init__(self, ray: Any, *, on_orphan: Callable[[Pack], None] | None = None, site: str = "",
+                 lead_s: float = STOP_LEAD_S) -> None:
         self._ray = ray
         self._remote = ray.remote(max_retries=0, num_cpus=0)(run_packed)
         self._remotes: dict[tuple[tuple[tuple[str, float], ...], int], Any] = {}
@@ -62,6 +74,12 @@ class RayTasks:
         self._on_orphan = on_orphan
         self._warming: list[Any] = []
         self.mean_run_s: float | None = None
+        self._board: Any = None
+        self._board_name = f"metasched-checkpoints-{site}-{secrets.token_hex(4)}"
+        self._lead_s = lead_s
+        self._steered: set[AttemptId] = set()  # cooperative attempts in flight
+        self._steered_done: list[AttemptId] = []  # ... that ended since the board was last read
+        self._saves_read = 0.0
 
     def __len__(self) -> int:
         return len(self._by_attempt)
@@ -85,11 +103,12 @@ class RayTasks:
         return max(1, min(max_pack, (count + self.in_group(group)) // (2 * max(1, cores))))
 
     def start(self, subs: Sequence[Submission], resource: str, *, cores: int, max_pack: int,
-              group: str = "") -> None:
+              group: str = "", stop_at: float | None = None) -> None:
         """Run `subs` on `cores` cores that offer `resource` (one unit per core an attempt asks for).
 
         Attempts with the same request share a Ray task where ``pack_size`` says so (short function
-        attempts); commands and longer attempts get one each.
+        attempts); commands and longer attempts get one each. Cooperative attempts stop at their first
+        save past `stop_at` (``time.time()``; a pilot block's end).
         """
         groups: dict[tuple[int, int, bool], list[Submission]] = collections.defaultdict(list)
         for sub in subs:
@@ -98,17 +117,52 @@ class RayTasks:
         for (need, gpus, is_function), same in groups.items():
             size = self.pack_size(len(same), cores, max_pack, group) if is_function else 1
             for i in range(0, len(same), size):
-                self.run(same[i:i + size], {resource: float(need)}, gpus=gpus, group=group)
+                self.run(same[i:i + size], {resource: float(need)}, gpus=gpus, group=group, stop_at=stop_at)
 
     def run(self, subs: Sequence[Submission], resources: dict[str, float], *, gpus: int = 0,
-            group: str = "") -> None:
+            group: str = "", stop_at: float | None = None) -> None:
         """Start one Ray task running `subs` in sequence, asking for `resources` (and `gpus`)."""
         functions = {s.spec.function_digest: s.function for s in subs
                      if s.spec.function_digest and s.function is not None}
-        items = [(s.attempt_id, s.spec, s.dependency_results, s.data) for s in subs]
+        items = [(s.attempt_id, s.spec, s.dependency_results, s.data, self._steering(s, stop_at))
+                 for s in subs]
         ref = self._remote_for(resources, gpus).remote(
             pickle.dumps((functions, items), protocol=pickle.HIGHEST_PROTOCOL))
         self.track(ref, [s.attempt_id for s in subs], group=group)
+
+    def _steering(self, sub: Submission, stop_at: float | None) -> Steering | None:
+        """A cooperative attempt's board, restart point and deadline (None for any other attempt)."""
+        if sub.spec.checkpoint is not CheckpointKind.COOPERATIVE:
+            return None
+        if self._board is None:
+            self._board = start_board(self._ray, self._board_name)
+        self._steered.add(sub.attempt_id)
+        return Steering(board=self._board_name, restore=sub.restore, stop_at=stop_at, lead_s=self._lead_s)
+
+    def ask_stop(self, attempt_ids: Sequence[AttemptId]) -> list[AttemptId]:
+        """Ask these cooperative attempts in flight to stop at their next save; the ones asked."""
+        asked = [a for a in attempt_ids if a in self._steered and a in self._by_attempt]
+        if asked:
+            self._board.stop.remote(asked)
+        return asked
+
+    def saves(self) -> list[AttemptUpdate]:
+        """Restart points that cooperative attempts in flight saved since the last call, as updates.
+
+        Read at most every ``SAVES_REFRESH_S``.
+        """
+        now = time.monotonic()
+        if not (self._steered or self._steered_done) or now - self._saves_read < SAVES_REFRESH_S:
+            return []
+        self._saves_read = now
+        done, self._steered_done = self._steered_done, []
+        try:
+            saved = self._ray.get(self._board.take.remote(done), timeout=ANSWER_TIMEOUT_S)
+        except self._ray.exceptions.RayError as exc:  # the attempts still end with their last save
+            log.warning("the checkpoint board %s did not answer: %s", self._board_name, exc)
+            return []
+        return [AttemptUpdate(attempt_id=AttemptId(a), checkpoint=ref) for a, ref in saved.items()
+                if a in self._by_attempt]
 
     def warm(self, resources: dict[str, float], count: int) -> None:
         """Start `count` empty packs asking for `resources`, answers not awaited.
@@ -139,17 +193,20 @@ class RayTasks:
         return remote
 
     def poll(self) -> list[AttemptUpdate]:
-        """Collect every finished pack with one ray.wait over all live refs."""
+        """Cooperative attempts' saves, then every finished pack (one ray.wait over all refs)."""
+        updates = self.saves()
         if not self._packs:
-            return []
+            return updates
         refs = list(self._packs)
         ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
-        updates: list[AttemptUpdate] = []
         for ref in ready:
             pack = self._packs.pop(ref)
             self._in_group[pack.group] -= len(pack.attempt_ids)
             for attempt_id in pack.attempt_ids:
                 self._by_attempt.pop(attempt_id, None)
+                if attempt_id in self._steered:
+                    self._steered.remove(attempt_id)
+                    self._steered_done.append(attempt_id)
             updates.extend(self._collect(ref, pack))
         return updates
 
@@ -221,6 +278,9 @@ class RayTasks:
         packs = list(self._packs.values())
         for ref in list(self._packs):
             self._ray.cancel(ref, force=True)
+        if self._board is not None:
+            self._ray.kill(self._board)
+            self._board = None
         self._packs.clear()
         self._by_attempt.clear()
         self._in_group.clear()

@@ -10,17 +10,19 @@
         return state["total"]
 
 The worker passes the handle as the keyword argument ``ckpt``. ``save`` pickles the state into the site's
-store and records it in the attempt directory (``AttemptDir.save_cooperative``), where the agent picks it
-up: the scheduler keeps the latest as the task's checkpoint. When the scheduler asked the attempt to stop
-(USR2, for a migration) or Slurm warned that the time limit is near (USR1, when the task has a walltime),
-the next ``save`` stores the state and ends the attempt; the next attempt, wherever it runs, gets the
-state back from ``load``.
+store and records it where the agent picks it up: in a batch job, the attempt directory
+(``AttemptDir.save_cooperative``); in a Ray task (a local site, a pilot block), the agent's board
+(``metasched.checkpoint.board``). The scheduler keeps the latest as the task's checkpoint. When the
+scheduler asked the attempt to stop (a migration, a drain: USR2 to a batch job, a word on the board), or
+its time is nearly up (Slurm's USR1 before the walltime; a pilot block's end or the walltime in a Ray
+task), the next ``save`` stores the state and ends the attempt; the next attempt, wherever it runs, gets
+the state back from ``load``.
 """
 
 from __future__ import annotations
 
 import pickle
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from metasched.data.objects import DataContext, DataRef, put_blob, read_value
 from metasched.outcomes import CheckpointReason
@@ -38,15 +40,24 @@ class CheckpointStop(BaseException):  # noqa: N818  (a control-flow signal, like
         self.reason = reason
 
 
+class Steer(Protocol):
+    """Where an attempt without an attempt directory reports its saves and hears when to stop."""
+
+    def saved(self, ref: DataRef) -> CheckpointReason | None:
+        """Report the save `ref`; why the attempt should stop now, if it should."""
+        ...
+
+
 class Checkpoint:
     """The handle a cooperative task receives as ``ckpt``."""
 
     def __init__(self, *, attempt_id: str, data: DataContext | None, attempt: AttemptDir | None,
-                 restore: DataRef | None) -> None:
+                 restore: DataRef | None, steer: Steer | None = None) -> None:
         self._attempt_id = attempt_id
         self._data = data
         self._attempt = attempt
         self._restore = restore
+        self._steer = steer
         self._saves = 0
         self.stop_reason: CheckpointReason | None = None  # set from a signal handler
 
@@ -73,5 +84,7 @@ class Checkpoint:
         ref = put_blob(self._data.store, blob, object_id=f"{self._attempt_id}.ckpt{self._saves}")
         if self._attempt is not None:
             self._attempt.save_cooperative(ref)
+        if self._steer is not None:
+            self.stop_reason = self.stop_reason or self._steer.saved(ref)
         if self.stop_reason is not None:
             raise CheckpointStop(ref, self.stop_reason)

@@ -145,7 +145,8 @@ class CheckpointRequests:
             raise ConfigurationError(f"no task {task_id!r} in this campaign.")
         name = f"task {record.spec.name!r} ({task_id})"
         if record.spec.checkpoint is None:
-            raise ConfigurationError(f"{name} was not submitted with checkpoint='criu': it cannot migrate.")
+            raise ConfigurationError(f"{name} was not submitted with checkpoint= ('criu' or 'cooperative'): "
+                                     "it cannot migrate.")
         if site not in self.agents:
             raise ConfigurationError(f"{name}: no site {site!r} in this campaign ({', '.join(self.agents)}).")
         reason = infeasibility(record.spec, self.agents[site].load())

@@ -205,17 +205,19 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 def run_packed(packed: bytes) -> bytes:
     """Run a pack of attempts one after the other (Ray task entry point of the local site).
 
-    `packed` is ``pickle.dumps((functions_by_digest, [(attempt_id, spec, dependency_results, data), ...]))``;
-    the answer is ``pickle.dumps([(attempt_id, outcome, run_seconds), ...])``. Plain bytes in and out
-    keep Ray's per-task serialization cost low; packing several short attempts into one Ray task
-    amortizes Ray's per-task overhead (see site_agents.local).
+    `packed` is ``pickle.dumps((functions_by_digest, [(attempt_id, spec, dependency_results, data, steering),
+    ...]))`` (`steering`: a cooperative attempt's ``Steering``, else None); the answer is
+    ``pickle.dumps([(attempt_id, outcome, run_seconds), ...])``. Plain bytes in and out keep Ray's per-task
+    serialization cost low; packing several short attempts into one Ray task amortizes Ray's per-task
+    overhead (see site_agents.local).
     """
     functions, items = pickle.loads(packed)
     out = []
-    for attempt_id, spec, dependency_results, data in items:
+    for attempt_id, spec, dependency_results, data, steering in items:
         start = time.perf_counter()
         function = functions.get(spec.function_digest) if spec.function_digest else None
-        outcome = run_attempt(spec, function, dependency_results, data)
+        checkpoint = None if steering is None else steering.checkpoint(attempt_id, spec, data)
+        outcome = run_attempt(spec, function, dependency_results, data, checkpoint)
         out.append((attempt_id, outcome, time.perf_counter() - start))
     return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -7,19 +7,22 @@ the block's walltime, so every dialect submits, watches and deletes blocks as it
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
 from metasched.outcomes import Cancelled, Failed, Lost, Succeeded, TaskOutcome
-from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
-from metasched.sites.base import Submission
+from metasched.records import AttemptId, CheckpointKind, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from metasched.sites.base import BlockRecord, Submission
 from metasched.worker.pilot import PilotPlan, write_plan
 from site_agents.batch.config import BatchSite
 
 LEAVE_EARLY_S = 30.0  # a pilot leaves this long before its block's walltime (an orderly end, not a kill)
+MIN_SLICE_S = 30.0  # a cooperative task is handed to a block that leaves it this long before it must save
 
 
 @dataclass(slots=True, kw_only=True)
@@ -36,10 +39,29 @@ class Block:
     cancelling: bool = False
     ended: str = ""
 
+    @property
+    def takes_work(self) -> bool:
+        """Its nodes joined and it is not leaving."""
+        return self.joined_at is not None and self.nodes_up > 0 and not self.cancelling
+
+    def record(self, state: str, detail: str = "", *, to_epoch: float) -> BlockRecord:
+        """The block as the journal keeps it; `to_epoch` turns its monotonic times into epoch ones.
+
+        The same offset each time, so the same block's records compare equal.
+        """
+        return BlockRecord(block_id=self.block_id, job_id=self.job_id, state=state, nodes=self.nodes_up,
+                           detail=detail, submitted_at=self.submitted_at + to_epoch,
+                           joined_at=None if self.joined_at is None else self.joined_at + to_epoch,
+                           ended_at=time.time() if state == "ended" else None)
+
     def remaining_s(self, now: float, walltime: float) -> float:
         """Seconds before the block's pilots leave (the whole walltime while it waits)."""
+        return self.leaves_at(now, walltime) - now
+
+    def leaves_at(self, now: float, walltime: float) -> float:
+        """When (monotonic) the block's pilots leave; if it started `now`, while it waits."""
         began = self.started_at if self.started_at is not None else now
-        return began + walltime - LEAVE_EARLY_S - now
+        return began + walltime - LEAVE_EARLY_S
 
 
 def block_submission(config: BatchSite, attempt: AttemptDir, *, head: str, number: int, cores_per_node: int,
@@ -62,6 +84,18 @@ def block_submission(config: BatchSite, attempt: AttemptDir, *, head: str, numbe
                     resources=Resources(cores=cores_per_node, gpus=config.gpus_per_node,
                                         nodes=config.nodes_per_block, walltime_s=config.block_walltime))
     return Submission(attempt_id=AttemptId(block_id), spec=spec)
+
+
+def time_needed(spec: TaskSpec, lead_s: float) -> float:
+    """How long a block must still run to be handed the task: its walltime (0 if unknown).
+
+    A cooperative task needs at most ``MIN_SLICE_S`` and `lead_s`: it saves and stops `lead_s` before the
+    block ends, and goes on from there in its next attempt.
+    """
+    need = spec.resources.walltime_s or 0.0
+    if spec.checkpoint is CheckpointKind.COOPERATIVE:
+        return min(need or math.inf, lead_s + MIN_SLICE_S)
+    return need
 
 
 def ending(outcome: TaskOutcome) -> str:

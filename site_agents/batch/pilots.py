@@ -12,8 +12,10 @@ rest stays where placement can still send it elsewhere.
 Elastic: ``init_blocks`` at start; more while the queued and running work needs them (up to
 ``max_blocks``); a block that ran nothing for ``idle_timeout`` is cancelled, down to ``min_blocks``. A
 block that ends (cancelled, its walltime, a node lost) returns its running attempts as lost at no cost to
-their retries. A block whose pilot never joins the head (unreachable head, wrong Python or Ray) ends with
-the pilot's own lines; after ``GIVE_UP_AFTER`` such blocks in a row, the queued attempts fail with them.
+their retries; a cooperative attempt saves and stops ``signal_lead_s`` before its block ends, and goes on
+from there wherever it is placed next. A block whose pilot never joins the head (unreachable head, wrong
+Python or Ray) ends with the pilot's own lines; after ``GIVE_UP_AFTER`` such blocks in a row, the queued
+attempts fail with them.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from typing import Any
 
 from metasched.errors import SiteAgentError
 from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome, failed
-from metasched.records import AttemptId, SiteLoad, SiteName, TaskSpec
+from metasched.records import AttemptId, Capability, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
 from site_agents.batch.agent import BatchAgent
-from site_agents.batch.blocks import LEAVE_EARLY_S, Block, block_submission, ending, pilot_lines
+from site_agents.batch.blocks import LEAVE_EARLY_S, Block, block_submission, ending, pilot_lines, time_needed
 from site_agents.batch.config import BatchSite
 from site_agents.batch.submitting import job_name
 from site_agents.ray_tasks import MAX_DEPTH, RayTasks, depth
@@ -115,7 +117,7 @@ class PilotAgent:
                 "commands as this user.", site=self.config.name)
         if not self.cores_per_node:
             self.cores_per_node = self.batch.capacity.max_cores_per_node
-        self._tasks = RayTasks(ray)
+        self._tasks = RayTasks(ray, site=self.config.name, lead_s=self.config.signal_lead_s)
         self._add_blocks(self.config.init_blocks)
 
     def close(self) -> None:
@@ -123,7 +125,8 @@ class PilotAgent:
         if self._tasks is not None:
             self._tasks.close()
         self.batch.close()
-        closed = [self._record(b, "ended", "deleted when the campaign closed") for b in self._live.values()]
+        closed = [b.record("ended", "deleted when the campaign closed", to_epoch=self._to_epoch)
+                  for b in self._live.values()]
         self._history = [*self._history, *closed][-MAX_HISTORY:]
         self._live.clear()
 
@@ -184,7 +187,8 @@ class PilotAgent:
     def _ended(self, block: Block, outcome: TaskOutcome) -> None:
         del self._live[block.block_id]
         why = ending(outcome)
-        self._history = [*self._history[-MAX_HISTORY + 1:], self._record(block, "ended", why)]
+        self._history = [*self._history[1 - MAX_HISTORY:],
+                         block.record("ended", why, to_epoch=self._to_epoch)]
         if block.joined_at is None and not block.cancelling:
             said = pilot_lines(self.batch.transport.attempt(block.block_id))
             self._never_joined.append(f"block {block.block_id} (job {block.job_id}) {why}: {said}")
@@ -213,16 +217,9 @@ class PilotAgent:
 
     def blocks(self) -> list[BlockRecord]:
         """Every block: the ended ones (the last MAX_HISTORY), then the live ones."""
-        live = [self._record(b, "leaving" if b.cancelling else "running" if b.joined_at else "queued")
-                for b in self._live.values()]
+        live = [b.record("leaving" if b.cancelling else "running" if b.joined_at else "queued",
+                         to_epoch=self._to_epoch) for b in self._live.values()]
         return [*self._history, *live]
-
-    def _record(self, block: Block, state: str, detail: str = "") -> BlockRecord:
-        to_epoch = self._to_epoch  # the block's times are monotonic; the same record compares equal
-        return BlockRecord(block_id=block.block_id, job_id=block.job_id, state=state, nodes=block.nodes_up,
-                           detail=detail, submitted_at=block.submitted_at + to_epoch,
-                           joined_at=None if block.joined_at is None else block.joined_at + to_epoch,
-                           ended_at=time.time() if state == "ended" else None)
 
     def forget_blocks(self, earlier: Sequence[BlockRecord]) -> None:
         """Delete the blocks an earlier scheduler left (their head is gone); keep their records."""
@@ -241,10 +238,11 @@ class PilotAgent:
         self._history = [r for r in earlier if r.state == "ended"] + gone
 
     def _scale(self, now: float) -> None:
-        """More blocks while the work needs them; idle ones cancelled down to min_blocks."""
+        """More blocks while the work needs them (or time the live ones lack); idle ones cancelled."""
         walltime = self.config.block_walltime
+        first = time_needed(self._queue[0].spec, self.config.signal_lead_s) if self._queue else 0.0
         useful = [b for b in self._live.values()
-                  if not b.cancelling and b.remaining_s(now, walltime) > max(10.0, 0.1 * walltime)]
+                  if not b.cancelling and b.remaining_s(now, walltime) > max(10.0, 0.1 * walltime, first)]
         demand = sum(self._cores.values())
         wanted = min(self.config.max_blocks, max(self.config.min_blocks,
                                                  math.ceil(demand / max(1, self.block_cores))))
@@ -313,7 +311,7 @@ class PilotAgent:
 
     def _dispatch(self, now: float) -> list[AttemptUpdate]:
         """Hand queued attempts to blocks with room and time for them (the rest keep their place)."""
-        ready = [b for b in self._live.values() if self._takes_work(b)]
+        ready = [b for b in self._live.values() if b.takes_work]
         if not ready or not self._queue:
             return []
         room = {b.block_id: self._room(b) for b in ready}
@@ -333,25 +331,23 @@ class PilotAgent:
         for block in ready:
             if chosen.get(block.block_id):
                 block.idle_since = now
-                started += self._start(block, chosen[block.block_id])
+                started += self._start(block, chosen[block.block_id], now)
         return started
 
-    def _start(self, block: Block, subs: list[Submission]) -> list[AttemptUpdate]:
+    def _start(self, block: Block, subs: list[Submission], now: float) -> list[AttemptUpdate]:
         """Ray tasks in `block` for these attempts, short function attempts packed as on a local site."""
         for sub in subs:
             self._where[sub.attempt_id] = block.block_id
+        lead = self.config.signal_lead_s
+        stop_at = block.leaves_at(now, self.config.block_walltime) - lead + self._to_epoch
         self.tasks.start(subs, f"block:{block.block_id}", cores=self.cores_per_node * block.nodes_up,
-                         max_pack=MAX_PACK, group=block.block_id)
+                         max_pack=MAX_PACK, group=block.block_id, stop_at=stop_at)
         return [AttemptUpdate(attempt_id=s.attempt_id, running=True, native_id=block.job_id) for s in subs]
-
-    @staticmethod
-    def _takes_work(block: Block) -> bool:
-        return block.joined_at is not None and block.nodes_up > 0 and not block.cancelling
 
     def _block_for(self, spec: TaskSpec, ready: list[Block], room: dict[str, int],
                    now: float) -> Block | None:
-        """The block with the most room that has the task's cores free and its walltime left."""
-        need = spec.resources.walltime_s or 0.0
+        """The block with the most room that has the task's cores free and time left for it."""
+        need = time_needed(spec, self.config.signal_lead_s)
         fits = [b for b in ready if room[b.block_id] >= spec.resources.cores
                 and b.remaining_s(now, self.config.block_walltime) >= need]
         return max(fits, key=lambda b: room[b.block_id], default=None)
@@ -366,6 +362,10 @@ class PilotAgent:
         used = sum(self._cores.get(a, 1) for a, b in self._where.items() if b == block.block_id)
         per_core = depth(self.tasks.mean_run_s, backlog_s=BACKLOG_S, least=OVERSUBSCRIBE)
         return int(per_core * self.cores_per_node * block.nodes_up) - used
+
+    def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool = True) -> list[AttemptId]:
+        """Ask running cooperative attempts to stop at their next save (a restart point alone: none)."""
+        return self.tasks.ask_stop(attempt_ids) if stop and self._tasks is not None else []
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Queued attempts end at once; running ones are force-cancelled in Ray."""
@@ -389,21 +389,21 @@ class PilotAgent:
         30 s). Our attempts queue for the joined blocks' cores (``SiteLoad.wait_s``), each holding one for
         the recent mean run time.
         """
-        capacity = self.batch.capacity
-        joined = sum(self.cores_per_node * b.nodes_up for b in self._live.values() if self._takes_work(b))
+        joined = sum(self.cores_per_node * b.nodes_up for b in self._live.values() if b.takes_work)
         waits = self._block_waits[-5:]
         first = max(DEFAULT_BLOCK_WAIT_S, self.batch.waits.est_wait_s)  # no block has started yet
         wait = 0.0 if joined else (sum(waits) / len(waits) if waits else first)
-        inflight = len(self._cores)
+        inflight = len(self._cores)  # queued here and in blocks
         limit = max(MIN_WINDOW, MAX_DEPTH * self.block_cores * self.config.max_blocks)
         return SiteLoad(
             site=self.name, total_cores=self.block_cores * self.config.max_blocks,
-            max_cores_per_task=self.cores_per_node, max_memory_mb=capacity.max_memory_mb,
+            max_cores_per_task=self.cores_per_node, max_memory_mb=self.batch.capacity.max_memory_mb,
             gpus=self.config.gpus_per_node, nodes=1, inflight=inflight,
             max_inflight=limit if self.batch.available else inflight, est_wait_s=wait,
             open_cores=joined or self.block_cores * self.config.max_blocks,
             cycle_s=self.tasks.mean_run_s or 0.0, accepting=self.batch.available,
-            max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S, reports_start=True)
+            max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S, reports_start=True,
+            capabilities=frozenset({Capability.CHECKPOINT_COOPERATIVE}))
 
 
 def in_mode(factory: Callable[[Any], BatchAgent]) -> Callable[[Any], BatchAgent | PilotAgent]:

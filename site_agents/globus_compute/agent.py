@@ -59,7 +59,7 @@ class _Queued:
 def payload(sub: Submission) -> bytes:
     """``run_packed``'s argument for one attempt (see metasched.worker.run_packed)."""
     functions = {sub.spec.function_digest: sub.function} if sub.spec.function_digest and sub.function else {}
-    items = [(sub.attempt_id, sub.spec, sub.dependency_results, sub.data)]
+    items = [(sub.attempt_id, sub.spec, sub.dependency_results, sub.data, None)]
     return pickle.dumps((functions, items), protocol=pickle.HIGHEST_PROTOCOL)
 
 

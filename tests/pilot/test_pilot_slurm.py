@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -269,3 +270,46 @@ def test_batch_and_pilot_side_by_side_at_one_cluster(kappa: slurmsite.SiteInfo, 
     assert len(in_blocks) == 1, "every short task ran in the one block"
     assert alone, "the batch task ran in a Slurm job"
     assert alone not in in_blocks, "the batch task ran as a job of its own"
+
+
+def test_a_cooperative_task_saves_before_its_block_ends_and_goes_on_in_the_next(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    # pilots leave 90 s into a block; a cooperative task stops at its first save past 40 s (lead 50 s), and
+    # is handed only to a block with 80 s left (the lead and MIN_SLICE_S): the next block, not this one.
+    site = pilot_site(kappa, init_blocks=1, max_blocks=2, block_walltime=120.0, signal_lead_s=50)
+    with campaign(tmp_path, site) as c:
+
+        @c.task(checkpoint="cooperative", walltime=3600.0)  # longer than a block: it moves between them
+        def accumulate(steps: int, ckpt: ms.Checkpoint) -> tuple[int, list[int], str]:
+            import os
+
+            state = ckpt.load({"i": 0, "total": 0, "began": []})
+            state["began"] = [*state["began"], state["i"]]
+            for i in range(state["i"], steps):
+                state["total"] += i * i
+                state["i"] = i + 1
+                time.sleep(0.1)
+                if state["i"] % 10 == 0:
+                    ckpt.save(state)
+            return state["total"], state["began"], os.environ["SLURM_JOB_ID"]
+
+        future = accumulate(500)  # 50 s of work
+        total, began, last_block = future.result(timeout=300)
+    assert total == sum(i * i for i in range(500))
+    assert len(began) == 2, began
+    assert began[0] == 0, began
+    assert 0 < began[1] < 500, began  # went on from the first block's last save
+    journal = Journal(tmp_path / "c.db").open(read_only=True)
+    try:
+        tried = [(a[3], a[4]) for a in journal.attempt_times() if a[1] == future.task_id]
+        blocks = journaled_blocks(journal)["kappa"]
+    finally:
+        journal.close()
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        details = [d for (d,) in db.execute("SELECT detail FROM transitions WHERE task_id = ?",
+                                            (future.task_id,))]
+    assert tried == [("kappa", "checkpointed"), ("kappa", "succeeded")], tried
+    assert any(d.startswith("walltime checkpoint (cooperative)") for d in details), details
+    assert len({b.job_id for b in blocks}) == 2, blocks
+    assert last_block in {b.job_id for b in blocks}, blocks
+    wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's blocks to leave the queue")

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 import metasched as ms
+from metasched.checkpoint.board import Board, BoardLink, Steering
+from metasched.data.objects import DataRef
+from metasched.data.stores import FileStore
 from metasched.placement import infeasibility
-from metasched.records import Resources, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
+from metasched.records import (
+    Capability,
+    CheckpointKind,
+    Resources,
+    SiteLoad,
+    SiteName,
+    TaskId,
+    TaskKind,
+    TaskSpec,
+)
 from metasched.worker.pilot import PilotPlan, node_ip, ray_start_argv, read_plan, write_plan
+from site_agents.batch.blocks import MIN_SLICE_S, time_needed
 
 PLAN = PilotPlan(head="127.0.0.2:6379", site="kappa", block="pilot-abc-1", cores=4, gpus=1, memory_mb=2000,
                  leave_after_s=570.0)
@@ -78,3 +93,42 @@ def test_a_task_longer_than_a_block_is_infeasible_there() -> None:
     short = TaskSpec(task_id=TaskId("t2"), name="short", kind=TaskKind.FUNCTION,
                      resources=Resources(walltime_s=60.0))
     assert infeasibility(short, load) is None
+    cooperative = dataclasses.replace(spec, checkpoint=CheckpointKind.COOPERATIVE)
+    assert infeasibility(cooperative, load) == "needs checkpoint=cooperative, which this site does not offer"
+    offering = dataclasses.replace(load, capabilities=frozenset({Capability.CHECKPOINT_COOPERATIVE}))
+    assert infeasibility(cooperative, offering) is None, "it saves before a block ends, goes on in the next"
+
+
+def test_a_block_is_handed_a_task_with_its_walltime_left_or_a_cooperative_one_with_a_slice_of_it() -> None:
+    spec = TaskSpec(task_id=TaskId("t1"), name="t", kind=TaskKind.FUNCTION,
+                    resources=Resources(walltime_s=600.0))
+    assert time_needed(spec, lead_s=60.0) == 600.0
+    assert time_needed(dataclasses.replace(spec, resources=Resources()), lead_s=60.0) == 0.0, "unknown: any"
+    cooperative = dataclasses.replace(spec, checkpoint=CheckpointKind.COOPERATIVE)
+    assert time_needed(cooperative, lead_s=60.0) == 60.0 + MIN_SLICE_S
+    unknown = dataclasses.replace(cooperative, resources=Resources())
+    assert time_needed(unknown, lead_s=60.0) == 60.0 + MIN_SLICE_S
+    short = dataclasses.replace(cooperative, resources=Resources(walltime_s=20.0))
+    assert time_needed(short, lead_s=60.0) == 20.0
+
+
+def test_a_cooperative_attempt_stops_at_a_block_deadline_or_a_lead_before_its_walltime() -> None:
+    now = time.time()
+    link = BoardLink(Steering(board="b", stop_at=now + 100.0, lead_s=10.0), "a1", walltime_s=30.0)
+    assert link.stop_at == pytest.approx(now + 20.0, abs=1.0)
+    link = BoardLink(Steering(board="b", stop_at=now + 100.0, lead_s=10.0), "a1", walltime_s=None)
+    assert link.stop_at == now + 100.0
+    link = BoardLink(Steering(board="b", lead_s=10.0), "a1", walltime_s=4.0)
+    assert link.stop_at == pytest.approx(now + 2.0, abs=1.0), "a lead longer than the walltime: half of it"
+    assert BoardLink(Steering(board="b", lead_s=10.0), "a1", walltime_s=None).stop_at is None
+
+
+def test_the_board_hands_each_save_once_and_forgets_the_attempts_that_ended() -> None:
+    board = Board()
+    ref = DataRef(object_id="t.1.ckpt1", store=FileStore("/tmp/s"), key="k", size=3, digest="d")
+    board.stop(["a2"])
+    assert board.saved("a1", ref) is False
+    assert board.saved("a2", ref) is True
+    assert board.take([]) == {"a1": ref, "a2": ref}
+    assert board.take(["a2"]) == {}
+    assert board.saved("a2", ref) is False, "a stop is forgotten once its attempt ended"
