@@ -17,24 +17,10 @@ import slurmsite
 
 import metasched as ms
 from site_agents.slurm import SlurmSite
+from tests.integration.cooperative import accumulate
 
 pytestmark = [pytest.mark.ray]
 _names = itertools.count()
-
-
-def accumulate(steps: int, pause: float, ckpt: ms.Checkpoint) -> tuple[int, int, list[int]]:
-    """Sum of squares below `steps`, saving every 10 steps; the steps each attempt began at."""
-    import time as clock
-
-    state = ckpt.load({"i": 0, "total": 0, "began": []})
-    state["began"] = [*state["began"], state["i"]]
-    for i in range(state["i"], steps):
-        state["total"] += i * i
-        state["i"] = i + 1
-        clock.sleep(pause)
-        if state["i"] % 10 == 0:
-            ckpt.save(state)
-    return state["total"], state["i"], state["began"]
 
 
 def attempts(journal: Path, task_id: str) -> list[tuple[str, str]]:
@@ -65,7 +51,7 @@ def test_a_task_stops_at_a_save_before_its_walltime_and_goes_on_from_there(
                      journal=journal) as c:
         task = c.task(checkpoint="cooperative", walltime=3.0)(accumulate)
         future = task(120, 0.05)  # 6 s of work; each attempt stops at its first save past 1.5 s
-        total, steps, began = future.result(timeout=120)
+        total, steps, began, _ = future.result(timeout=120)
     assert (total, steps) == (sum(i * i for i in range(120)), 120)
     assert len(began) >= 3, began  # a save every 0.5 s, a stop at the first past 1.5 s of an attempt
     assert began[0] == 0, began
@@ -89,7 +75,7 @@ def test_draining_a_local_site_moves_a_cooperative_task_to_slurm_from_its_last_s
         assert task_row(journal, future.task_id)[1] == "local"
         c.drain("alpha", undo=True)
         said = c.drain("local")
-        total, steps, began = future.result(timeout=180)
+        total, steps, began, _ = future.result(timeout=180)
     assert (total, steps) == (sum(i * i for i in range(400)), 400)
     assert len(began) == 2, (began, said)
     assert began[0] == 0, began

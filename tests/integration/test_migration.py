@@ -20,6 +20,7 @@ import metasched as ms
 from metasched.attempt_dir import AttemptDir
 from metasched.cli import app
 from site_agents.slurm import SlurmSite
+from tests.integration.cooperative import accumulate
 from tests.integration.counter import COUNTER
 from tests.integration.processes import kill_tree
 
@@ -230,22 +231,7 @@ def test_a_cooperative_python_task_migrates_and_returns_the_right_result(
     journal = tmp_path / "c.db"
     with ms.Campaign(f"coop-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
                      journal=journal) as c:
-        @c.task(checkpoint="cooperative")
-        def accumulate(steps: int, ckpt: ms.Checkpoint) -> tuple[int, int, int]:
-            import time as clock
-
-            state = ckpt.load({"i": 0, "total": 0, "resumed_at": -1})
-            if ckpt.restored:
-                state["resumed_at"] = state["i"]
-            for i in range(state["i"], steps):
-                state["total"] += i * i
-                state["i"] = i + 1
-                clock.sleep(0.05)
-                if state["i"] % 10 == 0:
-                    ckpt.save(state)
-            return state["total"], state["i"], state["resumed_at"]
-
-        future = accumulate(300)
+        future = c.task(checkpoint="cooperative")(accumulate)(300, 0.05)
         deadline = time.monotonic() + 60
         while not (first := _running_site(journal, future.task_id)):
             assert time.monotonic() < deadline, "the task did not start"
@@ -253,10 +239,11 @@ def test_a_cooperative_python_task_migrates_and_returns_the_right_result(
         time.sleep(3)
         other = "beta" if first == "alpha" else "alpha"
         c.migrate(future, to=other)
-        total, steps, resumed_at = future.result(timeout=120)
+        total, steps, began, _ = future.result(timeout=120)
     assert (total, steps) == (sum(i * i for i in range(300)), 300)
-    assert 0 < resumed_at < 300  # continued from its saved state, not from 0
-    assert resumed_at % 10 == 0
+    assert len(began) == 2, began
+    assert 0 < began[1] < 300, began  # continued from its saved state, not from 0
+    assert began[1] % 10 == 0, began
     with sqlite3.connect(journal) as db:
         attempts = db.execute("SELECT site, state FROM attempts WHERE task_id = ? ORDER BY number",
                               (future.task_id,)).fetchall()

@@ -23,6 +23,7 @@ import metasched as ms
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
 from metasched.sites.base import BlockRecord
+from tests.integration.cooperative import accumulate
 from tests.integration.processes import kill_tree, wait_for
 from tests.pilot.listeners import listening
 
@@ -279,22 +280,9 @@ def test_a_cooperative_task_saves_before_its_block_ends_and_goes_on_in_the_next(
     site = pilot_site(kappa, init_blocks=1, max_blocks=2, block_walltime=120.0, signal_lead_s=50)
     with campaign(tmp_path, site) as c:
 
-        @c.task(checkpoint="cooperative", walltime=3600.0)  # longer than a block: it moves between them
-        def accumulate(steps: int, ckpt: ms.Checkpoint) -> tuple[int, list[int], str]:
-            import os
-
-            state = ckpt.load({"i": 0, "total": 0, "began": []})
-            state["began"] = [*state["began"], state["i"]]
-            for i in range(state["i"], steps):
-                state["total"] += i * i
-                state["i"] = i + 1
-                time.sleep(0.1)
-                if state["i"] % 10 == 0:
-                    ckpt.save(state)
-            return state["total"], state["began"], os.environ["SLURM_JOB_ID"]
-
-        future = accumulate(500)  # 50 s of work
-        total, began, last_block = future.result(timeout=300)
+        task = c.task(checkpoint="cooperative", walltime=3600.0)(accumulate)  # longer than a block
+        future = task(500, 0.1)  # 50 s of work
+        total, _, began, last_block = future.result(timeout=300)
     assert total == sum(i * i for i in range(500))
     assert len(began) == 2, began
     assert began[0] == 0, began
