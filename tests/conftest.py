@@ -320,6 +320,17 @@ def kappa(holder: str) -> Iterator[slurmsite.SiteInfo]:
 
 
 @pytest.fixture(scope="session")
+def theta(holder: str) -> Iterator[slurmsite.SiteInfo]:
+    """A 1-node Slurm 26.05 site with Apptainer (sid image, as delta) in the holder's namespace, its compute
+    node with this Python mounted: container tasks in pilot blocks."""
+    info = slurmsite.up("theta", fresh=True, nodes=1, cpus=4, flavor="sid", network=f"container:{holder}",
+                        binds=netns.this_python())
+    yield info
+    if not os.environ.get("METASCHED_KEEP_SITES"):
+        slurmsite.down("theta")
+
+
+@pytest.fixture(scope="session")
 def mu(holder: str) -> Iterator[slurmsite.SiteInfo]:
     """A Torque-wrapper site (qsub/qstat/qdel over Slurm) in the holder's namespace, for the PBS dialect."""
     info = torquesite.up("mu", cpus=4, network=f"container:{holder}",

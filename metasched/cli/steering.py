@@ -67,7 +67,7 @@ def checkpoint(
 @app.command()
 def migrate(
     campaign: CampaignArg,
-    task: Annotated[str, typer.Argument(help="The task's name (submitted with checkpoint='criu').")],
+    task: Annotated[str, typer.Argument(help="The task's name (checkpoint='criu' or 'cooperative').")],
     to: Annotated[str, typer.Option("--to", help="The site to continue the task at.")],
     wait: Annotated[float, typer.Option(help="Seconds to wait for the scheduler's answer.")] = 30.0,
 ) -> None:

@@ -167,7 +167,7 @@ def run_command(spec: TaskSpec) -> TaskOutcome:
     try:
         proc = MeasuredPopen(
             list(command.argv), cwd=command.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True, preexec_fn=_die_with_parent,
+            text=True, start_new_session=True, preexec_fn=die_with_parent,
         )
     except OSError as exc:
         return Failed(failure=_failure(exc))
@@ -175,7 +175,7 @@ def run_command(spec: TaskSpec) -> TaskOutcome:
     try:
         stdout, stderr = proc.communicate(timeout=spec.resources.walltime_s)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_group(proc)
         stdout, stderr = proc.communicate()
         stopped = True
     outcome = command_outcome(spec, returncode=proc.returncode, stdout=stdout, stderr=stderr,
@@ -183,13 +183,14 @@ def run_command(spec: TaskSpec) -> TaskOutcome:
     return with_usage(outcome, command_usage(proc, time.monotonic() - start, forked_mb))
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGKILL when the worker dies (e.g. force-cancelled), so commands never outlive it."""
     with contextlib.suppress(OSError):  # not Linux/glibc: the walltime group kill still applies
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """Stop a child started in its own session: its whole group, TERM then KILL."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)

@@ -7,9 +7,12 @@ the block's walltime, so every dialect submits, watches and deletes blocks as it
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,11 @@ from metasched.records import AttemptId, CheckpointKind, CommandSpec, Resources,
 from metasched.sites.base import BlockRecord, Submission
 from metasched.worker.pilot import PilotPlan, write_plan
 from site_agents.batch.config import BatchSite
+from site_agents.batch.dialect import Dialect
+from site_agents.batch.submitting import job_name
+from site_agents.runner import CommandRunner
+
+log = logging.getLogger(__name__)
 
 LEAVE_EARLY_S = 30.0  # a pilot leaves this long before its block's walltime (an orderly end, not a kill)
 MIN_SLICE_S = 30.0  # a cooperative task is handed to a block that leaves it this long before it must save
@@ -96,6 +104,39 @@ def time_needed(spec: TaskSpec, lead_s: float) -> float:
     if spec.checkpoint is CheckpointKind.COOPERATIVE:
         return min(need or math.inf, lead_s + MIN_SLICE_S)
     return need
+
+
+def pilot_problem(site: str, head: str, other_user: str) -> str:
+    """Why a site cannot run pilots that join the Ray head at `head` ("" if it can).
+
+    `other_user`: who the site's commands run as, if not this process's user (a login as another user).
+    """
+    if head.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
+        return (f"pilot site {site}: the campaign's Ray head listens on 127.0.0.1 only, so no pilot can join "
+                "it. Start the campaign with ray_node_ip= (the address the compute nodes reach this machine "
+                "at; see docs/pilots.md), or join a Ray cluster whose head they reach (address=).")
+    if other_user:
+        return (f"pilot site {site}: its commands run as {other_user!r}, not as this process's user; a pilot "
+                "reads the campaign's Ray token from its block directory, and only this user may read it "
+                "(never a group). Use batch mode there, or a login that runs the commands as this user.")
+    return ""
+
+
+def delete_earlier(runner: CommandRunner, dialect: Dialect, site: str,
+                   earlier: Sequence[BlockRecord]) -> list[BlockRecord]:
+    """Delete the blocks an earlier scheduler left (by job id and by name); their records, all ended."""
+    live = [r for r in earlier if r.state != "ended"]
+    ids = [r.job_id for r in live if r.job_id]
+    try:
+        if ids:
+            runner.run(dialect.delete_argv(ids))
+        names = [job_name(site, r.block_id) for r in live]
+        for argv in dialect.delete_by_name_argvs(names) if names else []:
+            runner.run(argv)
+    except SiteAgentError as exc:
+        log.warning("site %s: could not delete an earlier scheduler's blocks: %s", site, exc)
+    gone = [dataclasses.replace(r, state="ended", detail="deleted when the campaign resumed") for r in live]
+    return [r for r in earlier if r.state == "ended"] + gone
 
 
 def ending(outcome: TaskOutcome) -> str:

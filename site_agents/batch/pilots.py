@@ -21,7 +21,6 @@ attempts fail with them.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import math
 import secrets
@@ -34,9 +33,18 @@ from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome, failed
 from metasched.records import AttemptId, Capability, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
 from site_agents.batch.agent import BatchAgent
-from site_agents.batch.blocks import LEAVE_EARLY_S, Block, block_submission, ending, pilot_lines, time_needed
+from site_agents.batch.block_scripts import BlockScripts
+from site_agents.batch.blocks import (
+    LEAVE_EARLY_S,
+    Block,
+    block_submission,
+    delete_earlier,
+    ending,
+    pilot_lines,
+    pilot_problem,
+    time_needed,
+)
 from site_agents.batch.config import BatchSite
-from site_agents.batch.submitting import job_name
 from site_agents.ray_tasks import MAX_DEPTH, RayTasks, depth
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,7 @@ class PilotAgent:
         self.config = batch.config
         self.batch = batch
         self._tasks: RayTasks | None = None
+        self._scripts: BlockScripts | None = None  # container attempts (after start)
         self._ray: Any = None
         self._head = ""
         self._run = secrets.token_hex(3)
@@ -101,23 +110,15 @@ class PilotAgent:
 
         self._ray = ray
         self._head = ray.get_runtime_context().gcs_address
-        if self._head.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
-            raise SiteAgentError(
-                f"pilot site {self.config.name}: the campaign's Ray head listens on 127.0.0.1 only, so no "
-                "pilot can join it. Start the campaign with ray_node_ip= (the address the compute nodes "
-                "reach this machine at; see docs/pilots.md), or join a Ray cluster whose head they reach "
-                "(address=).", site=self.config.name)
         self.batch.start()
-        if self.batch.via_group:
+        problem = pilot_problem(self.config.name, self._head, self.batch.user if self.batch.via_group else "")
+        if problem:
             self.batch.close()
-            raise SiteAgentError(
-                f"pilot site {self.config.name}: its commands run as {self.batch.user!r}, not as this "
-                "process's user; a pilot reads the campaign's Ray token from its block directory, and only "
-                "this user may read it (never a group). Use batch mode there, or a login that runs the "
-                "commands as this user.", site=self.config.name)
+            raise SiteAgentError(problem, site=self.config.name)
         if not self.cores_per_node:
             self.cores_per_node = self.batch.capacity.max_cores_per_node
         self._tasks = RayTasks(ray, site=self.config.name, lead_s=self.config.signal_lead_s)
+        self._scripts = BlockScripts(self.batch, self._tasks, ray)
         self._add_blocks(self.config.init_blocks)
 
     def close(self) -> None:
@@ -223,19 +224,7 @@ class PilotAgent:
 
     def forget_blocks(self, earlier: Sequence[BlockRecord]) -> None:
         """Delete the blocks an earlier scheduler left (their head is gone); keep their records."""
-        live = [r for r in earlier if r.state != "ended"]
-        ids = [r.job_id for r in live if r.job_id]
-        try:
-            if ids:
-                self.batch.runner.run(self.batch.dialect.delete_argv(ids))
-            names = [job_name(self.config.name, r.block_id) for r in live]
-            for argv in self.batch.dialect.delete_by_name_argvs(names) if names else []:
-                self.batch.runner.run(argv)
-        except SiteAgentError as exc:
-            log.warning("site %s: could not delete an earlier scheduler's blocks: %s", self.config.name, exc)
-        gone = [dataclasses.replace(r, state="ended", detail="deleted when the campaign resumed")
-                for r in live]
-        self._history = [r for r in earlier if r.state == "ended"] + gone
+        self._history = delete_earlier(self.batch.runner, self.batch.dialect, self.config.name, earlier)
 
     def _scale(self, now: float) -> None:
         """More blocks while the work needs them (or time the live ones lack); idle ones cancelled."""
@@ -335,14 +324,22 @@ class PilotAgent:
         return started
 
     def _start(self, block: Block, subs: list[Submission], now: float) -> list[AttemptUpdate]:
-        """Ray tasks in `block` for these attempts, short function attempts packed as on a local site."""
+        """Ray tasks in `block` for these attempts (short functions packed; containers: ``block_scripts``)."""
         for sub in subs:
             self._where[sub.attempt_id] = block.block_id
         lead = self.config.signal_lead_s
         stop_at = block.leaves_at(now, self.config.block_walltime) - lead + self._to_epoch
-        self.tasks.start(subs, f"block:{block.block_id}", cores=self.cores_per_node * block.nodes_up,
-                         max_pack=MAX_PACK, group=block.block_id, stop_at=stop_at)
-        return [AttemptUpdate(attempt_id=s.attempt_id, running=True, native_id=block.job_id) for s in subs]
+        self.tasks.start([s for s in subs if s.spec.container is None], f"block:{block.block_id}",
+                         cores=self.cores_per_node * block.nodes_up, max_pack=MAX_PACK, group=block.block_id,
+                         stop_at=stop_at)
+        assert self._scripts is not None  # noqa: S101  (made with the tasks, at start)
+        refused = self._scripts.start(block.block_id, [s for s in subs if s.spec.container is not None])
+        for update in refused:
+            self._where.pop(update.attempt_id, None)
+            self._cores.pop(update.attempt_id, None)
+        started = {s.attempt_id for s in subs} - {u.attempt_id for u in refused}
+        return [*refused, *(AttemptUpdate(attempt_id=a, running=True, native_id=block.job_id)
+                            for a in started)]
 
     def _block_for(self, spec: TaskSpec, ready: list[Block], room: dict[str, int],
                    now: float) -> Block | None:
@@ -403,7 +400,8 @@ class PilotAgent:
             open_cores=joined or self.block_cores * self.config.max_blocks,
             cycle_s=self.tasks.mean_run_s or 0.0, accepting=self.batch.available,
             max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S, reports_start=True,
-            capabilities=frozenset({Capability.CHECKPOINT_COOPERATIVE}))
+            capabilities=frozenset({Capability.CHECKPOINT_COOPERATIVE,
+                                    *(self._scripts.capabilities if self._scripts else ())}))
 
 
 def in_mode(factory: Callable[[Any], BatchAgent]) -> Callable[[Any], BatchAgent | PilotAgent]:

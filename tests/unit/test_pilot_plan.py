@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import stat
 import time
 from pathlib import Path
@@ -11,13 +12,17 @@ from pathlib import Path
 import pytest
 
 import metasched as ms
+from metasched.attempt_dir import AttemptDir
 from metasched.checkpoint.board import Board, BoardLink, Steering
 from metasched.data.objects import DataRef
 from metasched.data.stores import FileStore
+from metasched.outcomes import Failed
 from metasched.placement import infeasibility
 from metasched.records import (
+    AttemptId,
     Capability,
     CheckpointKind,
+    CommandSpec,
     Resources,
     SiteLoad,
     SiteName,
@@ -25,8 +30,11 @@ from metasched.records import (
     TaskKind,
     TaskSpec,
 )
+from metasched.sites.base import Submission
 from metasched.worker.pilot import PilotPlan, node_ip, ray_start_argv, read_plan, write_plan
-from site_agents.batch.blocks import MIN_SLICE_S, time_needed
+from site_agents.batch.block_scripts import ScriptRun, run_script
+from site_agents.batch.blocks import MIN_SLICE_S, pilot_problem, time_needed
+from site_agents.batch.launchers import CommandLauncher
 
 PLAN = PilotPlan(head="127.0.0.2:6379", site="kappa", block="pilot-abc-1", cores=4, gpus=1, memory_mb=2000,
                  leave_after_s=570.0)
@@ -132,3 +140,35 @@ def test_the_board_hands_each_save_once_and_forgets_the_attempts_that_ended() ->
     assert board.take([]) == {"a1": ref, "a2": ref}
     assert board.take(["a2"]) == {}
     assert board.saved("a2", ref) is False, "a stop is forgotten once its attempt ended"
+
+
+def test_pilots_refuse_a_loopback_head_and_commands_run_as_another_user() -> None:
+    assert "listens on 127.0.0.1 only" in pilot_problem("kappa", "127.0.0.1:6379", "")
+    assert "runs as" not in pilot_problem("kappa", "127.0.0.2:6379", "")
+    assert "commands run as 'svc'" in pilot_problem("kappa", "10.1.2.3:6379", "svc")
+    assert pilot_problem("kappa", "127.0.0.2:6379", "") == ""
+
+
+def one_node(nodes: int) -> tuple[str, ...]:
+    return ()
+
+
+def test_a_block_runs_batch_modes_script_and_reads_the_outcome_where_it_ran(tmp_path: Path) -> None:
+    """The script a batch job would run, started by ``run_script`` (a Ray task's body in a block)."""
+    attempt = AttemptDir(tmp_path / "a1").create()
+    spec = TaskSpec(task_id=TaskId("t1"), name="echo", kind=TaskKind.COMMAND,
+                    command=CommandSpec(argv=("sh", "-c", "echo out; echo said >&2; exit 3")),
+                    resources=Resources())
+    launcher = CommandLauncher(parallel_prefix=one_node)
+    attempt.write_script(launcher.write(Submission(attempt_id=AttemptId("a1"), spec=spec), attempt))
+    run = ScriptRun(attempt_id=AttemptId("a1"), attempt_dir=str(attempt.path), spec=spec, launcher=launcher,
+                    store=FileStore(str(tmp_path / "store")), data=None)
+    outcome = pickle.loads(run_script(pickle.dumps(run)))
+    assert isinstance(outcome, Failed)
+    assert "exited with status 3" in outcome.failure.message
+    assert (outcome.failure.stdout, outcome.failure.stderr) == ("out\n", "said\n")
+    broken = AttemptDir(tmp_path / "a2").create()
+    broken.write_script("#!/bin/bash\necho broken >&2\nexit 7\n")  # ends without a record
+    outcome = pickle.loads(run_script(pickle.dumps(dataclasses.replace(run, attempt_dir=str(broken.path)))))
+    assert isinstance(outcome, Failed)
+    assert "ended (exit 7) in a pilot block without a record: broken" in outcome.failure.message
