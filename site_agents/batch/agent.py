@@ -80,7 +80,7 @@ class BatchAgent:
         self._jobs: dict[AttemptId, BatchJob] = {}
         self._pending: list[AttemptUpdate] = []
         self._capacity = Capacity(total_cores=0, max_cores_per_node=0, nodes=0, usable_nodes=0)
-        self._launchers: Launchers | None = None
+        self.launchers: Launchers | None = None  # how attempts start on the nodes (known once started)
         self._capabilities: frozenset[Capability] = frozenset()
         self._answered_again_at = -explain.OUTAGE_GRACE_S
         self._last_poll = 0.0
@@ -119,8 +119,8 @@ class BatchAgent:
         self._last_queue = time.monotonic()
         self._take_listing(list_queue(self.dialect, self.runner.run))
         self.pythonpath = worker_path(self.config, self.transport)
-        self._launchers = site_launchers(self.config, self.dialect, self.pythonpath)
-        self._capabilities = self._launchers.offered(can_signal(self.dialect))
+        self.launchers = site_launchers(self.config, self.dialect, self.pythonpath)
+        self._capabilities = self.launchers.offered(can_signal(self.dialect))
 
     def close(self) -> None:
         """Delete every job still queued or running."""
@@ -139,10 +139,10 @@ class BatchAgent:
     # ------------------------------------------------------------------------------ submit
     def submit(self, submissions: Sequence[Submission]) -> None:
         """Write each attempt, send them to the site, and submit them (a few submissions in parallel)."""
-        if self._launchers is None:
+        if self.launchers is None:
             raise SiteAgentError(f"site {self.config.name}: agent not started.", site=self.config.name)
         load = self.load()
-        done = self._submitter.submit(submissions, self._launchers, for_group=self.via_group,
+        done = self._submitter.submit(submissions, self.launchers, for_group=self.via_group,
                                       memory_tracked=not self._capacity.memory_untracked)
         for sub, (job, update) in zip(submissions, done, strict=True):
             if job is not None:
@@ -346,10 +346,10 @@ class BatchAgent:
         attempt = self.transport.attempt(attempt_id)
         if not attempt.exists():  # a site with its own filesystem, resumed on another machine
             self.transport.restore(attempt)
-        if not attempt.exists() or self._launchers is None:
+        if not attempt.exists() or self.launchers is None:
             return False
         try:
-            launcher = self._launchers.for_(spec)
+            launcher = self.launchers.for_(spec)
         except LaunchRefused:  # the site no longer runs such tasks (its configuration changed)
             return False
         if not native_id:

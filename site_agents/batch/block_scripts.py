@@ -24,13 +24,14 @@ from typing import Any
 from metasched.attempt_dir import AttemptDir
 from metasched.data.objects import DataContext
 from metasched.data.stores import StoreSpec
+from metasched.errors import SiteAgentError
 from metasched.outcomes import TaskOutcome, failed
 from metasched.records import AttemptId, Capability, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from metasched.worker import die_with_parent, kill_group
 from site_agents.batch.agent import BatchAgent
 from site_agents.batch.jobs import BatchJob, Launcher
-from site_agents.batch.launchers import LaunchRefused, site_launchers
+from site_agents.batch.launchers import LaunchRefused, refused
 from site_agents.batch.submitting import job_store
 from site_agents.ray_tasks import RayTasks
 
@@ -39,7 +40,6 @@ from site_agents.ray_tasks import RayTasks
 class ScriptRun:
     """What the Ray task on the node needs: the attempt's directory and how to read its outcome."""
 
-    attempt_id: AttemptId
     attempt_dir: str  # as the site's nodes see it
     spec: TaskSpec
     launcher: Launcher
@@ -59,8 +59,9 @@ def run_script(packed: bytes) -> bytes:
         finally:
             if proc.returncode is None:
                 kill_group(proc)
-    job = BatchJob(attempt_id=run.attempt_id, spec=run.spec, job_id=os.environ.get("SLURM_JOB_ID", ""),
-                   attempt=attempt, launcher=run.launcher, store=run.store, submitted_at=0.0, data=run.data)
+    job = BatchJob(attempt_id=AttemptId(attempt.attempt_id), spec=run.spec,
+                   job_id=os.environ.get("SLURM_JOB_ID", ""), attempt=attempt, launcher=run.launcher,
+                   store=run.store, submitted_at=0.0, data=run.data)
     outcome: TaskOutcome | None = run.launcher.outcome(job)
     if outcome is None:
         outcome = failed("JobError", f"the attempt's script ended (exit {returncode}) in a pilot block "
@@ -74,34 +75,37 @@ class BlockScripts:
     def __init__(self, batch: BatchAgent, tasks: RayTasks, ray: Any) -> None:
         self._batch = batch
         self._tasks = tasks
-        self._launchers = site_launchers(batch.config, batch.dialect, batch.pythonpath)
         self._remote = ray.remote(max_retries=0, num_cpus=0)(run_script)
 
     @property
     def capabilities(self) -> frozenset[Capability]:
         """Apptainer, where the site offers it."""
-        return frozenset({Capability.CONTAINER_APPTAINER}) if self._launchers.apptainer else frozenset()
+        offered = self._batch.launchers is not None and self._batch.launchers.apptainer is not None
+        return frozenset({Capability.CONTAINER_APPTAINER}) if offered else frozenset()
 
     def start(self, block_id: str, subs: Sequence[Submission]) -> list[AttemptUpdate]:
         """Write each attempt's script and start it in the block; the attempts that could not start."""
-        refused: list[AttemptUpdate] = []
+        launchers = self._batch.launchers
+        if launchers is None:
+            raise SiteAgentError(f"site {self._batch.config.name}: agent not started.",
+                                 site=self._batch.config.name)
+        failures: list[AttemptUpdate] = []
         runs: list[tuple[Submission, AttemptDir, Launcher]] = []
         for sub in subs:
             attempt = self._batch.transport.attempt(sub.attempt_id).create()
             try:
-                launcher = self._launchers.for_(sub.spec)
+                launcher = launchers.for_(sub.spec)
                 attempt.write_script(launcher.write(sub, attempt))
             except (LaunchRefused, ValueError) as exc:
-                kind = exc.error_type if isinstance(exc, LaunchRefused) else "SubmitError"
-                refused.append(AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(kind, str(exc))))
+                failures.append(refused(sub, exc))
                 continue
             runs.append((sub, attempt, launcher))
         if runs:
             self._batch.transport.send([attempt for _, attempt, _ in runs])
         for sub, attempt, launcher in runs:
-            run = ScriptRun(attempt_id=sub.attempt_id, attempt_dir=str(attempt.path), spec=sub.spec,
+            run = ScriptRun(attempt_dir=str(attempt.path), spec=sub.spec,
                             launcher=launcher, store=job_store(self._batch.config, sub.data), data=sub.data)
             remote = self._remote.options(resources={f"block:{block_id}": float(sub.spec.resources.cores)})
             ref = remote.remote(pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL))
             self._tasks.track(ref, [sub.attempt_id], group=block_id, container=True)
-        return refused
+        return failures

@@ -25,7 +25,7 @@ from metasched.outcomes import (
     failed,
 )
 from metasched.records import Capability, CheckpointKind, Image, Resources, TaskKind, TaskSpec
-from metasched.sites.base import Submission
+from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import scripts
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import WALLTIME_MARGIN_S, Dialect, can_signal
@@ -42,6 +42,12 @@ class LaunchRefused(Exception):  # noqa: N818  (not an error of metasched's: a r
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
         self.error_type = error_type
+
+
+def refused(sub: Submission, exc: LaunchRefused | ValueError) -> AttemptUpdate:
+    """The failure of an attempt its launcher refused, or whose job script could not be written."""
+    kind = exc.error_type if isinstance(exc, LaunchRefused) else "SubmitError"
+    return AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(kind, str(exc)))
 
 
 def _inputs(sub: Submission) -> AttemptInputs:

@@ -22,7 +22,7 @@ from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import Dialect, JobRequest, with_header
 from site_agents.batch.jobs import BatchJob, Launcher
-from site_agents.batch.launchers import Launchers, LaunchRefused, time_limit_s, warning_lead_s
+from site_agents.batch.launchers import Launchers, LaunchRefused, refused, time_limit_s, warning_lead_s
 from site_agents.batch.transport import Transport
 
 SUBMIT_THREADS = 4  # submissions in flight at once (each is a round trip to the server)
@@ -90,8 +90,7 @@ class Submitter:
             header = self.dialect.header(request)
             attempt.write_script(with_header(launcher.write(sub, attempt), header))
         except (LaunchRefused, ValueError) as exc:
-            kind = exc.error_type if isinstance(exc, LaunchRefused) else "SubmitError"
-            return AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(kind, str(exc)))
+            return refused(sub, exc)
         return Written(sub=sub, request=request, launcher=launcher, header=header)
 
     def _submit_one(self, written: Written) -> tuple[BatchJob | None, AttemptUpdate]:

@@ -161,7 +161,7 @@ def test_a_block_runs_batch_modes_script_and_reads_the_outcome_where_it_ran(tmp_
                     resources=Resources())
     launcher = CommandLauncher(parallel_prefix=one_node)
     attempt.write_script(launcher.write(Submission(attempt_id=AttemptId("a1"), spec=spec), attempt))
-    run = ScriptRun(attempt_id=AttemptId("a1"), attempt_dir=str(attempt.path), spec=spec, launcher=launcher,
+    run = ScriptRun(attempt_dir=str(attempt.path), spec=spec, launcher=launcher,
                     store=FileStore(str(tmp_path / "store")), data=None)
     outcome = pickle.loads(run_script(pickle.dumps(run)))
     assert isinstance(outcome, Failed)
