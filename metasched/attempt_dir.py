@@ -269,7 +269,7 @@ class AttemptDir:
 
     @property
     def restart_request_file(self) -> Path:
-        """Made by the agent: take a restart point now and keep running."""
+        """Made by the agent: take a restart point now and keep running (or, if it says "stop", stop)."""
         return self.path / "checkpoint-now"
 
     @property
@@ -313,16 +313,18 @@ class AttemptDir:
         """A checkpoint's (or restart point's) record, written last and atomically."""
         write_atomically(path, json.dumps(record).encode())
 
-    def request_restart_point(self) -> None:
-        """Ask the running wrapper for a restart point."""
-        self._local(self.restart_request_file).touch()
+    def request_restart_point(self, *, stop: bool = False) -> None:
+        """Ask the running wrapper for a restart point, or (`stop`) a checkpoint that ends the attempt."""
+        write_atomically(self._local(self.restart_request_file), b"stop" if stop else b"")
 
-    def take_restart_request(self) -> bool:
-        """Whether a restart point was asked for (the request is consumed)."""
-        if not self._local(self.restart_request_file).exists():
-            return False
+    def take_restart_request(self) -> str | None:
+        """What the agent asked the wrapper for: "stop", "restart point" or None; the request is consumed."""
+        try:
+            said = self._local(self.restart_request_file).read_bytes()
+        except FileNotFoundError:
+            return None
         self._local(self.restart_request_file).unlink(missing_ok=True)
-        return True
+        return "stop" if said == b"stop" else "restart point"
 
     def write_criu_error(self, text: str) -> None:
         """Why the wrapper could not start, restore or checkpoint the task (the attempt fails)."""

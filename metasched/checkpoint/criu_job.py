@@ -12,6 +12,12 @@ namespace's init ignores TERM, so the task gets KILL). Slurm may send USR1 up to
 here: 2 s into a one-minute job with a 30 s lead), so a walltime checkpoint waits until ``lead_s``
 before the job's time limit, as the warning meant: an early signal must not cost an extra hop.
 
+In a pilot block the wrapper is the child of a Ray task, not a job: no scheduler warns or signals it.
+Its task then carries ``leave_by`` (the block's end, less the lead): it checkpoints then, or ``lead_s``
+before its own time limit if sooner, and a migration asks through the attempt directory (a request file
+that says "stop") instead of USR2. The task dies with the wrapper (parent-death signals), so a
+force-cancelled Ray task leaves nothing running.
+
 A checkpoint is ``criu dump`` of the namespace, then an archive (the images and the working directory,
 taken while the task is stopped so every open file has its size at dump time) and its record (size and
 xxh3-128 hash of the archive, reason). The job then ends with status 0; the agent recognises a
@@ -26,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import math
 import os
 import shutil
 import signal
@@ -40,6 +47,14 @@ from metasched.attempt_dir import AttemptDir
 _PR_SET_CHILD_SUBREAPER = 36
 _CLONE_NEWPID = 0x20000000
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child: SIGKILL when its parent dies (a killed wrapper takes its task along)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
 
 # The task's own output, in its working directory (so a restored task goes on writing the same files).
 STDOUT_NAME = "stdout"
@@ -103,11 +118,13 @@ class Job:
         child = os.fork()
         if child == 0:  # the intermediate: create the namespace, fork its init, pass on its exit status
             os.close(read_end)
+            _die_with_parent()
             if _libc.unshare(_CLONE_NEWPID) != 0:
                 os.write(write_end, b"0")
                 os._exit(125)
             init = os.fork()
             if init == 0:
+                _die_with_parent()  # the namespace ends with its creator (and it with this wrapper)
                 os.setsid()
                 os.chdir(self.workdir)
                 out = os.open(self.workdir / STDOUT_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -230,6 +247,9 @@ class Job:
             self.restore()
         else:
             self.launch()
+        leave_by = self.task.get("leave_by")
+        if leave_by is not None:  # in a pilot block no scheduler warns: checkpoint before it ends
+            self.checkpoint_at = min(float(leave_by), self._walltime_due() or math.inf)
         while True:
             if self.requested == "cancel":  # scancel: no exit status of the task's own; the agent
                 self._kill()                # reads the job's CANCELLED state instead
@@ -237,7 +257,10 @@ class Job:
             if self.checkpoint_at is not None and time.time() >= self.checkpoint_at:
                 self.checkpoint_at = None
                 self._request("walltime")
-            now_asked = self.attempt.take_restart_request()
+            asked = self.attempt.take_restart_request()
+            if asked == "stop":  # a migration where the agent cannot signal the wrapper (a pilot block)
+                self._request("requested")
+            now_asked = asked == "restart point"
             if now_asked or (self.every is not None and time.time() - self.last_checkpoint >= self.every):
                 try:
                     self.checkpoint("on demand" if now_asked else "periodic", keep_running=True)
@@ -265,9 +288,12 @@ class Job:
     def _warned(self) -> None:
         self.attempt.note_walltime_warning(time.time())
         if self.task.get("checkpoint_on_warning"):
-            limit, lead = self.task.get("time_limit_s"), self.task.get("lead_s")
-            due = self.start + float(limit) - float(lead) if limit and lead else time.time()
-            self.checkpoint_at = max(time.time(), due)
+            self.checkpoint_at = max(time.time(), self._walltime_due() or time.time())
+
+    def _walltime_due(self) -> float | None:
+        """When a walltime checkpoint is due: ``lead_s`` before the time limit (None without a limit)."""
+        limit, lead = self.task.get("time_limit_s"), self.task.get("lead_s")
+        return self.start + float(limit) - float(lead) if limit and lead else None
 
     def _poll_task(self) -> int | None:
         """The task's exit status once it ended; reaps whatever else was reparented to us."""
