@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from metasched.errors import PlacementError
 from metasched.plugins import make_named
-from metasched.records import Capability, CheckpointKind, SiteLoad, SiteName, TaskSpec
+from metasched.records import Capability, SiteLoad, SiteName, TaskSpec
 
 
 def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
@@ -29,7 +29,7 @@ def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
     if res.gpus > site.gpus:
         return f"needs gpus={res.gpus}, offers {site.gpus}"
     if (site.max_walltime_s is not None and (res.walltime_s or 0.0) > site.max_walltime_s
-            and spec.checkpoint is not CheckpointKind.COOPERATIVE):  # it would save and go on elsewhere
+            and spec.checkpoint is None):  # a checkpointable task saves and goes on in its next attempt
         return f"needs walltime={res.walltime_s:g} s, blocks there leave at most {site.max_walltime_s:g} s"
     if res.nodes > site.nodes:
         return f"needs nodes={res.nodes}, offers {site.nodes}"

@@ -84,6 +84,10 @@ class RayTasks:
     def __len__(self) -> int:
         return len(self._by_attempt)
 
+    def __contains__(self, attempt_id: object) -> bool:
+        """Whether the attempt is in flight here (its Ray task has not ended)."""
+        return attempt_id in self._by_attempt
+
     @property
     def packs(self) -> int:
         """Ray tasks in flight."""

@@ -1,11 +1,17 @@
-"""Container attempts in pilot blocks: batch mode's job script, started by a Ray task in the block.
+"""Container and CRIU attempts in pilot blocks: batch mode's job script, started by a Ray task in the block.
 
 In batch mode a container attempt (``container=Image(sif=...)``) is a job script its launcher writes:
-check the SIF and the image's Python on the node, then ``apptainer exec``. In a pilot block the same
-script runs as the child of a Ray task on one of the block's nodes instead of as a job of its own: the
-launcher, the script, its records and the reading of them are batch mode's; only who starts the script
-differs. The Ray task reads the outcome on the node, where the attempt directory is the site's own (also
-at a site over SSH), and returns it.
+check the SIF and the image's Python on the node, then ``apptainer exec``; a ``checkpoint="criu"``
+command is a job script that runs the CRIU wrapper. In a pilot block the same script runs as the child
+of a Ray task on one of the block's nodes instead of as a job of its own: the launcher, the script, its
+records and the reading of them are batch mode's; only who starts the script differs. The Ray task reads
+the outcome on the node, where the attempt directory is the site's own (also at a site over SSH), and
+returns it.
+
+No scheduler warns or signals a script in a block, so a CRIU attempt's wrapper is told when the block
+ends (``leave_by``: it checkpoints then and the task goes on in its next attempt), a migration asks it
+through a request file in the attempt directory, and its restart points are read here, every
+``PROGRESS_EVERY_S``.
 
 The script runs in its own session, with the Ray worker as its parent: a force-cancelled attempt's shell
 is killed with the worker, and whatever it started (``apptainer exec``) ends at the latest with the
@@ -14,9 +20,11 @@ block's job.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +34,21 @@ from metasched.data.objects import DataContext
 from metasched.data.stores import StoreSpec
 from metasched.errors import SiteAgentError
 from metasched.outcomes import TaskOutcome, failed
-from metasched.records import AttemptId, Capability, TaskSpec
+from metasched.records import AttemptId, Capability, CheckpointKind, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from metasched.worker import die_with_parent, kill_group
 from site_agents.batch.agent import BatchAgent
 from site_agents.batch.jobs import BatchJob, Launcher
-from site_agents.batch.launchers import LaunchRefused, refused
+from site_agents.batch.launchers import CriuLauncher, LaunchRefused, refused
 from site_agents.batch.submitting import job_store
 from site_agents.ray_tasks import RayTasks
+
+PROGRESS_EVERY_S = 2.0  # how often the restart points of CRIU attempts in blocks are read
+
+
+def scripted(spec: TaskSpec) -> bool:
+    """Whether an attempt runs its batch job script in a block (a container or a CRIU attempt)."""
+    return spec.container is not None or spec.checkpoint is CheckpointKind.CRIU
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +60,12 @@ class ScriptRun:
     launcher: Launcher
     store: StoreSpec
     data: DataContext | None
+
+    def job(self, attempt: AttemptDir) -> BatchJob:
+        """The attempt as its launcher reads it (in the block's job)."""
+        return BatchJob(attempt_id=AttemptId(attempt.attempt_id), spec=self.spec,
+                        job_id=os.environ.get("SLURM_JOB_ID", ""), attempt=attempt, launcher=self.launcher,
+                        store=self.store, submitted_at=0.0, data=self.data, restoring=attempt.restores())
 
 
 def run_script(packed: bytes) -> bytes:
@@ -59,10 +80,7 @@ def run_script(packed: bytes) -> bytes:
         finally:
             if proc.returncode is None:
                 kill_group(proc)
-    job = BatchJob(attempt_id=AttemptId(attempt.attempt_id), spec=run.spec,
-                   job_id=os.environ.get("SLURM_JOB_ID", ""), attempt=attempt, launcher=run.launcher,
-                   store=run.store, submitted_at=0.0, data=run.data)
-    outcome: TaskOutcome | None = run.launcher.outcome(job)
+    outcome: TaskOutcome | None = run.launcher.outcome(run.job(attempt))
     if outcome is None:
         outcome = failed("JobError", f"the attempt's script ended (exit {returncode}) in a pilot block "
                                      f"without a record: {attempt.stderr_tail().strip()[-500:]}")
@@ -70,21 +88,29 @@ def run_script(packed: bytes) -> bytes:
 
 
 class BlockScripts:
-    """The container attempts of one pilot site, each a launcher's script run by a Ray task in a block."""
+    """The container and CRIU attempts of one pilot site, each a launcher's script run by a Ray task."""
 
     def __init__(self, batch: BatchAgent, tasks: RayTasks, ray: Any) -> None:
         self._batch = batch
         self._tasks = tasks
         self._remote = ray.remote(max_retries=0, num_cpus=0)(run_script)
+        self._criu: dict[AttemptId, tuple[ScriptRun, AttemptDir]] = {}  # CRIU attempts in blocks
+        self._progress_read = 0.0
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        """Apptainer, where the site offers it."""
-        offered = self._batch.launchers is not None and self._batch.launchers.apptainer is not None
-        return frozenset({Capability.CONTAINER_APPTAINER}) if offered else frozenset()
+        """Apptainer and CRIU checkpoints, where the site offers them."""
+        launchers = self._batch.launchers
+        if launchers is None:
+            return frozenset()
+        return frozenset({*([Capability.CONTAINER_APPTAINER] if launchers.apptainer is not None else []),
+                          *([Capability.CHECKPOINT_CRIU] if launchers.criu is not None else [])})
 
-    def start(self, block_id: str, subs: Sequence[Submission]) -> list[AttemptUpdate]:
-        """Write each attempt's script and start it in the block; the attempts that could not start."""
+    def start(self, block_id: str, subs: Sequence[Submission], *, stop_at: float) -> list[AttemptUpdate]:
+        """Write each attempt's script and start it in the block; the attempts that could not start.
+
+        A CRIU attempt checkpoints at `stop_at` (``time.time()``; the block's end less the lead).
+        """
         launchers = self._batch.launchers
         if launchers is None:
             raise SiteAgentError(f"site {self._batch.config.name}: agent not started.",
@@ -95,6 +121,8 @@ class BlockScripts:
             attempt = self._batch.transport.attempt(sub.attempt_id).create()
             try:
                 launcher = launchers.for_(sub.spec)
+                if isinstance(launcher, CriuLauncher):
+                    launcher = dataclasses.replace(launcher, leave_by=stop_at)
                 attempt.write_script(launcher.write(sub, attempt))
             except (LaunchRefused, ValueError) as exc:
                 failures.append(refused(sub, exc))
@@ -108,4 +136,30 @@ class BlockScripts:
             remote = self._remote.options(resources={f"block:{block_id}": float(sub.spec.resources.cores)})
             ref = remote.remote(pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL))
             self._tasks.track(ref, [sub.attempt_id], group=block_id, container=True)
+            if isinstance(launcher, CriuLauncher):
+                self._criu[sub.attempt_id] = (run, attempt)
         return failures
+
+    def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool) -> list[AttemptId]:
+        """Ask these CRIU attempts for a checkpoint that ends them (`stop`) or a restart point; the asked."""
+        asked = [a for a in attempt_ids if a in self._criu and a in self._tasks]
+        for attempt_id in asked:
+            attempt = self._criu[attempt_id][1]
+            attempt.request_restart_point(stop=stop)
+            self._batch.transport.send_files(attempt, [attempt.restart_request_file.name])
+        return asked
+
+    def progress(self) -> list[AttemptUpdate]:
+        """The newest restart point each CRIU attempt in a block took since the last call."""
+        now = time.monotonic()
+        if not self._criu or now - self._progress_read < PROGRESS_EVERY_S:
+            return []
+        self._progress_read = now
+        self._criu = {a: run for a, run in self._criu.items() if a in self._tasks}
+        self._batch.transport.fetch([attempt for _, attempt in self._criu.values()])
+        updates = []
+        for attempt_id, (run, attempt) in self._criu.items():
+            ref = run.launcher.progress(run.job(attempt))
+            if ref is not None:
+                updates.append(AttemptUpdate(attempt_id=attempt_id, checkpoint=ref))
+        return updates

@@ -7,6 +7,7 @@ the block's walltime, so every dialect submits, watches and deletes blocks as it
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -15,11 +16,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
 from metasched.outcomes import Cancelled, Failed, Lost, Succeeded, TaskOutcome
-from metasched.records import AttemptId, CheckpointKind, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from metasched.sites.base import BlockRecord, Submission
 from metasched.worker.pilot import PilotPlan, write_plan
 from site_agents.batch.config import BatchSite
@@ -97,11 +99,11 @@ def block_submission(config: BatchSite, attempt: AttemptDir, *, head: str, numbe
 def time_needed(spec: TaskSpec, lead_s: float) -> float:
     """How long a block must still run to be handed the task: its walltime (0 if unknown).
 
-    A cooperative task needs at most ``MIN_SLICE_S`` and `lead_s`: it saves and stops `lead_s` before the
-    block ends, and goes on from there in its next attempt.
+    A checkpointable task (cooperative or CRIU) needs at most ``MIN_SLICE_S`` and `lead_s`: it saves and
+    stops `lead_s` before the block ends, and goes on from there in its next attempt.
     """
     need = spec.resources.walltime_s or 0.0
-    if spec.checkpoint is CheckpointKind.COOPERATIVE:
+    if spec.checkpoint is not None:
         return min(need or math.inf, lead_s + MIN_SLICE_S)
     return need
 
@@ -137,6 +139,22 @@ def delete_earlier(runner: CommandRunner, dialect: Dialect, site: str,
         log.warning("site %s: could not delete an earlier scheduler's blocks: %s", site, exc)
     gone = [dataclasses.replace(r, state="ended", detail="deleted when the campaign resumed") for r in live]
     return [r for r in earlier if r.state == "ended"] + gone
+
+
+def nodes_up(nodes: Sequence[dict[str, Any]]) -> collections.Counter[str]:
+    """How many live Ray nodes each block has, from Ray's node table (``ray.nodes()``)."""
+    up: collections.Counter[str] = collections.Counter()
+    for node in nodes:
+        if node.get("Alive"):
+            up.update(r.removeprefix("block:") for r in node.get("Resources", {}) if r.startswith("block:"))
+    return up
+
+
+def never_joined(site: str, head: str, blocks: Sequence[str]) -> str:
+    """Why the queued attempts fail: these blocks in a row ended without joining the head at `head`."""
+    return (f"site {site}: {len(blocks)} pilot blocks in a row ended without joining the campaign's Ray head "
+            f"at {head} ({'; '.join(blocks)}). Check that the compute nodes reach that address, and that "
+            "`python` there has this Ray version (see docs/pilots.md).")
 
 
 def ending(outcome: TaskOutcome) -> str:

@@ -190,6 +190,7 @@ class CriuLauncher:
     criu: str
     signal_lead_s: int
     site: str
+    leave_by: float | None = None  # in a pilot block: its end less the lead (time.time()), see criu_job
 
     def write(self, sub: Submission, attempt: AttemptDir) -> str:
         """The wrapper's task (time limit and warning lead as the scheduler enforces them) and script."""
@@ -210,7 +211,8 @@ class CriuLauncher:
             "workdir": os.path.join(self.checkpoint_dir, spec.task_id), "criu": self.criu, "restore": restore,
             "checkpoint_on_warning": walltime is not None, "checkpoint_every_s": spec.checkpoint_every_s,
             "time_limit_s": time_limit_s(spec) if walltime is not None else None,
-            "lead_s": warning_lead_s(walltime, self.signal_lead_s) if walltime is not None else None})
+            "lead_s": warning_lead_s(walltime, self.signal_lead_s) if walltime is not None else None,
+            "leave_by": self.leave_by})
         body = scripts.python_module_body(attempt, module="metasched.checkpoint.criu_job", python=self.python,
                                           pythonpath=self.pythonpath)
         return scripts.script(attempt, spec, what="checkpointable command task", body=body,
@@ -294,10 +296,11 @@ class Launchers:
 def site_launchers(config: BatchSite, dialect: Dialect, pythonpath: str) -> Launchers:
     """The launchers of a site whose nodes import metasched's worker from `pythonpath`.
 
-    CRIU needs a ``checkpoint_dir`` and a scheduler that can signal a job (a migration's USR2).
+    CRIU needs a ``checkpoint_dir`` and a way to reach a running wrapper: a scheduler that can signal a job
+    (a migration's USR2), or pilot mode (its blocks ask through the attempt directory; ``block_scripts``).
     """
     criu = None
-    if config.checkpoint_dir and can_signal(dialect):
+    if config.checkpoint_dir and (can_signal(dialect) or config.mode == "pilot"):
         criu = CriuLauncher(python=config.python, pythonpath=pythonpath, checkpoint_dir=config.checkpoint_dir,
                             criu=config.criu, signal_lead_s=config.signal_lead_s, site=config.name)
     apptainer = None

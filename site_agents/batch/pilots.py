@@ -33,13 +33,15 @@ from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome, failed
 from metasched.records import AttemptId, Capability, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
 from site_agents.batch.agent import BatchAgent
-from site_agents.batch.block_scripts import BlockScripts
+from site_agents.batch.block_scripts import BlockScripts, scripted
 from site_agents.batch.blocks import (
     LEAVE_EARLY_S,
     Block,
     block_submission,
     delete_earlier,
     ending,
+    never_joined,
+    nodes_up,
     pilot_lines,
     pilot_problem,
     time_needed,
@@ -68,7 +70,7 @@ class PilotAgent:
         self.config = batch.config
         self.batch = batch
         self._tasks: RayTasks | None = None
-        self._scripts: BlockScripts | None = None  # container attempts (after start)
+        self._scripts: BlockScripts | None = None  # container and CRIU attempts (after start)
         self._ray: Any = None
         self._head = ""
         self._run = secrets.token_hex(3)
@@ -164,12 +166,7 @@ class PilotAgent:
 
     def _read_nodes(self, now: float) -> None:
         self._nodes_read = now
-        up: collections.Counter[str] = collections.Counter()
-        for node in self._ray.nodes():
-            if node.get("Alive"):
-                for resource in node.get("Resources", {}):
-                    if resource.startswith("block:"):
-                        up[resource.removeprefix("block:")] += 1
+        up = nodes_up(self._ray.nodes())
         for block in list(self._live.values()):
             was = block.nodes_up
             block.nodes_up = up.get(block.block_id, 0)
@@ -205,10 +202,7 @@ class PilotAgent:
             log.warning("site %s: %s; its running tasks are placed again", self.config.name, detail)
 
     def _fail_queue(self) -> None:
-        detail = "; ".join(self._never_joined[-GIVE_UP_AFTER:])
-        message = (f"site {self.config.name}: {GIVE_UP_AFTER} pilot blocks in a row ended without joining "
-                   f"the campaign's Ray head at {self._head} ({detail}). Check that the compute nodes reach "
-                   "that address, and that `python` there has this Ray version (see docs/pilots.md).")
+        message = never_joined(self.config.name, self._head, self._never_joined[-GIVE_UP_AFTER:])
         while self._queue:
             sub = self._queue.popleft()
             self._cores.pop(sub.attempt_id, None)
@@ -259,6 +253,9 @@ class PilotAgent:
         self._follow_blocks(now)
         updates, self._pending = self._pending, []
         for update in self.tasks.poll():
+            if update.outcome is None:  # a restart point: the attempt runs on
+                updates.append(update)
+                continue
             self._cores.pop(update.attempt_id, None)
             block_id = self._where.pop(update.attempt_id, "")
             block = self._live.get(block_id)
@@ -268,7 +265,7 @@ class PilotAgent:
                 self._suspects.append((now + NODE_DEATH_GRACE_S, block_id, update))
             else:
                 updates.append(update)
-        updates += self._judge(now)
+        updates += self._judge(now) + (self._scripts.progress() if self._scripts else [])
         updates += self._dispatch(now)
         self._scale(now)
         return updates
@@ -324,16 +321,16 @@ class PilotAgent:
         return started
 
     def _start(self, block: Block, subs: list[Submission], now: float) -> list[AttemptUpdate]:
-        """Ray tasks in `block` for these attempts (short functions packed; containers: ``block_scripts``)."""
+        """Ray tasks in `block` for these attempts (short functions packed; containers, CRIU: scripts)."""
         for sub in subs:
             self._where[sub.attempt_id] = block.block_id
         lead = self.config.signal_lead_s
         stop_at = block.leaves_at(now, self.config.block_walltime) - lead + self._to_epoch
-        self.tasks.start([s for s in subs if s.spec.container is None], f"block:{block.block_id}",
+        self.tasks.start([s for s in subs if not scripted(s.spec)], f"block:{block.block_id}",
                          cores=self.cores_per_node * block.nodes_up, max_pack=MAX_PACK, group=block.block_id,
                          stop_at=stop_at)
         assert self._scripts is not None  # noqa: S101  (made with the tasks, at start)
-        refused = self._scripts.start(block.block_id, [s for s in subs if s.spec.container is not None])
+        refused = self._scripts.start(block.block_id, [s for s in subs if scripted(s.spec)], stop_at=stop_at)
         for update in refused:
             self._where.pop(update.attempt_id, None)
             self._cores.pop(update.attempt_id, None)
@@ -361,8 +358,11 @@ class PilotAgent:
         return int(per_core * self.cores_per_node * block.nodes_up) - used
 
     def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool = True) -> list[AttemptId]:
-        """Ask running cooperative attempts to stop at their next save (a restart point alone: none)."""
-        return self.tasks.ask_stop(attempt_ids) if stop and self._tasks is not None else []
+        """Cooperative attempts stop at their next save; CRIU ones checkpoint (and stop, or go on)."""
+        if self._scripts is None:  # not started
+            return []
+        asked = self.tasks.ask_stop(attempt_ids) if stop else []
+        return [*asked, *self._scripts.checkpoint(attempt_ids, stop=stop)]
 
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Queued attempts end at once; running ones are force-cancelled in Ray."""

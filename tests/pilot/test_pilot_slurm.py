@@ -33,11 +33,12 @@ SCRIPT = Path(__file__).parent / "scripts" / "pilot_campaign.py"
 _names = itertools.count()
 
 
-def pilot_site(info: slurmsite.SiteInfo, **options: Any) -> ms.SlurmSite:
+def pilot_site(info: slurmsite.SiteInfo, name: str = "", **options: Any) -> ms.SlurmSite:
+    """A pilot site on `info`'s cluster (called `name`, if not the cluster's)."""
     settings: dict[str, Any] = {"cores_per_node": 2, "block_walltime": 900.0, "poll_interval": 0.5,
                                 "block_object_store_mb": 100, "idle_timeout": 300.0,
                                 "python": f"{sys.prefix}/bin/python", **options}
-    return ms.SlurmSite(info.name, login=tuple(info.login), slurm_conf=info.slurm_conf,
+    return ms.SlurmSite(name or info.name, login=tuple(info.login), slurm_conf=info.slurm_conf,
                         shared_dir=info.shared_dir, mode="pilot", **settings)
 
 
@@ -78,8 +79,9 @@ def blocks_and_losses(journal: Path) -> str:
         stored.close()
 
 
-def campaign(tmp_path: Path, site: ms.SlurmSite) -> ms.Campaign:
-    return ms.Campaign(f"pilot-{next(_names)}", sites=[site], journal=tmp_path / "c.db", ray_node_ip=HEAD_IP)
+def campaign(tmp_path: Path, *sites: ms.SlurmSite) -> ms.Campaign:
+    return ms.Campaign(f"pilot-{next(_names)}", sites=list(sites), journal=tmp_path / "c.db",
+                       ray_node_ip=HEAD_IP)
 
 
 def test_blocks_run_tasks_and_a_cancelled_block_loses_no_task(

@@ -33,8 +33,8 @@ from metasched.records import (
 from metasched.sites.base import Submission
 from metasched.worker.pilot import PilotPlan, node_ip, ray_start_argv, read_plan, write_plan
 from site_agents.batch.block_scripts import ScriptRun, run_script
-from site_agents.batch.blocks import MIN_SLICE_S, pilot_problem, time_needed
-from site_agents.batch.launchers import CommandLauncher
+from site_agents.batch.blocks import MIN_SLICE_S, nodes_up, pilot_problem, time_needed
+from site_agents.batch.launchers import CommandLauncher, CriuLauncher
 
 PLAN = PilotPlan(head="127.0.0.2:6379", site="kappa", block="pilot-abc-1", cores=4, gpus=1, memory_mb=2000,
                  leave_after_s=570.0)
@@ -105,6 +105,10 @@ def test_a_task_longer_than_a_block_is_infeasible_there() -> None:
     assert infeasibility(cooperative, load) == "needs checkpoint=cooperative, which this site does not offer"
     offering = dataclasses.replace(load, capabilities=frozenset({Capability.CHECKPOINT_COOPERATIVE}))
     assert infeasibility(cooperative, offering) is None, "it saves before a block ends, goes on in the next"
+    criu = dataclasses.replace(spec, kind=TaskKind.COMMAND, checkpoint=CheckpointKind.CRIU)
+    assert infeasibility(criu, offering) == "needs checkpoint=criu, which this site does not offer"
+    with_criu = dataclasses.replace(load, capabilities=frozenset({Capability.CHECKPOINT_CRIU}))
+    assert infeasibility(criu, with_criu) is None, "it is dumped before a block ends, restored in the next"
 
 
 def test_a_block_is_handed_a_task_with_its_walltime_left_or_a_cooperative_one_with_a_slice_of_it() -> None:
@@ -118,6 +122,39 @@ def test_a_block_is_handed_a_task_with_its_walltime_left_or_a_cooperative_one_wi
     assert time_needed(unknown, lead_s=60.0) == 60.0 + MIN_SLICE_S
     short = dataclasses.replace(cooperative, resources=Resources(walltime_s=20.0))
     assert time_needed(short, lead_s=60.0) == 20.0
+    criu = dataclasses.replace(spec, kind=TaskKind.COMMAND, checkpoint=CheckpointKind.CRIU)
+    assert time_needed(criu, lead_s=60.0) == 60.0 + MIN_SLICE_S
+
+
+def test_a_blocks_nodes_are_counted_from_rays_node_table() -> None:
+    nodes = [{"Alive": True, "Resources": {"CPU": 4.0, "block:b1": 4.0, "site:kappa": 4.0}},
+             {"Alive": True, "Resources": {"CPU": 4.0, "block:b1": 4.0}},
+             {"Alive": False, "Resources": {"block:b2": 4.0}},
+             {"Alive": True, "Resources": {"block:b3": 2.0}},
+             {"Alive": True, "Resources": {"CPU": 2.0, "site:local": 2.0}}]
+    assert nodes_up(nodes) == {"b1": 2, "b3": 1}
+
+
+def test_a_criu_attempt_in_a_block_checkpoints_by_its_end_and_hears_requests_in_its_directory(
+        tmp_path: Path) -> None:
+    spec = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND,
+                    command=CommandSpec(argv=("sleep", "100")), resources=Resources(walltime_s=600.0),
+                    checkpoint=CheckpointKind.CRIU)
+    batch = CriuLauncher(python="python3", pythonpath="", checkpoint_dir=str(tmp_path / "work"), criu="criu",
+                         signal_lead_s=60, site="kappa")
+    attempt = AttemptDir(tmp_path / "a1").create()
+    sub = Submission(attempt_id=AttemptId("a1"), spec=spec)
+    batch.write(sub, attempt)
+    assert attempt.read_criu_task()["leave_by"] is None, "a batch job's scheduler warns it"
+    dataclasses.replace(batch, leave_by=1234.5).write(sub, attempt)
+    task = attempt.read_criu_task()
+    assert (task["leave_by"], task["time_limit_s"], task["lead_s"]) == (1234.5, 600.0, 60)
+    assert attempt.take_restart_request() is None
+    attempt.request_restart_point()
+    assert attempt.take_restart_request() == "restart point"
+    assert attempt.take_restart_request() is None, "a request is taken once"
+    attempt.request_restart_point(stop=True)
+    assert attempt.take_restart_request() == "stop"
 
 
 def test_a_cooperative_attempt_stops_at_a_block_deadline_or_a_lead_before_its_walltime() -> None:

@@ -1,0 +1,113 @@
+"""CRIU checkpoints in pilot blocks: a command task dumped before its block ends goes on in the next block.
+
+Site kappa (Slurm 22.05, 2 nodes) in the loopback-only namespace; its compute nodes have sid's CRIU and the
+scratch directory at the same path on both, as for batch-mode migrations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import slurmsite
+
+from metasched.journal import Journal
+from metasched.scheduler.blocks import journaled_blocks
+from tests.integration.counter import COUNTER
+from tests.integration.processes import wait_for
+from tests.pilot.test_pilot_slurm import block_jobs, campaign, pilot_site
+
+pytestmark = [pytest.mark.slurm, pytest.mark.pilot]
+
+
+def attempts_of(journal: Path, task_id: str) -> list[tuple[str, str, str]]:
+    """The task's attempts: (site, state, block job id), in order."""
+    with sqlite3.connect(journal) as db:
+        return db.execute("SELECT site, state, native_id FROM attempts WHERE task_id = ? ORDER BY number",
+                          (task_id,)).fetchall()
+
+
+def test_a_criu_task_is_dumped_before_its_block_ends_and_restored_in_the_next(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    # Pilots leave 90 s into a block; a CRIU task is dumped 40 s in (lead 50 s), and is handed only to a
+    # block with 80 s left (the lead and MIN_SLICE_S): the next block, not this one.
+    site = pilot_site(kappa, init_blocks=1, max_blocks=2, block_walltime=120.0, signal_lead_s=50,
+                      checkpoint_dir=slurmsite.SCRATCH)
+    with campaign(tmp_path, site) as c:
+        counter = c.command(["python3", "-c", COUNTER, "500"], checkpoint="criu", name="counter")  # 50 s
+        result = counter.result(timeout=300)
+    lines = result.stdout.splitlines()
+    started = lines[0].split()[1]
+    assert lines[:-1] == [f"{i} {started}" for i in range(500)], "one process throughout: restored"
+    assert lines[-1].startswith("done")
+    tried = attempts_of(tmp_path / "c.db", counter.task_id)
+    assert [(s, state) for s, state, _ in tried] == [("kappa", "checkpointed"), ("kappa", "succeeded")], tried
+    assert tried[0][2] != tried[1][2], "restored in another block"
+    journal = Journal(tmp_path / "c.db").open(read_only=True)
+    try:
+        blocks = {b.job_id for b in journaled_blocks(journal)["kappa"]}
+    finally:
+        journal.close()
+    assert {tried[0][2], tried[1][2]} <= blocks, (tried, blocks)
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        details = [d for (d,) in db.execute("SELECT detail FROM transitions WHERE task_id = ?",
+                                            (counter.task_id,))]
+    assert any(d.startswith("walltime checkpoint at kappa") for d in details), details
+    wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's blocks to leave the queue")
+
+
+def test_a_criu_task_takes_a_restart_point_in_a_block_and_migrates_to_another_pilot_site(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    # Two pilot sites on kappa's nodes (one block each): the stop request reaches the wrapper through the
+    # attempt directory (no scheduler signals a Ray task's child), the dump is restored in the other block.
+    sites = [pilot_site(kappa, name=name, init_blocks=1, max_blocks=1, checkpoint_dir=slurmsite.SCRATCH)
+             for name in ("kappa", "kappa2")]
+    journal = tmp_path / "c.db"
+    with campaign(tmp_path, *sites) as c:
+        counter = c.command(["python3", "-c", COUNTER, "300"], checkpoint="criu", name="counter")  # 30 s
+        out = Path(kappa.directory) / "scratch" / counter.task_id / "stdout"
+        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 30, 180, "the counter to run")
+        c.checkpoint(counter)  # a restart point; the task goes on
+        wait_for(lambda: restart_point(journal, counter.task_id), 30, "a restart point to be recorded")
+        first = attempts_of(journal, counter.task_id)[0][0]
+        other = "kappa2" if first == "kappa" else "kappa"
+        c.migrate(counter, to=other)
+        result = counter.result(timeout=180)
+    lines = result.stdout.splitlines()
+    started = lines[0].split()[1]
+    assert lines[:-1] == [f"{i} {started}" for i in range(300)], "one process throughout: restored"
+    tried = [(site, state) for site, state, _ in attempts_of(journal, counter.task_id)]
+    assert tried == [(first, "checkpointed"), (other, "succeeded")], tried
+
+
+def restart_point(journal: Path, task_id: str) -> str:
+    """The task's restart point as the journal keeps it ("" if none)."""
+    with sqlite3.connect(journal) as db:
+        (point,) = db.execute("SELECT checkpoint FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    return str(point or "")
+
+
+def test_a_cancelled_criu_task_in_a_block_leaves_nothing_running(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    # The task is PID 1 of its own namespace, in its own session: only the parent-death signals from the
+    # wrapper down end it when its Ray worker is force-killed while the block goes on.
+    marker = f"metasched-cancel-{time.monotonic_ns()}"
+    site = pilot_site(kappa, init_blocks=1, max_blocks=1, checkpoint_dir=slurmsite.SCRATCH)
+    with campaign(tmp_path, site) as c:
+        counter = c.command(["python3", "-c", COUNTER, "900", marker], checkpoint="criu", name="counter")
+        out = Path(kappa.directory) / "scratch" / counter.task_id / "stdout"
+        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 10, 180, "the counter to run")
+        assert running_on_nodes(kappa, marker), "the check sees the running task"
+        c.cancel(counter)
+        wait_for(lambda: not running_on_nodes(kappa, marker), 30, "the cancelled task's process to end")
+        assert block_jobs(kappa), "the block still runs"
+
+
+def running_on_nodes(info: slurmsite.SiteInfo, marker: str) -> list[str]:
+    """The nodes where a process whose command line holds `marker` runs."""
+    return [node for node in info.nodes
+            if subprocess.run(["docker", "exec", f"metasched-slurm-{node}", "pgrep", "-f", marker],
+                              capture_output=True, timeout=60, check=False).returncode == 0]
