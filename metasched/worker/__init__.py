@@ -189,6 +189,17 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def guard_group(proc: subprocess.Popen[Any]) -> None:
+    """Have `proc`'s process group (its own session) killed if this process dies first (``guard.py``).
+
+    ``die_with_parent`` ends the child itself; the guard also ends what the child started. Returns once
+    the guard holds both processes and has detached.
+    """
+    guard = os.path.join(os.path.dirname(__file__), "guard.py")
+    subprocess.run([sys.executable, guard, str(proc.pid), str(os.getpid())], stdin=subprocess.DEVNULL,  # noqa: S603
+                   start_new_session=True, check=False, timeout=60)
+
+
 def kill_group(proc: subprocess.Popen[Any]) -> None:
     """Stop a child started in its own session: its whole group, TERM then KILL."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

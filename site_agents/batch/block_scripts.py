@@ -14,8 +14,8 @@ through a request file in the attempt directory, and its restart points are read
 ``PROGRESS_EVERY_S``.
 
 The script runs in its own session, with the Ray worker as its parent: a force-cancelled attempt's shell
-is killed with the worker, and whatever it started (``apptainer exec``) ends at the latest with the
-block's job.
+is killed with the worker, and a guard (``metasched.worker.guard``) kills the rest of its session
+(``apptainer exec``); a CRIU task, in a session of its own, dies with its wrapper.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from metasched.errors import SiteAgentError
 from metasched.outcomes import TaskOutcome, failed
 from metasched.records import AttemptId, Capability, CheckpointKind, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
-from metasched.worker import die_with_parent, kill_group
+from metasched.worker import die_with_parent, guard_group, kill_group
 from site_agents.batch.agent import BatchAgent
 from site_agents.batch.jobs import BatchJob, Launcher
 from site_agents.batch.launchers import CriuLauncher, LaunchRefused, refused
@@ -75,6 +75,7 @@ def run_script(packed: bytes) -> bytes:
     with open(attempt.job_stdout, "ab") as out, open(attempt.job_stderr, "ab") as err:
         proc = subprocess.Popen(["bash", str(attempt.script)], stdout=out, stderr=err, cwd=attempt.path,
                                 start_new_session=True, preexec_fn=die_with_parent)
+        guard_group(proc)
         try:
             returncode = proc.wait()
         finally:

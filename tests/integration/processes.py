@@ -54,3 +54,11 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(0.5)
+
+
+def running_on_nodes(nodes: list[str], marker: str) -> list[str]:
+    """The test sites' compute nodes (container names) where a process whose command line holds `marker`
+    runs."""
+    return [node for node in nodes
+            if subprocess.run(["docker", "exec", node, "pgrep", "-f", marker], capture_output=True,
+                              timeout=60, check=False).returncode == 0]

@@ -7,6 +7,7 @@ containers/task (Debian bookworm, Python 3.11) where theta's node reads it.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import images
@@ -16,6 +17,7 @@ import slurmsite
 import metasched as ms
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
+from tests.integration.processes import running_on_nodes, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.docker, pytest.mark.pilot]
 HEAD_IP = "127.0.0.2"
@@ -31,16 +33,21 @@ def inside(x: int) -> tuple[str, str, int, str]:
     return platform.python_version(), release["VERSION_CODENAME"], x * x, os.environ.get("SLURM_JOB_ID", "")
 
 
-def test_container_tasks_run_in_a_block_in_their_image(
-        theta: slurmsite.SiteInfo, task_image: str, tmp_path: Path) -> None:
-    sif = images.ensure_sif(task_image, Path(theta.directory) / "images").tag
-    image = ms.Image(task_image, sif=sif)
-    site = ms.SlurmSite("theta", login=tuple(theta.login), slurm_conf=theta.slurm_conf,
+def theta_site(theta: slurmsite.SiteInfo) -> ms.SlurmSite:
+    """The pilot site on theta: one block of 2 cores, Apptainer offered."""
+    return ms.SlurmSite("theta", login=tuple(theta.login), slurm_conf=theta.slurm_conf,
                         shared_dir=theta.shared_dir, mode="pilot",
                         cores_per_node=2, init_blocks=1, max_blocks=1, block_walltime=900.0,
                         poll_interval=0.5, block_object_store_mb=100, python=f"{sys.prefix}/bin/python",
                         container_runtimes=("apptainer",),
                         apptainer=("apptainer", "--quiet", "exec", "--userns"))
+
+
+def test_container_tasks_run_in_a_block_in_their_image(
+        theta: slurmsite.SiteInfo, task_image: str, tmp_path: Path) -> None:
+    sif = images.ensure_sif(task_image, Path(theta.directory) / "images").tag
+    image = ms.Image(task_image, sif=sif)
+    site = theta_site(theta)
     journal = tmp_path / "c.db"
     with ms.Campaign("pilot-apptainer", sites=[site], journal=journal, ray_node_ip=HEAD_IP) as c:
         command = c.command(["metasched-image-info"], container=image)
@@ -59,3 +66,19 @@ def test_container_tasks_run_in_a_block_in_their_image(
     finally:
         stored.close()
     assert blocks == {job}, "the container task ran inside the one block's job, not in a job of its own"
+
+
+def test_a_cancelled_container_task_in_a_block_leaves_nothing_running(
+        theta: slurmsite.SiteInfo, task_image: str, tmp_path: Path) -> None:
+    # A force-cancelled Ray task's worker gets SIGKILL; what its script started (apptainer exec) must end
+    # with it, not run on until the block does.
+    sif = images.ensure_sif(task_image, Path(theta.directory) / "images").tag
+    marker = f"600.{time.monotonic_ns() % 10**6}"  # sleep's argument: seconds, and the process's mark
+    nodes = [f"metasched-slurm-{node}" for node in theta.nodes]
+    with ms.Campaign("pilot-apptainer-cancel", sites=[theta_site(theta)], journal=tmp_path / "c.db",
+                     ray_node_ip=HEAD_IP) as c:
+        sleeper = c.command(["sleep", marker], container=ms.Image(task_image, sif=sif))
+        wait_for(lambda: running_on_nodes(nodes, marker), 180, "the container task to run")
+        c.cancel(sleeper)
+        wait_for(lambda: not running_on_nodes(nodes, marker), 30, "the cancelled task's processes to end")
+        assert c.status(), "the campaign (and its block) runs on"

@@ -7,7 +7,6 @@ scratch directory at the same path on both, as for batch-mode migrations.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import slurmsite
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
 from tests.integration.counter import COUNTER
-from tests.integration.processes import wait_for
+from tests.integration.processes import running_on_nodes, wait_for
 from tests.pilot.test_pilot_slurm import block_jobs, campaign, pilot_site
 
 pytestmark = [pytest.mark.slurm, pytest.mark.pilot]
@@ -100,14 +99,9 @@ def test_a_cancelled_criu_task_in_a_block_leaves_nothing_running(
         counter = c.command(["python3", "-c", COUNTER, "900", marker], checkpoint="criu", name="counter")
         out = Path(kappa.directory) / "scratch" / counter.task_id / "stdout"
         wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 10, 180, "the counter to run")
-        assert running_on_nodes(kappa, marker), "the check sees the running task"
+        nodes = [f"metasched-slurm-{node}" for node in kappa.nodes]
+        assert running_on_nodes(nodes, marker), "the check sees the running task"
         c.cancel(counter)
-        wait_for(lambda: not running_on_nodes(kappa, marker), 30, "the cancelled task's process to end")
+        wait_for(lambda: not running_on_nodes(nodes, marker), 30, "the cancelled task's process to end")
         assert block_jobs(kappa), "the block still runs"
 
-
-def running_on_nodes(info: slurmsite.SiteInfo, marker: str) -> list[str]:
-    """The nodes where a process whose command line holds `marker` runs."""
-    return [node for node in info.nodes
-            if subprocess.run(["docker", "exec", f"metasched-slurm-{node}", "pgrep", "-f", marker],
-                              capture_output=True, timeout=60, check=False).returncode == 0]
