@@ -275,6 +275,34 @@ def test_batch_and_pilot_side_by_side_at_one_cluster(kappa: slurmsite.SiteInfo, 
     assert alone not in in_blocks, "the batch task ran as a job of its own"
 
 
+def test_a_cooperative_task_in_a_block_can_be_cancelled_after_it_saved(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    # Its saves reach the agent as updates of a running attempt; the attempt stays in its block's books,
+    # so a cancel still reaches its Ray task.
+    beats = Path(kappa.shared_dir) / f"beats-{time.monotonic_ns()}"
+    site = pilot_site(kappa, init_blocks=1, max_blocks=1)
+    with campaign(tmp_path, site) as c:
+
+        @c.task(checkpoint="cooperative")
+        def beating(path: str, ckpt: ms.Checkpoint) -> int:
+            state = ckpt.load({"i": 0})
+            while state["i"] < 3000:
+                state["i"] += 1
+                with open(path, "a") as out:
+                    out.write(".")
+                time.sleep(0.05)
+                ckpt.save(state)
+            return int(state["i"])
+
+        future = beating(str(beats))
+        wait_for(lambda: beats.exists() and beats.stat().st_size >= 60, 180, "the task to save for 3 s")
+        c.cancel(future)
+        time.sleep(3)
+        size = beats.stat().st_size
+        time.sleep(3)
+        assert beats.stat().st_size == size, "the cancelled task went on running in its block"
+
+
 def test_a_cooperative_task_saves_before_its_block_ends_and_goes_on_in_the_next(
         kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
     # pilots leave 90 s into a block; a cooperative task stops at its first save past 40 s (lead 50 s), and
