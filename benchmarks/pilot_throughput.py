@@ -37,6 +37,8 @@ import netns  # noqa: E402
 import slurmsite  # noqa: E402
 
 import metasched as ms  # noqa: E402
+from metasched.journal import Journal  # noqa: E402
+from metasched.scheduler.blocks import journaled_blocks  # noqa: E402
 
 HEAD_IP = "127.0.0.2"
 CORES = 2
@@ -51,20 +53,22 @@ def site_info() -> slurmsite.SiteInfo:
                         binds=netns.this_python())
 
 
-def metasched_pilot(info: slurmsite.SiteInfo, n: int, blocks: int) -> tuple[float, float, float]:
+def metasched_pilot(info: slurmsite.SiteInfo, n: int, blocks: int) -> tuple[float, float, float, str]:
     """(seconds from start to the first result, one task's latency and tasks per second with the blocks
-    running)."""
+    running, and where the first result's time went)."""
     site = ms.SlurmSite(info.name, slurm_conf=info.slurm_conf, login=tuple(info.login),
                         shared_dir=info.shared_dir, python=f"{sys.prefix}/bin/python", mode="pilot",
                         cores_per_node=CORES, init_blocks=blocks, max_blocks=blocks, poll_interval=0.2,
                         block_object_store_mb=200)
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
+        start, epoch = time.perf_counter(), time.time()
         with ms.Campaign("bench-pilot", sites=[site], journal=os.path.join(tmp, "c.db"),
                          ray_node_ip=HEAD_IP) as campaign:
+            started = time.perf_counter() - start
             task = campaign.task(noop)
             task(-1).result(timeout=300)
             first = time.perf_counter() - start
+            timeline = first_block(os.path.join(tmp, "c.db"), epoch, started, first)
             while len(_running_blocks(info)) < blocks:
                 time.sleep(0.2)
             latency = warm_latency(lambda: task(-2).result(timeout=60))
@@ -74,7 +78,21 @@ def metasched_pilot(info: slurmsite.SiteInfo, n: int, blocks: int) -> tuple[floa
             rate = n / (time.perf_counter() - begin)
     if results != list(range(n)):
         raise SystemExit("pilot mode returned wrong results")
-    return first, latency, rate
+    return first, latency, rate, timeline
+
+
+def first_block(journal: str, epoch: float, started: float, first: float) -> str:
+    """Where the time to the first result went: the head and scheduler, the first block's job, the task."""
+    stored = Journal(journal).open(read_only=True)
+    try:
+        joined_blocks = [b for b in journaled_blocks(stored)["kappa"] if b.joined_at]
+        block = min(joined_blocks, key=lambda b: b.joined_at or 0.0)
+    finally:
+        stored.close()
+    submitted, joined = (block.submitted_at or epoch) - epoch, (block.joined_at or epoch) - epoch
+    return (f"campaign started (Ray head, scheduler, site) {started:.2f} s, first block submitted "
+            f"{submitted:.2f} s, joined {joined:.2f} s (+{joined - submitted:.2f}), first result "
+            f"{first:.2f} s (+{first - joined:.2f})")
 
 
 def warm_latency(one: Callable[[], object], rounds: int = 5) -> float:
@@ -163,10 +181,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--skip-parsl", action="store_true")
     args = parser.parse_args(argv)
     info = site_info()
-    first, latency, pilot = metasched_pilot(info, args.tasks, args.blocks)
+    first, latency, pilot, timeline = metasched_pilot(info, args.tasks, args.blocks)
     print(f"metasched pilot: first result {first:.2f} s after start, one task {latency * 1000:.0f} ms with "
-          f"blocks running; {args.tasks} tasks at {pilot:,.0f} tasks/s ({1e6 / pilot:,.0f} us per task)",
-          flush=True)
+          f"blocks running; {args.tasks} tasks at {pilot:,.0f} tasks/s ({1e6 / pilot:,.0f} us per task)\n"
+          f"  first result: {timeline}", flush=True)
     if not args.skip_parsl:
         for tuned in (False, True):
             label = "tuned" if tuned else "defaults"
