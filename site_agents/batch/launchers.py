@@ -293,14 +293,22 @@ class Launchers:
         return frozenset(offered)
 
 
+def reaches_criu_wrapper(config: BatchSite, dialect: Dialect) -> bool:
+    """Whether metasched can ask a running CRIU wrapper at this site for a checkpoint.
+
+    Through a scheduler that can signal a job (a migration's USR2), or in pilot mode (its blocks ask
+    through the attempt directory; ``block_scripts``).
+    """
+    return can_signal(dialect) or config.mode == "pilot"
+
+
 def site_launchers(config: BatchSite, dialect: Dialect, pythonpath: str) -> Launchers:
     """The launchers of a site whose nodes import metasched's worker from `pythonpath`.
 
-    CRIU needs a ``checkpoint_dir`` and a way to reach a running wrapper: a scheduler that can signal a job
-    (a migration's USR2), or pilot mode (its blocks ask through the attempt directory; ``block_scripts``).
+    CRIU needs a ``checkpoint_dir`` and a wrapper metasched can reach (``reaches_criu_wrapper``).
     """
     criu = None
-    if config.checkpoint_dir and (can_signal(dialect) or config.mode == "pilot"):
+    if config.checkpoint_dir and reaches_criu_wrapper(config, dialect):
         criu = CriuLauncher(python=config.python, pythonpath=pythonpath, checkpoint_dir=config.checkpoint_dir,
                             criu=config.criu, signal_lead_s=config.signal_lead_s, site=config.name)
     apptainer = None

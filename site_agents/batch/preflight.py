@@ -21,7 +21,8 @@ from metasched.sites.kind import Check
 from site_agents.batch import scripts
 from site_agents.batch.access import SiteUser, group_of
 from site_agents.batch.config import BatchSite
-from site_agents.batch.dialect import Dialect, JobRequest, JobState, can_signal
+from site_agents.batch.dialect import Dialect, JobRequest, JobState
+from site_agents.batch.launchers import reaches_criu_wrapper
 from site_agents.batch.transport import Transport, worker_path
 from site_agents.runner import CommandOutput
 
@@ -160,7 +161,7 @@ def criu_check(config: BatchSite, dialect: Dialect, transport: Transport, python
     """
     fix = ("install CRIU >= 4.1 on the nodes (or set the site's criu), let jobs have CAP_SYS_ADMIN, and set "
            "checkpoint_dir to a writable directory at the same path on every site")
-    if not can_signal(dialect) and config.mode != "pilot":
+    if not reaches_criu_wrapper(config, dialect):
         return Check(site=config.name, check="criu", passed=False,
                      fix="use a Slurm site, or pilot mode, for CRIU tasks",
                      detail=f"{dialect.name} jobs cannot be signalled: checkpoint="
