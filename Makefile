@@ -15,11 +15,11 @@ demo: venv
 
 # Pilot mode's tests run inside a loopback-only network namespace (Ray listens on every interface there).
 test: images lint typecheck
-	$(VENV)/bin/pytest -m "not pilot" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not pilot" --durations=25 $(PYTEST_ARGS)
 	$(MAKE) test-pilot
 
 test-pilot: images
-	$(VENV)/bin/python ci/netns.py run -- $(VENV)/bin/pytest -m pilot tests/pilot tests/contract $(PYTEST_ARGS)
+	$(VENV)/bin/python ci/netns.py run -- $(VENV)/bin/pytest -m pilot tests/pilot tests/contract --durations=15 $(PYTEST_ARGS)
 
 # Fast tier: no Docker, no Slurm sites, no wheel built.
 test-unit: lint typecheck
