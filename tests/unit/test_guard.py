@@ -54,8 +54,9 @@ def test_a_killed_parent_takes_its_scripts_whole_session_along() -> None:
 
 
 def test_the_guard_leaves_when_the_script_ends_first() -> None:
-    quick = PARENT.replace('f"sleep {sys.argv[1]} & sleep {sys.argv[1]}; wait"', '"sleep 1"')
-    parent = subprocess.Popen([sys.executable, "-c", quick + "import time; time.sleep(5)\n"],
+    # (seconds to spare: on a loaded machine the guard's Python takes a while to start)
+    quick = PARENT.replace('f"sleep {sys.argv[1]} & sleep {sys.argv[1]}; wait"', '"sleep 4"')
+    parent = subprocess.Popen([sys.executable, "-c", quick + "import time; time.sleep(20)\n"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
@@ -64,8 +65,8 @@ def test_the_guard_leaves_when_the_script_ends_first() -> None:
         def guarding() -> list[psutil.Process]:
             return [p for p in marked("guard.py") if p.cmdline()[-2:-1] == [shell]]
 
-        assert guarding(), "the guard runs while the script does"
-        assert wait_until(lambda: not guarding(), 4), "the guard outlived the script it guarded"
+        assert wait_until(guarding, 3), "the guard runs while the script does"
+        assert wait_until(lambda: not guarding(), 12), "the guard outlived the script it guarded"
         assert parent.poll() is None, "while the parent lives on"
     finally:
         parent.kill()
