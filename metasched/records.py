@@ -296,6 +296,15 @@ class SiteLoad:
         """How many more attempts the agent accepts now."""
         return max(0, self.max_inflight - self.inflight) if self.accepting else 0
 
+    def turn_unknown(self, cores: int = 1) -> bool:
+        """Whether one more attempt would queue behind ours here while their run time is not known yet.
+
+        Its wait is then mostly our own backlog, which ``wait_s`` cannot tell yet: it says nothing of the
+        site's own wait (learners must not take it for that).
+        """
+        open_cores = self.total_cores if self.open_cores is None else self.open_cores
+        return self.cycle_s <= 0 and self.inflight + cores > open_cores
+
     def wait_s(self, cores: int = 1, shape: Resources | None = None) -> float:
         """Predicted wait of one more attempt asking for `cores` (of `shape`): the site's wait, then ours.
 

@@ -26,13 +26,7 @@ from metasched.records import AttemptId, Capability, CheckpointKind, Resources, 
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import explain
 from site_agents.batch.config import BatchSite
-from site_agents.batch.dialect import (
-    Capacity,
-    Dialect,
-    JobState,
-    JobStatus,
-    can_signal,
-)
+from site_agents.batch.dialect import Capacity, Dialect, JobState, JobStatus, can_signal
 from site_agents.batch.forecast import PROBE_SHAPES, QueueWait
 from site_agents.batch.jobs import BatchJob
 from site_agents.batch.launchers import Launchers, LaunchRefused, site_launchers
@@ -149,7 +143,9 @@ class BatchAgent:
                 shape = sub.spec.resources
                 job.predicted_wait_s = load.wait_s(shape.cores, shape)
                 # what the learners correct: our turn behind ours there, after the whole-queue forecast
-                job.forecast_wait_s = load.wait_s(shape.cores) - load.est_wait_s + self.waits.forecast_s
+                # (none while ours ahead have no known run time: the wait would be ours, not the site's)
+                job.forecast_wait_s = (None if load.turn_unknown(shape.cores) else
+                                       load.wait_s(shape.cores) - load.est_wait_s + self.waits.forecast_s)
                 self.waits.seen(shape)
                 load.inflight += 1
                 self._jobs[sub.attempt_id] = job

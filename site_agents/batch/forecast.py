@@ -183,8 +183,14 @@ class QueueWait:
         learner = self.shapes.pop(shape, None)  # moved to the end: the most recent shape
         self.shapes[shape] = learner if learner is not None else WaitLearner()
 
-    def started(self, forecast_s: float, waited_s: float, shape: Resources | None = None) -> None:
-        """A job of ours started after `waited_s`; `forecast_s` was the uncorrected forecast then."""
+    def started(self, forecast_s: float | None, waited_s: float, shape: Resources | None = None) -> None:
+        """A job of ours started after `waited_s`; `forecast_s` was the uncorrected forecast then.
+
+        None: there was none of the site's wait alone (the job queued behind ours of unknown run time);
+        nothing is learned from it.
+        """
+        if forecast_s is None:
+            return
         self.learner.observe(forecast_s, waited_s)
         if shape is not None:
             self.shapes.setdefault(shape, WaitLearner()).observe(forecast_s, waited_s)

@@ -46,7 +46,8 @@ class BatchJob:
     store: StoreSpec  # where its big results and checkpoints go
     submitted_at: float
     predicted_wait_s: float = 0.0  # what the site's load predicted at submission
-    forecast_wait_s: float = 0.0  # ... before the learned correction (what the learners learn from at start)
+    forecast_wait_s: float | None = 0.0  # ... before the learned correction (what the learners learn from
+    # at start; None: it queued behind ours while their run time was not known, its wait teaches nothing)
     data: DataContext | None = None
     restoring: bool = False  # continues from a checkpoint
     cancelled: bool = False  # metasched deleted it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 
@@ -134,3 +135,19 @@ def test_the_most_recent_shapes_are_asked_about() -> None:
         waits.seen(shape)
     waits.seen(shapes[0])  # used again: the most recent
     assert waits.probe_shapes() == [shapes[0], shapes[5], shapes[4], shapes[3]][:PROBE_SHAPES]
+
+
+def test_a_job_queued_behind_ours_of_unknown_run_time_teaches_nothing() -> None:
+    """The first step of a campaign queues 200 jobs before any has run: their waits are our own backlog,
+    which no prediction could tell yet, not the site's; the site's correction must not learn them."""
+    site = SiteLoad(site=SiteName("s"), total_cores=8, max_cores_per_task=8, max_memory_mb=None, gpus=0,
+                    nodes=1, inflight=7, max_inflight=200, open_cores=4)
+    assert site.turn_unknown(1)  # 7 of ours already hold (or wait for) the 4 open cores
+    assert not dataclasses.replace(site, inflight=3).turn_unknown(1)  # a core is open for it
+    assert not dataclasses.replace(site, cycle_s=3.0).turn_unknown(1)  # its turn can be told now
+    waits = QueueWait()
+    waits.listed([], usable_cores=8, ours="me")
+    waits.started(None, 40.0, Resources())
+    assert (waits.learned_s, waits.est_wait_s, waits.shape_waits()) == (None, 0.0, {})
+    waits.started(0.0, 40.0, Resources())  # a job whose turn was told, and still waited: that is learned
+    assert (waits.learned_s or 0.0) > 0
