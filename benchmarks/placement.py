@@ -123,7 +123,7 @@ def sites_benchmark(tasks: int, seed: int, hedge_after_s: float, move_after_s: f
         quiet(pla, plb)
     alone["local (bound)"] = sum(work) / LOCAL_CORES
     best = min(alone, key=alone.__getitem__)
-    print(f"default / round-robin = {default / round_robin:.2f} (target <= 0.7)")
+    print(f"default / round-robin = {default / round_robin:.2f} (target <= 0.7) ({hedges(journal)})")
     print(f"default hedging after {hedge_after_s:g} s / round-robin = {hedged / round_robin:.2f} "
           f"({hedges(hedged_journal)})")
     print(f"default / best single site ({best}, {alone[best]:.1f} s) = {default / alone[best]:.2f} "
@@ -137,15 +137,17 @@ def sites_benchmark(tasks: int, seed: int, hedge_after_s: float, move_after_s: f
 
 
 def hedges(journal: Path) -> str:
-    """How many hedges the run made and which attempt won their races, from its journal's notes."""
+    """How many moves and hedges the run made and which attempt won their races, from its journal's notes."""
     with sqlite3.connect(journal) as db:
-        notes = [n for (n,) in db.execute("SELECT note FROM notes WHERE note LIKE 'hedge%'")]
+        notes = [n for (n,) in db.execute(
+            "SELECT note FROM notes WHERE note LIKE 'hedge%' OR note LIKE 'moved:%'")]
+    moved = sum(n.startswith("moved:") for n in notes)
     made = sum(n.startswith("hedged:") for n in notes)
     started = [n for n in notes if n.startswith("hedge settled:") and "started first" in n]
     by_hedge = sum(n.startswith("hedge settled: attempt 2 ") for n in started)
     lost = sum(n.startswith("hedge settled:") and "was lost" in n for n in notes)
-    return (f"{made} hedges; the hedge started first in {by_hedge}, the first attempt in "
-            f"{len(started) - by_hedge}; a first attempt lost, the hedge went on, in {lost}")
+    return (f"{moved} moves, {made} hedges; the second attempt started first in {by_hedge}, the first "
+            f"attempt in {len(started) - by_hedge}; a first attempt lost, the second went on, in {lost}")
 
 
 def core_benchmark(n: int) -> None:

@@ -140,7 +140,7 @@ class DefaultPolicy:
     within ``hedge_after_s``: the first of the two to start runs, the other is cancelled. Past it by
     ``move_after_s`` already, it moves to a site that starts it at once (a free core of the local site):
     nothing is queued twice, the job waiting elsewhere is cancelled. At most ``hedge_budget`` of the
-    campaign's tasks (a fraction; 0 turns both off) get a second attempt.
+    campaign's tasks (a fraction) are hedged; moves are not counted; a budget of 0 turns both off.
     """
 
     def __init__(self, *, tie_s: float = 1.0, hedge_after_s: float = 60.0, move_after_s: float | None = None,

@@ -8,7 +8,9 @@ allows it, or killed with its result discarded if both started: either way the t
 recorded once. A site that does not say when an attempt starts (the local site) starts what it accepts
 at once: a hedge there wins as it is submitted. Both attempts are journaled, so a resumed campaign
 re-attaches both and the race goes on. A campaign makes at most ``hedge_budget`` hedges; the count is
-journaled.
+journaled. A move to a site that starts the task at once (a free core of the local site) queues nothing
+twice and is not counted: it takes the attempt that would still wait longest (the last of ours at the
+site with the longest backlog), which is work stolen from the back of a queue, not from its head.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from metasched.errors import MetaschedError, PlacementError
 from metasched.journal import Journal
 from metasched.journal_schema import Note
 from metasched.placement import HedgingPolicy, PlacementPolicy, feasible_sites, predicted_start
-from metasched.records import SiteLoad, SiteName, TaskId, attempt_id_of
+from metasched.records import AttemptId, SiteLoad, SiteName, TaskId, attempt_id_of
 from metasched.scheduler.core import SchedulerCore
 from metasched.scheduler.states import AttemptState, TaskState
 from metasched.scheduler.task_records import Attempt, TaskRecord
@@ -66,19 +68,19 @@ class Hedging:
         if not isinstance(policy, HedgingPolicy) or now - self._last_hedge_scan < _SCAN_S:
             return False
         self._last_hedge_scan = now
-        left = policy.hedge_budget(len(self.core.tasks)) - self.hedges_made
-        queued = self._queued() if left > 0 else []
-        if not queued:
-            return False
+        budget = policy.hedge_budget(len(self.core.tasks))
+        queued = self._queued() if budget > 0 else []  # (a budget of 0 turns moves off too)
         wall = time.time()
-        overdue = sorted((a for a in queued if policy.overdue(wall - a.submitted_at, a.predicted_s or 0.0)),
-                         key=lambda a: a.submitted_at)
-        loads = self._loads() if overdue else {}
+        overdue = [a for a in queued if policy.overdue(wall - a.submitted_at, a.predicted_s or 0.0)]
+        if not overdue:
+            return False
+        loads = self._loads()
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
         made = 0
-        for attempt in overdue:
-            if made == left:
-                break
+        for attempt in longest_waits_first(overdue, queued, loads):
+            if not any(c.free_slots > 0 and (c.starts_when_accepted or self.hedges_made + made < budget)
+                       for c in loads.values()):
+                break  # no room left anywhere this attempt could go
             if not loads[attempt.site].reports_start:  # it may be running already: the site does not say
                 continue
             record = self.core.tasks[attempt.task_id]
@@ -88,7 +90,8 @@ class Hedging:
             except PlacementError:
                 continue
             candidates = [c for c in feasible if c.site != attempt.site and c.free_slots > 0
-                          and self._inputs_at(record, c.site)]
+                          and self._inputs_at(record, c.site)
+                          and (c.starts_when_accepted or self.hedges_made + made < budget)]
             target = policy.hedge(record.spec, waited, predicted, candidates, {})
             if target is None:
                 continue
@@ -98,18 +101,23 @@ class Hedging:
                                           attempt_id_of(record.spec.task_id, record.attempts + 1),
                                           predicted_s=expected)
             self._new_attempts.append(hedge)
-            self._notes.append(Note(
-                task_id=hedge.task_id, attempt_id=hedge.attempt_id, site=target, at=time.time(),
-                note=f"hedged: attempt {attempt.number} at {attempt.site} has waited {waited:.0f} s "
-                     f"(predicted {predicted:.1f} s); also queued at {target}, predicted start "
-                     f"{expected:.1f} s; the first to start runs, the other is cancelled"))
+            moved = loads[target].starts_when_accepted  # a slot is free: it starts now, so it won
+            why = (f"attempt {attempt.number} at {attempt.site} has waited {waited:.0f} s "
+                   f"(predicted {predicted:.1f} s)")
+            said = (f"moved: {why}; started at a free core of {target}, its queued job is cancelled" if moved
+                    else f"hedged: {why}; also queued at {target}, predicted start {expected:.1f} s; the "
+                         "first to start runs, the other is cancelled")
+            self._notes.append(Note(task_id=hedge.task_id, attempt_id=hedge.attempt_id, site=target,
+                                    at=time.time(), note=said))
             batches[target].append(self._submission(record, hedge))
-            made += 1
-            if loads[target].starts_when_accepted:  # a slot is free: it starts now, so it won
+            if moved:
                 self.core.attempt_running(hedge.attempt_id)
-        if batches:
+            else:
+                made += 1
+        if made:
             self.hedges_made += made
             self.journal.set_meta(HEDGES_MADE, self.hedges_made)
+        if batches:
             self._submit_batches(batches, point="after-hedge")
         return bool(batches)
 
@@ -159,3 +167,27 @@ class Hedging:
                 self._notes.extend(Note(task_id=a.task_id, attempt_id=a.attempt_id, site=site, at=time.time(),
                                         note=f"cancelling it failed: {exc}") for a in losers)
         return bool(settled)
+
+
+def longest_waits_first(overdue: list[Attempt], queued: list[Attempt], loads: dict[SiteName, SiteLoad]
+                        ) -> list[Attempt]:
+    """`overdue` (some of `queued`), the one predicted to wait longest still first.
+
+    A batch queue starts our attempts in the order they were submitted: an attempt's remaining wait is its
+    site's own wait, then one ``cycle_s`` per open core for each attempt of ours ahead of it (running or
+    queued). Taking the last one of the longest backlog shortens that backlog; taking a head of a queue
+    only lets the attempt behind it start sooner.
+    """
+    ahead: dict[AttemptId, float] = {}
+    by_site: dict[SiteName, list[Attempt]] = defaultdict(list)
+    for attempt in queued:  # (in the order they were made: a batch of them shares its submission time)
+        by_site[attempt.site].append(attempt)
+    for site, here in by_site.items():
+        load = loads[site]
+        running = max(0, load.inflight - len(here))
+        open_cores = load.total_cores if load.open_cores is None else load.open_cores
+        per_attempt = load.cycle_s / max(1, open_cores)
+        for rank, attempt in enumerate(sorted(here, key=lambda a: a.submitted_at)):
+            beyond = running + rank + 1 - open_cores
+            ahead[attempt.attempt_id] = load.est_wait_s + max(0, beyond) * per_attempt
+    return sorted(overdue, key=lambda a: -ahead[a.attempt_id])

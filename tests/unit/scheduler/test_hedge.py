@@ -1,13 +1,16 @@
-"""A task queued at two sites (a hedge): the first attempt to start wins, the other is settled as loser."""
+"""A task queued at two sites (a hedge): the first attempt to start wins, the other is settled as loser;
+which queued attempts are offered first."""
 
 from __future__ import annotations
 
 import pytest
 
 from metasched.errors import RemoteTaskError
-from metasched.records import AttemptId, Resources, SiteName, TaskId, TaskKind, TaskSpec
+from metasched.records import AttemptId, Resources, SiteLoad, SiteName, TaskId, TaskKind, TaskSpec
 from metasched.scheduler.core import SchedulerCore, TransitionError
+from metasched.scheduler.hedging import longest_waits_first
 from metasched.scheduler.states import AttemptState, TaskState
+from metasched.scheduler.task_records import Attempt
 
 A, B = SiteName("alpha"), SiteName("beta")
 TASK = TaskId("t")
@@ -114,3 +117,27 @@ def test_a_restored_task_with_two_live_attempts_races_on() -> None:
     assert record.hedge.attempt_id == second
     assert restored.attempt_succeeded(second, b"r")
     assert [r.loser.attempt_id for r in restored.take_settled()] == [first]
+
+
+def queue_load(name: str, *, open_cores: int, inflight: int, wait: float = 0.0) -> SiteLoad:
+    return SiteLoad(site=SiteName(name), total_cores=16, max_cores_per_task=16, max_memory_mb=None, gpus=0,
+                    nodes=1, inflight=inflight, max_inflight=200, est_wait_s=wait, open_cores=open_cores,
+                    cycle_s=4.0, reports_start=True)
+
+
+def test_the_attempt_that_would_wait_longest_is_taken_first() -> None:
+    def queued(site: SiteName, n: int, at: float) -> list[Attempt]:
+        return [Attempt(attempt_id=AttemptId(f"{site}{i}.1"), task_id=TaskId(f"{site}{i}"), site=site,
+                        number=1, submitted_at=at) for i in range(n)]
+
+    # alpha: 4 open cores, 2 of ours running, 6 queued (one cycle per 4 cores: 1 s each beyond the 2 free)
+    # beta: 8 open cores all running ours, 3 queued behind another user's 5 s (0.5 s each)
+    at_alpha, at_beta = queued(A, 6, 100.0), queued(B, 3, 50.0)
+    loads = {A: queue_load(A, open_cores=4, inflight=8),
+             B: queue_load(B, open_cores=8, inflight=11, wait=5.0)}
+    order = longest_waits_first([*at_alpha[:2], *at_alpha[3:], *at_beta], [*at_alpha, *at_beta], loads)
+    assert [a.attempt_id for a in order] == ["beta2.1", "beta1.1", "beta0.1", "alpha5.1", "alpha4.1",
+                                            "alpha3.1", "alpha0.1", "alpha1.1"]
+    loads[B].est_wait_s = 0.0  # without the other user's jobs, alpha's backlog is the longer one
+    order = longest_waits_first([*at_alpha, *at_beta], [*at_alpha, *at_beta], loads)
+    assert [a.attempt_id for a in order][:4] == ["alpha5.1", "alpha4.1", "alpha3.1", "beta2.1"]
