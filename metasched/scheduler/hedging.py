@@ -30,6 +30,9 @@ from metasched.scheduler.task_records import Attempt, TaskRecord
 from metasched.sites.base import SiteAgent, Submission
 
 _SCAN_S = 1.0  # how often queued attempts are looked at
+# ... and how soon again once a site that starts at once has a free core while overdue attempts wait for
+# one (the last scan ran out of room): a core idle until the next full second is work not done
+_QUICK_SCAN_S = 0.1
 HEDGES_MADE = "hedges"  # the journal's meta key: hedges made so far (the budget survives a resume)
 
 
@@ -46,6 +49,7 @@ class Hedging:
     _notes: list[Note]
     _raced: list[TaskId]  # tasks whose race settled (their site is journaled again)
     _last_hedge_scan: float = 0.0
+    _out_of_room: bool = False  # the last scan left overdue attempts for want of a free slot
     hedges_made: int = 0
 
     def _loads(self) -> dict[SiteName, SiteLoad]:
@@ -65,9 +69,9 @@ class Hedging:
         """Queue a second attempt of tasks whose attempt waits past its prediction, within the budget."""
         policy = self.policy
         now = time.monotonic()
-        if not isinstance(policy, HedgingPolicy) or now - self._last_hedge_scan < _SCAN_S:
+        if not isinstance(policy, HedgingPolicy) or not self._scan_due(now):
             return False
-        self._last_hedge_scan = now
+        self._last_hedge_scan, self._out_of_room = now, False
         budget = policy.hedge_budget(len(self.core.tasks))
         queued = self._queued() if budget > 0 else []  # (a budget of 0 turns moves off too)
         wall = time.time()
@@ -77,10 +81,11 @@ class Hedging:
         loads = self._loads()
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
         made = 0
+        moved = 0
         for attempt in longest_waits_first(overdue, queued, loads):
             if not any(c.free_slots > 0 and (c.starts_when_accepted or self.hedges_made + made < budget)
                        for c in loads.values()):
-                break  # no room left anywhere this attempt could go
+                break  # no room left anywhere an attempt could go
             if not loads[attempt.site].reports_start:  # it may be running already: the site does not say
                 continue
             record = self.core.tasks[attempt.task_id]
@@ -101,25 +106,36 @@ class Hedging:
                                           attempt_id_of(record.spec.task_id, record.attempts + 1),
                                           predicted_s=expected)
             self._new_attempts.append(hedge)
-            moved = loads[target].starts_when_accepted  # a slot is free: it starts now, so it won
+            moving = loads[target].starts_when_accepted  # a slot is free: it starts now, so it won
             why = (f"attempt {attempt.number} at {attempt.site} has waited {waited:.0f} s "
                    f"(predicted {predicted:.1f} s)")
-            said = (f"moved: {why}; started at a free core of {target}, its queued job is cancelled" if moved
+            said = (f"moved: {why}; started at a free core of {target}, its queued job is cancelled" if moving
                     else f"hedged: {why}; also queued at {target}, predicted start {expected:.1f} s; the "
                          "first to start runs, the other is cancelled")
             self._notes.append(Note(task_id=hedge.task_id, attempt_id=hedge.attempt_id, site=target,
                                     at=time.time(), note=said))
             batches[target].append(self._submission(record, hedge))
-            if moved:
+            if moving:
                 self.core.attempt_running(hedge.attempt_id)
+                moved += 1
             else:
                 made += 1
+        self._out_of_room = made + moved < len(overdue) and not any(
+            c.starts_when_accepted and c.free_slots > 0 for c in loads.values())
         if made:
             self.hedges_made += made
             self.journal.set_meta(HEDGES_MADE, self.hedges_made)
         if batches:
             self._submit_batches(batches, point="after-hedge")
         return bool(batches)
+
+    def _scan_due(self, now: float) -> bool:
+        """Once a second; sooner once a core that starts at once is free and the last scan ran out of them."""
+        since = now - self._last_hedge_scan
+        if since >= _SCAN_S:
+            return True
+        return since >= _QUICK_SCAN_S and self._out_of_room and any(
+            c.starts_when_accepted and c.free_slots > 0 for c in self._loads().values())
 
     def _queued(self) -> list[Attempt]:
         """Attempts not started yet that could be hedged (not restoring a checkpoint, not moving)."""
@@ -173,10 +189,11 @@ def longest_waits_first(overdue: list[Attempt], queued: list[Attempt], loads: di
                         ) -> list[Attempt]:
     """`overdue` (some of `queued`), the one predicted to wait longest still first.
 
-    A batch queue starts our attempts in the order they were submitted: an attempt's remaining wait is its
-    site's own wait, then one ``cycle_s`` per open core for each attempt of ours ahead of it (running or
-    queued). Taking the last one of the longest backlog shortens that backlog; taking a head of a queue
-    only lets the attempt behind it start sooner.
+    A batch queue starts our attempts in the order they were submitted: an attempt's remaining wait is one
+    ``cycle_s`` per open core for each attempt of ours ahead of it (running or queued). Other users' jobs
+    submitted since are behind it, so the site's wait for a new job (``est_wait_s``) is not its wait.
+    Taking the last one of the longest backlog shortens that backlog; taking a head of a queue only lets
+    the attempt behind it start sooner.
     """
     ahead: dict[AttemptId, float] = {}
     by_site: dict[SiteName, list[Attempt]] = defaultdict(list)
@@ -189,5 +206,5 @@ def longest_waits_first(overdue: list[Attempt], queued: list[Attempt], loads: di
         per_attempt = load.cycle_s / max(1, open_cores)
         for rank, attempt in enumerate(sorted(here, key=lambda a: a.submitted_at)):
             beyond = running + rank + 1 - open_cores
-            ahead[attempt.attempt_id] = load.est_wait_s + max(0, beyond) * per_attempt
+            ahead[attempt.attempt_id] = max(0, beyond) * per_attempt
     return sorted(overdue, key=lambda a: -ahead[a.attempt_id])

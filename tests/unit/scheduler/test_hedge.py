@@ -131,13 +131,14 @@ def test_the_attempt_that_would_wait_longest_is_taken_first() -> None:
                         number=1, submitted_at=at) for i in range(n)]
 
     # alpha: 4 open cores, 2 of ours running, 6 queued (one cycle per 4 cores: 1 s each beyond the 2 free)
-    # beta: 8 open cores all running ours, 3 queued behind another user's 5 s (0.5 s each)
+    # beta: 8 open cores all running ours, 3 queued (0.5 s each); another user's jobs, queued since, wait
+    # behind them (the 50 s a new job would wait there is not theirs)
     at_alpha, at_beta = queued(A, 6, 100.0), queued(B, 3, 50.0)
     loads = {A: queue_load(A, open_cores=4, inflight=8),
-             B: queue_load(B, open_cores=8, inflight=11, wait=5.0)}
+             B: queue_load(B, open_cores=8, inflight=11, wait=50.0)}
     order = longest_waits_first([*at_alpha[:2], *at_alpha[3:], *at_beta], [*at_alpha, *at_beta], loads)
-    assert [a.attempt_id for a in order] == ["beta2.1", "beta1.1", "beta0.1", "alpha5.1", "alpha4.1",
-                                            "alpha3.1", "alpha0.1", "alpha1.1"]
-    loads[B].est_wait_s = 0.0  # without the other user's jobs, alpha's backlog is the longer one
+    assert [a.attempt_id for a in order] == ["alpha5.1", "alpha4.1", "alpha3.1", "beta2.1", "beta1.1",
+                                            "beta0.1", "alpha0.1", "alpha1.1"]
+    loads[B].open_cores = 2  # beta's backlog per open core is now the longer one
     order = longest_waits_first([*at_alpha, *at_beta], [*at_alpha, *at_beta], loads)
-    assert [a.attempt_id for a in order][:4] == ["alpha5.1", "alpha4.1", "alpha3.1", "beta2.1"]
+    assert [a.attempt_id for a in order][:4] == ["beta2.1", "beta1.1", "beta0.1", "alpha5.1"]
