@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,6 +106,15 @@ def _saved(directory: Path) -> GESiteInfo | None:
 
 def _ready(info: GESiteInfo) -> bool:
     return "gridengine: ready" in containers.logs(info.container)
+
+
+def takes_jobs(info: GESiteInfo) -> bool:
+    """Whether every queue instance of the cell takes jobs: none has a state (after a qmaster restart they
+    are "au", unreachable, until the execution daemon reports to it again, up to its load report time)."""
+    listed = subprocess.run([*info.login, "qstat", "-f"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    rows = [line.split() for line in listed.stdout.splitlines() if "@" in line]
+    return listed.returncode == 0 and bool(rows) and all(len(row) == 5 for row in rows)  # a 6th: states
 
 
 def down(name: str) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import gesite
 import pytest
 
 import metasched as ms
@@ -60,6 +61,9 @@ def test_qmaster_stopped_midway_loses_nothing(epsilon: object, ray_local: None, 
                                  stop=lambda: subprocess.run([*login, "pkill", "sge_qmaster"], check=True),
                                  start=lambda: subprocess.run([*login, "/usr/sbin/sge_qmaster"], check=True))
     assert_nothing_lost(journal, "epsilon", outage)
+    # the cell as it was found: the campaign may end (its last tasks moved to the local core) before the
+    # execution daemon reported to the restarted qmaster, and the tests after this one need its queue
+    wait_for(lambda: gesite.takes_jobs(epsilon), 120, "epsilon's queue to take jobs again")  # type: ignore[arg-type]
 
 
 def test_sites_check_reaches_the_cell_or_says_how_to_fix(epsilon: object) -> None:
