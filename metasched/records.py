@@ -280,6 +280,7 @@ class SiteLoad:
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
     max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)
     reports_start: bool = False  # the agent says when an attempt starts (until then it may be hedged)
+    status_current: bool = True  # ... and its word is fresh (False: its server does not answer, or slowly)
     # per resource shape, where the site knows better than for one core: est_wait_s from what jobs of
     # that shape waited; the controller's expected start of a new job (Slurm's sbatch --test-only), which
     # no prediction for the shape goes below

@@ -86,8 +86,8 @@ class Hedging:
             if not any(c.free_slots > 0 and (c.starts_when_accepted or self.hedges_made + made < budget)
                        for c in loads.values()):
                 break  # no room left anywhere an attempt could go
-            if not loads[attempt.site].reports_start:  # it may be running already: the site does not say
-                continue
+            if not (loads[attempt.site].reports_start and loads[attempt.site].status_current):
+                continue  # it may be running already: the site does not say, or not now (its server is down)
             record = self.core.tasks[attempt.task_id]
             waited, predicted = wall - attempt.submitted_at, attempt.predicted_s or 0.0
             try:

@@ -406,7 +406,8 @@ class BatchAgent:
             max_inflight=self.config.max_jobs if accepting else inflight, accepting=accepting,
             est_wait_s=self.waits.est_wait_s, open_cores=self.waits.open_cores(capacity.total_cores),
             cycle_s=self.waits.cycle_s, learns=True, learned_s=self.waits.learned_s,
-            capabilities=self._capabilities, reports_start=True, shape_waits=self.waits.shape_waits(),
+            capabilities=self._capabilities, reports_start=True, status_current=self.available and not slow,
+            shape_waits=self.waits.shape_waits(),
             shape_starts=self.waits.shape_starts(time.monotonic()))
 
     @property
