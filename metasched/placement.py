@@ -182,7 +182,7 @@ class DefaultPolicy:
     def hedge(self, spec: TaskSpec, waited_s: float, predicted_s: float, candidates: Sequence[SiteLoad],
               transfer_s: Mapping[SiteName, float]) -> SiteName | None:
         """A site that starts it at once; past ``hedge_after_s``, the soonest with room within it."""
-        now = [c for c in candidates if c.starts_when_accepted and c.free_slots > 0]
+        now = [c for c in candidates if c.starts_one_now]
         if now:
             return self.choose(spec, now, transfer_s)
         if waited_s <= predicted_s + max(self.hedge_after_s, predicted_s):

@@ -297,14 +297,23 @@ class SiteLoad:
         """How many more attempts the agent accepts now."""
         return max(0, self.max_inflight - self.inflight) if self.accepting else 0
 
+    @property
+    def starts_one_now(self) -> bool:
+        """An attempt sent here now starts now: a slot is free and the site starts what it accepts."""
+        return self.starts_when_accepted and self.free_slots > 0
+
+    @property
+    def cores_for_us(self) -> int:
+        """Cores free to our attempts once ``est_wait_s`` has passed (all of them where no forecast says)."""
+        return self.total_cores if self.open_cores is None else self.open_cores
+
     def turn_unknown(self, cores: int = 1) -> bool:
         """Whether one more attempt would queue behind ours here while their run time is not known yet.
 
         Its wait is then mostly our own backlog, which ``wait_s`` cannot tell yet: it says nothing of the
         site's own wait (learners must not take it for that).
         """
-        open_cores = self.total_cores if self.open_cores is None else self.open_cores
-        return self.cycle_s <= 0 and self.inflight + cores > open_cores
+        return self.cycle_s <= 0 and self.inflight + cores > self.cores_for_us
 
     def wait_s(self, cores: int = 1, shape: Resources | None = None) -> float:
         """Predicted wait of one more attempt asking for `cores` (of `shape`): the site's wait, then ours.
@@ -316,7 +325,7 @@ class SiteLoad:
         own = self.est_wait_s  # the site's own wait before ours, or what it learned of this shape
         if shape is not None and self.shape_waits:
             own = self.shape_waits.get(shape, own)
-        open_cores = self.total_cores if self.open_cores is None else self.open_cores
+        open_cores = self.total_cores if self.open_cores is None else self.open_cores  # (cores_for_us)
         over_cores = self.inflight + cores - open_cores
         over_slots = self.inflight + 1 - self.max_inflight
         wait = 0.0

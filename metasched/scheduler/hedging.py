@@ -82,9 +82,12 @@ class Hedging:
         batches: dict[SiteName, list[Submission]] = defaultdict(list)
         made = 0
         moved = 0
+
+        def takes(site: SiteLoad) -> bool:  # a move there now, or a hedge while the budget lasts
+            return site.free_slots > 0 and (site.starts_when_accepted or self.hedges_made + made < budget)
+
         for attempt in longest_waits_first(overdue, queued, loads):
-            if not any(c.free_slots > 0 and (c.starts_when_accepted or self.hedges_made + made < budget)
-                       for c in loads.values()):
+            if not any(takes(c) for c in loads.values()):
                 break  # no room left anywhere an attempt could go
             if not (loads[attempt.site].reports_start and loads[attempt.site].status_current):
                 continue  # it may be running already: the site does not say, or not now (its server is down)
@@ -94,9 +97,8 @@ class Hedging:
                 feasible = feasible_sites(record.spec, list(loads.values()))
             except PlacementError:
                 continue
-            candidates = [c for c in feasible if c.site != attempt.site and c.free_slots > 0
-                          and self._inputs_at(record, c.site)
-                          and (c.starts_when_accepted or self.hedges_made + made < budget)]
+            candidates = [c for c in feasible if c.site != attempt.site and takes(c)
+                          and self._inputs_at(record, c.site)]
             target = policy.hedge(record.spec, waited, predicted, candidates, {})
             if target is None:
                 continue
@@ -120,8 +122,7 @@ class Hedging:
                 moved += 1
             else:
                 made += 1
-        self._out_of_room = made + moved < len(overdue) and not any(
-            c.starts_when_accepted and c.free_slots > 0 for c in loads.values())
+        self._out_of_room = made + moved < len(overdue) and not any(c.starts_one_now for c in loads.values())
         if made:
             self.hedges_made += made
             self.journal.set_meta(HEDGES_MADE, self.hedges_made)
@@ -134,8 +135,8 @@ class Hedging:
         since = now - self._last_hedge_scan
         if since >= _SCAN_S:
             return True
-        return since >= _QUICK_SCAN_S and self._out_of_room and any(
-            c.starts_when_accepted and c.free_slots > 0 for c in self._loads().values())
+        return (since >= _QUICK_SCAN_S and self._out_of_room
+                and any(c.starts_one_now for c in self._loads().values()))
 
     def _queued(self) -> list[Attempt]:
         """Attempts not started yet that could be hedged (not restoring a checkpoint, not moving)."""
@@ -202,9 +203,8 @@ def longest_waits_first(overdue: list[Attempt], queued: list[Attempt], loads: di
     for site, here in by_site.items():
         load = loads[site]
         running = max(0, load.inflight - len(here))
-        open_cores = load.total_cores if load.open_cores is None else load.open_cores
-        per_attempt = load.cycle_s / max(1, open_cores)
+        per_attempt = load.cycle_s / max(1, load.cores_for_us)
         for rank, attempt in enumerate(sorted(here, key=lambda a: a.submitted_at)):
-            beyond = running + rank + 1 - open_cores
+            beyond = running + rank + 1 - load.cores_for_us
             ahead[attempt.attempt_id] = max(0, beyond) * per_attempt
     return sorted(overdue, key=lambda a: -ahead[a.attempt_id])
