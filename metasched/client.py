@@ -20,6 +20,7 @@ from metasched.data import DataSettings
 from metasched.errors import ConfigurationError, MetaschedError
 from metasched.journal import Journal
 from metasched.placement import PlacementPolicy
+from metasched.prestart import Adopted, Prestart, prestart
 from metasched.records import TaskId, TaskSpec
 from metasched.runtime import connect_ray, init_embedded_ray
 from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
@@ -79,8 +80,23 @@ class SchedulerClient:
                 journal.claim(self.name)
             finally:
                 journal.close()
+        early = None
         if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
-            self._init_ray()
+            early = self._init_ray()
+        try:
+            self._start_actor(early.blocks() if early else {})
+        except BaseException:
+            if early:
+                early.abandon()
+            raise
+        if early:
+            early.release()
+        for target, label in ((self._flush_loop, "flush"), (self._event_loop, "events")):
+            thread = threading.Thread(target=target, name=f"metasched-{self.name}-{label}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _start_actor(self, adopted: Adopted) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -97,7 +113,7 @@ class SchedulerClient:
             name=actor_name(self.name), namespace=NAMESPACE, lifetime="non_detached",
             scheduling_strategy=here,
         ).remote(journal_path=str(self.journal), sites=self.sites, policy=self.policy, resume=self.resume,
-                 data=self.data)
+                 data=self.data, adopted=adopted)
         try:
             self.call("start")
         except (MetaschedError, ray.exceptions.RayTaskError):
@@ -105,12 +121,10 @@ class SchedulerClient:
             if self._owns_ray:
                 ray.shutdown()
             raise
-        for target, label in ((self._flush_loop, "flush"), (self._event_loop, "events")):
-            thread = threading.Thread(target=target, name=f"metasched-{self.name}-{label}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
 
-    def _init_ray(self) -> None:
+    def _init_ray(self) -> Prestart | None:
+        """Start or join Ray; a new head's pilot sites submit their first blocks meanwhile (``prestart``)."""
+        early = None
         if self.address is None:
             resources: dict[str, float] = {}
             cpus = 1.0
@@ -119,12 +133,19 @@ class SchedulerClient:
                     offered = site.ray_resources()
                     cpus = max(cpus, offered.pop("CPU", 0.0))
                     resources.update(offered)
-            init_embedded_ray(num_cpus=int(cpus), resources=resources,
-                              object_store_mb=self.object_store_mb, namespace=NAMESPACE,
-                              node_ip=self.ray_node_ip)
+            early = prestart(self.sites, self.ray_node_ip)
+            try:
+                init_embedded_ray(num_cpus=int(cpus), resources=resources,
+                                  object_store_mb=self.object_store_mb, namespace=NAMESPACE,
+                                  node_ip=self.ray_node_ip, gcs_port=early.port if early else None)
+            except BaseException:
+                if early:
+                    early.abandon()
+                raise
         else:
             connect_ray(self.address, namespace=NAMESPACE)
         self._owns_ray = True
+        return early
 
     def close(self) -> None:
         """Stop the threads, close the actor (its agents cancel what runs) and the Ray this client started."""

@@ -11,6 +11,7 @@ stays on (Ray's default).
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import warnings
 from typing import Any
@@ -18,28 +19,50 @@ from typing import Any
 from metasched.errors import ConfigurationError
 
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # the port a head's GCS listens on (Ray's own variable)
 
 
 def init_embedded_ray(*, num_cpus: int, resources: dict[str, float], object_store_mb: int,
-                      namespace: str, node_ip: str | None = None) -> Any:
+                      namespace: str, node_ip: str | None = None, gcs_port: int | None = None) -> Any:
     """Start a new Ray head here and return the ``ray`` module.
 
     Without `node_ip`: a single-machine Ray bound to 127.0.0.1. With it, a head other nodes (pilot blocks)
-    can join: Ray binds its servers to every interface of the machine ("auto": the address Ray detects).
+    can join: Ray binds its servers to every interface of the machine ("auto": the address Ray detects);
+    its GCS on `gcs_port` if given (``joinable_head`` chose it), else on a port Ray chooses.
     """
     ray = _single_machine_ray() if node_ip is None else _joinable_ray(node_ip)
     ip = "127.0.0.1" if node_ip is None else node_ip
-    ray.init(
-        address="local",  # always a new cluster, even if a killed one left its address file behind
-        num_cpus=num_cpus,
-        resources=resources,
-        include_dashboard=False,
-        object_store_memory=object_store_mb * 2**20,
-        namespace=namespace,
-        configure_logging=False,
-        **({} if ip == "auto" else {"_node_ip_address": ip}),
-    )
+    if gcs_port is not None:  # Ray reads it when it starts the head's GCS, and only then
+        os.environ[GCS_PORT_ENV] = str(gcs_port)
+    try:
+        ray.init(
+            address="local",  # always a new cluster, even if a killed one left its address file behind
+            num_cpus=num_cpus,
+            resources=resources,
+            include_dashboard=False,
+            object_store_memory=object_store_mb * 2**20,
+            namespace=namespace,
+            configure_logging=False,
+            **({} if ip == "auto" else {"_node_ip_address": ip}),
+        )
+    finally:
+        os.environ.pop(GCS_PORT_ENV, None)
     return ray
+
+
+def joinable_head(node_ip: str) -> str:
+    """The address (host:port) the head ``init_embedded_ray(node_ip=..., gcs_port=port)`` will listen at.
+
+    Known before the head starts, so pilot blocks can be submitted meanwhile: the token is made now if
+    there is none (where Ray looks for it), and the GCS port is one the kernel has free on `node_ip` now.
+    """
+    _joinable_ray(node_ip)
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+
+    ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((node_ip, 0))
+        return f"{node_ip}:{sock.getsockname()[1]}"
 
 
 def _single_machine_ray() -> Any:

@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from metasched.data import DataSettings, site_store
@@ -23,6 +23,7 @@ from metasched.placement import DefaultPolicy, PlacementPolicy, RoundRobinPolicy
 from metasched.records import SiteName, TaskId, TaskSpec
 from metasched.scheduler.events import SiteSummary, TaskEvent
 from metasched.scheduler.service import SchedulerService
+from metasched.sites.base import BlockRecord, PrestartingAgent
 from metasched.sites.registry import agent_for
 
 NAMESPACE = "metasched"
@@ -37,7 +38,8 @@ class SchedulerActor:
     """Wrapped with ``ray.remote`` by the campaign; see the module docstring."""
 
     def __init__(self, *, journal_path: str, sites: Sequence[Any], policy: str | PlacementPolicy,
-                 resume: bool, data: DataSettings | None = None) -> None:
+                 resume: bool, data: DataSettings | None = None,
+                 adopted: Mapping[str, tuple[str, list[BlockRecord]]] | None = None) -> None:
         # Site agents call ray.get/ray.wait on the scheduler thread, never on the event loop; Ray's
         # warning about blocking calls in async actors does not apply.
         os.environ["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] = "0"
@@ -46,6 +48,7 @@ class SchedulerActor:
         self._policy = policy
         self._resume = resume
         self._data = data
+        self._adopted = dict(adopted or {})  # pilot blocks the driver submitted, by site (metasched.prestart)
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                              thread_name_prefix="metasched-scheduler")
         self._service: SchedulerService | None = None
@@ -77,8 +80,12 @@ class SchedulerActor:
                 journal.set_meta("data", self._data)
                 stores = {SiteName(s.name): site_store(s, self._data.home) for s in self._sites}
                 plane = DataPlane(self._data, stores, RayTransferRunner())
-            service = SchedulerService(journal=journal, agents=[agent_for(s) for s in self._sites],
-                                       policy=as_policy(self._policy), data=plane)
+            agents = [agent_for(s) for s in self._sites]
+            for agent in agents:
+                if isinstance(agent, PrestartingAgent) and agent.name in self._adopted:
+                    agent.adopt(*self._adopted[agent.name])
+            service = SchedulerService(journal=journal, agents=agents, policy=as_policy(self._policy),
+                                       data=plane)
             restored = service.start(resume=self._resume)
             return service, restored
 

@@ -176,3 +176,44 @@ class PoolAgent(Protocol):
     def forget_blocks(self, earlier: Sequence[BlockRecord]) -> None:
         """Blocks an earlier scheduler of this campaign journaled: delete the ones that may still be live."""
         ...
+
+
+@runtime_checkable
+class PrestartSite(Protocol):
+    """A site whose agent can start work before the campaign's Ray head is up (``PrestartingAgent``)."""
+
+    def prestarts(self) -> bool:
+        """Whether this site has work to start before the head (pilot blocks that queue meanwhile)."""
+        ...
+
+
+@runtime_checkable
+class PrestartingAgent(Protocol):
+    """An agent that submits a site's first blocks while the campaign's Ray head starts.
+
+    In the driver: ``prestart`` (before the head is up), then ``release`` (the scheduler's agent takes the
+    blocks) or ``close`` (the campaign did not start: they are deleted). In the scheduler: ``adopt``
+    before ``start``.
+    """
+
+    @property
+    def name(self) -> SiteName:
+        """The site's name."""
+        ...
+
+    def prestart(self, head: str) -> list[BlockRecord]:
+        """Submit the first blocks, to join the head at `head` (host:port) once it is up."""
+        ...
+
+    def release(self) -> None:
+        """Close without deleting the blocks: another agent of this site takes them."""
+        ...
+
+    def adopt(self, head: str, blocks: Sequence[BlockRecord]) -> None:
+        """Before ``start``: blocks another agent submitted for the head at `head` (they are the first)."""
+        ...
+
+    def close(self) -> None:
+        """Delete what it started (``SiteAgent.close``)."""
+        ...
+

@@ -6,8 +6,10 @@ address, the site, the block, its cores, GPUs and memory, when to leave), starts
 the resources ``site:<name>`` and ``block:<id>`` and token authentication (the token file beside the plan,
 readable by its owner only), and leaves when the job is cancelled (TERM), when the Ray node stops (its head
 is gone), or ``leave_after_s`` after it started, a little before the block's walltime, so the agent sees an
-orderly end rather than a kill. A head that cannot be reached makes ``ray start`` fail: its own lines are
-in the job's stderr, which the agent quotes.
+orderly end rather than a kill. A block may start before its head (``metasched.prestart`` submits the
+first blocks while the head starts): the pilot waits up to ``HEAD_WAIT_S`` for the head's port to answer,
+then runs ``ray start``. A head that cannot be reached makes the pilot or ``ray start`` fail with their own
+lines in the job's output, which the agent quotes.
 
 The block directory is an attempt directory (``metasched.attempt_dir``: script, logs, claim); this module
 owns the two files a block adds to it.
@@ -32,6 +34,8 @@ from types import FrameType
 PLAN_FILE = "pilot.json"
 TOKEN_FILE = "ray_token"
 STOP_GRACE_S = 20.0  # how long `ray start --block` gets to stop its node after TERM
+HEAD_WAIT_S = 120.0  # how long a pilot waits for its head to answer (it may still be starting)
+HEAD_RETRY_S = 0.1
 PORT_OPTIONS = ("node-manager-port", "object-manager-port", "metrics-export-port",
                 "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port")
 
@@ -121,6 +125,20 @@ def free_ports(ip: str, count: int) -> list[int]:
             sock.close()
 
 
+def head_answers(head: str, within_s: float) -> bool:
+    """Whether the head's GCS port (host:port) takes a connection within `within_s` seconds."""
+    host, port = head.rsplit(":", 1)
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(HEAD_RETRY_S)
+
+
 def main(argv: list[str]) -> int:
     """Join the head and stay until told to leave; the exit status is ``ray start``'s."""
     if len(argv) != 1:
@@ -134,6 +152,10 @@ def main(argv: list[str]) -> int:
     ip = node_ip(plan.head, plan.block, f"{node}/{os.getpid()}")
     print(f"metasched pilot {plan.block} of site {plan.site} on {node}: joining {plan.head}"
           f"{f' as {ip}' if ip else ''} with {plan.cores} cores", flush=True)
+    if not head_answers(plan.head, HEAD_WAIT_S):
+        print(f"metasched pilot {plan.block}: the Ray head at {plan.head} did not answer within "
+              f"{HEAD_WAIT_S:g} s", flush=True)
+        return 1
     sockets = Path(tempfile.mkdtemp(prefix=f"ms-{plan.block}-"))
     child = subprocess.Popen(ray_start_argv(plan, ip, sockets), env=env)  # noqa: S603  (argv, no shell)
     stopping: list[str] = []

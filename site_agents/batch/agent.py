@@ -116,9 +116,9 @@ class BatchAgent:
         self.launchers = site_launchers(self.config, self.dialect, self.pythonpath)
         self._capabilities = self.launchers.offered(can_signal(self.dialect))
 
-    def close(self) -> None:
-        """Delete every job still queued or running."""
-        live = [job.job_id for job in self._jobs.values()]
+    def close(self, *, delete: bool = True) -> None:
+        """Delete every job still queued or running (not with `delete` False: another agent tracks them)."""
+        live = [job.job_id for job in self._jobs.values()] if delete else []
         if live:
             try:
                 self.runner.run(self.dialect.delete_argv(live))
@@ -150,6 +150,10 @@ class BatchAgent:
                 load.inflight += 1
                 self._jobs[sub.attempt_id] = job
             self._pending.append(update)
+
+    def job_id(self, attempt_id: AttemptId) -> str:
+        """The job id of an attempt in flight ("" if none)."""
+        return job.job_id if (job := self._jobs.get(attempt_id)) else ""
 
     def _refused_at_no_cost(self, attempt_id: AttemptId, reason: str) -> AttemptUpdate:
         """The server did not answer: the attempt is placed again (anywhere) without a retry charged."""

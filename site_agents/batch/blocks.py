@@ -13,17 +13,18 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
-from metasched.outcomes import Cancelled, Failed, Lost, Succeeded, TaskOutcome
+from metasched.outcomes import Cancelled, Failed, LossReason, Lost, Succeeded, TaskOutcome
 from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
-from metasched.sites.base import BlockRecord, Submission
+from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
 from metasched.worker.pilot import PilotPlan, write_plan
+from site_agents.batch.agent import BatchAgent
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import Dialect
 from site_agents.batch.submitting import job_name
@@ -87,13 +88,42 @@ def block_submission(config: BatchSite, attempt: AttemptDir, *, head: str, numbe
                      gpus=config.gpus_per_node, object_store_mb=config.block_object_store_mb,
                      leave_after_s=config.block_walltime - LEAVE_EARLY_S)
     write_plan(attempt.here, plan, ray_token())
+    return Submission(attempt_id=AttemptId(block_id), spec=block_spec(
+        config, attempt, name=f"pilot block {number} of {config.name}", cores_per_node=cores_per_node,
+        pythonpath=pythonpath))
+
+
+def block_spec(config: BatchSite, attempt: AttemptDir, *, name: str, cores_per_node: int,
+               pythonpath: str) -> TaskSpec:
+    """The block's job as a command attempt: the pilot on the block's directory `attempt`."""
     command = CommandSpec(argv=(config.python, "-m", "metasched.worker.pilot", str(attempt.path)),
                           env=(("PYTHONPATH", pythonpath),))
-    spec = TaskSpec(task_id=TaskId(block_id), name=f"pilot block {number} of {config.name}",
-                    kind=TaskKind.COMMAND, command=command,
+    return TaskSpec(task_id=TaskId(attempt.attempt_id), name=name, kind=TaskKind.COMMAND, command=command,
                     resources=Resources(cores=cores_per_node, gpus=config.gpus_per_node,
                                         nodes=config.nodes_per_block, walltime_s=config.block_walltime))
-    return Submission(attempt_id=AttemptId(block_id), spec=spec)
+
+
+def adopted(batch: BatchAgent, blocks: Sequence[BlockRecord], *, head: str, here: str, cores_per_node: int,
+            to_epoch: float) -> list[Block]:
+    """Blocks another agent of the site submitted (``PilotAgent.prestart``), followed by `batch` now.
+
+    They join a Ray head at `head`; if the campaign's head listens elsewhere (`here`), they would never
+    join it and are deleted instead. `to_epoch`: the offset of the monotonic clock they are followed by.
+    """
+    if blocks and here != head:
+        log.warning("site %s: pilot blocks submitted for a head at %s, but it listens at %s: deleted",
+                    batch.config.name, head, here)
+        delete_earlier(batch.runner, batch.dialect, batch.config.name, blocks)
+        return []
+    taken = []
+    for record in blocks:
+        attempt = batch.transport.attempt(record.block_id)
+        spec = block_spec(batch.config, attempt, name=f"pilot block of {batch.config.name}",
+                          cores_per_node=cores_per_node, pythonpath=batch.pythonpath)
+        if batch.reattach(AttemptId(record.block_id), spec, record.job_id):
+            submitted = (record.submitted_at or time.time()) - to_epoch
+            taken.append(Block(block_id=record.block_id, job_id=record.job_id, submitted_at=submitted))
+    return taken
 
 
 def time_needed(spec: TaskSpec, lead_s: float) -> float:
@@ -139,6 +169,33 @@ def delete_earlier(runner: CommandRunner, dialect: Dialect, site: str,
         log.warning("site %s: could not delete an earlier scheduler's blocks: %s", site, exc)
     gone = [dataclasses.replace(r, state="ended", detail="deleted when the campaign resumed") for r in live]
     return [r for r in earlier if r.state == "ended"] + gone
+
+
+Suspect = tuple[float, str, AttemptUpdate]  # until when its block may be seen to go, the block, the news
+
+
+def judge(suspects: Sequence[Suspect], live: Mapping[str, Block], config: BatchSite,
+          now: float) -> tuple[list[AttemptUpdate], list[Suspect]]:
+    """Attempts whose Ray worker died (lost): the block's fault, or the task's; and those not yet known.
+
+    The block's (lost at no cost) if its node went, or the block ended, before the suspect's deadline: Ray
+    may see a worker die before it sees the node go. Else, once the deadline passed, the task's: its retry
+    is charged.
+    """
+    judged: list[AttemptUpdate] = []
+    waiting: list[Suspect] = []
+    for deadline, block_id, update in suspects:
+        block = live.get(block_id)
+        assert isinstance(update.outcome, Lost)  # noqa: S101  (only such updates are suspects)
+        if block is None or block.nodes_up < config.nodes_per_block:
+            lost = Lost(reason=LossReason.BLOCK_ENDED, charge_retry=False,
+                        detail=f"site {config.name}: {update.outcome.detail}")
+            judged.append(AttemptUpdate(attempt_id=update.attempt_id, outcome=lost))
+        elif now >= deadline:
+            judged.append(update)
+        else:
+            waiting.append((deadline, block_id, update))
+    return judged, waiting
 
 
 def nodes_up(nodes: Sequence[dict[str, Any]]) -> collections.Counter[str]:

@@ -158,6 +158,10 @@ class BatchSite:
                 "the site's jobs do not see over SSH; leave store out (a store in shared_dir at the site) "
                 "or give { kind = \"ssh-file\", host = ..., path = ... }.")
 
+    def prestarts(self) -> bool:
+        """Pilot mode with first blocks: they are submitted while the campaign's Ray head starts."""
+        return self.mode == "pilot" and self.init_blocks > 0
+
     def local_paths(self) -> list[tuple[str, str, str]]:
         """The shared directory must exist here (this machine is the site's login node or shares its FS)."""
         return [] if self.transport == "ssh" else [("shared_dir", self.shared_dir, "directory")]

@@ -25,7 +25,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from metasched.errors import SiteAgentError
@@ -37,16 +37,17 @@ from site_agents.batch.block_scripts import BlockScripts, scripted
 from site_agents.batch.blocks import (
     LEAVE_EARLY_S,
     Block,
+    adopted,
     block_submission,
     delete_earlier,
     ending,
+    judge,
     never_joined,
     nodes_up,
     pilot_lines,
     pilot_problem,
     time_needed,
 )
-from site_agents.batch.config import BatchSite
 from site_agents.ray_tasks import MAX_DEPTH, RayTasks, depth
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class PilotAgent:
         self._suspects: list[tuple[float, str, AttemptUpdate]] = []  # worker died: whose fault?
         self._to_epoch = time.time() - time.monotonic()  # once: a record's times must not jitter by call
         self.cores_per_node: int = batch.config.cores_per_node
+        self._adopted: tuple[str, list[BlockRecord]] = ("", [])  # the driver's first blocks, for its head
 
     @property
     def name(self) -> SiteName:
@@ -107,21 +109,45 @@ class PilotAgent:
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the batch side, check the head can be joined, and submit the first blocks."""
+        """Start the batch side, check the head can be joined, and submit the first blocks (or adopt them)."""
         import ray
 
         self._ray = ray
-        self._head = ray.get_runtime_context().gcs_address
+        self._start_batch(ray.get_runtime_context().gcs_address)
+        self._tasks = RayTasks(ray, site=self.config.name, lead_s=self.config.signal_lead_s)
+        self._scripts = BlockScripts(self.batch, self._tasks, ray)
+        head, blocks = self._adopted
+        first = adopted(self.batch, blocks, head=head, here=self._head, cores_per_node=self.cores_per_node,
+                        to_epoch=self._to_epoch)
+        self._live.update((b.block_id, b) for b in first)
+        self._add_blocks(self.config.init_blocks - len(first))
+
+    def _start_batch(self, head: str) -> None:
+        self._head = head
         self.batch.start()
-        problem = pilot_problem(self.config.name, self._head, self.batch.user if self.batch.via_group else "")
+        problem = pilot_problem(self.config.name, head, self.batch.user if self.batch.via_group else "")
         if problem:
             self.batch.close()
             raise SiteAgentError(problem, site=self.config.name)
         if not self.cores_per_node:
             self.cores_per_node = self.batch.capacity.max_cores_per_node
-        self._tasks = RayTasks(ray, site=self.config.name, lead_s=self.config.signal_lead_s)
-        self._scripts = BlockScripts(self.batch, self._tasks, ray)
+
+    def prestart(self, head: str) -> list[BlockRecord]:
+        """In the driver, while the Ray head starts: submit the first blocks, to join it at `head`."""
+        self._start_batch(head)
         self._add_blocks(self.config.init_blocks)
+        for block in self._live.values():
+            block.job_id = self.batch.job_id(AttemptId(block.block_id))
+        return [b for b in self.blocks() if b.job_id]  # the others were refused: the scheduler's agent retries
+
+    def release(self) -> None:
+        """Leave the blocks to the scheduler's agent (``adopt``): close without deleting them."""
+        self._live.clear()
+        self.batch.close(delete=False)
+
+    def adopt(self, head: str, blocks: Sequence[BlockRecord]) -> None:
+        """Before start: blocks the driver submitted (``prestart``) for the head at `head`."""
+        self._adopted = (head, list(blocks))
 
     def close(self) -> None:
         """Cancel the attempts in flight and delete every block."""
@@ -271,28 +297,11 @@ class PilotAgent:
         return updates
 
     def _judge(self, now: float) -> list[AttemptUpdate]:
-        """Attempts whose Ray worker died: the block's fault, or the task's.
-
-        The block's (lost at no cost) if its node went, or the block ended, within NODE_DEATH_GRACE_S: Ray
-        may see a worker die before it sees the node go. Else the task's: its retry is charged.
-        """
+        """Attempts whose Ray worker died: the block's fault, or the task's (``blocks.judge``)."""
         if not self._suspects:
             return []
         self._read_nodes(now)
-        judged: list[AttemptUpdate] = []
-        waiting = []
-        for deadline, block_id, update in self._suspects:
-            block = self._live.get(block_id)
-            assert isinstance(update.outcome, Lost)  # noqa: S101  (only such updates are suspects)
-            if block is None or block.nodes_up < self.config.nodes_per_block:
-                lost = Lost(reason=LossReason.BLOCK_ENDED, charge_retry=False,
-                            detail=f"site {self.config.name}: {update.outcome.detail}")
-                judged.append(AttemptUpdate(attempt_id=update.attempt_id, outcome=lost))
-            elif now >= deadline:
-                judged.append(update)
-            else:
-                waiting.append((deadline, block_id, update))
-        self._suspects = waiting
+        judged, self._suspects = judge(self._suspects, self._live, self.config, now)
         return judged
 
     def _dispatch(self, now: float) -> list[AttemptUpdate]:
@@ -402,16 +411,3 @@ class PilotAgent:
             max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S, reports_start=True,
             capabilities=frozenset({Capability.CHECKPOINT_COOPERATIVE,
                                     *(self._scripts.capabilities if self._scripts else ())}))
-
-
-def in_mode(factory: Callable[[Any], BatchAgent]) -> Callable[[Any], BatchAgent | PilotAgent]:
-    """A batch kind's agent factory that honours ``mode``: the batch agent, or pilots around it."""
-
-    def agent(config: BatchSite) -> BatchAgent | PilotAgent:
-        batch = factory(config)
-        return PilotAgent(batch) if config.mode == "pilot" else batch
-
-    agent.__doc__ = factory.__doc__
-    return agent
-
-

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from metasched.sites.kind import Check, MatrixRow, SiteKind
 from site_agents.batch.agent import BatchAgent
-from site_agents.batch.pilots import in_mode
+from site_agents.batch.modes import in_mode
 from site_agents.batch.preflight import batch_preflight
 from site_agents.gridengine.config import GridEngineSite
 from site_agents.gridengine.dialect import GridEngine

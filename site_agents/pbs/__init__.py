@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metasched.sites.kind import MatrixRow, SiteKind
-from site_agents.batch.pilots import in_mode
+from site_agents.batch.modes import in_mode
 from site_agents.pbs.agent import pbs_agent, preflight
 from site_agents.pbs.config import PBSSite
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metasched.sites.kind import SiteKind
-from site_agents.batch.pilots import in_mode
+from site_agents.batch.modes import in_mode
 from site_agents.slurm.agent import slurm_agent
 from site_agents.slurm.config import SlurmSite
 from site_agents.slurm.matrix import ROWS

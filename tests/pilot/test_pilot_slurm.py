@@ -158,6 +158,28 @@ def test_a_block_of_two_nodes_runs_tasks_on_both(
     wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's block to leave the queue")
 
 
+def test_the_first_block_queues_while_the_head_starts_and_the_scheduler_adopts_it(
+        kappa: slurmsite.SiteInfo, host_listeners: set[tuple[str, str, int]], tmp_path: Path) -> None:
+    from ray._private import state
+
+    site = pilot_site(kappa, init_blocks=1, max_blocks=1)
+    with campaign(tmp_path, site) as c:
+        head_up = min(job["StartTime"] for job in state.jobs()) / 1000  # this driver joined the running head
+        assert c.task(retries=0)(abs)(-3).result(timeout=180) == 3
+        assert len(block_jobs(kappa)) == 1, "the scheduler submitted a block beside the adopted one"
+        stored = Journal(tmp_path / "c.db").open(read_only=True)
+        try:
+            blocks = journaled_blocks(stored)["kappa"]
+        finally:
+            stored.close()
+        assert [b.state for b in blocks] == ["running"], blocks
+        submitted = blocks[0].submitted_at
+        assert submitted is not None
+        assert submitted < head_up, f"block submitted {submitted - head_up:.1f} s after the head was up"
+        assert listening() == host_listeners, "the head's chosen port opened in the machine's own namespace"
+    wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's block to leave the queue")
+
+
 def test_blocks_scale_up_with_work_and_leave_when_idle(kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
     site = pilot_site(kappa, init_blocks=0, min_blocks=0, max_blocks=2, idle_timeout=5.0)
     with campaign(tmp_path, site) as c:

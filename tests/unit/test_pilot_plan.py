@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import socket
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from metasched.attempt_dir import AttemptDir
 from metasched.checkpoint.board import Board, BoardLink, Steering
 from metasched.data.objects import DataRef
 from metasched.data.stores import FileStore
-from metasched.outcomes import Failed
+from metasched.outcomes import Failed, LossReason, Lost
 from metasched.placement import infeasibility
 from metasched.records import (
     AttemptId,
@@ -30,10 +32,10 @@ from metasched.records import (
     TaskKind,
     TaskSpec,
 )
-from metasched.sites.base import Submission
-from metasched.worker.pilot import PilotPlan, node_ip, ray_start_argv, read_plan, write_plan
+from metasched.sites.base import AttemptUpdate, Submission
+from metasched.worker.pilot import PilotPlan, head_answers, node_ip, ray_start_argv, read_plan, write_plan
 from site_agents.batch.block_scripts import ScriptRun, run_script
-from site_agents.batch.blocks import MIN_SLICE_S, nodes_up, pilot_problem, time_needed
+from site_agents.batch.blocks import MIN_SLICE_S, Block, judge, nodes_up, pilot_problem, time_needed
 from site_agents.batch.launchers import CommandLauncher, CriuLauncher
 
 PLAN = PilotPlan(head="127.0.0.2:6379", site="kappa", block="pilot-abc-1", cores=4, gpus=1, memory_mb=2000,
@@ -209,3 +211,49 @@ def test_a_block_runs_batch_modes_script_and_reads_the_outcome_where_it_ran(tmp_
     outcome = pickle.loads(run_script(pickle.dumps(dataclasses.replace(run, attempt_dir=str(broken.path)))))
     assert isinstance(outcome, Failed)
     assert "ended (exit 7) in a pilot block without a record: broken" in outcome.failure.message
+
+
+def test_a_pilot_waits_for_a_head_that_is_still_starting_and_gives_up_on_one_that_never_does() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    head = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    opened = threading.Timer(0.5, lambda: (head.bind(("127.0.0.1", port)), head.listen()))
+    began = time.monotonic()
+    opened.start()
+    try:
+        assert head_answers(f"127.0.0.1:{port}", 10.0)
+        assert time.monotonic() - began >= 0.4, "it answered before the head listened"
+    finally:
+        opened.join()
+        head.close()
+    began = time.monotonic()
+    assert not head_answers(f"127.0.0.1:{port}", 0.5)
+    assert 0.5 <= time.monotonic() - began < 5.0
+
+
+def test_a_dead_worker_is_the_blocks_fault_if_its_node_went_else_the_tasks_once_the_grace_is_over() -> None:
+    site = ms.SlurmSite("kappa", slurm_conf="/etc/slurm.conf", shared_dir="/tmp", mode="pilot",
+                        nodes_per_block=2)
+    whole = Block(block_id="b1", submitted_at=0.0, nodes_up=2)
+    short = Block(block_id="b2", submitted_at=0.0, nodes_up=1)
+
+    def died(attempt: str) -> AttemptUpdate:
+        return AttemptUpdate(attempt_id=AttemptId(attempt), outcome=Lost(reason=LossReason.WORKER_DIED,
+                                                                         detail="worker died"))
+
+    suspects = [(10.0, "b1", died("a1")), (10.0, "b2", died("a2")), (10.0, "gone", died("a3")),
+                (5.0, "b1", died("a4"))]
+    judged, waiting = judge(suspects, {"b1": whole, "b2": short}, site, now=6.0)
+    verdicts = {u.attempt_id: u.outcome for u in judged}
+    assert set(verdicts) == {"a2", "a3", "a4"}
+    for blamed in ("a2", "a3"):  # the block lost a node, or ended: no retry charged
+        outcome = verdicts[AttemptId(blamed)]
+        assert isinstance(outcome, Lost)
+        assert outcome.reason is LossReason.BLOCK_ENDED
+        assert not outcome.charge_retry
+        assert outcome.detail == "site kappa: worker died"
+    task_fault = verdicts[AttemptId("a4")]
+    assert isinstance(task_fault, Lost)
+    assert task_fault.reason is LossReason.WORKER_DIED
+    assert [(d, b, u.attempt_id) for d, b, u in waiting] == [(10.0, "b1", "a1")]
