@@ -53,7 +53,7 @@ class Prestart:
             except (MetaschedError, OSError) as exc:
                 log.warning("site %s: pilot blocks not submitted before the Ray head was up (%s); the "
                             "scheduler's agent submits them", name, exc)
-                self.agents.pop(name).close()
+                _close(self.agents.pop(name))
         self.pool.shutdown()
         return adopted
 
@@ -66,10 +66,16 @@ class Prestart:
         """The campaign did not start: delete every block submitted here."""
         self.pool.shutdown(wait=True)
         for agent in self.agents.values():
-            try:
-                agent.close()
-            except MetaschedError as exc:
-                log.warning("could not delete pilot blocks submitted before the Ray head: %s", exc)
+            _close(agent)
+
+
+def _close(agent: PrestartingAgent) -> None:
+    """Close a driver's agent, deleting its blocks; a site that does not answer is logged, not raised."""
+    try:
+        agent.close()
+    except MetaschedError as exc:
+        log.warning("site %s: could not delete pilot blocks submitted before the Ray head: %s", agent.name,
+                    exc)
 
 
 def prestart(sites: Sequence[Any], node_ip: str | None) -> Prestart | None:

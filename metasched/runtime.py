@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from metasched.errors import ConfigurationError
@@ -59,7 +60,11 @@ def joinable_head(node_ip: str) -> str:
     _joinable_ray(node_ip)
     from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
 
+    token = Path.home() / ".ray" / "auth_token"  # where Ray makes one
+    made = not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or token.exists())
     ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+    if made and token.exists():  # Ray writes it readable by everyone; it is a secret
+        token.chmod(0o600)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((node_ip, 0))
         return f"{node_ip}:{sock.getsockname()[1]}"
