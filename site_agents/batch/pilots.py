@@ -138,7 +138,7 @@ class PilotAgent:
         self._add_blocks(self.config.init_blocks)
         for block in self._live.values():
             block.job_id = self.batch.job_id(AttemptId(block.block_id))
-        return [b for b in self.blocks() if b.job_id]  # the others were refused: the scheduler's agent retries
+        return [b for b in self.blocks() if b.job_id]  # refused ones: the scheduler's agent tries again
 
     def release(self) -> None:
         """Leave the blocks to the scheduler's agent (``adopt``): close without deleting them."""
