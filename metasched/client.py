@@ -20,12 +20,12 @@ from metasched.data import DataSettings
 from metasched.errors import ConfigurationError, MetaschedError
 from metasched.journal import Journal
 from metasched.placement import PlacementPolicy
-from metasched.prestart import Adopted, Prestart, prestart
+from metasched.prestart import Prestart, prestart
 from metasched.records import TaskId, TaskSpec
 from metasched.runtime import connect_ray, init_embedded_ray
 from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
 from metasched.scheduler.events import TaskEvent
-from metasched.sites.base import EmbeddedRaySite
+from metasched.sites.base import AdoptedBlocks, EmbeddedRaySite
 
 FLUSH_BATCH = 1000
 FLUSH_INTERVAL_S = 0.002
@@ -96,7 +96,7 @@ class SchedulerClient:
             thread.start()
             self._threads.append(thread)
 
-    def _start_actor(self, adopted: Adopted) -> None:
+    def _start_actor(self, adopted: AdoptedBlocks) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -21,14 +21,10 @@ from typing import Any
 
 from metasched.errors import MetaschedError
 from metasched.runtime import joinable_head
-from metasched.sites.base import BlockRecord, PrestartingAgent, PrestartSite
+from metasched.sites.base import AdoptedBlocks, BlockRecord, PrestartingAgent, PrestartSite
 from metasched.sites.registry import agent_for
 
 log = logging.getLogger(__name__)
-
-#: Blocks by site name, with the head address they join.
-Adopted = dict[str, tuple[str, list[BlockRecord]]]
-
 
 @dataclass(slots=True)
 class Prestart:
@@ -44,9 +40,9 @@ class Prestart:
         """The head's GCS port (``init_embedded_ray(gcs_port=...)``)."""
         return int(self.head.rsplit(":", 1)[1])
 
-    def blocks(self) -> Adopted:
+    def blocks(self) -> AdoptedBlocks:
         """Once submitted: each site's blocks, for its scheduler's agent to adopt (failed sites: none)."""
-        adopted: Adopted = {}
+        adopted: AdoptedBlocks = {}
         for name, future in self.submitted.items():
             try:
                 adopted[name] = (self.head, future.result())

@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from metasched.data import DataSettings, site_store
@@ -23,7 +23,7 @@ from metasched.placement import DefaultPolicy, PlacementPolicy, RoundRobinPolicy
 from metasched.records import SiteName, TaskId, TaskSpec
 from metasched.scheduler.events import SiteSummary, TaskEvent
 from metasched.scheduler.service import SchedulerService
-from metasched.sites.base import BlockRecord, PrestartingAgent
+from metasched.sites.base import AdoptedBlocks, PrestartingAgent
 from metasched.sites.registry import agent_for
 
 NAMESPACE = "metasched"
@@ -39,7 +39,7 @@ class SchedulerActor:
 
     def __init__(self, *, journal_path: str, sites: Sequence[Any], policy: str | PlacementPolicy,
                  resume: bool, data: DataSettings | None = None,
-                 adopted: Mapping[str, tuple[str, list[BlockRecord]]] | None = None) -> None:
+                 adopted: AdoptedBlocks | None = None) -> None:
         # Site agents call ray.get/ray.wait on the scheduler thread, never on the event loop; Ray's
         # warning about blocking calls in async actors does not apply.
         os.environ["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] = "0"

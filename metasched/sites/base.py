@@ -178,6 +178,10 @@ class PoolAgent(Protocol):
         ...
 
 
+#: Pilot blocks submitted before the Ray head was up, by site name, with the head address they join.
+AdoptedBlocks = dict[str, tuple[str, list[BlockRecord]]]
+
+
 @runtime_checkable
 class PrestartSite(Protocol):
     """A site whose agent can start work before the campaign's Ray head is up (``PrestartingAgent``)."""
@@ -216,4 +220,3 @@ class PrestartingAgent(Protocol):
     def close(self) -> None:
         """Delete what it started (``SiteAgent.close``)."""
         ...
-
