@@ -39,10 +39,16 @@ def _at_site(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _masters() -> list[psutil.Process]:
-    """This machine's ssh master processes for omicron."""
+    """This machine's running ssh master processes for omicron.
+
+    Not one that has exited and waits to be reaped (a zombie: `ssh -f` daemonizes the master, so its
+    parent is whichever process adopts orphans here, which may reap it later).
+    """
     found = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
+    for proc in psutil.process_iter(["name", "cmdline", "status"]):
         cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
         if proc.info["name"] == "ssh" and {"ControlMaster=yes", sshlogin.alias("omicron")} <= set(cmdline):
             found.append(proc)
     return found
