@@ -29,6 +29,7 @@ from tests.integration.ssh_sites import slurm_ssh_site, torque_ssh_site
 pytestmark = pytest.mark.slurm
 
 CONTROLLER = "metasched-slurm-omicron-controller"
+MASTER_EXIT_S = 10.0  # how long a master told to exit may take to be gone
 ODD = "a b;$(touch /tmp/pwned) `id` 'q' \"dq\" * \\ $HOME\nline2"
 
 
@@ -52,6 +53,14 @@ def _masters() -> list[psutil.Process]:
         if proc.info["name"] == "ssh" and {"ControlMaster=yes", sshlogin.alias("omicron")} <= set(cmdline):
             found.append(proc)
     return found
+
+
+def _no_master_left(message: str) -> None:
+    """No master for omicron runs within MASTER_EXIT_S (one told to exit answers first, then exits)."""
+    deadline = time.monotonic() + MASTER_EXIT_S
+    while _masters() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _masters(), message
 
 
 def _connections(port: int) -> int:
@@ -108,7 +117,7 @@ def test_functions_and_commands_run_over_one_connection(omicron: slurmsite.SiteI
     db.close()
     assert len(ours) == 10
     assert ours <= listed  # every attempt's directory is at the site
-    assert not _masters(), "the campaign left its SSH master running"
+    _no_master_left("the campaign left its SSH master running")
 
 
 MB100 = 100 * 2**20
@@ -174,7 +183,7 @@ def test_stored_data_stays_where_it_was_made_and_moves_verified_both_ways(
     assert sum(1 for f in files if f.endswith(".ready")) >= 2
     assert copies[(here.task_id, remote_id)][2] is not None  # evicted, through SSH
     assert not Path(omicron.remote_dir).exists()  # nothing was written here at the site's paths
-    assert not _masters(), "an SSH master outlived the campaign"
+    _no_master_left("an SSH master outlived the campaign")
 
 
 def test_an_object_made_at_one_site_over_ssh_moves_verified_to_another(
@@ -241,14 +250,14 @@ def test_copies_to_and_from_the_site_refuse_bytes_that_are_not_the_object(
     assert not exists(there)
     assert there.key.filename not in _at_site("ls", store_dir).stdout
     close_shared()  # this process's master to the site (its exit would close it too)
-    assert not _masters()
+    _no_master_left("close_shared() left this process's master running")
 
 
 def test_logs_follow_prints_a_running_tasks_output_at_the_site_over_ssh(
         omicron: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
     """The CLI in another process reads the running attempt's output at the site (tail -c through SSH)."""
     assert_follow_streams(slurm_ssh_site(omicron), tmp_path / "f.db")
-    assert not _masters(), "the follower's SSH master outlived it"
+    _no_master_left("the follower's SSH master outlived it")
 
 
 def test_a_killed_master_is_opened_again_and_nothing_is_lost(omicron: slurmsite.SiteInfo, ray_local: None,
@@ -325,7 +334,7 @@ def test_sites_check_reaches_the_site_over_ssh_or_says_how_to_fix_it(omicron: sl
     checks = {c.check: c for c in check_site(slurm_ssh_site(omicron))}
     assert list(checks) == ["reachable", "smoke task", "python"]
     assert all(c.passed for c in checks.values()), checks
-    assert not _masters(), "sites check left its SSH master running"
+    _no_master_left("sites check left its SSH master running")
     bad_dir = {c.check: c for c in check_site(slurm_ssh_site(omicron, shared_dir="/nonexistent/scratch"))}
     assert not bad_dir["shared_dir"].passed
     assert "/nonexistent/scratch is not a writable directory at omicron-login" in bad_dir["shared_dir"].detail
