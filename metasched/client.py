@@ -20,7 +20,7 @@ from metasched.data import DataSettings
 from metasched.errors import ConfigurationError, MetaschedError
 from metasched.journal import Journal
 from metasched.placement import PlacementPolicy
-from metasched.prestart import Prestart, prestart
+from metasched.prestart import prestart
 from metasched.records import TaskId, TaskSpec
 from metasched.runtime import connect_ray, init_embedded_ray
 from metasched.scheduler.actor import NAMESPACE, SchedulerActor, actor_name
@@ -80,10 +80,12 @@ class SchedulerClient:
                 journal.claim(self.name)
             finally:
                 journal.close()
-        early = None
-        if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
-            early = self._init_ray()
+        starts_ray = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+        # a new embedded head's pilot sites submit their first blocks while it starts
+        early = prestart(self.sites, self.ray_node_ip) if starts_ray and self.address is None else None
         try:
+            if starts_ray:
+                self._init_ray(gcs_port=early.port if early else None)
             self._start_actor(early.blocks() if early else {})
         except BaseException:
             if early:
@@ -122,9 +124,8 @@ class SchedulerClient:
                 ray.shutdown()
             raise
 
-    def _init_ray(self) -> Prestart | None:
-        """Start or join Ray; a new head's pilot sites submit their first blocks meanwhile (``prestart``)."""
-        early = None
+    def _init_ray(self, *, gcs_port: int | None) -> None:
+        """Start a new head (its GCS on `gcs_port` if given: ``prestart`` chose it), or join `address`."""
         if self.address is None:
             resources: dict[str, float] = {}
             cpus = 1.0
@@ -133,19 +134,12 @@ class SchedulerClient:
                     offered = site.ray_resources()
                     cpus = max(cpus, offered.pop("CPU", 0.0))
                     resources.update(offered)
-            early = prestart(self.sites, self.ray_node_ip)
-            try:
-                init_embedded_ray(num_cpus=int(cpus), resources=resources,
-                                  object_store_mb=self.object_store_mb, namespace=NAMESPACE,
-                                  node_ip=self.ray_node_ip, gcs_port=early.port if early else None)
-            except BaseException:
-                if early:
-                    early.abandon()
-                raise
+            init_embedded_ray(num_cpus=int(cpus), resources=resources,
+                              object_store_mb=self.object_store_mb, namespace=NAMESPACE,
+                              node_ip=self.ray_node_ip, gcs_port=gcs_port)
         else:
             connect_ray(self.address, namespace=NAMESPACE)
         self._owns_ray = True
-        return early
 
     def close(self) -> None:
         """Stop the threads, close the actor (its agents cancel what runs) and the Ray this client started."""

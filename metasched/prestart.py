@@ -26,6 +26,7 @@ from metasched.sites.registry import agent_for
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(slots=True)
 class Prestart:
     """The first blocks of the campaign's pilot sites, being submitted for the head at `head`."""

@@ -203,8 +203,9 @@ def longest_waits_first(overdue: list[Attempt], queued: list[Attempt], loads: di
     for site, here in by_site.items():
         load = loads[site]
         running = max(0, load.inflight - len(here))
-        per_attempt = load.cycle_s / max(1, load.cores_for_us)
+        cores = load.cores_for_us
+        per_attempt = load.cycle_s / max(1, cores)
         for rank, attempt in enumerate(sorted(here, key=lambda a: a.submitted_at)):
-            beyond = running + rank + 1 - load.cores_for_us
+            beyond = running + rank + 1 - cores
             ahead[attempt.attempt_id] = max(0, beyond) * per_attempt
     return sorted(overdue, key=lambda a: -ahead[a.attempt_id])

@@ -19,5 +19,3 @@ def in_mode(factory: Callable[[Any], BatchAgent]) -> Callable[[Any], BatchAgent 
 
     agent.__doc__ = factory.__doc__
     return agent
-
-
