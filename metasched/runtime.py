@@ -97,6 +97,7 @@ def _joinable_ray(node_ip: str) -> Any:
     os.environ.pop(SINGLE_MACHINE_ENV, None)
     import ray
 
+    _auth_mode_read_again()
     if not ray._private.ray_constants.ENABLE_RAY_CLUSTER:
         raise ConfigurationError(
             f"this process imported Ray with {SINGLE_MACHINE_ENV}=0 (an earlier single-machine campaign), so "
@@ -120,5 +121,22 @@ def connect_ray(address: str, *, namespace: str) -> Any:
         os.environ.setdefault(SINGLE_MACHINE_ENV, "0")
     import ray
 
+    _auth_mode_read_again()
     ray.init(address=address, namespace=namespace)
     return ray
+
+
+def _auth_mode_read_again() -> None:
+    """Ray's token authentication as RAY_AUTH_MODE says now, even if Ray was imported before it was set.
+
+    Ray reads the mode into its config when first imported; a process that imported Ray earlier (a
+    notebook's ``import ray``, another library) would otherwise talk to a head that wants the token
+    without it, and ``ray.init`` fail after tens of seconds of retries with "Authentication token is
+    missing". Ray's own ``ray.init`` reads its config again the same way when it turns the mode on.
+    """
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and not is_token_auth_enabled():
+        from ray._raylet import Config  # type: ignore[attr-defined]  # (not in its stub)
+
+        Config.initialize("")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -177,6 +178,32 @@ def test_the_first_block_queues_while_the_head_starts_and_the_scheduler_adopts_i
         assert submitted is not None
         assert submitted < head_up, f"block submitted {submitted - head_up:.1f} s after the head was up"
         assert listening() == host_listeners, "the head's chosen port opened in the machine's own namespace"
+    wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's block to leave the queue")
+
+
+RAY_FIRST = """
+import json, sys
+import ray  # before metasched, as a notebook or another library may
+import metasched as ms
+site = ms.SlurmSite(**json.loads(sys.argv[1]))
+with ms.Campaign("ray-first", sites=[site], journal=sys.argv[2], ray_node_ip="127.0.0.2") as c:
+    print("RESULT", c.task(retries=0)(abs)(-3).result(timeout=180))
+"""
+
+
+def test_a_pilot_campaign_starts_in_a_process_that_imported_ray_first(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    # Ray reads its token mode at import: without reading it again, the head wanted a token the driver
+    # did not send, and ray.init failed after ~40 s ("Authentication token is missing or incorrect")
+    site = {"name": kappa.name, "login": kappa.login, "slurm_conf": kappa.slurm_conf,
+            "shared_dir": kappa.shared_dir, "python": f"{sys.prefix}/bin/python", "mode": "pilot",
+            "cores_per_node": 2, "init_blocks": 1, "max_blocks": 1, "block_object_store_mb": 100,
+            "poll_interval": 0.5}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    ran = subprocess.run([sys.executable, "-c", RAY_FIRST, json.dumps(site), str(tmp_path / "c.db")],
+                         capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "RESULT 3" in ran.stdout
     wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's block to leave the queue")
 
 
