@@ -90,6 +90,11 @@ class SchedulerClient:
         except BaseException:
             if early:
                 early.abandon()
+            if self._owns_ray:
+                import ray
+
+                ray.shutdown()
+                self._owns_ray = False
             raise
         if early:
             early.release()
@@ -120,8 +125,6 @@ class SchedulerClient:
             self.call("start")
         except (MetaschedError, ray.exceptions.RayTaskError):
             ray.kill(self._actor)
-            if self._owns_ray:
-                ray.shutdown()
             raise
 
     def _init_ray(self, *, gcs_port: int | None) -> None:

@@ -6,9 +6,10 @@ its token, a free GCS port), each pilot site's agent submits its first blocks fr
 driver (``PrestartingAgent.prestart``) while ``ray.init`` runs, and the pilots wait for the head to answer
 before joining (``metasched.worker.pilot``). The scheduler's agents then adopt those blocks
 (``PrestartingAgent.adopt``) instead of submitting their own; the driver's agents are released without
-deleting them. A site whose blocks could not be submitted here is left to its scheduler's agent (which
-reports what is wrong when it starts); if the campaign does not start, every block submitted here is
-deleted.
+deleting them. Blocks the site refused are left to its scheduler's agent (which reports why). A site that
+could not be started here fails the campaign's start once the head is up, with the site's own error: its
+scheduler's agent would run the same checks moments later and wait for the site a second time. If the
+campaign does not start, every block submitted here is deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from metasched.errors import MetaschedError
+from metasched.errors import MetaschedError, SiteAgentError
 from metasched.runtime import joinable_head
 from metasched.sites.base import AdoptedBlocks, BlockRecord, PrestartingAgent, PrestartSite
 from metasched.sites.registry import agent_for
@@ -42,16 +43,24 @@ class Prestart:
         return int(self.head.rsplit(":", 1)[1])
 
     def blocks(self) -> AdoptedBlocks:
-        """Once submitted: each site's blocks, for its scheduler's agent to adopt (failed sites: none)."""
+        """Once submitted: each site's blocks, for its scheduler's agent to adopt.
+
+        Raises the first site's error if a site could not be started (the caller then ``abandon``s the
+        other sites' blocks).
+        """
         adopted: AdoptedBlocks = {}
+        failed: MetaschedError | None = None
         for name, future in self.submitted.items():
             try:
                 adopted[name] = (self.head, future.result())
-            except (MetaschedError, OSError) as exc:
-                log.warning("site %s: pilot blocks not submitted before the Ray head was up (%s); the "
-                            "scheduler's agent submits them", name, exc)
-                _close(self.agents.pop(name))
+            except MetaschedError as exc:
+                failed = failed or exc
+            except OSError as exc:
+                failed = failed or SiteAgentError(f"site {name}: could not submit the first pilot blocks: "
+                                                  f"{exc}", site=name)
         self.pool.shutdown()
+        if failed is not None:
+            raise failed
         return adopted
 
     def release(self) -> None:

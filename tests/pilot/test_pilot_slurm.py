@@ -181,6 +181,23 @@ def test_the_first_block_queues_while_the_head_starts_and_the_scheduler_adopts_i
     wait_for(lambda: not block_jobs(kappa), 60, "the closed campaign's block to leave the queue")
 
 
+def test_a_pilot_site_that_does_not_answer_fails_the_start_once_and_leaves_no_block(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    asked = tmp_path / "asked"
+    # every command at "gone" goes through this login, which notes it and fails (a site that does not answer)
+    login = ("sh", "-c", f'echo "$*" >> {asked}; exit 255', "login")
+    gone = ms.SlurmSite("gone", login=login, shared_dir=str(tmp_path), mode="pilot")
+    with pytest.raises(ms.SiteAgentError, match="site gone") as raised:
+        campaign(tmp_path, pilot_site(kappa, init_blocks=1, max_blocks=1), gone).start()
+    assert raised.value.site == "gone"
+    programs = [line.split()[1] for line in asked.read_text().splitlines()]  # env PROGRAM ...
+    assert programs.count("id") == 1, f"the site was asked again after it failed the start: {programs}"
+    import ray  # not before: the campaign imports it for a joinable head
+
+    assert not ray.is_initialized(), "the campaign that did not start left its Ray head running"
+    wait_for(lambda: not block_jobs(kappa), 60, "the block submitted before the failure to be deleted")
+
+
 RAY_FIRST = """
 import json, sys
 import ray  # before metasched, as a notebook or another library may
