@@ -16,7 +16,6 @@ from metasched.data.plane import DataPlane, MissingInput
 from metasched.errors import (
     ConfigurationError,
     DataTransferError,
-    MetaschedError,
     PlacementError,
     SiteAgentError,
 )
@@ -26,6 +25,7 @@ from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded, reported
 from metasched.placement import PlacementPolicy, assume_unknowns, explain, feasible_sites, predicted_wait
 from metasched.records import AttemptId, Resources, SiteLoad, SiteName, TaskId, TaskSpec, attempt_id_of
+from metasched.scheduler.agents import close_agents, start_agents
 from metasched.scheduler.blocks import BlockJournal
 from metasched.scheduler.checkpoints import CheckpointRequests
 from metasched.scheduler.core import SchedulerCore
@@ -67,22 +67,16 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         """Start every agent; when resuming, rebuild state from the journal. Returns tasks restored."""
         if resume:
             self.blocks.resume()
-        for agent in self.agents.values():
-            agent.start()
+        start_agents(list(self.agents.values()))
         return self._restore() if resume else 0
 
     def close(self) -> None:
         """Close agents (cancelling what still runs there) and the journal."""
-        errors: list[str] = []
-        for agent in self.agents.values():
-            try:
-                agent.close()
-            except MetaschedError as exc:
-                errors.append(str(exc))
-        self.blocks.record()  # how the pilot blocks ended (deleted with their agents)
-        self.journal.close()
-        if errors:
-            raise SiteAgentError("closing sites failed: " + "; ".join(errors), site="*")
+        try:
+            close_agents(list(self.agents.values()))
+        finally:
+            self.blocks.record()  # how the pilot blocks ended (deleted with their agents)
+            self.journal.close()
 
     def _restore(self) -> int:
         self.functions.update(self.journal.functions())

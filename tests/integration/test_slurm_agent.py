@@ -79,6 +79,30 @@ def test_mixed_campaign_across_local_alpha_and_beta(
     assert all(n > 0 for n in done.values())
 
 
+def test_sites_start_at_once(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None,
+                             tmp_path: Path) -> None:
+    """A site's start is several commands there (who we are, its nodes, its queue); the campaign's sites
+    run theirs at the same time, so it waits for the slowest site, not for their sum."""
+    noted = tmp_path / "commands"
+
+    def noting(info: slurmsite.SiteInfo) -> SlurmSite:  # each command at the site noted, 0.3 s slower
+        script = (f'echo "$0 begin $(date +%s.%N) $*" >> {noted}; sleep 0.3; "$@"; rc=$?; '
+                  f'echo "$0 end $(date +%s.%N) $*" >> {noted}; exit $rc')
+        return slurm_site(info, login=("sh", "-c", script, info.name), poll_interval=0.3)
+
+    with ms.Campaign(f"at-once-{os.getpid()}", sites=[noting(alpha), noting(beta)],
+                     journal=tmp_path / "o.db") as c:
+        assert c.command(["true"]).result(timeout=120).returncode == 0
+    seen: dict[tuple[str, str, str], float] = {}
+    for line in noted.read_text().splitlines():
+        site, event, at, *argv = line.split()  # argv: env KEY=VALUE... program args...
+        program = next(word for word in argv if word != "env" and "=" not in word)
+        seen.setdefault((site, program, event), float(at))  # a program's first run: the start's
+    for one, other in (("alpha", "beta"), ("beta", "alpha")):
+        assert seen[(other, "id", "begin")] < seen[(one, "sinfo", "end")], \
+            f"{other} began its start after {one} had asked for its nodes: the sites started one by one"
+
+
 def _results_or_where_stuck(c: ms.Campaign, futures: list[ms.TaskFuture[int]], alpha: slurmsite.SiteInfo,
                             timeout: float) -> list[int]:
     """All results; on a timeout, fail with alpha's queue and nodes so the cause is in the test report."""

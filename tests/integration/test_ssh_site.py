@@ -260,6 +260,19 @@ def test_logs_follow_prints_a_running_tasks_output_at_the_site_over_ssh(
     _no_master_left("the follower's SSH master outlived it")
 
 
+def test_a_site_that_fails_to_start_closes_the_connection_another_site_opened(
+        omicron: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
+    """The campaign's sites start at once; one that fails (its login command fails) fails the start, and
+    the SSH site that had started is closed again: its master does not outlive the failed start."""
+    assert not _masters(), "a master from an earlier test is still running"
+    gone = ms.SlurmSite("gone", login=("false",), shared_dir=str(tmp_path))
+    campaign = ms.Campaign("ssh-start-fails", sites=[slurm_ssh_site(omicron), gone],
+                           journal=tmp_path / "f.db")
+    with pytest.raises(ms.SiteAgentError, match="site gone"):
+        campaign.start()
+    _no_master_left("the SSH site that had started kept its master after the campaign's start failed")
+
+
 def test_a_killed_master_is_opened_again_and_nothing_is_lost(omicron: slurmsite.SiteInfo, ray_local: None,
                                                               tmp_path: Path) -> None:
     journal = tmp_path / "m.db"
