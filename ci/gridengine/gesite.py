@@ -30,6 +30,7 @@ import sshlogin  # noqa: E402  (ci/ssh-login/sshlogin.py)
 
 ROOT = Path("/var/tmp/metasched-sites")
 READY_TIMEOUT_S = 60.0
+TAKES_JOBS_TIMEOUT_S = 120.0  # an execution daemon reports within its load report time (40 s)
 
 
 SiteError = containers.SiteError  # what `up` raises (shared by every test site's script)
@@ -92,6 +93,12 @@ def up(name: str, *, slots: int = 4, network: str = "none", binds: tuple[str, ..
         raise SiteError(str(exc)) from exc
     if not containers.wait_for(lambda: _ready(info), timeout_s=READY_TIMEOUT_S):
         raise SiteError(f"Grid Engine site {name!r} not ready after {READY_TIMEOUT_S:.0f} s:\n"
+                        f"{containers.logs(info.container, tail=30)}")
+    # the entrypoint says ready after at most 20 s even if the execution daemon has not reported yet
+    # (on a loaded machine it may take up to its load report time): a site is up when its queue takes jobs
+    if not containers.wait_for(lambda: takes_jobs(info), timeout_s=TAKES_JOBS_TIMEOUT_S):
+        raise SiteError(f"Grid Engine site {name!r}: its queue takes no jobs after "
+                        f"{TAKES_JOBS_TIMEOUT_S:.0f} s (an instance in qstat -f has a state, e.g. au):\n"
                         f"{containers.logs(info.container, tail=30)}")
     (directory / "site.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
     return info
