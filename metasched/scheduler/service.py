@@ -10,7 +10,6 @@ import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from metasched.data.plane import DataPlane, MissingInput
 from metasched.errors import (
@@ -25,7 +24,7 @@ from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded, reported
 from metasched.placement import PlacementPolicy, assume_unknowns, explain, feasible_sites, predicted_wait
 from metasched.records import AttemptId, Resources, SiteLoad, SiteName, TaskId, TaskSpec, attempt_id_of
-from metasched.scheduler.agents import close_agents, start_agents
+from metasched.scheduler.agents import at_once, close_agents, start_agents
 from metasched.scheduler.blocks import BlockJournal
 from metasched.scheduler.checkpoints import CheckpointRequests
 from metasched.scheduler.core import SchedulerCore
@@ -331,25 +330,16 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
                         ) -> None:
         if any(isinstance(self.agents[site], ReattachableAgent) for site in batches):
             self._flush()  # their jobs outlive us: journal the attempts (their job names) before submitting
-        if len(batches) > 1:  # every site at once: one slow to take its jobs holds back no other's starts
-            with ThreadPoolExecutor(max_workers=len(batches), thread_name_prefix="submit") as pool:
-                errors = dict(zip(batches, pool.map(self._submit_to, batches.items()), strict=True))
-        else:
-            errors = {site: self._submit_to((site, subs)) for site, subs in batches.items()}
-        for site, submissions in batches.items():
-            if (exc := errors[site]) is not None:  # attempts the agent accepted before the error are tracked
+        raised = at_once(list(batches.items()), lambda batch: self.agents[batch[0]].submit(batch[1]))
+        for exc in raised:
+            if exc is not None and not isinstance(exc, SiteAgentError):
+                raise exc
+        for (site, submissions), exc in zip(batches.items(), raised, strict=True):
+            if isinstance(exc, SiteAgentError):  # attempts the agent accepted before the error are tracked
                 for sub in submissions:
                     self.core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}",
                                            counts_as_try=not exc.transient)
             crash_point(point, site)  # the tests' window: submitted, its answer not yet journaled
-
-    def _submit_to(self, batch: tuple[SiteName, list[Submission]]) -> SiteAgentError | None:
-        site, submissions = batch
-        try:
-            self.agents[site].submit(submissions)
-        except SiteAgentError as exc:
-            return exc
-        return None
 
     def _flush(self, *, new_tasks: Sequence[TaskSpec] = (), functions: dict[str, bytes] | None = None
                ) -> None:
