@@ -2,7 +2,9 @@
 
 Each attempt's directory and job script are written here (``AttemptDir.here``), then every directory of
 the batch goes to the site in one ``Transport.send`` (nothing to do on a shared filesystem), then the jobs
-are submitted a few at a time (each submission is a round trip to the server).
+are submitted a few at a time (each submission is a round trip to the server). Once the server leaves one
+submission unanswered, the batch's others are not sent: each would wait as long (Slurm's sbatch ~9 s against
+a stopped controller), holding up the scheduler's step batch after batch while the server is gone.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ class Written:
     header: list[str]
 
 
+@dataclass(slots=True)
+class _Silence:
+    """A batch's first submission the server left unanswered (set from the submitting threads)."""
+
+    reason: str = ""
+
+
 def job_name(site: str, attempt_id: str) -> str:
     """The scheduler's job name of an attempt: unique, and starts with a letter (as PBS requires)."""
     return f"ms-{site}-{attempt_id}"
@@ -72,8 +81,9 @@ class Submitter:
         except SiteAgentError as exc:  # none reached the site
             done = {w.sub.attempt_id: (None, self.refused(w.sub.attempt_id, str(exc))) for w in ready}
         else:
-            done = dict(zip([w.sub.attempt_id for w in ready], self._pool.map(self._submit_one, ready),
-                            strict=True))
+            silence = _Silence()
+            jobs = self._pool.map(lambda w: self._submit_one(w, silence), ready)
+            done = dict(zip([w.sub.attempt_id for w in ready], jobs, strict=True))
         return [done[w.sub.attempt_id] if isinstance(w, Written) else (None, w) for w in written]
 
     def close(self) -> None:
@@ -93,15 +103,20 @@ class Submitter:
             return refused(sub, exc)
         return Written(sub=sub, request=request, launcher=launcher, header=header)
 
-    def _submit_one(self, written: Written) -> tuple[BatchJob | None, AttemptUpdate]:
+    def _submit_one(self, written: Written, silence: _Silence) -> tuple[BatchJob | None, AttemptUpdate]:
         sub, request = written.sub, written.request
+        if silence.reason:
+            return None, self.refused(sub.attempt_id, f"not submitted, the server left another submission "
+                                                      f"unanswered: {silence.reason}")
         try:
             out = self.transport.runner.run(self.dialect.submit_argv(request, written.header))
         except SiteAgentError as exc:  # timed out or cannot run: this attempt only, at no cost
-            return None, self.refused(sub.attempt_id, str(exc))
+            silence.reason = str(exc)
+            return None, self.refused(sub.attempt_id, silence.reason)
         job_id = self.dialect.parse_submitted(out) if out.ok else None
         if job_id is None and not out.ok and self.dialect.unreachable(out):
-            return None, self.refused(sub.attempt_id, out.describe())
+            silence.reason = out.describe()
+            return None, self.refused(sub.attempt_id, silence.reason)
         if job_id is None:
             said = " ".join(f"{out.stderr} {out.stdout}".split())  # some print their errors on stdout
             return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(

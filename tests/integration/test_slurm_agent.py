@@ -19,6 +19,7 @@ from metasched.outcomes import Lost
 from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from metasched.scheduler.events import SiteSummary
 from metasched.sites.base import Submission
+from site_agents.batch.submitting import SUBMIT_THREADS
 from site_agents.slurm import SlurmSite, slurm_agent
 from tests.integration.processes import kill_tree
 
@@ -255,3 +256,32 @@ def test_sbatch_that_does_not_answer_loses_only_its_own_attempt(alpha: slurmsite
     finally:
         agent.runner.timeout_s = 30
         agent.close()
+
+
+def test_a_stopped_controller_holds_up_one_round_of_submissions_not_one_per_job(
+    alpha: slurmsite.SiteInfo,
+) -> None:
+    """sbatch waits ~9 s for a controller that is gone. Of 12 submissions only those already in flight
+    when the first fails are sent (4 threads); the rest come back at once, to be placed again at no cost.
+    (Before, every one was sent: three rounds of 9 s holding up the scheduler's step.)"""
+    agent = slurm_agent(slurm_site(alpha, poll_interval=0.3))
+    agent.start()
+    controller = "metasched-slurm-alpha-controller"
+    subs = [sleeper(n) for n in range(12)]
+    try:
+        subprocess.run(["docker", "stop", controller], check=True, capture_output=True, timeout=60)
+        try:
+            agent.submit(subs)
+        finally:
+            subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
+        outcomes = {u.attempt_id: u.outcome for u in agent.poll()}
+        assert set(outcomes) == {s.attempt_id for s in subs}
+        for outcome in outcomes.values():
+            assert isinstance(outcome, Lost), outcome
+            assert not outcome.charge_retry
+            assert "Unable to contact slurm controller" in outcome.detail, outcome.detail
+        assert agent.runner.calls["sbatch"] == SUBMIT_THREADS
+        assert not agent.available
+    finally:
+        agent.close()
+        slurmsite.wait_ready(alpha)
