@@ -22,12 +22,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import IO, Any, ClassVar
-
-from proxystore.connectors.file import FileKey
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from metasched.errors import ConfigurationError
 from metasched.ssh import SSH_FAILED, Master, shared_master
+
+if TYPE_CHECKING:
+    from proxystore.connectors.file import FileKey
 
 CHUNK = 1 << 20
 COMMAND_TIMEOUT_S = 60.0
@@ -132,6 +133,17 @@ def _check_read(store: SshFileStore, key: FileKey, returncode: int, stderr: byte
         raise _failed(store, f"reading {key.filename}", returncode, stderr)
 
 
+def new_key() -> FileKey:
+    """A fresh object key.
+
+    ProxyStore's file connector is imported here, not with this module: it imports numpy, ~0.05 s of every
+    worker process's start (every Ray worker imports this module with ``metasched.worker``).
+    """
+    from proxystore.connectors.file import FileKey
+
+    return FileKey(filename=str(uuid.uuid4()))
+
+
 def object_path(store: SshFileStore, key: FileKey) -> str:
     """The object's file at the host."""
     return f"{store.path.rstrip('/')}/{key.filename}"
@@ -175,7 +187,7 @@ class Writer:
 
     def __init__(self, store: SshFileStore, source: IO[bytes] | None = None) -> None:
         self.store = store
-        self.key = FileKey(filename=str(uuid.uuid4()))
+        self.key = new_key()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed by finish or abort)
         self._proc = subprocess.Popen(_argv(store, PUT, store.path, self.key.filename),
                                       stdin=subprocess.PIPE if source is None else source,
@@ -237,7 +249,7 @@ class Writer:
 
 def adopt(store: SshFileStore, path: str, size: int, record: str | None = None) -> FileKey:
     """Make `path`, a file at the host, an object of `store` (a rename there; see objects.adopt_file)."""
-    key = FileKey(filename=str(uuid.uuid4()))
+    key = new_key()
     proc = _run(store, ADOPT, path, object_path(store, key), str(size), record or "")
     if proc.returncode != 0:
         raise _failed(store, f"adopting {path}", proc.returncode, proc.stderr)
@@ -274,7 +286,7 @@ class SshFileConnector:
 
     def new_key(self, obj: bytes | None = None) -> FileKey:
         """A fresh key."""
-        return FileKey(filename=str(uuid.uuid4()))
+        return new_key()
 
     def get(self, key: FileKey) -> bytes | None:
         """The object's bytes, or None if it is not stored."""

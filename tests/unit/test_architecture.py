@@ -1,10 +1,12 @@
 """The shape of the code, checked statically: no import circles, metasched never imports a site kind,
 no module past ~400 lines. Imports inside functions count (a lazy import is still a dependency); those
-under ``if TYPE_CHECKING:`` do not."""
+under ``if TYPE_CHECKING:`` do not. And, run: what a worker process's start imports."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -106,3 +108,13 @@ def test_no_module_past_about_400_lines() -> None:
     long = {name: n for name,
             path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_a_worker_process_starts_without_numpy() -> None:
+    """Every Ray worker (local site, pilot blocks) imports metasched.worker as it starts, before its first
+    task; numpy, which ProxyStore's connectors import, added ~0.05 s to each. Loaded only when a store is."""
+    heavy = ("numpy", "proxystore")
+    out = subprocess.run([sys.executable, "-c", "import sys, metasched.worker; print(sorted({m.split('.')[0] "
+                          f"for m in sys.modules}} & set({heavy!r})))"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout
