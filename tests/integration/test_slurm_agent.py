@@ -158,8 +158,8 @@ def _controller_fault(alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, journ
         done_at_fault = sum(f.done() for f in futures)
         subprocess.run([*fault, controller], check=True, capture_output=True, timeout=60)
         down_from = time.time()  # the controller is gone once docker returns
-        # Even an idle alpha runs squeue every 2 s; unanswered for 3 s, alpha gets no new jobs (squeue
-        # itself fails only after ~9 s).
+        # Even an idle alpha runs squeue every 2 s; unanswered for 1 s (3 poll intervals), alpha gets no new
+        # jobs (squeue itself fails only after ~9 s).
         time.sleep(8)
         futures += [work(i) for i in range(20, 60)]
         try:
