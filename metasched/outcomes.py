@@ -65,6 +65,10 @@ class Failed:
     failure: RemoteFailure
     usage: Usage | None = None
 
+    def with_files(self, files: tuple[str, ...]) -> Failed:
+        """The same failure, saying where the attempt's whole output is."""
+        return dataclasses.replace(self, failure=dataclasses.replace(self.failure, files=files))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RestoreFailed:

@@ -207,18 +207,13 @@ class BatchAgent:
         for job in list(self._jobs.values()):
             status = self._ours(job, answer.statuses.get(self.dialect.status_key(job.job_id)))
             update = self._check(job, status, answer, delete)
-            if update is not None and isinstance(update.outcome, Failed):  # say where its whole output is
-                failure = dataclasses.replace(update.outcome.failure, files=job.attempt.output_files())
-                update = dataclasses.replace(update, outcome=dataclasses.replace(update.outcome,
-                                                                                 failure=failure))
+            if update is not None and isinstance(failed := update.outcome, Failed):  # say where its output is
+                update = dataclasses.replace(update, outcome=failed.with_files(job.attempt.output_files()))
             if update is not None:
                 updates.append(update)
                 if update.outcome is not None:
                     del self._jobs[job.attempt_id]
-        if delete.ids:
-            self.runner.run(self.dialect.delete_argv(delete.ids))
-        for argv in self.dialect.delete_by_name_argvs(delete.names) if delete.names else []:
-            self.runner.run(argv)
+        delete.run(self.dialect, self.runner.run)
         return updates
 
     def _status_round(self, asked: list[tuple[str, int]], nodes_due: bool,
@@ -244,6 +239,9 @@ class BatchAgent:
 
     def _check(self, job: BatchJob, status: JobStatus | None, answer: Answer,
                delete: Deletions) -> AttemptUpdate | None:
+        if job.undeleted:  # cancelled while the site did not answer
+            job.undeleted = False
+            delete.add(job.job_id, job_name(self.config.name, job.attempt_id), listed=status is not None)
         news = job.news(status.run_count if status is not None else None)
         for line in news:
             log.warning("site %s: %s", self.config.name, line)
@@ -309,11 +307,12 @@ class BatchAgent:
 
     # ------------------------------------------------------------------ cancel, checkpoint, reattach
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
-        """Delete the jobs of these attempts in one call."""
+        """Delete these attempts' jobs in one call; at a site not answering (scancel would wait), later."""
         jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs]
+        answering = self.load().status_current
         for job in jobs:
-            job.cancelled = True
-        if jobs:
+            job.cancelled, job.undeleted = True, not answering
+        if jobs and answering:
             self.runner.run(self.dialect.delete_argv([j.job_id for j in jobs]))
 
     def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool = True) -> list[AttemptId]:

@@ -27,6 +27,7 @@ from metasched.worker.pilot import PilotPlan, write_plan
 from site_agents.batch.agent import BatchAgent
 from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import Dialect
+from site_agents.batch.rounds import Deletions
 from site_agents.batch.submitting import job_name
 from site_agents.runner import CommandRunner
 
@@ -158,13 +159,9 @@ def delete_earlier(runner: CommandRunner, dialect: Dialect, site: str,
                    earlier: Sequence[BlockRecord]) -> list[BlockRecord]:
     """Delete the blocks an earlier scheduler left (by job id and by name); their records, all ended."""
     live = [r for r in earlier if r.state != "ended"]
-    ids = [r.job_id for r in live if r.job_id]
     try:
-        if ids:
-            runner.run(dialect.delete_argv(ids))
-        names = [job_name(site, r.block_id) for r in live]
-        for argv in dialect.delete_by_name_argvs(names) if names else []:
-            runner.run(argv)
+        Deletions(ids=[r.job_id for r in live if r.job_id],
+                  names=[job_name(site, r.block_id) for r in live]).run(dialect, runner.run)
     except SiteAgentError as exc:
         log.warning("site %s: could not delete an earlier scheduler's blocks: %s", site, exc)
     gone = [dataclasses.replace(r, state="ended", detail="deleted when the campaign resumed") for r in live]

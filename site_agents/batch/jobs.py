@@ -51,6 +51,7 @@ class BatchJob:
     data: DataContext | None = None
     restoring: bool = False  # continues from a checkpoint
     cancelled: bool = False  # metasched deleted it
+    undeleted: bool = False  # cancelled while the site did not answer: deleted at its next answer
     started_at: float | None = None
     missing_polls: int = 0  # polls in a row the status did not list it
     finished_polls: int = 0  # polls it was listed finished without an outcome record

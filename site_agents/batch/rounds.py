@@ -38,6 +38,20 @@ class Deletions:
     ids: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
 
+    def add(self, job_id: str, name: str, *, listed: bool) -> None:
+        """One job: by its id if listed under its name just now, else by its name."""
+        if listed:
+            self.ids.append(job_id)
+        else:
+            self.names.append(name)
+
+    def run(self, dialect: Dialect, run: Callable[[list[str]], CommandOutput]) -> None:
+        """Delete them: the ids in one call, the names as the dialect can."""
+        if self.ids:
+            run(dialect.delete_argv(self.ids))
+        for argv in dialect.delete_by_name_argvs(self.names) if self.names else []:
+            run(argv)
+
 
 def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], user: str,
                  jobs: Sequence[tuple[str, int]], nodes_due: bool,

@@ -15,7 +15,7 @@ import pytest
 import slurmsite
 
 import metasched as ms
-from metasched.outcomes import Lost
+from metasched.outcomes import Cancelled, Lost
 from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from metasched.scheduler.events import SiteSummary
 from metasched.sites.base import Submission
@@ -282,6 +282,48 @@ def test_a_stopped_controller_holds_up_one_round_of_submissions_not_one_per_job(
             assert "Unable to contact slurm controller" in outcome.detail, outcome.detail
         assert agent.runner.calls["sbatch"] == SUBMIT_THREADS
         assert not agent.available
+    finally:
+        agent.close()
+        slurmsite.wait_ready(alpha)
+
+
+def test_a_job_cancelled_while_the_controller_is_stopped_is_deleted_once_it_answers(
+    alpha: slurmsite.SiteInfo,
+) -> None:
+    """scancel against a stopped controller waits ~9 s (the scheduler's step with it) and then fails: the
+    job ran on once the controller was back. Now the agent does not ask while the site does not answer,
+    and deletes the job at its next answer."""
+    agent = slurm_agent(slurm_site(alpha, poll_interval=0.3))
+    agent.start()
+    controller = "metasched-slurm-alpha-controller"
+    sub = sleeper(0)
+    try:
+        agent.submit([sub])
+        job_id = agent.job_id(sub.attempt_id)
+        assert job_id
+        subprocess.run(["docker", "stop", controller], check=True, capture_output=True, timeout=60)
+        try:
+            deadline = time.monotonic() + 30
+            while agent.load().status_current:
+                assert time.monotonic() < deadline, "the agent did not notice the stopped controller"
+                agent.poll()
+                time.sleep(0.2)
+            agent.cancel([sub.attempt_id])
+            assert agent.runner.calls["scancel"] == 0
+        finally:
+            subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
+        outcome = None
+        deadline = time.monotonic() + 120
+        while outcome is None:
+            assert time.monotonic() < deadline, "the cancelled job was not reported"
+            outcome = next((u.outcome for u in agent.poll() if u.attempt_id == sub.attempt_id and u.outcome),
+                           None)
+            time.sleep(0.3)
+        assert isinstance(outcome, Cancelled), outcome
+        assert agent.runner.calls["scancel"] == 1
+        listed = subprocess.run(["squeue", "--noheader", f"--jobs={job_id}", "--states=RUNNING,PENDING"],
+                                env=alpha.client_env(), capture_output=True, text=True, check=False)
+        assert listed.stdout.strip() == "", f"job {job_id} still runs: {listed.stdout}"
     finally:
         agent.close()
         slurmsite.wait_ready(alpha)
