@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,6 +260,17 @@ def test_sbatch_that_does_not_answer_loses_only_its_own_attempt(alpha: slurmsite
         agent.close()
 
 
+@contextlib.contextmanager
+def _controller_stopped(info: slurmsite.SiteInfo) -> Iterator[None]:
+    """The site's controller stopped (`docker stop`: it saves its state) for the block, then started again."""
+    controller = f"metasched-slurm-{info.name}-controller"
+    subprocess.run(["docker", "stop", controller], check=True, capture_output=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
+
+
 def test_a_stopped_controller_holds_up_one_round_of_submissions_not_one_per_job(
     alpha: slurmsite.SiteInfo,
 ) -> None:
@@ -266,14 +279,10 @@ def test_a_stopped_controller_holds_up_one_round_of_submissions_not_one_per_job(
     (Before, every one was sent: three rounds of 9 s holding up the scheduler's step.)"""
     agent = slurm_agent(slurm_site(alpha, poll_interval=0.3))
     agent.start()
-    controller = "metasched-slurm-alpha-controller"
     subs = [sleeper(n) for n in range(12)]
     try:
-        subprocess.run(["docker", "stop", controller], check=True, capture_output=True, timeout=60)
-        try:
+        with _controller_stopped(alpha):
             agent.submit(subs)
-        finally:
-            subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
         outcomes = {u.attempt_id: u.outcome for u in agent.poll()}
         assert set(outcomes) == {s.attempt_id for s in subs}
         for outcome in outcomes.values():
@@ -295,14 +304,12 @@ def test_a_job_cancelled_while_the_controller_is_stopped_is_deleted_once_it_answ
     and deletes the job at its next answer."""
     agent = slurm_agent(slurm_site(alpha, poll_interval=0.3))
     agent.start()
-    controller = "metasched-slurm-alpha-controller"
     sub = sleeper(0)
     try:
         agent.submit([sub])
         job_id = agent.job_id(sub.attempt_id)
         assert job_id
-        subprocess.run(["docker", "stop", controller], check=True, capture_output=True, timeout=60)
-        try:
+        with _controller_stopped(alpha):
             deadline = time.monotonic() + 30
             while agent.load().status_current:
                 assert time.monotonic() < deadline, "the agent did not notice the stopped controller"
@@ -310,8 +317,6 @@ def test_a_job_cancelled_while_the_controller_is_stopped_is_deleted_once_it_answ
                 time.sleep(0.2)
             agent.cancel([sub.attempt_id])
             assert agent.runner.calls["scancel"] == 0
-        finally:
-            subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
         outcome = None
         deadline = time.monotonic() + 120
         while outcome is None:
