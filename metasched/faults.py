@@ -12,7 +12,12 @@ import signal
 ENV = "METASCHED_FAULT"
 
 
+def armed(point: str, site: str) -> bool:
+    """Whether the tests asked for this point at this site."""
+    return os.environ.get(ENV) == f"{point}:{site}"
+
+
 def crash_point(point: str, site: str) -> None:
     """Die at once, as a machine losing power would, if the tests asked for this point at this site."""
-    if os.environ.get(ENV) == f"{point}:{site}":
+    if armed(point, site):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -18,7 +18,7 @@ from metasched.errors import (
     PlacementError,
     SiteAgentError,
 )
-from metasched.faults import crash_point
+from metasched.faults import armed, crash_point
 from metasched.journal import Journal
 from metasched.journal_schema import FinalRecord, LiveAttempt, Note
 from metasched.outcomes import Cancelled, Checkpointed, Failed, Lost, RestoreFailed, Succeeded, reported
@@ -33,7 +33,14 @@ from metasched.scheduler.events import EventLog, SiteSummary, TaskEvent, site_su
 from metasched.scheduler.hedging import HEDGES_MADE, Hedging
 from metasched.scheduler.states import TERMINAL, TaskState
 from metasched.scheduler.task_records import Attempt, TaskRecord
-from metasched.sites.base import AttemptUpdate, ReattachableAgent, ShapeAwareAgent, SiteAgent, Submission
+from metasched.sites.base import (
+    AttemptUpdate,
+    ReattachableAgent,
+    ShapeAwareAgent,
+    SiteAgent,
+    Submission,
+    SubmitsInBackground,
+)
 
 _MAX_DEFERRED_PER_STEP = 2000
 
@@ -339,7 +346,9 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
                 for sub in submissions:
                     self.core.attempt_lost(sub.attempt_id, reason=f"submission to {site} failed: {exc}",
                                            counts_as_try=not exc.transient)
-            crash_point(point, site)  # the tests' window: submitted, its answer not yet journaled
+            if armed(point, site) and isinstance(agent := self.agents[site], SubmitsInBackground):
+                agent.settle()  # the tests' window: the site has the jobs, their ids not journaled
+            crash_point(point, site)
 
     def _flush(self, *, new_tasks: Sequence[TaskSpec] = (), functions: dict[str, bytes] | None = None
                ) -> None:

@@ -149,6 +149,18 @@ class ReattachableAgent(Protocol):
         ...
 
 
+@runtime_checkable
+class SubmitsInBackground(Protocol):
+    """An agent whose ``submit`` returns before the site has answered; the answers come with its polls.
+
+    Batch sites: a server may take seconds per job, and the scheduler's step waits for no site.
+    """
+
+    def settle(self) -> None:
+        """Wait until the site has answered every submission handed over."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BlockRecord:
     """One pilot block of a site (a batch job holding Ray worker nodes), as its agent reports it."""

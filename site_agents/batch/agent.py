@@ -1,13 +1,14 @@
 """The batch agent: one job per attempt at any batch scheduler, through its dialect.
 
 Attempts are job scripts in the site's shared filesystem (``metasched.attempt_dir``), written by a
-launcher and submitted a few at a time. Each poll asks the scheduler once about every job, on the agent's
-own thread: a server that does not answer (Slurm commands retry for ~9 s) never holds up the scheduler
-and its other sites for more than ``POLL_WAIT_S`` per step, and a site whose status has not answered for
-``SLOW_S`` gets no new jobs. A site with no jobs is probed every ``IDLE_PROBE_S`` (listing its nodes),
-so a dead server is noticed before work is sent there. The attempt's own record of how it ended comes
-first; the scheduler's word (its listing, then its accounting) only explains a job that ended without
-one (``explain``).
+launcher and submitted a few at a time on the submitter's own thread (``submitting``): the scheduler's
+step never waits for a server to take jobs. Each poll asks the scheduler once about every job, on the
+agent's own thread: a server that does not answer (Slurm commands retry for ~9 s) never holds up the
+scheduler and its other sites for more than ``POLL_WAIT_S`` per step, and a site whose status has not
+answered for ``SLOW_S`` gets no new jobs. A site with no jobs is probed every ``IDLE_PROBE_S`` (listing
+its nodes), so a dead server is noticed before work is sent there. The attempt's own record of how it
+ended comes first; the scheduler's word (its listing, then its accounting) only explains a job that
+ended without one (``explain``).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class BatchAgent:
         self._last_nodes = 0.0
         self._last_queue = -QUEUE_REFRESH_S
         self.waits = QueueWait()
-        self._submitter = Submitter(config, dialect, self.transport, self._refused_at_no_cost)
+        self._submitter = Submitter(config, dialect, self.transport)
         self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"status-{config.name}")
         self._lister = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{config.name}")
         self._listing: Future[Listing] | None = None
@@ -118,6 +119,7 @@ class BatchAgent:
 
     def close(self, *, delete: bool = True) -> None:
         """Delete every job still queued or running (not with `delete` False: another agent tracks them)."""
+        self.settle()
         live = [job.job_id for job in self._jobs.values()] if delete else []
         if live:
             try:
@@ -131,40 +133,37 @@ class BatchAgent:
         self.transport.close()
 
     # ------------------------------------------------------------------------------ submit
-    def submit(self, submissions: Sequence[Submission]) -> None:
-        """Write each attempt, send them to the site, and submit them (a few submissions in parallel)."""
+    def submit(self, submissions: Sequence[Submission], *, wait: bool = False) -> None:
+        """Hand attempts to the submitter's thread; the answers come with the next polls (`wait`: now)."""
         if self.launchers is None:
             raise SiteAgentError(f"site {self.config.name}: agent not started.", site=self.config.name)
-        load = self.load()
-        done = self._submitter.submit(submissions, self.launchers, for_group=self.via_group,
-                                      memory_tracked=not self._capacity.memory_untracked)
-        for sub, (job, update) in zip(submissions, done, strict=True):
-            if job is not None:
-                shape = sub.spec.resources
-                job.predicted_wait_s = load.wait_s(shape.cores, shape)
-                # what the learners correct: our turn behind ours there, after the whole-queue forecast
-                # (none while ours ahead have no known run time: the wait would be ours, not the site's)
-                job.forecast_wait_s = (None if load.turn_unknown(shape.cores) else
-                                       load.wait_s(shape.cores) - load.est_wait_s + self.waits.forecast_s)
-                self.waits.seen(shape)
-                load.inflight += 1
-                self._jobs[sub.attempt_id] = job
-            self._pending.append(update)
+        self._submitter.send(submissions, self.launchers, for_group=self.via_group,
+                             memory_tracked=not self._capacity.memory_untracked)
+        if wait:
+            self.settle()
+
+    def settle(self, *, wait: bool = True) -> None:
+        """Take the site's answers to the submissions handed over (with `wait`: to all, once it has)."""
+        if not (arrived := self._submitter.arrived(wait=wait)):
+            return
+        load = self.load()  # without these
+        for sent in arrived:
+            if (job := sent.job) is not None:
+                job.predicted_wait_s, job.forecast_wait_s = self.waits.submitted(load, job.spec.resources)
+                self._jobs[job.attempt_id] = job
+            elif isinstance(lost := sent.update.outcome, Lost) and lost.reason is LossReason.SITE_UNAVAILABLE:
+                self.mark_unavailable(lost.detail)
+            self._pending.append(sent.update)
+        self.cancel([sent.sub.attempt_id for sent in arrived if sent.withdrawn and sent.job is not None])
 
     def job_id(self, attempt_id: AttemptId) -> str:
         """The job id of an attempt in flight ("" if none)."""
         return job.job_id if (job := self._jobs.get(attempt_id)) else ""
 
-    def _refused_at_no_cost(self, attempt_id: AttemptId, reason: str) -> AttemptUpdate:
-        """The server did not answer: the attempt is placed again (anywhere) without a retry charged."""
-        self.mark_unavailable(reason)
-        return AttemptUpdate(attempt_id=attempt_id, outcome=Lost(
-            reason=LossReason.SITE_UNAVAILABLE, detail=f"site {self.config.name}: {reason}",
-            charge_retry=False))
-
     # ------------------------------------------------------------------------------ poll
     def poll(self) -> list[AttemptUpdate]:
         """At most once per poll_interval: the status round's answer, then each job's record and status."""
+        self.settle(wait=False)
         updates, self._pending = self._pending, []
         now = time.monotonic()
         if self._round is None:
@@ -197,8 +196,12 @@ class BatchAgent:
             log.warning("site %s answers again", self.config.name)
             self._answered_again_at = now
         self.available, self.unavailable_reason = True, ""
-        if answer.capacity is not None:
-            self._take_capacity(answer.capacity, now)
+        self._submitter.heard()
+        if (capacity := answer.capacity) is not None:
+            if capacity.usable_nodes != self._capacity.usable_nodes:
+                log.warning("site %s: %d of %d nodes take jobs %s", self.config.name, capacity.usable_nodes,
+                            capacity.nodes, capacity.detail)
+            self._capacity, self._last_nodes = capacity, now
         if self._listing is not None and self._listing.done():
             if not self._listing.exception():
                 self._take_listing(self._listing.result())
@@ -221,12 +224,6 @@ class BatchAgent:
         """On the poller thread: the scheduler's word and what the jobs wrote, in one round trip."""
         return status_round(self.dialect, self.runner.run, self.user, asked, nodes_due,
                             status_run=lambda argv: self.transport.run_and_fetch(argv, attempts))
-
-    def _take_capacity(self, capacity: Capacity, now: float) -> None:
-        if capacity.usable_nodes != self._capacity.usable_nodes:
-            log.warning("site %s: %d of %d nodes take jobs %s", self.config.name, capacity.usable_nodes,
-                        capacity.nodes, capacity.detail)
-        self._capacity, self._last_nodes = capacity, now
 
     def _ours(self, job: BatchJob, status: JobStatus | None) -> JobStatus | None:
         """The status listed under the job's id, unless it names another job.
@@ -308,6 +305,7 @@ class BatchAgent:
     # ------------------------------------------------------------------ cancel, checkpoint, reattach
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Delete these attempts' jobs in one call; at a site not answering (scancel would wait), later."""
+        self._submitter.withdraw(attempt_ids)  # on their way: deleted once the site has them (``settle``)
         jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs]
         answering = self.load().status_current
         for job in jobs:
@@ -397,11 +395,13 @@ class BatchAgent:
 
         No free room while the server does not answer (or is slow to).
         """
-        inflight = len(self._jobs)
+        inflight = len(self._jobs) + self._submitter.in_flight
         capacity = self._capacity
         patience = min(SLOW_S, max(SLOW_MIN_S, 3 * self.config.poll_interval))
         slow = self._round is not None and time.monotonic() - self._round_since > patience
-        accepting = self.available and capacity.usable_nodes > 0 and not slow
+        silent = bool(self._submitter.silence.reason)  # a submission left unanswered since the last answer
+        current = self.available and not slow and not silent
+        accepting = current and capacity.usable_nodes > 0
         return SiteLoad(
             site=self.name, total_cores=capacity.total_cores, max_cores_per_task=capacity.max_cores_per_node,
             max_memory_mb=capacity.max_memory_mb, gpus=self.config.gpus_per_node,
@@ -409,7 +409,7 @@ class BatchAgent:
             max_inflight=self.config.max_jobs if accepting else inflight, accepting=accepting,
             est_wait_s=self.waits.est_wait_s, open_cores=self.waits.open_cores(capacity.total_cores),
             cycle_s=self.waits.cycle_s, learns=True, learned_s=self.waits.learned_s,
-            capabilities=self._capabilities, reports_start=True, status_current=self.available and not slow,
+            capabilities=self._capabilities, reports_start=True, status_current=current,
             shape_waits=self.waits.shape_waits(),
             shape_starts=self.waits.shape_starts(time.monotonic()))
 

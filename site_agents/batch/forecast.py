@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from metasched.records import Resources
+from metasched.records import Resources, SiteLoad
 
 LEARNING_RATE = 0.2  # weight of the newest observation (wait error, run time)
 AT_ONCE_S = 5.0  # a job that started within this long started at once (the scheduler's cycle, our poll)
@@ -182,6 +182,19 @@ class QueueWait:
         """A task or job of this shape (asked about from the next listing on, the latest first)."""
         learner = self.shapes.pop(shape, None)  # moved to the end: the most recent shape
         self.shapes[shape] = learner if learner is not None else WaitLearner()
+
+    def submitted(self, load: SiteLoad, shape: Resources) -> tuple[float, float | None]:
+        """A job of ours of `shape` was queued behind what `load` counts (which counts it too now).
+
+        Returns its predicted wait, and the forecast the learners correct by its start (``started``): our
+        turn behind ours there after the whole-queue forecast, or None while ours ahead have no known run
+        time (the wait would be ours, not the site's).
+        """
+        predicted = load.wait_s(shape.cores, shape)
+        turn = None if load.turn_unknown(shape.cores) else load.wait_s(shape.cores) - load.est_wait_s
+        self.seen(shape)
+        load.inflight += 1
+        return predicted, None if turn is None else turn + self.forecast_s
 
     def started(self, forecast_s: float | None, waited_s: float, shape: Resources | None = None) -> None:
         """A job of ours started after `waited_s`; `forecast_s` was the uncorrected forecast then.

@@ -162,8 +162,8 @@ class PilotAgent:
     # ------------------------------------------------------------------------------ blocks
     def _add_blocks(self, count: int) -> None:
         submissions = [self._block_submission() for _ in range(count)]
-        if submissions:
-            self.batch.submit(submissions)
+        if submissions:  # a few jobs: their ids at once (``prestart`` hands them over)
+            self.batch.submit(submissions, wait=True)
 
     def _block_submission(self) -> Submission:
         self._count += 1

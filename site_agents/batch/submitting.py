@@ -1,24 +1,30 @@
 """Writing attempts and submitting their jobs: the batch agent's outgoing half.
 
-Each attempt's directory and job script are written here (``AttemptDir.here``), then every directory of
-the batch goes to the site in one ``Transport.send`` (nothing to do on a shared filesystem), then the jobs
-are submitted a few at a time (each submission is a round trip to the server). Once the server leaves one
-submission unanswered, the batch's others are not sent: each would wait as long (Slurm's sbatch ~9 s against
-a stopped controller), holding up the scheduler's step batch after batch while the server is gone.
+A batch of submissions is handed to the submitter's own thread (``send``) and the agent takes the site's
+answers back at its next polls (``arrived``), each as soon as it came: the scheduler's step never waits
+for a server to take jobs (a busy controller's sbatch can take seconds, a stopped one's ~9 s), so one site
+slow to take its jobs holds back no other site's results. On that thread each attempt's directory and job
+script are written (``AttemptDir.here``), then every directory of the batch goes to the site in one
+``Transport.send`` (nothing to do on a shared filesystem), then the jobs are submitted a few at a time
+(each submission is a round trip to the server). Once the server leaves one submission unanswered, no
+more are sent until it answers again (``heard``): each would wait as long, batch after batch, while the
+server is gone.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import SimpleQueue
 
 from metasched.attempt_dir import AttemptDir
 from metasched.data.objects import DataContext
 from metasched.data.stores import StoreSpec
 from metasched.errors import SiteAgentError
-from metasched.outcomes import failed
+from metasched.outcomes import LossReason, Lost, failed
 from metasched.records import AttemptId, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch.config import BatchSite
@@ -29,8 +35,8 @@ from site_agents.batch.transport import Transport
 
 SUBMIT_THREADS = 4  # submissions in flight at once (each is a round trip to the server)
 
-#: What the agent does with an attempt the server did not take (it is placed again at no cost).
-Refused = Callable[[AttemptId, str], AttemptUpdate]
+#: A submission's job (None if it did not start) and its update.
+Sent = tuple[BatchJob | None, AttemptUpdate]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,9 +51,22 @@ class Written:
 
 @dataclass(slots=True)
 class _Silence:
-    """A batch's first submission the server left unanswered (set from the submitting threads)."""
+    """Why the server left a submission unanswered since it last answered ("" if it did not).
+
+    Set by the submitting threads, cleared by the agent's next answered status round (``heard``).
+    """
 
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """The site's answer to one submission, as the agent takes it back."""
+
+    sub: Submission
+    job: BatchJob | None  # None: it did not start (its update says why)
+    update: AttemptUpdate
+    withdrawn: bool  # cancelled while on its way: its job is to be deleted
 
 
 def job_name(site: str, attempt_id: str) -> str:
@@ -63,32 +82,90 @@ def job_store(config: BatchSite, data: DataContext | None) -> StoreSpec:
 class Submitter:
     """Turns submissions into jobs at one site (see the module docstring)."""
 
-    def __init__(self, config: BatchSite, dialect: Dialect, transport: Transport, refused: Refused) -> None:
+    def __init__(self, config: BatchSite, dialect: Dialect, transport: Transport) -> None:
         self.config, self.dialect, self.transport = config, dialect, transport
-        self.refused = refused
+        self.silence = _Silence()
+        self._on_way: dict[AttemptId, Submission] = {}  # handed over, answer not taken (the agent's thread)
+        self._withdrawn: set[AttemptId] = set()  # ... and cancelled meanwhile
+        self._answers: SimpleQueue[tuple[AttemptId, Sent]] = SimpleQueue()  # put as each comes
+        self._batches: list[Future[None]] = []
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batches-{config.name}")
         self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS,
                                         thread_name_prefix=f"submit-{config.name}")
 
-    def submit(self, submissions: Sequence[Submission], launchers: Launchers, *, for_group: bool,
-               memory_tracked: bool) -> list[tuple[BatchJob | None, AttemptUpdate]]:
-        """Each submission's job (None if it did not start) and its update, in order."""
-        written = [self._write(sub, launchers, for_group=for_group, memory_tracked=memory_tracked)
-                   for sub in submissions]
-        ready = [w for w in written if isinstance(w, Written)]
-        done: dict[AttemptId, tuple[BatchJob | None, AttemptUpdate]]
-        try:
-            self.transport.send([w.request.attempt for w in ready])
-        except SiteAgentError as exc:  # none reached the site
-            done = {w.sub.attempt_id: (None, self.refused(w.sub.attempt_id, str(exc))) for w in ready}
-        else:
-            silence = _Silence()
-            jobs = self._pool.map(lambda w: self._submit_one(w, silence), ready)
-            done = dict(zip([w.sub.attempt_id for w in ready], jobs, strict=True))
-        return [done[w.sub.attempt_id] if isinstance(w, Written) else (None, w) for w in written]
+    def send(self, submissions: Sequence[Submission], launchers: Launchers, *, for_group: bool,
+             memory_tracked: bool) -> None:
+        """Hand a batch to the submitter's thread (batches go in order); ``arrived`` takes the answers."""
+        subs = list(submissions)
+        self._on_way.update((sub.attempt_id, sub) for sub in subs)
+        self._batches.append(self._thread.submit(self._submit, subs, launchers, for_group=for_group,
+                                                 memory_tracked=memory_tracked))
+
+    @property
+    def in_flight(self) -> int:
+        """Submissions handed over whose answers the agent has not taken."""
+        return len(self._on_way)
+
+    def withdraw(self, attempt_ids: Sequence[AttemptId]) -> None:
+        """Cancelled while on their way: their jobs, if the server takes them, are to be deleted."""
+        self._withdrawn.update(a for a in attempt_ids if a in self._on_way)
+
+    def heard(self) -> None:
+        """The server answered: submit again."""
+        self.silence.reason = ""
+
+    def arrived(self, *, wait: bool = False) -> list[Arrived]:
+        """The answers that came since the last call, each as soon as its own came; with `wait`, every one.
+
+        An exception other than the site's (``SiteAgentError``: the attempts come back lost) is raised.
+        """
+        if wait:
+            futures.wait(self._batches)
+        done = [batch for batch in self._batches if batch.done()]
+        self._batches = [batch for batch in self._batches if not batch.done()]
+        for batch in done:
+            if (exc := batch.exception()) is not None:
+                raise exc
+        taken: list[Arrived] = []
+        while not self._answers.empty():
+            attempt_id, (job, update) = self._answers.get()
+            taken.append(Arrived(self._on_way.pop(attempt_id), job, update, attempt_id in self._withdrawn))
+            self._withdrawn.discard(attempt_id)
+        return taken
 
     def close(self) -> None:
-        """Wait for submissions in flight."""
+        """Wait for submissions in flight (take their answers with ``arrived(wait=True)`` first)."""
+        self._thread.shutdown(wait=True)
         self._pool.shutdown(wait=True)
+
+    def _submit(self, submissions: Sequence[Submission], launchers: Launchers, *, for_group: bool,
+                memory_tracked: bool) -> None:
+        """On the submitter's thread: write, send and submit; each answer is put as it comes."""
+        try:
+            written = [self._write(sub, launchers, for_group=for_group, memory_tracked=memory_tracked)
+                       for sub in submissions]
+        except SiteAgentError as exc:  # none submitted
+            for sub in submissions:
+                lost = _lost(self.config.name, sub.attempt_id, f"submission failed: {exc}",
+                             charge_retry=not exc.transient)
+                self._answer(sub.attempt_id, None, lost)
+            return
+        ready = [w for w in written if isinstance(w, Written)]
+        for refusal in (w for w in written if not isinstance(w, Written)):
+            self._answer(refusal.attempt_id, None, refusal)
+        try:
+            if not self.silence.reason:
+                self.transport.send([w.request.attempt for w in ready])
+        except SiteAgentError as exc:  # none reached the site
+            self.silence.reason = str(exc)
+            for w in ready:
+                self._answer(w.sub.attempt_id, None, self._unanswered(w.sub.attempt_id, str(exc)))
+            return
+        for _ in self._pool.map(lambda w: self._answer(w.sub.attempt_id, *self._submit_one(w)), ready):
+            pass  # each answered as its submission returns; an unexpected error is raised here
+
+    def _answer(self, attempt_id: AttemptId, job: BatchJob | None, update: AttemptUpdate) -> None:
+        self._answers.put((attempt_id, (job, update)))
 
     def _write(self, sub: Submission, launchers: Launchers, *, for_group: bool,
                memory_tracked: bool) -> Written | AttemptUpdate:
@@ -103,20 +180,20 @@ class Submitter:
             return refused(sub, exc)
         return Written(sub=sub, request=request, launcher=launcher, header=header)
 
-    def _submit_one(self, written: Written, silence: _Silence) -> tuple[BatchJob | None, AttemptUpdate]:
-        sub, request = written.sub, written.request
+    def _submit_one(self, written: Written) -> Sent:
+        sub, request, silence = written.sub, written.request, self.silence
         if silence.reason:
-            return None, self.refused(sub.attempt_id, f"not submitted, the server left another submission "
-                                                      f"unanswered: {silence.reason}")
+            return None, self._unanswered(sub.attempt_id, f"not submitted, the server left another "
+                                                          f"submission unanswered: {silence.reason}")
         try:
             out = self.transport.runner.run(self.dialect.submit_argv(request, written.header))
         except SiteAgentError as exc:  # timed out or cannot run: this attempt only, at no cost
             silence.reason = str(exc)
-            return None, self.refused(sub.attempt_id, silence.reason)
+            return None, self._unanswered(sub.attempt_id, silence.reason)
         job_id = self.dialect.parse_submitted(out) if out.ok else None
         if job_id is None and not out.ok and self.dialect.unreachable(out):
             silence.reason = out.describe()
-            return None, self.refused(sub.attempt_id, silence.reason)
+            return None, self._unanswered(sub.attempt_id, silence.reason)
         if job_id is None:
             said = " ".join(f"{out.stderr} {out.stdout}".split())  # some print their errors on stdout
             return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(
@@ -127,8 +204,18 @@ class Submitter:
                        submitted_at=time.monotonic(), data=sub.data, restoring=sub.restore is not None)
         return job, AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id)
 
+    def _unanswered(self, attempt_id: AttemptId, reason: str) -> AttemptUpdate:
+        """The server did not answer: the attempt is placed again (anywhere) without a retry charged."""
+        return _lost(self.config.name, attempt_id, reason, charge_retry=False)
+
     def _request(self, spec: TaskSpec, attempt: AttemptDir, memory_tracked: bool) -> JobRequest:
         walltime = spec.resources.walltime_s
         lead = warning_lead_s(walltime, self.config.signal_lead_s) if walltime is not None else None
         return JobRequest(spec=spec, name=job_name(self.config.name, attempt.attempt_id), attempt=attempt,
                           limit_s=time_limit_s(spec), warning_lead_s=lead, nodes_report_memory=memory_tracked)
+
+
+def _lost(site: str, attempt_id: AttemptId, reason: str, *, charge_retry: bool) -> AttemptUpdate:
+    return AttemptUpdate(attempt_id=attempt_id, outcome=Lost(reason=LossReason.SITE_UNAVAILABLE,
+                                                             detail=f"site {site}: {reason}",
+                                                             charge_retry=charge_retry))

@@ -17,10 +17,11 @@ import pytest
 import slurmsite
 
 import metasched as ms
-from metasched.outcomes import Cancelled, Lost
+from metasched.outcomes import Cancelled, Lost, TaskOutcome
 from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
 from metasched.scheduler.events import SiteSummary
 from metasched.sites.base import Submission
+from site_agents.batch.agent import BatchAgent
 from site_agents.batch.submitting import SUBMIT_THREADS
 from site_agents.slurm import SlurmSite, slurm_agent
 from tests.integration.processes import kill_tree
@@ -50,9 +51,9 @@ def test_polling_cost_does_not_grow_with_tasks(alpha: slurmsite.SiteInfo) -> Non
             agent.poll()
             return sum(agent.runner.calls.values()) - before
 
-        agent.submit([sleeper(1)])
+        agent.submit([sleeper(1)], wait=True)
         one = commands_per_poll()
-        agent.submit([sleeper(1) for _ in range(199)])
+        agent.submit([sleeper(1) for _ in range(199)], wait=True)
         assert agent.load().inflight == 200
         two_hundred = commands_per_poll()
         assert one == two_hundred == 1, (one, two_hundred)
@@ -247,7 +248,7 @@ def test_sbatch_that_does_not_answer_loses_only_its_own_attempt(alpha: slurmsite
     try:
         agent.runner.timeout_s = 0.001  # every sbatch now times out
         subs = [sleeper(1) for _ in range(3)]
-        agent.submit(subs)  # must not raise: each attempt is reported on its own
+        agent.submit(subs, wait=True)  # must not raise: each attempt is reported on its own
         updates = {u.attempt_id: u.outcome for u in agent.poll()}
         assert set(updates) == {s.attempt_id for s in subs}
         for outcome in updates.values():
@@ -271,20 +272,26 @@ def _controller_stopped(info: slurmsite.SiteInfo) -> Iterator[None]:
         subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
 
 
-def test_a_stopped_controller_holds_up_one_round_of_submissions_not_one_per_job(
+def test_a_stopped_controller_holds_up_no_step_and_one_round_of_submissions(
     alpha: slurmsite.SiteInfo,
 ) -> None:
-    """sbatch waits ~9 s for a controller that is gone. Of 12 submissions only those already in flight
-    when the first fails are sent (4 threads); the rest come back at once, to be placed again at no cost.
-    (Before, every one was sent: three rounds of 9 s holding up the scheduler's step.)"""
+    """sbatch waits ~9 s for a controller that is gone. The agent hands submissions to its own thread and
+    returns at once (the scheduler's step waits for no site); of 12 submissions only those already in
+    flight when the first fails are sent (4 threads), the rest come back to be placed again at no cost, and
+    so do later batches until the site answers again. (Before: the step waited for three rounds of 9 s.)"""
     agent = slurm_agent(slurm_site(alpha, poll_interval=0.3))
     agent.start()
-    subs = [sleeper(n) for n in range(12)]
+    subs, later = [sleeper(n) for n in range(12)], [sleeper(n) for n in range(12, 16)]
     try:
         with _controller_stopped(alpha):
             agent.submit(subs)
-        outcomes = {u.attempt_id: u.outcome for u in agent.poll()}
-        assert set(outcomes) == {s.attempt_id for s in subs}
+            assert agent.load().inflight == 12
+            assert not [u for u in agent.poll() if u.outcome is not None]  # sbatch is still waiting
+            outcomes = _outcomes(agent, subs, timeout=60)
+            assert not agent.load().accepting
+            agent.submit(later)
+            outcomes |= _outcomes(agent, later, timeout=10)
+        assert set(outcomes) == {s.attempt_id for s in subs + later}
         for outcome in outcomes.values():
             assert isinstance(outcome, Lost), outcome
             assert not outcome.charge_retry
@@ -294,6 +301,17 @@ def test_a_stopped_controller_holds_up_one_round_of_submissions_not_one_per_job(
     finally:
         agent.close()
         slurmsite.wait_ready(alpha)
+
+
+def _outcomes(agent: BatchAgent, subs: list[Submission], *, timeout: float) -> dict[AttemptId, TaskOutcome]:
+    """Poll until every one of `subs` has an outcome."""
+    wanted, outcomes = {s.attempt_id for s in subs}, {}
+    deadline = time.monotonic() + timeout
+    while set(outcomes) != wanted:
+        assert time.monotonic() < deadline, f"no outcome yet for {sorted(wanted - set(outcomes))}"
+        outcomes |= {u.attempt_id: u.outcome for u in agent.poll() if u.attempt_id in wanted and u.outcome}
+        time.sleep(0.1)
+    return outcomes
 
 
 def test_a_job_cancelled_while_the_controller_is_stopped_is_deleted_once_it_answers(
@@ -306,7 +324,7 @@ def test_a_job_cancelled_while_the_controller_is_stopped_is_deleted_once_it_answ
     agent.start()
     sub = sleeper(0)
     try:
-        agent.submit([sub])
+        agent.submit([sub], wait=True)
         job_id = agent.job_id(sub.attempt_id)
         assert job_id
         with _controller_stopped(alpha):
@@ -332,3 +350,43 @@ def test_a_job_cancelled_while_the_controller_is_stopped_is_deleted_once_it_answ
     finally:
         agent.close()
         slurmsite.wait_ready(alpha)
+
+
+SLOW_SBATCH_S = 6
+# A login prefix that runs every command at alpha as given, each submission SLOW_SBATCH_S late: a site
+# whose submissions take seconds each (a busy controller, a site's own checks of every job); squeue and
+# `sbatch --test-only` (the expected start of a shape, which may hold up a step for 3 s) answer at once.
+SLOW_SBATCH_LOGIN = ("bash", "-c", 'case " $* " in *" --test-only "*) ;; *" sbatch "*) sleep '
+                     f'{SLOW_SBATCH_S};; esac; exec "$@"', "slow-sbatch")
+
+
+def test_a_site_slow_to_take_jobs_holds_up_no_other_sites_results(
+    alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    """Every sbatch at alpha takes 6 s. The local site's results come meanwhile (before, the scheduler's
+    step waited for alpha's submissions, rounds of four: no result at all for 12 s or more); tasks still
+    on their way to alpha move to free local cores, the jobs of those that moved are deleted once alpha has
+    them, and every task's result is recorded once."""
+    markers = Path(alpha.shared_dir) / f"slow-sbatch-{time.time_ns()}"
+    markers.mkdir()
+    argv = ["python3", "-c", "import sys, time; open(sys.argv[1], 'a').write('ran\\n'); time.sleep(0.5)"]
+    sites = [ms.LocalSite("local", cores=2), slurm_site(alpha, poll_interval=0.3, login=SLOW_SBATCH_LOGIN)]
+    journal = tmp_path / "slow.db"
+    with ms.Campaign(f"slow-sbatch-{os.getpid()}", sites=sites, journal=journal) as c:
+        futures = [c.command([*argv, str(markers / f"t{i}")], name=f"t{i}") for i in range(12)]
+        submitted = time.monotonic()
+        while not any(f.done() for f in futures):
+            assert time.monotonic() - submitted < SLOW_SBATCH_S - 1, (
+                "no result before alpha's first sbatch calls returned: the step waited for them")
+            time.sleep(0.1)
+        assert all(f.result(timeout=180).returncode == 0 for f in futures)
+    assert sorted(p.name for p in markers.iterdir()) == sorted(f"t{i}" for i in range(12))  # each ran
+    db = sqlite3.connect(journal)
+    attempts = list(db.execute("SELECT task_id, site, state FROM attempts"))
+    db.close()
+    assert {site for _, site, _ in attempts} == {"local", "alpha"}, attempts  # alpha had jobs while slow
+    succeeded = [task for task, _, state in attempts if state == "succeeded"]
+    assert len(succeeded) == len(set(succeeded)) == 12, attempts  # each result recorded once
+    listed = subprocess.run(["squeue", "--noheader", "--states=PENDING,RUNNING", "--format=%j"],
+                            env=alpha.client_env(), capture_output=True, text=True, check=True).stdout
+    assert "ms-alpha-" not in listed, listed  # the jobs of tasks that moved were deleted
