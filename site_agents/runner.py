@@ -41,6 +41,17 @@ class CommandOutput:
         """True if the command exited 0."""
         return self.returncode == 0
 
+    @property
+    def killed(self) -> bool:
+        """True if it ended by a signal without a word: here (a negative code) or through a login prefix.
+
+        ``docker exec`` into a container being stopped exits 137 (128 + SIGKILL); ssh that lost its
+        connection 255. Silence tells these from a program's own refusal with a high code (PBS's qsub
+        exits with its error number's low byte, and says why).
+        """
+        high = self.returncode < 0 or self.returncode > 128
+        return high and not self.stdout.strip() and not self.stderr.strip()
+
     def describe(self) -> str:
         """One line for error messages: the program, its exit status and its stderr."""
         err = self.stderr.strip().replace("\n", " | ")[:500]

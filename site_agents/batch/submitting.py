@@ -8,12 +8,15 @@ script are written (``AttemptDir.here``), then every directory of the batch goes
 ``Transport.send`` (nothing to do on a shared filesystem), then the jobs are submitted a few at a time
 (each submission is a round trip to the server). Once the server leaves one submission unanswered, no
 more are sent until it answers again (``heard``): each would wait as long, batch after batch, while the
-server is gone.
+server is gone. A submission left unanswered (timed out, or its command killed: a login container being
+stopped) may still have queued its job; it is deleted by its unique name at that next answer, so that it
+cannot run beside the attempt placed again in its stead.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,9 +34,11 @@ from site_agents.batch.config import BatchSite
 from site_agents.batch.dialect import Dialect, JobRequest, with_header
 from site_agents.batch.jobs import BatchJob, Launcher
 from site_agents.batch.launchers import Launchers, LaunchRefused, refused, time_limit_s, warning_lead_s
+from site_agents.batch.rounds import Deletions
 from site_agents.batch.transport import Transport
 
 SUBMIT_THREADS = 4  # submissions in flight at once (each is a round trip to the server)
+LOGIN_PROBE_S = 10.0  # how long `true` through the login prefix may take after a failed submission
 
 #: A submission's job (None if it did not start) and its update.
 Sent = tuple[BatchJob | None, AttemptUpdate]
@@ -88,6 +93,7 @@ class Submitter:
         self._on_way: dict[AttemptId, Submission] = {}  # handed over, answer not taken (the agent's thread)
         self._withdrawn: set[AttemptId] = set()  # ... and cancelled meanwhile
         self._answers: SimpleQueue[tuple[AttemptId, Sent]] = SimpleQueue()  # put as each comes
+        self._unsure: deque[str] = deque()  # job names of submissions left unanswered after they were sent
         self._batches: list[Future[None]] = []
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batches-{config.name}")
         self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS,
@@ -111,8 +117,15 @@ class Submitter:
         self._withdrawn.update(a for a in attempt_ids if a in self._on_way)
 
     def heard(self) -> None:
-        """The server answered: submit again."""
+        """The server answered: submit again, and delete any job a submission left unanswered had queued."""
         self.silence.reason = ""
+        deletions = Deletions()
+        while self._unsure:
+            deletions.names.append(self._unsure.popleft())
+        try:
+            deletions.run(self.dialect, self.transport.runner.run)
+        except SiteAgentError:  # not answering after all: at the next answer
+            self._unsure.extend(deletions.names)
 
     def arrived(self, *, wait: bool = False) -> list[Arrived]:
         """The answers that came since the last call, each as soon as its own came; with `wait`, every one.
@@ -189,10 +202,13 @@ class Submitter:
             out = self.transport.runner.run(self.dialect.submit_argv(request, written.header))
         except SiteAgentError as exc:  # timed out or cannot run: this attempt only, at no cost
             silence.reason = str(exc)
+            self._unsure.append(request.name)
             return None, self._unanswered(sub.attempt_id, silence.reason)
         job_id = self.dialect.parse_submitted(out) if out.ok else None
-        if job_id is None and not out.ok and self.dialect.unreachable(out):
+        unanswered = not out.ok and (self.dialect.unreachable(out) or out.killed or self._login_down())
+        if job_id is None and unanswered:
             silence.reason = out.describe()
+            self._unsure.append(request.name)
             return None, self._unanswered(sub.attempt_id, silence.reason)
         if job_id is None:
             said = " ".join(f"{out.stderr} {out.stdout}".split())  # some print their errors on stdout
@@ -203,6 +219,17 @@ class Submitter:
                        launcher=written.launcher, store=job_store(self.config, sub.data),
                        submitted_at=time.monotonic(), data=sub.data, restoring=sub.restore is not None)
         return job, AttemptUpdate(attempt_id=sub.attempt_id, native_id=job_id)
+
+    def _login_down(self) -> bool:
+        """Whether the login prefix itself fails (``docker exec`` into a stopped container).
+
+        Then a failed submission is the site's doing, not the job's.
+        """
+        runner = self.transport.runner
+        try:
+            return bool(runner.login) and not runner.run(["true"], timeout_s=LOGIN_PROBE_S).ok
+        except SiteAgentError:
+            return True
 
     def _unanswered(self, attempt_id: AttemptId, reason: str) -> AttemptUpdate:
         """The server did not answer: the attempt is placed again (anywhere) without a retry charged."""

@@ -11,12 +11,17 @@ import pytest
 import slurmsite
 
 import metasched as ms
+from metasched.outcomes import LossReason, Lost
+from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKind, TaskSpec
+from metasched.sites.base import Submission
+from site_agents.slurm import SlurmSite, slurm_agent
 from tests.integration.batch_faults import (
     assert_nothing_lost,
     job_of_first_attempt,
     outage_campaign,
     rerun_argv,
 )
+from tests.integration.processes import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
@@ -62,3 +67,34 @@ def test_controller_host_stopped_midway_loses_nothing(eta: slurmsite.SiteInfo, r
             start=lambda: subprocess.run(["docker", "start", controller], check=True, capture_output=True))
     assert_nothing_lost(journal, "eta", outage)
     slurmsite.wait_ready(eta)  # its nodes are "unknown" until their slurmd registers with the new controller
+
+
+def test_a_submission_through_a_login_host_that_is_gone_is_placed_again_at_no_cost(
+        eta: slurmsite.SiteInfo) -> None:
+    """`docker exec` into eta's stopped controller host fails (exit 1, "... is not running"): the site's
+    doing, not the job's. Before, that was read as sbatch refusing the task, which then failed (so was an
+    sbatch killed as the container stopped, exit 137, in the test above). Once the controller answers
+    again, any job such a submission may have queued is deleted by its unique name."""
+    agent = slurm_agent(SlurmSite("eta", slurm_conf=eta.slurm_conf, shared_dir=eta.shared_dir,
+                                  login=tuple(eta.login), python="python3.11", poll_interval=0.3))
+    agent.start()
+    spec = TaskSpec(task_id=TaskId(f"gone{time.time_ns()}"), name="gone", kind=TaskKind.COMMAND,
+                    resources=Resources(), command=CommandSpec(argv=("true",)))
+    sub = Submission(attempt_id=AttemptId(f"{spec.task_id}.1"), spec=spec)
+    controller = eta.login[-1]
+    try:
+        subprocess.run(["docker", "stop", controller], check=True, capture_output=True, timeout=60)
+        try:
+            agent.submit([sub], wait=True)
+            [outcome] = [u.outcome for u in agent.poll() if u.attempt_id == sub.attempt_id]
+            assert not agent.load().accepting
+        finally:
+            subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
+        assert isinstance(outcome, Lost), outcome
+        assert outcome.reason is LossReason.SITE_UNAVAILABLE, outcome
+        assert not outcome.charge_retry, outcome
+        wait_for(lambda: not agent.poll() and agent.load().accepting, 120, "eta to answer again")
+        assert agent.runner.calls["scancel"] == 1  # the job the submission may have queued, by its name
+    finally:
+        agent.close()
+        slurmsite.wait_ready(eta)

@@ -24,6 +24,7 @@ from metasched.sites.base import Submission
 from site_agents.batch.agent import BatchAgent
 from site_agents.batch.submitting import SUBMIT_THREADS
 from site_agents.slurm import SlurmSite, slurm_agent
+from tests.integration.batch_faults import attempts, slow_submissions_login
 from tests.integration.processes import kill_tree
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
@@ -353,11 +354,6 @@ def test_a_job_cancelled_while_the_controller_is_stopped_is_deleted_once_it_answ
 
 
 SLOW_SBATCH_S = 6
-# A login prefix that runs every command at alpha as given, each submission SLOW_SBATCH_S late: a site
-# whose submissions take seconds each (a busy controller, a site's own checks of every job); squeue and
-# `sbatch --test-only` (the expected start of a shape, which may hold up a step for 3 s) answer at once.
-SLOW_SBATCH_LOGIN = ("bash", "-c", 'case " $* " in *" --test-only "*) ;; *" sbatch "*) sleep '
-                     f'{SLOW_SBATCH_S};; esac; exec "$@"', "slow-sbatch")
 
 
 def test_a_site_slow_to_take_jobs_holds_up_no_other_sites_results(
@@ -370,7 +366,8 @@ def test_a_site_slow_to_take_jobs_holds_up_no_other_sites_results(
     markers = Path(alpha.shared_dir) / f"slow-sbatch-{time.time_ns()}"
     markers.mkdir()
     argv = ["python3", "-c", "import sys, time; open(sys.argv[1], 'a').write('ran\\n'); time.sleep(0.5)"]
-    sites = [ms.LocalSite("local", cores=2), slurm_site(alpha, poll_interval=0.3, login=SLOW_SBATCH_LOGIN)]
+    slow = slurm_site(alpha, poll_interval=0.3, login=slow_submissions_login(SLOW_SBATCH_S))
+    sites = [ms.LocalSite("local", cores=2), slow]
     journal = tmp_path / "slow.db"
     with ms.Campaign(f"slow-sbatch-{os.getpid()}", sites=sites, journal=journal) as c:
         futures = [c.command([*argv, str(markers / f"t{i}")], name=f"t{i}") for i in range(12)]
@@ -381,12 +378,10 @@ def test_a_site_slow_to_take_jobs_holds_up_no_other_sites_results(
             time.sleep(0.1)
         assert all(f.result(timeout=180).returncode == 0 for f in futures)
     assert sorted(p.name for p in markers.iterdir()) == sorted(f"t{i}" for i in range(12))  # each ran
-    db = sqlite3.connect(journal)
-    attempts = list(db.execute("SELECT task_id, site, state FROM attempts"))
-    db.close()
-    assert {site for _, site, _ in attempts} == {"local", "alpha"}, attempts  # alpha had jobs while slow
-    succeeded = [task for task, _, state in attempts if state == "succeeded"]
-    assert len(succeeded) == len(set(succeeded)) == 12, attempts  # each result recorded once
+    tried = attempts(journal)
+    assert {site for _, site, _, _ in tried} == {"local", "alpha"}, tried  # alpha had jobs while slow
+    succeeded = [task for task, _, state, _ in tried if state == "succeeded"]
+    assert len(succeeded) == len(set(succeeded)) == 12, tried  # each result recorded once
     listed = subprocess.run(["squeue", "--noheader", "--states=PENDING,RUNNING", "--format=%j"],
                             env=alpha.client_env(), capture_output=True, text=True, check=True).stdout
     assert "ms-alpha-" not in listed, listed  # the jobs of tasks that moved were deleted
