@@ -21,7 +21,10 @@ proc.wait()
 
 
 def marked(marker: str) -> list[psutil.Process]:
-    """The processes whose command line holds `marker`."""
+    """The processes whose command line holds `marker`.
+
+    Read once, here: one that has just exited and is not reaped yet (a zombie) has none and is not listed.
+    """
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         if any(marker in part for part in proc.info["cmdline"] or ()):
@@ -47,7 +50,7 @@ def test_a_killed_parent_takes_its_scripts_whole_session_along() -> None:
         assert wait_until(lambda: len([p for p in marked(marker) if p.name() == "sleep"]) == 2, 10)
         parent.kill()
         parent.wait()
-        assert wait_until(lambda: not marked(marker), 10), [p.cmdline() for p in marked(marker)]
+        assert wait_until(lambda: not marked(marker), 10), [p.info["cmdline"] for p in marked(marker)]
     finally:
         for proc in marked(marker):
             proc.kill()
@@ -63,7 +66,7 @@ def test_the_guard_leaves_when_the_script_ends_first() -> None:
         shell = parent.stdout.readline().strip()
 
         def guarding() -> list[psutil.Process]:
-            return [p for p in marked("guard.py") if p.cmdline()[-2:-1] == [shell]]
+            return [p for p in marked("guard.py") if p.info["cmdline"][-2:-1] == [shell]]
 
         assert wait_until(guarding, 3), "the guard runs while the script does"
         assert wait_until(lambda: not guarding(), 12), "the guard outlived the script it guarded"
