@@ -7,9 +7,10 @@ login prefix that sleeps before each sbatch: a busy controller, a site's own che
 login node; squeue answers at once). Each round runs the same campaign of half-second commands twice, in
 alternating order: on the local site alone (2 cores), and on the local site with the slow alpha beside it.
 Printed: each run's first and last result after the tasks were submitted, where the attempts ran, and the
-ratios slow-alpha / local-alone. A site's slowness should cost the others nothing: a first-result ratio
-near 1 (the scheduler's step waits for no site's submissions), and a makespan no longer than the local
-site's alone (alpha's jobs, once queued, help; tasks still on their way move to free local cores).
+ratios slow-alpha / local-alone. The first-result ratio shows what the slow site costs the other's results
+(near 1: the scheduler's step waits for no site's submissions). The makespan ratio shows what it costs the
+campaign: placement does not know how long a site takes to queue a job, so the first step gives the slow
+site most of the tasks, and only moves (after 10 s) bring them back to free local cores.
 """
 
 from __future__ import annotations
