@@ -399,7 +399,7 @@ class BatchAgent:
         capacity = self._capacity
         patience = min(SLOW_S, max(SLOW_MIN_S, 3 * self.config.poll_interval))
         slow = self._round is not None and time.monotonic() - self._round_since > patience
-        silent = bool(self._submitter.silence.reason)  # a submission left unanswered since the last answer
+        silent = bool(self._submitter.silent)  # a submission left unanswered since the last answer
         current = self.available and not slow and not silent
         accepting = current and capacity.usable_nodes > 0
         return SiteLoad(

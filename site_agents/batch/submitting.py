@@ -54,16 +54,6 @@ class Written:
     header: list[str]
 
 
-@dataclass(slots=True)
-class _Silence:
-    """Why the server left a submission unanswered since it last answered ("" if it did not).
-
-    Set by the submitting threads, cleared by the agent's next answered status round (``heard``).
-    """
-
-    reason: str = ""
-
-
 @dataclass(frozen=True, slots=True)
 class Arrived:
     """The site's answer to one submission, as the agent takes it back."""
@@ -89,7 +79,9 @@ class Submitter:
 
     def __init__(self, config: BatchSite, dialect: Dialect, transport: Transport) -> None:
         self.config, self.dialect, self.transport = config, dialect, transport
-        self.silence = _Silence()
+        # why the server left a submission unanswered since it last answered ("" if it did not): set by the
+        # submitting threads, cleared by the agent's next answered status round (``heard``)
+        self.silent = ""
         self._on_way: dict[AttemptId, Submission] = {}  # handed over, answer not taken (the agent's thread)
         self._withdrawn: set[AttemptId] = set()  # ... and cancelled meanwhile
         self._answers: SimpleQueue[tuple[AttemptId, Sent]] = SimpleQueue()  # put as each comes
@@ -118,7 +110,7 @@ class Submitter:
 
     def heard(self) -> None:
         """The server answered: submit again, and delete any job a submission left unanswered had queued."""
-        self.silence.reason = ""
+        self.silent = ""
         deletions = Deletions()
         while self._unsure:
             deletions.names.append(self._unsure.popleft())
@@ -167,10 +159,10 @@ class Submitter:
         for refusal in (w for w in written if not isinstance(w, Written)):
             self._answer(refusal.attempt_id, None, refusal)
         try:
-            if not self.silence.reason:
+            if not self.silent:
                 self.transport.send([w.request.attempt for w in ready])
         except SiteAgentError as exc:  # none reached the site
-            self.silence.reason = str(exc)
+            self.silent = str(exc)
             for w in ready:
                 self._answer(w.sub.attempt_id, None, self._unanswered(w.sub.attempt_id, str(exc)))
             return
@@ -194,22 +186,17 @@ class Submitter:
         return Written(sub=sub, request=request, launcher=launcher, header=header)
 
     def _submit_one(self, written: Written) -> Sent:
-        sub, request, silence = written.sub, written.request, self.silence
-        if silence.reason:
+        sub, request = written.sub, written.request
+        if self.silent:
             return None, self._unanswered(sub.attempt_id, f"not submitted, the server left another "
-                                                          f"submission unanswered: {silence.reason}")
+                                                          f"submission unanswered: {self.silent}")
         try:
             out = self.transport.runner.run(self.dialect.submit_argv(request, written.header))
         except SiteAgentError as exc:  # timed out or cannot run: this attempt only, at no cost
-            silence.reason = str(exc)
-            self._unsure.append(request.name)
-            return None, self._unanswered(sub.attempt_id, silence.reason)
+            return None, self._left_unanswered(written, str(exc))
         job_id = self.dialect.parse_submitted(out) if out.ok else None
-        unanswered = not out.ok and (self.dialect.unreachable(out) or out.killed or self._login_down())
-        if job_id is None and unanswered:
-            silence.reason = out.describe()
-            self._unsure.append(request.name)
-            return None, self._unanswered(sub.attempt_id, silence.reason)
+        if not out.ok and (self.dialect.unreachable(out) or out.killed or self._login_down()):
+            return None, self._left_unanswered(written, out.describe())
         if job_id is None:
             said = " ".join(f"{out.stderr} {out.stdout}".split())  # some print their errors on stdout
             return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(
@@ -230,6 +217,15 @@ class Submitter:
             return bool(runner.login) and not runner.run(["true"], timeout_s=LOGIN_PROBE_S).ok
         except SiteAgentError:
             return True
+
+    def _left_unanswered(self, written: Written, reason: str) -> AttemptUpdate:
+        """A submission sent and not answered: none sent until the server answers again.
+
+        Its job, if it was queued after all, is deleted by name then (``heard``).
+        """
+        self.silent = reason
+        self._unsure.append(written.request.name)
+        return self._unanswered(written.sub.attempt_id, reason)
 
     def _unanswered(self, attempt_id: AttemptId, reason: str) -> AttemptUpdate:
         """The server did not answer: the attempt is placed again (anywhere) without a retry charged."""
