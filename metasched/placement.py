@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from metasched.errors import PlacementError
 from metasched.plugins import make_named
-from metasched.records import Capability, SiteLoad, SiteName, TaskSpec
+from metasched.records import Capability, SiteLoad, SiteName, TaskId, TaskSpec
 
 
 def infeasibility(spec: TaskSpec, site: SiteLoad) -> str | None:
@@ -106,19 +106,31 @@ class HedgingPolicy(Protocol):
 
 
 class RoundRobinPolicy:
-    """The baseline: the next feasible site with room, in turn."""
+    """The baseline: the next feasible site with room, in turn.
+
+    Room is the site's slots (``max_inflight``): a batch site that takes only the submissions it is making
+    (``SiteLoad.intake``) keeps the tasks given to it waiting in the scheduler's queue until it takes them,
+    rather than the turn passing them to whichever site is taking work at that moment.
+    """
 
     def __init__(self) -> None:
         self._turn = 0
+        self._waiting: dict[TaskId, SiteName] = {}  # given to a site that could not take them yet
 
     def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
                transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
         """Rotate through the candidates that have free slots (data location is ignored)."""
-        open_sites = [c for c in candidates if c.free_slots > 0]
-        if not open_sites:
-            return None
-        self._turn += 1
-        return open_sites[self._turn % len(open_sites)].site
+        open_sites = [c for c in candidates if c.accepting and c.inflight < c.max_inflight]
+        given = self._waiting.pop(spec.task_id, None)
+        chosen = next((c for c in open_sites if c.site == given), None)
+        if chosen is None:
+            if not open_sites:
+                return None
+            self._turn += 1
+            chosen = open_sites[self._turn % len(open_sites)]
+        if chosen.free_slots == 0:
+            self._waiting[spec.task_id] = chosen.site
+        return chosen.site
 
 
 MOVE_AFTER_S = 10.0  # DefaultPolicy's move_after_s unless hedge_after_s is shorter

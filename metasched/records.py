@@ -281,6 +281,10 @@ class SiteLoad:
     max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)
     reports_start: bool = False  # the agent says when an attempt starts (until then it may be hedged)
     status_current: bool = True  # ... and its word is fresh (False: its server does not answer, or slowly)
+    submit_s: float = 0.0  # how long queueing an attempt's job here has taken recently (batch sites)
+    # the most attempts in flight it takes now, below max_inflight (None: max_inflight); placement keeps
+    # the rest meanwhile (a batch site's submissions on their way: it takes more as they are answered)
+    intake: int | None = None
     # per resource shape, where the site knows better than for one core: est_wait_s from what jobs of
     # that shape waited; the controller's expected start of a new job (Slurm's sbatch --test-only), which
     # no prediction for the shape goes below
@@ -295,7 +299,8 @@ class SiteLoad:
     @property
     def free_slots(self) -> int:
         """How many more attempts the agent accepts now."""
-        return max(0, self.max_inflight - self.inflight) if self.accepting else 0
+        limit = self.max_inflight if self.intake is None else min(self.intake, self.max_inflight)
+        return max(0, limit - self.inflight) if self.accepting else 0
 
     @property
     def starts_one_now(self) -> bool:
@@ -319,12 +324,14 @@ class SiteLoad:
         """Predicted wait of one more attempt asking for `cores` (of `shape`): the site's wait, then ours.
 
         Our attempts already there (``inflight``, which the scheduler raises as it places more in one
-        step) hold the open cores and the agent's slots; each frees again after ``cycle_s``.
+        step) hold the open cores and the agent's slots; each frees again after ``cycle_s``. Before any
+        of it, the attempt's job is to be queued (``submit_s``).
         """
         # placement asks this of every candidate of every task (100,000s a step): plain arithmetic, no calls
         own = self.est_wait_s  # the site's own wait before ours, or what it learned of this shape
         if shape is not None and self.shape_waits:
             own = self.shape_waits.get(shape, own)
+        own += self.submit_s
         open_cores = self.total_cores if self.open_cores is None else self.open_cores  # (cores_for_us)
         over_cores = self.inflight + cores - open_cores
         over_slots = self.inflight + 1 - self.max_inflight

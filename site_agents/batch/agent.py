@@ -147,6 +147,7 @@ class BatchAgent:
         if not (arrived := self._submitter.arrived(wait=wait)):
             return
         load = self.load()  # without these
+        load.submit_s = 0.0  # their jobs are queued: the waits predicted from now on
         for sent in arrived:
             if (job := sent.job) is not None:
                 job.predicted_wait_s, job.forecast_wait_s = self.waits.submitted(load, job.spec.resources)
@@ -393,7 +394,7 @@ class BatchAgent:
     def load(self) -> SiteLoad:
         """Capacity as last listed, the wait as forecast from the whole queue (``self.waits``).
 
-        No free room while the server does not answer (or is slow to).
+        No free room while the server does not answer (or is slow to); room for the submitter's ``window``.
         """
         inflight = len(self._jobs) + self._submitter.in_flight
         capacity = self._capacity
@@ -404,14 +405,13 @@ class BatchAgent:
         accepting = current and capacity.usable_nodes > 0
         return SiteLoad(
             site=self.name, total_cores=capacity.total_cores, max_cores_per_task=capacity.max_cores_per_node,
-            max_memory_mb=capacity.max_memory_mb, gpus=self.config.gpus_per_node,
-            nodes=capacity.nodes, inflight=inflight,
-            max_inflight=self.config.max_jobs if accepting else inflight, accepting=accepting,
+            max_memory_mb=capacity.max_memory_mb, gpus=self.config.gpus_per_node, nodes=capacity.nodes,
+            inflight=inflight, max_inflight=self.config.max_jobs if accepting else inflight,
+            intake=len(self._jobs) + self._submitter.window, submit_s=self._submitter.submit_s,
             est_wait_s=self.waits.est_wait_s, open_cores=self.waits.open_cores(capacity.total_cores),
-            cycle_s=self.waits.cycle_s, learns=True, learned_s=self.waits.learned_s,
+            cycle_s=self.waits.cycle_s, learns=True, learned_s=self.waits.learned_s, accepting=accepting,
             capabilities=self._capabilities, reports_start=True, status_current=current,
-            shape_waits=self.waits.shape_waits(),
-            shape_starts=self.waits.shape_starts(time.monotonic()))
+            shape_waits=self.waits.shape_waits(), shape_starts=self.waits.shape_starts(time.monotonic()))
 
     @property
     def capacity(self) -> Capacity:

@@ -6,20 +6,24 @@ for a server to take jobs (a busy controller's sbatch can take seconds, a stoppe
 slow to take its jobs holds back no other site's results. On that thread each attempt's directory and job
 script are written (``AttemptDir.here``), then every directory of the batch goes to the site in one
 ``Transport.send`` (nothing to do on a shared filesystem), then the jobs are submitted a few at a time
-(each submission is a round trip to the server). Once the server leaves one submission unanswered, no
-more are sent until it answers again (``heard``): each would wait as long, batch after batch, while the
-server is gone. A submission left unanswered (timed out, or its command killed: a login container being
-stopped) may still have queued its job; it is deleted by its unique name at that next answer, so that it
-cannot run beside the attempt placed again in its stead.
+(each submission is a round trip to the server), a batch's beside the one before.
+
+The agent takes no more than its ``window`` on the way at once: ``SUBMIT_AHEAD_S`` of submitting at the
+pace the site has kept (one per thread until it has answered), so that work a slow site cannot queue
+yet stays with the scheduler, free to go to another site; the pace (``submit_s``) is also part of the
+site's predicted wait. Once the server leaves one submission unanswered, no more are sent until it
+answers again (``heard``): each would wait as long, batch after batch, while the server is gone. A
+submission left unanswered (timed out, or its command killed: a login container being stopped) may
+still have queued its job; it is deleted by its unique name at that next answer, so that it cannot run
+beside the attempt placed again in its stead.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from queue import SimpleQueue
 
@@ -38,6 +42,8 @@ from site_agents.batch.rounds import Deletions
 from site_agents.batch.transport import Transport
 
 SUBMIT_THREADS = 4  # submissions in flight at once (each is a round trip to the server)
+SUBMIT_AHEAD_S = 1.0  # how much submitting (at the site's recent pace) may be handed over ahead
+PACE_WEIGHT = 0.3  # the weight of the latest submission's round trip in the recent one (``submit_s``)
 LOGIN_PROBE_S = 10.0  # how long `true` through the login prefix may take after a failed submission
 
 #: A submission's job (None if it did not start) and its update.
@@ -84,9 +90,10 @@ class Submitter:
         self.silent = ""
         self._on_way: dict[AttemptId, Submission] = {}  # handed over, answer not taken (the agent's thread)
         self._withdrawn: set[AttemptId] = set()  # ... and cancelled meanwhile
-        self._answers: SimpleQueue[tuple[AttemptId, Sent]] = SimpleQueue()  # put as each comes
+        self._pace: float | None = None  # how long the submissions the server answered took, recently
+        # put as each comes; an error that is not the site's is put in its stead, and raised by ``arrived``
+        self._answers: SimpleQueue[tuple[AttemptId, Sent] | Exception] = SimpleQueue()
         self._unsure: deque[str] = deque()  # job names of submissions left unanswered after they were sent
-        self._batches: list[Future[None]] = []
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batches-{config.name}")
         self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS,
                                         thread_name_prefix=f"submit-{config.name}")
@@ -96,13 +103,23 @@ class Submitter:
         """Hand a batch to the submitter's thread (batches go in order); ``arrived`` takes the answers."""
         subs = list(submissions)
         self._on_way.update((sub.attempt_id, sub) for sub in subs)
-        self._batches.append(self._thread.submit(self._submit, subs, launchers, for_group=for_group,
-                                                 memory_tracked=memory_tracked))
+        self._thread.submit(self._reporting, self._submit, subs, launchers, for_group=for_group,
+                            memory_tracked=memory_tracked)
 
     @property
     def in_flight(self) -> int:
         """Submissions handed over whose answers the agent has not taken."""
         return len(self._on_way)
+
+    @property
+    def submit_s(self) -> float:
+        """How long one submission the server answered took, recently (0 before the first answer)."""
+        return self._pace or 0.0
+
+    @property
+    def window(self) -> int:
+        """How many submissions may be on their way at once (``submission_window`` at the recent pace)."""
+        return submission_window(self._pace)
 
     def withdraw(self, attempt_ids: Sequence[AttemptId]) -> None:
         """Cancelled while on their way: their jobs, if the server takes them, are to be deleted."""
@@ -124,18 +141,18 @@ class Submitter:
 
         An exception other than the site's (``SiteAgentError``: the attempts come back lost) is raised.
         """
-        if wait:
-            futures.wait(self._batches)
-        done = [batch for batch in self._batches if batch.done()]
-        self._batches = [batch for batch in self._batches if not batch.done()]
-        for batch in done:
-            if (exc := batch.exception()) is not None:
-                raise exc
         taken: list[Arrived] = []
-        while not self._answers.empty():
-            attempt_id, (job, update) = self._answers.get()
-            taken.append(Arrived(self._on_way.pop(attempt_id), job, update, attempt_id in self._withdrawn))
-            self._withdrawn.discard(attempt_id)
+        while (len(taken) < len(self._on_way)) if wait else not self._answers.empty():
+            answer = self._answers.get()
+            if isinstance(answer, Exception):
+                for back in taken:  # taken at the next call
+                    self._answers.put((back.sub.attempt_id, (back.job, back.update)))
+                raise answer
+            attempt_id, (job, update) = answer
+            taken.append(Arrived(self._on_way[attempt_id], job, update, attempt_id in self._withdrawn))
+        for arrived in taken:
+            del self._on_way[arrived.sub.attempt_id]
+            self._withdrawn.discard(arrived.sub.attempt_id)
         return taken
 
     def close(self) -> None:
@@ -166,11 +183,18 @@ class Submitter:
             for w in ready:
                 self._answer(w.sub.attempt_id, None, self._unanswered(w.sub.attempt_id, str(exc)))
             return
-        for _ in self._pool.map(lambda w: self._answer(w.sub.attempt_id, *self._submit_one(w)), ready):
-            pass  # each answered as its submission returns; an unexpected error is raised here
+        for w in ready:  # each answered as its submission returns, the next batch's beside these
+            self._pool.submit(self._reporting, self._submit_answered, w)
 
     def _answer(self, attempt_id: AttemptId, job: BatchJob | None, update: AttemptUpdate) -> None:
         self._answers.put((attempt_id, (job, update)))
+
+    def _reporting(self, work: Callable[..., None], *args: object, **kwargs: object) -> None:
+        """Run `work` on a thread of the submitter's; an error that is not the site's goes to ``arrived``."""
+        try:
+            work(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - raised on the agent's thread, where it is seen
+            self._answers.put(exc)
 
     def _write(self, sub: Submission, launchers: Launchers, *, for_group: bool,
                memory_tracked: bool) -> Written | AttemptUpdate:
@@ -185,11 +209,15 @@ class Submitter:
             return refused(sub, exc)
         return Written(sub=sub, request=request, launcher=launcher, header=header)
 
+    def _submit_answered(self, written: Written) -> None:
+        self._answer(written.sub.attempt_id, *self._submit_one(written))
+
     def _submit_one(self, written: Written) -> Sent:
         sub, request = written.sub, written.request
         if self.silent:
             return None, self._unanswered(sub.attempt_id, f"not submitted, the server left another "
                                                           f"submission unanswered: {self.silent}")
+        began = time.monotonic()
         try:
             out = self.transport.runner.run(self.dialect.submit_argv(request, written.header))
         except SiteAgentError as exc:  # timed out or cannot run: this attempt only, at no cost
@@ -197,6 +225,9 @@ class Submitter:
         job_id = self.dialect.parse_submitted(out) if out.ok else None
         if not out.ok and (self.dialect.unreachable(out) or out.killed or self._login_down()):
             return None, self._left_unanswered(written, out.describe())
+        took = time.monotonic() - began  # answered (a job id, or a refusal): the site's pace
+        pace = self._pace
+        self._pace = took if pace is None else pace + PACE_WEIGHT * (took - pace)
         if job_id is None:
             said = " ".join(f"{out.stderr} {out.stdout}".split())  # some print their errors on stdout
             return None, AttemptUpdate(attempt_id=sub.attempt_id, outcome=failed(
@@ -236,6 +267,17 @@ class Submitter:
         lead = warning_lead_s(walltime, self.config.signal_lead_s) if walltime is not None else None
         return JobRequest(spec=spec, name=job_name(self.config.name, attempt.attempt_id), attempt=attempt,
                           limit_s=time_limit_s(spec), warning_lead_s=lead, nodes_report_memory=memory_tracked)
+
+
+def submission_window(submit_s: float | None) -> int:
+    """How many submissions may be on their way to a site whose submissions took `submit_s` recently.
+
+    ``SUBMIT_AHEAD_S`` of them at that pace, at least one per submitting thread (also before the site has
+    answered any: None); the scheduler keeps the rest, free to place them elsewhere.
+    """
+    if submit_s is None:
+        return SUBMIT_THREADS
+    return max(SUBMIT_THREADS, int(SUBMIT_THREADS * SUBMIT_AHEAD_S / max(submit_s, 1e-3)))
 
 
 def _lost(site: str, attempt_id: AttemptId, reason: str, *, charge_retry: bool) -> AttemptUpdate:

@@ -360,9 +360,10 @@ def test_a_site_slow_to_take_jobs_holds_up_no_other_sites_results(
     alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
 ) -> None:
     """Every sbatch at alpha takes 6 s. The local site's results come meanwhile (before, the scheduler's
-    step waited for alpha's submissions, rounds of four: no result at all for 12 s or more); tasks still
-    on their way to alpha move to free local cores, the jobs of those that moved are deleted once alpha has
-    them, and every task's result is recorded once."""
+    step waited for alpha's submissions, rounds of four: no result at all for 12 s or more); alpha is given
+    no more than it is submitting at once (before, 11 of the 12 went there in the first step: idle, it
+    looked like no wait), the rest run at the local cores as they free, no job of alpha's is left behind,
+    and every task's result is recorded once."""
     markers = Path(alpha.shared_dir) / f"slow-sbatch-{time.time_ns()}"
     markers.mkdir()
     argv = ["python3", "-c", "import sys, time; open(sys.argv[1], 'a').write('ran\\n'); time.sleep(0.5)"]
@@ -380,6 +381,7 @@ def test_a_site_slow_to_take_jobs_holds_up_no_other_sites_results(
     assert sorted(p.name for p in markers.iterdir()) == sorted(f"t{i}" for i in range(12))  # each ran
     tried = attempts(journal)
     assert {site for _, site, _, _ in tried} == {"local", "alpha"}, tried  # alpha had jobs while slow
+    assert sum(site == "alpha" for _, site, _, _ in tried) <= SUBMIT_THREADS, tried  # the rest waited here
     succeeded = [task for task, _, state, _ in tried if state == "succeeded"]
     assert len(succeeded) == len(set(succeeded)) == 12, tried  # each result recorded once
     listed = subprocess.run(["squeue", "--noheader", "--states=PENDING,RUNNING", "--format=%j"],

@@ -21,6 +21,7 @@ from metasched.records import (
     TaskKind,
     TaskSpec,
 )
+from site_agents.batch.submitting import SUBMIT_AHEAD_S, SUBMIT_THREADS, submission_window
 
 
 def load(name: str, *, cores: int = 8, gpus: int = 0, inflight: int = 0, max_inflight: int = 10,
@@ -68,6 +69,23 @@ def test_round_robin_rotates_among_open_sites() -> None:
     assert set(picks) == {"a", "b"}
     assert picks[0] != picks[1]
 
+
+def test_round_robin_keeps_a_tasks_turn_at_a_batch_site_that_takes_work_as_fast_as_it_submits() -> None:
+    policy = RoundRobinPolicy()
+    sites = [load("a", max_inflight=100), load("b", max_inflight=100)]
+    for site in sites:
+        site.intake = 1  # submitting one job, no room for a second yet
+    tasks = [TaskSpec(task_id=TaskId(f"t{i}"), name="sim", kind=TaskKind.COMMAND, resources=Resources())
+             for i in range(6)]
+    picks = []
+    for spec in tasks:
+        picks.append(policy.choose(spec, sites))
+        next(s for s in sites if s.site == picks[-1]).inflight += 1
+    assert sorted(picks) == ["a", "a", "a", "b", "b", "b"]  # in turn, not all to the first to take more
+    sites[0].intake = 100  # a has room again, b not yet: b's tasks wait for b
+    for site in sites:
+        site.inflight = 0
+    assert [policy.choose(spec, sites) for spec in tasks[2:]] == picks[2:]
 
 def test_checkpointable_tasks_only_go_where_the_backend_is_offered() -> None:
     criu = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND, resources=Resources(),
@@ -173,6 +191,34 @@ def test_a_site_out_of_slots_waits_for_one_of_ours_to_end_even_with_idle_cores()
     assert capped.wait_s() == pytest.approx(1.5)
     spare = load("spare")
     assert DefaultPolicy().choose(task(), [capped, spare]) == "spare"
+
+
+def test_a_site_slow_to_queue_jobs_takes_what_it_is_submitting_and_counts_the_time_in_its_wait() -> None:
+    slow = SiteLoad(site=SiteName("alpha"), total_cores=16, max_cores_per_task=8, max_memory_mb=None, gpus=0,
+                    nodes=2, inflight=0, max_inflight=100, reports_start=True, intake=4)
+    local = SiteLoad(site=SiteName("local"), total_cores=2, max_cores_per_task=2, max_memory_mb=None, gpus=0,
+                     nodes=1, inflight=2, max_inflight=2, cycle_s=0.5)
+    policy = DefaultPolicy(tie_s=0.0)
+    placed = []  # a first step: alpha has answered no submission yet
+    while (chosen := policy.choose(task(), [slow, local])) is not None:
+        placed.append(chosen)
+        slow.inflight += chosen == "alpha"
+    assert placed == ["alpha"] * 4  # its intake; the rest waits, free to go where a core frees first
+    assert slow.free_slots == 0
+    assert slow.wait_s() == 0.0
+    slow.submit_s, slow.intake = 6.0, 8  # its 4 submissions answered after 6 s: a new one's job queues 6 s on
+    assert slow.wait_s() == pytest.approx(6.0)
+    slow.shape_starts = {Resources(): 2.0}  # the controller's start is counted from now, not after that
+    assert slow.wait_s(1, Resources()) == pytest.approx(6.0)
+    assert slow.free_slots == 4
+    assert policy.choose(task(), [slow, local]) == "local"  # full, but a core frees in 0.25 s, not 6 s
+
+
+def test_a_site_takes_about_a_second_of_submissions_at_its_recent_pace_and_a_few_before_any() -> None:
+    assert submission_window(None) == SUBMIT_THREADS  # one per submitting thread
+    assert submission_window(6.0) == SUBMIT_THREADS
+    assert submission_window(0.05) == pytest.approx(SUBMIT_THREADS * SUBMIT_AHEAD_S / 0.05, abs=1)
+    assert submission_window(0.0) >= 1000  # a site that answers at once is not held back
 
 
 def test_a_campaigns_first_step_spreads_in_proportion_to_open_cores() -> None:
