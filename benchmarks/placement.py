@@ -114,7 +114,7 @@ def sites_benchmark(tasks: int, seed: int, hedge_after_s: float, move_after_s: f
         three = [ms.LocalSite("local", cores=LOCAL_CORES), slurm(pla), slurm(plb)]
         default_policy = "default" if move_after_s is None else DefaultPolicy(move_after_s=move_after_s)
         default, journal = run("default policy", three, default_policy, work, pla, plb)
-        round_robin, _ = run("round-robin", three, "round-robin", work, pla, plb)
+        round_robin, rr_journal = run("round-robin", three, "round-robin", work, pla, plb)
         hedged, hedged_journal = run(f"default hedge {hedge_after_s:g}s", three,
                                      DefaultPolicy(hedge_after_s=hedge_after_s), work, pla, plb)
         alone = {name: run(f"{name} alone", [slurm(info)], "default", work, pla, plb)[0]
@@ -134,6 +134,8 @@ def sites_benchmark(tasks: int, seed: int, hedge_after_s: float, move_after_s: f
                   f"predicted {row.mean_predicted_wait_s:.1f} s, mean error {row.wait_error_s:.1f} s")
         else:
             print(f"  default run at {row.site}: {row.attempts} attempts")
+    print("  round-robin run: " + ", ".join(f"{row.site} {row.attempts} attempts"
+                                            for row in summarize(read_spans(rr_journal))))
 
 
 def hedges(journal: Path) -> str:

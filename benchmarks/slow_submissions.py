@@ -9,8 +9,9 @@ alternating order: on the local site alone (2 cores), and on the local site with
 Printed: each run's first and last result after the tasks were submitted, where the attempts ran, and the
 ratios slow-alpha / local-alone. The first-result ratio shows what the slow site costs the other's results
 (near 1: the scheduler's step waits for no site's submissions). The makespan ratio shows what it costs the
-campaign: placement does not know how long a site takes to queue a job, so the first step gives the slow
-site most of the tasks, and only moves (after 10 s) bring them back to free local cores.
+campaign: a batch site takes only the submissions it can make in about a second at its recent pace (four
+before it has answered any), so the slow site gets the first four and the rest run at the local cores as
+they free; what is left is those four's own slow submission.
 """
 
 from __future__ import annotations
