@@ -135,7 +135,7 @@ class PilotAgent:
     def prestart(self, head: str) -> list[BlockRecord]:
         """In the driver, while the Ray head starts: submit the first blocks, to join it at `head`."""
         self._start_batch(head)
-        self._add_blocks(self.config.init_blocks)
+        self._add_blocks(self.config.init_blocks, wait=True)  # their ids go to the scheduler's agent
         for block in self._live.values():
             block.job_id = self.batch.job_id(AttemptId(block.block_id))
         return [b for b in self.blocks() if b.job_id]  # refused ones: the scheduler's agent tries again
@@ -160,10 +160,11 @@ class PilotAgent:
         self._live.clear()
 
     # ------------------------------------------------------------------------------ blocks
-    def _add_blocks(self, count: int) -> None:
+    def _add_blocks(self, count: int, *, wait: bool = False) -> None:
+        """Submit `count` blocks; their ids (or refusals) come with the batch side's polls (`wait`: now)."""
         submissions = [self._block_submission() for _ in range(count)]
-        if submissions:  # a few jobs: their ids at once (``prestart`` hands them over)
-            self.batch.submit(submissions, wait=True)
+        if submissions:
+            self.batch.submit(submissions, wait=wait)
 
     def _block_submission(self) -> Submission:
         self._count += 1
