@@ -119,7 +119,7 @@ class RoundRobinPolicy:
 
     def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
                transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
-        """Rotate through the candidates that have free slots (data location is ignored)."""
+        """Rotate through the candidates with slots left (data location is ignored)."""
         open_sites = [c for c in candidates if c.accepting and c.inflight < c.max_inflight]
         given = self._waiting.pop(spec.task_id, None)
         chosen = next((c for c in open_sites if c.site == given), None)
