@@ -120,7 +120,7 @@ class RoundRobinPolicy:
     def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
                transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
         """Rotate through the candidates with slots left (data location is ignored)."""
-        open_sites = [c for c in candidates if c.accepting and c.inflight < c.max_inflight]
+        open_sites = [c for c in candidates if c.slots_left > 0]
         given = self._waiting.pop(spec.task_id, None)
         chosen = next((c for c in open_sites if c.site == given), None)
         if chosen is None:
@@ -141,11 +141,13 @@ class DefaultPolicy:
 
     predicted start (s) = the site's predicted wait for one more attempt (``SiteLoad.wait_s``: other users'
     jobs ahead, then our attempts already there) + the time to move the task's stored inputs there (learned
-    bandwidth per store pair). Sites within ``tie_s`` of the best are tied; among them a site with room
-    wins, then the one needing the least data movement, then the largest free fraction of its in-flight
-    window, so equal sites share the work. When the soonest start is at a site with no free slot (a local
-    site whose cores all run our tasks), the answer is that site all the same: the scheduler keeps the task
-    in its queue until a slot frees, or until another site's prediction gets better.
+    bandwidth per store pair). Sites within ``tie_s`` of the best are tied; among them a site with slots
+    left wins, then the one needing the least data movement, then the largest free fraction of its slots,
+    so equal sites share the work (``slots_left``: a batch site still submitting what it took, its
+    ``intake`` full, keeps its turn; the task waits for it). When the soonest start is at a site with no
+    free slot (a local site whose cores all run our tasks), the answer is that site all the same: the
+    scheduler keeps the task in its queue until a slot frees, or until another site's prediction gets
+    better.
 
     A task whose attempt has waited past its predicted start by ``hedge_after_s`` (or by as much again as
     predicted, if that is longer) is also queued at another site with room where it is predicted to start
@@ -179,8 +181,8 @@ class DefaultPolicy:
         tied = [c for start, c in starts if start <= soonest + self.tie_s]
         if len(tied) == 1:
             return tied[0].site
-        best = max(tied, key=lambda c: (c.free_slots > 0, -costs.get(c.site, 0.0),
-                                        c.free_slots / max(1, c.max_inflight)))
+        best = max(tied, key=lambda c: (c.slots_left > 0, -costs.get(c.site, 0.0),
+                                        c.slots_left / max(1, c.max_inflight)))
         return best.site
 
     def hedge_budget(self, tasks: int) -> int:

@@ -303,6 +303,11 @@ class SiteLoad:
         return max(0, limit - self.inflight) if self.accepting else 0
 
     @property
+    def slots_left(self) -> int:
+        """How many more attempts it has slots for (``max_inflight``), whether or not it takes them now."""
+        return max(0, self.max_inflight - self.inflight) if self.accepting else 0
+
+    @property
     def starts_one_now(self) -> bool:
         """An attempt sent here now starts now: a slot is free and the site starts what it accepts."""
         return self.starts_when_accepted and self.free_slots > 0

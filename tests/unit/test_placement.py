@@ -214,6 +214,18 @@ def test_a_site_slow_to_queue_jobs_takes_what_it_is_submitting_and_counts_the_ti
     assert policy.choose(task(), [slow, local]) == "local"  # full, but a core frees in 0.25 s, not 6 s
 
 
+def test_equal_sites_share_the_work_whatever_their_pace_of_submission() -> None:
+    fast, slow = load("fast", max_inflight=200), load("slow", max_inflight=200)
+    fast.intake, slow.intake = 100, 8  # sbatch answers in 40 ms at one, 0.5 s at the other
+    placed = Counter[str]()
+    for _ in range(10):
+        chosen = DefaultPolicy().choose(task(), [fast, slow])
+        assert chosen is not None
+        placed[chosen] += 1
+        (fast if chosen == "fast" else slow).inflight += 1
+    assert placed == {"fast": 5, "slow": 5}
+
+
 def test_a_site_takes_about_a_second_of_submissions_at_its_recent_pace_and_a_few_before_any() -> None:
     assert submission_window(None) == SUBMIT_THREADS  # one per submitting thread
     assert submission_window(6.0) == SUBMIT_THREADS
