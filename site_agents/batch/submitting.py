@@ -88,7 +88,8 @@ class Submitter:
         # why the server left a submission unanswered since it last answered ("" if it did not): set by the
         # submitting threads, cleared by the agent's next answered status round (``heard``)
         self.silent = ""
-        self._on_way: dict[AttemptId, Submission] = {}  # handed over, answer not taken (the agent's thread)
+        # handed over, answer not taken, and when (the agent's thread; the oldest first)
+        self._on_way: dict[AttemptId, tuple[Submission, float]] = {}
         self._withdrawn: set[AttemptId] = set()  # ... and cancelled meanwhile
         self._pace: float | None = None  # how long the submissions the server answered took, recently
         # put as each comes; an error that is not the site's is put in its stead, and raised by ``arrived``
@@ -101,8 +102,8 @@ class Submitter:
     def send(self, submissions: Sequence[Submission], launchers: Launchers, *, for_group: bool,
              memory_tracked: bool) -> None:
         """Hand a batch to the submitter's thread (batches go in order); ``arrived`` takes the answers."""
-        subs = list(submissions)
-        self._on_way.update((sub.attempt_id, sub) for sub in subs)
+        subs, now = list(submissions), time.monotonic()
+        self._on_way.update((sub.attempt_id, (sub, now)) for sub in subs)
         self._thread.submit(self._reporting, self._submit, subs, launchers, for_group=for_group,
                             memory_tracked=memory_tracked)
 
@@ -113,8 +114,14 @@ class Submitter:
 
     @property
     def submit_s(self) -> float:
-        """How long one submission the server answered took, recently (0 before the first answer)."""
-        return self._pace or 0.0
+        """How long a submission takes here: the answered ones' recent pace (0 before the first answer).
+
+        Longer while the oldest on its way has taken longer already: a site that has not answered yet is
+        not taken for a fast one.
+        """
+        oldest = next(iter(self._on_way.values()), None)
+        on_way = time.monotonic() - oldest[1] if oldest is not None else 0.0
+        return max(self._pace or 0.0, on_way)
 
     @property
     def window(self) -> int:
@@ -149,7 +156,7 @@ class Submitter:
                     self._answers.put((back.sub.attempt_id, (back.job, back.update)))
                 raise answer
             attempt_id, (job, update) = answer
-            taken.append(Arrived(self._on_way[attempt_id], job, update, attempt_id in self._withdrawn))
+            taken.append(Arrived(self._on_way[attempt_id][0], job, update, attempt_id in self._withdrawn))
         for arrived in taken:
             del self._on_way[arrived.sub.attempt_id]
             self._withdrawn.discard(arrived.sub.attempt_id)

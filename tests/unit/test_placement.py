@@ -224,6 +224,9 @@ def test_equal_sites_share_the_work_whatever_their_pace_of_submission() -> None:
         placed[chosen] += 1
         (fast if chosen == "fast" else slow).inflight += 1
     assert placed == {"fast": 5, "slow": 5}
+    fast.inflight, slow.intake = 6, 5  # slow is still submitting its five: its turn is kept, the task waits
+    assert slow.free_slots == 0
+    assert DefaultPolicy().choose(task(), [fast, slow]) == "slow"
 
 
 def test_a_site_takes_about_a_second_of_submissions_at_its_recent_pace_and_a_few_before_any() -> None:
