@@ -299,8 +299,9 @@ class SiteLoad:
     @property
     def free_slots(self) -> int:
         """How many more attempts the agent accepts now."""
-        limit = self.max_inflight if self.intake is None else min(self.intake, self.max_inflight)
-        return max(0, limit - self.inflight) if self.accepting else 0
+        if self.intake is None:
+            return self.slots_left
+        return min(self.slots_left, max(0, self.intake - self.inflight))  # its slots, as many as it takes now
 
     @property
     def slots_left(self) -> int:
