@@ -197,7 +197,7 @@ class BatchAgent:
             log.warning("site %s answers again", self.config.name)
             self._answered_again_at = now
         self.available, self.unavailable_reason = True, ""
-        self._submitter.heard()
+        self._submitter.heard(self.user)
         if (capacity := answer.capacity) is not None:
             if capacity.usable_nodes != self._capacity.usable_nodes:
                 log.warning("site %s: %d of %d nodes take jobs %s", self.config.name, capacity.usable_nodes,
@@ -217,7 +217,7 @@ class BatchAgent:
                 updates.append(update)
                 if update.outcome is not None:
                     del self._jobs[job.attempt_id]
-        delete.run(self.dialect, self.runner.run)
+        delete.run(self.dialect, self.runner.run, self.user)
         return updates
 
     def _status_round(self, asked: list[tuple[str, int]], nodes_due: bool,

@@ -26,10 +26,8 @@ from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
 from metasched.worker.pilot import PilotPlan, write_plan
 from site_agents.batch.agent import BatchAgent
 from site_agents.batch.config import BatchSite
-from site_agents.batch.dialect import Dialect
 from site_agents.batch.rounds import Deletions
 from site_agents.batch.submitting import job_name
-from site_agents.runner import CommandRunner
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +112,7 @@ def adopted(batch: BatchAgent, blocks: Sequence[BlockRecord], *, head: str, here
     if blocks and here != head:
         log.warning("site %s: pilot blocks submitted for a head at %s, but it listens at %s: deleted",
                     batch.config.name, head, here)
-        delete_earlier(batch.runner, batch.dialect, batch.config.name, blocks)
+        delete_earlier(batch, blocks)
         return []
     taken = []
     for record in blocks:
@@ -155,13 +153,13 @@ def pilot_problem(site: str, head: str, other_user: str) -> str:
     return ""
 
 
-def delete_earlier(runner: CommandRunner, dialect: Dialect, site: str,
-                   earlier: Sequence[BlockRecord]) -> list[BlockRecord]:
+def delete_earlier(batch: BatchAgent, earlier: Sequence[BlockRecord]) -> list[BlockRecord]:
     """Delete the blocks an earlier scheduler left (by job id and by name); their records, all ended."""
-    live = [r for r in earlier if r.state != "ended"]
+    live, site = [r for r in earlier if r.state != "ended"], batch.config.name
     try:
-        Deletions(ids=[r.job_id for r in live if r.job_id],
-                  names=[job_name(site, r.block_id) for r in live]).run(dialect, runner.run)
+        deletions = Deletions(ids=[r.job_id for r in live if r.job_id],
+                              names=[job_name(site, r.block_id) for r in live])
+        deletions.run(batch.dialect, batch.runner.run, batch.user)
     except SiteAgentError as exc:
         log.warning("site %s: could not delete an earlier scheduler's blocks: %s", site, exc)
     gone = [dataclasses.replace(r, state="ended", detail="deleted when the campaign resumed") for r in live]

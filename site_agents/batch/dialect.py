@@ -146,8 +146,12 @@ class Dialect(Protocol):
         """Delete several jobs in one call."""
         ...
 
-    def delete_by_name_argvs(self, names: Sequence[str]) -> list[list[str]]:
-        """Delete jobs by their (unique) names, where the scheduler can ([] where it cannot)."""
+    def delete_by_name_argvs(self, names: Sequence[str]) -> list[list[str]] | None:
+        """Delete jobs by their (unique) names.
+
+        None where the delete command takes ids only: the jobs are then found by name in the status
+        listing (``Deletions.run``).
+        """
         ...
 
     def nodes_argv(self) -> list[str]:

@@ -245,7 +245,7 @@ class PilotAgent:
 
     def forget_blocks(self, earlier: Sequence[BlockRecord]) -> None:
         """Delete the blocks an earlier scheduler left (their head is gone); keep their records."""
-        self._history = delete_earlier(self.batch.runner, self.batch.dialect, self.config.name, earlier)
+        self._history = delete_earlier(self.batch, earlier)
 
     def _scale(self, now: float) -> None:
         """More blocks while the work needs them (or time the live ones lack); idle ones cancelled."""

@@ -8,6 +8,7 @@ shapes our jobs have.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,8 @@ from site_agents.batch.dialect import Capacity, Dialect, JobState, JobStatus
 from site_agents.batch.forecast import QueuedJob
 from site_agents.batch.launchers import shape_limit_s
 from site_agents.runner import CommandOutput
+
+log = logging.getLogger(__name__)
 
 ACCOUNTING_AFTER_POLLS = 2  # a job missing from the listing this many polls is looked up in accounting
 
@@ -45,12 +48,28 @@ class Deletions:
         else:
             self.names.append(name)
 
-    def run(self, dialect: Dialect, run: Callable[[list[str]], CommandOutput]) -> None:
-        """Delete them: the ids in one call, the names as the dialect can."""
-        if self.ids:
-            run(dialect.delete_argv(self.ids))
-        for argv in dialect.delete_by_name_argvs(self.names) if self.names else []:
+    def run(self, dialect: Dialect, run: Callable[[list[str]], CommandOutput], user: str) -> list[str]:
+        """Delete them: the ids in one call, the names as the dialect can; returns the names not looked up.
+
+        Where the delete command takes ids only (PBS's qdel), `user`'s jobs are listed and those of these
+        names still queued or running are deleted with the ids; if that listing does not answer, their
+        names are returned (to try again at the site's next answer).
+        """
+        ids, by_name = list(self.ids), dialect.delete_by_name_argvs(self.names) if self.names else []
+        if by_name is None:
+            listed = dialect.parse_status(run(dialect.status_argv(user, [])))
+            if listed is None:
+                log.warning("the job listing did not answer: jobs %s not looked up to be deleted",
+                            ", ".join(self.names))
+                return list(self.names)
+            wanted = set(self.names)
+            ids += [job.job_id for job in listed.values()
+                    if job.name in wanted and job.state is not JobState.FINISHED]
+        if ids:
+            run(dialect.delete_argv(ids))
+        for argv in by_name or []:
             run(argv)
+        return []
 
 
 def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], user: str,

@@ -132,14 +132,17 @@ class Submitter:
         """Cancelled while on their way: their jobs, if the server takes them, are to be deleted."""
         self._withdrawn.update(a for a in attempt_ids if a in self._on_way)
 
-    def heard(self) -> None:
-        """The server answered: submit again, and delete any job a submission left unanswered had queued."""
+    def heard(self, user: str) -> None:
+        """The server answered: submit again, and delete any job a submission left unanswered had queued.
+
+        They are `user`'s: where jobs are deleted by id only, they are looked up by name among its jobs.
+        """
         self.silent = ""
         deletions = Deletions()
         while self._unsure:
             deletions.names.append(self._unsure.popleft())
         try:
-            deletions.run(self.dialect, self.transport.runner.run)
+            self._unsure.extend(deletions.run(self.dialect, self.transport.runner.run, user))
         except SiteAgentError:  # not answering after all: at the next answer
             self._unsure.extend(deletions.names)
 

@@ -106,9 +106,9 @@ class PBSFamily:
         """Delete several jobs in one call."""
         return ["qdel", *job_ids]
 
-    def delete_by_name_argvs(self, names: Sequence[str]) -> list[list[str]]:
-        """None: qdel takes ids only (a name would need qselect first)."""
-        return []
+    def delete_by_name_argvs(self, names: Sequence[str]) -> list[list[str]] | None:
+        """None: qdel takes ids only (the jobs are found by name in the status listing)."""
+        return None
 
     def start_argv(self, shape: Resources, *, limit_s: float | None, memory: bool) -> list[str] | None:
         """None: qsub cannot ask when a job would start without queueing it.

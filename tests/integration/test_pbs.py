@@ -117,3 +117,34 @@ def test_the_forecast_sees_another_users_jobs_through_qstat(zeta: object) -> Non
     finally:
         agent.close()
         subprocess.run(_client(zeta, "scancel", *jobs), capture_output=True, timeout=60, check=False)
+
+
+def test_a_job_known_by_its_name_alone_is_deleted(zeta: object) -> None:
+    """qdel takes ids only: a job of ours known by its unique name alone (queued by a submission the server
+    left unanswered, or gone from the listing under its id) is found among the user's jobs and deleted."""
+    from site_agents.batch.dialect import JobState
+    from site_agents.batch.rounds import Deletions
+    from site_agents.pbs.agent import pbs_agent
+
+    name = f"ms-zeta-byname{time.time_ns()}"
+    script = Path(zeta.shared_dir) / f"{name}.sh"  # type: ignore[attr-defined]
+    script.write_text("#!/bin/sh\nsleep 600\n")
+    script.chmod(0o755)
+    job_id = subprocess.run(_client(zeta, "qsub", "-N", name, "-o", f"{script}.out", str(script)),
+                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    agent = pbs_agent(torque_site(zeta))
+    try:
+        agent.start()
+
+        def state() -> JobState | None:
+            listed = agent.dialect.parse_status(agent.runner.run(agent.dialect.status_argv(agent.user, [])))
+            job = (listed or {}).get(agent.dialect.status_key(job_id))
+            return None if job is None else job.state
+
+        assert state() in (JobState.QUEUED, JobState.RUNNING)
+        assert Deletions(names=[name]).run(agent.dialect, agent.runner.run, agent.user) == []
+        assert agent.runner.calls["qdel"] == 1
+        wait_for(lambda: state() in (None, JobState.FINISHED), 60, f"job {job_id} ({name}) to be deleted")
+    finally:
+        agent.close()
+        subprocess.run(_client(zeta, "qdel", job_id), capture_output=True, timeout=60, check=False)

@@ -12,10 +12,12 @@ import pytest
 
 from site_agents.batch.dialect import JobEnd, JobRequest, JobState, hhmmss
 from site_agents.batch.forecast import QueuedJob
+from site_agents.batch.rounds import Deletions
 from site_agents.pbs.family import queued_job, quoted_path, sequence_number, server_unreachable
 from site_agents.pbs.openpbs import OpenPBS, describe_exit, parse_qstat, parse_queue
 from site_agents.pbs.torque import Torque
 from site_agents.pbs.torque import parse_qstat as parse_torque_qstat
+from site_agents.runner import CommandOutput
 from tests.unit.dialect_inputs import job_request, output
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -226,6 +228,38 @@ def test_pbs_queue_fields_limits_and_estimated_starts() -> None:
     assert queued == QueuedJob(job_id="8", user="bob", running=False, cores=16, remaining_s=None,
                                expected_start_s=300.0)
     assert queued_job("9", {"job_state": "H"}, now) is None
+
+
+@pytest.mark.parametrize("dialect", [Torque(), OpenPBS()], ids=["torque", "openpbs"])
+def test_pbs_deletes_by_name_through_the_job_listing(dialect: Torque | OpenPBS) -> None:
+    """qdel takes ids only: jobs to delete by name are looked up in the user's listing, and only those
+    still queued or running are deleted, with the ids, in one qdel."""
+    listing = read("torque-wrappers/qstat-f-queued-running-completed.txt")
+    calls: list[list[str]] = []
+
+    def run(argv: list[str]) -> CommandOutput:
+        calls.append(argv)
+        return output(listing if argv[0] == "qstat" else "")
+
+    if isinstance(dialect, OpenPBS):  # the same jobs as the live server lists them
+        listing = (LIVE / "qstat-queued.json").read_text()
+        (queued,) = parse_qstat(listing).values()
+        names, expected = [queued.name, "ms-zeta-gone"], [queued.job_id]
+    else:
+        names, expected = ["ms-zeta-x1", "ms-zeta-s3", "ms-zeta-gone"], ["5"]  # x1: completed
+    assert Deletions(ids=["9"], names=names).run(dialect, run, "ms") == []
+    assert calls == [dialect.status_argv("ms", []), ["qdel", "9", *expected]]
+
+
+def test_pbs_deletion_by_name_waits_for_a_listing_that_answers() -> None:
+    calls: list[list[str]] = []
+
+    def run(argv: list[str]) -> CommandOutput:
+        calls.append(argv)
+        return output(stderr="Connection refused", returncode=1)
+
+    assert Deletions(names=["ms-zeta-s3"]).run(Torque(), run, "ms") == ["ms-zeta-s3"]
+    assert calls == [["qstat", "-f"]]  # no qdel without ids
 
 
 def test_torque_wrapper_queue_reads_every_job_and_drops_slurms_unlimited() -> None:
