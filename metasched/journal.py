@@ -361,17 +361,19 @@ class Journal:
                                "new = ? ORDER BY id", (task_id, code(TaskState.SUBMITTED)))
         return [(attempt_id_of(task_id, n), SiteName(s), detail) for n, s, detail in rows]
 
-    def attempt_times(self) -> list[tuple[str, str, str, str, str, float, float | None, float | None, str]]:
+    def attempt_times(self) -> list[tuple[str, str, str, str, str, float, float | None, float | None, str,
+                                          str | None]]:
         """Every attempt, oldest first, with its times and why it was placed where it was.
 
         (attempt id, task id, task name, site, state, submitted at, ended at, first seen running at,
-        placement: the detail of its submission, ``metasched.placement.explain``'s text).
+        placement: the detail of its submission, ``metasched.placement.explain``'s text, its job id at the
+        site: a pilot block's for an attempt run in one).
         """
         this = "x.task = a.task AND x.attempt = a.number AND x.new"
         rows = self.db.execute(
             "SELECT k.task_id, a.number, k.name, a.site, a.state, a.submitted_at, a.ended_at, "
             f"(SELECT MIN(x.at) FROM transition x WHERE {this} = ?), "
-            f"(SELECT x.detail FROM transition x WHERE {this} = ? LIMIT 1) "
+            f"(SELECT x.detail FROM transition x WHERE {this} = ? LIMIT 1), a.native_id "
             "FROM attempt a JOIN task k ON k.seq = a.task ORDER BY a.submitted_at",
             (code(TaskState.RUNNING), code(TaskState.SUBMITTED)))
         return [(attempt_id_of(tid, n), tid, name, site, STATE_NAMES[state], *times)

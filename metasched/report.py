@@ -3,7 +3,8 @@
 - ``gantt.png``: every attempt as a bar on its site's lane: queue wait (light) from submission to the
   moment the site reported it running, then run time (dark) to its end; attempts whose site never
   reports "running" separately (the local site) are drawn as run time only. A pilot site's blocks
-  come first on its lane (grey: queued, then joined until they ended).
+  come first on its lane, a row each (grey: queued, then joined until they ended), with the attempts
+  that ran in the block drawn inside its row, on as many sub-rows as ran at once.
 - ``utilization.png``: attempts in flight per site over time.
 - ``waits.png``: distribution of queue waits per site (where the site reports them; as observed by
   polling, so with the site's poll interval as resolution).
@@ -17,6 +18,7 @@ mean error of that prediction (where the site reports when attempts start), and 
 
 from __future__ import annotations
 
+import heapq
 import html
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,6 +52,7 @@ class AttemptSpan:
     started: float | None
     ended: float | None
     predicted_wait: float | None = None  # what placement predicted (metasched.placement.explain)
+    native_id: str | None = None  # its job at the site (in pilot mode: its block's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +77,7 @@ class BlockSpan:
 
     site: str
     block_id: str
+    job_id: str
     submitted: float
     joined: float | None  # its Ray nodes joined the campaign's head
     ended: float | None
@@ -95,8 +99,8 @@ def read_campaign(journal: Path) -> tuple[list[AttemptSpan], list[BlockSpan]]:
     spans = [AttemptSpan(attempt_id=a, task_id=t, task_name=n, site=s, state=st, submitted=sub - origin,
                          started=run - origin if run is not None else None,
                          ended=end - origin if end is not None else None,
-                         predicted_wait=predicted_wait(placed or ""))
-             for a, t, n, s, st, sub, end, run, placed in rows]
+                         predicted_wait=predicted_wait(placed or ""), native_id=job)
+             for a, t, n, s, st, sub, end, run, placed, job in rows]
 
     def since(at: float | None) -> float | None:
         return None if at is None else at - origin
@@ -106,7 +110,8 @@ def read_campaign(journal: Path) -> tuple[list[AttemptSpan], list[BlockSpan]]:
         for b in records:
             submitted = getattr(b, "submitted_at", None)  # older journals kept no block times
             if submitted is not None:
-                block_spans.append(BlockSpan(site=site, block_id=b.block_id, submitted=submitted - origin,
+                block_spans.append(BlockSpan(site=site, block_id=b.block_id, job_id=b.job_id,
+                                             submitted=submitted - origin,
                                              joined=since(getattr(b, "joined_at", None)),
                                              ended=since(getattr(b, "ended_at", None))))
     return spans, block_spans
@@ -137,42 +142,88 @@ def summarize(spans: list[AttemptSpan]) -> list[SiteRow]:
     return rows
 
 
-def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path,
-           blocks: Sequence[BlockSpan] = ()) -> tuple[int, int, int]:
-    """Draw the Gantt chart; return how many attempt bars, migration arrows and block bars it drew.
+@dataclass(frozen=True, slots=True)
+class Drawn:
+    """What the Gantt chart drew (for the page's data attributes, which tests read)."""
+
+    bars: int  # attempts
+    arrows: int  # from a checkpoint to the attempt that restored from it
+    block_bars: int  # pilot blocks
+    in_blocks: int  # attempts drawn inside their block's row
+
+
+def sub_rows(spans: Sequence[tuple[float, float]]) -> tuple[list[int], int]:
+    """Each (start, end) interval's sub-row, none overlapping another on it, and how many sub-rows.
+
+    Intervals go in order of start to the sub-row freed first (the fewest sub-rows there can be).
+    """
+    order = sorted(range(len(spans)), key=lambda i: spans[i])
+    row_of, rows = [0] * len(spans), 0
+    free_at: list[tuple[float, int]] = []  # (when a sub-row is free again, its number)
+    for i in order:
+        start, end = spans[i]
+        if free_at and free_at[0][0] <= start:
+            _, row = heapq.heappop(free_at)
+        else:
+            row, rows = rows, rows + 1
+        row_of[i] = row
+        heapq.heappush(free_at, (max(end, start), row))
+    return row_of, rows
+
+
+def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path, blocks: Sequence[BlockSpan] = ()) -> Drawn:
+    """Draw the Gantt chart.
 
     An attempt that ended with a checkpoint gets an arrow to the next attempt of its task, which
-    restored from it (at the same or another site). A pilot site's blocks come first on its lane, in grey
-    (light: queued, dark: its Ray nodes joined), above the attempts that ran in them.
+    restored from it (at the same or another site). A pilot site's blocks come first on its lane, a row
+    each in grey (light: queued, dark: its Ray nodes joined); the attempts that ran in a block (its job
+    id theirs) are drawn inside its row, on sub-rows (``sub_rows``), running time only.
     """
+    block_of = {(b.site, b.job_id): b for b in blocks if b.job_id}
+    inside: dict[str, list[AttemptSpan]] = defaultdict(list)
+    for span in spans:
+        if (block := block_of.get((span.site, span.native_id or ""))) is not None:
+            inside[block.block_id].append(span)
+    in_rows = [s for s in spans if (s.site, s.native_id or "") not in block_of]
     ordered: list[AttemptSpan | BlockSpan] = sorted(
-        [*blocks, *spans], key=lambda s: (sites.index(s.site), isinstance(s, AttemptSpan), s.submitted))
+        [*blocks, *in_rows], key=lambda s: (sites.index(s.site), isinstance(s, AttemptSpan), s.submitted))
     fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.12 * len(ordered), 30)))
-    end_of_campaign = max((s.ended or s.submitted) for s in ordered)
+    end_of_campaign = max((s.ended or s.submitted) for s in [*ordered, *spans])
+    y_of: dict[str, float] = {}
     bars = block_bars = 0
-    for row, span in enumerate(ordered):
-        if isinstance(span, BlockSpan):
-            end = span.ended if span.ended is not None else end_of_campaign
-            joined = span.joined if span.joined is not None else end
-            ax.barh(row, max(joined - span.submitted, 1e-3), left=span.submitted, height=0.8, color="grey",
-                    alpha=0.3)
-            if span.joined is not None:
-                ax.barh(row, max(end - joined, 1e-3), left=joined, height=0.8, color="dimgrey", alpha=0.8)
-            block_bars += 1
-            continue
+
+    def attempt_bar(span: AttemptSpan, y: float, height: float, *, wait: bool) -> None:
         colour = _COLOURS[sites.index(span.site) % len(_COLOURS)]
         end = span.ended if span.ended is not None else end_of_campaign
         start_run = span.started if span.started is not None else span.submitted
-        if span.started is not None:
-            ax.barh(row, start_run - span.submitted, left=span.submitted, height=0.8, color=colour,
+        if wait and span.started is not None:
+            ax.barh(y, start_run - span.submitted, left=span.submitted, height=height, color=colour,
                     alpha=0.25)
         ok = span.state in ("succeeded", "checkpointed")
-        bars += 1
-        ax.barh(row, max(end - start_run, 1e-3), left=start_run, height=0.8, color=colour,
+        ax.barh(y, max(end - start_run, 1e-3), left=start_run, height=height, color=colour,
                 alpha=0.9 if ok else 0.5, hatch=None if ok else "////",
                 edgecolor=colour if ok else "black", linewidth=0.3)
+        y_of[span.attempt_id] = y
+
+    for row, item in enumerate(ordered):
+        if isinstance(item, AttemptSpan):
+            attempt_bar(item, row, 0.8, wait=True)
+            bars += 1
+            continue
+        end = item.ended if item.ended is not None else end_of_campaign
+        joined = item.joined if item.joined is not None else end
+        ax.barh(row, max(joined - item.submitted, 1e-3), left=item.submitted, height=0.8, color="grey",
+                alpha=0.3)
+        if item.joined is not None:
+            ax.barh(row, max(end - joined, 1e-3), left=joined, height=0.8, color="dimgrey", alpha=0.5)
+        block_bars += 1
+        ran = inside.get(item.block_id, [])
+        lanes, count = sub_rows([(s.started if s.started is not None else s.submitted,
+                                  s.ended if s.ended is not None else end_of_campaign) for s in ran])
+        for span, lane in zip(ran, lanes, strict=True):
+            attempt_bar(span, row - 0.4 + 0.8 * (lane + 0.5) / count, 0.7 / count, wait=False)
+            bars += 1
     arrows = 0
-    row_of = {span.attempt_id: row for row, span in enumerate(ordered) if isinstance(span, AttemptSpan)}
     for span in spans:
         if span.state != "checkpointed" or span.ended is None:
             continue
@@ -182,8 +233,7 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path,
             continue
         nxt = min(later, key=lambda s: s.submitted)
         restored_at = nxt.started if nxt.started is not None else nxt.submitted
-        ax.annotate("", xy=(restored_at, row_of[nxt.attempt_id]),
-                    xytext=(span.ended, row_of[span.attempt_id]),
+        ax.annotate("", xy=(restored_at, y_of[nxt.attempt_id]), xytext=(span.ended, y_of[span.attempt_id]),
                     arrowprops={"arrowstyle": "->", "color": "black", "linewidth": 1.2})
         arrows += 1
     centres, bounds = [], []
@@ -197,12 +247,12 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path,
     ax.set_ylim(len(ordered) - 0.5, -0.5)
     ax.set_xlabel("seconds since the first submission")
     ax.set_title("attempts by site, one row each (light: queue wait, dark: running, hatched: failed or "
-                 "lost;\narrows: a checkpoint and the attempt that restored from it; grey: pilot blocks)",
-                 fontsize=10)
+                 "lost;\narrows: a checkpoint and the attempt that restored from it; grey: pilot blocks, "
+                 "each with the attempts it ran)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return bars, arrows, block_bars
+    return Drawn(bars, arrows, block_bars, sum(len(v) for v in inside.values()))
 
 
 def _lane(site: str, spans: list[AttemptSpan], blocks: Sequence[BlockSpan]) -> str:
@@ -285,7 +335,7 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         raise ValueError(f"journal {journal} has no attempts to report on")
     out_dir.mkdir(parents=True, exist_ok=True)
     sites = sorted({s.site for s in spans} | {b.site for b in blocks})
-    bars, arrows, block_bars = _gantt(spans, sites, out_dir / "gantt.png", blocks)
+    drawn = _gantt(spans, sites, out_dir / "gantt.png", blocks)
     _utilization(spans, sites, out_dir / "utilization.png")
     has_waits = _waits(spans, sites, out_dir / "waits.png")
     rows = summarize(spans)
@@ -312,8 +362,9 @@ def write_report(journal: Path, out_dir: Path) -> Path:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h1>Campaign report</h1><p>journal: {html.escape(str(journal))}</p>{table}"
-        + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{bars}' "
-          f"data-migration-arrows='{arrows}' data-block-bars='{block_bars}'></p>"
+        + f"<p><img src='gantt.png' alt='gantt.png' data-attempt-bars='{drawn.bars}' "
+          f"data-migration-arrows='{drawn.arrows}' data-block-bars='{drawn.block_bars}' "
+          f"data-attempts-in-blocks='{drawn.in_blocks}'></p>"
         + "".join(f"<p><img src='{name}' alt='{name}'></p>" for name in figures[1:])
         + usage + "</body></html>"
     )

@@ -58,7 +58,8 @@ def test_a_block_deleted_with_qdel_loses_no_task(
     stored = Journal(journal).open(read_only=True)
     try:
         counts = stored.terminal_transition_counts()
-        lost = [a for a in stored.attempt_times() if a[4] == "lost"]
+        times = stored.attempt_times()
+        lost = [a for a in times if a[4] == "lost"]
         blocks = journaled_blocks(stored)["nu"]
     finally:
         stored.close()
@@ -74,3 +75,6 @@ def test_a_block_deleted_with_qdel_loses_no_task(
     assert blocks_line(journal) == "pilot blocks: nu: none live (0 nodes joined)"
     page = write_report(journal, tmp_path / "report").read_text()
     assert f"data-block-bars='{len(blocks)}'" in page
+    in_blocks = [a for a in times if a[3] == "nu" and a[9] in {b.job_id for b in blocks}]
+    assert len(in_blocks) >= 1004, "every task ran in a block (the lost ones twice)"
+    assert f"data-attempts-in-blocks='{len(in_blocks)}'" in page  # drawn inside their block's row
