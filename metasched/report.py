@@ -187,7 +187,8 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path, blocks: Seque
     in_rows = [s for s in spans if (s.site, s.native_id or "") not in block_of]
     ordered: list[AttemptSpan | BlockSpan] = sorted(
         [*blocks, *in_rows], key=lambda s: (sites.index(s.site), isinstance(s, AttemptSpan), s.submitted))
-    fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.12 * len(ordered), 30)))
+    height = 2.0 + 0.12 * len(ordered) + 0.5 * len(blocks)  # a block's row holds its attempts: taller
+    fig, ax = plt.subplots(figsize=(10, min(height, 30)))
     end_of_campaign = max((s.ended or s.submitted) for s in [*ordered, *spans])
     y_of: dict[str, float] = {}
     bars = block_bars = 0
