@@ -105,17 +105,23 @@ class HedgingPolicy(Protocol):
         ...
 
 
+HELD_TURNS = 100_000  # the most tasks RoundRobinPolicy keeps a turn for (the longest not asked about go)
+
+
 class RoundRobinPolicy:
     """The baseline: the next feasible site with room, in turn.
 
     Room is the site's slots (``max_inflight``): a batch site that takes only the submissions it is making
     (``SiteLoad.intake``) keeps the tasks given to it waiting in the scheduler's queue until it takes them,
-    rather than the turn passing them to whichever site is taking work at that moment.
+    rather than the turn passing them to whichever site is taking work at that moment. At most
+    ``HELD_TURNS`` such turns are kept: a task cancelled while it waited is never asked about again, and
+    its turn is forgotten once that many others were held after it (a forgotten live one takes a new turn).
     """
 
     def __init__(self) -> None:
         self._turn = 0
-        self._waiting: dict[TaskId, SiteName] = {}  # given to a site that could not take them yet
+        # given to a site that could not take them yet; the task asked about longest ago first
+        self._waiting: dict[TaskId, SiteName] = {}
 
     def choose(self, spec: TaskSpec, candidates: Sequence[SiteLoad],
                transfer_s: Mapping[SiteName, float] | None = None) -> SiteName | None:
@@ -130,6 +136,8 @@ class RoundRobinPolicy:
             chosen = open_sites[self._turn % len(open_sites)]
         if chosen.free_slots == 0:
             self._waiting[spec.task_id] = chosen.site
+            if len(self._waiting) > HELD_TURNS:
+                del self._waiting[next(iter(self._waiting))]
         return chosen.site
 
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from metasched import placement
 from metasched.errors import ConfigurationError, PlacementError
 from metasched.options import check_options
 from metasched.placement import DefaultPolicy, RoundRobinPolicy, assume_unknowns, feasible_sites, policy_named
@@ -86,6 +87,21 @@ def test_round_robin_keeps_a_tasks_turn_at_a_batch_site_that_takes_work_as_fast_
     for site in sites:
         site.inflight = 0
     assert [policy.choose(spec, sites) for spec in tasks[2:]] == picks[2:]
+
+def test_round_robin_forgets_the_turns_of_tasks_it_is_no_longer_asked_about(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement, "HELD_TURNS", 3)
+    policy, site = RoundRobinPolicy(), load("a", max_inflight=100)
+    site.intake = 0  # takes nothing yet: every task asked about waits for its turn there
+    specs = [TaskSpec(task_id=TaskId(f"t{i}"), name="sim", kind=TaskKind.COMMAND, resources=Resources())
+             for i in range(5)]
+    for spec in specs[:3]:
+        assert policy.choose(spec, [site]) == "a"
+    assert policy.choose(specs[0], [site]) == "a"  # asked again (t1 is now the longest not asked about)
+    for spec in specs[3:]:  # t1 and t2 cancelled meanwhile: never asked about again
+        assert policy.choose(spec, [site]) == "a"
+    assert list(policy._waiting) == ["t0", "t3", "t4"]
+
 
 def test_checkpointable_tasks_only_go_where_the_backend_is_offered() -> None:
     criu = TaskSpec(task_id=TaskId("t1"), name="sim", kind=TaskKind.COMMAND, resources=Resources(),
