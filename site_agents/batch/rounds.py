@@ -56,20 +56,22 @@ class Deletions:
         names are returned (to try again at the site's next answer).
         """
         ids, by_name = list(self.ids), dialect.delete_by_name_argvs(self.names) if self.names else []
+        unlisted: list[str] = []
         if by_name is None:
             listed = dialect.parse_status(run(dialect.status_argv(user, [])))
             if listed is None:
                 log.warning("the job listing did not answer: jobs %s not looked up to be deleted",
                             ", ".join(self.names))
-                return list(self.names)
-            wanted = set(self.names)
-            ids += [job.job_id for job in listed.values()
-                    if job.name in wanted and job.state is not JobState.FINISHED]
+                unlisted = list(self.names)
+            else:
+                wanted = set(self.names)
+                ids += [job.job_id for job in listed.values()
+                        if job.name in wanted and job.state is not JobState.FINISHED]
         if ids:
             run(dialect.delete_argv(ids))
         for argv in by_name or []:
             run(argv)
-        return []
+        return unlisted
 
 
 def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], user: str,

@@ -260,6 +260,9 @@ def test_pbs_deletion_by_name_waits_for_a_listing_that_answers() -> None:
 
     assert Deletions(names=["ms-zeta-s3"]).run(Torque(), run, "ms") == ["ms-zeta-s3"]
     assert calls == [["qstat", "-f"]]  # no qdel without ids
+    calls.clear()
+    assert Deletions(ids=["7"], names=["ms-zeta-s3"]).run(Torque(), run, "ms") == ["ms-zeta-s3"]
+    assert calls == [["qstat", "-f"], ["qdel", "7"]]  # the ids all the same
 
 
 def test_torque_wrapper_queue_reads_every_job_and_drops_slurms_unlimited() -> None:
