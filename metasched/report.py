@@ -181,10 +181,12 @@ def _gantt(spans: list[AttemptSpan], sites: list[str], path: Path, blocks: Seque
     """
     block_of = {(b.site, b.job_id): b for b in blocks if b.job_id}
     inside: dict[str, list[AttemptSpan]] = defaultdict(list)
+    in_rows: list[AttemptSpan] = []  # a row each: attempts not run in a block
     for span in spans:
         if (block := block_of.get((span.site, span.native_id or ""))) is not None:
             inside[block.block_id].append(span)
-    in_rows = [s for s in spans if (s.site, s.native_id or "") not in block_of]
+        else:
+            in_rows.append(span)
     ordered: list[AttemptSpan | BlockSpan] = sorted(
         [*blocks, *in_rows], key=lambda s: (sites.index(s.site), isinstance(s, AttemptSpan), s.submitted))
     height = 2.0 + 0.12 * len(ordered) + 0.5 * len(blocks)  # a block's row holds its attempts: taller

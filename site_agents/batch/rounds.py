@@ -58,14 +58,14 @@ class Deletions:
         ids, by_name = list(self.ids), dialect.delete_by_name_argvs(self.names) if self.names else []
         unlisted: list[str] = []
         if by_name is None:
-            listed = dialect.parse_status(run(dialect.status_argv(user, [])))
+            listed = users_jobs(dialect, run, user)
             if listed is None:
                 log.warning("the job listing did not answer: jobs %s not looked up to be deleted",
                             ", ".join(self.names))
                 unlisted = list(self.names)
             else:
                 wanted = set(self.names)
-                ids += [job.job_id for job in listed.values()
+                ids += [job.job_id for job in listed
                         if job.name in wanted and job.state is not JobState.FINISHED]
         if ids:
             run(dialect.delete_argv(ids))
@@ -104,11 +104,18 @@ def status_round(dialect: Dialect, run: Callable[[list[str]], CommandOutput], us
     return Answer(statuses=statuses, accounted=accounted, hold_reasons=reasons, capacity=capacity)
 
 
+def users_jobs(dialect: Dialect, run: Callable[[list[str]], CommandOutput],
+               user: str) -> list[JobStatus] | None:
+    """Every job the status command lists for `user`, ours or not (None if it did not answer)."""
+    statuses = dialect.parse_status(run(dialect.status_argv(user, [])))
+    return None if statuses is None else list(statuses.values())
+
+
 def jobs_by_name(dialect: Dialect, run: Callable[[list[str]], CommandOutput],
                  user: str) -> dict[str, str] | None:
     """The id of each of `user`'s listed jobs, by job name (None if the listing did not answer)."""
-    statuses = dialect.parse_status(run(dialect.status_argv(user, [])))
-    return None if statuses is None else {s.name: s.job_id for s in statuses.values() if s.name}
+    listed = users_jobs(dialect, run, user)
+    return None if listed is None else {s.name: s.job_id for s in listed if s.name}
 
 
 @dataclass(frozen=True, slots=True)
