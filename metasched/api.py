@@ -381,8 +381,8 @@ class Campaign:
     def drain(self, site: str, *, undo: bool = False) -> str:
         """Stop placing tasks at `site` and move its running checkpointable tasks to other sites.
 
-        Tasks that cannot be checkpointed finish there. ``undo=True`` lets the site take work again.
-        Returns what was done.
+        Tasks that cannot be checkpointed finish there (so do the rest while it does not answer: drain
+        again). ``undo=True`` lets the site take work again. Returns what was done.
         """
         return self._ask("drain", site, undo)
 
@@ -390,7 +390,8 @@ class Campaign:
         """Take a restart point of a running ``checkpoint="criu"`` task now; it keeps running.
 
         If its attempt is later lost (node failure, job killed), the next attempt restores from the
-        newest restart point instead of starting over. Raises ConfigurationError saying why if not now.
+        newest restart point instead of starting over. Raises ConfigurationError saying why if not now
+        (SiteAgentError if its site does not answer or its command failed: ask again).
         """
         return self._ask("checkpoint", self._ref(future).task_id)
 
@@ -398,7 +399,8 @@ class Campaign:
         """Checkpoint a running task (``checkpoint="criu"`` or ``"cooperative"``) and continue it at `to`.
 
         Returns at once with what was asked; the task goes on at `to` from where it stopped (see
-        docs/checkpointing.md). Raises ConfigurationError saying why if it cannot migrate now.
+        docs/checkpointing.md). Raises ConfigurationError saying why if it cannot migrate now
+        (SiteAgentError if its site does not answer or its command failed: it runs on there; ask again).
         """
         return self._ask("migrate", self._ref(future).task_id, to)
 

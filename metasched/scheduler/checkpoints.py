@@ -1,4 +1,4 @@
-"""Steering on the scheduler's side: requests from the journal, checkpoints, migration, drain, fallbacks.
+"""Steering on the scheduler's side: requests from the journal, cancel, checkpoints, migration, drain.
 
 A mixin of ``SchedulerService`` (it uses the service's core, agents, data plane and journal). Other
 processes (the CLI) leave requests in the journal, answered here about once a second. A task
@@ -17,22 +17,22 @@ from functools import partial
 
 from metasched.data.objects import DataRef
 from metasched.data.plane import DataPlane
-from metasched.errors import ConfigurationError
+from metasched.errors import ConfigurationError, MetaschedError, SiteAgentError
 from metasched.journal import Journal
-from metasched.journal_schema import RequestKind
+from metasched.journal_schema import Note, RequestKind
 from metasched.outcomes import Checkpointed, CheckpointReason
 from metasched.placement import PlacementPolicy, infeasibility
 from metasched.records import AttemptId, CheckpointKind, SiteName, TaskId
 from metasched.scheduler.core import SchedulerCore
 from metasched.scheduler.states import TaskState
-from metasched.scheduler.task_records import TaskRecord
+from metasched.scheduler.task_records import Attempt, TaskRecord
 from metasched.sites.base import CheckpointingAgent, SiteAgent
 
 _REQUEST_POLL_S = 1.0  # how often the journal is read for requests from other processes
 
 
 class CheckpointRequests:
-    """The checkpoint/migration part of the scheduler service (see the module docstring)."""
+    """The steering part of the scheduler service: cancel, checkpoint, migrate, drain (see above)."""
 
     core: SchedulerCore
     agents: dict[SiteName, SiteAgent]
@@ -41,6 +41,8 @@ class CheckpointRequests:
     _moves: dict[TaskId, tuple[str | None, str | None]]
     drained: set[SiteName]
     policy: PlacementPolicy
+    _ended_attempts: list[Attempt]
+    _notes: list[Note]
 
     _last_requests: float
 
@@ -48,8 +50,35 @@ class CheckpointRequests:
         raise NotImplementedError  # the service's
 
     def cancel(self, task_ids: Sequence[TaskId]) -> int:
-        """Cancel tasks (the service's)."""
-        raise NotImplementedError
+        """Cancel tasks (and, through dependency failure, what depends on them). Returns how many."""
+        by_site: dict[SiteName, list[Attempt]] = defaultdict(list)
+        cancelled = 0
+        for task_id in task_ids:
+            if task_id not in self.core.tasks or self.core.tasks[task_id].state.terminal:
+                continue
+            live = self.core.cancel(task_id)
+            if self.data is not None:
+                self.data.transfers.forget(task_id)
+            cancelled += 1
+            for attempt in live:
+                by_site[attempt.site].append(attempt)
+                self._ended_attempts.append(attempt)
+        for site, attempts in by_site.items():
+            self._cancel_at(site, attempts)
+        self._flush()
+        return cancelled
+
+    def _cancel_at(self, site: SiteName, attempts: Sequence[Attempt]) -> None:
+        """Ask `site` to stop these (cancelled) attempts; if it fails, each says so in its notes.
+
+        Their outcomes, whenever the site reports them, are ignored: the tasks stay cancelled, and the
+        other sites are still asked (before, a site whose command failed ended the scheduler's loop).
+        """
+        try:
+            self.agents[site].cancel([a.attempt_id for a in attempts])
+        except MetaschedError as exc:
+            self._notes.extend(Note(task_id=a.task_id, attempt_id=a.attempt_id, site=site, at=time.time(),
+                                    note=f"cancelling it failed: {exc}") for a in attempts)
 
     def _handle_requests(self) -> bool:
         """Act on requests other processes left in the journal (e.g. `metasched cancel`), once a second."""
@@ -93,26 +122,29 @@ class CheckpointRequests:
         self.drained.add(site)
         self.journal.set_meta("drained", sorted(self.drained))
         loads = [self.agents[s].load() for s in self.agents if s not in self.drained]
-        moved, stayed = [], []
+        moved, stayed, unanswered = [], [], ""
         for task_id, record in self.core.tasks.items():
             live = record.current
             if live is None or live.site != site or record.state.terminal:
                 continue
             targets = [load for load in loads if infeasibility(record.spec, load) is None]
             target = self.policy.choose(record.spec, targets) if record.spec.checkpoint and targets else None
-            if target is None:
+            if target is None or unanswered:  # a site that did not answer: the rest would wait for it again
                 stayed.append(record.spec.name)
                 continue
             try:
                 self.migrate(task_id, target)
                 moved.append(f"{record.spec.name} -> {target}")
-            except ConfigurationError:
+            except (ConfigurationError, SiteAgentError) as exc:
                 stayed.append(record.spec.name)
+                unanswered = str(exc) if isinstance(exc, SiteAgentError) else ""
         parts = [f"site {site} drained: no new work"]
         if moved:
             parts.append(f"moving {', '.join(moved)}")
         if stayed:
             parts.append(f"finishing there: {', '.join(stayed)}")
+        if unanswered:
+            parts.append(f"{site} did not take the request ({unanswered}): drain it again to move them")
         return "; ".join(parts)
 
     def checkpoint(self, task_id: TaskId) -> str:
@@ -130,8 +162,7 @@ class CheckpointRequests:
         live = record.current
         if record.state is not TaskState.RUNNING or live is None:
             raise ConfigurationError(f"{name} is {record.state.value}, not running.")
-        agent = self.agents[live.site]
-        if not isinstance(agent, CheckpointingAgent) or not agent.checkpoint([live.attempt_id], stop=False):
+        if not self._ask_checkpoint(name, live, stop=False):
             raise ConfigurationError(f"{name}: its attempt at {live.site} cannot take a checkpoint now.")
         return f"{name}: restart point requested at {live.site}"
 
@@ -160,33 +191,53 @@ class CheckpointRequests:
                                      "move it once one of them has started.")
         if live.site == site:
             raise ConfigurationError(f"{name} already runs at {site}.")
-        agent = self.agents[live.site]
-        if not isinstance(agent, CheckpointingAgent):
+        if not isinstance(self.agents[live.site], CheckpointingAgent):
             raise ConfigurationError(f"{name} runs at {live.site}, whose agent cannot checkpoint.")
-        record.migrate_to = site
-        self._moves[task_id] = (record.checkpoint, site)
-        asked = agent.checkpoint([live.attempt_id])
-        if not asked:
-            record.migrate_to = None
-            self._moves[task_id] = (record.checkpoint, None)
+        if not self._ask_checkpoint(name, live, stop=True):
             raise ConfigurationError(f"{name}: its attempt at {live.site} is not running or already ended.")
+        record.migrate_to = site  # its checkpointed end is reported at a later poll, never during the ask
+        self._moves[task_id] = (record.checkpoint, site)
         self._flush()
         return f"{name}: checkpoint requested at {live.site}, continuing at {site}"
+
+    def _ask_checkpoint(self, name: str, live: Attempt, *, stop: bool) -> bool:
+        """Ask the agent of `live`'s site for a checkpoint (see ``CheckpointingAgent``); whether it asked.
+
+        A site that does not answer now is not asked (its command would only wait out its timeouts in the
+        scheduler's step); SiteAgentError (transient) says so, as it does when the site's command fails.
+        """
+        agent = self.agents[live.site]
+        if not isinstance(agent, CheckpointingAgent):
+            return False
+        if not agent.load().status_current:
+            raise SiteAgentError(f"{name}: its site {live.site} does not answer now; ask again once it does.",
+                                 site=live.site, transient=True)
+        return bool(agent.checkpoint([live.attempt_id], stop=stop))
 
     def _answer(self, act: Callable[[], str]) -> str:
         """A journal request's answer: "ok: <what was done>" or "refused: <why>"."""
         try:
             return "ok: " + act()
-        except ConfigurationError as exc:
+        except (ConfigurationError, SiteAgentError) as exc:
             return f"refused: {exc}"
 
     def _for_each_live(self, name: str | None, by_name: dict[str, list[TaskId]],
                        act: Callable[[TaskId], str]) -> str:
-        """Apply `act` to every unfinished task called `name`; the request's answer."""
+        """Apply `act` to every unfinished task called `name`; the request's answer.
+
+        "ok" with what was done (and what was refused) if anything was done, "refused" with why otherwise.
+        """
         live = [t for t in by_name.get(name or "", []) if not self.core.tasks[t].state.terminal]
         if not live:
             return f"refused: no unfinished task named {name!r}"
-        return self._answer(lambda: "; ".join(act(task_id) for task_id in live))
+        done: list[str] = []
+        refused: list[str] = []
+        for task_id in live:
+            answer = self._answer(partial(act, task_id))
+            (done if answer.startswith("ok: ") else refused).append(answer)
+        if not done:
+            return "refused: " + "; ".join(why.removeprefix("refused: ") for why in refused)
+        return "; ".join([done[0], *(d.removeprefix("ok: ") for d in done[1:]), *refused])
 
     def _saved(self, attempt_id: AttemptId, ref: DataRef) -> None:
         """A running attempt saved a restart point (cooperative): it replaces the previous one."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 from metasched.data.plane import DataPlane, MissingInput
-from metasched.errors import MetaschedError, PlacementError
+from metasched.errors import PlacementError
 from metasched.journal import Journal
 from metasched.journal_schema import Note
 from metasched.placement import HedgingPolicy, PlacementPolicy, feasible_sites, predicted_start
@@ -53,6 +54,9 @@ class Hedging:
     hedges_made: int = 0
 
     def _loads(self) -> dict[SiteName, SiteLoad]:
+        raise NotImplementedError  # the service's
+
+    def _cancel_at(self, site: SiteName, attempts: Sequence[Attempt]) -> None:
         raise NotImplementedError  # the service's
 
     def _input_ids(self, record: TaskRecord) -> list[str]:
@@ -178,11 +182,7 @@ class Hedging:
             self._notes.append(Note(task_id=winner.task_id, attempt_id=winner.attempt_id, site=winner.site,
                                     at=time.time(), note=f"hedge settled: {how}"))
         for site, losers in by_site.items():
-            try:
-                self.agents[site].cancel([a.attempt_id for a in losers])
-            except MetaschedError as exc:  # its outcome, whenever the site reports it, is ignored
-                self._notes.extend(Note(task_id=a.task_id, attempt_id=a.attempt_id, site=site, at=time.time(),
-                                        note=f"cancelling it failed: {exc}") for a in losers)
+            self._cancel_at(site, losers)
         return bool(settled)
 
 

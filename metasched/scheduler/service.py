@@ -161,25 +161,6 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
             if isinstance(agent, ShapeAwareAgent):
                 agent.expect(new)
 
-    def cancel(self, task_ids: Sequence[TaskId]) -> int:
-        """Cancel tasks (and, through dependency failure, what depends on them). Returns how many."""
-        by_site: dict[SiteName, list[AttemptId]] = defaultdict(list)
-        cancelled = 0
-        for task_id in task_ids:
-            if task_id not in self.core.tasks or self.core.tasks[task_id].state.terminal:
-                continue
-            live = self.core.cancel(task_id)
-            if self.data is not None:
-                self.data.transfers.forget(task_id)
-            cancelled += 1
-            for attempt in live:
-                by_site[attempt.site].append(attempt.attempt_id)
-                self._ended_attempts.append(attempt)
-        for site, attempt_ids in by_site.items():
-            self.agents[site].cancel(attempt_ids)
-        self._flush()
-        return cancelled
-
     # --------------------------------------------------------------------------------------- loop
     def step(self) -> bool:
         """One round: poll every site once, apply what changed, place ready tasks, journal it all."""

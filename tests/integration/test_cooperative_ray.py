@@ -81,3 +81,34 @@ def test_draining_a_local_site_moves_a_cooperative_task_to_slurm_from_its_last_s
     assert began[0] == 0, began
     assert 0 < began[1] < 400, began  # went on from the local attempt's last save
     assert attempts(journal, future.task_id) == [("local", "checkpointed"), ("alpha", "succeeded")]
+
+
+@pytest.mark.slurm
+def test_a_request_for_tasks_of_one_name_says_what_was_done_and_what_was_refused(
+        alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
+    """`metasched migrate` names tasks by name; of two running tasks called "sim" one can move and one
+    cannot. The one that can is moved and the answer says so, with why the other was not (before, the
+    first refusal was the whole answer: "refused", exit 1, although a task had been asked to move)."""
+    from typer.testing import CliRunner
+
+    from metasched.cli import app
+
+    journal = tmp_path / "c.db"
+    slurm = SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir, poll_interval=0.3)
+    sites = [ms.LocalSite("local", cores=2), slurm]
+    with ms.Campaign(f"coop-mixed-{os.getpid()}-{next(_names)}", sites=sites, journal=journal) as c:
+        c.drain("alpha")  # so both start at the local site
+        plain = c.command(["sleep", "8"], name="sim")
+        moving = c.task(checkpoint="cooperative", name="sim")(accumulate)(200, 0.05)
+        wait_until(lambda: task_row(journal, moving.task_id)[2], 60, "a save of the cooperative task")
+        assert task_row(journal, plain.task_id)[:2] == ("submitted", "local")  # sleeping meanwhile
+        c.drain("alpha", undo=True)
+        answer = CliRunner().invoke(app, ["migrate", str(journal), "sim", "--to", "alpha"])
+        total, steps, _, _ = moving.result(timeout=120)
+        assert plain.result(timeout=60).returncode == 0
+    assert answer.exit_code == 0, answer.output
+    assert "continuing at alpha" in answer.output
+    assert f"refused: task 'sim' ({plain.task_id}) was not submitted with checkpoint=" in answer.output
+    assert (total, steps) == (sum(i * i for i in range(200)), 200)
+    assert attempts(journal, moving.task_id) == [("local", "checkpointed"), ("alpha", "succeeded")]
+    assert attempts(journal, plain.task_id) == [("local", "succeeded")]

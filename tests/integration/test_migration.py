@@ -367,3 +367,48 @@ def test_a_counter_migrates_between_a_site_over_ssh_and_alpha_and_restores_its_r
     assert kept_states == ["lost", "succeeded"]
     assert {store for oid, store, *_ in objects if oid.startswith(kept.task_id)} == {at_site}
     assert not Path(omicron.remote_dir).exists()
+
+
+def test_a_site_whose_controller_is_stopped_is_drained_and_its_task_moved_once_it_answers(
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    """A migration or a drain asked while the task's site does not answer (its controller stopped, for
+    maintenance say). Before, the scheduler sent `scancel --signal` all the same: it waited out Slurm's
+    retries in the scheduler's step and its failure ended the campaign's scheduler loop. Now both are
+    answered at once, the task runs on, and a drain asked again once the site answers moves it."""
+    sites = {"alpha": alpha, "beta": beta}
+    journal = tmp_path / "c.db"
+    runner = CliRunner()
+    with ms.Campaign(f"drain-down-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
+                     journal=journal) as c:
+        counter = c.command(["python3", "-c", COUNTER, "400"], checkpoint="criu", name="counter")
+        first = _wait_running_with_output(sites, journal, counter.task_id, lines=10)
+        other = "beta" if first == "alpha" else "alpha"
+        controller = f"metasched-slurm-{first}-controller"
+        subprocess.run(["docker", "stop", controller], check=True, capture_output=True, timeout=60)
+        try:
+            time.sleep(5)  # its status unanswered for 3 s (SLOW_S): the site does not answer now
+            migrate = runner.invoke(app, ["migrate", str(journal), "counter", "--to", other])
+            drain = runner.invoke(app, ["drain", str(journal), first])
+        finally:
+            subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
+        assert migrate.exit_code == 1, migrate.output
+        assert f"its site {first} does not answer now" in migrate.output
+        assert drain.exit_code == 0, drain.output
+        assert f"site {first} drained" in drain.output
+        assert "finishing there: counter" in drain.output
+        assert "drain it again to move them" in drain.output
+        deadline = time.monotonic() + 90
+        again = runner.invoke(app, ["drain", str(journal), first])
+        while f"counter -> {other}" not in again.output:  # until the site answers again
+            assert time.monotonic() < deadline, again.output
+            time.sleep(1)
+            again = runner.invoke(app, ["drain", str(journal), first])
+        result = counter.result(timeout=180)
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(400)]  # one start time: restored
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT site, state FROM attempts WHERE task_id = ? ORDER BY number",
+                              (counter.task_id,)).fetchall()
+    assert attempts == [(first, "checkpointed"), (other, "succeeded")]
+    slurmsite.wait_ready(sites[first])  # its nodes are "unknown" until their slurmd registers again
