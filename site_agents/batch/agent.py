@@ -23,10 +23,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from metasched.attempt_dir import AttemptDir
 from metasched.errors import SiteAgentError
 from metasched.outcomes import Failed, LossReason, Lost
-from metasched.records import AttemptId, Capability, CheckpointKind, Resources, SiteLoad, SiteName, TaskSpec
+from metasched.records import AttemptId, Capability, Resources, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, Submission
 from site_agents.batch import explain
 from site_agents.batch.config import BatchSite
+from site_agents.batch.control import JobControl
 from site_agents.batch.dialect import Capacity, Dialect, JobState, JobStatus, can_signal
 from site_agents.batch.forecast import PROBE_SHAPES, QueueWait
 from site_agents.batch.jobs import BatchJob
@@ -58,7 +59,7 @@ QUEUE_REFRESH_S = 10.0  # how often every user's queue is read (for the wait for
 OUTCOME_GRACE_POLLS = 3  # a finished job's record may appear a little later on a shared filesystem
 
 
-class BatchAgent:
+class BatchAgent(JobControl):
     """Submits each attempt as a batch job and tracks them all with one status call per poll."""
 
     def __init__(self, config: BatchSite, dialect: Dialect, *, env: Mapping[str, str] | None = None) -> None:
@@ -303,38 +304,7 @@ class BatchAgent:
             log.warning("site %s unavailable: %s", self.config.name, reason)
         self.available, self.unavailable_reason = False, reason
 
-    # ------------------------------------------------------------------ cancel, checkpoint, reattach
-    def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
-        """Delete these attempts' jobs in one call; at a site not answering (scancel would wait), later."""
-        self._submitter.withdraw(attempt_ids)  # on their way: deleted once the site has them (``settle``)
-        jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs]
-        answering = self.load().status_current
-        for job in jobs:
-            job.cancelled, job.undeleted = True, not answering
-        if jobs and answering:
-            self.runner.run(self.dialect.delete_argv([j.job_id for j in jobs]))
-
-    def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool = True) -> list[AttemptId]:
-        """Ask running checkpointable jobs to checkpoint and stop (USR2 to their batch shell).
-
-        With stop=False: take a restart point and go on (CRIU jobs only: a request their wrapper watches).
-        """
-        jobs = [self._jobs[a] for a in attempt_ids if a in self._jobs and self._jobs[a].spec.checkpoint]
-        if not stop:
-            jobs = [j for j in jobs if j.spec.checkpoint is CheckpointKind.CRIU]
-            for job in jobs:
-                job.attempt.request_restart_point()
-                self.transport.send_files(job.attempt, [job.attempt.restart_request_file.name])
-            return [j.attempt_id for j in jobs]
-        argv = self.dialect.signal_argv([j.job_id for j in jobs], "USR2") if jobs else None
-        if argv is None:
-            return []
-        out = self.runner.run(argv)
-        if not out.ok:
-            raise SiteAgentError(f"site {self.config.name}: could not signal jobs for a checkpoint: "
-                                 f"{out.describe()}", site=self.config.name, transient=True)
-        return [j.attempt_id for j in jobs]
-
+    # ------------------------------------------------------------------------------ reattach
     def reattach(self, attempt_id: AttemptId, spec: TaskSpec, native_id: str) -> bool:
         """Track a job an earlier scheduler submitted; the next polls resolve it like any other.
 
