@@ -175,7 +175,8 @@ class BatchAgent(JobControl):
                 return updates
             self._last_poll = self._round_since = now
             nodes_due = not self.available or now - self._last_nodes >= NODES_REFRESH_S
-            if self._listing is None and now - self._last_queue >= QUEUE_REFRESH_S:
+            listing_due = now - self._last_queue >= QUEUE_REFRESH_S or self.waits.recheck_due(now)
+            if self._listing is None and listing_due:  # (sooner: an expected start to confirm)
                 self._last_queue = now
                 questions = start_questions(self.dialect, self.waits.probe_shapes(), self._capacity)
                 self._listing = self._lister.submit(list_queue, self.dialect, self.runner.run, questions)

@@ -45,6 +45,7 @@ class Forecast:
     busy_cores: int  # other users' running jobs hold these now
     pending_cores: int  # ... and their pending jobs ask for these
     jobs: int  # other users' jobs listed
+    unsettled: bool = False  # a pending job the scheduler has not placed yet (no expected start) fits now
 
     def describe(self) -> str:
         """E.g. "other users: 16 cores busy, 8 pending; ours start in ~95 s on 4 cores"."""
@@ -60,7 +61,7 @@ def forecast(jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str, unlimit
     busy = sum(j.cores for j in running)
     ends = [(_limit(j, unlimited_s), j.cores) for j in running]
     heapq.heapify(ends)
-    free, now = usable_cores - busy, 0.0
+    free, now, unsettled = usable_cores - busy, 0.0, False
 
     def free_up_to(cores: int) -> None:
         nonlocal free, now
@@ -73,13 +74,14 @@ def forecast(jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str, unlimit
         free_up_to(job.cores)
         if free < job.cores:  # cannot fit even when everything else has ended: not our concern
             continue
+        unsettled = unsettled or (now == 0.0 and job.expected_start_s is None)
         heapq.heappush(ends, (now + _limit(job, unlimited_s), job.cores))
         free -= job.cores
     free_up_to(1)
     while ends and ends[0][0] <= now:  # everything that ends at that moment frees its cores too
         free += heapq.heappop(ends)[1]
     return Forecast(wait_s=now, open_cores=max(1, free), busy_cores=busy,
-                    pending_cores=sum(j.cores for j in pending), jobs=len(others))
+                    pending_cores=sum(j.cores for j in pending), jobs=len(others), unsettled=unsettled)
 
 
 def _limit(job: QueuedJob, unlimited_s: float) -> float:
@@ -115,6 +117,7 @@ class WaitLearner:
 
 SHAPE_SAMPLES = 3  # jobs of a shape that must have started before its own correction replaces the site's
 PROBE_SHAPES = 4  # the most resource shapes whose start the controller is asked about (one command each)
+RECHECK_S = 2.0  # a controller's answer the whole-queue forecast contradicts is asked again this much later
 
 
 @dataclass(slots=True)
@@ -134,6 +137,7 @@ class QueueWait:
     cycle_s: float = 0.0  # how long a job of ours holds its cores, start to end, recently
     shapes: dict[Resources, WaitLearner] = field(default_factory=dict)
     starts: dict[Resources, float] = field(default_factory=dict)  # the controller's, as time.monotonic()
+    doubted: dict[Resources, float] = field(default_factory=dict)  # answers to confirm: when they were given
 
     def listed(self, jobs: Sequence[QueuedJob], *, usable_cores: int, ours: str) -> None:
         """A fresh whole-queue listing."""
@@ -142,9 +146,28 @@ class QueueWait:
     def answered(self, starts: Mapping[Resources, float], *, at: float) -> None:
         """The controller's expected starts of these shapes, in seconds after `at` (``time.monotonic()``).
 
-        An answer stands until the next one for its shape, and counts down meanwhile.
+        An answer stands until the next one for its shape, and counts down meanwhile. While the listing
+        shows other users' jobs the scheduler has not placed yet though they fit now (``unsettled``), an
+        answer later than the forecast by more than ``AT_ONCE_S`` stands only once a second one,
+        ``RECHECK_S`` later (``recheck_due``), says so too: a Slurm controller that has not yet scheduled
+        jobs just submitted answers as if they ran first (seen: "to start" in 4 minutes at a site with 4
+        cores idle, a second before it started them). The second answer stands, whatever it says; a shape
+        it leaves unanswered is doubted no more. Otherwise (node fit, backfill) it stands at once.
         """
-        self.starts.update({shape: at + start for shape, start in starts.items()})
+        unsettled = self.forecast is not None and self.forecast.unsettled
+        for shape, start in starts.items():
+            if unsettled and shape not in self.doubted and start > self.forecast_s + AT_ONCE_S:
+                self.doubted[shape] = at
+            else:
+                self.doubted.pop(shape, None)
+                self.starts[shape] = at + start
+        for shape, asked in list(self.doubted.items()):
+            if shape not in starts and at - asked >= RECHECK_S:
+                del self.doubted[shape]
+
+    def recheck_due(self, now: float) -> bool:
+        """Whether an answer waits to be confirmed (``answered``) and it is time to ask again."""
+        return any(now - asked >= RECHECK_S for asked in self.doubted.values())
 
     @property
     def forecast_s(self) -> float:

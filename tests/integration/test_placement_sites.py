@@ -24,6 +24,7 @@ import slurmsite
 
 import metasched as ms
 from metasched.records import Resources
+from site_agents.batch.rounds import list_queue
 from site_agents.slurm import SlurmSite, slurm_agent
 from tests.integration.processes import wait_for
 
@@ -123,6 +124,46 @@ def test_tasks_wait_for_the_local_cores_rather_than_behind_other_users_jobs(
         assert all(t.result(timeout=120).returncode == 0 for t in tasks)
     used = _sites_used(tmp_path / "w.db")
     assert used == {"local": 8}, used
+
+
+def test_an_expected_start_given_before_the_controller_placed_new_jobs_is_asked_again(
+    alpha: slurmsite.SiteInfo,
+) -> None:
+    """Another user's three 4-core jobs are submitted at alpha (16 cores) just before metasched asks.
+    Until the controller has placed them (about a second), `sbatch --test-only` answers as if they ran
+    first ("to start" in minutes with 4 cores idle). That answer does not count until asked again 2 s
+    later; the second says "now". Before, it held until the next listing, 10 s on, and in the placement
+    benchmark sent the first 164 tasks to the other Slurm site."""
+    agent = slurm_agent(_site(alpha))
+    agent.start()
+    submit = ["sbatch", "--parsable", "--uid=65534", "--gid=65534", "--chdir=/tmp", "--output=/dev/null",
+              "--time=3", "--cpus-per-task=4", "--wrap", f"sleep {OTHER_JOB_S}"]
+    jobs: list[str] = []
+    try:
+        for attempt in range(1, 4):  # asked at once, the controller has not placed them yet (nearly always)
+            subprocess.run(["scancel", *jobs], env=alpha.client_env(), capture_output=True, timeout=60)
+            wait_for(lambda: not _as_other_user(alpha, ["squeue", "--noheader", "--user=nobody"]), 60,
+                     "the other user's jobs to leave alpha")
+            jobs = [_as_other_user(alpha, submit) for _ in range(3)]
+            listing = list_queue(agent.dialect, agent.runner.run)
+            assert listing.jobs is not None
+            agent.waits.listed(listing.jobs, usable_cores=agent.capacity.total_cores, ours=agent.user)
+            shape = Resources(walltime_s=60.0 * attempt)  # a new shape each round: asked at once
+            agent.expect([shape])
+            if shape in agent.waits.doubted:
+                break
+        assert shape in agent.waits.doubted, "the controller placed the jobs before it was asked, 3 times"
+        assert shape not in agent.load().shape_starts  # the forecast alone meanwhile: 4 cores open
+        assert agent.load().wait_s(1, shape) < 5
+        deadline = time.monotonic() + 30
+        while shape not in agent.load().shape_starts:  # the agent's polls ask again after RECHECK_S
+            assert time.monotonic() < deadline, "the expected start was not asked again"
+            agent.poll()
+            time.sleep(0.3)
+        assert agent.load().shape_starts[shape] < 5, agent.load().shape_starts
+    finally:
+        subprocess.run(["scancel", *jobs], env=alpha.client_env(), capture_output=True, timeout=60)
+        agent.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 from metasched.records import Resources, SiteLoad, SiteName
 from site_agents.batch.forecast import (
     PROBE_SHAPES,
+    RECHECK_S,
     SHAPE_SAMPLES,
     QueuedJob,
     QueueWait,
@@ -43,6 +44,7 @@ def test_forecast_replays_other_users_jobs_on_the_usable_cores() -> None:
     assert (seen.wait_s, seen.open_cores) == (235.0, 7)
     assert (seen.busy_cores, seen.pending_cores, seen.jobs) == (16, 9, 7)
     assert "16 cores busy" in seen.describe()
+    assert not seen.unsettled  # every pending job placed by the scheduler (an expected start), none fits now
 
 
 def test_forecast_of_an_idle_and_of_a_full_site() -> None:
@@ -58,6 +60,10 @@ def test_forecast_of_an_idle_and_of_a_full_site() -> None:
     assert forecast(unlimited, usable_cores=16, ours="me", unlimited_s=600.0).wait_s == 600.0
     too_big = [QueuedJob(job_id="2", user="them", running=False, cores=64, remaining_s=60.0)]
     assert forecast(too_big, usable_cores=16, ours="me", unlimited_s=600.0).wait_s == 0.0
+    behind = [*full, QueuedJob(job_id="5", user="them", running=False, cores=4, remaining_s=60.0)]
+    assert not forecast(behind, usable_cores=16, ours="me", unlimited_s=600.0).unsettled  # waits for cores
+    fits = [*full[:3], behind[-1]]
+    assert forecast(fits, usable_cores=16, ours="me", unlimited_s=600.0).unsettled  # 4 free, not started
 
 
 def test_observed_waits_correct_the_forecast() -> None:
@@ -126,6 +132,43 @@ def test_the_controllers_expected_start_of_a_shape_is_a_floor_that_ages() -> Non
     assert site.wait_s(1, Resources()) == 0.0
     site.inflight = 200  # our own queue there outgrows the controller's answer
     assert site.wait_s(4, shape) == pytest.approx((200 + 4 - 8) * 10.0 / 8)
+
+
+def test_an_expected_start_the_queue_contradicts_stands_once_asked_again() -> None:
+    """pla, 16 cores, another user's three 4-core jobs just submitted, not yet placed by the controller
+    (no expected start): `sbatch --test-only` said "to start" in 4 minutes; a second later, once it had
+    started them, "now" (recorded on the benchmark's site, 2026-12-03). The first answer, contradicting
+    the listing's 4 open cores, is not taken until asked again."""
+    one = Resources()
+    listed = ("2940|PENDING|4|3:00|3:00|N/A|nobody|debug\n2941|PENDING|4|3:00|3:00|N/A|nobody|debug\n"
+              "2942|PENDING|4|3:00|3:00|N/A|nobody|debug\n")
+    waits = QueueWait()
+    waits.listed(parsers.parse_queue(listed, RECORDED_AT), usable_cores=16, ours="me")
+    assert (waits.forecast_s, waits.open_cores(16)) == (0.0, 4)
+    waits.answered({one: 240.0}, at=100.0)
+    assert waits.shape_starts(100.0) == {}  # the forecast alone, meanwhile
+    assert not waits.recheck_due(101.0)
+    assert waits.recheck_due(100.0 + RECHECK_S)
+    waits.answered({one: 0.0}, at=102.5)  # asked again: the second answer stands
+    assert waits.shape_starts(102.5) == {one: 0.0}
+    assert not waits.recheck_due(200.0)
+    waits.answered({one: 240.0}, at=110.0)  # doubted again: the last answer stands meanwhile
+    assert waits.shape_starts(110.0) == {one: 0.0}
+    waits.answered({one: 238.0}, at=112.0)  # ... and confirmed: a site the controller knows is busy
+    assert waits.shape_starts(112.0) == {one: 238.0}
+    waits.answered({one: 240.0}, at=120.0)
+    waits.answered({}, at=121.0)  # too soon to be the recheck: still doubted
+    assert waits.recheck_due(122.0)
+    waits.answered({}, at=122.5)  # asked again, not answered: doubted no more, no recheck after
+    assert not waits.recheck_due(130.0)
+    assert waits.shape_starts(122.0) == {one: 228.0}  # the confirmed answer, counting down
+    waits.answered({Resources(cores=2): 3.0}, at=123.0)  # near the forecast: stands at once
+    assert waits.shape_starts(123.0)[Resources(cores=2)] == 3.0
+    started = ("2940|RUNNING|4|2:59|3:00|2026-12-03T15:36:13|nobody|debug\n"
+               "2941|RUNNING|4|2:59|3:00|2026-12-03T15:36:13|nobody|debug\n")
+    waits.listed(parsers.parse_queue(started, RECORDED_AT), usable_cores=16, ours="me")
+    waits.answered({Resources(cores=8): 170.0}, at=130.0)  # node fit, which the forecast cannot see
+    assert waits.shape_starts(130.0)[Resources(cores=8)] == 170.0  # stands at once: nothing unplaced
 
 
 def test_the_most_recent_shapes_are_asked_about() -> None:
