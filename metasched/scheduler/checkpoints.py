@@ -29,6 +29,7 @@ from metasched.scheduler.task_records import Attempt, TaskRecord
 from metasched.sites.base import CheckpointingAgent, SiteAgent
 
 _REQUEST_POLL_S = 1.0  # how often the journal is read for requests from other processes
+_REFUSALS = (ConfigurationError, SiteAgentError)  # why a request is refused: the task's state, or its site's
 
 
 class CheckpointRequests:
@@ -203,22 +204,21 @@ class CheckpointRequests:
     def _ask_checkpoint(self, name: str, live: Attempt, *, stop: bool) -> bool:
         """Ask the agent of `live`'s site for a checkpoint (see ``CheckpointingAgent``); whether it asked.
 
-        A site that does not answer now is not asked (its command would only wait out its timeouts in the
-        scheduler's step); SiteAgentError (transient) says so, as it does when the site's command fails.
+        SiteAgentError (the site's doing: it does not answer, its command failed) names the task.
         """
         agent = self.agents[live.site]
         if not isinstance(agent, CheckpointingAgent):
             return False
-        if not agent.load().status_current:
-            raise SiteAgentError(f"{name}: its site {live.site} does not answer now; ask again once it does.",
-                                 site=live.site, transient=True)
-        return bool(agent.checkpoint([live.attempt_id], stop=stop))
+        try:
+            return bool(agent.checkpoint([live.attempt_id], stop=stop))
+        except SiteAgentError as exc:
+            raise SiteAgentError(f"{name}: {exc}", site=live.site, transient=exc.transient) from exc
 
     def _answer(self, act: Callable[[], str]) -> str:
         """A journal request's answer: "ok: <what was done>" or "refused: <why>"."""
         try:
             return "ok: " + act()
-        except (ConfigurationError, SiteAgentError) as exc:
+        except _REFUSALS as exc:
             return f"refused: {exc}"
 
     def _for_each_live(self, name: str | None, by_name: dict[str, list[TaskId]],
@@ -233,11 +233,13 @@ class CheckpointRequests:
         done: list[str] = []
         refused: list[str] = []
         for task_id in live:
-            answer = self._answer(partial(act, task_id))
-            (done if answer.startswith("ok: ") else refused).append(answer)
+            try:
+                done.append(act(task_id))
+            except _REFUSALS as exc:
+                refused.append(str(exc))
         if not done:
-            return "refused: " + "; ".join(why.removeprefix("refused: ") for why in refused)
-        return "; ".join([done[0], *(d.removeprefix("ok: ") for d in done[1:]), *refused])
+            return "refused: " + "; ".join(refused)
+        return "ok: " + "; ".join([*done, *(f"refused: {why}" for why in refused)])
 
     def _saved(self, attempt_id: AttemptId, ref: DataRef) -> None:
         """A running attempt saved a restart point (cooperative): it replaces the previous one."""

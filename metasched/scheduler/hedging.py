@@ -57,7 +57,7 @@ class Hedging:
         raise NotImplementedError  # the service's
 
     def _cancel_at(self, site: SiteName, attempts: Sequence[Attempt]) -> None:
-        raise NotImplementedError  # the service's
+        raise NotImplementedError  # the steering mixin's (checkpoints.py)
 
     def _input_ids(self, record: TaskRecord) -> list[str]:
         raise NotImplementedError  # the data steps'

@@ -1,8 +1,8 @@
 """Deleting and signalling a batch agent's jobs: cancel and checkpoint.
 
 A mixin of ``BatchAgent`` (its jobs, dialect, runner and transport). A server that does not answer is
-not asked to delete (its commands would wait out their retries in the scheduler's step; the scheduler
-does not ask such a site for checkpoints either): a job cancelled meanwhile is deleted at its next
+not asked to delete or signal (its commands would wait out their retries in the scheduler's step): a
+checkpoint that needs a signal is refused (SiteAgentError), a job cancelled meanwhile is deleted at its next
 answer (``Deletions`` in the agent's poll), as are the jobs of a deletion that failed (the server stopped
 answering just then; or one of them had ended: deleted again by id if still listed, else by name).
 """
@@ -62,6 +62,9 @@ class JobControl:
         argv = self.dialect.signal_argv([j.job_id for j in jobs], "USR2") if jobs else None
         if argv is None:
             return []
+        if not self.load().status_current:
+            raise SiteAgentError(f"site {self.config.name} does not answer now: no signal sent; ask again "
+                                 "once it does.", site=self.config.name, transient=True)
         out = self.runner.run(argv)
         if not out.ok:
             raise SiteAgentError(f"site {self.config.name}: could not signal jobs for a checkpoint: "

@@ -393,7 +393,7 @@ def test_a_site_whose_controller_is_stopped_is_drained_and_its_task_moved_once_i
         finally:
             subprocess.run(["docker", "start", controller], check=True, capture_output=True, timeout=60)
         assert migrate.exit_code == 1, migrate.output
-        assert f"its site {first} does not answer now" in migrate.output
+        assert f"site {first} does not answer now: no signal sent" in migrate.output
         assert drain.exit_code == 0, drain.output
         assert f"site {first} drained" in drain.output
         assert "finishing there: counter" in drain.output
