@@ -251,24 +251,19 @@ class Job:
         if leave_by is not None:  # in a pilot block no scheduler warns: checkpoint before it ends
             self.checkpoint_at = min(float(leave_by), self._walltime_due() or math.inf)
         while True:
-            if self.requested == "cancel":  # scancel: no exit status of the task's own; the agent
-                self._kill()                # reads the job's CANCELLED state instead
-                return 143
             if self.checkpoint_at is not None and time.time() >= self.checkpoint_at:
                 self.checkpoint_at = None
                 self._request("walltime")
             asked = self.attempt.take_restart_request()
             if asked == "stop":  # a migration where the agent cannot signal the wrapper (a pilot block)
                 self._request("requested")
-            now_asked = asked == "restart point"
-            if now_asked or (self.every is not None and time.time() - self.last_checkpoint >= self.every):
-                try:
-                    self.checkpoint("on demand" if now_asked else "periodic", keep_running=True)
-                except RuntimeError as exc:  # the task goes on; say why there is no restart point
-                    self.attempt.note_checkpoint_failed(str(exc))
-                    self.last_checkpoint = time.time()
+            # A signal may arrive at any point, also while a restart point is taken: what was asked is
+            # read once, here, and a cancel is never taken for a checkpoint's reason.
             if self.requested is not None:
                 reason, self.requested = self.requested, None
+                if reason == "cancel":  # scancel: no exit status of the task's own; the agent
+                    self._kill()        # reads the job's CANCELLED state instead
+                    return 143
                 try:
                     self.checkpoint(reason)
                 except RuntimeError as exc:  # criu left the task running: go on, say why
@@ -276,6 +271,14 @@ class Job:
                     continue
                 self._reap_all()
                 return 0
+            now_asked = asked == "restart point"
+            if now_asked or (self.every is not None and time.time() - self.last_checkpoint >= self.every):
+                try:
+                    self.checkpoint("on demand" if now_asked else "periodic", keep_running=True)
+                except RuntimeError as exc:  # the task goes on; say why there is no restart point
+                    self.attempt.note_checkpoint_failed(str(exc))
+                    self.last_checkpoint = time.time()
+                continue  # a signal taken meanwhile is answered before the task is polled
             status = self._poll_task()
             if status is not None:
                 return self._finish(status)

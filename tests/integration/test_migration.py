@@ -253,9 +253,31 @@ def test_a_cooperative_python_task_migrates_and_returns_the_right_result(
     assert live == (0,)  # every saved state was evicted once superseded or the task was done
 
 
+def _taking_a_restart_point(attempt: AttemptDir) -> None:
+    """Return as soon as the wrapper begins its next restart point (it makes CRIU's images anew)."""
+    log = attempt.images_dir / "dump.log"
+
+    def seen() -> tuple[int, int] | None:
+        try:
+            stat = log.stat()
+        except FileNotFoundError:  # between the old images' removal and CRIU's start: begun
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
+    before = seen()
+    deadline = time.monotonic() + 30
+    while seen() == before and before is not None:
+        assert time.monotonic() < deadline, "no restart point begun within 30 s"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("when", ["between restart points", "while one is taken"])
 def test_a_lost_attempt_restores_from_the_newest_restart_point(
-    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+    alpha: slurmsite.SiteInfo, beta: slurmsite.SiteInfo, ray_local: None, tmp_path: Path, when: str
 ) -> None:
+    """The attempt is cancelled behind the scheduler's back; while a restart point is being taken, the
+    wrapper's cancel is not taken for a checkpoint's reason (before, it dumped the task again with reason
+    'cancel', and reading that record stopped the scheduler's loop)."""
     sites = {"alpha": alpha, "beta": beta}
     journal = tmp_path / "c.db"
     with ms.Campaign(f"restart-{os.getpid()}-{next(_names)}", sites=[_site(alpha), _site(beta)],
@@ -271,6 +293,8 @@ def test_a_lost_attempt_restores_from_the_newest_restart_point(
             assert "restart point requested" in asked.output
 
         job = _restart_points(journal, counter.task_id, 3, after_first=one_more_through_the_cli)
+        if when == "while one is taken":
+            _taking_a_restart_point(AttemptDir.of(sites[first].shared_dir, f"{counter.task_id}.1"))
         subprocess.run(["scancel", job], env=sites[first].client_env(), check=True)  # the attempt is lost
         result = counter.result(timeout=120)
     lines = result.stdout.splitlines()
