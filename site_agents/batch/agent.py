@@ -245,13 +245,28 @@ class BatchAgent(JobControl):
         news = job.news(status.run_count if status is not None else None)
         for line in news:
             log.warning("site %s: %s", self.config.name, line)
-        note = "; ".join(news)
-        outcome = job.launcher.outcome(job)
+        try:
+            outcome = job.launcher.outcome(job)
+        except Exception as exc:  # what the node left cannot be read: this attempt's problem, not the loop's
+            outcome = job.unreadable(self.config.name, exc, give_up_after=OUTCOME_GRACE_POLLS)
+            if outcome is None:
+                return None
+            if status is not None and status.state is not JobState.FINISHED:  # not beside the retry
+                delete.ids.append(job.job_id)
+        else:
+            job.unread = 0
         if outcome is not None:
             self.waits.ended(time.monotonic() - (job.started_at or job.submitted_at))
-            return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id, note=note)
+            return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id,
+                                 note="; ".join(news))
         update = self._explain(job, status, answer, delete)
-        saved = job.launcher.progress(job) if update is None or update.outcome is None else None
+        saved = None
+        if update is None or update.outcome is None:
+            try:
+                saved = job.launcher.progress(job)
+            except Exception as exc:  # the task runs on; its newer restart points may still be read
+                news += job.progress_unreadable(self.config.name, exc)
+        note = "; ".join(news)
         if saved is None and not note:
             return update
         return dataclasses.replace(update or AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id),
@@ -328,7 +343,10 @@ class BatchAgent(JobControl):
         job = BatchJob(attempt_id=attempt_id, spec=spec, job_id=native_id, attempt=attempt, launcher=launcher,
                        store=job_store(self.config, None), submitted_at=time.monotonic(),
                        restoring=attempt.restores())
-        outcome = None if native_id else launcher.outcome(job)
+        try:
+            outcome = None if native_id else launcher.outcome(job)
+        except Exception as exc:  # a resumed campaign is not stopped by one attempt's record
+            outcome = job.unreadable(self.config.name, exc, give_up_after=1)
         if outcome is not None:  # it ended, and has already left the scheduler's listing
             self._pending.append(AttemptUpdate(attempt_id=attempt_id, outcome=outcome))
         elif native_id:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from dataclasses import dataclass
 from typing import Protocol
 
 from metasched.attempt_dir import AttemptDir
 from metasched.data.objects import DataContext, DataRef
 from metasched.data.stores import StoreSpec
-from metasched.outcomes import TaskOutcome
+from metasched.outcomes import Failed, TaskOutcome, failed
 from metasched.records import AttemptId, TaskSpec
 from metasched.sites.base import Submission
+
+log = logging.getLogger(__name__)
 
 
 class Launcher(Protocol):
@@ -58,6 +62,8 @@ class BatchJob:
     stalled_since: float | None = None
     last_saved: str = ""  # the last cooperative checkpoint reported
     refused_runs: int = 0  # further runs of the job the claim refused (reported once each)
+    unread: int = 0  # polls in a row its record of how it ended could not be read
+    progress_problem: str = ""  # why its newest restart point could not be read (said once)
     run_count_noted: int = 1  # the highest run count the scheduler reported and was noted
 
     def ran_s(self, now: float) -> float | None:
@@ -83,5 +89,30 @@ class BatchJob:
 
     @property
     def where(self) -> str:
-        """``job 123`` (for messages that add ``at site X``)."""
-        return f"job {self.job_id}"
+        """``job 123`` (for messages that add ``at site X``); ``attempt ID`` before its id is known."""
+        return f"job {self.job_id}" if self.job_id else f"attempt {self.attempt_id}"
+
+    def unreadable(self, site: str, exc: Exception, *, give_up_after: int) -> Failed | None:
+        """The attempt's record of how it ended could not be read (a node's full disk, a broken copy).
+
+        Looked at again at the next polls (a shared filesystem or an SSH copy may be caught mid-change);
+        after `give_up_after` polls in a row the attempt failed, saying why: the campaign's other attempts
+        are none of its concern.
+        """
+        self.unread += 1
+        said = f"{type(exc).__name__}: {exc}"
+        log.warning("site %s: could not read how %s ended (%d of %d tries): %s", site, self.where,
+                    self.unread, give_up_after, said)
+        if self.unread < give_up_after:
+            return None
+        return failed("SiteAgentError", f"metasched could not read how {self.where} ended at site {site} "
+                                        f"(in {self.attempt.path}): {said}", traceback=traceback.format_exc())
+
+    def progress_unreadable(self, site: str, exc: Exception) -> list[str]:
+        """A note (once per problem) that a restart point the running attempt took could not be read."""
+        problem = f"{type(exc).__name__}: {exc}"
+        if problem == self.progress_problem:
+            return []
+        self.progress_problem = problem
+        log.warning("site %s: could not read a restart point of %s: %s", site, self.where, problem)
+        return [f"a restart point of {self.where} could not be read: {problem}"]

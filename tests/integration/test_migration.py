@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -306,6 +307,60 @@ def test_a_lost_attempt_restores_from_the_newest_restart_point(
                           (f"{counter.task_id}%",)).fetchone()
     assert attempts == ["lost", "succeeded"]
     assert kept == (0,)  # superseded restart points were evicted, the last one when the task was done
+
+
+def test_an_attempt_whose_checkpoint_record_cannot_be_read_fails_and_the_campaign_goes_on(
+    alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    """A record cut short on the node (as a full disk leaves it) fails that attempt, saying why; it is
+    retried. Before, reading it raised in the agent's poll and stopped the scheduler's loop, and a resumed
+    campaign read it again and stopped again."""
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"unreadable-{os.getpid()}-{next(_names)}", sites=[_site(alpha)], journal=journal) as c:
+        counter = c.command(["python3", "-c", COUNTER, "40"], checkpoint="criu", retries=1, name="counter")
+        _wait_running_with_output({"alpha": alpha}, journal, counter.task_id, lines=5)
+        record = AttemptDir.of(alpha.shared_dir, f"{counter.task_id}.1").checkpoint_record_file
+        record.write_text('{"reason": "requested", "size": ')
+        result = counter.result(timeout=120)
+        after = c.command(["true"], name="after").result(timeout=60)
+    lines = result.stdout.splitlines()  # the retry restarted in the same working directory: one output
+    starts = [line.split()[1] for line in lines[:-1]]
+    retry = starts.index(starts[-1])
+    assert set(starts[:retry]) == {starts[0]} != {starts[-1]}  # the failed attempt was stopped before it
+    assert lines[retry:-1] == [f"{i} {starts[-1]}" for i in range(40)]
+    assert lines[-1].startswith("done ")
+    assert after.returncode == 0
+    with sqlite3.connect(journal) as db:
+        attempts = [s for (s,) in db.execute("SELECT state FROM attempts WHERE task_id = ? ORDER BY number",
+                                             (counter.task_id,))]
+        details = " ".join(d for (d,) in db.execute("SELECT detail FROM transitions WHERE task_id = ?",
+                                                    (counter.task_id,)))
+    assert attempts == ["failed", "succeeded"]
+    assert re.search(r"could not read how job \d+ ended at site alpha", details), details
+    assert "JSONDecodeError" in details
+
+
+def test_a_restart_point_record_that_cannot_be_read_is_noted_and_the_task_runs_on(
+    alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path
+) -> None:
+    journal = tmp_path / "c.db"
+    with ms.Campaign(f"unreadable-point-{os.getpid()}-{next(_names)}", sites=[_site(alpha)],
+                     journal=journal) as c:
+        counter = c.command(["python3", "-c", COUNTER, "40"], checkpoint="criu", checkpoint_every="00:00:02",
+                            name="counter")
+        _wait_running_with_output({"alpha": alpha}, journal, counter.task_id, lines=5)
+        attempt = AttemptDir.of(alpha.shared_dir, f"{counter.task_id}.1")
+        attempt.restart_record_file(0).write_text('{"archive": ')
+        result = counter.result(timeout=120)
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(40)]  # one run, not stopped
+    with sqlite3.connect(journal) as db:
+        attempts = [s for (s,) in db.execute("SELECT state FROM attempts WHERE task_id = ?",
+                                             (counter.task_id,))]
+        notes = [n for (n,) in db.execute("SELECT note FROM notes WHERE attempt_id = ?",
+                                          (f"{counter.task_id}.1",))]
+    assert attempts == ["succeeded"]
+    assert len([n for n in notes if "could not be read: JSONDecodeError" in n]) == 1, notes  # said once
 
 
 def test_draining_a_site_moves_its_checkpointable_tasks_and_sends_new_work_elsewhere(
