@@ -95,7 +95,7 @@ class BlockScripts:
         self._batch = batch
         self._tasks = tasks
         self._remote = ray.remote(max_retries=0, num_cpus=0)(run_script)
-        self._criu: dict[AttemptId, tuple[ScriptRun, AttemptDir]] = {}  # CRIU attempts in blocks
+        self._criu: dict[AttemptId, tuple[ScriptRun, BatchJob]] = {}  # CRIU attempts in blocks
         self._progress_read = 0.0
 
     @property
@@ -138,14 +138,14 @@ class BlockScripts:
             ref = remote.remote(pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL))
             self._tasks.track(ref, [sub.attempt_id], group=block_id, container=True)
             if isinstance(launcher, CriuLauncher):
-                self._criu[sub.attempt_id] = (run, attempt)
+                self._criu[sub.attempt_id] = (run, run.job(attempt))
         return failures
 
     def checkpoint(self, attempt_ids: Sequence[AttemptId], *, stop: bool) -> list[AttemptId]:
         """Ask these CRIU attempts for a checkpoint that ends them (`stop`) or a restart point; the asked."""
         asked = [a for a in attempt_ids if a in self._criu and a in self._tasks]
         for attempt_id in asked:
-            attempt = self._criu[attempt_id][1]
+            attempt = self._criu[attempt_id][1].attempt
             attempt.request_restart_point(stop=stop)
             self._batch.transport.send_files(attempt, [attempt.restart_request_file.name])
         return asked
@@ -157,10 +157,15 @@ class BlockScripts:
             return []
         self._progress_read = now
         self._criu = {a: run for a, run in self._criu.items() if a in self._tasks}
-        self._batch.transport.fetch([attempt for _, attempt in self._criu.values()])
+        self._batch.transport.fetch([job.attempt for _, job in self._criu.values()])
         updates = []
-        for attempt_id, (run, attempt) in self._criu.items():
-            ref = run.launcher.progress(run.job(attempt))
+        for attempt_id, (run, job) in self._criu.items():
+            try:
+                ref = run.launcher.progress(job)
+            except Exception as exc:  # the task runs on; its newer restart points may still be read
+                for note in job.progress_unreadable(self._batch.config.name, exc):
+                    updates.append(AttemptUpdate(attempt_id=attempt_id, note=note))
+                continue
             if ref is not None:
                 updates.append(AttemptUpdate(attempt_id=attempt_id, checkpoint=ref))
         return updates

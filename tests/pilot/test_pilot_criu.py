@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import slurmsite
 
+from metasched.attempt_dir import AttemptDir
 from metasched.journal import Journal
 from metasched.scheduler.blocks import journaled_blocks
 from tests.integration.counter import COUNTER
@@ -105,3 +106,27 @@ def test_a_cancelled_criu_task_in_a_block_leaves_nothing_running(
         wait_for(lambda: not running_on_nodes(nodes, marker), 30, "the cancelled task's process to end")
         assert block_jobs(kappa), "the block still runs"
 
+
+
+def test_a_restart_point_record_in_a_block_that_cannot_be_read_is_noted_and_the_task_runs_on(
+        kappa: slurmsite.SiteInfo, tmp_path: Path) -> None:
+    # As in batch mode (tests/integration/test_migration.py): before, reading it raised in the pilot
+    # agent's poll and stopped the scheduler's loop.
+    site = pilot_site(kappa, init_blocks=1, max_blocks=1, checkpoint_dir=slurmsite.SCRATCH)
+    journal = tmp_path / "c.db"
+    with campaign(tmp_path, site) as c:
+        counter = c.command(["python3", "-c", COUNTER, "60"], checkpoint="criu", checkpoint_every="00:00:02",
+                            name="counter")
+        out = Path(kappa.directory) / "scratch" / counter.task_id / "stdout"
+        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 5, 180, "the counter to run")
+        attempt = AttemptDir.of(kappa.shared_dir, f"{counter.task_id}.1")
+        attempt.restart_record_file(0).write_text('{"archive": ')
+        result = counter.result(timeout=120)
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(60)], "one run, not stopped"
+    with sqlite3.connect(journal) as db:
+        notes = [n for (n,) in db.execute("SELECT note FROM notes WHERE attempt_id = ?",
+                                          (f"{counter.task_id}.1",))]
+    tried = [(where, state) for where, state, _ in attempts_of(journal, counter.task_id)]
+    assert tried == [("kappa", "succeeded")], tried
+    assert len([n for n in notes if "could not be read: JSONDecodeError" in n]) == 1, notes  # said once
