@@ -264,7 +264,7 @@ class BatchAgent(JobControl):
         if update is None or update.outcome is None:
             try:
                 saved = job.launcher.progress(job)
-            except Exception as exc:  # the task runs on; its newer restart points may still be read
+            except Exception as exc:  # the task runs on; said once, read again next time
                 news += job.progress_unreadable(self.config.name, exc)
         note = "; ".join(news)
         if saved is None and not note:

@@ -162,7 +162,7 @@ class BlockScripts:
         for attempt_id, (run, job) in self._criu.items():
             try:
                 ref = run.launcher.progress(job)
-            except Exception as exc:  # the task runs on; its newer restart points may still be read
+            except Exception as exc:  # the task runs on; said once, read again next time
                 for note in job.progress_unreadable(self._batch.config.name, exc):
                     updates.append(AttemptUpdate(attempt_id=attempt_id, note=note))
                 continue
