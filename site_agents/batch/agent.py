@@ -121,6 +121,9 @@ class BatchAgent(JobControl):
     def close(self, *, delete: bool = True) -> None:
         """Delete every job still queued or running (not with `delete` False: another agent tracks them)."""
         self.settle()
+        if delete and (unsure := self._submitter.delete_unsure(self.user)):  # sbatch timed out, job queued
+            log.warning("site %s: jobs %s may be left: their submissions were never answered",
+                        self.config.name, ", ".join(unsure))
         live = [job.job_id for job in self._jobs.values()] if delete else []
         if live:
             try:

@@ -133,11 +133,15 @@ class Submitter:
         self._withdrawn.update(a for a in attempt_ids if a in self._on_way)
 
     def heard(self, user: str) -> None:
-        """The server answered: submit again, and delete any job a submission left unanswered had queued.
+        """The server answered: submit again, and delete any job a submission left unanswered had queued."""
+        self.silent = ""
+        self.delete_unsure(user)
+
+    def delete_unsure(self, user: str) -> list[str]:
+        """Delete the jobs submissions left unanswered may have queued all the same; the names still unsure.
 
         They are `user`'s: where jobs are deleted by id only, they are looked up by name among its jobs.
         """
-        self.silent = ""
         deletions = Deletions()
         while self._unsure:
             deletions.names.append(self._unsure.popleft())
@@ -145,6 +149,7 @@ class Submitter:
             self._unsure.extend(deletions.run(self.dialect, self.transport.runner.run, user))
         except SiteAgentError:  # not answering after all: at the next answer
             self._unsure.extend(deletions.names)
+        return list(self._unsure)
 
     def arrived(self, *, wait: bool = False) -> list[Arrived]:
         """The answers that came since the last call, each as soon as its own came; with `wait`, every one.

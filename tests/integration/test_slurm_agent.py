@@ -22,7 +22,7 @@ from metasched.records import AttemptId, CommandSpec, Resources, TaskId, TaskKin
 from metasched.scheduler.events import SiteSummary
 from metasched.sites.base import Submission
 from site_agents.batch.agent import BatchAgent
-from site_agents.batch.submitting import SUBMIT_THREADS
+from site_agents.batch.submitting import SUBMIT_THREADS, job_name
 from site_agents.slurm import SlurmSite, slurm_agent
 from tests.integration.batch_faults import attempts, slow_submissions_login
 from tests.integration.processes import kill_tree
@@ -260,6 +260,35 @@ def test_sbatch_that_does_not_answer_loses_only_its_own_attempt(alpha: slurmsite
     finally:
         agent.runner.timeout_s = 30
         agent.close()
+    assert _listed(alpha, subs) == ""  # an sbatch killed after the controller took its job (see below)
+
+
+def _listed(info: slurmsite.SiteInfo, subs: list[Submission]) -> str:
+    """squeue's lines for the jobs of `subs` still pending or running."""
+    names = ",".join(job_name(info.name, s.attempt_id) for s in subs)
+    return subprocess.run(["squeue", "--noheader", f"--name={names}", "--states=RUNNING,PENDING"],
+                          env=info.client_env(), capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_job_queued_by_a_submission_never_answered_is_deleted_when_the_agent_closes(
+    alpha: slurmsite.SiteInfo,
+) -> None:
+    """sbatch queues the job, then its answer does not come in time (a far login node): the attempt is
+    lost and placed again, the job left behind. At the site's next answer it is deleted by name; an agent
+    closed before that (the campaign ended) left it running: seen in CI, a sleeper ran on for 120 s."""
+    answer_late = 'case " $* " in *" --test-only "*) ;; *" sbatch "*) "$@"; sleep 30; exit;; esac; exec "$@"'
+    agent = slurm_agent(slurm_site(alpha, poll_interval=0.3, login=("bash", "-c", answer_late, "late")))
+    agent.start()
+    subs = [sleeper(0)]
+    try:
+        agent.runner.timeout_s = 3
+        agent.submit(subs, wait=True)  # no poll after it: the site's next answer would delete the job
+        assert agent.runner.calls["sbatch"] == 1
+        assert _listed(alpha, subs), "the job was queued all the same"
+    finally:
+        agent.runner.timeout_s = 30
+        agent.close()
+    assert _listed(alpha, subs) == ""
 
 
 @contextlib.contextmanager
