@@ -263,13 +263,11 @@ class BatchAgent(JobControl):
             return AttemptUpdate(attempt_id=job.attempt_id, outcome=outcome, native_id=job.job_id,
                                  note="; ".join(news))
         update = self._explain(job, status, answer, delete)
+        unread: list[str] = []
         saved = None
         if update is None or update.outcome is None:
-            try:
-                saved = job.launcher.progress(job)
-            except Exception as exc:  # the task runs on; said once, read again next time
-                news += job.progress_unreadable(self.config.name, exc)
-        note = "; ".join(news)
+            saved, unread = job.restart_point(self.config.name)
+        note = "; ".join(news + unread)
         if saved is None and not note:
             return update
         return dataclasses.replace(update or AttemptUpdate(attempt_id=job.attempt_id, native_id=job.job_id),

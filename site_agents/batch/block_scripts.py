@@ -159,13 +159,9 @@ class BlockScripts:
         self._criu = {a: run for a, run in self._criu.items() if a in self._tasks}
         self._batch.transport.fetch([job.attempt for _, job in self._criu.values()])
         updates = []
-        for attempt_id, (run, job) in self._criu.items():
-            try:
-                ref = run.launcher.progress(job)
-            except Exception as exc:  # the task runs on; said once, read again next time
-                for note in job.progress_unreadable(self._batch.config.name, exc):
-                    updates.append(AttemptUpdate(attempt_id=attempt_id, note=note))
-                continue
+        for attempt_id, (_, job) in self._criu.items():
+            ref, unread = job.restart_point(self._batch.config.name)
+            updates += [AttemptUpdate(attempt_id=attempt_id, note=note) for note in unread]
             if ref is not None:
                 updates.append(AttemptUpdate(attempt_id=attempt_id, checkpoint=ref))
         return updates

@@ -108,11 +108,18 @@ class BatchJob:
         return failed("SiteAgentError", f"metasched could not read how {self.where} ended at site {site} "
                                         f"(in {self.attempt.path}): {said}", traceback=traceback.format_exc())
 
-    def progress_unreadable(self, site: str, exc: Exception) -> list[str]:
-        """A note (once per problem) that a restart point the running attempt took could not be read."""
-        problem = f"{type(exc).__name__}: {exc}"
+    def restart_point(self, site: str) -> tuple[DataRef | None, list[str]]:
+        """A restart point the running attempt took since the last look (its launcher's ``progress``).
+
+        One that cannot be read is a note instead (once per problem): the task runs on, and it is read
+        again next time.
+        """
+        try:
+            return self.launcher.progress(self), []
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
         if problem == self.progress_problem:
-            return []
+            return None, []
         self.progress_problem = problem
         log.warning("site %s: could not read a restart point of %s: %s", site, self.where, problem)
-        return [f"a restart point of {self.where} could not be read: {problem}"]
+        return None, [f"a restart point of {self.where} could not be read: {problem}"]
