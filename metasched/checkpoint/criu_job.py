@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from metasched.attempt_dir import AttemptDir
+from metasched.checkpoint.workdir import WorkDir
 
 _PR_SET_CHILD_SUBREAPER = 36
 _CLONE_NEWPID = 0x20000000
@@ -54,11 +55,6 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     """In a child: SIGKILL when its parent dies (a killed wrapper takes its task along)."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-# The task's own output, in its working directory (so a restored task goes on writing the same files).
-STDOUT_NAME = "stdout"
-STDERR_NAME = "stderr"
 
 
 def _digest_file(path: Path) -> str:
@@ -98,7 +94,8 @@ class Job:
         self.attempt = attempt
         self.dir = attempt.path
         self.task: dict[str, Any] = attempt.read_criu_task()
-        self.workdir = Path(self.task["workdir"])
+        self.work = WorkDir(Path(self.task["workdir"]), attempt)
+        self.workdir = self.work.path
         self.criu = self.task.get("criu", "criu")
         self.pid = 0  # the task (init of its PID namespace), as this process sees it
         self.intermediate = 0  # the process that created the namespace (first start only)
@@ -112,8 +109,8 @@ class Job:
 
     # --------------------------------------------------------------------------------- starting
     def launch(self) -> None:
-        """Start the command as PID 1 of a new PID namespace, in its working directory."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        """Start the command as PID 1 of a new PID namespace, in its working directory, made empty."""
+        self.work.start_empty()
         read_end, write_end = os.pipe()
         child = os.fork()
         if child == 0:  # the intermediate: create the namespace, fork its init, pass on its exit status
@@ -127,8 +124,7 @@ class Job:
                 _die_with_parent()  # the namespace ends with its creator (and it with this wrapper)
                 os.setsid()
                 os.chdir(self.workdir)
-                out = os.open(self.workdir / STDOUT_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                err = os.open(self.workdir / STDERR_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                out, err = self.work.open_output()
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
                 os.dup2(out, 1)
@@ -171,6 +167,7 @@ class Job:
             why = _errors(images / "restore.log")
             raise RuntimeError(f"criu restore failed (exit {proc.returncode}): {why}")
         self.pid = int(pidfile.read_text().strip())
+        self.work.claim()
         timing = {"unpack_s": unpacked - started, "restore_s": time.time() - unpacked,
                   "job_start_to_running_s": time.time() - self.start}
         self.attempt.restore_timing_file.write_text(json.dumps(timing))
@@ -263,6 +260,7 @@ class Job:
                 reason, self.requested = self.requested, None
                 if reason == "cancel":  # scancel: no exit status of the task's own; the agent
                     self._kill()        # reads the job's CANCELLED state instead
+                    self.work.copy_output()
                     return 143
                 try:
                     self.checkpoint(reason)
@@ -270,6 +268,7 @@ class Job:
                     self.attempt.note_checkpoint_failed(str(exc))
                     continue
                 self._reap_all()
+                self.work.copy_output()
                 return 0
             now_asked = asked == "restart point"
             if now_asked or (self.every is not None and time.time() - self.last_checkpoint >= self.every):
@@ -282,6 +281,7 @@ class Job:
             status = self._poll_task()
             if status is not None:
                 return self._finish(status)
+            self.work.copy_output(due_only=True)
             time.sleep(0.05)
 
     def _request(self, what: str) -> None:
@@ -332,11 +332,7 @@ class Job:
                 time.sleep(0.02)
 
     def _finish(self, status: int) -> int:
-        for name, target in ((STDOUT_NAME, self.attempt.command_stdout),
-                             (STDERR_NAME, self.attempt.command_stderr)):
-            source = self.workdir / name
-            if source.exists():
-                shutil.copyfile(source, target)
+        self.work.copy_all_output()
         self.attempt.write_exit_status(status, self.start, time.time())
         return status
 

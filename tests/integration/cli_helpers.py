@@ -47,12 +47,12 @@ def _task_state(journal: Path, name: str) -> str:
         stored.close()
 
 
-def assert_follow_streams(site: Any, journal: Path) -> None:
+def assert_follow_streams(site: Any, journal: Path, *, checkpoint: str | None = None) -> None:
     """`metasched logs TICKER --follow` from another process prints the running task's output at `site`
     (a batch site) as it is written, once, then how it ended."""
     with ms.Campaign("follow", sites=[site], journal=journal) as c, \
             tempfile.TemporaryFile("w+") as stderr:
-        future = c.command(TICKER, name="ticker")
+        future = c.command(TICKER, name="ticker", checkpoint=checkpoint)
         c.flush()
         follower = subprocess.Popen([*METASCHED, "logs", str(journal), "ticker", "--follow"],
                                     stdout=subprocess.PIPE, stderr=stderr, text=True)

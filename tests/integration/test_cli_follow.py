@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import slurmsite
 
 import metasched as ms
 from tests.integration.cli_helpers import assert_follow_streams, cli
@@ -20,6 +21,18 @@ def test_follow_prints_a_running_tasks_output_at_a_slurm_site_before_it_ends(
     site = ms.SlurmSite("iota", shared_dir=iota.shared_dir, login=tuple(iota.login),  # type: ignore[attr-defined]
                         poll_interval=0.3)
     assert_follow_streams(site, tmp_path / "f.db")
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("criu_ready")
+def test_follow_prints_a_running_checkpointable_tasks_output_before_it_ends(
+        alpha: slurmsite.SiteInfo, ray_local: None, tmp_path: Path) -> None:
+    """A CRIU task writes in its own working directory (its output travels in its checkpoints); the
+    wrapper copies the output as it grows to where `logs --follow` reads a command's. Before, it was
+    copied when the task ended: the follower printed nothing until then."""
+    site = ms.SlurmSite("alpha", slurm_conf=alpha.slurm_conf, shared_dir=alpha.shared_dir, poll_interval=0.3,
+                        checkpoint_dir=slurmsite.SCRATCH)
+    assert_follow_streams(site, tmp_path / "f.db", checkpoint="criu")
 
 
 def test_events_list_every_change_of_a_retried_task_in_order(ray_local: None, tmp_path: Path) -> None:

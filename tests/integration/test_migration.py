@@ -323,13 +323,14 @@ def test_an_attempt_whose_checkpoint_record_cannot_be_read_fails_and_the_campaig
         record.write_text('{"reason": "requested", "size": ')
         result = counter.result(timeout=120)
         after = c.command(["true"], name="after").result(timeout=60)
-    lines = result.stdout.splitlines()  # the retry restarted in the same working directory: one output
-    starts = [line.split()[1] for line in lines[:-1]]
-    retry = starts.index(starts[-1])
-    assert set(starts[:retry]) == {starts[0]} != {starts[-1]}  # the failed attempt was stopped before it
-    assert lines[retry:-1] == [f"{i} {starts[-1]}" for i in range(40)]
+    lines = result.stdout.splitlines()  # the retry started from scratch, in an emptied working directory
+    assert lines[:-1] == [f"{i} {lines[0].split()[1]}" for i in range(40)]
     assert lines[-1].startswith("done ")
     assert after.returncode == 0
+    failed = AttemptDir.of(alpha.shared_dir, f"{counter.task_id}.1").command_stdout.read_text().splitlines()
+    assert len(failed) >= 5  # the failed attempt's own output is kept in its own directory
+    assert failed == [f"{i} {failed[0].split()[1]}" for i in range(len(failed))]
+    assert failed[0].split()[1] != lines[0].split()[1]
     with sqlite3.connect(journal) as db:
         attempts = [s for (s,) in db.execute("SELECT state FROM attempts WHERE task_id = ? ORDER BY number",
                                              (counter.task_id,))]

@@ -1,0 +1,78 @@
+"""A CRIU task's working directory: its output copied to the attempt directory as it grows, and emptied for
+a start from scratch with the earlier run's output kept in that run's own attempt directory. Real files; the
+wrapper that uses it is tested on real CRIU in tests/integration/test_migration.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from metasched.attempt_dir import AttemptDir
+from metasched.checkpoint.workdir import WorkDir
+
+
+def _attempt(tmp_path: Path, attempt_id: str) -> AttemptDir:
+    attempt = AttemptDir(tmp_path / "attempts" / attempt_id)
+    attempt.path.mkdir(parents=True)
+    return attempt
+
+
+def _write(work: WorkDir, text: str) -> None:
+    out, err = work.open_output()
+    os.write(out, text.encode())
+    os.write(err, b"e")
+    os.close(out)
+    os.close(err)
+
+
+def test_output_is_copied_as_it_grows_and_whole_at_the_end(tmp_path: Path) -> None:
+    attempt = _attempt(tmp_path, "t.1")
+    work = WorkDir(tmp_path / "work" / "t", attempt)
+    work.start_empty()
+    _write(work, "one\n")
+    work.copy_output()
+    assert attempt.command_stdout.read_text() == "one\n"
+    _write(work, "two\n")
+    work.copy_output(due_only=True)  # copied a moment ago: not yet
+    assert attempt.command_stdout.read_text() == "one\n"
+    work.copy_output()
+    assert attempt.command_stdout.read_text() == "one\ntwo\n"
+    assert attempt.command_stderr.read_text() == "ee"
+    os.truncate(work.path / "stdout", 0)  # the task cut its own file short: the copy starts again
+    _write(work, "three\n")
+    work.copy_output()
+    assert attempt.command_stdout.read_text() == "three\n"
+    _write(work, "four\n")
+    work.copy_all_output()
+    assert attempt.command_stdout.read_text() == "three\nfour\n"
+
+
+def test_a_start_from_scratch_empties_the_directory_and_keeps_the_earlier_runs_output_with_it(
+        tmp_path: Path) -> None:
+    first = _attempt(tmp_path, "t.1")
+    earlier = WorkDir(tmp_path / "work" / "t", first)
+    earlier.start_empty()
+    _write(earlier, "first run\n")
+    earlier.copy_output()
+    _write(earlier, "its last line\n")  # written after the last copy (the job was lost)
+    (earlier.path / "partial.dat").write_text("half")
+    second = _attempt(tmp_path, "t.2")
+    work = WorkDir(earlier.path, second)
+    work.start_empty()
+    assert list(work.path.iterdir()) == []
+    assert first.command_stdout.read_text() == "first run\nits last line\n"
+    assert work.owner.read_text() == str(second.path)
+    _write(work, "second run\n")
+    work.copy_all_output()
+    assert second.command_stdout.read_text() == "second run\n"
+
+
+def test_a_start_whose_earlier_attempt_directory_is_gone_still_starts_empty(tmp_path: Path) -> None:
+    work_path = tmp_path / "work" / "t"
+    work_path.mkdir(parents=True)
+    (work_path / "stdout").write_text("left by a run metasched no longer knows\n")
+    work_path.with_name("t.attempt").write_text(str(tmp_path / "attempts" / "gone.1"))
+    work = WorkDir(work_path, _attempt(tmp_path, "t.2"))
+    work.start_empty()
+    assert list(work.path.iterdir()) == []
+    assert not (tmp_path / "attempts" / "gone.1").exists()
