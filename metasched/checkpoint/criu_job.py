@@ -2,7 +2,8 @@
 
 Runs on a compute node (the job script ``exec``s it, so Slurm's signals reach it). It reads the
 attempt's CRIU task (``AttemptDir.read_criu_task``) and either starts the command as the first process
-of a new PID namespace in its working directory, or restores it from a checkpoint archive. It is the
+of a new PID namespace in its working directory (``metasched.checkpoint.workdir``: emptied for a start
+from scratch, its output copied as it grows), or restores it from a checkpoint archive. It is the
 subreaper of the task and writes the same records as a plain command job (exit status, command output,
 through ``AttemptDir``), so the agent reads both kinds alike.
 
