@@ -24,13 +24,17 @@ _STATUS_EVERY_S = 1.0
 
 
 def site_table(rows: list[Any], title: str = "per-site summary") -> Table:
-    """A table of SiteSummary rows."""
+    """A table of SiteSummary rows; a last column says why a site takes no new work, if one does not."""
+    out = any(row.problem for row in rows)
     table = Table(title=title)
     for column in ("site", "queued", "running", "done", "failed", "predicted wait"):
         table.add_column(column, justify="left" if column == "site" else "right")
+    if out:
+        table.add_column("takes no new work")
     for row in rows:
         wait = "-" if row.predicted_wait_s is None else f"{row.predicted_wait_s:.0f} s"
-        table.add_row(row.site, str(row.queued), str(row.running), str(row.done), str(row.failed), wait)
+        cells = [row.site, str(row.queued), str(row.running), str(row.done), str(row.failed), wait]
+        table.add_row(*cells, *([row.problem[:100]] if out else []))
     return table
 
 

@@ -277,6 +277,7 @@ class SiteLoad:
     learns: bool = False  # est_wait_s is corrected by the waits our attempts had here (batch sites)
     learned_s: float | None = None  # ... by this much (included in it); None: none of ours has started yet
     accepting: bool = True  # False: the site takes no new work for now (unreachable, drained)
+    problem: str = ""  # ... why, in a few words that stay the same while the reason does (for status)
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
     max_walltime_s: float | None = None  # the longest walltime a task may ask for here (pilot blocks)
     reports_start: bool = False  # the agent says when an attempt starts (until then it may be hedged)

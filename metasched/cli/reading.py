@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.table import Table
 
 from metasched import resource_use
@@ -17,6 +18,7 @@ from metasched.cli.following import follow_output, wait_for_task
 from metasched.journal import Journal
 from metasched.journal_schema import AttemptRecord
 from metasched.scheduler.blocks import journaled_blocks
+from metasched.scheduler.site_health import SiteProblem, journaled_problems
 from metasched.scheduler.states import TaskState
 from metasched.sites.base import BlockRecord
 
@@ -33,6 +35,21 @@ def pilot_blocks(journal: Path) -> dict[str, list[BlockRecord]]:
     """Each pilot site's journaled blocks (read-only)."""
     with Journal(journal).open(read_only=True) as stored:
         return journaled_blocks(stored)
+
+
+def site_problems(journal: Path) -> dict[str, SiteProblem]:
+    """The sites taking no new work, and why, as the running scheduler last journaled (read-only)."""
+    with Journal(journal).open(read_only=True) as stored:
+        return journaled_problems(stored)
+
+
+def _problems_table(problems: dict[str, SiteProblem]) -> Table:
+    table = Table(title="sites taking no new work")
+    for column in ("site", "since", "why"):
+        table.add_column(column)
+    for site, said in sorted(problems.items()):
+        table.add_row(site, time.strftime("%H:%M:%S", time.localtime(said["since"])), said["problem"])
+    return table
 
 
 def _blocks_table(blocks: dict[str, list[BlockRecord]]) -> Table:
@@ -94,11 +111,16 @@ def watch(
     from rich.live import Live
 
     journal = journal_of(campaign)
+    def table() -> Table | Group:
+        problems = site_problems(journal)
+        counted = _status_table(journal, by_site)
+        return Group(counted, _problems_table(problems)) if problems else counted
+
     by_site, _ = counts(journal)
-    with Live(_status_table(journal, by_site), console=console, auto_refresh=False) as live:
+    with Live(table(), console=console, auto_refresh=False) as live:
         while True:
             by_site, _ = counts(journal)
-            live.update(_status_table(journal, by_site), refresh=True)
+            live.update(table(), refresh=True)
             if not totals(by_site)[2]:
                 break
             time.sleep(interval)
@@ -239,14 +261,18 @@ def status(
     journal = journal_of(campaign)
     by_site, name = counts(journal)
     blocks = pilot_blocks(journal)
+    problems = site_problems(journal)
     used, heaviest = resource_use.read_use(journal) if usage else ([], [])
     failed = totals(by_site)[1]
     if as_json:
         by_block = {site: [asdict(r) for r in records] for site, records in blocks.items()}
         typer.echo(json.dumps({"campaign": name, "sites": by_site, "blocks": by_block,
+                               "site_problems": problems,
                                **(resource_use.as_json(used, heaviest) if usage else {})}))
     else:
         console.print(_status_table(journal, by_site))
+        if problems:
+            console.print(_problems_table(problems))
         if blocks:
             console.print(_blocks_table(blocks))
         if used:

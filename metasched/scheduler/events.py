@@ -33,6 +33,7 @@ class SiteSummary:
     done: int
     failed: int
     predicted_wait_s: float | None = None  # a new one-core task's predicted wait at the site now
+    problem: str = ""  # why the site takes no new work now ("" if it does)
 
 
 class EventLog:

@@ -31,6 +31,7 @@ from metasched.scheduler.core import SchedulerCore
 from metasched.scheduler.data_steps import DataSteps
 from metasched.scheduler.events import EventLog, SiteSummary, TaskEvent, site_summary, task_error
 from metasched.scheduler.hedging import HEDGES_MADE, Hedging
+from metasched.scheduler.site_health import DRAINED, SiteHealth
 from metasched.scheduler.states import TERMINAL, TaskState
 from metasched.scheduler.task_records import Attempt, TaskRecord
 from metasched.sites.base import (
@@ -65,6 +66,7 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         self._notes: list[Note] = []
         self.drained: set[SiteName] = set()
         self.blocks = BlockJournal(journal, agents)
+        self.health = SiteHealth(journal)
         self._raced: list[TaskId] = []
         self._shapes: set[Resources] = set()  # told to ShapeAwareAgents
 
@@ -82,6 +84,7 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
             close_agents(list(self.agents.values()))
         finally:
             self.blocks.record()  # how the pilot blocks ended (deleted with their agents)
+            self.health.closed()
             self.journal.close()
 
     def _restore(self) -> int:
@@ -176,6 +179,7 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         changed = self._hedge() or changed
         changed = self._settle() or changed
         self.blocks.record()
+        self.health.record(self._loads)
         if changed or self.core.transitions:
             self._flush()
         return changed
@@ -227,7 +231,7 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         for staging_site, count in self._staging_sites().items():
             loads[staging_site].inflight += count
         for drained in self.drained:  # takes no new attempts
-            loads[drained].accepting = False
+            loads[drained].accepting, loads[drained].problem = False, DRAINED
         assume_unknowns(list(loads.values()))
         return loads
 
@@ -376,7 +380,7 @@ class SchedulerService(CheckpointRequests, DataSteps, Hedging):
         rows = {row.site: row for row in site_summary(self.core.tasks.values())}
         for name, load in self._loads().items():
             row = rows.get(name) or SiteSummary(site=name, queued=0, running=0, done=0, failed=0)
-            rows[name] = dataclasses.replace(row, predicted_wait_s=load.wait_s())
+            rows[name] = dataclasses.replace(row, predicted_wait_s=load.wait_s(), problem=load.problem)
         return [rows[site] for site in sorted(rows)]
 
     def idle(self) -> bool:

@@ -393,6 +393,9 @@ class BatchAgent(JobControl):
         silent = bool(self._submitter.silent)  # a submission left unanswered since the last answer
         current = self.available and not slow and not silent
         accepting = current and capacity.usable_nodes > 0
+        unanswered = None if self.available else self.unavailable_reason
+        problem = "" if accepting else explain.not_taking_work(unanswered, slow=slow, silent=silent,
+                                                               detail=capacity.detail)
         return SiteLoad(
             site=self.name, total_cores=capacity.total_cores, max_cores_per_task=capacity.max_cores_per_node,
             max_memory_mb=capacity.max_memory_mb, gpus=self.config.gpus_per_node, nodes=capacity.nodes,
@@ -400,6 +403,7 @@ class BatchAgent(JobControl):
             intake=len(self._jobs) + self._submitter.window, submit_s=self._submitter.submit_s,
             est_wait_s=self.waits.est_wait_s, open_cores=self.waits.open_cores(capacity.total_cores),
             cycle_s=self.waits.cycle_s, learns=True, learned_s=self.waits.learned_s, accepting=accepting,
+            problem=problem,
             capabilities=self._capabilities, reports_start=True, status_current=current,
             shape_waits=self.waits.shape_waits(), shape_starts=self.waits.shape_starts(time.monotonic()))
 

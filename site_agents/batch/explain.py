@@ -51,6 +51,21 @@ def stalled(job: BatchJob, status: JobStatus, site: str, waited_s: float) -> Att
                 f"({status.reason or status.native_state}); withdrawn to run elsewhere", charge=False)
 
 
+def not_taking_work(unanswered: str | None, *, slow: bool = False, silent: bool = False,
+                    detail: str = "") -> str:
+    """Why a batch site takes no new work now (`unanswered`: its server's failure, None if it answers).
+
+    Stable words while the reason lasts: ``metasched status`` shows them, journaled when they change.
+    """
+    if unanswered is not None:
+        return f"not answering: {unanswered}"
+    if slow:
+        return "its status command is slow to answer"
+    if silent:
+        return "a submission to it has not been answered"
+    return f"no node takes jobs {detail}".strip()
+
+
 def ended(job: BatchJob, status: JobStatus, site: str, *, ran_s: float | None,
           after_outage: bool) -> AttemptUpdate:
     """A finished job without an outcome record: cancelled by us, its time limit, deleted outside, lost...

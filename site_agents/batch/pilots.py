@@ -32,6 +32,7 @@ from metasched.errors import SiteAgentError
 from metasched.outcomes import Cancelled, LossReason, Lost, TaskOutcome, failed
 from metasched.records import AttemptId, Capability, SiteLoad, SiteName, TaskSpec
 from metasched.sites.base import AttemptUpdate, BlockRecord, Submission
+from site_agents.batch import explain
 from site_agents.batch.agent import BatchAgent
 from site_agents.batch.block_scripts import BlockScripts, scripted
 from site_agents.batch.blocks import (
@@ -409,6 +410,7 @@ class PilotAgent:
             max_inflight=limit if self.batch.available else inflight, est_wait_s=wait,
             open_cores=joined or self.block_cores * self.config.max_blocks,
             cycle_s=self.tasks.mean_run_s or 0.0, accepting=self.batch.available,
+            problem="" if self.batch.available else explain.not_taking_work(self.batch.unavailable_reason),
             max_walltime_s=self.config.block_walltime - LEAVE_EARLY_S, reports_start=True,
             capabilities=frozenset({Capability.CHECKPOINT_COOPERATIVE,
                                     *(self._scripts.capabilities if self._scripts else ())}))

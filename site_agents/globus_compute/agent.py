@@ -111,7 +111,7 @@ class GlobusComputeAgent:
         self._requests: deque[float] = deque()
         self._last_poll = 0.0
         self._mean_run_s = 1.0
-        self.available = True
+        self.available, self.unavailable_reason = True, ""
         self.endpoint_details: dict[str, object] = {}
         self._reported: EndpointLoad | None = None  # the endpoint's last report of its load
         self._ours_reported = 0  # our calls at the endpoint when it made that report
@@ -230,7 +230,7 @@ class GlobusComputeAgent:
             return updates
         if not self.available:
             log.warning("site %s answers again", self.config.name)
-        self.available = True
+        self.available, self.unavailable_reason = True, ""
         for key, native_id in native.items():
             if AttemptId(key) in self._attempts:
                 updates.append(AttemptUpdate(attempt_id=AttemptId(key), native_id=native_id))
@@ -276,7 +276,7 @@ class GlobusComputeAgent:
     def _mark_unavailable(self, reason: str) -> None:
         if self.available:
             log.warning("site %s unavailable: %s", self.config.name, reason)
-        self.available = False
+        self.available, self.unavailable_reason = False, reason
 
     # ------------------------------------------------------------------------------ cancel, load, close
     def cancel(self, attempt_ids: Sequence[AttemptId]) -> None:
@@ -325,7 +325,8 @@ class GlobusComputeAgent:
             max_memory_mb=self.config.memory_mb, gpus=self.config.gpus, nodes=1, inflight=inflight,
             max_inflight=self.config.max_inflight if self.available else inflight,
             est_wait_s=est_wait_s, open_cores=open_cores,
-            cycle_s=self._mean_run_s, accepting=self.available, reports_start=True)
+            cycle_s=self._mean_run_s, accepting=self.available, reports_start=True,
+            problem="" if self.available else f"not answering: {self.unavailable_reason}")
 
     def close(self) -> None:
         """Stop following calls (sent ones finish at the endpoint, as with any Globus Compute client)."""

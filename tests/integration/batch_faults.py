@@ -6,13 +6,16 @@ and a server that stops mid-campaign loses nothing and gets no work while it is 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import metasched as ms
+from tests.integration.cli_helpers import cli
 
 ENDED = ("succeeded", "failed", "lost", "cancelled")
 
@@ -71,8 +74,9 @@ class Outage:
 
 def outage_campaign(campaign: ms.Campaign, journal: Path, site: str, stop: Callable[[], None],
                     start: Callable[[], None], down_s: float = 11.0) -> Outage:
-    """12 tasks, then `stop` once one of them runs at `site`, 8 more while it is down, `start` `down_s`
-    later; waits for all 20 and checks they succeeded."""
+    """12 tasks, then `stop` once one of them runs at `site`, 8 more while it is down (`metasched status`
+    must say the site takes no new work, why and since when), `start` `down_s` later; waits for all 20,
+    checks they succeeded and that status no longer says the server does not answer."""
     first = [campaign.command(["sleep", "2"], name=f"first-{i}") for i in range(12)]
     deadline = time.monotonic() + 60
     while not any(r[1] == site and r[3] and r[2] not in ENDED for r in attempts(journal)):
@@ -83,12 +87,35 @@ def outage_campaign(campaign: ms.Campaign, journal: Path, site: str, stop: Calla
     down_at = time.time()
     time.sleep(3)
     second = [campaign.command(["sleep", "1"], name=f"second-{i}") for i in range(8)]
-    time.sleep(down_s - 3)
+    out = _site_problems(journal, until=lambda said: site in said, deadline=down_at + down_s)
+    assert site in out, f"`metasched status` did not say {site} takes no work while its server was down"
+    assert out[site]["problem"]
+    assert down_at - 1 <= out[site]["since"] <= time.time()
+    time.sleep(max(0.0, down_at + down_s - time.time()))
     start()
     up_at = time.time()
     results = [f.result(timeout=300) for f in first + second]
     assert all(r.returncode == 0 for r in results)
+    # The server answers again (its nodes may still be registering with it: "no node takes jobs (...)").
+    after = _site_problems(journal, until=lambda said: not _unanswered(said.get(site)),
+                           deadline=time.time() + 15)
+    assert not _unanswered(after.get(site)), after
     return Outage(down_at, up_at)
+
+
+def _unanswered(said: dict[str, Any] | None) -> bool:
+    return said is not None and said["problem"].startswith(("not answering", "its status command is slow"))
+
+
+def _site_problems(journal: Path, until: Callable[[dict[str, Any]], bool], deadline: float) -> dict[str, Any]:
+    """What `metasched status --json` says of the sites taking no new work, once `until` holds (or the
+    deadline passed)."""
+    while True:
+        status = cli("status", str(journal), "--json")
+        said: dict[str, Any] = json.loads(status.stdout)["site_problems"]
+        if until(said) or time.time() >= deadline:
+            return said
+        time.sleep(0.5)
 
 
 def assert_nothing_lost(journal: Path, site: str, outage: Outage, tasks: int = 20) -> None:

@@ -36,7 +36,8 @@ depends_on = ["echo-{i}"]
     assert status.exit_code == 1
     assert json.loads(status.stdout) == {"campaign": f"cli-{os.getpid()}",
                                          "sites": {"local": {"done": 3, "failed": 1}},
-                                         "blocks": {}}  # no pilot site
+                                         "blocks": {},  # no pilot site
+                                         "site_problems": {}}  # (the campaign has ended)
     used = json.loads(runner.invoke(app, ["status", str(tmp_path / f"cli-{os.getpid()}.db"), "--json",
                                           "--usage"]).stdout)
     assert used["usage"]["local"]["attempts"] == 4  # the failed command measured too

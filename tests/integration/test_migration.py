@@ -383,6 +383,11 @@ def test_draining_a_site_moves_its_checkpointable_tasks_and_sends_new_work_elsew
                 assert f"{future.name} -> {other}" in answer
         late = c.command(["echo", "late"], name="late")
         assert late.result(timeout=120).stdout == "late\n"
+        rows = {row.site: row for row in c.status()}  # the live display's per-site table
+        assert rows[drained].problem.startswith("drained: takes no new attempts"), rows
+        assert rows[other].problem == ""
+        status = CliRunner().invoke(app, ["status", str(journal), "--json"])
+        assert list(json.loads(status.stdout)["site_problems"]) == [drained]
         results = [f.result(timeout=180) for f in counters]
         undone = CliRunner().invoke(app, ["drain", str(journal), drained, "--undo"])
         assert undone.exit_code == 0, undone.output
