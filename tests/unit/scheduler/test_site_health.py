@@ -68,3 +68,24 @@ def test_a_batch_site_says_why_it_takes_no_work_in_words_that_stay_the_same() ->
     assert not_taking_work(None, slow=True) == "its status command is slow to answer"
     assert not_taking_work(None, silent=True) == "a submission to it has not been answered"
     assert not_taking_work(None, detail="(c1 down, c2 drained)") == "no node takes jobs (c1 down, c2 drained)"
+
+
+def test_the_live_per_site_table_says_why_a_site_takes_no_work_only_when_one_does_not() -> None:
+    from rich.console import Console
+
+    from metasched.live import site_table
+    from metasched.scheduler.events import SiteSummary
+
+    def shown(rows: list[SiteSummary]) -> str:
+        console = Console(width=200, record=True)
+        console.print(site_table(rows))
+        return console.export_text()
+
+    fine = SiteSummary(site="alpha", queued=1, running=2, done=3, failed=0, predicted_wait_s=4.0)
+    assert "takes no new work" not in shown([fine])
+    out = SiteSummary(site="beta", queued=5, running=0, done=0, failed=0, predicted_wait_s=None,
+                      problem="not answering: squeue exited 1: Unable to contact slurm controller")
+    table = shown([fine, out])
+    assert "takes no new work" in table
+    beta = next(line for line in table.splitlines() if "beta" in line)
+    assert "not answering: squeue exited 1: Unable to contact slurm controller" in beta
