@@ -29,6 +29,21 @@ def _outputs(attempt: AttemptDir) -> tuple[tuple[str, Path], ...]:
     return (STDOUT_NAME, attempt.command_stdout), (STDERR_NAME, attempt.command_stderr)
 
 
+def _copy_new(source: Path, target: Path, done: int) -> int:
+    """What `source` holds past `done` bytes, written at `done` in `target`; returns the bytes now copied.
+
+    The whole file again where either is shorter than `done` (the task cut its file short; the copy was
+    removed); a copy a failed write left longer is cut back to `done` first.
+    """
+    with open(source, "rb") as src, open(target, "ab") as dst:
+        if os.fstat(src.fileno()).st_size < done or os.fstat(dst.fileno()).st_size < done:
+            done = 0
+        dst.truncate(done)
+        src.seek(done)
+        shutil.copyfileobj(src, dst)
+        return src.tell()
+
+
 class WorkDir:
     """The working directory of one attempt's task, at its absolute path on the node."""
 
@@ -83,14 +98,8 @@ class WorkDir:
             return
         self.last_copy = time.time()
         for name, target in _outputs(self.attempt):
-            done = self.copied.get(name, 0)
-            with contextlib.suppress(FileNotFoundError), open(self.path / name, "rb") as source:
-                if os.fstat(source.fileno()).st_size < done:  # cut short (by the task): copy it anew
-                    done = 0
-                source.seek(done)
-                with open(target, "ab" if done else "wb") as copy:
-                    shutil.copyfileobj(source, copy)
-                self.copied[name] = source.tell()
+            with contextlib.suppress(OSError):  # (a full disk: the task runs on; copied again next time)
+                self.copied[name] = _copy_new(self.path / name, target, self.copied.get(name, 0))
 
     def copy_all_output(self) -> None:
         """The output files copied whole, when the task has ended."""

@@ -5,6 +5,7 @@ wrapper that uses it is tested on real CRIU in tests/integration/test_migration.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from metasched.attempt_dir import AttemptDir
@@ -45,6 +46,25 @@ def test_output_is_copied_as_it_grows_and_whole_at_the_end(tmp_path: Path) -> No
     _write(work, "four\n")
     work.copy_all_output()
     assert attempt.command_stdout.read_text() == "three\nfour\n"
+
+
+def test_a_copy_cut_short_or_left_long_by_a_failed_write_is_mended_at_the_next_copy(tmp_path: Path) -> None:
+    attempt = _attempt(tmp_path, "t.1")
+    work = WorkDir(tmp_path / "work" / "t", attempt)
+    work.start_empty()
+    _write(work, "one\n")
+    work.copy_output()
+    with open(attempt.command_stdout, "a") as copy:  # half of a write that then failed (a full disk)
+        copy.write("tw")
+    _write(work, "two\n")
+    work.copy_output()
+    assert attempt.command_stdout.read_text() == "one\ntwo\n"
+    attempt.command_stdout.unlink()  # removed meanwhile: copied whole again
+    _write(work, "three\n")
+    work.copy_output()
+    assert attempt.command_stdout.read_text() == "one\ntwo\nthree\n"
+    shutil.rmtree(attempt.path)  # the attempt directory gone: the copy fails, the task runs on
+    work.copy_output()
 
 
 def test_a_start_from_scratch_empties_the_directory_and_keeps_the_earlier_runs_output_with_it(
