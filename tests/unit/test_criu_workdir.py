@@ -18,6 +18,16 @@ def _attempt(tmp_path: Path, attempt_id: str) -> AttemptDir:
     return attempt
 
 
+def _started(tmp_path: Path) -> tuple[AttemptDir, WorkDir]:
+    """A first attempt's working directory, started, with "one" written and copied."""
+    attempt = _attempt(tmp_path, "t.1")
+    work = WorkDir(tmp_path / "work" / "t", attempt)
+    work.start_empty()
+    _write(work, "one\n")
+    work.copy_output()
+    return attempt, work
+
+
 def _write(work: WorkDir, text: str) -> None:
     out, err = work.open_output()
     os.write(out, text.encode())
@@ -27,11 +37,7 @@ def _write(work: WorkDir, text: str) -> None:
 
 
 def test_output_is_copied_as_it_grows_and_whole_at_the_end(tmp_path: Path) -> None:
-    attempt = _attempt(tmp_path, "t.1")
-    work = WorkDir(tmp_path / "work" / "t", attempt)
-    work.start_empty()
-    _write(work, "one\n")
-    work.copy_output()
+    attempt, work = _started(tmp_path)
     assert attempt.command_stdout.read_text() == "one\n"
     _write(work, "two\n")
     work.copy_output(due_only=True)  # copied a moment ago: not yet
@@ -49,11 +55,7 @@ def test_output_is_copied_as_it_grows_and_whole_at_the_end(tmp_path: Path) -> No
 
 
 def test_a_copy_cut_short_or_left_long_by_a_failed_write_is_mended_at_the_next_copy(tmp_path: Path) -> None:
-    attempt = _attempt(tmp_path, "t.1")
-    work = WorkDir(tmp_path / "work" / "t", attempt)
-    work.start_empty()
-    _write(work, "one\n")
-    work.copy_output()
+    attempt, work = _started(tmp_path)
     with open(attempt.command_stdout, "a") as copy:  # half of a write that then failed (a full disk)
         copy.write("tw")
     _write(work, "two\n")
@@ -69,18 +71,14 @@ def test_a_copy_cut_short_or_left_long_by_a_failed_write_is_mended_at_the_next_c
 
 def test_a_start_from_scratch_empties_the_directory_and_keeps_the_earlier_runs_output_with_it(
         tmp_path: Path) -> None:
-    first = _attempt(tmp_path, "t.1")
-    earlier = WorkDir(tmp_path / "work" / "t", first)
-    earlier.start_empty()
-    _write(earlier, "first run\n")
-    earlier.copy_output()
+    first, earlier = _started(tmp_path)
     _write(earlier, "its last line\n")  # written after the last copy (the job was lost)
     (earlier.path / "partial.dat").write_text("half")
     second = _attempt(tmp_path, "t.2")
     work = WorkDir(earlier.path, second)
     work.start_empty()
     assert list(work.path.iterdir()) == []
-    assert first.command_stdout.read_text() == "first run\nits last line\n"
+    assert first.command_stdout.read_text() == "one\nits last line\n"
     assert work.owner.read_text() == str(second.path)
     _write(work, "second run\n")
     work.copy_all_output()
