@@ -111,16 +111,18 @@ def watch(
     from rich.live import Live
 
     journal = journal_of(campaign)
-    def table() -> Table | Group:
+
+    def table(by_site: dict[str, dict[str, int]]) -> Table | Group:
+        """The counts, and the sites taking no new work if any."""
         problems = site_problems(journal)
         counted = _status_table(journal, by_site)
         return Group(counted, _problems_table(problems)) if problems else counted
 
     by_site, _ = counts(journal)
-    with Live(table(), console=console, auto_refresh=False) as live:
+    with Live(table(by_site), console=console, auto_refresh=False) as live:
         while True:
             by_site, _ = counts(journal)
-            live.update(table(), refresh=True)
+            live.update(table(by_site), refresh=True)
             if not totals(by_site)[2]:
                 break
             time.sleep(interval)
